@@ -1,0 +1,74 @@
+"""The ``runyard`` command line: argument parsing, error reporting and exit codes.
+
+Exit codes: 0 ok; 1 the operation failed or a check found a problem; 2 usage or bad input;
+3 the daemon is unreachable. Errors print on one line to stderr, no traceback unless ``--debug``.
+Each command group lives in its own module and registers its subparsers here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from runtime.errors import RunyardError
+
+from . import runtime_cmd
+from .common import UsageError, common_options
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="runyard",
+        description="Supervise a self-contained runtime tree.",
+        parents=[common],
+        epilog="exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    runtime_cmd.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("root", "project"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    for name in ("json", "debug"):
+        if not hasattr(args, name):
+            setattr(args, name, False)
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as exc:
+        return _fail(args, exc, EXIT_USAGE)
+    except RunyardError as exc:
+        return _fail(args, exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("runyard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug
+        return _fail(args, exc, EXIT_FAILED, internal=True)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int, internal: bool = False) -> int:
+    if args.debug:
+        traceback.print_exc()
+    text = str(exc).replace("\n", " ") or type(exc).__name__
+    if internal:
+        text = f"internal error: {type(exc).__name__}: {text} (run with --debug for details)"
+    print(f"runyard: {text}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

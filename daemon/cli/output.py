@@ -1,0 +1,81 @@
+"""How the CLI prints: aligned tables for people, JSON for scripts, sizes in readable units."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+__all__ = ["human_bytes", "parse_bytes", "print_json", "print_table"]
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(_encoder.encode(value)).decode() + "\n")
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], right: set[int] | None = None
+) -> None:
+    """Columns padded to the widest cell; ``right`` holds the indexes of numeric columns."""
+    right = right or set()
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        sys.stdout.write("  ".join(parts).rstrip() + "\n")
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """``500``, ``10M``, ``1.5GiB`` -> bytes; ValueError with the reason otherwise."""
+    s = text.strip().lower().replace(" ", "")
+    i = len(s)
+    while i and not (s[i - 1].isdigit() or s[i - 1] == "."):
+        i -= 1
+    number, unit = s[:i], s[i:]
+    if unit not in _UNITS or not number:
+        raise ValueError(f"{text!r} is not a size (examples: 500, 10M, 1.5GiB)")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (examples: 500, 10M, 1.5GiB)") from None
+    if value < 0:
+        raise ValueError(f"{text!r}: a size must be >= 0")
+    return int(value * _UNITS[unit])

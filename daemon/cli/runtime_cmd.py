@@ -1,0 +1,210 @@
+"""``runyard runtime ...``: the tree, acquisition, env, disk usage, cache GC and drift checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from runtime.du import disk_usage
+
+from runtime.acquire import ensure_service
+from runtime.cache import cache_owner, collect_garbage
+from runtime.env import resolve_service_env
+from runtime.manifest import load_manifest
+from runtime.tree import RuntimeTree
+from runtime.verify import verify_installed
+
+from .common import UsageError, open_project, open_tree
+from .output import human_bytes, parse_bytes, print_json, print_table
+
+__all__ = ["register"]
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    runtime = sub.add_parser("runtime", help="the runtime tree: install, inspect, clean")
+    rsub = runtime.add_subparsers(dest="runtime_command", metavar="COMMAND", required=True)
+
+    p = rsub.add_parser("init", parents=[common], help="lay out a runtime tree")
+    p.add_argument("dir", nargs="?", help="where (default: the resolved root)")
+    p.set_defaults(handler=cmd_init)
+
+    p = rsub.add_parser("ensure", parents=[common], help="install a service binary from a catalog")
+    p.add_argument("name")
+    p.add_argument(
+        "version_spec",
+        nargs="?",
+        default="latest",
+        metavar="VERSION_SPEC",
+        help="8.3.4, 8.3.x or latest (default)",
+    )
+    p.add_argument("--catalog", help="catalog path or URL (remembered for next time)")
+    p.set_defaults(handler=cmd_ensure)
+
+    p = rsub.add_parser("ls", parents=[common], help="list installed services")
+    p.set_defaults(handler=cmd_ls)
+
+    p = rsub.add_parser("env", parents=[common], help="the environment a service runs with")
+    p.add_argument("name")
+    p.add_argument("--all", action="store_true", help="also show inherited variables")
+    p.set_defaults(handler=cmd_env)
+
+    p = rsub.add_parser("du", parents=[common], help="disk usage per service")
+    p.set_defaults(handler=cmd_du)
+
+    p = rsub.add_parser("verify", parents=[common], help="re-hash installed files, report drift")
+    p.set_defaults(handler=cmd_verify)
+
+    p = rsub.add_parser("gc", parents=[common], help="evict least-recently-used cached archives")
+    p.add_argument("--max-bytes", required=True, help="cache budget, e.g. 500M or 2GiB")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    p.add_argument("--all", action="store_true", help="may evict archives of installed versions")
+    p.set_defaults(handler=cmd_gc)
+
+
+def _tree(args: argparse.Namespace) -> RuntimeTree:
+    return open_tree(args).require()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
+    created = tree.init()
+    if args.json:
+        print_json({"root": str(tree.root), "created": created})
+    else:
+        verb = "initialised" if created else "already initialised:"
+        print(f"{verb} runtime tree at {tree.root}")
+    return 0
+
+
+def cmd_ensure(args: argparse.Namespace) -> int:
+    tree = open_tree(args)
+    result = ensure_service(
+        args.name,
+        args.version_spec,
+        root=tree.root,
+        catalog=args.catalog,
+        progress=None if not args.json else False,
+    )
+    if args.json:
+        print_json(result)
+        return 0
+    rel = os.path.relpath(result.bin_path, tree.root)
+    if result.installed:
+        how = f"downloaded {human_bytes(result.size)}" if result.fetched else "from cache"
+        print(f"installed {result.name} {result.version} {result.os}-{result.arch} ({how}): {rel}")
+    else:
+        print(f"{result.name} {result.version} {result.os}-{result.arch} already installed: {rel}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    manifest = load_manifest(_tree(args))
+    newest = {}
+    for s in manifest.services:
+        cur = newest.get((s.name, s.platform))
+        if cur is None or s.installed_at > cur.installed_at:
+            newest[(s.name, s.platform)] = s
+    if args.json:
+        print_json(manifest.services)
+        return 0
+    if not manifest.services:
+        print("no services installed (runyard runtime ensure NAME VERSION --catalog FILE)")
+        return 0
+    rows = [
+        (
+            ("*" if newest[(s.name, s.platform)] is s else " ") + s.name,
+            s.version,
+            s.platform,
+            s.kind,
+            human_bytes(s.size),
+            ",".join(f"{p.name}:{p.port}" for p in s.default_ports) or "-",
+            s.bin_path,
+        )
+        for s in manifest.services
+    ]
+    print_table(["NAME", "VERSION", "PLATFORM", "KIND", "ARCHIVE", "PORTS", "BINPATH"], rows, {4})
+    print("* the version that runs unless runyard.toml pins another")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    project = open_project(args)
+    tree = open_tree(args, project).require()
+    resolved = resolve_service_env(tree, args.name, project=project)
+    if args.json:
+        print_json(resolved)
+        return 0
+    for key in sorted(resolved.env):
+        source = resolved.sources.get(key, "base")
+        if args.all or source != "base" or key == "PATH":
+            print(f"{key}={resolved.env[key]}")
+    return 0
+
+
+def cmd_du(args: argparse.Namespace) -> int:
+    tree = _tree(args)
+    owners = cache_owner(tree)
+    report = disk_usage(tree, owners.get)
+    if args.json:
+        print_json(report)
+        return 0
+    cats = ("bin", "data", "logs", "config", "cache")
+    rows = []
+    for s in report.services:
+        rows.append(
+            [
+                s.name,
+                *(human_bytes(getattr(s, c).bytes) for c in cats),
+                human_bytes(s.total.bytes),
+                s.total.files,
+            ]
+        )
+    rows.append(
+        ["(runyard)", "", "", "", "", "", human_bytes(report.other.bytes), report.other.files]
+    )
+    rows.append(["TOTAL", "", "", "", "", "", human_bytes(report.total.bytes), report.total.files])
+    print_table(["SERVICE", *(c.upper() for c in cats), "TOTAL", "FILES"], rows, set(range(1, 8)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify_installed(_tree(args))
+    if args.json:
+        print_json({"ok": report.ok, **{k: getattr(report, k) for k in report.__struct_fields__}})
+    else:
+        for d in report.drift:
+            print(f"{d.service} {d.version} {d.platform}: {d.path}: {d.problem}")
+        state = "ok" if report.ok else f"{len(report.drift)} problem(s)"
+        print(
+            f"verified {report.checked_files} files in {report.services} installs: {state}",
+            file=sys.stdout if report.ok else sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    try:
+        max_bytes = parse_bytes(args.max_bytes)
+    except ValueError as exc:
+        raise UsageError(f"--max-bytes: {exc}") from None
+    report = collect_garbage(
+        _tree(args), max_bytes, dry_run=args.dry_run, include_installed=args.all
+    )
+    if args.json:
+        print_json(report)
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for r in report.removed:
+        print(f"{verb} {r.file} ({human_bytes(r.bytes)})")
+    print(
+        f"{verb} {len(report.removed)} archive(s), {human_bytes(report.freed_bytes)} freed; "
+        f"cache now {human_bytes(report.kept_bytes)}"
+    )
+    if report.protected:
+        print(
+            f"over budget: kept {len(report.protected)} archive(s) of installed versions "
+            "(--all evicts them too)"
+        )
+    return 0

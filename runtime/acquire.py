@@ -1,0 +1,235 @@
+"""Acquisition: ``ensure_service(name, spec)`` resolves, fetches, verifies and installs a binary.
+
+    catalog ─ resolve(name, spec, os, arch) ─▶ archive
+    cache   ─ fetch (lock, stream, sha256+size) ─▶ cache/archives/<file>
+    bin     ─ extract (temp dir, safety checks) ─ one rename ─▶ bin/<name>/<version>/<os>-<arch>/
+    manifest ─ entry with checksum, size, binPath, file digests ─ temp + rename
+
+An install that is already in place (same checksum, files present) returns at once with no
+network I/O. Every step that can fail does so before the manifest changes, so a failed ensure
+leaves the manifest as it was and nothing new under ``bin/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from .cache import CacheEntry, archive_file_name, record_use
+from .catalog import LoadedCatalog, load_catalog, remember_catalog, remembered_catalog
+from .errors import CatalogError
+from .extract import extract_archive
+from .fetch import Progress, fetch_into_cache, tty_progress
+from .locking import tree_lock
+from .manifest import RuntimeManifest, ServiceEntry, load_manifest, save_manifest
+from .platform import current_arch, current_os
+from .tree import RuntimeTree, resolve_root
+
+__all__ = ["MANIFEST_LOCK", "ServiceBinary", "ensure_service", "get_manifest", "open_tree"]
+
+MANIFEST_LOCK = "manifest"
+
+
+class ServiceBinary(msgspec.Struct):
+    """An installed service binary, as ``ensure_service`` hands it back."""
+
+    name: str
+    version: str
+    os: str
+    arch: str
+    kind: str
+    checksum: str
+    size: int
+    #: Absolute path of the program.
+    bin_path: str
+    #: Absolute path of the install dir ``bin/{name}/{version}/{os}-{arch}``.
+    install_dir: str
+    #: True when this call downloaded the archive; False when the cache or the tree had it.
+    fetched: bool
+    #: True when this call extracted the archive into ``bin/``.
+    installed: bool
+
+
+def open_tree(root: str | os.PathLike[str] | None = None) -> RuntimeTree:
+    return RuntimeTree(resolve_root(root))
+
+
+def get_manifest(root: str | os.PathLike[str] | None = None) -> RuntimeManifest:
+    """The validated manifest of the tree at ``root`` (resolved as the CLI does)."""
+    return load_manifest(open_tree(root))
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _catalog_for(tree: RuntimeTree, catalog: str | None) -> LoadedCatalog:
+    source = catalog or remembered_catalog(tree)
+    if not source:
+        raise CatalogError("no catalog known for this tree: pass --catalog PATH_OR_URL once")
+    loaded = load_catalog(source)
+    if catalog:
+        remember_catalog(tree, loaded.url)
+    return loaded
+
+
+def _binary(
+    entry: ServiceEntry, tree: RuntimeTree, fetched: bool, installed: bool
+) -> ServiceBinary:
+    return ServiceBinary(
+        name=entry.name,
+        version=entry.version,
+        os=entry.os,
+        arch=entry.arch,
+        kind=entry.kind,
+        checksum=entry.checksum,
+        size=entry.size,
+        bin_path=str(tree.root / entry.bin_path),
+        install_dir=str(tree.root / entry.install_rel),
+        fetched=fetched,
+        installed=installed,
+    )
+
+
+def _make_read_only(root: Path) -> None:
+    # bin/ is read-only after install; directories stay owner-writable so gc and
+    # reinstalls can remove them without chmod games.
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, stat.S_IMODE(mode) & ~0o222)
+
+
+def ensure_service(
+    name: str,
+    version_spec: str = "latest",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    catalog: str | None = None,
+    progress: Progress | bool | None = None,
+    os_name: str | None = None,
+    arch: str | None = None,
+) -> ServiceBinary:
+    """Make ``name`` at the highest version matching ``version_spec`` present in the tree.
+
+    ``catalog`` is a path or URL; without it the catalog used last in this tree is used.
+    ``progress`` None shows a bar when stderr is a terminal; False never does.
+    """
+    tree = open_tree(root)
+    tree.init()
+    loaded = _catalog_for(tree, catalog)
+    os_name = os_name or current_os()
+    arch = arch or current_arch()
+    archive = loaded.resolve(name, version_spec, os_name, arch)
+    url = loaded.archive_url(archive)
+    file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, url)
+    install_dir = tree.install_dir(name, archive.version, archive.os, archive.arch)
+    rel_install = install_dir.relative_to(tree.root).as_posix()
+    bin_rel = f"{rel_install}/{archive.bin_path}"
+
+    with tree_lock(tree, f"install-{name}-{archive.version}-{archive.platform}"):
+        existing = load_manifest(tree).get(name, archive.version, archive.os, archive.arch)
+        if (
+            existing is not None
+            and existing.checksum == archive.sha256
+            and (tree.root / existing.bin_path).is_file()
+        ):
+            entry = _update_entry(tree, existing)
+            # Keep the archive's LRU fresh: using an install counts as using its archive.
+            record_use(tree, file_name)
+            return _binary(entry, tree, fetched=False, installed=False)
+
+        if progress is None:
+            progress = tty_progress(f"{name} {archive.version}")
+        cached, fetched = fetch_into_cache(
+            tree, url, file_name, archive.sha256, archive.size, progress or None
+        )
+        now_ns = time.time_ns()
+        record_use(
+            tree,
+            file_name,
+            CacheEntry(
+                name=name,
+                version=archive.version,
+                os=archive.os,
+                arch=archive.arch,
+                sha256=archive.sha256,
+                size=archive.size,
+                url=url,
+                fetched_at=now_ns,
+                last_used=now_ns,
+            ),
+        )
+
+        # A dir without a manifest entry is what a crash between rename and manifest write
+        # leaves; a dir with another checksum is a catalog that re-published the version.
+        # Either way it is moved aside, replaced, and removed once the manifest says so.
+        aside: Path | None = None
+        if install_dir.exists() or install_dir.is_symlink():
+            aside = Path(
+                tempfile.mkdtemp(prefix=f".{install_dir.name}.old-", dir=install_dir.parent)
+            )
+            os.rename(install_dir, aside / "tree")
+        try:
+            files = extract_archive(cached, install_dir, bin_path=archive.bin_path)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside / "tree", install_dir)
+                shutil.rmtree(aside, ignore_errors=True)
+            raise
+        _make_read_only(install_dir)
+        entry = ServiceEntry(
+            name=name,
+            version=archive.version,
+            os=archive.os,
+            arch=archive.arch,
+            checksum=archive.sha256,
+            size=archive.size,
+            bin_path=bin_rel,
+            default_ports=list(archive.default_ports or []),
+            env=dict(archive.env or {}),
+            args=list(archive.args or []),
+            kind=archive.kind or "service",
+            installed_at=_now_rfc3339(),
+            files=files,
+        )
+        try:
+            _put_entry(tree, entry)
+        except BaseException:
+            shutil.rmtree(install_dir, ignore_errors=True)
+            if aside is not None:
+                os.rename(aside / "tree", install_dir)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+    return _binary(entry, tree, fetched=fetched, installed=True)
+
+
+def _put_entry(tree: RuntimeTree, entry: ServiceEntry) -> None:
+    """Add or replace ``entry`` in the manifest under the manifest lock."""
+    with tree_lock(tree, MANIFEST_LOCK):
+        manifest = load_manifest(tree)
+        key = (entry.name, entry.version, entry.os, entry.arch)
+        manifest.services = [
+            s for s in manifest.services if (s.name, s.version, s.os, s.arch) != key
+        ]
+        manifest.services.append(entry)
+        manifest.services.sort(key=lambda s: (s.name, s.version, s.os, s.arch))
+        save_manifest(tree, manifest)
+
+
+def _update_entry(tree: RuntimeTree, entry: ServiceEntry) -> ServiceEntry:
+    """Ensuring an installed version again makes it the most recently ensured one."""
+    updated = msgspec.structs.replace(entry, installed_at=_now_rfc3339())
+    _put_entry(tree, updated)
+    return updated

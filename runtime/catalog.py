@@ -1,0 +1,213 @@
+"""Catalogs: where archives of service binaries come from, and which one a spec resolves to.
+
+A catalog is a JSON file ``{"version": "1", "archives": [...]}`` on disk or behind a URL. Each
+archive names one (name, version, os, arch) with its URL, sha256 and size, the path of the
+program inside the archive, and defaults copied into the manifest on install. A relative ``url``
+is relative to the catalog's own location. The catalog used last is remembered in the tree
+(``config/runyard/catalog.json``) so ``--catalog`` is needed only once.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from .atomic import atomic_write_bytes
+from .errors import CatalogError, ResolveError
+from .manifest import HEX64, PortDef, decode_error_message, unsafe_relative_path
+from .platform import ARCHES, OSES, normalize_arch, normalize_os
+from .tree import RESERVED_NAMES, RuntimeTree, check_name
+from .versions import Version, VersionSpec, pick_highest
+
+__all__ = [
+    "Catalog",
+    "CatalogArchive",
+    "LoadedCatalog",
+    "load_catalog",
+    "remember_catalog",
+    "remembered_catalog",
+    "source_url",
+]
+
+#: Catalogs are small; anything bigger is a wrong URL, not a catalog.
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
+TIMEOUT_SECS = 30
+
+
+class CatalogArchive(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    name: str
+    version: str
+    os: str
+    arch: str
+    url: str
+    sha256: str
+    size: int
+    bin_path: str
+    kind: Literal["service", "engine"] | None = None
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    default_ports: list[PortDef] | None = None
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}-{self.arch}"
+
+
+class Catalog(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    version: Literal["1"]
+    archives: list[CatalogArchive]
+
+
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """A validated catalog and the URL it was read from (relative archive URLs hang off it)."""
+
+    url: str
+    catalog: Catalog
+
+    def archive_url(self, archive: CatalogArchive) -> str:
+        return urllib.parse.urljoin(self.url, archive.url)
+
+    def resolve(self, name: str, spec: str, os_name: str, arch: str) -> CatalogArchive:
+        """The highest version of ``name`` matching ``spec`` for this os/arch."""
+        try:
+            parsed = VersionSpec.parse(spec)
+        except ValueError as exc:
+            raise ResolveError(str(exc)) from None
+        named = [a for a in self.catalog.archives if a.name == name]
+        if not named:
+            names = sorted({a.name for a in self.catalog.archives})
+            raise ResolveError(
+                f"no service {name!r} in catalog {self.url} (available: {', '.join(names) or 'none'})"
+            )
+        here = [a for a in named if a.os == os_name and a.arch == arch]
+        chosen = pick_highest(parsed, (a.version for a in here))
+        if chosen is None:
+            if here:
+                versions = sorted({a.version for a in here}, key=Version.parse, reverse=True)
+                have = ", ".join(versions)
+                raise ResolveError(
+                    f"no version of {name!r} matches {spec!r} for {os_name}-{arch} "
+                    f"(available: {have})"
+                )
+            platforms = sorted({a.platform for a in named})
+            raise ResolveError(
+                f"{name!r} has no archive for {os_name}-{arch} (available: {', '.join(platforms)})"
+            )
+        return next(a for a in here if a.version == chosen)
+
+
+def source_url(source: str, base: Path | None = None) -> str:
+    """A catalog argument (path, file://, http://, https://) as an absolute URL."""
+    scheme = urllib.parse.urlsplit(source).scheme.lower()
+    if scheme in ("http", "https", "file"):
+        return source
+    if len(scheme) > 1:
+        raise CatalogError(
+            f"catalog {source!r}: unsupported scheme {scheme!r} "
+            "(expected a path, file://, http:// or https://)"
+        )
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return path.absolute().as_uri()
+
+
+def read_url(url: str, what: str, limit: int) -> bytes:
+    """Bytes behind a file:// or http(s):// URL, at most ``limit``."""
+    try:
+        if url.startswith("file:"):
+            path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
+        else:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_SECS) as resp:
+                data = resp.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        raise CatalogError(f"{what} {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise CatalogError(f"{what} {url}: {exc.reason}") from None
+    except OSError as exc:
+        raise CatalogError(f"{what} {url}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise CatalogError(f"{what} {url}: larger than {limit} bytes")
+    return data
+
+
+_decoder = msgspec.json.Decoder(Catalog)
+
+
+def validate_catalog(catalog: Catalog) -> Catalog:
+    """Normalise os/arch aliases and check what types cannot; returns the normalised catalog."""
+    for i, a in enumerate(catalog.archives):
+        at = f"archives[{i}]"
+        problem = check_name(a.name)
+        if problem:
+            raise CatalogError(f"{at}.name: {problem}")
+        if a.name in RESERVED_NAMES:
+            raise CatalogError(f"{at}.name: {a.name!r} is reserved for Runyard itself")
+        if Version.try_parse(a.version) is None or unsafe_relative_path(a.version):
+            raise CatalogError(f"{at}.version: {a.version!r} is not a version")
+        os_name = normalize_os(a.os)
+        if os_name is None:
+            raise CatalogError(f"{at}.os: expected one of {', '.join(OSES)}, got {a.os!r}")
+        arch = normalize_arch(a.arch)
+        if arch is None:
+            raise CatalogError(f"{at}.arch: expected one of {', '.join(ARCHES)}, got {a.arch!r}")
+        a.os, a.arch = os_name, arch
+        if not HEX64.match(a.sha256):
+            raise CatalogError(f"{at}.sha256: expected 64 lowercase hex characters")
+        if a.size < 0:
+            raise CatalogError(f"{at}.size: expected a byte count >= 0, got {a.size}")
+        if not a.url:
+            raise CatalogError(f"{at}.url: must not be empty")
+        problem = unsafe_relative_path(a.bin_path)
+        if problem:
+            raise CatalogError(f"{at}.binPath: {problem}")
+    return catalog
+
+
+def load_catalog(source: str, base: Path | None = None) -> LoadedCatalog:
+    """Read and validate a catalog from a path or URL."""
+    url = source_url(source, base)
+    data = read_url(url, "catalog", MAX_CATALOG_BYTES)
+    try:
+        catalog = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CatalogError(f"catalog {url}: {decode_error_message(exc)}") from None
+    try:
+        validate_catalog(catalog)
+    except CatalogError as exc:
+        raise CatalogError(f"catalog {url}: {exc}") from None
+    return LoadedCatalog(url, catalog)
+
+
+def _remembered_path(tree: RuntimeTree) -> Path:
+    return tree.own_config_dir / "catalog.json"
+
+
+def remember_catalog(tree: RuntimeTree, url: str) -> None:
+    tree.own_config_dir.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"source": url}, indent=2) + "\n"
+    atomic_write_bytes(_remembered_path(tree), body.encode())
+
+
+def remembered_catalog(tree: RuntimeTree) -> str | None:
+    path = _remembered_path(tree)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: unreadable ({exc}); pass --catalog again") from None
+    source = data.get("source") if isinstance(data, dict) else None
+    if not isinstance(source, str) or not source:
+        raise CatalogError(f"{path}: no 'source' string; pass --catalog again")
+    return source

@@ -1,0 +1,149 @@
+"""Fetching archives into the cache: streamed, hashed and size-checked while written.
+
+The bytes go to a temp file beside the final name and are renamed into place only when their
+sha256 and size match the catalog; a mismatch deletes the partial file. A per-archive lock makes
+two concurrent fetches of one archive download it once: the second finds the file in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from .atomic import fsync_dir
+from .errors import AcquisitionError, ChecksumMismatch
+from .locking import tree_lock
+from .tree import RuntimeTree
+
+__all__ = ["Progress", "fetch_into_cache", "hash_file", "open_source"]
+
+CHUNK = 256 * 1024
+TIMEOUT_SECS = 60
+
+
+class Progress(Protocol):
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 hex and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def open_source(url: str) -> BinaryIO:
+    """A readable binary stream for a path, file://, http:// or https:// URL."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        if scheme in ("http", "https"):
+            return urllib.request.urlopen(url, timeout=TIMEOUT_SECS)
+        if scheme == "file":
+            return open(urllib.request.url2pathname(parts.path), "rb")
+        if len(scheme) <= 1:  # a plain path (or a Windows drive letter)
+            return open(url, "rb")
+    except urllib.error.HTTPError as exc:
+        raise AcquisitionError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise AcquisitionError(f"{url}: {exc.reason}") from None
+    except OSError as exc:
+        raise AcquisitionError(f"{url}: {exc.strerror or exc}") from None
+    raise AcquisitionError(f"{url}: unsupported scheme {scheme!r}")
+
+
+def tty_progress(label: str) -> Progress | None:
+    """A one-line progress bar on stderr when it is a terminal; None otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 0.1:
+            return
+        last[0] = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{label} [{bar:<30}] {frac:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _download(url: str, target: Path, sha256: str, size: int, progress: Progress | None) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        digest = hashlib.sha256()
+        got = 0
+        with os.fdopen(fd, "wb") as out, open_source(url) as src:
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except OSError as exc:
+                    raise AcquisitionError(f"{url}: read failed: {exc}") from None
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > size:
+                    raise ChecksumMismatch(
+                        f"{url}: size mismatch: expected {size} bytes, got more than that"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+                if progress:
+                    progress(got, size)
+            out.flush()
+            os.fsync(out.fileno())
+        if got != size:
+            raise ChecksumMismatch(f"{url}: size mismatch: expected {size} bytes, got {got}")
+        actual = digest.hexdigest()
+        if actual != sha256:
+            raise ChecksumMismatch(f"{url}: sha256 mismatch: expected {sha256}, got {actual}")
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def fetch_into_cache(
+    tree: RuntimeTree,
+    url: str,
+    file_name: str,
+    sha256: str,
+    size: int,
+    progress: Progress | None = None,
+) -> tuple[Path, bool]:
+    """The cached archive ``file_name``, downloading it when absent or damaged.
+
+    Returns (path, fetched): ``fetched`` is False when the cache already held the right bytes,
+    in which case no network I/O happened.
+    """
+    tree.archives_dir.mkdir(parents=True, exist_ok=True)
+    target = tree.archives_dir / file_name
+    with tree_lock(tree, f"fetch-{file_name}"):
+        if target.is_file():
+            actual, got = hash_file(target)
+            if actual == sha256 and got == size:
+                return target, False
+            # Damaged or replaced behind our back: fetch it again rather than trust it.
+            target.unlink()
+        _download(url, target, sha256, size, progress)
+    return target, True

@@ -1,0 +1,225 @@
+"""runtime/manifest.json: what is installed in the tree, as msgspec Structs.
+
+The file is ours, so unknown fields are refused. Field names on disk are camelCase
+(`binPath`, `defaultPorts`, `createdAt`), as in the runtime-tree spec. Decoding checks types;
+`validate_manifest` then checks meaning (hex digests, names, paths that stay in the tree) and
+every problem is reported as one line naming the field path: `services[2].checksum: ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from .atomic import atomic_write_bytes
+from .errors import ManifestError
+from .platform import ARCHES, OSES
+from .tree import RESERVED_NAMES, RuntimeTree, check_name
+
+__all__ = [
+    "BundleInfo",
+    "PortDef",
+    "RuntimeManifest",
+    "ServiceEntry",
+    "decode_error_message",
+    "load_manifest",
+    "parse_manifest",
+    "save_manifest",
+    "unsafe_relative_path",
+    "validate_manifest",
+]
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+
+
+class PortDef(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """A port a service listens on by default."""
+
+    name: str
+    port: int
+    protocol: Literal["tcp", "udp", "http", "https"] = "tcp"
+
+
+class ServiceEntry(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+    """One installed (name, version, os, arch) of a service or engine."""
+
+    name: str
+    version: str
+    os: str
+    arch: str
+    checksum: str
+    size: int
+    bin_path: str
+    default_ports: list[PortDef] = []
+    env: dict[str, str] = {}
+    args: list[str] = []
+    kind: Literal["service", "engine"] = "service"
+    #: When this version was (last) ensured, RFC 3339 UTC; the newest one runs by default.
+    installed_at: str = ""
+    #: sha256 of every extracted file, by path relative to the install dir.
+    files: dict[str, str] = {}
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}-{self.arch}"
+
+    @property
+    def install_rel(self) -> str:
+        """The install dir, relative to the tree root."""
+        return f"bin/{self.name}/{self.version}/{self.os}-{self.arch}"
+
+
+class BundleInfo(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Where this tree came from, when packed as a runtime bundle."""
+
+    created_at: str = ""
+    source: str = ""
+    signature: str = ""
+
+
+class RuntimeManifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    version: Literal["1"] = "1"
+    services: list[ServiceEntry] = []
+    bundle: BundleInfo = msgspec.field(default_factory=BundleInfo)
+
+    def find(self, name: str) -> list[ServiceEntry]:
+        """Every installed entry of ``name``, newest install first."""
+        found = [s for s in self.services if s.name == name]
+        found.sort(key=lambda s: s.installed_at, reverse=True)
+        return found
+
+    def get(self, name: str, version: str, os_name: str, arch: str) -> ServiceEntry | None:
+        for s in self.services:
+            if (s.name, s.version, s.os, s.arch) == (name, version, os_name, arch):
+                return s
+        return None
+
+
+_decoder = msgspec.json.Decoder(RuntimeManifest)
+_encoder = msgspec.json.Encoder(order="sorted")
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+
+
+def decode_error_message(exc: msgspec.DecodeError, root_name: str = "") -> str:
+    """Turn msgspec's `Expected `int`, got `str` - at `$.a[0].b`` into `a[0].b: expected int, got str`."""
+    text = str(exc)
+    path = ""
+    m = _PATH_RE.search(text)
+    if m:
+        path = m.group("path").lstrip(".")
+        text = text[: m.start()]
+    m = _MISSING_RE.match(text)
+    if m:
+        path = f"{path}.{m.group('field')}" if path else m.group("field")
+        text = "required field missing"
+    m = _UNKNOWN_RE.match(text)
+    if m:
+        path = f"{path}.{m.group('field')}" if path else m.group("field")
+        text = "unknown field"
+    text = text.replace("`", "")
+    if text[:1].isupper() and not text[:4].isupper():
+        text = text[0].lower() + text[1:]
+    where = path or root_name or "(top level)"
+    return f"{where}: {text}"
+
+
+def unsafe_relative_path(rel: str) -> str | None:
+    """Why ``rel`` is not a safe relative path, or None. Symlinks are checked separately."""
+    if not rel:
+        return "must not be empty"
+    if rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel) or os.path.isabs(rel):
+        return "must be relative, not absolute"
+    if "\\" in rel:
+        return "must use / as separator"
+    if "\x00" in rel:
+        return "must not contain NUL"
+    if ".." in rel.split("/"):
+        return "must not contain '..'"
+    return None
+
+
+def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None) -> None:
+    """Check what types cannot: digests, names, platforms, and that every binPath stays inside."""
+    seen: set[tuple[str, str, str, str]] = set()
+    for i, s in enumerate(manifest.services):
+        at = f"services[{i}]"
+        problem = check_name(s.name)
+        if problem:
+            raise ManifestError(f"{at}.name: {problem}")
+        if s.name in RESERVED_NAMES:
+            raise ManifestError(f"{at}.name: {s.name!r} is reserved for Runyard itself")
+        if not _VERSION_RE.match(s.version):
+            raise ManifestError(f"{at}.version: {s.version!r} is not a version")
+        if s.os not in OSES:
+            raise ManifestError(f"{at}.os: expected one of {', '.join(OSES)}, got {s.os!r}")
+        if s.arch not in ARCHES:
+            raise ManifestError(f"{at}.arch: expected one of {', '.join(ARCHES)}, got {s.arch!r}")
+        if not HEX64.match(s.checksum):
+            raise ManifestError(f"{at}.checksum: expected 64 lowercase hex characters")
+        if s.size < 0:
+            raise ManifestError(f"{at}.size: expected a byte count >= 0, got {s.size}")
+        problem = unsafe_relative_path(s.bin_path)
+        if problem:
+            raise ManifestError(f"{at}.binPath: {problem}")
+        if not posixpath.normpath(s.bin_path).startswith(s.install_rel + "/"):
+            raise ManifestError(
+                f"{at}.binPath: must lie under {s.install_rel}/, got {s.bin_path!r}"
+            )
+        if tree is not None and not tree.contains(tree.root / s.bin_path):
+            raise ManifestError(f"{at}.binPath: {s.bin_path!r} leaves the tree through a symlink")
+        for j, port in enumerate(s.default_ports):
+            if not 0 < port.port < 65536:
+                raise ManifestError(
+                    f"{at}.defaultPorts[{j}].port: expected 1-65535, got {port.port}"
+                )
+        for key in s.env:
+            if not key or "=" in key or "\x00" in key:
+                raise ManifestError(f"{at}.env: {key!r} is not a valid variable name")
+        for rel, digest in s.files.items():
+            if unsafe_relative_path(rel) or not HEX64.match(digest):
+                raise ManifestError(f"{at}.files[{rel!r}]: expected a safe path and a sha256")
+        key = (s.name, s.version, s.os, s.arch)
+        if key in seen:
+            raise ManifestError(f"{at}: {s.name} {s.version} {s.platform} is listed twice")
+        seen.add(key)
+
+
+def parse_manifest(
+    data: bytes, tree: RuntimeTree | None = None, source: str = "manifest.json"
+) -> RuntimeManifest:
+    """Decode and validate manifest bytes; ManifestError names the file and the field."""
+    try:
+        manifest = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ManifestError(f"{source}: {decode_error_message(exc)}") from None
+    try:
+        validate_manifest(manifest, tree)
+    except ManifestError as exc:
+        raise ManifestError(f"{source}: {exc}") from None
+    return manifest
+
+
+def load_manifest(tree: RuntimeTree) -> RuntimeManifest:
+    """The tree's manifest, validated."""
+    tree.require()
+    return parse_manifest(tree.manifest_path.read_bytes(), tree, str(tree.manifest_path))
+
+
+def encode_manifest(manifest: RuntimeManifest) -> bytes:
+    return msgspec.json.format(_encoder.encode(manifest), indent=2) + b"\n"
+
+
+def save_manifest(tree: RuntimeTree, manifest: RuntimeManifest) -> None:
+    """Validate, then write atomically; a bad manifest never reaches the disk."""
+    validate_manifest(manifest)
+    Path(tree.root).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(tree.manifest_path, encode_manifest(manifest))

@@ -1,0 +1,167 @@
+"""The on-disk runtime tree: where every directory lives, how it is laid out, how a root is found.
+
+runtime/
+  manifest.json
+  bin/{service}/{version}/{os}-{arch}/   extracted binaries
+  data/{service}/                        service state (engines: data/{engine}/runs/)
+  logs/{service}/                        captured output; logs/runyard/ is Runyard's own
+  config/{service}/                      templates; config/runyard/ is Runyard's own
+  cache/                                 archives/ and index.json
+  temp/                                  lock, state, sockets (mode 0700)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import TreeError
+
+__all__ = [
+    "RESERVED_NAMES",
+    "RuntimeTree",
+    "check_name",
+    "find_project_file",
+    "resolve_root",
+]
+
+#: The name under which Runyard keeps its own logs and config; no service may take it.
+RESERVED_NAMES = frozenset({"runyard"})
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+TOP_DIRS = ("bin", "data", "logs", "config", "cache", "temp")
+
+
+def check_name(name: str, what: str = "service name") -> str | None:
+    """Return a problem with ``name`` as a path component, or None when it is fine."""
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        return f"{what} {name!r} must be 1-64 of a-z 0-9 . _ - and start with a letter or digit"
+    return None
+
+
+class RuntimeTree:
+    """Paths of one runtime tree. Creating the object touches nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    def __repr__(self) -> str:
+        return f"RuntimeTree({str(self.root)!r})"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.root / "temp"
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.cache_dir / "archives"
+
+    @property
+    def cache_index_path(self) -> Path:
+        return self.cache_dir / "index.json"
+
+    @property
+    def own_config_dir(self) -> Path:
+        """Runyard's own settings inside the tree (the remembered catalog, ...)."""
+        return self.config_dir / "runyard"
+
+    def install_dir(self, service: str, version: str, os_name: str, arch: str) -> Path:
+        return self.bin_dir / service / version / f"{os_name}-{arch}"
+
+    def service_dirs(self, service: str) -> dict[str, Path]:
+        """The per-service directories, by category."""
+        return {
+            "bin": self.bin_dir / service,
+            "data": self.data_dir / service,
+            "logs": self.logs_dir / service,
+            "config": self.config_dir / service,
+        }
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def require(self) -> RuntimeTree:
+        """Raise TreeError unless the tree has been initialised."""
+        if not self.exists():
+            raise TreeError(
+                f"no runtime tree at {self.root} (manifest.json missing; "
+                f"run `runyard runtime init {self.root}`)"
+            )
+        return self
+
+    def init(self) -> bool:
+        """Lay out the tree; idempotent. Returns True when the manifest was created."""
+        from .manifest import RuntimeManifest, save_manifest
+
+        if self.root.exists() and not self.root.is_dir():
+            raise TreeError(f"{self.root} exists and is not a directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in TOP_DIRS:
+            (self.root / name).mkdir(exist_ok=True)
+        self.archives_dir.mkdir(exist_ok=True)
+        # temp/ holds the daemon lock, state and control sockets: owner only.
+        os.chmod(self.temp_dir, 0o700)
+        if self.manifest_path.exists():
+            return False
+        save_manifest(self, RuntimeManifest())
+        return True
+
+    def contains(self, path: str | os.PathLike[str]) -> bool:
+        """True when ``path``, symlinks resolved, stays inside the tree."""
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        return real == real_root or real.startswith(real_root + os.sep)
+
+
+def find_project_file(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """``runyard.toml`` in the working directory, if there is one."""
+    candidate = Path(start or os.getcwd()) / "runyard.toml"
+    return candidate if candidate.is_file() else None
+
+
+def resolve_root(
+    explicit: str | os.PathLike[str] | None = None,
+    project_root: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``--root`` > ``RUNYARD_ROOT`` > ``root`` of the project file > ``./runtime`` > user data dir."""
+    base = Path(cwd or os.getcwd())
+    if explicit:
+        return (base / Path(explicit).expanduser()).absolute()
+    env_root = os.environ.get("RUNYARD_ROOT")
+    if env_root:
+        return (base / Path(env_root).expanduser()).absolute()
+    if project_root:
+        return (base / Path(project_root).expanduser()).absolute()
+    local = base / "runtime"
+    if (local / "manifest.json").is_file():
+        return local.absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("runyard")) / "runtime"

@@ -1,0 +1,79 @@
+"""Shared test helpers: system tools that may be missing, a fresh runtime tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runtime.tree import RuntimeTree
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skip when it is missing, but fail under CI=true.
+
+    CI installs every tool the suite needs (.ci/run), so a skip there would hide a gap.
+    """
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"system tool {name!r} is missing under CI=true (.ci/run must install it)")
+    pytest.skip(f"system tool {name!r} is not installed")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> RuntimeTree:
+    """An initialised, empty runtime tree under tmp_path."""
+    t = RuntimeTree(tmp_path / "runtime")
+    t.init()
+    return t
+
+
+class CountingServer:
+    """A real http.server on 127.0.0.1 serving one directory, counting the requests it gets."""
+
+    def __init__(self, directory: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                return
+
+            def do_GET(self) -> None:
+                outer.requests.append(self.path)
+                super().do_GET()
+
+        handler = functools.partial(Handler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):
+    """(directory, server): files written into directory are served over loopback HTTP."""
+    served = tmp_path / "served"
+    served.mkdir()
+    server = CountingServer(served)
+    try:
+        yield served, server
+    finally:
+        server.close()
