@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from archives import archive_record, make_tar, program, publish, write_catalog
 
 import runtime
+from archives import archive_record, make_tar, program, publish, write_catalog
 from runtime.catalog import remembered_catalog
 from runtime.errors import CatalogError, ChecksumMismatch, ResolveError, UnsafeArchiveError
 from runtime.manifest import load_manifest

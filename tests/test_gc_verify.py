@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from archives import archive_record, make_tar, program, write_catalog
 
 import runtime
+from archives import archive_record, make_tar, program, write_catalog
 from runtime.cache import collect_garbage, load_index
 from runtime.manifest import load_manifest, save_manifest
 from runtime.verify import verify_installed

@@ -7,10 +7,9 @@ import os
 import sys
 from typing import Any
 
-from runtime.du import disk_usage
-
 from runtime.acquire import ensure_service
 from runtime.cache import cache_owner, collect_garbage
+from runtime.du import disk_usage
 from runtime.env import resolve_service_env
 from runtime.manifest import load_manifest
 from runtime.tree import RuntimeTree
