@@ -1,1 +1,81 @@
-"""protocol"""
+"""The wire contract and the client library: what the TUI and scripts import to talk to a daemon.
+
+    from protocol import Client
+
+    with Client() as client:                      # root: RUNYARD_ROOT, ./runtime, ...
+        client.start(["web"])
+        with client.events(["state.", "log.web"]) as events:
+            for event in events:                   # after events.snapshot, gaps backfilled
+                ...
+
+The message types live in ``protocol.messages``, the endpoints in ``protocol.endpoints``; only
+the most used names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from .client import (
+    AsyncClient,
+    AsyncEventStream,
+    BadRequest,
+    Client,
+    ClientError,
+    Conflict,
+    DaemonUnreachable,
+    EventStream,
+    InternalError,
+    NotFound,
+    OperationFailed,
+    ProtocolError,
+    RemoteError,
+    TooLarge,
+    UnsupportedVersion,
+)
+from .endpoints import endpoints_for
+from .messages import (
+    PROTOCOL_VERSION,
+    ActionReply,
+    DaemonEvent,
+    DuEvent,
+    Event,
+    LogEvent,
+    LogLine,
+    LogsReply,
+    Reply,
+    Request,
+    ServiceStatus,
+    StateEvent,
+    StatusReply,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ActionReply",
+    "AsyncClient",
+    "AsyncEventStream",
+    "BadRequest",
+    "Client",
+    "ClientError",
+    "Conflict",
+    "DaemonEvent",
+    "DaemonUnreachable",
+    "DuEvent",
+    "Event",
+    "EventStream",
+    "InternalError",
+    "LogEvent",
+    "LogLine",
+    "LogsReply",
+    "NotFound",
+    "OperationFailed",
+    "ProtocolError",
+    "RemoteError",
+    "Reply",
+    "Request",
+    "ServiceStatus",
+    "StateEvent",
+    "StatusReply",
+    "TooLarge",
+    "UnsupportedVersion",
+    "endpoints_for",
+]

@@ -7,6 +7,7 @@
     version = "1.2.x"         # optional pin: a VersionSpec the running version must match
     needs = ["redis"]         # optional: these services' bin dirs join the PATH of web
     env = { PORT = "8080" }   # optional; applied after [env]
+    restart = "always"        # optional supervision settings: see runtime/supervision.py
 
 Env values may be strings, integers, floats or booleans; they become strings (``true``/``false``).
 Tables, arrays and dates are refused. Every problem is one ``ProjectError`` line naming the file and
@@ -33,10 +34,12 @@ import msgspec
 
 from .errors import ProjectError
 from .manifest import decode_error_message
+from .supervision import Supervision
 from .tree import RESERVED_NAMES, check_name, find_project_file
 from .versions import VersionSpec
 
 __all__ = [
+    "DaemonSettings",
     "Project",
     "ProjectService",
     "ServiceOverride",
@@ -44,6 +47,7 @@ __all__ = [
     "check_env_name",
     "load_env_table",
     "load_project",
+    "load_service_template",
     "load_user_config",
     "parse_project",
     "project_root",
@@ -61,6 +65,15 @@ class ProjectService(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     needs: list[str] = []
     #: Env overrides for this service only; applied after the project's ``[env]``.
     env: dict[str, str] = {}
+    #: The supervision settings (autostart, restart, backoff, ...) written in the same table.
+    supervise: Supervision = msgspec.field(default_factory=Supervision)
+
+
+class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[daemon]`` of the project file: settings of the daemon itself."""
+
+    #: Serve ``GET /healthz`` and ``GET /readyz`` on 127.0.0.1:PORT; None = off.
+    health_port: int | None = None
 
 
 class Project(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -73,6 +86,7 @@ class Project(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Env overrides for every service.
     env: dict[str, str] = {}
     services: dict[str, ProjectService] = {}
+    daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
 
     def service(self, name: str) -> ProjectService:
         """The ``[services.NAME]`` settings, or the defaults when the file has none."""
@@ -207,7 +221,11 @@ def parse_project(data: dict[str, Any], path: Path | None = None) -> Project:
         table = dict(table)
         if "env" in table:
             table["env"] = _env_table(table["env"], source, f"{at}.env")
-        svc = _convert(table, ProjectService, source, at)
+        if "supervise" in table:
+            raise _fail(source, f"{at}.supervise", "unknown field")
+        own = {k: table.pop(k) for k in ("version", "needs", "env") if k in table}
+        own["supervise"] = _convert(table, Supervision, source, at)
+        svc = _convert(own, ProjectService, source, at)
         if svc.version is not None:
             try:
                 VersionSpec.parse(svc.version)
@@ -256,6 +274,13 @@ def load_env_table(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     return _env_table(_read_toml(path), str(path), "")
+
+
+def load_service_template(path: Path) -> Supervision:
+    """``config/{service}/service.toml``: the service's supervision defaults; missing file = {}."""
+    if not path.is_file():
+        return Supervision()
+    return _convert(_read_toml(path), Supervision, str(path), "")
 
 
 def load_user_config(path: Path, *, missing_ok: bool = True) -> UserConfig:

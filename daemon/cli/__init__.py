@@ -12,9 +12,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from protocol.client import DaemonUnreachable
 from runtime.errors import RunyardError
 
-from . import runtime_cmd
+from . import control_cmd, runtime_cmd
 from .common import UsageError, common_options
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    control_cmd.register(sub, common)
     runtime_cmd.register(sub, common)
     return parser
 
@@ -51,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UsageError as exc:
         return _fail(args, exc, EXIT_USAGE)
+    except DaemonUnreachable as exc:
+        return _fail(args, exc, EXIT_UNREACHABLE)
     except RunyardError as exc:
         return _fail(args, exc, EXIT_FAILED)
     except KeyboardInterrupt:

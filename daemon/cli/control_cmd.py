@@ -1,0 +1,278 @@
+"""``runyard up | daemon | shutdown | status | start | stop | restart | reload | logs | health``:
+the commands that talk to (or are) the daemon. They use only the client library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from protocol.client import Client, DaemonUnreachable
+from protocol.messages import LogEvent, LogLine, ServiceStatus
+from runtime.errors import RunyardError
+
+from .common import UsageError, open_tree
+from .output import human_bytes, print_json, print_table
+
+__all__ = ["register"]
+
+UP_TIMEOUT = 20.0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("daemon", parents=[common], help="run the daemon in the foreground")
+    p.set_defaults(handler=cmd_daemon)
+    p = sub.add_parser(
+        "up", parents=[common], help="start the daemon in the background (idempotent)"
+    )
+    p.set_defaults(handler=cmd_up)
+    p = sub.add_parser("shutdown", parents=[common], help="stop every service, then the daemon")
+    p.set_defaults(handler=cmd_shutdown)
+    p = sub.add_parser("status", parents=[common], help="services: state, pid, uptime, readiness")
+    p.add_argument("services", nargs="*", metavar="SVC")
+    p.set_defaults(handler=cmd_status)
+    for name, helptext in (
+        ("start", "start services"),
+        ("stop", "stop services"),
+        ("restart", "restart services"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("services", nargs="*", metavar="SVC")
+        p.add_argument("--all", action="store_true", help="every service")
+        p.set_defaults(handler=cmd_action, action=name)
+    p = sub.add_parser(
+        "reload", parents=[common], help="re-read manifest and config; restart only what changed"
+    )
+    p.set_defaults(handler=cmd_reload)
+    p = sub.add_parser("logs", parents=[common], help="a service's recent output")
+    p.add_argument("service", metavar="SVC")
+    p.add_argument("-n", type=int, default=50, help="lines (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.set_defaults(handler=cmd_logs)
+    p = sub.add_parser(
+        "health", parents=[common], help="exit 0 when every autostart service is ready"
+    )
+    p.set_defaults(handler=cmd_health)
+
+
+def _client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
+    return Client(open_tree(args).root, timeout=timeout)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from ..main import run_daemon
+
+    tree = open_tree(args)
+    project = os.path.abspath(args.project) if args.project else None
+    if project is None and os.path.isfile("runyard.toml"):
+        project = os.path.abspath("runyard.toml")
+    return run_daemon(tree.root, Path(project) if project else None)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    tree = open_tree(args).require()
+    try:
+        with Client(tree.root, timeout=2.0) as client:
+            hello = client.hello()
+        _say(
+            args,
+            {"pid": hello.pid, "started": False, "root": hello.root},
+            f"daemon already running (pid {hello.pid})",
+        )
+        return 0
+    except DaemonUnreachable:
+        pass
+    argv = [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)]
+    project = args.project or ("runyard.toml" if os.path.isfile("runyard.toml") else None)
+    if project:
+        argv += ["--project", os.path.abspath(project)]
+    err_path = tree.logs_dir / "runyard" / "daemon.stderr"
+    err_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.devnull, "rb") as devnull, open(err_path, "ab") as err:
+        proc = subprocess.Popen(
+            argv, stdin=devnull, stdout=err, stderr=err, start_new_session=True, cwd=os.getcwd()
+        )
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = err_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise StartFailed(f"the daemon exited at start ({proc.returncode}): {tail[0]}")
+        try:
+            with Client(tree.root, timeout=0.5) as client:
+                hello = client.hello()
+            _say(
+                args,
+                {"pid": hello.pid, "started": True, "root": hello.root},
+                f"daemon started (pid {hello.pid}) for {tree.root}",
+            )
+            return 0
+        except DaemonUnreachable:
+            time.sleep(0.05)
+    raise StartFailed(f"the daemon did not answer within {UP_TIMEOUT:.0f}s (see {err_path})")
+
+
+class StartFailed(RunyardError):
+    """``up`` could not bring the daemon up; the message has its last words."""
+
+
+def _say(args: argparse.Namespace, data: object, text: str) -> None:
+    if args.json:
+        print_json(data)
+    else:
+        print(text)
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    with _client(args, timeout=120.0) as client:
+        reply = client.shutdown()
+    _say(args, reply, f"stopped {len(reply.services)} service(s); daemon stopping")
+    return 0
+
+
+def _uptime(s: ServiceStatus) -> str:
+    if s.started_at is None:
+        return "-"
+    secs = int(max(0, time.time() - s.started_at))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
+
+
+def _ready(s: ServiceStatus) -> str:
+    if s.ready is None:
+        return "yes" if s.state == "running" else "-"
+    return "yes" if s.ready else "no"
+
+
+def print_statuses(services: list[ServiceStatus]) -> None:
+    rows = [
+        (
+            s.name,
+            s.state,
+            _ready(s),
+            s.pid or "-",
+            _uptime(s),
+            s.restarts,
+            "-" if s.last_exit is None else s.last_exit,
+            "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
+            "-" if s.rss is None else human_bytes(s.rss),
+            ",".join(str(p.port) for p in s.ports) or "-",
+            s.reason,
+        )
+        for s in services
+    ]
+    print_table(
+        [
+            "NAME",
+            "STATE",
+            "READY",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "EXIT",
+            "CPU%",
+            "RSS",
+            "PORTS",
+            "INFO",
+        ],
+        rows,
+        {3, 5, 6, 7, 8},
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reply = client.status(args.services)
+    if args.json:
+        print_json(reply.services)
+    elif not reply.services:
+        print("no services (runyard runtime ensure NAME --catalog FILE, then runyard reload)")
+    else:
+        print_statuses(reply.services)
+    return 0
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    if not args.services and not args.all:
+        raise UsageError(f"{args.action}: name a service or pass --all")
+    with _client(args, timeout=300.0) as client:
+        method = getattr(client, args.action)
+        reply = method(args.services, all=args.all)
+    if args.json:
+        print_json(reply.services)
+    else:
+        print_statuses(reply.services)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    with _client(args, timeout=300.0) as client:
+        reply = client.reload()
+    _say(args, {"message": reply.message, "services": reply.services}, f"reloaded: {reply.message}")
+    return 0
+
+
+def _fmt_line(line: LogLine) -> str:
+    ts = datetime.fromtimestamp(line.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"{ts}Z {line.stream} {line.line}"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if args.n < 0:
+        raise UsageError("-n must be >= 0")
+    with _client(args) as client:
+        topic = f"log.{args.service}"
+        stream = client.events([topic]) if args.follow else None
+        try:
+            reply = client.logs_tail(args.service, n=args.n)
+            for line in reply.lines:
+                print(json_line(line) if args.json else _fmt_line(line), flush=True)
+            if stream is None:
+                return 0
+            last = reply.last_seq
+            for event in stream:
+                if not isinstance(event, LogEvent):
+                    continue
+                for line in event.lines:
+                    if line.seq > last:
+                        print(json_line(line) if args.json else _fmt_line(line), flush=True)
+                        last = line.seq
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if stream is not None:
+                stream.close()
+    return 0
+
+
+def json_line(line: LogLine) -> str:
+    return msgspec.json.encode(line).decode()
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    try:
+        with _client(args, timeout=5.0) as client:
+            reply = client.status()
+    except DaemonUnreachable as exc:
+        _say(args, {"healthy": False, "ready": False, "error": str(exc)}, f"unhealthy: {exc}")
+        return 1
+    not_ready = [
+        s.name
+        for s in reply.services
+        if s.autostart and not (s.state == "running" and s.ready is not False)
+    ]
+    ok = not not_ready
+    data = {"healthy": True, "ready": ok, "not_ready": not_ready}
+    _say(args, data, "ready" if ok else f"not ready: {', '.join(not_ready)}")
+    return 0 if ok else 1

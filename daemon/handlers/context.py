@@ -1,0 +1,31 @@
+"""What a handler can reach: the supervisor, the tree, the daemon's facts."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from protocol.messages import ErrorCode
+from runtime.tree import RuntimeTree
+
+from ..supervisor import Supervisor
+
+
+class HandlerError(Exception):
+    """An expected failure, answered as ErrorReply(code, message)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Context:
+    tree: RuntimeTree
+    supervisor: Supervisor
+    events_endpoint: str
+    version: str
+    started_at: float
+    #: Set by the shutdown handler; the daemon's main loop waits on it.
+    shutdown_requested: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,0 +1,26 @@
+"""``ensure``: acquire a service binary into the tree, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from protocol import messages as m
+from runtime.acquire import ensure_service
+from runtime.errors import RunyardError
+
+from .context import Context, HandlerError
+
+
+async def handle(ctx: Context, req: m.Ensure) -> m.Reply:
+    def acquire() -> dict[str, object]:
+        binary = ensure_service(
+            req.name, req.version_spec, root=ctx.tree.root, catalog=req.catalog, progress=False
+        )
+        return msgspec.to_builtins(binary)
+
+    try:
+        return m.EnsureReply(binary=await asyncio.to_thread(acquire))
+    except RunyardError as exc:
+        raise HandlerError("failed", str(exc)) from None

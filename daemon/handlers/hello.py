@@ -1,0 +1,24 @@
+"""``hello``: protocol handshake; refuses a protocol version the daemon does not speak."""
+
+from __future__ import annotations
+
+import os
+
+from protocol import messages as m
+
+from .context import Context, HandlerError
+
+
+async def handle(ctx: Context, req: m.Hello) -> m.Reply:
+    if req.protocol != m.PROTOCOL_VERSION:
+        raise HandlerError(
+            "unsupported_version",
+            f"protocol {req.protocol} is not supported (daemon speaks {m.PROTOCOL_VERSION})",
+        )
+    return m.HelloReply(
+        protocol=m.PROTOCOL_VERSION,
+        daemon_version=ctx.version,
+        pid=os.getpid(),
+        root=str(ctx.tree.root),
+        events=ctx.events_endpoint,
+    )

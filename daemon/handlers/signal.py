@@ -1,0 +1,21 @@
+"""``signal``: send a signal to a service's whole process group."""
+
+from __future__ import annotations
+
+from protocol import messages as m
+from runtime.supervision import SupervisionError, parse_signal
+
+from .context import Context, HandlerError
+
+
+async def handle(ctx: Context, req: m.Signal) -> m.Reply:
+    sup = ctx.supervisor
+    (name,) = sup.resolve([req.service], all_=False)
+    try:
+        sig = parse_signal(req.signal)
+    except SupervisionError as exc:
+        raise HandlerError("bad_request", str(exc)) from None
+    runner = sup.runners[name]
+    if not runner.send_signal(sig):
+        raise HandlerError("conflict", f"{name} has no running process")
+    return m.ActionReply(services=[runner.status()], message=f"sent {sig.name} to {name}")

@@ -1,0 +1,20 @@
+"""``status``: every service (or the named ones) and the event seqs of this snapshot."""
+
+from __future__ import annotations
+
+import os
+
+from protocol import messages as m
+
+from .context import Context
+
+
+async def handle(ctx: Context, req: m.Status) -> m.Reply:
+    sup = ctx.supervisor
+    names = sup.resolve(req.services, all_=False) if req.services else []
+    return m.StatusReply(
+        services=sup.status(names),
+        seqs=dict(sup.bus.seqs),
+        daemon_pid=os.getpid(),
+        daemon_started_at=ctx.started_at,
+    )

@@ -1,0 +1,61 @@
+"""Where the daemon of a tree listens: ``ipc://`` sockets in a directory only its owner can enter.
+
+The sockets live in ``runtime/temp/`` (mode 0700). A unix socket path has a hard limit (108
+bytes on Linux, 104 on macOS); when the tree is too deep for that, both sides derive the same
+short directory ``$TMPDIR/runyard-<uid>/<hash of the root>/``, which the daemon creates 0700
+and both sides refuse when it is not owned by this user or not private.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
+
+#: Room left under the platform limit for the longest socket name we use.
+_MAX_SUN_PATH = 100
+
+
+class SocketDirError(OSError):
+    """The socket directory is not private to this user: refuse to use it."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    directory: Path
+    control: str
+    events: str
+
+
+def endpoints_for(root: str | os.PathLike[str]) -> Endpoints:
+    temp = Path(root).absolute() / "temp"
+    if len(str(temp / "control.sock")) > _MAX_SUN_PATH:
+        digest = hashlib.sha256(str(temp).encode()).hexdigest()[:16]
+        temp = Path(tempfile.gettempdir()) / f"runyard-{os.getuid()}" / digest
+    return Endpoints(temp, f"ipc://{temp}/control.sock", f"ipc://{temp}/events.sock")
+
+
+def check_private(path: Path) -> None:
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketDirError(f"{path}: not a directory")
+    if st.st_uid != os.getuid():
+        raise SocketDirError(f"{path}: owned by uid {st.st_uid}, not {os.getuid()}")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise SocketDirError(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, must be 700")
+
+
+def prepare_socket_dir(endpoints: Endpoints) -> None:
+    """Create the socket directory (and the short fallback's parent) with mode 0700."""
+    d = endpoints.directory
+    if d.parent.name.startswith("runyard-"):
+        d.parent.mkdir(mode=0o700, exist_ok=True)
+        check_private(d.parent)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    check_private(d)

@@ -1,0 +1,289 @@
+"""The wire contract between the daemon and its clients: msgspec Structs, JSON on the wire.
+
+    control   client DEALER  --[request JSON]-->  daemon ROUTER   one request, one reply, same ``id``
+    events    daemon PUB     --[topic, event JSON]-->  client SUB
+
+Requests are a tagged union on ``op``, replies on ``reply``, events on ``event``. A tag is never
+reused; new fields always get defaults; decoders tolerate unknown fields so an older client can
+talk to a newer daemon (the protocol version in ``hello`` says what each side speaks).
+
+Events carry ``topic`` and a per-topic ``seq`` (1, 2, 3, ...). A client subscribes first, then
+asks for ``status``, whose reply holds the current ``seq`` of every topic: events at or below
+it are already in the snapshot, a jump above ``last + 1`` is a gap to backfill (``logs.tail``
+with ``after_seq`` for log topics, ``status`` for state topics).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from runtime.manifest import PortDef
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "ActionReply",
+    "DaemonEvent",
+    "Du",
+    "DuEvent",
+    "DuReply",
+    "Ensure",
+    "EnsureReply",
+    "ErrorCode",
+    "ErrorReply",
+    "Event",
+    "Hello",
+    "HelloReply",
+    "LogEvent",
+    "LogLine",
+    "LogsReply",
+    "LogsTail",
+    "Reload",
+    "Reply",
+    "Request",
+    "Restart",
+    "ServiceStatus",
+    "Shutdown",
+    "Signal",
+    "Start",
+    "StateEvent",
+    "Status",
+    "StatusReply",
+    "Stop",
+    "decode_event",
+    "decode_reply",
+    "decode_request",
+    "encode",
+]
+
+PROTOCOL_VERSION = 1
+#: Anything larger is refused unread: no request needs more, and a flood must not cost memory.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+ErrorCode = Literal[
+    "bad_request",  # malformed frame, wrong types, unknown op
+    "unsupported_version",  # hello with a protocol we do not speak
+    "not_found",  # no such service
+    "conflict",  # the request contradicts the current state (e.g. start while shutting down)
+    "too_large",  # message over MAX_MESSAGE_BYTES
+    "failed",  # the operation ran and failed (ensure: checksum mismatch, ...)
+    "internal",  # a bug in the daemon; it is logged with its traceback
+]
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, tag_field="op", kw_only=True):
+    #: Chosen by the client; echoed in the reply.
+    id: str = ""
+
+
+class Hello(Request, tag="hello"):
+    protocol: int = PROTOCOL_VERSION
+    client: str = ""
+
+
+class Status(Request, tag="status"):
+    #: Empty: every service.
+    services: list[str] = []
+
+
+class Start(Request, tag="start"):
+    services: list[str] = []
+    all: bool = False
+
+
+class Stop(Request, tag="stop"):
+    services: list[str] = []
+    all: bool = False
+    #: Reply when the stop has finished (True) or at once (False).
+    wait: bool = True
+
+
+class Restart(Request, tag="restart"):
+    services: list[str] = []
+    all: bool = False
+
+
+class Signal(Request, tag="signal"):
+    service: str
+    #: A name (TERM, HUP, USR1) or a number.
+    signal: str
+
+
+class Reload(Request, tag="reload"):
+    pass
+
+
+class LogsTail(Request, tag="logs.tail"):
+    service: str
+    n: int = 100
+    #: Only lines with a larger seq (backfill after a gap).
+    after_seq: int | None = None
+
+
+class Du(Request, tag="du"):
+    pass
+
+
+class Ensure(Request, tag="ensure"):
+    name: str
+    version_spec: str = "latest"
+    catalog: str | None = None
+
+
+class Shutdown(Request, tag="shutdown"):
+    pass
+
+
+RequestUnion = (
+    Hello | Status | Start | Stop | Restart | Signal | Reload | LogsTail | Du | Ensure | Shutdown
+)
+
+# --- shared shapes -----------------------------------------------------------------------------
+
+
+class ServiceStatus(msgspec.Struct, kw_only=True):
+    name: str
+    version: str = ""
+    kind: str = "service"
+    #: stopped starting running stopping backoff exited fatal
+    state: str = "stopped"
+    #: up | down: what the operator asked for, apart from what is.
+    wanted: str = "down"
+    #: None: no readiness probe configured (running counts as ready).
+    ready: bool | None = None
+    ready_detail: str = ""
+    pid: int | None = None
+    pgid: int | None = None
+    #: Epoch seconds of the current process's start.
+    started_at: float | None = None
+    restarts: int = 0
+    last_exit: int | None = None
+    last_exit_at: float | None = None
+    #: Why the service is fatal, failed to spawn, or waits (dependency, backoff).
+    reason: str = ""
+    #: Seconds until the next start attempt, in backoff.
+    next_start_in: float | None = None
+    cpu_percent: float | None = None
+    rss: int | None = None
+    ports: list[PortDef] = []
+    autostart: bool = True
+    depends_on: dict[str, str] = {}
+
+
+class LogLine(msgspec.Struct, array_like=True):
+    seq: int
+    ts: float
+    stream: str
+    line: str
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+
+class Reply(msgspec.Struct, tag_field="reply", kw_only=True):
+    id: str = ""
+
+
+class ErrorReply(Reply, tag="error"):
+    #: One of ErrorCode; typed as str so a client tolerates codes a newer daemon adds.
+    code: str
+    message: str
+
+
+class HelloReply(Reply, tag="hello"):
+    protocol: int
+    daemon_version: str
+    pid: int
+    root: str
+    #: Where the events PUB socket listens.
+    events: str
+
+
+class StatusReply(Reply, tag="status"):
+    services: list[ServiceStatus]
+    #: topic -> last seq published: events at or below it are in this snapshot.
+    seqs: dict[str, int]
+    daemon_pid: int
+    daemon_started_at: float
+
+
+class ActionReply(Reply, tag="action"):
+    #: The services the action touched, as they are after it.
+    services: list[ServiceStatus]
+    message: str = ""
+
+
+class LogsReply(Reply, tag="logs"):
+    service: str
+    lines: list[LogLine]
+    #: The newest seq of the service's log (gap detection).
+    last_seq: int
+
+
+class DuReply(Reply, tag="du"):
+    #: A runtime.du.DiskReport as plain data.
+    report: dict[str, object]
+
+
+class EnsureReply(Reply, tag="ensure"):
+    #: A runtime.acquire.ServiceBinary as plain data.
+    binary: dict[str, object]
+
+
+ReplyUnion = ErrorReply | HelloReply | StatusReply | ActionReply | LogsReply | DuReply | EnsureReply
+
+# --- events ------------------------------------------------------------------------------------
+
+
+class Event(msgspec.Struct, tag_field="event", kw_only=True):
+    topic: str
+    seq: int
+    ts: float
+
+
+class StateEvent(Event, tag="state"):
+    service: ServiceStatus
+
+
+class LogEvent(Event, tag="log"):
+    service: str
+    lines: list[LogLine]
+
+
+class DuEvent(Event, tag="du"):
+    report: dict[str, object]
+
+
+class DaemonEvent(Event, tag="daemon"):
+    #: started | reloaded | stopping
+    kind: str
+    message: str = ""
+
+
+EventUnion = StateEvent | LogEvent | DuEvent | DaemonEvent
+
+_request_decoder = msgspec.json.Decoder(RequestUnion)
+_reply_decoder = msgspec.json.Decoder(ReplyUnion)
+_event_decoder = msgspec.json.Decoder(EventUnion)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Request | Reply | Event) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_request(data: bytes) -> Request:
+    """Raises msgspec.DecodeError (malformed, wrong type, unknown op)."""
+    return _request_decoder.decode(data)
+
+
+def decode_reply(data: bytes) -> Reply:
+    return _reply_decoder.decode(data)
+
+
+def decode_event(data: bytes) -> Event:
+    return _event_decoder.decode(data)

@@ -1,0 +1,119 @@
+"""How a service is supervised: the settings of ``[services.NAME]`` in runyard.toml and of the
+template ``config/{service}/service.toml``, as data.
+
+Every field is optional here (None = not set) so the two sources merge field by field: the
+template gives the service's defaults, the project file overrides them, and what neither sets
+takes the built-in default of `effective`. The daemon turns the result into a running policy;
+this module only describes and checks it, so the runtime package stays importable alone.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "DEFAULTS",
+    "Backoff",
+    "DependsOn",
+    "Supervision",
+    "SupervisionError",
+    "merge",
+    "parse_signal",
+]
+
+DependsOn = Literal["started", "ready", "completed"]
+RestartPolicy = Literal["always", "on-failure", "never"]
+
+
+class SupervisionError(ValueError):
+    """A setting that types alone cannot refuse (a signal name that is not a signal, ...)."""
+
+
+class Backoff(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Delay before restart number n (1-based): min(max, initial * multiplier**(n-1)), +-jitter."""
+
+    initial: float | None = None
+    max: float | None = None
+    multiplier: float | None = None
+    #: A fraction: 0.1 spreads each delay uniformly over +-10%.
+    jitter: float | None = None
+
+
+class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    autostart: bool | None = None
+    restart: RestartPolicy | None = None
+    backoff: Backoff | None = None
+    #: Up this long without exiting: the failure count and the backoff start over.
+    stable_secs: float | None = None
+    #: Up this long after spawn: the start counts as successful (``starting`` -> ``running``).
+    start_secs: float | None = None
+    #: Consecutive failed runs before the service is left ``fatal``.
+    max_restarts: int | None = None
+    stop_signal: str | None = None
+    stop_timeout: float | None = None
+    depends_on: dict[str, DependsOn] | None = None
+    #: A readiness probe table; the daemon checks it against its probe types.
+    readiness: dict[str, Any] | None = None
+    #: Working directory, relative to the tree root; default ``data/{service}``.
+    cwd: str | None = None
+    #: Replaces the manifest's default args.
+    args: list[str] | None = None
+    log_max_bytes: int | None = None
+    log_backups: int | None = None
+
+
+#: What a service gets for every setting that neither its template nor the project sets.
+DEFAULTS: dict[str, Any] = {
+    "autostart": True,
+    "restart": "on-failure",
+    "backoff": {"initial": 0.5, "max": 30.0, "multiplier": 2.0, "jitter": 0.1},
+    "stable_secs": 10.0,
+    "start_secs": 1.0,
+    "max_restarts": 5,
+    "stop_signal": "TERM",
+    "stop_timeout": 10.0,
+    "depends_on": {},
+    "readiness": None,
+    "cwd": None,
+    "args": None,
+    "log_max_bytes": 10 * 1024 * 1024,
+    "log_backups": 5,
+}
+
+
+def merge(*layers: Supervision | None) -> dict[str, Any]:
+    """Later layers win, field by field (``backoff`` merges its own fields too)."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for layer in layers:
+        if layer is None:
+            continue
+        for field in layer.__struct_fields__:
+            value = getattr(layer, field)
+            if value is None:
+                continue
+            if field == "backoff":
+                for k in value.__struct_fields__:
+                    if getattr(value, k) is not None:
+                        out["backoff"][k] = getattr(value, k)
+            else:
+                out[field] = value
+    return out
+
+
+def parse_signal(name: str) -> signal.Signals:
+    """``TERM``, ``SIGTERM``, ``term`` or ``15`` -> signal.SIGTERM."""
+    text = name.strip().upper()
+    if text.isdigit():
+        try:
+            return signal.Signals(int(text))
+        except ValueError:
+            raise SupervisionError(f"{name!r} is not a signal number") from None
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return signal.Signals[text]
+    except KeyError:
+        raise SupervisionError(f"{name!r} is not a signal name (e.g. TERM, INT, QUIT)") from None

@@ -1,0 +1,135 @@
+"""Build real runtime trees of small Python services and run a real daemon on them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import runtime
+from archives import archive_record, make_tar, write_catalog
+from protocol.client import Client, DaemonUnreachable
+from runtime.tree import RuntimeTree
+
+
+def program(source: str) -> bytes:
+    """A service program run by this very Python, so tests need no python3 on PATH."""
+    return f"#!{sys.executable}\n".encode() + textwrap.dedent(source).encode()
+
+
+def short_root() -> Path:
+    """A tree under /tmp with a short path, so ipc sockets fit in sun_path without fallback."""
+    return Path(tempfile.mkdtemp(prefix="ry-")) / "rt"
+
+
+def build_tree(
+    root: Path, services: dict[str, str], project: str = "", kinds: dict[str, str] | None = None
+) -> RuntimeTree:
+    """Install each ``name: source`` as service ``name`` 1.0.0 through the real acquisition path."""
+    tree = RuntimeTree(root)
+    tree.init()
+    repo = root.parent / "repo"
+    repo.mkdir(exist_ok=True)
+    records = []
+    for name, source in services.items():
+        archive = make_tar(repo / f"{name}-1.0.0.tar.gz", {f"bin/{name}": program(source)})
+        records.append(
+            archive_record(archive, name, "1.0.0", kind=(kinds or {}).get(name, "service"))
+        )
+    write_catalog(repo / "catalog.json", records)
+    for i, name in enumerate(services):
+        runtime.ensure_service(
+            name, "1.0.0", root=root, catalog=str(repo / "catalog.json") if i == 0 else None
+        )
+    (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n' + textwrap.dedent(project))
+    return tree
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Daemon:
+    """A real `runyard daemon` process on a tree; stop() also kills anything it left behind."""
+
+    def __init__(self, tree: RuntimeTree) -> None:
+        self.tree = tree
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Daemon:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "daemon",
+                "--root",
+                str(self.tree.root),
+                "--project",
+                str(self.tree.root.parent / "runyard.toml"),
+            ],
+            cwd=self.tree.root.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tree.root.parent / "daemon.stderr", "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout, "the daemon to answer hello")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            err = (self.tree.root.parent / "daemon.stderr").read_text()
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {err[-2000:]}")
+        try:
+            with Client(self.tree.root, timeout=0.5) as c:
+                c.hello()
+            return True
+        except DaemonUnreachable:
+            return False
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.tree.root, timeout=timeout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def recorded_pgids(self) -> list[int]:
+        path = self.tree.temp_dir / "state.json"
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(path.read_text())
+            return [s["pgid"] for s in state["services"].values() if s.get("pgid")]
+        return []
+
+    def stop(self) -> None:
+        """Shut down gracefully if possible; then make sure nothing of the test is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception), Client(self.tree.root, timeout=30) as c:
+                c.shutdown()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pgid in self.recorded_pgids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
