@@ -49,7 +49,7 @@ __all__ = [
     "validate_readiness",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runyard.readiness")
 
 #: Longest matched log line quoted in a detail.
 MATCH_DETAIL_CHARS = 200

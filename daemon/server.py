@@ -122,7 +122,7 @@ class ControlServer:
                 continue
             try:
                 req = m.decode_request(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 await self._reply(
                     identity, m.ErrorReply(code="bad_request", message=str(exc)[:300])
                 )

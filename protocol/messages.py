@@ -174,7 +174,7 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     depends_on: dict[str, str] = {}
 
 
-class LogLine(msgspec.Struct, array_like=True):
+class LogLine(msgspec.Struct, array_like=True, gc=False):
     seq: int
     ts: float
     stream: str

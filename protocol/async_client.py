@@ -1,0 +1,352 @@
+"""``AsyncClient`` and its ``AsyncEventStream``: the asyncio twin of ``sync_client``.
+
+An ``AsyncClient`` owns one zmq Context and destroys it on ``close()``. It is for one event loop,
+where concurrent requests are fine: one reader task hands each reply to its waiter by id. What
+it shares with ``Client`` lives in ``transport`` (control channel), ``streams`` and ``gaps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal as signal_module
+import time
+from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import zmq
+import zmq.asyncio
+
+from .errors import ClientError, ProtocolError
+from .gaps import StreamCore
+from .messages import (
+    ActionReply,
+    Du,
+    DuReply,
+    Ensure,
+    EnsureReply,
+    Event,
+    Hello,
+    HelloReply,
+    LogsReply,
+    LogsTail,
+    Reload,
+    Reply,
+    Request,
+    Restart,
+    Shutdown,
+    Signal,
+    Start,
+    Status,
+    StatusReply,
+    Stop,
+)
+from .streams import StreamBase, StreamState, subscribe
+from .transport import (
+    SLOW_ACTION_TIMEOUT,
+    RequestIds,
+    expect,
+    interpret,
+    loose,
+    no_connection,
+    no_reply,
+    remaining_ms,
+    require_socket_file,
+    resolve_endpoints,
+    signal_name,
+)
+
+__all__ = ["AsyncClient", "AsyncEventStream"]
+
+
+class AsyncClient:
+    """The asyncio twin of Client. Use it from one event loop; concurrent requests are fine."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        endpoint: str | None = None,
+        events_endpoint: str | None = None,
+        timeout: float = 5.0,
+        client_name: str = "runyard-client",
+    ) -> None:
+        self.root, self.endpoint, self.events_endpoint = resolve_endpoints(
+            root, endpoint, events_endpoint
+        )
+        self.timeout = timeout
+        self.client_name = client_name
+        self._ctx = zmq.asyncio.Context()
+        self._dealer: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Future[bytes]] = {}
+        self._ids = RequestIds()
+        self._streams: set[AsyncEventStream] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.endpoint!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every socket of this client (event streams included). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self._streams):
+            stream.close()
+        reader = self._drop_control()
+        if reader is not None:
+            await asyncio.wait([reader])
+        self._ctx.destroy(linger=0)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise ClientError("the client is closed")
+
+    def _control(self) -> zmq.asyncio.Socket:
+        self._require_open()
+        require_socket_file(self.endpoint)
+        if self._dealer is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._dealer = sock
+            self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
+        return self._dealer
+
+    def _drop_control(self) -> asyncio.Task[None] | None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+        return reader
+
+    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
+        """Hand each reply to the request waiting for its id; drop the rest (stale replies)."""
+        try:
+            while True:
+                # poll, then recv without blocking: cancelling a poll can never lose a message.
+                await sock.poll(None, zmq.POLLIN)
+                while True:
+                    try:
+                        data = await sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    routed = loose(data)
+                    waiter = self._waiters.get(routed.id) if routed is not None else None
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(data)
+        except zmq.ZMQError:
+            return  # the socket was closed under us
+
+    async def request(self, req: Request, timeout: float | None = None) -> Reply:
+        """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
+        sock = self._control()
+        req, data = self._ids.stamp(req)
+        waited = self.timeout if timeout is None else timeout
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiters[req.id] = waiter
+        try:
+            await sock.send(data, zmq.NOBLOCK)
+            raw = await asyncio.wait_for(waiter, waited)
+        except (zmq.Again, TimeoutError):
+            del self._waiters[req.id]
+            # Start afresh only when nobody else waits on this socket; otherwise their replies
+            # would be lost, and a late reply to this request is dropped by id anyway.
+            if not self._waiters:
+                self._drop_control()
+            raise no_reply(self.endpoint, waited) from None
+        except BaseException:
+            self._waiters.pop(req.id, None)
+            raise
+        del self._waiters[req.id]
+        reply = interpret(raw, req.id, self.endpoint)
+        if reply is None:
+            raise ProtocolError(f"cannot decode the reply from {self.endpoint}")
+        return reply
+
+    async def hello(self, *, timeout: float | None = None) -> HelloReply:
+        return expect(await self.request(Hello(client=self.client_name), timeout), HelloReply)
+
+    async def status(
+        self, services: Iterable[str] = (), *, timeout: float | None = None
+    ) -> StatusReply:
+        return expect(await self.request(Status(services=list(services)), timeout), StatusReply)
+
+    async def start(
+        self, services: Iterable[str] = (), *, all: bool = False, timeout: float | None = None
+    ) -> ActionReply:
+        req = Start(services=list(services), all=all)
+        return expect(await self.request(req, timeout), ActionReply)
+
+    async def stop(
+        self,
+        services: Iterable[str] = (),
+        *,
+        all: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> ActionReply:
+        """``timeout`` defaults to at least SLOW_ACTION_TIMEOUT when waiting for the stop."""
+        if timeout is None and wait:
+            timeout = max(self.timeout, SLOW_ACTION_TIMEOUT)
+        req = Stop(services=list(services), all=all, wait=wait)
+        return expect(await self.request(req, timeout), ActionReply)
+
+    async def restart(
+        self, services: Iterable[str] = (), *, all: bool = False, timeout: float | None = None
+    ) -> ActionReply:
+        """``timeout`` defaults to at least SLOW_ACTION_TIMEOUT: a restart waits for the stop."""
+        timeout = max(self.timeout, SLOW_ACTION_TIMEOUT) if timeout is None else timeout
+        req = Restart(services=list(services), all=all)
+        return expect(await self.request(req, timeout), ActionReply)
+
+    async def signal(
+        self, service: str, sig: str | int | signal_module.Signals, *, timeout: float | None = None
+    ) -> ActionReply:
+        req = Signal(service=service, signal=signal_name(sig))
+        return expect(await self.request(req, timeout), ActionReply)
+
+    async def reload(self, *, timeout: float | None = None) -> ActionReply:
+        return expect(await self.request(Reload(), timeout), ActionReply)
+
+    async def logs_tail(
+        self,
+        service: str,
+        n: int = 100,
+        after_seq: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> LogsReply:
+        req = LogsTail(service=service, n=n, after_seq=after_seq)
+        return expect(await self.request(req, timeout), LogsReply)
+
+    async def du(self, *, timeout: float | None = None) -> DuReply:
+        return expect(await self.request(Du(), timeout), DuReply)
+
+    async def ensure(
+        self,
+        name: str,
+        version_spec: str = "latest",
+        catalog: str | None = None,
+        timeout: float = 300.0,
+    ) -> EnsureReply:
+        req = Ensure(name=name, version_spec=version_spec, catalog=catalog)
+        return expect(await self.request(req, timeout), EnsureReply)
+
+    async def shutdown(self, *, timeout: float | None = None) -> ActionReply:
+        return expect(await self.request(Shutdown(), timeout), ActionReply)
+
+    def events(
+        self, topics: Sequence[str] | str = ("",), *, timeout: float | None = None
+    ) -> AsyncEventStream:
+        """A stream of ``topics`` (prefixes); it opens on ``async with`` or ``await``."""
+        return AsyncEventStream(self, topics, timeout)
+
+
+class AsyncEventStream(StreamBase):
+    """The asyncio twin of EventStream: ``async with client.events() as s: async for e in s``.
+
+    ``stream = await client.events()`` opens it too; close it with ``close()`` from the task
+    that reads it (closing a socket cancels the reads pending on it).
+    """
+
+    def __init__(
+        self, client: AsyncClient, topics: Sequence[str] | str, timeout: float | None
+    ) -> None:
+        super().__init__(topics, timeout)
+        self._client = client
+        self._sub: zmq.asyncio.Socket | None = None
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        return self.open().__await__()
+
+    async def open(self) -> Self:
+        """Subscribe, wait for the connection, take the snapshot. Idempotent."""
+        if self.state is StreamState.OPEN:
+            return self
+        if self.state is StreamState.CLOSED:
+            raise ClientError("the event stream is closed")
+        client = self._client
+        client._require_open()
+        require_socket_file(client.events_endpoint)
+        sub = client._ctx.socket(zmq.SUB)
+        try:
+            subscribe(sub, self.topics)
+            monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            try:
+                sub.connect(client.events_endpoint)
+                if not await monitor.poll(math.ceil(client.timeout * 1000), zmq.POLLIN):
+                    raise no_connection(client.events_endpoint, client.timeout)
+            finally:
+                sub.disable_monitor()
+                monitor.close(linger=0)
+            self._core = StreamCore(await client.status())
+        except BaseException:
+            sub.close(linger=0)
+            raise
+        self._sub = sub
+        self.state = StreamState.OPEN
+        client._streams.add(self)
+        return self
+
+    async def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None when none came within ``timeout`` seconds (None: wait forever)."""
+        core = self._require_core()
+        assert self._sub is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not core.pending:
+            if not await self._sub.poll(remaining_ms(deadline), zmq.POLLIN):
+                return None
+            step = core.take(await self._sub.recv_multipart(zmq.NOBLOCK))
+            if step is None:
+                continue
+            live, gap = step
+            if gap is None:
+                return live
+            req = core.backfill_request(gap, live)
+            reply = None
+            if req is not None:
+                try:
+                    reply = await self._client.request(req)
+                except ClientError:
+                    reply = None  # counted in .unfilled; the live event still goes out
+            core.fill(gap, live, reply)
+        return core.pending.popleft()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.state is StreamState.CLOSED:
+            raise StopAsyncIteration
+        event = await self.get(self.timeout)
+        if event is None:
+            raise TimeoutError(f"no event within {self.timeout:g}s")
+        return event
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,307 @@
+"""``Client`` and its ``EventStream``: the synchronous client of one daemon.
+
+A ``Client`` owns one zmq Context (one I/O thread) and destroys it on ``close()``, so no socket
+outlives it. It is for one thread. What it shares with ``AsyncClient`` lives in ``transport``
+(control channel), ``streams`` and ``gaps`` (event streams).
+"""
+
+from __future__ import annotations
+
+import math
+import signal as signal_module
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import zmq
+
+from .errors import ClientError
+from .gaps import StreamCore
+from .messages import (
+    ActionReply,
+    Du,
+    DuReply,
+    Ensure,
+    EnsureReply,
+    Event,
+    Hello,
+    HelloReply,
+    LogsReply,
+    LogsTail,
+    Reload,
+    Reply,
+    Request,
+    Restart,
+    Shutdown,
+    Signal,
+    Start,
+    Status,
+    StatusReply,
+    Stop,
+)
+from .streams import StreamBase, StreamState, subscribe
+from .transport import (
+    SLOW_ACTION_TIMEOUT,
+    RequestIds,
+    expect,
+    interpret,
+    no_connection,
+    no_reply,
+    remaining_ms,
+    require_socket_file,
+    resolve_endpoints,
+    signal_name,
+)
+
+__all__ = ["Client", "EventStream"]
+
+
+class Client:
+    """A synchronous client of one daemon. Not thread-safe: use one per thread."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        endpoint: str | None = None,
+        events_endpoint: str | None = None,
+        timeout: float = 5.0,
+        client_name: str = "runyard-client",
+    ) -> None:
+        self.root, self.endpoint, self.events_endpoint = resolve_endpoints(
+            root, endpoint, events_endpoint
+        )
+        self.timeout = timeout
+        self.client_name = client_name
+        self._ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()
+        self._dealer: zmq.Socket[Any] | None = None
+        self._ids = RequestIds()
+        self._streams: set[EventStream] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Client({self.endpoint!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every socket of this client (event streams included). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self._streams):
+            stream.close()
+        self._drop_control()
+        self._ctx.destroy(linger=0)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise ClientError("the client is closed")
+
+    def _control(self) -> zmq.Socket[Any]:
+        self._require_open()
+        require_socket_file(self.endpoint)
+        if self._dealer is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._dealer = sock
+        return self._dealer
+
+    def _drop_control(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+
+    def request(self, req: Request, timeout: float | None = None) -> Reply:
+        """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
+        sock = self._control()
+        req, data = self._ids.stamp(req)
+        waited = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + waited
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            self._drop_control()
+            raise no_reply(self.endpoint, waited) from None
+        while True:
+            ms = remaining_ms(deadline)
+            if not ms or not sock.poll(ms, zmq.POLLIN):
+                self._drop_control()
+                raise no_reply(self.endpoint, waited)
+            reply = interpret(sock.recv(), req.id, self.endpoint)
+            if reply is not None:
+                return reply
+
+    def hello(self, *, timeout: float | None = None) -> HelloReply:
+        return expect(self.request(Hello(client=self.client_name), timeout), HelloReply)
+
+    def status(self, services: Iterable[str] = (), *, timeout: float | None = None) -> StatusReply:
+        return expect(self.request(Status(services=list(services)), timeout), StatusReply)
+
+    def start(
+        self, services: Iterable[str] = (), *, all: bool = False, timeout: float | None = None
+    ) -> ActionReply:
+        req = Start(services=list(services), all=all)
+        return expect(self.request(req, timeout), ActionReply)
+
+    def stop(
+        self,
+        services: Iterable[str] = (),
+        *,
+        all: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> ActionReply:
+        """``timeout`` defaults to at least SLOW_ACTION_TIMEOUT when waiting for the stop."""
+        if timeout is None and wait:
+            timeout = max(self.timeout, SLOW_ACTION_TIMEOUT)
+        req = Stop(services=list(services), all=all, wait=wait)
+        return expect(self.request(req, timeout), ActionReply)
+
+    def restart(
+        self, services: Iterable[str] = (), *, all: bool = False, timeout: float | None = None
+    ) -> ActionReply:
+        """``timeout`` defaults to at least SLOW_ACTION_TIMEOUT: a restart waits for the stop."""
+        timeout = max(self.timeout, SLOW_ACTION_TIMEOUT) if timeout is None else timeout
+        req = Restart(services=list(services), all=all)
+        return expect(self.request(req, timeout), ActionReply)
+
+    def signal(
+        self, service: str, sig: str | int | signal_module.Signals, *, timeout: float | None = None
+    ) -> ActionReply:
+        req = Signal(service=service, signal=signal_name(sig))
+        return expect(self.request(req, timeout), ActionReply)
+
+    def reload(self, *, timeout: float | None = None) -> ActionReply:
+        return expect(self.request(Reload(), timeout), ActionReply)
+
+    def logs_tail(
+        self,
+        service: str,
+        n: int = 100,
+        after_seq: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> LogsReply:
+        req = LogsTail(service=service, n=n, after_seq=after_seq)
+        return expect(self.request(req, timeout), LogsReply)
+
+    def du(self, *, timeout: float | None = None) -> DuReply:
+        return expect(self.request(Du(), timeout), DuReply)
+
+    def ensure(
+        self,
+        name: str,
+        version_spec: str = "latest",
+        catalog: str | None = None,
+        timeout: float = 300.0,
+    ) -> EnsureReply:
+        req = Ensure(name=name, version_spec=version_spec, catalog=catalog)
+        return expect(self.request(req, timeout), EnsureReply)
+
+    def shutdown(self, *, timeout: float | None = None) -> ActionReply:
+        return expect(self.request(Shutdown(), timeout), ActionReply)
+
+    def events(
+        self, topics: Sequence[str] | str = ("",), *, timeout: float | None = None
+    ) -> EventStream:
+        """Subscribe to ``topics`` (prefixes), take the snapshot, return the open stream."""
+        stream = EventStream(self, topics, timeout)
+        stream._open()
+        self._streams.add(stream)
+        return stream
+
+
+class EventStream(StreamBase):
+    """Live events after a snapshot, gaps backfilled. Iterate, or ``get(timeout)``.
+
+    Iteration waits up to ``timeout`` per event (None: forever) and raises TimeoutError when
+    none comes; ``get`` returns None instead. Ends (StopIteration) once closed.
+    """
+
+    def __init__(self, client: Client, topics: Sequence[str] | str, timeout: float | None) -> None:
+        super().__init__(topics, timeout)
+        self._client = client
+        self._sub: zmq.Socket[Any] | None = None
+
+    def _open(self) -> None:
+        client = self._client
+        client._require_open()
+        require_socket_file(client.events_endpoint)
+        sub = client._ctx.socket(zmq.SUB)
+        try:
+            subscribe(sub, self.topics)
+            # Wait for the connection, so that the subscription reaches the daemon before the
+            # snapshot is taken: what is published after it then reaches us.
+            monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            try:
+                sub.connect(client.events_endpoint)
+                if not monitor.poll(math.ceil(client.timeout * 1000), zmq.POLLIN):
+                    raise no_connection(client.events_endpoint, client.timeout)
+            finally:
+                sub.disable_monitor()
+                monitor.close(linger=0)
+            self._core = StreamCore(client.status())
+        except BaseException:
+            sub.close(linger=0)
+            raise
+        self._sub = sub
+        self.state = StreamState.OPEN
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None when none came within ``timeout`` seconds (None: wait forever)."""
+        core = self._require_core()
+        assert self._sub is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not core.pending:
+            if not self._sub.poll(remaining_ms(deadline), zmq.POLLIN):
+                return None
+            step = core.take(self._sub.recv_multipart(zmq.NOBLOCK))
+            if step is None:
+                continue
+            live, gap = step
+            if gap is None:
+                return live
+            req = core.backfill_request(gap, live)
+            reply = None
+            if req is not None:
+                try:
+                    reply = self._client.request(req)
+                except ClientError:
+                    reply = None  # counted in .unfilled; the live event still goes out
+            core.fill(gap, live, reply)
+        return core.pending.popleft()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Event:
+        if self.state is StreamState.CLOSED:
+            raise StopIteration
+        event = self.get(self.timeout)
+        if event is None:
+            raise TimeoutError(f"no event within {self.timeout:g}s")
+        return event
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,145 @@
+"""The control channel as both clients use it: endpoints, request ids, reading a reply.
+
+    control   Client DEALER --[Request JSON]--> daemon ROUTER --[Reply JSON, same id]--> DEALER
+
+Requests get a fresh ``id``; a reply with another id (left over from a request that timed out) is
+discarded. After a timeout the DEALER is closed with LINGER 0 and made anew, so a request queued
+for a dead daemon is never delivered to the next one that starts. The sockets themselves belong
+to ``sync_client`` and ``async_client``; this module holds what they would otherwise both repeat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal as signal_module
+import time
+import uuid
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from runtime.tree import resolve_root
+
+from .endpoints import endpoints_for
+from .errors import DaemonUnreachable, ProtocolError, remote_error
+from .messages import ErrorReply, Reply, Request, decode_reply, encode
+
+__all__ = [
+    "SLOW_ACTION_TIMEOUT",
+    "RequestIds",
+    "expect",
+    "interpret",
+    "loose",
+    "no_connection",
+    "no_reply",
+    "remaining_ms",
+    "require_socket_file",
+    "resolve_endpoints",
+    "signal_name",
+]
+
+#: Stopping waits for the service's stop timeout; a 5 s default would give up too early.
+SLOW_ACTION_TIMEOUT = 60.0
+
+
+class _LooseReply(msgspec.Struct):
+    """Just enough of a reply to route it, or to read an error code this client does not know."""
+
+    id: str = ""
+    reply: str = ""
+    code: str = ""
+    message: str = ""
+
+
+_loose_decoder = msgspec.json.Decoder(_LooseReply)
+R = TypeVar("R", bound=Reply)
+
+
+def loose(data: bytes) -> _LooseReply | None:
+    try:
+        return _loose_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+def interpret(data: bytes, want_id: str, endpoint: str) -> Reply | None:
+    """The reply to ``want_id`` in ``data``; None when ``data`` answers some other request."""
+    try:
+        reply = decode_reply(data)
+    except msgspec.DecodeError as exc:
+        found = loose(data)
+        if found is None or found.id != want_id:
+            return None
+        if found.reply == "error":
+            raise remote_error(found.code, found.message) from None
+        raise ProtocolError(f"cannot decode the reply from {endpoint}: {exc}") from None
+    if reply.id != want_id:
+        return None
+    if isinstance(reply, ErrorReply):
+        raise remote_error(reply.code, reply.message)
+    return reply
+
+
+def expect(reply: Reply, kind: type[R]) -> R:
+    if not isinstance(reply, kind):
+        raise ProtocolError(f"expected a {kind.__name__}, the daemon sent a {type(reply).__name__}")
+    return reply
+
+
+class RequestIds:
+    """Request ids: a random prefix per client, then a counter (unique, cheap, readable in logs)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:12]
+        self._count = itertools.count(1)
+
+    def stamp(self, req: Request) -> tuple[Request, bytes]:
+        req = msgspec.structs.replace(req, id=f"{self._prefix}-{next(self._count)}")
+        return req, encode(req)
+
+
+def require_socket_file(endpoint: str) -> None:
+    """Fail at once when an ipc endpoint has no socket file: nobody listens, no need to wait."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        if path and not path.startswith("@") and not os.path.exists(path):
+            raise DaemonUnreachable(
+                f"no daemon at {endpoint} (no socket file): is the daemon running? (runyard up)"
+            )
+
+
+def no_reply(endpoint: str, waited: float) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"no reply from {endpoint} within {waited:g}s: is the daemon running? (runyard up)"
+    )
+
+
+def no_connection(endpoint: str, waited: float) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"could not connect to {endpoint} within {waited:g}s: is the daemon running? (runyard up)"
+    )
+
+
+def resolve_endpoints(
+    root: str | os.PathLike[str] | None, endpoint: str | None, events_endpoint: str | None
+) -> tuple[Path | None, str, str]:
+    if endpoint is not None and events_endpoint is not None:
+        return (Path(root).absolute() if root is not None else None), endpoint, events_endpoint
+    tree_root = resolve_root(root)
+    eps = endpoints_for(tree_root)
+    return tree_root, endpoint or eps.control, events_endpoint or eps.events
+
+
+def signal_name(sig: str | int | signal_module.Signals) -> str:
+    if isinstance(sig, signal_module.Signals):
+        return sig.name.removeprefix("SIG")
+    return str(sig)
+
+
+def remaining_ms(deadline: float | None) -> int | None:
+    if deadline is None:
+        return None
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
