@@ -1,0 +1,152 @@
+"""Daemon configuration: refused at load with one line, systemd notify, the health endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from daemonkit import Daemon, build_tree, short_root, wait_for
+
+from daemon.spec import load_specs
+from runtime.errors import RunyardError
+from runtime.project import load_project
+
+pytestmark = pytest.mark.timeout(60)
+
+SLEEPER = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def root():
+    r = short_root()
+    yield r
+    shutil.rmtree(r.parent, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("project", "message"),
+    [
+        (
+            '[services.a]\ndepends_on = { b = "ready" }\n[services.b]\ndepends_on = { c = "started" }\n'
+            '[services.c]\ndepends_on = { a = "completed" }\n',
+            "dependency cycle: a -> b -> c -> a",
+        ),
+        (
+            '[services.a]\ndepends_on = { ghost = "ready" }\n',
+            "services.a.depends_on: 'ghost' is not an installed service",
+        ),
+        (
+            '[services.a]\nstop_signal = "NOPE"\n',
+            "services.a.stop_signal: 'NOPE' is not a signal name",
+        ),
+        ('[services.a]\nreadiness = { kind = "tcp", port = "web" }\n', "unknown port name 'web'"),
+        (
+            '[services.a]\ncwd = "../../etc"\n',
+            "services.a.cwd: '../../etc' leaves the runtime tree",
+        ),
+        (
+            '[services.a]\nrestart = "sometimes"\n',
+            "services.a.restart: invalid enum value 'sometimes'",
+        ),
+    ],
+)
+def test_bad_config_is_refused_with_one_line(root, project: str, message: str) -> None:
+    tree = build_tree(root, {"a": SLEEPER, "b": SLEEPER, "c": SLEEPER}, project)
+    project_file = root.parent / "runyard.toml"
+    with pytest.raises(RunyardError) as err:
+        load_specs(tree, load_project(project_file))
+    assert message in str(err.value)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "daemon",
+            "--root",
+            str(root),
+            "--project",
+            str(project_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sd_notify_ready_after_the_socket_answers(root) -> None:
+    tree = build_tree(root, {"a": SLEEPER})
+    sock_path = str(root.parent / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(sock_path)
+        notify.settimeout(20)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+        env["NOTIFY_SOCKET"] = sock_path
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        d = Daemon(tree)
+        d.proc = proc
+        try:
+            assert notify.recv(100) == b"READY=1"
+            with d.client(timeout=2) as c:
+                assert c.hello().pid == proc.pid
+        finally:
+            d.stop()
+
+
+def test_health_endpoints(root) -> None:
+    port = free_port()
+    tree = build_tree(
+        root,
+        {"a": SLEEPER, "b": SLEEPER},
+        f'[daemon]\nhealth_port = {port}\n[services.b]\nreadiness = {{ kind = "log", pattern = "never" }}\n',
+    )
+    d = Daemon(tree).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, what="healthz")
+        status, body = _get(base + "/readyz")
+        assert status == 503 and body["ready"] is False
+        assert body["services"]["b"]["ready"] is False
+        with d.client() as c:
+            c.stop(["b"])
+            # b is autostart but stopped on purpose: still not ready, as an orchestrator must see.
+            wait_for(lambda: _get(base + "/readyz")[1]["services"]["a"]["ready"], what="a ready")
+        assert _get(base + "/nope")[0] == 404
+    finally:
+        d.stop()
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:
+        return 0, {}
