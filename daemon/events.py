@@ -16,7 +16,9 @@ __all__ = ["EventBus"]
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, epoch: float | None = None) -> None:
+        #: Stamped on every event: seqs belong to one daemon's lifetime.
+        self.epoch = time.time() if epoch is None else epoch
         self.seqs: dict[str, int] = {}
         self._sink: Callable[[str, Event], None] | None = None
         self._wants: Callable[[str], bool] = lambda topic: True
@@ -41,11 +43,16 @@ class EventBus:
         client sees a gap when the first line's seq is above the last one it has + 1."""
         self.seqs[topic] = last_seq
         if self._sink is not None and self._wants(topic):
-            self._sink(topic, make(last_seq, time.time()))
+            self._emit(topic, make(last_seq, time.time()))
 
     def publish(self, topic: str, make: Callable[[int, float], Event]) -> None:
         """Number the event and send it. The seq advances even with no listener, so a client
         that subscribes later still sees consistent numbers against the status snapshot."""
         seq = self.next_seq(topic)
         if self._sink is not None and self._wants(topic):
-            self._sink(topic, make(seq, time.time()))
+            self._emit(topic, make(seq, time.time()))
+
+    def _emit(self, topic: str, event: Event) -> None:
+        assert self._sink is not None
+        event.epoch = self.epoch
+        self._sink(topic, event)

@@ -209,6 +209,8 @@ class StatusReply(Reply, tag="status"):
     seqs: dict[str, int]
     daemon_pid: int
     daemon_started_at: float
+    #: Same as Event.epoch: the daemon start time the seqs belong to.
+    epoch: float = 0.0
 
 
 class ActionReply(Reply, tag="action"):
@@ -243,6 +245,9 @@ class Event(msgspec.Struct, tag_field="event", kw_only=True):
     topic: str
     seq: int
     ts: float
+    #: The daemon's start time: seqs restart at 1 with a new daemon, so a client that sees a
+    #: new epoch takes a new snapshot instead of dropping "old" seqs.
+    epoch: float = 0.0
 
 
 class StateEvent(Event, tag="state"):

@@ -17,4 +17,5 @@ async def handle(ctx: Context, req: m.Status) -> m.Reply:
         seqs=dict(sup.bus.seqs),
         daemon_pid=os.getpid(),
         daemon_started_at=ctx.started_at,
+        epoch=sup.bus.epoch,
     )
