@@ -105,6 +105,8 @@ class StreamCore:
     def __init__(self, snapshot: StatusReply) -> None:
         self.snapshot = snapshot
         self.tracker = GapTracker(snapshot.seqs)
+        #: The daemon lifetime the tracked seqs belong to (0: a daemon that does not say).
+        self.epoch = snapshot.epoch
         self.pending: deque[Event] = deque()
         self.malformed = 0
         self.gaps = 0
@@ -116,6 +118,10 @@ class StreamCore:
         if event is None:
             self.malformed += 1
             return None
+        if event.epoch and event.epoch != self.epoch:
+            # A new daemon: its seqs start again at 1, so nothing of the old numbering applies.
+            self.epoch = event.epoch
+            self.tracker = GapTracker()
         first = event.seq
         if isinstance(event, LogEvent) and event.lines:
             first = event.lines[0].seq

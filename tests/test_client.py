@@ -665,3 +665,20 @@ async def test_async_events_open_by_await_and_close_with_client(root: Path) -> N
         with pytest.raises(ClientError, match="closed"):
             await client.status()
     assert len(peer.requests) == 1
+
+
+def test_a_new_daemon_epoch_resets_the_seqs() -> None:
+    """After a daemon restart seqs start at 1 again: they must not be dropped as old."""
+    from protocol.gaps import StreamCore
+    from protocol.messages import DaemonEvent, StatusReply, encode
+
+    core = StreamCore(
+        StatusReply(
+            services=[], seqs={"daemon": 7}, daemon_pid=1, daemon_started_at=100.0, epoch=100.0
+        )
+    )
+    old = DaemonEvent(topic="daemon", seq=7, ts=1.0, kind="started", epoch=100.0)
+    assert core.take([b"daemon", encode(old)]) is None  # in the snapshot
+    new = DaemonEvent(topic="daemon", seq=1, ts=2.0, kind="started", epoch=200.0)
+    taken = core.take([b"daemon", encode(new)])
+    assert taken is not None and taken[0].seq == 1 and taken[1] is None
