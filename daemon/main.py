@@ -28,7 +28,7 @@ from .events import EventBus
 from .handlers import Context
 from .health import HealthServer
 from .logs import daemon_logger
-from .server import ControlServer
+from .server import ControlServer, tcp_listener
 from .supervisor import Supervisor
 
 __all__ = ["DaemonRunning", "run_daemon", "runyard_version"]
@@ -74,6 +74,8 @@ def _sd_notify(message: str) -> None:
 async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logger) -> None:
     loop = asyncio.get_running_loop()
     project = load_project(project_file)
+    # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
+    tcp = tcp_listener(project.daemon, project.path)
     bus = EventBus()
     sup = Supervisor(tree, project_file, bus, log)
     endpoints = endpoints_for(tree.root)
@@ -84,7 +86,7 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
         version=runyard_version(),
         started_at=time.time(),
     )
-    server = ControlServer(endpoints, ctx, log)
+    server = ControlServer(endpoints, ctx, log, tcp)
     server.bind()
     server.start()
     health = None

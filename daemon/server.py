@@ -1,5 +1,10 @@
 """The control plane: a ROUTER for requests and an XPUB for events, on ipc sockets.
 
+With ``[daemon] tcp = "HOST:PORT"`` a second ROUTER and XPUB listen on tcp://HOST:PORT (control)
+and tcp://HOST:PORT+1 (events), CurveZMQ only: the sockets are Curve servers with the daemon's
+key pair, and a ZAP authenticator lets in only the client public keys found (at start) in
+``curve_authorized_dir``. The same handlers serve both routers; events go out on both XPUBs.
+
 Every frame is checked before it is trusted: wrong frame count, oversized, undecodable or of an
 unknown op gets an ErrorReply (or is dropped when it cannot even be addressed), and the loop
 goes on. Slow operations (stop with wait, restart, reload, ensure, du) run as their own tasks so
@@ -14,34 +19,146 @@ import contextlib
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from protocol import messages as m
 from protocol.endpoints import Endpoints, prepare_socket_dir
+from runtime.errors import ProjectError, RunyardError
+from runtime.keys import KeyFileError, load_authorized_curve_keys, load_curve_secret
+from runtime.project import DaemonSettings
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .supervisor import NotFound
 
-__all__ = ["ControlServer"]
+__all__ = ["ControlServer", "TcpListener", "tcp_listener"]
 
 _encoder = msgspec.json.Encoder()
 
 
+@dataclass(frozen=True)
+class TcpListener:
+    """Where and with which keys the CurveZMQ TCP sockets listen (``[daemon] tcp``)."""
+
+    host: str
+    port: int
+    public_key: bytes
+    secret_key: bytes
+    authorized_dir: Path
+    authorized_keys: int
+
+    def _url(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{port}"
+
+    @property
+    def control(self) -> str:
+        return self._url(self.port)
+
+    @property
+    def events(self) -> str:
+        return self._url(self.port + 1)
+
+
+def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpListener | None:
+    """Check ``[daemon] tcp`` and its Curve settings and load the keys; None when tcp is off.
+
+    TCP is never plain: tcp without both curve settings is a ProjectError, as is a bad address,
+    an unreadable or group/world-readable secret key, or a malformed authorized certificate.
+    """
+    source = str(project_file) if project_file is not None else "runyard.toml"
+    if settings.tcp is None:
+        return None
+    missing = [
+        name
+        for name in ("curve_secret_key", "curve_authorized_dir")
+        if getattr(settings, name) is None
+    ]
+    if missing:
+        raise ProjectError(
+            f"{source}: daemon.tcp: TCP control is CurveZMQ only, never plain: "
+            f"set daemon.{' and daemon.'.join(missing)} too"
+        )
+    address = settings.tcp.strip()
+    host, sep, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or "://" in address or not port_text.isdigit():
+        raise ProjectError(
+            f"{source}: daemon.tcp: expected HOST:PORT (like 127.0.0.1:7070), got {settings.tcp!r}"
+        )
+    port = int(port_text)
+    if not 1 <= port <= 65534:
+        raise ProjectError(
+            f"{source}: daemon.tcp: port {port} out of range 1-65534 (events use PORT+1)"
+        )
+    base = project_file.parent if project_file is not None else Path.cwd()
+
+    def path_of(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    secret_file = path_of(settings.curve_secret_key or "")
+    authorized_dir = path_of(settings.curve_authorized_dir or "")
+    try:
+        public, secret = load_curve_secret(secret_file, require_private=True)
+    except KeyFileError as exc:
+        raise ProjectError(f"{source}: daemon.curve_secret_key: {exc}") from None
+    try:
+        authorized = load_authorized_curve_keys(authorized_dir)
+    except KeyFileError as exc:
+        raise ProjectError(f"{source}: daemon.curve_authorized_dir: {exc}") from None
+    return TcpListener(host, port, public, secret, authorized_dir, len(authorized))
+
+
 class ControlServer:
-    def __init__(self, endpoints: Endpoints, ctx: Context, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        ctx: Context,
+        log: logging.Logger,
+        tcp: TcpListener | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.ctx = ctx
         self.log = log
+        self.tcp = tcp
         self.zctx = zmq.asyncio.Context()
         self.router: zmq.asyncio.Socket | None = None
         self.pub: zmq.asyncio.Socket | None = None
+        self.tcp_router: zmq.asyncio.Socket | None = None
+        self.tcp_pub: zmq.asyncio.Socket | None = None
+        self.auth: AsyncioAuthenticator | None = None
         self._subscriptions: Counter[bytes] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._sub_task: asyncio.Task[None] | None = None
+        self._serve_tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def routers(self) -> list[zmq.asyncio.Socket]:
+        return [s for s in (self.router, self.tcp_router) if s is not None]
+
+    @property
+    def pubs(self) -> list[zmq.asyncio.Socket]:
+        return [s for s in (self.pub, self.tcp_pub) if s is not None]
+
+    def _make_router(self) -> zmq.asyncio.Socket:
+        sock = self.zctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        return sock
+
+    def _make_pub(self) -> zmq.asyncio.Socket:
+        sock = self.zctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        return sock
 
     def bind(self) -> None:
         prepare_socket_dir(self.endpoints)
@@ -51,22 +168,56 @@ class ControlServer:
             sock_file = path.removeprefix("ipc://")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_file)
-        self.router = self.zctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.MAXMSGSIZE, m.MAX_MESSAGE_BYTES)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router = self._make_router()
         self.router.bind(self.endpoints.control)
-        self.pub = self.zctx.socket(zmq.XPUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.setsockopt(zmq.SNDHWM, 10_000)
-        self.pub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        self.pub = self._make_pub()
         self.pub.bind(self.endpoints.events)
+        if self.tcp is not None:
+            try:
+                self._bind_tcp(self.tcp)
+            except BaseException:
+                self._close_sockets()
+                raise
         self.ctx.supervisor.bus.attach(self._send_event, self._wants)
+
+    def _bind_tcp(self, tcp: TcpListener) -> None:
+        """The Curve ROUTER and XPUB; the authenticator answers ZAP before either can accept.
+
+        Only sockets with a security mechanism ask ZAP: the ipc sockets (NULL, no domain) never do.
+        """
+        self.auth = AsyncioAuthenticator(self.zctx, log=self.log.getChild("zap"))
+        self.auth.start()
+        assert self.auth.zap_socket is not None
+        self.auth.zap_socket.setsockopt(zmq.LINGER, 0)
+        self.auth.configure_curve(domain="*", location=str(tcp.authorized_dir))
+        self.tcp_router = self._make_router()
+        self.tcp_pub = self._make_pub()
+        for sock, url in ((self.tcp_router, tcp.control), (self.tcp_pub, tcp.events)):
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, tcp.secret_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, tcp.public_key)
+            if ":" in tcp.host:
+                sock.setsockopt(zmq.IPV6, 1)
+            try:
+                sock.bind(url)
+            except zmq.ZMQError as exc:
+                raise RunyardError(f"daemon.tcp: cannot listen on {url}: {exc}") from None
+        if not tcp.authorized_keys:
+            self.log.warning(
+                "no *.key certificate in %s: no TCP client can connect", tcp.authorized_dir
+            )
+        self.log.info(
+            "CurveZMQ control on %s, events on %s, %d authorized key(s) from %s",
+            tcp.control,
+            tcp.events,
+            tcp.authorized_keys,
+            tcp.authorized_dir,
+        )
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._loop_task = loop.create_task(self._serve())
-        self._sub_task = loop.create_task(self._track_subscriptions())
+        self._serve_tasks = [loop.create_task(self._serve(router)) for router in self.routers]
+        self._serve_tasks += [loop.create_task(self._track_subscriptions(pub)) for pub in self.pubs]
 
     # --- events ------------------------------------------------------------------------------
 
@@ -80,12 +231,14 @@ class ControlServer:
         assert self.pub is not None
         # XPUB never blocks: at the high-water mark it drops, and that subscriber's seq check
         # sees the gap and backfills. The returned future is already done.
-        self.pub.send_multipart([topic.encode(), _encoder.encode(event)])
+        frames = [topic.encode(), _encoder.encode(event)]
+        for pub in self.pubs:
+            pub.send_multipart(frames)
 
-    async def _track_subscriptions(self) -> None:
-        assert self.pub is not None
+    async def _track_subscriptions(self, pub: zmq.asyncio.Socket) -> None:
+        # One count per (socket, subscriber): both XPUBs add to the same counter.
         while True:
-            frame = await self.pub.recv()
+            frame = await pub.recv()
             if not frame:
                 continue
             if frame[0] == 1:
@@ -97,11 +250,10 @@ class ControlServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
-        assert self.router is not None
+    async def _serve(self, router: zmq.asyncio.Socket) -> None:
         while True:
             try:
-                frames = await self.router.recv_multipart(copy=True)
+                frames = await router.recv_multipart(copy=True)
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.ETERM:
                     return
@@ -111,30 +263,32 @@ class ControlServer:
                 # Not what a DEALER sends: answer on the identity if there is one.
                 if len(frames) >= 1:
                     await self._reply(
-                        frames[0], m.ErrorReply(code="bad_request", message="expected one frame")
+                        router,
+                        frames[0],
+                        m.ErrorReply(code="bad_request", message="expected one frame"),
                     )
                 continue
             identity, payload = frames
             if len(payload) > m.MAX_MESSAGE_BYTES:
                 await self._reply(
-                    identity, m.ErrorReply(code="too_large", message="message too large")
+                    router, identity, m.ErrorReply(code="too_large", message="message too large")
                 )
                 continue
             try:
                 req = m.decode_request(payload)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 await self._reply(
-                    identity, m.ErrorReply(code="bad_request", message=str(exc)[:300])
+                    router, identity, m.ErrorReply(code="bad_request", message=str(exc)[:300])
                 )
                 continue
             if type(req) in INLINE:
-                await self._dispatch(identity, req)
+                await self._dispatch(router, identity, req)
             else:
-                task = asyncio.get_running_loop().create_task(self._dispatch(identity, req))
+                task = asyncio.get_running_loop().create_task(self._dispatch(router, identity, req))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, identity: bytes, req: m.Request) -> None:
+    async def _dispatch(self, router: zmq.asyncio.Socket, identity: bytes, req: m.Request) -> None:
         handler = HANDLERS[type(req)]
         try:
             reply = await handler(self.ctx, req)
@@ -146,21 +300,24 @@ class ControlServer:
             self.log.exception("internal error handling %s", type(req).__name__)
             reply = m.ErrorReply(code="internal", message=f"{type(exc).__name__}: {exc}"[:300])
         reply.id = req.id
-        await self._reply(identity, reply)
+        await self._reply(router, identity, reply)
 
-    async def _reply(self, identity: bytes, reply: m.Reply) -> None:
-        assert self.router is not None
+    async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
         try:
             # ROUTER drops what it cannot route (a client gone): it never blocks here.
-            await self.router.send_multipart([identity, _encoder.encode(reply)])
+            await router.send_multipart([identity, _encoder.encode(reply)])
         except zmq.ZMQError as exc:
             self.log.debug("reply dropped: %s", exc)
 
     async def close(self) -> None:
-        for task in (self._loop_task, self._sub_task, *self._tasks):
-            if task is not None:
-                task.cancel()
-        for sock in (self.router, self.pub):
-            if sock is not None:
-                sock.close(linger=0)
+        for task in (*self._serve_tasks, *self._tasks):
+            task.cancel()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in (*self.routers, *self.pubs):
+            sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
         self.zctx.term()

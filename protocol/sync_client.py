@@ -17,6 +17,8 @@ from typing import Any, Self
 
 import zmq
 
+from runtime.keys import KeyFileError, curve_client_options
+
 from .errors import ClientError
 from .gaps import StreamCore
 from .messages import (
@@ -69,13 +71,23 @@ class Client:
         events_endpoint: str | None = None,
         timeout: float = 5.0,
         client_name: str = "runyard-client",
+        curve_server_key: str | bytes | Path | None = None,
+        curve_client_keys: str | Path | tuple[bytes, bytes] | None = None,
     ) -> None:
         self.root, self.endpoint, self.events_endpoint = resolve_endpoints(
             root, endpoint, events_endpoint
         )
+        try:  # tcp:// is CurveZMQ only: the daemon's public key and this client's key pair
+            curve = curve_client_options(
+                (self.endpoint, self.events_endpoint), curve_server_key, curve_client_keys
+            )
+        except KeyFileError as exc:
+            raise ClientError(str(exc)) from None
         self.timeout = timeout
         self.client_name = client_name
         self._ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()
+        for option, value in curve.items():  # defaults for every socket of this context
+            self._ctx.setsockopt(option, value)
         self._dealer: zmq.Socket[Any] | None = None
         self._ids = RequestIds()
         self._streams: set[EventStream] = set()

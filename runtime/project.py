@@ -74,6 +74,13 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     #: Serve ``GET /healthz`` and ``GET /readyz`` on 127.0.0.1:PORT; None = off.
     health_port: int | None = None
+    #: ``"HOST:PORT"``: also serve control on tcp://HOST:PORT and events on tcp://HOST:PORT+1,
+    #: CurveZMQ only (both settings below are then required); None = ipc only.
+    tcp: str | None = None
+    #: The daemon's CurveZMQ ``.key_secret`` certificate (mode 0600); relative = to this file.
+    curve_secret_key: str | None = None
+    #: A directory of client ``*.key`` public certificates allowed in; relative = to this file.
+    curve_authorized_dir: str | None = None
 
 
 class Project(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
