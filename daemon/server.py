@@ -41,6 +41,22 @@ __all__ = ["ControlServer", "TcpListener", "tcp_listener"]
 _encoder = msgspec.json.Encoder()
 
 
+class _JustId(msgspec.Struct):
+    id: str = ""
+
+
+_id_decoder = msgspec.json.Decoder(_JustId)
+
+
+def _readable_id(payload: bytes) -> str:
+    """The request id of a frame that did not decode as a request, when it can be read, so
+    the client can match the error to its request (an unknown op from a newer client)."""
+    try:
+        return _id_decoder.decode(payload).id
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return ""
+
+
 @dataclass(frozen=True)
 class TcpListener:
     """Where and with which keys the CurveZMQ TCP sockets listen (``[daemon] tcp``)."""
@@ -149,7 +165,9 @@ class ControlServer:
     def _make_router(self) -> zmq.asyncio.Socket:
         sock = self.zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_MESSAGE_BYTES)
+        # Up to 8x the limit is read and answered `too_large`; beyond, zmq drops the peer
+        # before a byte of it costs us memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, 8 * m.MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         return sock
 
@@ -218,6 +236,18 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         self._serve_tasks = [loop.create_task(self._serve(router)) for router in self.routers]
         self._serve_tasks += [loop.create_task(self._track_subscriptions(pub)) for pub in self.pubs]
+        for task in self._serve_tasks:
+            task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A receive loop must never end on its own: a daemon that no longer answers is worse
+        than one that exits. Exit without stopping the services; the next daemon adopts them."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.log.critical(
+            "control loop died: %r; exiting so a new daemon takes over", task.exception()
+        )
+        self.ctx.shutdown_requested.set()
 
     # --- events ------------------------------------------------------------------------------
 
@@ -277,9 +307,9 @@ class ControlServer:
             try:
                 req = m.decode_request(payload)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                await self._reply(
-                    router, identity, m.ErrorReply(code="bad_request", message=str(exc)[:300])
-                )
+                reply = m.ErrorReply(code="bad_request", message=str(exc)[:300])
+                reply.id = _readable_id(payload)
+                await self._reply(router, identity, reply)
                 continue
             if type(req) in INLINE:
                 await self._dispatch(router, identity, req)

@@ -168,8 +168,8 @@ class AsyncClient:
 
     async def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
-        sock = self._control()
         req, data = self._ids.stamp(req)
+        sock = self._control()
         waited = self.timeout if timeout is None else timeout
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiters[req.id] = waiter

@@ -138,8 +138,8 @@ class Client:
 
     def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
-        sock = self._control()
         req, data = self._ids.stamp(req)
+        sock = self._control()
         waited = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + waited
         try:

@@ -24,8 +24,8 @@ import msgspec
 from runtime.tree import resolve_root
 
 from .endpoints import endpoints_for
-from .errors import DaemonUnreachable, ProtocolError, remote_error
-from .messages import ErrorReply, Reply, Request, decode_reply, encode
+from .errors import DaemonUnreachable, ProtocolError, TooLarge, remote_error
+from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, decode_reply, encode
 
 __all__ = [
     "SLOW_ACTION_TIMEOUT",
@@ -97,8 +97,13 @@ class RequestIds:
         self._count = itertools.count(1)
 
     def stamp(self, req: Request) -> tuple[Request, bytes]:
+        """A fresh id, and the encoded request; a request over the daemon's size limit is
+        refused here rather than sent to be dropped."""
         req = msgspec.structs.replace(req, id=f"{self._prefix}-{next(self._count)}")
-        return req, encode(req)
+        data = encode(req)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise TooLarge("too_large", f"request of {len(data)} bytes is over {MAX_MESSAGE_BYTES}")
+        return req, data
 
 
 def require_socket_file(endpoint: str) -> None:

@@ -682,3 +682,11 @@ def test_a_new_daemon_epoch_resets_the_seqs() -> None:
     new = DaemonEvent(topic="daemon", seq=1, ts=2.0, kind="started", epoch=200.0)
     taken = core.take([b"daemon", encode(new)])
     assert taken is not None and taken[0].seq == 1 and taken[1] is None
+
+
+def test_a_request_over_the_size_limit_is_refused_before_sending(tmp_path) -> None:
+    from protocol.client import Client, TooLarge
+    from protocol.messages import MAX_MESSAGE_BYTES
+
+    with Client(tmp_path, timeout=0.2) as client, pytest.raises(TooLarge, match="over"):
+        client.status(["x" * (MAX_MESSAGE_BYTES + 1)])
