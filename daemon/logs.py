@@ -587,6 +587,12 @@ class ServiceLog:
 # --------------------------------------------------------------------------- asyncio side
 
 
+#: How long a wake-up waits before reading, so a busy writer's output is read in big chunks.
+BATCH_DELAY = 0.001
+#: Reads per batch at most (each up to READ_CHUNK) before the loop serves others again.
+MAX_READS_PER_BATCH = 8
+
+
 class ReaderState(enum.Enum):
     IDLE = "idle"  # not attached yet
     READING = "reading"  # at least one stream can still deliver
@@ -604,6 +610,7 @@ class LogReader:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fds: dict[str, int] = {}
+        self._batches: dict[str, asyncio.TimerHandle] = {}
         self.state = ReaderState.IDLE
 
     def attach(
@@ -623,11 +630,32 @@ class LogReader:
         self._fds = dict(zip(STREAMS, pipes.read_fds, strict=True))
         self.state = ReaderState.READING
         for stream, fd in self._fds.items():
-            loop.add_reader(fd, self._read_once, stream)
+            loop.add_reader(fd, self._readable, stream)
             # One read now: a FIFO reopened after its writers are gone reports no POLLHUP to a
             # new reader, so without this probe a reattach to a dead child would never see EOF.
             loop.call_soon(self._read_once, stream)
         return self
+
+    def _readable(self, stream: str) -> None:
+        """Data is waiting: read it a moment later, in one batch. A writer going flat out then
+        fills the pipe meanwhile and we take it in big reads, instead of waking (and making the
+        writer wait on us) every few lines; a quiet service's line shows up BATCH_DELAY later."""
+        assert self._loop is not None
+        fd = self._fds.get(stream)
+        if fd is None or stream in self._batches:
+            return
+        self._loop.remove_reader(fd)
+        self._batches[stream] = self._loop.call_later(BATCH_DELAY, self._read_batch, stream)
+
+    def _read_batch(self, stream: str) -> None:
+        assert self._loop is not None
+        self._batches.pop(stream, None)
+        for _ in range(MAX_READS_PER_BATCH):
+            if not self._read_once(stream):
+                break
+        fd = self._fds.get(stream)
+        if fd is not None and self.state is ReaderState.READING:
+            self._loop.add_reader(fd, self._readable, stream)
 
     def _read_once(self, stream: str) -> bool:
         """One os.read on ``stream``; False when nothing more is to be had right now."""
@@ -680,6 +708,9 @@ class LogReader:
         if self._loop is not None:
             for fd in self._fds.values():
                 self._loop.remove_reader(fd)
+        for handle in self._batches.values():
+            handle.cancel()
+        self._batches.clear()
         self._fds.clear()
         if self.state in (ReaderState.IDLE, ReaderState.READING):
             self.state = ReaderState.DETACHED

@@ -30,7 +30,6 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from protocol import messages as m
 from protocol.endpoints import Endpoints, prepare_socket_dir
 from runtime.errors import ProjectError, RunyardError
-from runtime.keys import KeyFileError, load_authorized_curve_keys, load_curve_secret
 from runtime.project import DaemonSettings
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
@@ -118,6 +117,9 @@ def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpList
     def path_of(value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
+
+    # Imported here: it pulls in `cryptography` (~8 MiB RSS), which an ipc-only daemon never needs.
+    from runtime.keys import KeyFileError, load_authorized_curve_keys, load_curve_secret
 
     secret_file = path_of(settings.curve_secret_key or "")
     authorized_dir = path_of(settings.curve_authorized_dir or "")

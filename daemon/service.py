@@ -66,6 +66,7 @@ class ServiceRunner:
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
+        self._status: ServiceStatus | None = None
 
     @property
     def name(self) -> str:
@@ -93,7 +94,19 @@ class ServiceRunner:
             return self.is_ready()
         return self.state is S.RUNNING
 
+    def invalidate(self) -> None:
+        """Something shown in status changed; the next status() builds it anew."""
+        self._status = None
+
     def status(self) -> ServiceStatus:
+        """What clients see. Cached between changes (a status of 50 services is the hottest
+        request), except in backoff, where the countdown moves."""
+        if self._status is not None and self.state is not S.BACKOFF:
+            return self._status
+        self._status = self._build_status()
+        return self._status
+
+    def _build_status(self) -> ServiceStatus:
         next_in = None
         if self.state is S.BACKOFF and self.next_start_at is not None:
             next_in = max(0.0, self.next_start_at - time.monotonic())

@@ -111,6 +111,7 @@ class Supervisor:
     # --- change notification -----------------------------------------------------------------
 
     def on_change(self, runner: ServiceRunner) -> None:
+        runner.invalidate()
         status = runner.status()
         self.bus.publish(
             f"state.{runner.name}",
@@ -263,6 +264,7 @@ class Supervisor:
             await self.stop(restart, ordered=True)
         for name in changed:
             self.runners[name].spec = specs[name]
+            self.on_change(self.runners[name])
         for name in added:
             self.runners[name] = ServiceRunner(specs[name], self)
         self.order = order
@@ -311,7 +313,9 @@ class Supervisor:
             for runner in self.runners.values():
                 handle = runner.handle
                 if handle is None:
-                    runner.cpu_percent = runner.rss = None
+                    if runner.cpu_percent is not None or runner.rss is not None:
+                        runner.cpu_percent = runner.rss = None
+                        runner.invalidate()
                     continue
                 live.add(handle.pid)
                 try:
@@ -323,6 +327,7 @@ class Supervisor:
                     with proc.oneshot():
                         runner.cpu_percent = proc.cpu_percent(None)
                         runner.rss = proc.memory_info().rss
+                    runner.invalidate()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     procs.pop(handle.pid, None)
             for pid in [p for p in procs if p not in live]:

@@ -19,8 +19,6 @@ from typing import Any, Self
 import zmq
 import zmq.asyncio
 
-from runtime.keys import KeyFileError, curve_client_options
-
 from .errors import ClientError, ProtocolError
 from .gaps import StreamCore
 from .messages import (
@@ -49,6 +47,7 @@ from .streams import StreamBase, StreamState, subscribe
 from .transport import (
     SLOW_ACTION_TIMEOUT,
     RequestIds,
+    curve_options,
     expect,
     interpret,
     loose,
@@ -80,12 +79,9 @@ class AsyncClient:
         self.root, self.endpoint, self.events_endpoint = resolve_endpoints(
             root, endpoint, events_endpoint
         )
-        try:  # tcp:// is CurveZMQ only: the daemon's public key and this client's key pair
-            curve = curve_client_options(
-                (self.endpoint, self.events_endpoint), curve_server_key, curve_client_keys
-            )
-        except KeyFileError as exc:
-            raise ClientError(str(exc)) from None
+        curve = curve_options(
+            (self.endpoint, self.events_endpoint), curve_server_key, curve_client_keys
+        )
         self.timeout = timeout
         self.client_name = client_name
         self._ctx = zmq.asyncio.Context()

@@ -17,8 +17,6 @@ from typing import Any, Self
 
 import zmq
 
-from runtime.keys import KeyFileError, curve_client_options
-
 from .errors import ClientError
 from .gaps import StreamCore
 from .messages import (
@@ -47,6 +45,7 @@ from .streams import StreamBase, StreamState, subscribe
 from .transport import (
     SLOW_ACTION_TIMEOUT,
     RequestIds,
+    curve_options,
     expect,
     interpret,
     no_connection,
@@ -77,12 +76,9 @@ class Client:
         self.root, self.endpoint, self.events_endpoint = resolve_endpoints(
             root, endpoint, events_endpoint
         )
-        try:  # tcp:// is CurveZMQ only: the daemon's public key and this client's key pair
-            curve = curve_client_options(
-                (self.endpoint, self.events_endpoint), curve_server_key, curve_client_keys
-            )
-        except KeyFileError as exc:
-            raise ClientError(str(exc)) from None
+        curve = curve_options(
+            (self.endpoint, self.events_endpoint), curve_server_key, curve_client_keys
+        )
         self.timeout = timeout
         self.client_name = client_name
         self._ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()

@@ -24,7 +24,7 @@ import msgspec
 from runtime.tree import resolve_root
 
 from .endpoints import endpoints_for
-from .errors import DaemonUnreachable, ProtocolError, TooLarge, remote_error
+from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, remote_error
 from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, decode_reply, encode
 
 __all__ = [
@@ -148,3 +148,25 @@ def remaining_ms(deadline: float | None) -> int | None:
     if deadline is None:
         return None
     return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+
+
+def curve_options(
+    endpoints: tuple[str, str],
+    server_key: str | bytes | Path | None,
+    client_keys: str | Path | tuple[bytes, bytes] | None,
+) -> dict[int, bytes | int]:
+    """zmq socket options for CurveZMQ: tcp:// is Curve only (the daemon's public key and this
+    client's key pair); ipc:// needs none. ``runtime.keys`` (and with it ``cryptography``) is
+    imported only when keys are in play, so an ipc client or the daemon stays lean."""
+    if (
+        server_key is None
+        and client_keys is None
+        and not any(e.startswith("tcp://") for e in endpoints)
+    ):
+        return {}
+    from runtime.keys import KeyFileError, curve_client_options
+
+    try:
+        return curve_client_options(endpoints, server_key, client_keys)
+    except KeyFileError as exc:
+        raise ClientError(str(exc)) from None

@@ -1,0 +1,1081 @@
+"""Benchmark `daemon`: Runyard's daemon beside supervisord and Circus, measured in one run.
+
+Each contender runs the same programs from the same Runyard tree, one contender at a time:
+
+* fleet phase: 50 services (``#!/bin/sh`` + ``exec sleep 3600``), none started at boot.
+  ``--runs`` rounds (2 with --quick) of: start all, poll status until all 50 report running;
+  then a blocking stop of all 50 (medians are shown). In the last round, before the stop:
+  2 s to settle, then the idle daemon's CPU% over 10 s (3 s with --quick) and its RSS, then
+  `status` latency, 2000 calls (300) after 200 (50) warm-up calls.
+* flood phase: the same 50 sleepers running, plus one child that writes 100-byte lines (one
+  ``write`` per line, as a line-buffered program does) flat out for 5 s (1.5 s), then a
+  ``DONE n`` line, then sleeps; the log is polled every 10 ms. Throughput is payload bytes
+  (n x 100) over the time from the first byte in the log file to the DONE line; CPU is the
+  daemon process's user+system seconds (psutil, every thread) over that flood, per GB of
+  payload; both are medians of 3 floods (1 with --quick), each flood's MB/s is printed too.
+  Then one more flood with a client calling `status` flat out: the p99 of the calls made
+  within it. For reference, ``child | cat > file`` (a plain 64 KiB pipe) is timed the same
+  way. The child is slower per line when its reader wakes for every few writes, so MB/s
+  depends on how the reader batches as much as on its speed, and it is noisy on a small VM.
+
+Settings that differ from the defaults, the same for all three: nothing autostarts in the
+fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus has no such wait). Circus
+starts no ``autostart = false`` watcher on a `start` of all (nor on a glob) and refuses a
+start while one runs, so its "start all" is one waiting ``start NAME`` per watcher. stdout
+and stderr are captured to files for every program (Runyard: one file with a timestamp and
+stream tag per line; supervisord ``stdout_logfile``/``stderr_logfile``; Circus
+``FileStream``s); no rotation during the flood (Runyard ``log_max_bytes`` = 8 GiB,
+``*_logfile_maxbytes=0``, Circus ``max_bytes=0``). supervisord answers XML-RPC on a unix
+socket, Circus and Runyard on ipc:// sockets. `status` means: Runyard ``Client.status()``
+(a full record per service), supervisord ``getAllProcessInfo`` (a dict per process), Circus
+``status`` (one state string per watcher).
+
+Every client call runs in a driver process started with the contender's own interpreter
+(this file, ``--driver KIND ADDRESS``): Runyard's with the project venv, the anchors' with
+``.bench/anchors-venv`` (made on first use: ``python -m venv`` + ``pip install supervisor
+circus``). So the module level imports only the standard library. The bench process makes
+itself a child subreaper, so whatever it started and whatever got orphaned is killed at the
+end, on errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SERVICES = 50
+LINE = b"flood " + b"x" * 93 + b"\n"  # 100 bytes
+SLEEPER = b"#!/bin/sh\nexec sleep 3600\n"
+ANCHORS = {  # PyPI package -> (module to import, versions to try in turn)
+    "supervisor": ("supervisor.xmlrpc", ["supervisor"]),
+    "circus": ("circus.client", ["circus", "circus==0.18.0", "circus==0.17.2"]),
+}
+
+
+class BenchError(RuntimeError):
+    """A contender could not be measured; the message says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    status_calls: int
+    warmup: int
+    idle_secs: float
+    flood_secs: float
+    flood_cap: int
+    floods: int  # quiet floods; the median is shown
+    settle_secs: float = 2.0
+
+
+def settings_for(opts: Any) -> Settings:
+    if opts.quick:
+        return Settings(min(opts.runs, 2), 300, 50, 3.0, 1.5, 300_000_000, floods=1)
+    return Settings(opts.runs, 2000, 200, 10.0, 5.0, 1_500_000_000, floods=3)
+
+
+# --------------------------------------------------------------------------- the drivers
+# What runs inside each contender's own interpreter: one small adapter per client library,
+# and the timed operations, written once on top of the adapters.
+
+
+class RunyardAPI:
+    RUNNING, STOPPED = "running", "stopped"
+
+    def __init__(self, address: str) -> None:
+        from protocol.client import Client
+
+        self.client = Client(address, timeout=10.0)
+
+    def status(self) -> Any:
+        return self.client.status()
+
+    def states(self) -> dict[str, str]:
+        return {s.name: s.state for s in self.client.status().services}
+
+    def start_all(self) -> None:
+        self.client.start(all=True)
+
+    def start(self, name: str) -> None:
+        self.client.start([name])
+
+    def stop(self, name: str) -> None:
+        self.client.stop([name], wait=True)
+
+    def stop_all(self) -> None:
+        self.client.stop(all=True, wait=True)
+
+    def shutdown(self) -> None:
+        self.client.shutdown()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class SupervisordAPI:
+    RUNNING, STOPPED = "RUNNING", "STOPPED"
+
+    def __init__(self, address: str) -> None:
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport("", "", "unix://" + address)
+        self.rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def status(self) -> Any:
+        return self.rpc.getAllProcessInfo()
+
+    def states(self) -> dict[str, str]:
+        return {p["name"]: p["statename"] for p in self.rpc.getAllProcessInfo()}
+
+    def start_all(self) -> None:
+        self.rpc.startAllProcesses(False)
+
+    def start(self, name: str) -> None:
+        self.rpc.startProcess(name, False)
+
+    def stop(self, name: str) -> None:
+        self.rpc.stopProcess(name, True)
+
+    def stop_all(self) -> None:
+        self.rpc.stopAllProcesses(True)
+
+    def shutdown(self) -> None:
+        self.rpc.shutdown()
+
+    def close(self) -> None:
+        pass  # one HTTP connection; dropped with the object
+
+
+class CircusAPI:
+    RUNNING, STOPPED = "active", "stopped"
+
+    def __init__(self, address: str) -> None:
+        from circus.client import CircusClient
+
+        self.client = CircusClient(endpoint=address, timeout=10.0)
+
+    def _call(self, command: str, **props: Any) -> dict[str, Any]:
+        reply = self.client.call({"command": command, "properties": props})
+        if reply.get("status") != "ok":
+            raise BenchError(f"circus {command}: {reply}")
+        return reply
+
+    def status(self) -> Any:
+        return self._call("status")
+
+    def states(self) -> dict[str, str]:
+        return self._call("status")["statuses"]
+
+    def start_all(self) -> None:
+        # `start` without a name (or with a glob) skips autostart = False watchers, and the
+        # arbiter refuses a start while another runs: one by one, each waiting.
+        for name in self.states():
+            self._call("start", name=name, match="simple", waiting=True)
+
+    def start(self, name: str) -> None:
+        self._call("start", name=name)
+
+    def stop(self, name: str) -> None:
+        self._call("stop", name=name, waiting=True)
+
+    def stop_all(self) -> None:
+        self._call("stop", waiting=True)
+
+    def shutdown(self) -> None:
+        self._call("quit")
+
+    def close(self) -> None:
+        self.client.stop()
+
+
+APIS: dict[str, Callable[[str], Any]] = {
+    "runyard": RunyardAPI,
+    "supervisord": SupervisordAPI,
+    "circus": CircusAPI,
+}
+
+
+def _until(api: Any, done: Callable[[dict[str, str]], bool], within: float, what: str) -> int:
+    """Poll ``api.states()`` (5 ms apart) until ``done``; return how many polls it took."""
+    deadline = time.monotonic() + within
+    polls = 0
+    while True:
+        polls += 1
+        states = api.states()
+        if done(states):
+            return polls
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {within:g}s waiting for {what}: {states}")
+        time.sleep(0.005)
+
+
+def connect(kind: str, address: str, within: float) -> Any:
+    """A client that got an answer; a fresh one per try (a failed HTTP connection is stuck)."""
+    deadline = time.monotonic() + within
+    while True:
+        api = APIS[kind](address)
+        try:
+            api.states()
+            return api
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                api.close()
+            if time.monotonic() > deadline:
+                raise BenchError(f"no answer within {within:g}s: {exc}") from None
+            time.sleep(0.05)
+
+
+def op_wait_running(api: Any, names: list[str], within: float) -> int:
+    return _until(
+        api, lambda s: all(s.get(n) == api.RUNNING for n in names), within, "services to run"
+    )
+
+
+def op_start_all(api: Any, expect: int, within: float) -> float:
+    """Seconds from sending `start all` until a status shows every service running."""
+    return _timed_until(api, api.start_all, api.RUNNING, expect, within)
+
+
+def op_stop_all(api: Any, expect: int, within: float) -> float:
+    """Seconds from a blocking `stop all` until a status shows every service stopped (the
+    first status after the call does, unless the call returned early)."""
+    return _timed_until(api, api.stop_all, api.STOPPED, expect, within)
+
+
+def _timed_until(
+    api: Any, action: Callable[[], None], state: str, expect: int, within: float
+) -> float:
+    started = time.perf_counter()
+    action()
+
+    def all_there(states: dict[str, str]) -> bool:
+        return len(states) == expect and all(v == state for v in states.values())
+
+    _until(api, all_there, within, f"every service {state}")
+    return time.perf_counter() - started
+
+
+def op_status_latency(api: Any, calls: int, warmup: int) -> list[int]:
+    """Nanoseconds per `status` call."""
+    for _ in range(warmup):
+        api.status()
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(calls):
+        t0 = clock()
+        api.status()
+        out.append(clock() - t0)
+    return out
+
+
+def op_flood(api: Any, name: str, query_secs: float, warmup: int) -> list[tuple[float, int]]:
+    """Start ``name``; then, for ``query_secs``, call `status` flat out: (monotonic, ns) each."""
+    for _ in range(warmup if query_secs else 0):
+        api.status()
+    api.start(name)
+    out = []
+    clock = time.perf_counter_ns
+    end = time.monotonic() + query_secs
+    while (now := time.monotonic()) < end:
+        t0 = clock()
+        api.status()
+        out.append((now, clock() - t0))
+    return out
+
+
+def op_stop(api: Any, name: str) -> None:
+    api.stop(name)
+
+
+def op_shutdown(api: Any) -> None:
+    api.shutdown()
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "wait_running": op_wait_running,
+    "start_all": op_start_all,
+    "stop_all": op_stop_all,
+    "status_latency": op_status_latency,
+    "flood": op_flood,
+    "stop": op_stop,
+    "shutdown": op_shutdown,
+}
+
+
+def driver_main(kind: str, address: str) -> int:
+    """Connect, say so; then one JSON request per stdin line, one JSON reply per stdout line,
+    until stdin closes."""
+    try:
+        api = connect(kind, address, within=30.0)
+        print(json.dumps({"ok": "connected"}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
+        return 1
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            reply = {"ok": OPS[req.pop("op")](api, **req)}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- the bench side
+
+
+class Driver:
+    """A driver process, spoken to one request at a time (``send`` + ``recv`` split for floods)."""
+
+    def __init__(self, python: str, kind: str, address: str, stderr: Path) -> None:
+        with open(stderr, "ab") as err:
+            self.proc = subprocess.Popen(
+                [python, str(Path(__file__).resolve()), "--driver", kind, address],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=REPO,
+                env=clean_env(),
+            )
+        self.stderr = stderr
+        self._pending: bytes | None = None
+
+    def check(self) -> None:
+        """Raise now if the driver already answered with an error (keep a good answer)."""
+        assert self.proc.stdout is not None
+        if self._pending is None and select.select([self.proc.stdout], [], [], 0)[0]:
+            self._pending = self.proc.stdout.readline()
+            if b'"error"' in self._pending:
+                self.recv(0)
+
+    def send(self, op: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float) -> Any:
+        assert self.proc.stdout is not None
+        line, self._pending = self._pending, None
+        if line is None:
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            line = self.proc.stdout.readline() if ready else b""
+        else:
+            ready = [True]
+        if not line:
+            tail = self.stderr.read_text(errors="replace")[-800:] if self.stderr.exists() else ""
+            why = "no reply in time" if not ready else "the driver exited"
+            raise BenchError(f"driver: {why}; stderr: {tail.strip() or '-'}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise BenchError(reply["error"])
+        return reply["ok"]
+
+    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
+        self.send(op, **args)
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    path: Path
+    autostart: bool
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "fleet" or "flood"
+    tree_root: Path  # the Runyard tree whose binaries every contender runs
+    programs: tuple[Program, ...]
+
+
+class Contender:
+    """How one supervisor is configured and launched; every client call goes through a Driver."""
+
+    name = ""
+
+    def __init__(self, base: Path, python: str) -> None:
+        self.base = base
+        self.python = python
+
+    def workdir(self, phase: Phase) -> Path:
+        return self.base / f"{self.name}-{phase.name}"
+
+    def configure(self, phase: Phase) -> list[str]:
+        """Write the configuration for ``phase``; return the daemon's argv (foreground)."""
+        raise NotImplementedError
+
+    def address(self, phase: Phase) -> str:
+        raise NotImplementedError
+
+    def log_path(self, phase: Phase, program: str) -> Path:
+        """Where the stdout of ``program`` lands."""
+        return self.workdir(phase) / "logs" / f"{program}.out"
+
+
+class Runyard(Contender):
+    name = "runyard"
+
+    def workdir(self, phase: Phase) -> Path:
+        return phase.tree_root.parent
+
+    def configure(self, phase: Phase) -> list[str]:
+        project = self.workdir(phase) / "runyard.toml"
+        sections = [f'root = "{phase.tree_root.name}"\n']
+        for p in phase.programs:
+            sections.append(
+                f"[services.{p.name}]\nautostart = {str(p.autostart).lower()}\nstart_secs = 0\n"
+                f"log_max_bytes = {8 << 30}\n"
+            )
+        project.write_text("\n".join(sections))
+        root = str(phase.tree_root)
+        return [self.python, "-m", "daemon", "daemon", "--root", root, "--project", str(project)]
+
+    def address(self, phase: Phase) -> str:
+        return str(phase.tree_root)
+
+    def log_path(self, phase: Phase, program: str) -> Path:
+        return phase.tree_root / "logs" / program / f"{program}.log"
+
+
+class Supervisord(Contender):
+    name = "supervisord"
+
+    def configure(self, phase: Phase) -> list[str]:
+        wd = self.workdir(phase)
+        (wd / "logs").mkdir(parents=True, exist_ok=True)
+        conf = [
+            f"[unix_http_server]\nfile={wd}/supervisor.sock\nchmod=0700\n",
+            f"[supervisord]\nnodaemon=true\nlogfile={wd}/supervisord.log\n"
+            f"pidfile={wd}/supervisord.pid\nchildlogdir={wd}/logs\nloglevel=info\n",
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
+        ]
+        for p in phase.programs:
+            conf.append(
+                f"[program:{p.name}]\ncommand={p.path}\nautostart={str(p.autostart).lower()}\n"
+                "startsecs=0\nautorestart=false\n"
+                f"stdout_logfile={wd}/logs/{p.name}.out\nstdout_logfile_maxbytes=0\n"
+                f"stderr_logfile={wd}/logs/{p.name}.err\nstderr_logfile_maxbytes=0\n"
+            )
+        (wd / "supervisord.conf").write_text("\n".join(conf))
+        return [str(Path(self.python).parent / "supervisord"), "-c", str(wd / "supervisord.conf")]
+
+    def address(self, phase: Phase) -> str:
+        return str(self.workdir(phase) / "supervisor.sock")
+
+
+class Circus(Contender):
+    name = "circus"
+
+    def configure(self, phase: Phase) -> list[str]:
+        wd = self.workdir(phase)
+        (wd / "logs").mkdir(parents=True, exist_ok=True)
+        conf = [
+            f"[circus]\nendpoint = ipc://{wd}/control.sock\n"
+            f"pubsub_endpoint = ipc://{wd}/pubsub.sock\n"
+            f"statsd = False\nloglevel = info\nlogoutput = {wd}/circusd.log\n"
+        ]
+        for p in phase.programs:
+            streams = "".join(
+                f"{s}_stream.class = FileStream\n{s}_stream.filename = {wd}/logs/{p.name}.{ext}\n"
+                f"{s}_stream.max_bytes = 0\n"
+                for s, ext in (("stdout", "out"), ("stderr", "err"))
+            )
+            conf.append(
+                f"[watcher:{p.name}]\ncmd = {p.path}\nnumprocesses = 1\n"
+                f"autostart = {p.autostart}\ncopy_env = True\n{streams}"
+            )
+        (wd / "circus.ini").write_text("\n".join(conf))
+        return [str(Path(self.python).parent / "circusd"), str(wd / "circus.ini")]
+
+    def address(self, phase: Phase) -> str:
+        return f"ipc://{self.workdir(phase)}/control.sock"
+
+
+CONTENDERS: tuple[type[Contender], ...] = (Runyard, Supervisord, Circus)
+
+
+@dataclass
+class Session:
+    """A running daemon of one contender, its driver, and psutil's view of the daemon."""
+
+    daemon: subprocess.Popen[bytes]
+    driver: Driver
+    process: Any  # psutil.Process
+
+    def cpu_secs(self) -> float:
+        t = self.process.cpu_times()
+        return t.user + t.system
+
+
+@contextlib.contextmanager
+def serving(contender: Contender, phase: Phase) -> Iterator[Session]:
+    """Launch the daemon and its driver; shut it down gracefully, or kill what it left."""
+    import psutil
+
+    wd = contender.workdir(phase)
+    wd.mkdir(parents=True, exist_ok=True)
+    argv = contender.configure(phase)
+    with open(wd / "daemon.stderr", "ab") as err:
+        daemon = subprocess.Popen(
+            argv,
+            cwd=wd,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            start_new_session=True,
+        )
+    driver = None
+    try:
+        driver = Driver(
+            contender.python, contender.name, contender.address(phase), wd / "driver.err"
+        )
+        driver.recv(timeout=40.0)  # connected
+        yield Session(daemon, driver, psutil.Process(daemon.pid))
+        driver.call("shutdown", timeout=60.0)
+        daemon.wait(timeout=30)
+    finally:
+        if driver is not None:
+            driver.close()
+        kill_tree(daemon)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the daemon's group and the group of every process under it, if any is left."""
+    import psutil
+
+    groups = set()
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(OSError):
+                groups.add(os.getpgid(child.pid))
+    if proc.poll() is None:
+        groups.add(proc.pid)  # started with start_new_session: its pgid is its pid
+    for pgid in groups - {os.getpgrp()}:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def reaping() -> Iterator[None]:
+    """Become a child subreaper; at the end, kill every process still under us and reap them."""
+    import psutil
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        yield
+    finally:
+        left, names = [], []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if child.status() != psutil.STATUS_ZOMBIE:  # zombies are only reaped below
+                    names.append(f"{child.pid} {' '.join(child.cmdline())[:80]}")
+                    left.append(child)
+        for child in left:
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid(child.pid)
+                if pgid != os.getpgrp():
+                    os.killpg(pgid, signal.SIGKILL)
+                else:
+                    os.kill(child.pid, signal.SIGKILL)
+        psutil.wait_procs(left, timeout=10)
+        with contextlib.suppress(ChildProcessError):
+            for _ in range(1000):  # reap zombies orphaned to us
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+        if left:
+            print(f"  cleanup: killed {len(left)} leftover process(es): {'; '.join(names)}")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def build_tree(root: Path, programs: dict[str, bytes]) -> dict[str, Path]:
+    """Install each ``name: program`` as service ``name`` 1.0.0 the way tests/daemonkit does:
+    an archive per service, a catalog, `runtime.ensure_service`. Returns the binaries."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import runtime
+    from archives import archive_record, make_tar, write_catalog
+    from runtime.tree import RuntimeTree
+
+    RuntimeTree(root).init()
+    repo = root.parent / "archives"
+    repo.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, data in programs.items():
+        archive = make_tar(repo / f"{name}-1.0.0.tar.gz", {f"bin/{name}": data})
+        records.append(archive_record(archive, name, "1.0.0"))
+    catalog = str(write_catalog(repo / "catalog.json", records))
+    return {
+        name: Path(runtime.ensure_service(name, "1.0.0", root=root, catalog=catalog).bin_path)
+        for name in programs
+    }
+
+
+def flood_program(secs: float, cap: int) -> bytes:
+    return (
+        f"#!{sys.executable}\n".encode()
+        + textwrap.dedent(
+            f"""\
+        import os, time
+        os.set_blocking(1, True)
+        line, write, n = {LINE!r}, os.write, 0
+        deadline = time.monotonic() + {secs!r}
+        while n * len(line) < {cap} and time.monotonic() < deadline:
+            for _ in range(1000):
+                write(1, line)
+            n += 1000
+        write(1, b"DONE %d\\n" % n)
+        time.sleep(3600)
+        """
+        ).encode()
+    )
+
+
+def make_phases(base: Path, settings: Settings) -> tuple[Phase, Phase]:
+    sleepers = {f"s{i:02d}": SLEEPER for i in range(SERVICES)}
+    fleet_bins = build_tree(base / "fleet" / "rt", sleepers)
+    flood = {**sleepers, "flood": flood_program(settings.flood_secs, settings.flood_cap)}
+    flood_bins = build_tree(base / "flood" / "rt", flood)
+    fleet = Phase(
+        "fleet",
+        base / "fleet" / "rt",
+        tuple(Program(n, p, autostart=False) for n, p in fleet_bins.items()),
+    )
+    flooding = Phase(
+        "flood",
+        base / "flood" / "rt",
+        tuple(Program(n, p, autostart=n != "flood") for n, p in flood_bins.items()),
+    )
+    return fleet, flooding
+
+
+def ensure_anchors(repo: Path) -> tuple[str, dict[str, str]]:
+    """The anchors' venv (made if missing); the interpreter and, per anchor, its version or
+    ``n/a (reason)``."""
+    venv = repo / ".bench" / "anchors-venv"
+    python = venv / "bin" / "python"
+    log = repo / ".bench" / "anchors-install.log"
+    if not python.exists():
+        print(f"  making {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    found: dict[str, str] = {}
+    for package, (module, specs) in ANCHORS.items():
+        version = _anchor_version(python, package, module)
+        for spec in specs if version is None else []:
+            print(f"  pip install {spec} into {venv} (log: {log}) ...", flush=True)
+            with open(log, "ab") as out:
+                subprocess.run(
+                    [str(python), "-m", "pip", "install", "--disable-pip-version-check", spec],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=600,
+                )
+            version = _anchor_version(python, package, module)
+            if version is not None:
+                break
+        found[package] = version or (
+            f"n/a ({package} does not install or import on Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}; see {log.name})"
+        )
+    return str(python), found
+
+
+def _anchor_version(python: Path, package: str, module: str) -> str | None:
+    code = f"import importlib.metadata as m, {module}; print(m.version({package!r}))"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------- the figures
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def fig_start_stop_idle_status(s: Session, settings: Settings) -> dict[str, float]:
+    """Figures 1, 2 and 4 on the fleet phase (see the module docstring for the order)."""
+    starts, stops = [], []
+    out: dict[str, float] = {}
+    for round_no in range(settings.rounds):
+        starts.append(s.driver.call("start_all", expect=SERVICES, within=60.0))
+        if round_no == settings.rounds - 1:
+            out.update(fig_idle(s, settings))
+            out.update(fig_status(s, settings))
+        else:
+            time.sleep(0.2)
+        stops.append(s.driver.call("stop_all", expect=SERVICES, within=60.0))
+    out["start_ms"] = statistics.median(starts) * 1e3
+    out["stop_ms"] = statistics.median(stops) * 1e3
+    return out
+
+
+def fig_idle(s: Session, settings: Settings) -> dict[str, float]:
+    time.sleep(settings.settle_secs)
+    cpu0, t0 = s.cpu_secs(), time.monotonic()
+    time.sleep(settings.idle_secs)
+    cpu_pct = (s.cpu_secs() - cpu0) / (time.monotonic() - t0) * 100
+    return {"idle_cpu": cpu_pct, "idle_rss": s.process.memory_info().rss / 2**20}
+
+
+def fig_status(s: Session, settings: Settings) -> dict[str, float]:
+    ns = s.driver.call(
+        "status_latency", calls=settings.status_calls, warmup=settings.warmup, timeout=300.0
+    )
+    return {"status_p50": percentile(ns, 50) / 1e3, "status_p99": percentile(ns, 99) / 1e3}
+
+
+@dataclass
+class Flood:
+    """One flood as the log file shows it, between the first poll that saw it grow and the
+    first poll that saw its DONE line."""
+
+    lines: int  # as the child counted them
+    start: float  # monotonic
+    end: float
+    seen: int  # file bytes that arrived between those two polls
+    total: int  # file bytes of the whole flood
+
+    @property
+    def payload(self) -> int:
+        return self.lines * len(LINE)
+
+    @property
+    def rate(self) -> float:
+        """Payload bytes per second (the file holds more with Runyard's timestamps)."""
+        return self.payload * self.seen / self.total / (self.end - self.start)
+
+
+def watch_flood(log: Path, size0: int, timeout: float, driver: Driver | None = None) -> Flood:
+    """Poll ``log`` every 10 ms from offset ``size0`` until its DONE line appears."""
+    start = first_size = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver is not None:
+            driver.check()
+        now = time.monotonic()
+        size = log.stat().st_size if log.exists() else 0
+        if start is None and size > size0:
+            start, first_size = now, size
+        if start is not None and size > size0 + 64:
+            with open(log, "rb") as f:
+                f.seek(size - 64)
+                done = re.search(rb"DONE (\d+)\n", f.read())
+            if done:
+                if now == start:
+                    raise BenchError(f"{log}: the flood was over before two polls saw it")
+                return Flood(int(done.group(1)), start, now, size - first_size, size - size0)
+        time.sleep(0.01)
+    raise BenchError(f"no DONE line in {log} within {timeout:g}s")
+
+
+def count_lines(path: Path, offset: int) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(8 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+def fig_flood(s: Session, log: Path, settings: Settings) -> dict[str, Any]:
+    """Figure 3: quiet floods (throughput, CPU per GB; medians), then one under `status` calls."""
+    quiet = [quiet_flood(s, log, settings) for _ in range(settings.floods)]
+    during = busy_flood(s, log, settings)
+    return {
+        "flood_mbps": statistics.median(rate for rate, _ in quiet) / 1e6,
+        "flood_cpu_gb": statistics.median(cpu for _, cpu in quiet),
+        "flood_status_p99": percentile(during, 99) / 1e6,
+        "flood_runs": [rate / 1e6 for rate, _ in quiet],
+        "flood_status_calls": len(during),
+    }
+
+
+def quiet_flood(s: Session, log: Path, settings: Settings) -> tuple[float, float]:
+    """One flood with no client calling: (payload bytes/s, daemon CPU seconds per GB)."""
+    size0 = log.stat().st_size if log.exists() else 0
+    cpu0 = s.cpu_secs()
+    s.driver.send("flood", name="flood", query_secs=0.0, warmup=0)
+    run = watch_flood(log, size0, settings.flood_secs + 60, s.driver)
+    cpu = s.cpu_secs() - cpu0
+    s.driver.recv(timeout=60.0)
+    s.driver.call("stop", name="flood")
+    got = count_lines(log, size0)
+    if got != run.lines + 1:
+        raise BenchError(f"{log}: {got} lines after the flood, the child wrote {run.lines + 1}")
+    return run.rate, cpu / (run.payload / 1e9)
+
+
+def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
+    """One flood while the driver calls `status` flat out: ns per call within the flood."""
+    timeout = settings.flood_secs + 60
+    size0 = log.stat().st_size if log.exists() else 0
+    s.driver.send("flood", name="flood", query_secs=settings.flood_secs, warmup=settings.warmup)
+    run = watch_flood(log, size0, timeout, s.driver)
+    samples = s.driver.recv(timeout=timeout)
+    s.driver.call("stop", name="flood")
+    during = [ns for t, ns in samples if run.start <= t <= run.end]
+    if len(during) < 20:
+        raise BenchError(f"only {len(during)} status calls during the flood")
+    return during
+
+
+def pipe_reference(phase: Phase, workdir: Path, settings: Settings) -> float:
+    """MB/s of the flood child straight into ``cat > file`` (a 64 KiB pipe), for reference."""
+    flood = next(p for p in phase.programs if p.name == "flood")
+    log = workdir / "reference.log"
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", f"exec '{flood.path}' | cat > '{log}'"], start_new_session=True
+    )
+    try:
+        run = watch_flood(log, 0, settings.flood_secs + 60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.unlink(missing_ok=True)
+    return run.rate / 1e6
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    check: Callable[[dict[str, float]], bool]  # values by contender -> met?
+    needs: tuple[str, ...] = ("runyard",)
+
+
+def at_most(limit: float, unit: str) -> Target:
+    return Target(f"<= {limit:g} {unit}", lambda v: v["runyard"] <= limit)
+
+
+def at_least_as_good(anchor: str, higher_is_better: bool = False) -> Target:
+    if higher_is_better:
+        return Target(f">= {anchor}", lambda v: v["runyard"] >= v[anchor], ("runyard", anchor))
+    return Target(f"<= {anchor}", lambda v: v["runyard"] <= v[anchor], ("runyard", anchor))
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    target: Target
+
+
+METRICS = (
+    Metric("status_p50", "status p50, 50 services", "µs", at_most(150, "µs")),
+    Metric("status_p99", "status p99, 50 services", "µs", at_most(2000, "µs")),
+    Metric("start_ms", "start 50 until all running", "ms", at_least_as_good("supervisord")),
+    Metric("stop_ms", "stop 50, blocking", "ms", at_least_as_good("circus")),
+    Metric("flood_mbps", "log capture, 100 B lines", "MB/s", at_least_as_good("supervisord", True)),
+    Metric("flood_cpu_gb", "daemon CPU per GB logged", "s/GB", at_least_as_good("supervisord")),
+    Metric("flood_status_p99", "status p99 while flooding", "ms", at_most(10, "ms")),
+    Metric("idle_rss", "idle RSS, 50 services", "MiB", at_most(40, "MiB")),
+    Metric("idle_cpu", "idle CPU, 50 services", "%", at_most(0.5, "%")),
+)
+PHASE_KEYS = {
+    "fleet": ("status_p50", "status_p99", "start_ms", "stop_ms", "idle_rss", "idle_cpu"),
+    "flood": ("flood_mbps", "flood_cpu_gb", "flood_status_p99"),
+}
+
+
+def num(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
+    """The table as Markdown rows, and whether every judged target passed."""
+    anchors = [c.name for c in CONTENDERS if c.name != "runyard"]
+    head = ["figure", "unit", *[c.name for c in CONTENDERS], *[f"÷ {a}" for a in anchors]]
+    rows = [[*head, "target", "verdict"]]
+    ok = True
+    for m in METRICS:
+        values = {name: results[name].get(m.key, "n/a") for name in results}
+        measured = {k: v for k, v in values.items() if isinstance(v, float)}
+        ratios = [
+            num(measured["runyard"] / measured[a])
+            if "runyard" in measured and measured.get(a)
+            else "-"
+            for a in anchors
+        ]
+        if all(n in measured for n in m.target.needs):
+            passed = m.target.check(measured)
+            verdict = "PASS" if passed else "FAIL"
+            ok &= passed
+        else:
+            verdict = "not judged"
+            ok &= not str(values.get("runyard")).startswith("n/a")
+        cells = [num(values[c.name]) for c in CONTENDERS]
+        rows.append([m.label, m.unit, *cells, *ratios, m.target.text, verdict])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) + 2)]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines, ok
+
+
+# --------------------------------------------------------------------------- run
+
+
+def measure(
+    contender: Contender, phases: tuple[Phase, Phase], settings: Settings
+) -> dict[str, Any]:
+    """Every figure of one contender; a phase that fails leaves ``n/a (why)`` for its figures."""
+    fleet, flood = phases
+    out: dict[str, Any] = {}
+    for phase, figures in (
+        (fleet, lambda s: fig_start_stop_idle_status(s, settings)),
+        (flood, lambda s: fig_flood(s, contender.log_path(flood, "flood"), settings)),
+    ):
+        started = time.monotonic()
+        print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
+        try:
+            with serving(contender, phase) as session:
+                if phase is flood:
+                    sleepers = [p.name for p in phase.programs if p.autostart]
+                    session.driver.call("wait_running", names=sleepers, within=60.0)
+                out.update(figures(session))
+            print(f" {time.monotonic() - started:.1f}s")
+        except Exception as exc:
+            print(f" FAILED: {exc}")
+            for key in PHASE_KEYS[phase.name]:
+                out.setdefault(key, f"n/a ({type(exc).__name__})")
+        finally:
+            for p in phase.programs:  # the flood logs are big
+                contender.log_path(phase, p.name).unlink(missing_ok=True)
+    return out
+
+
+def run(opts: Any) -> bool:
+    import platform
+
+    settings = settings_for(opts)
+    only = getattr(opts, "only", None)
+    print("  anchors venv: checking ...", flush=True)
+    anchor_python, versions = ensure_anchors(Path(opts.repo))
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"  python {platform.python_version()}, {cores} cores, load "
+        f"{os.getloadavg()[0]:.2f}; supervisor {versions['supervisor']}, "
+        f"circus {versions['circus']}"
+    )
+    print(
+        f"  {settings.rounds} start/stop rounds, {settings.status_calls} status calls after "
+        f"{settings.warmup}, idle {settings.idle_secs:g}s, flood {settings.flood_secs:g}s"
+    )
+    base = Path(tempfile.mkdtemp(prefix="rybench-"))
+    results: dict[str, dict[str, Any]] = {}
+    # SIGTERM unwinds like Ctrl-C, so every finally below runs and nothing is left behind.
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with reaping():
+            phases = make_phases(base, settings)
+            try:
+                reference = f"{pipe_reference(phases[1], base, settings):.0f} MB/s"
+            except BenchError as exc:
+                reference = f"n/a ({exc})"
+            for cls in CONTENDERS:
+                package = {"supervisord": "supervisor", "circus": "circus"}.get(cls.name)
+                if only and cls.name not in only:
+                    results[cls.name] = {m.key: "skipped" for m in METRICS}
+                elif package and versions[package].startswith("n/a"):
+                    results[cls.name] = {m.key: versions[package] for m in METRICS}
+                else:
+                    python = anchor_python if package else sys.executable
+                    results[cls.name] = measure(cls(base, python), phases, settings)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        shutil.rmtree(base, ignore_errors=True)
+    lines, ok = render(results)
+    print("\n".join("  " + line for line in lines))
+    print(
+        "\n".join("  " + note for note in ["ratio = Runyard ÷ anchor;", *notes(results, reference)])
+    )
+    print(f"  {'PASS' if ok else 'FAIL'}: loadavg after {os.getloadavg()[0]:.2f}")
+    return ok
+
+
+def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
+    """What the table leaves out: each flood's MB/s, how many status calls the busy flood saw."""
+    runs = [
+        f"{name} {' / '.join(num(r) for r in res['flood_runs'])}"
+        for name, res in results.items()
+        if "flood_runs" in res
+    ]
+    calls = [
+        f"{name} {res['flood_status_calls']}"
+        for name, res in results.items()
+        if "flood_status_calls" in res
+    ]
+    return [
+        f"MB/s of each quiet flood: {', '.join(runs) or '-'};",
+        f"the flood child | cat > file, for reference: {reference};",
+        f"status calls within the busy flood: {', '.join(calls) or '-'}.",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--driver", nargs=2, metavar=("KIND", "ADDRESS"))
+    opts = parser.parse_args()
+    if opts.driver:
+        return driver_main(*opts.driver)
+    parser.error("run it through scripts/bench daemon")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
