@@ -345,6 +345,10 @@ class ControlServer:
         for task in (*self._serve_tasks, *self._tasks):
             task.cancel()
         self._close_sockets()
+        # No socket file outlives the daemon: a client then knows at once that nobody listens.
+        for endpoint in (self.endpoints.control, self.endpoints.events):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(endpoint.removeprefix("ipc://"))
 
     def _close_sockets(self) -> None:
         for sock in (*self.routers, *self.pubs):

@@ -7,7 +7,10 @@ Writes into DIR:
 
     hello-http-1.0.0.tar.gz  hello-http-1.1.0.tar.gz   bin/hello-http, VERSION
     ticker-1.0.0.zip                                    ticker
-    heat1d-1.0.0.tar.xz                                 bin/heat1d, share/heat1d/sample-input.json
+    heat1d-1.0.0.tar.xz                                 bin/heat1d, share/heat1d/sample-input.json,
+                                                        definitions/* (the engine definitions)
+    heatstats-1.0.0.tar.xz                              bin/heatstats, share/heatstats/...,
+                                                        definitions/*
     catalog.json                                        {"version": "1", "archives": [...]}
 
 The programs are portable Python scripts, so one archive serves every arch: the catalog lists
@@ -164,11 +167,59 @@ def archive_specs() -> list[ArchiveSpec]:
                     "share/heat1d/sample-input.json",
                     read_source("engines/heat1d/sample-input.json"),
                 ),
+                *definitions("heat1d", "1.0.0"),
+            ),
+            kind="engine",
+        )
+    )
+    specs.append(
+        ArchiveSpec(
+            name="heatstats",
+            version="1.0.0",
+            fmt="tar.xz",
+            bin_path="bin/heatstats",
+            members=(
+                program("engines/heatstats/heatstats.py", "1.0.0", "bin/heatstats"),
+                Member(
+                    "share/heatstats/sample-input.json",
+                    read_source("engines/heatstats/sample-input.json"),
+                ),
+                *definitions("heatstats", "1.0.0"),
             ),
             kind="engine",
         )
     )
     return specs
+
+
+#: The engine definition files an engine archive ships under ``definitions/``; Runyard copies
+#: them into ``config/{engine}/`` of the tree when they are missing there.
+DEFINITION_FILES = (
+    "COUPLING_RULES.json",
+    "ENGINE_GOVERNANCE.md",
+    "ENGINE_MANIFEST.json",
+    "INPUT_SCHEMA.json",
+    "OUTPUT_SCHEMA.json",
+    "PHYSICS_CAPABILITIES.md",
+    "SEALING_SPEC.md",
+)
+
+
+def definitions(engine: str, version: str) -> tuple[Member, ...]:
+    """``engines/{engine}/definitions/*`` as ``definitions/*`` members; the manifest's
+    engine_version must be the archive's version."""
+    members = []
+    for name in DEFINITION_FILES:
+        rel = f"engines/{engine}/definitions/{name}"
+        data = read_source(rel)
+        if name == "ENGINE_MANIFEST.json":
+            declared = json.loads(data).get("engine_version")
+            if declared != version:
+                raise SystemExit(
+                    f"build_catalog: {rel}: engine_version {declared!r}, archive is {version}"
+                )
+        members.append(Member(f"definitions/{name}", data))
+    return tuple(members)
 
 
 # --- archives ---------------------------------------------------------------------------------

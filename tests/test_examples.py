@@ -36,6 +36,15 @@ HEAT1D = EXAMPLES / "engines" / "heat1d" / "heat1d.py"
 SAMPLE_INPUT = EXAMPLES / "engines" / "heat1d" / "sample-input.json"
 
 FIXED_MTIME = 1_767_225_600  # 2026-01-01T00:00:00Z
+DEFINITION_FILES = (
+    "COUPLING_RULES.json",
+    "ENGINE_GOVERNANCE.md",
+    "ENGINE_MANIFEST.json",
+    "INPUT_SCHEMA.json",
+    "OUTPUT_SCHEMA.json",
+    "PHYSICS_CAPABILITIES.md",
+    "SEALING_SPEC.md",
+)
 
 # The documented output of heat1d on sample-input.json (examples/README.md).
 SAMPLE_OUTPUT = (
@@ -59,6 +68,7 @@ ARCHIVE_FILES = {
     "hello-http-1.1.0.tar.gz",
     "ticker-1.0.0.zip",
     "heat1d-1.0.0.tar.xz",
+    "heatstats-1.0.0.tar.xz",
 }
 
 
@@ -258,6 +268,7 @@ def test_catalog_format(dist: Path, catalog: dict[str, object]) -> None:
         (name, version, "linux", arch)
         for name, version in [
             ("heat1d", "1.0.0"),
+            ("heatstats", "1.0.0"),
             ("hello-http", "1.0.0"),
             ("hello-http", "1.1.0"),
             ("ticker", "1.0.0"),
@@ -321,6 +332,8 @@ def test_catalog_loads_in_runyard(dist: Path) -> None:
             {
                 "bin": 0o755,
                 "bin/heat1d": 0o755,
+                "definitions": 0o755,
+                **{f"definitions/{name}": 0o644 for name in DEFINITION_FILES},
                 "share": 0o755,
                 "share/heat1d": 0o755,
                 "share/heat1d/sample-input.json": 0o644,

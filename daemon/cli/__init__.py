@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from protocol.client import DaemonUnreachable
 from runtime.errors import RunyardError
 
-from . import control_cmd, keys_cmd, runtime_cmd
+from . import control_cmd, keys_cmd, runs_cmd, runtime_cmd
 from .common import UsageError, common_options
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_cmd.register(sub, common)
     runtime_cmd.register(sub, common)
     keys_cmd.register(sub, common)
+    runs_cmd.register(sub, common)
     return parser
 
 

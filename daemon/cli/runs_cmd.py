@@ -1,0 +1,285 @@
+"""``runyard run | verify | replay | runs``: sealed engine runs (runtime/runs/).
+
+For now ``run`` and ``replay`` execute in this process through the run-bundle library; the
+daemon will route them later with the same library call.
+
+``run ENGINE --input FILE.json``: FILE (``-`` for stdin) is a JSON object. When its members are
+only ``inputs`` (an object), ``parameters`` and ``context``, it is a whole request (like
+examples/engines/heat1d/sample-input.json); otherwise the object itself is the inputs.
+``--param k=v`` sets ``parameters.k`` to v parsed as JSON when it is JSON (``3``, ``"1/4"``,
+``[1,2]``, ``true``), else to the string v; ``--context k=v`` sets ``context.k`` to the string v.
+Note: after ``run``, ``--project`` is the project *id* recorded in RUN_INPUT.json; the project
+file is ``--project-file`` there (or ``runyard --project FILE run ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.runs import (
+    RunRejected,
+    execute_and_seal,
+    find_run,
+    list_runs,
+    replay_bundle,
+    verify_bundle,
+)
+from runtime.runs.layout import RUN_ID_RE
+from runtime.runs.verify import guess_tree
+from runtime.tree import RuntimeTree
+
+from .common import UsageError, open_project, open_tree
+from .output import print_json, print_table
+
+__all__ = ["register"]
+
+_REQUEST_KEYS = {"inputs", "parameters", "context"}
+
+RUN_HELP = """\
+Execute ENGINE once (in this process for now) and seal the run into
+data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the bundle path.
+
+--input FILE.json (- for stdin) is a JSON object: either a whole request with only
+the members inputs (an object), parameters and context (like the engine's
+sample-input.json), or the inputs themselves.
+--param K=V sets parameters.K to V read as JSON when it is JSON (3, "1/4", [1,2],
+true), else to the string V. --context K=V sets context.K to the string V; context
+values under secret-looking keys are sealed as "[redacted]".
+--project ID is the project id recorded in RUN_INPUT.json (the project file is
+--project-file here, or `runyard --project FILE run ...`).
+Exit status: 0 sealed, 1 rejected (the reason on stderr) or failed, 2 usage."""
+
+
+def _run_common() -> argparse.ArgumentParser:
+    """The common options without ``--project`` (which ``run`` uses for the project id)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--root", default=argparse.SUPPRESS, help="runtime tree directory")
+    p.add_argument(
+        "--project-file",
+        dest="project",
+        default=argparse.SUPPRESS,
+        help="project file (runyard.toml)",
+    )
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors"
+    )
+    return p
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[_run_common()],
+        help="execute an engine and seal the run into a bundle",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("engine", metavar="ENGINE")
+    p.add_argument("--input", required=True, metavar="FILE.json", help="inputs (- for stdin)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter")
+    p.add_argument("--context", action="append", default=[], metavar="K=V", help="context")
+    p.add_argument(
+        "--project", dest="project_id", default="default", metavar="ID", help="project id"
+    )
+    p.add_argument(
+        "--from-run",
+        action="append",
+        default=[],
+        metavar="RUN_ID[:PATH]",
+        help="consume an upstream run's artifacts (PATH: a glob or path among them)",
+    )
+    p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (runyard keys gen)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("verify", parents=[common], help="check a sealed run bundle")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("replay", parents=[common], help="re-execute a run, demand identical bytes")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p.set_defaults(handler=cmd_replay)
+
+    p = sub.add_parser("runs", parents=[common], help="list sealed runs")
+    p.add_argument("--engine", metavar="E", help="only this engine")
+    p.add_argument("--rejected", action="store_true", help="also list rejected runs")
+    p.set_defaults(handler=cmd_runs)
+
+
+def _pairs(items: list[str], option: str, as_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE")
+        if as_json:
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--input {name}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--input {name}: not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"--input {name}: expected a JSON object")
+    if doc and set(doc) <= _REQUEST_KEYS and isinstance(doc.get("inputs"), dict):
+        parts = [doc.get(k) or {} for k in ("inputs", "parameters", "context")]
+        for key, part in zip(("inputs", "parameters", "context"), parts, strict=True):
+            if not isinstance(part, dict):
+                raise UsageError(f"--input {name}: {key} must be an object")
+        return parts[0], parts[1], parts[2]
+    return doc, {}, {}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    inputs, params, context = _read_input(args.input)
+    params.update(_pairs(args.param, "--param", as_json=True))
+    context.update(_pairs(args.context, "--context", as_json=False))
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0")
+    project = open_project(args)
+    tree = open_tree(args, project).require()
+    try:
+        result = execute_and_seal(
+            tree,
+            args.engine,
+            inputs,
+            parameters=params,
+            context=context,
+            project_id=args.project_id,
+            from_runs=args.from_run,
+            sign_key=args.sign,
+            timeout=args.timeout,
+            project=project,
+        )
+    except RunRejected as rej:
+        if args.json:
+            print_json(
+                {
+                    "status": "rejected",
+                    "run_id": rej.run_id,
+                    "engine": rej.engine,
+                    "stage": rej.stage,
+                    "reason": rej.reason,
+                    "record": rej.record,
+                }
+            )
+        raise
+    if args.json:
+        print_json({"status": "sealed", **_builtins(result)})
+        return 0
+    print(f"sealed {result.engine} run {result.run_id}")
+    print(f"  bundle        {result.bundle}")
+    print(f"  outputs_hash  {result.outputs_hash}")
+    print(f"  files         {result.files} ({result.bytes} bytes), {result.duration:.3f} s")
+    if result.signed_by:
+        print(f"  signed by     {result.signed_by}")
+    return 0
+
+
+def _builtins(value: Any) -> dict[str, Any]:
+    import msgspec
+
+    out: dict[str, Any] = msgspec.to_builtins(value)
+    return out
+
+
+def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree | None]:
+    """A bundle dir given as a path, or as a run id of the tree."""
+    path = Path(text)
+    if path.is_dir():
+        tree = open_tree(args).require() if args.root else guess_tree(path)
+        return path, tree
+    if RUN_ID_RE.match(text):
+        tree = open_tree(args).require()
+        return find_run(tree, text), tree
+    raise UsageError(f"{text}: no such bundle directory (or run id)")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    path, tree = _bundle_path(args, args.bundle)
+    report = verify_bundle(path, args.pubkey, tree=tree)
+    if args.json:
+        print_json(report.to_builtins())
+        return 0 if report.ok else 1
+    for check in report.checks:
+        state = "SKIPPED" if check.skipped else ("OK" if check.ok else "FAILED")
+        print(f"{state:<8} {check.name:<16} {check.detail}")
+    if report.ok:
+        print(f"bundle OK: {path}")
+        return 0
+    print(f"bundle INVALID: {len(report.failed)} check(s) failed: {path}", file=sys.stderr)
+    return 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    path, tree = _bundle_path(args, args.bundle)
+    project = open_project(args)
+    if tree is None:
+        tree = open_tree(args, project).require()
+    report = replay_bundle(tree, path, pubkey=args.pubkey, timeout=args.timeout, project=project)
+    if args.json:
+        print_json(report.to_builtins())
+        return 0 if report.replayable else 1
+    for check in report.verify.failed:
+        print(f"FAILED   {check.name:<16} {check.detail}")
+    if report.record:
+        print(f"replay record: {report.record}")
+    if report.replayable:
+        print(
+            f"replayable: {report.run_id} ({report.engine} {report.engine_version}): {report.reason}"
+        )
+        return 0
+    print(f"NOT replayable: run {report.run_id} is invalid: {report.reason}", file=sys.stderr)
+    for path_ in report.differences:
+        print(f"  differs: {path_}", file=sys.stderr)
+    return 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    tree = open_tree(args).require()
+    runs = list_runs(tree, args.engine, include_rejected=args.rejected)
+    if args.json:
+        print_json(runs)
+        return 0
+    if not runs:
+        print("no runs" + (f" of {args.engine}" if args.engine else ""))
+        return 0
+    rows = [
+        (
+            r.run_id,
+            r.engine,
+            r.engine_version,
+            r.project_id or "-",
+            r.status,
+            f"{r.duration:.3f}" if r.duration is not None else "-",
+            "yes" if r.signed else "-",
+            r.reason[:60] if r.reason else "",
+        )
+        for r in runs
+    ]
+    print_table(
+        ["RUN_ID", "ENGINE", "VERSION", "PROJECT", "STATUS", "SECONDS", "SIGNED", "REASON"],
+        rows,
+        {5},
+    )
+    return 0

@@ -1,0 +1,66 @@
+"""Sealed engine runs: execute, seal, verify, replay (the run bundle spec, RFC 8785 + SHA-256).
+
+Importable without the daemon; every function is synchronous and thread-safe, so a daemon
+handler runs it with ``asyncio.to_thread`` and forwards ``on_event`` callbacks as ``run.<id>``
+events::
+
+    from runtime.runs import execute_and_seal, verify_bundle, replay_bundle
+
+    result = execute_and_seal(tree, "heat1d", {"cells": 5, "steps": 3}, on_event=print)
+    report = verify_bundle(result.bundle)             # report.ok, report.checks
+    replay = replay_bundle(tree, result.bundle)       # replay.replayable, replay.differences
+
+Modules (one concept each):
+
+    layout       paths, file names, run ids, staging dirs     model      errors, events, reports
+    definitions  config/{engine}/ definitions, install         jsonio     strict JSON, schemas
+    sanitize     secrets out of context and logs               process    one engine process
+    engine       the engine contract, RUN_OUTPUT, conditions   chain      --from-run routing
+    sealing      hashes, ARTIFACT_INDEX, SHA256SUMS, signature run        execute_and_seal
+    verify       verify_bundle                                 replay     replay_bundle
+    listing      list_runs, show_run
+"""
+
+from __future__ import annotations
+
+from .chain import parse_from_run
+from .definitions import EngineDefinitions, install_definitions, load_definitions
+from .layout import find_run, new_run_id
+from .listing import list_runs, show_run
+from .model import (
+    Check,
+    ReplayReport,
+    RunError,
+    RunEvent,
+    RunRejected,
+    RunResult,
+    RunSummary,
+    VerifyReport,
+)
+from .replay import replay_bundle
+from .run import execute_and_seal
+from .sanitize import sanitize_context
+from .verify import verify_bundle
+
+__all__ = [
+    "Check",
+    "EngineDefinitions",
+    "ReplayReport",
+    "RunError",
+    "RunEvent",
+    "RunRejected",
+    "RunResult",
+    "RunSummary",
+    "VerifyReport",
+    "execute_and_seal",
+    "find_run",
+    "install_definitions",
+    "list_runs",
+    "load_definitions",
+    "new_run_id",
+    "parse_from_run",
+    "replay_bundle",
+    "sanitize_context",
+    "show_run",
+    "verify_bundle",
+]

@@ -1,0 +1,170 @@
+"""Chained runs: upstream artifacts routed by the runtime, never by an engine.
+
+``--from-run RUN_ID[:PATH]`` names a sealed upstream bundle (``data/*/runs/RUN_ID``) and,
+optionally, an fnmatch glob or a path selecting among its artifacts (``profile.csv``,
+``*.csv`` or ``artifacts/profile.csv``). For each one, before the engine runs:
+
+1. the upstream bundle is verified (``verify_bundle``); a bundle that fails is refused;
+2. its engine_code must be accepted by this engine's COUPLING_RULES.json, and every selected
+   artifact must match the rule's ``artifacts`` patterns (a rule without them accepts all);
+   without PATH, the artifacts the rule accepts are taken;
+3. the selected artifacts (role ``artifact`` only) are copied into the downstream
+   ``inputs/{sha256}`` (content-addressed; the copy is hashed as it is written and must match
+   the upstream index) and listed in ``input_artifact_index`` as
+   ``{run_id, engine_code, path, sha256}`` with ``path`` the upstream bundle path.
+
+The engine reads them at ``$RUNYARD_INPUTS_DIR/{sha256}``, with the index in RUN_INPUT.json.
+Refusals raise RunRejected (stage ``chain``); an unknown run id is a RunError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..tree import RuntimeTree
+from .definitions import EngineDefinitions, artifact_accepted
+from .jsonio import JSONInputError, strict_loads
+from .layout import INDEX_FILE, RUN_INPUT, find_run
+from .model import RunError, RunRejected
+
+__all__ = ["FromRun", "UpstreamArtifact", "copy_inputs", "parse_from_run", "resolve_from_runs"]
+
+FromRun = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class UpstreamArtifact:
+    run_id: str
+    engine_code: str
+    path: str
+    sha256: str
+    size: int
+    source: Path
+
+    def index_entry(self) -> dict[str, str]:
+        return {
+            "engine_code": self.engine_code,
+            "path": self.path,
+            "run_id": self.run_id,
+            "sha256": self.sha256,
+        }
+
+
+def parse_from_run(text: str) -> FromRun:
+    """``RUN_ID`` or ``RUN_ID:PATH`` (a run id holds no colon)."""
+    run_id, sep, pattern = text.partition(":")
+    if sep and not pattern:
+        raise RunError(f"--from-run {text!r}: empty PATH after ':'")
+    return run_id, pattern if sep else None
+
+
+def _normalize(items: Iterable[str | FromRun]) -> list[FromRun]:
+    out: list[FromRun] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(parse_from_run(item))
+        else:
+            run_id, pattern = item
+            out.append((run_id, pattern or None))
+    return out
+
+
+def _load(bundle: Path, name: str) -> dict:
+    try:
+        value = strict_loads((bundle / name).read_bytes())
+    except (OSError, JSONInputError) as exc:
+        raise RunRejected(f"upstream {bundle.name}: {name}: {exc}", stage="chain") from None
+    if not isinstance(value, dict):
+        raise RunRejected(f"upstream {bundle.name}: {name} is not an object", stage="chain")
+    return value
+
+
+def resolve_from_runs(
+    tree: RuntimeTree, defs: EngineDefinitions, from_runs: Iterable[str | FromRun]
+) -> list[UpstreamArtifact]:
+    """The upstream artifacts a run consumes, in order; see the module doc."""
+    from .verify import verify_bundle  # verify imports this package's modules, not chain
+
+    selected: list[UpstreamArtifact] = []
+    seen: set[tuple[str, str]] = set()
+    for run_id, pattern in _normalize(from_runs):
+        bundle = find_run(tree, run_id)
+        report = verify_bundle(bundle, tree=tree)
+        if not report.ok:
+            first = report.failed[0]
+            raise RunRejected(
+                f"upstream run {run_id} fails verification: {first.name}: {first.detail}",
+                stage="chain",
+            )
+        code = str(_load(bundle, RUN_INPUT).get("engine_code", ""))
+        accepted = defs.accepted_patterns(code)
+        if accepted is None:
+            codes = ", ".join(defs.accepted_codes()) or "none"
+            raise RunRejected(
+                f"COUPLING_RULES.json of {defs.engine_code} does not accept runs of {code} "
+                f"(run {run_id}; accepted engine codes: {codes})",
+                stage="chain",
+            )
+        files = _load(bundle, INDEX_FILE).get("files", [])
+        artifacts = [f for f in files if isinstance(f, dict) and f.get("role") == "artifact"]
+        if pattern is not None:
+            chosen = [f for f in artifacts if artifact_accepted([pattern], f["path"])]
+            if not chosen:
+                names = ", ".join(f["path"] for f in artifacts) or "none"
+                raise RunRejected(
+                    f"run {run_id} has no artifact matching {pattern!r} (artifacts: {names})",
+                    stage="chain",
+                )
+            refused = [f["path"] for f in chosen if not artifact_accepted(accepted, f["path"])]
+            if refused:
+                raise RunRejected(
+                    f"COUPLING_RULES.json of {defs.engine_code} does not accept "
+                    f"{', '.join(refused)} from {code} (accepted: {', '.join(accepted)})",
+                    stage="chain",
+                )
+        else:
+            chosen = [f for f in artifacts if artifact_accepted(accepted, f["path"])]
+        for f in chosen:
+            key = (run_id, f["path"])
+            if key in seen:
+                continue
+            seen.add(key)
+            selected.append(
+                UpstreamArtifact(
+                    run_id=run_id,
+                    engine_code=code,
+                    path=f["path"],
+                    sha256=f["sha256"],
+                    size=int(f["size"]),
+                    source=bundle / f["path"],
+                )
+            )
+    return selected
+
+
+def copy_inputs(artifacts: list[UpstreamArtifact], inputs_dir: Path) -> None:
+    """Copy each artifact to ``inputs_dir/{sha256}``, hashing as it goes; read-only copies."""
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    for art in artifacts:
+        dest = inputs_dir / art.sha256
+        if dest.exists():
+            continue
+        h = hashlib.sha256()
+        tmp = inputs_dir / f".{art.sha256}.part"
+        with open(art.source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                h.update(chunk)
+                dst.write(chunk)
+        if h.hexdigest() != art.sha256:
+            tmp.unlink()
+            raise RunRejected(
+                f"upstream {art.run_id}: {art.path} changed while it was copied "
+                f"(expected sha256 {art.sha256}, got {h.hexdigest()})",
+                stage="chain",
+            )
+        os.chmod(tmp, 0o444)
+        os.rename(tmp, dest)

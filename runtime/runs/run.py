@@ -1,0 +1,354 @@
+"""``execute_and_seal``: one engine run, from inputs to a sealed bundle or a rejection record.
+
+Order (each step fails before the next starts):
+
+    select the engine entry (kind engine) · load the signing key · definitions (config/{engine}/,
+    installed lazily) · merged env · run id + staging dir data/{engine}/runs/.tmp-{run_id}/ ·
+    upstream artifacts (chain.py) · RUN_INPUT (context sanitized) canonical + INPUT_SCHEMA ·
+    requires_input_artifacts · event "started" · execute (engine.py) · RUN_OUTPUT canonical +
+    OUTPUT_SCHEMA · bundle/ assembled · hashed + fsynced · ARTIFACT_INDEX, SHA256SUMS, .sig ·
+    one rename to data/{engine}/runs/{run_id}/ · event "sealed"
+
+A rejection moves what the run produced to data/{engine}/rejected/{run_id}/ with REJECTION.json
+(never a SHA256SUMS.txt: it is not a bundle), emits "rejected" and raises RunRejected.
+
+Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in that thread and
+an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
+threading.Event) kills the engine and rejects the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..keys import load_signing_key
+from ..manifest import ServiceEntry, load_manifest
+from ..project import Project
+from ..tree import RuntimeTree
+from .chain import FromRun, UpstreamArtifact, copy_inputs, resolve_from_runs
+from .definitions import EngineDefinitions, engine_definitions
+from .engine import (
+    DEFAULT_MAX_STDOUT,
+    DEFAULT_TIMEOUT,
+    EngineRun,
+    build_run_output,
+    engine_env,
+    execute_engine,
+    run_conditions,
+)
+from .jsonio import canonical, strict_loads
+from .layout import (
+    INDEX_FILE,
+    INPUTS_DIR,
+    REJECTION_FILE,
+    RUN_CONDITIONS,
+    RUN_INPUT,
+    RUN_META,
+    RUN_OUTPUT,
+    SIG_FILE,
+    STDERR_LOG,
+    SUMS_FILE,
+    Staging,
+    new_run_id,
+    now_rfc3339,
+    rejected_dir,
+    runs_dir,
+)
+from .model import RunError, RunEvent, RunRejected, RunResult
+from .sanitize import sanitize_context
+from .sealing import (
+    BundleFileError,
+    make_read_only,
+    seal_bundle,
+    signer_identity,
+    write_synced,
+)
+
+__all__ = ["EventCallback", "execute_and_seal", "runyard_version"]
+
+EventCallback = Callable[[RunEvent], None]
+
+
+def runyard_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("runyard")
+    except Exception:
+        return "unknown"
+
+
+def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **data: Any) -> None:
+    if on_event is None:
+        return
+    # A subscriber's bug must not break a run.
+    with contextlib.suppress(Exception):
+        on_event(RunEvent(kind=kind, run_id=run_id, engine=engine, at=now_rfc3339(), data=data))
+
+
+def select_engine(tree: RuntimeTree, engine: str, project: Project | None) -> ServiceEntry:
+    from ..env import select_entry
+
+    entry = select_entry(load_manifest(tree), engine, project)
+    if entry.kind != "engine":
+        raise RunError(f"{engine} is a {entry.kind}, not an engine (manifest kind)")
+    return entry
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RunError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def write_bundle_files(
+    bundle: Path, files: Mapping[str, bytes], known: dict[str, tuple[str, int]]
+) -> None:
+    """Write (and fsync) files we produced, recording their digests in ``known``."""
+    for rel, data in files.items():
+        write_synced(bundle / rel, data)
+        known[rel] = (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def move_outputs_into(staging: Staging, bundle: Path) -> None:
+    """artifacts/, inputs/ (when used) and the stderr log go into the bundle dir."""
+    bundle.mkdir(exist_ok=True)
+    os.rename(staging.artifacts, bundle / "artifacts")
+    if any(staging.inputs.iterdir()):
+        os.rename(staging.inputs, bundle / INPUTS_DIR)
+    if staging.stderr.exists():
+        (bundle / "logs").mkdir(exist_ok=True)
+        os.rename(staging.stderr, bundle / STDERR_LOG)
+
+
+def execute_and_seal(
+    tree: RuntimeTree,
+    engine: str,
+    inputs: Mapping[str, Any],
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    project_id: str = "default",
+    from_runs: Iterable[str | FromRun] = (),
+    sign_key: str | os.PathLike[str] | None = None,
+    on_event: EventCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    project: Project | None = None,
+    cancel: threading.Event | None = None,
+    max_stdout: int = DEFAULT_MAX_STDOUT,
+) -> RunResult:
+    """Execute ``engine`` on ``inputs`` and seal the run into data/{engine}/runs/{run_id}/.
+
+    RunRejected when the run is refused (see the module doc); RunError (or another
+    RunyardError) when it cannot be attempted.
+    """
+    tree.require()
+    inputs_obj = _object(inputs, "inputs")
+    params_obj = _object(parameters, "parameters")
+    context_obj = _object(context, "context")
+    if not isinstance(project_id, str) or not project_id:
+        raise RunError("project_id must be a non-empty string")
+    if timeout <= 0:
+        raise RunError("timeout must be > 0 seconds")
+    entry = select_engine(tree, engine, project)
+    signer = load_signing_key(sign_key) if sign_key is not None else None
+    defs = engine_definitions(tree, entry)
+    env = engine_env(tree, entry, project)
+    from_runs = list(from_runs)
+
+    run_id = new_run_id()
+    with Staging(runs_dir(tree, engine), run_id) as staging:
+        run_input: dict[str, Any] | None = None
+        try:
+            upstream = resolve_from_runs(tree, defs, from_runs) if from_runs else []
+            run_input = {
+                "context": sanitize_context(context_obj, env.secrets),
+                "engine_code": defs.engine_code,
+                "engine_version": defs.engine_version,
+                "inputs": inputs_obj,
+                "parameters": params_obj,
+                "project_id": project_id,
+                "run_id": run_id,
+            }
+            if from_runs:
+                run_input["input_artifact_index"] = [a.index_entry() for a in upstream]
+            input_bytes = _check_input(defs, run_input, upstream)
+            copy_inputs(upstream, staging.inputs)
+            emit(on_event, "started", run_id, engine, engine_version=entry.version)
+            result = execute_engine(
+                tree,
+                entry,
+                staging,
+                input_bytes,
+                env,
+                input_hashes={a.sha256 for a in upstream},
+                timeout=timeout,
+                max_stdout=max_stdout,
+                cancel=cancel,
+            )
+            run_output, output_bytes = build_run_output(
+                run_input, input_bytes, result.outputs, result.metrics
+            )
+            problem = defs.output_problem(run_output)
+            if problem:
+                raise RunRejected(problem, stage="output")
+            sealed = _seal(
+                tree, entry, defs, staging, run_input, input_bytes, output_bytes, result, signer
+            )
+        except RunRejected as rej:
+            record = _reject(tree, engine, staging, run_id, rej, run_input, defs)
+            emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
+            raise rej.with_record(run_id, engine, record) from None
+    emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
+    return sealed
+
+
+def _check_input(
+    defs: EngineDefinitions, run_input: dict[str, Any], upstream: list[UpstreamArtifact]
+) -> bytes:
+    try:
+        input_bytes = canonical(run_input)
+    except (ValueError, TypeError) as exc:
+        raise RunRejected(f"RUN_INPUT cannot be canonicalized: {exc}", stage="input") from None
+    if defs.requires_input_artifacts and not upstream:
+        raise RunRejected(
+            f"{defs.engine_code} requires input artifacts (ENGINE_MANIFEST.json "
+            "requires_input_artifacts) but input_artifact_index would be empty: "
+            "give --from-run RUN_ID of an accepted upstream run",
+            stage="input",
+        )
+    # Validate exactly what the engine will read (3.0 is 3, a tuple is an array...).
+    problem = defs.input_problem(strict_loads(input_bytes))
+    if problem:
+        raise RunRejected(problem, stage="input")
+    return input_bytes
+
+
+def _seal(
+    tree: RuntimeTree,
+    entry: ServiceEntry,
+    defs: EngineDefinitions,
+    staging: Staging,
+    run_input: dict[str, Any],
+    input_bytes: bytes,
+    output_bytes: bytes,
+    result: EngineRun,
+    signer: Any,
+) -> RunResult:
+    run_id = run_input["run_id"]
+    duration = round(result.exit.duration, 6)
+    meta: dict[str, Any] = {
+        "duration": duration,
+        "engine": entry.name,
+        "engine_code": defs.engine_code,
+        "engine_pid": result.exit.pid,
+        "engine_version": defs.engine_version,
+        "exit_code": result.exit.returncode,
+        "finished_at": result.finished_at,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "project_id": run_input["project_id"],
+        "replay_of": None,
+        "run_id": run_id,
+        "runyard_version": runyard_version(),
+        "started_at": result.started_at,
+    }
+    if signer is not None:
+        meta.update(signer_identity(signer))
+    conditions = run_conditions(tree, entry, result.env, result.binary_sha256)
+    bundle = staging.bundle
+    move_outputs_into(staging, bundle)
+    known: dict[str, tuple[str, int]] = {}
+    files = {
+        RUN_INPUT: input_bytes,
+        RUN_OUTPUT: output_bytes,
+        RUN_META: canonical(meta),
+        RUN_CONDITIONS: canonical(conditions),
+        **defs.files,
+    }
+    write_bundle_files(bundle, files, known)
+    try:
+        entries, _sums = seal_bundle(bundle, known, run_id=run_id, signer=signer)
+    except BundleFileError as exc:
+        raise RunRejected(f"cannot seal: {exc}", stage="seal") from None
+    make_read_only(bundle)
+    dest = staging.publish(runs_dir(tree, entry.name) / run_id)
+    extra = [INDEX_FILE, SUMS_FILE] + ([SIG_FILE] if signer is not None else [])
+    total = sum(e["size"] for e in entries) + sum((dest / n).stat().st_size for n in extra)
+    outputs_hash = strict_loads(output_bytes)["outputs_hash"]
+    return RunResult(
+        run_id=run_id,
+        engine=entry.name,
+        engine_code=defs.engine_code,
+        engine_version=defs.engine_version,
+        project_id=run_input["project_id"],
+        bundle=str(dest),
+        inputs_hash=hashlib.sha256(input_bytes).hexdigest(),
+        outputs_hash=outputs_hash,
+        files=len(entries) + len(extra),
+        bytes=total,
+        duration=duration,
+        signed_by=meta.get("signing_key_fingerprint"),
+    )
+
+
+def _reject(
+    tree: RuntimeTree,
+    engine: str,
+    staging: Staging,
+    run_id: str,
+    rej: RunRejected,
+    run_input: dict[str, Any] | None,
+    defs: EngineDefinitions,
+) -> str | None:
+    """Keep what the run produced, with REJECTION.json, under data/{engine}/rejected/{run_id}."""
+    record = staging.root / "record"
+    try:
+        if staging.bundle.exists():
+            os.rename(staging.bundle, record)
+        record.mkdir(exist_ok=True)
+        for path in record.rglob("*"):
+            if path.is_file():
+                os.chmod(path, 0o644)
+        for src, rel in ((staging.artifacts, "artifacts"), (staging.inputs, INPUTS_DIR)):
+            if src.is_dir():
+                os.chmod(src, 0o755)
+                if any(src.iterdir()):
+                    os.rename(src, record / rel)
+        if staging.stderr.exists():
+            (record / "logs").mkdir(exist_ok=True)
+            os.rename(staging.stderr, record / STDERR_LOG)
+        if staging.stdout.exists():
+            (record / "logs").mkdir(exist_ok=True)
+            os.rename(staging.stdout, record / "logs" / "engine.stdout")
+        if run_input is not None and not (record / RUN_INPUT).exists():
+            with contextlib.suppress(ValueError, TypeError):
+                (record / RUN_INPUT).write_bytes(canonical(run_input))
+        doc = {
+            "at": now_rfc3339(),
+            "engine": engine,
+            "engine_code": defs.engine_code,
+            "engine_version": defs.engine_version,
+            "project_id": run_input.get("project_id") if run_input else None,
+            "reason": rej.reason,
+            "run_id": run_id,
+            "stage": rej.stage,
+        }
+        (record / REJECTION_FILE).write_bytes(canonical(doc))
+        dest = rejected_dir(tree, engine) / run_id
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(record, dest)
+        return str(dest)
+    except OSError:
+        shutil.rmtree(record, ignore_errors=True)
+        return None

@@ -1,0 +1,385 @@
+"""``verify_bundle``: every check a sealed bundle must pass, each reported on its own.
+
+    required-files   the 13 required files exist as regular files
+    sums-format      SHA256SUMS.txt is strictly `<64 hex>  <path>` lines, sorted, no repeats
+    sums-coverage    it lists every file of the bundle (but itself and the .sig), and no other
+    hashes           every listed file has the listed sha256 (one failure per file)
+    artifact-index   ARTIFACT_INDEX.json lists the same files with their sha256, size and role
+    canonical-json   RUN_*.json, ARTIFACT_INDEX.json and the definition JSON are RFC 8785 bytes
+    definitions      the bundled definitions load (ENGINE_MANIFEST, schemas, coupling rules)
+    identity         run id, engine code and version agree across RUN_* and ENGINE_MANIFEST
+    schemas-current  the bundled INPUT/OUTPUT schemas are the engine's schemas in the tree
+                     (config/{engine}/ for that engine_version, else what that installed
+                     version ships); skipped with a note when no tree or version is known
+    input-schema     RUN_INPUT.json validates against the bundled INPUT_SCHEMA.json
+    output-schema    RUN_OUTPUT.json validates against the bundled OUTPUT_SCHEMA.json
+    inputs-hash      RUN_OUTPUT.inputs_hash = sha256(RUN_INPUT.json)
+    outputs-hash     RUN_OUTPUT.outputs_hash = sha256(canonical RUN_OUTPUT without outputs_hash)
+    input-artifacts  input_artifact_index matches inputs/{sha256}; non-empty when the engine
+                     requires input artifacts
+    signature        SHA256SUMS.txt.sig verifies (with --pubkey: that key, whose fingerprint
+                     must be RUN_META's; without: the public key RUN_META names). Required when
+                     RUN_META names a signing key or a pubkey is given.
+
+Verification only reads: it never writes to the bundle or the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..errors import RunyardError
+from ..keys import fingerprint, load_public_key
+from ..manifest import load_manifest
+from ..tree import RuntimeTree
+from .definitions import EngineDefinitions, definitions_for_version, load_definitions
+from .jsonio import JSONInputError, canonical, strict_loads
+from .layout import (
+    DEFINITION_FILES,
+    INDEX_FILE,
+    INPUT_SCHEMA,
+    OUTPUT_SCHEMA,
+    REQUIRED_FILES,
+    RUN_FILES,
+    RUN_INPUT,
+    RUN_META,
+    RUN_OUTPUT,
+    SIG_FILE,
+    SUMS_FILE,
+)
+from .model import Check, VerifyReport
+from .sealing import BundleFileError, digests, list_files, parse_sums, role_of
+
+__all__ = ["guess_tree", "verify_bundle"]
+
+
+def guess_tree(bundle: Path) -> RuntimeTree | None:
+    """The tree holding ``bundle`` when it sits at {tree}/data/{engine}/runs/{run_id}."""
+    p = bundle.resolve()
+    if len(p.parents) >= 4 and p.parent.name == "runs" and p.parents[2].name == "data":
+        root = p.parents[3]
+        if (root / "manifest.json").is_file():
+            return RuntimeTree(root)
+    return None
+
+
+class _Verifier:
+    def __init__(self, bundle: Path) -> None:
+        self.bundle = bundle
+        self.checks: list[Check] = []
+        self.docs: dict[str, Any] = {}
+
+    def add(self, name: str, ok: bool, detail: str, skipped: bool = False) -> bool:
+        self.checks.append(Check(name=name, ok=ok, detail=detail, skipped=skipped))
+        return ok
+
+    def doc(self, name: str) -> Any:
+        """The parsed JSON file, or None (unreadable/invalid: reported by other checks)."""
+        if name not in self.docs:
+            try:
+                self.docs[name] = strict_loads((self.bundle / name).read_bytes())
+            except (OSError, JSONInputError):
+                self.docs[name] = None
+        return self.docs[name]
+
+    def obj(self, name: str) -> dict[str, Any]:
+        value = self.doc(name)
+        return value if isinstance(value, dict) else {}
+
+
+def verify_bundle(
+    path: str | os.PathLike[str],
+    pubkey: str | os.PathLike[str] | Ed25519PublicKey | None = None,
+    *,
+    tree: RuntimeTree | None = None,
+) -> VerifyReport:
+    """Run every check on the bundle dir ``path``; see the module doc. Never raises for a bad
+    bundle (only for a missing dir or an unreadable pubkey file)."""
+    bundle = Path(path)
+    if not bundle.is_dir():
+        raise RunyardError(f"{bundle}: not a bundle directory")
+    key = load_public_key(pubkey) if isinstance(pubkey, str | os.PathLike) else pubkey
+    v = _Verifier(bundle)
+    missing = [n for n in REQUIRED_FILES if not (bundle / n).is_file() or (bundle / n).is_symlink()]
+    v.add(
+        "required-files",
+        not missing,
+        f"missing: {', '.join(missing)}" if missing else f"all {len(REQUIRED_FILES)} present",
+    )
+    try:
+        v.docs["__present__"] = [p for p in list_files(bundle) if p not in (SUMS_FILE, SIG_FILE)]
+    except BundleFileError as exc:
+        v.docs["__present__"] = []
+        v.docs["__bad_file__"] = str(exc)
+    _check_sums(v)
+    _check_hashes(v)
+    _check_index(v)
+    _check_canonical(v)
+    defs = _check_definitions(v)
+    _check_identity(v, defs)
+    _check_schemas_current(v, defs, tree if tree is not None else guess_tree(bundle))
+    _check_schema_validity(v, defs)
+    _check_input_artifacts(v, defs)
+    _check_signature(v, key)
+    inp = v.obj(RUN_INPUT)
+    return VerifyReport(
+        bundle=str(bundle),
+        checks=v.checks,
+        run_id=str(inp.get("run_id", "")),
+        engine=str(v.obj(RUN_META).get("engine", "")),
+    )
+
+
+def _check_sums(v: _Verifier) -> None:
+    try:
+        data = (v.bundle / SUMS_FILE).read_bytes()
+    except OSError:
+        v.add("sums-format", False, f"{SUMS_FILE}: cannot be read")
+        v.add("sums-coverage", False, f"{SUMS_FILE}: cannot be read")
+        return
+    sums, problems = parse_sums(data)
+    v.add(
+        "sums-format",
+        not problems,
+        f"{SUMS_FILE}: {'; '.join(problems)}" if problems else f"{SUMS_FILE}: {len(sums)} lines",
+    )
+    present: list[str] = v.docs["__present__"]
+    if "__bad_file__" in v.docs:
+        v.add("sums-coverage", False, f"the bundle holds {v.docs['__bad_file__']}")
+        v.docs["__sums__"] = sums
+        return
+    unlisted = sorted(set(present) - set(sums))
+    gone = sorted(set(sums) - set(present))
+    parts = []
+    if unlisted:
+        parts.append(f"files not in {SUMS_FILE}: {', '.join(unlisted)}")
+    if gone:
+        parts.append(f"listed in {SUMS_FILE} but missing: {', '.join(gone)}")
+    v.add("sums-coverage", not parts, "; ".join(parts) or f"{len(present)} files, all listed")
+    v.docs["__sums__"] = sums
+
+
+def _check_hashes(v: _Verifier) -> None:
+    sums: dict[str, str] = v.docs.get("__sums__") or {}
+    present = set(v.docs.get("__present__") or [])
+    listed = [p for p in sums if p in present]
+    actual = digests(v.bundle, listed, sync=False)
+    bad = 0
+    for rel in listed:
+        if actual[rel][0] != sums[rel]:
+            bad += 1
+            v.add(
+                "hashes", False, f"{rel}: expected {sums[rel]} ({SUMS_FILE}), got {actual[rel][0]}"
+            )
+    if not bad:
+        v.add("hashes", bool(listed), f"{len(listed)} files match {SUMS_FILE}")
+    v.docs["__digests__"] = actual
+
+
+def _check_index(v: _Verifier) -> None:
+    index = v.doc(INDEX_FILE)
+    files = index.get("files") if isinstance(index, dict) else None
+    if not isinstance(files, list):
+        v.add("artifact-index", False, f"{INDEX_FILE}: not an object with a files array")
+        return
+    present = [p for p in v.docs.get("__present__") or [] if p != INDEX_FILE]
+    listed: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for e in files:
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+            problems.append("an entry without a path")
+            continue
+        listed[e["path"]] = e
+        if e.get("role") != role_of(e["path"]):
+            problems.append(f"{e['path']}: role {e.get('role')!r}, expected {role_of(e['path'])!r}")
+    extra = sorted(set(present) - set(listed))
+    gone = sorted(set(listed) - set(present))
+    if extra:
+        problems.append(f"files not in the index: {', '.join(extra)}")
+    if gone:
+        problems.append(f"indexed but missing: {', '.join(gone)}")
+    actual = digests(v.bundle, sorted(set(listed) & set(present)), sync=False)
+    for rel, (sha, size) in actual.items():
+        e = listed[rel]
+        if e.get("sha256") != sha or e.get("size") != size:
+            problems.append(
+                f"{rel}: expected sha256 {e.get('sha256')} size {e.get('size')} "
+                f"({INDEX_FILE}), got {sha} size {size}"
+            )
+    v.add("artifact-index", not problems, "; ".join(problems) or f"{len(listed)} files indexed")
+
+
+def _check_canonical(v: _Verifier) -> None:
+    names = [*RUN_FILES, INDEX_FILE, *(n for n in DEFINITION_FILES if n.endswith(".json"))]
+    bad: list[str] = []
+    for name in names:
+        try:
+            data = (v.bundle / name).read_bytes()
+        except OSError:
+            continue  # required-files reports it
+        value = v.doc(name)
+        try:
+            ok = value is not None and canonical(value) == data
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            bad.append(name)
+    detail = f"not RFC 8785 canonical bytes: {', '.join(bad)}" if bad else "all canonical"
+    v.add("canonical-json", not bad, detail)
+
+
+def _check_definitions(v: _Verifier) -> EngineDefinitions | None:
+    try:
+        defs = load_definitions(v.bundle)
+    except RunyardError as exc:
+        v.add("definitions", False, str(exc))
+        return None
+    v.add("definitions", True, f"{defs.engine_code} {defs.engine_version}")
+    return defs
+
+
+def _check_identity(v: _Verifier, defs: EngineDefinitions | None) -> None:
+    inp, out, meta = v.obj(RUN_INPUT), v.obj(RUN_OUTPUT), v.obj(RUN_META)
+    problems = []
+    run_id = inp.get("run_id")
+    for name, doc in ((RUN_OUTPUT, out), (RUN_META, meta)):
+        if doc.get("run_id") != run_id:
+            problems.append(f"{name}: run_id {doc.get('run_id')!r}, expected {run_id!r}")
+    engine = out.get("engine") if isinstance(out.get("engine"), dict) else {}
+    for field in ("engine_code", "engine_version"):
+        want = inp.get(field)
+        if engine.get(field) != want:
+            problems.append(
+                f"{RUN_OUTPUT}: engine.{field} {engine.get(field)!r}, expected {want!r}"
+            )
+        if defs is not None and defs.manifest.get(field) != want:
+            problems.append(
+                f"ENGINE_MANIFEST.json: {field} {defs.manifest.get(field)!r}, expected {want!r}"
+            )
+    v.add("identity", not problems, "; ".join(problems) or f"run {run_id}")
+
+
+def _check_schemas_current(
+    v: _Verifier, defs: EngineDefinitions | None, tree: RuntimeTree | None
+) -> None:
+    engine = str(v.obj(RUN_META).get("engine", ""))
+    version = str(v.obj(RUN_INPUT).get("engine_version", ""))
+    if tree is None or not engine or not version:
+        v.add("schemas-current", True, "skipped: the bundle is not in a known tree", True)
+        return
+    try:
+        entries = load_manifest(tree).find(engine)
+    except RunyardError:
+        entries = []
+    current, where = definitions_for_version(tree, engine, version, entries)
+    if current is None:
+        v.add("schemas-current", True, f"skipped: {where}", True)
+        return
+    problems = []
+    for name in (INPUT_SCHEMA, OUTPUT_SCHEMA):
+        try:
+            bundled = (v.bundle / name).read_bytes()
+        except OSError:
+            problems.append(f"{name}: missing")
+            continue
+        if bundled != current.files[name]:
+            got = hashlib.sha256(bundled).hexdigest()
+            want = hashlib.sha256(current.files[name]).hexdigest()
+            problems.append(f"{name}: sha256 {got} differs from {where}/{name} ({want})")
+    v.add("schemas-current", not problems, "; ".join(problems) or f"same as {where}")
+
+
+def _check_schema_validity(v: _Verifier, defs: EngineDefinitions | None) -> None:
+    for check, name, validate in (
+        ("input-schema", RUN_INPUT, defs.input_problem if defs else None),
+        ("output-schema", RUN_OUTPUT, defs.output_problem if defs else None),
+    ):
+        doc = v.doc(name)
+        if validate is None:
+            v.add(check, False, f"{name}: no valid bundled schema to validate against")
+        elif doc is None:
+            v.add(check, False, f"{name}: not readable as strict JSON")
+        else:
+            problem = validate(doc)
+            v.add(check, problem is None, f"{name}: {problem}" if problem else f"{name} valid")
+    out = v.obj(RUN_OUTPUT)
+    try:
+        got = hashlib.sha256((v.bundle / RUN_INPUT).read_bytes()).hexdigest()
+    except OSError:
+        got = "(no RUN_INPUT.json)"
+    want = out.get("inputs_hash")
+    v.add("inputs-hash", want == got, f"{RUN_OUTPUT}: inputs_hash {want}, recomputed {got}")
+    want = out.get("outputs_hash")
+    rest = {k: val for k, val in out.items() if k != "outputs_hash"}
+    try:
+        got = hashlib.sha256(canonical(rest)).hexdigest() if out else "(no RUN_OUTPUT.json)"
+    except (ValueError, TypeError) as exc:
+        got = f"(not canonicalizable: {exc})"
+    v.add("outputs-hash", want == got, f"{RUN_OUTPUT}: outputs_hash {want}, recomputed {got}")
+
+
+def _check_input_artifacts(v: _Verifier, defs: EngineDefinitions | None) -> None:
+    inp = v.obj(RUN_INPUT)
+    index = inp.get("input_artifact_index")
+    present = {p for p in v.docs.get("__present__") or [] if p.startswith("inputs/")}
+    problems: list[str] = []
+    wanted: set[str] = set()
+    if index is not None and not isinstance(index, list):
+        problems.append(f"{RUN_INPUT}: input_artifact_index is not an array")
+        index = []
+    actual: dict[str, tuple[str, int]] = v.docs.get("__digests__") or {}
+    for e in index or []:
+        sha = e.get("sha256") if isinstance(e, dict) else None
+        rel = f"inputs/{sha}"
+        wanted.add(rel)
+        if rel not in present:
+            problems.append(f"{rel}: missing ({e.get('run_id')}:{e.get('path')})")
+        elif rel in actual and actual[rel][0] != sha:
+            problems.append(f"{rel}: expected sha256 {sha}, got {actual[rel][0]}")
+    stray = sorted(present - wanted)
+    if stray:
+        problems.append(f"not in input_artifact_index: {', '.join(stray)}")
+    if defs is not None and defs.requires_input_artifacts and not index:
+        problems.append(
+            f"{defs.engine_code} requires input artifacts but input_artifact_index is empty"
+        )
+    n = len(index or [])
+    v.add("input-artifacts", not problems, "; ".join(problems) or f"{n} input artifact(s)")
+
+
+def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
+    meta = v.obj(RUN_META)
+    named = meta.get("signing_key_fingerprint")
+    sig_path = v.bundle / SIG_FILE
+    if not sig_path.exists():
+        if key is not None or named:
+            why = "a --pubkey was given" if key is not None else f"{RUN_META} names key {named}"
+            v.add("signature", False, f"{SIG_FILE}: missing, but {why}")
+        else:
+            v.add("signature", True, "unsigned bundle", True)
+        return
+    if key is None:
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(meta["signing_public_key"]))
+        except (KeyError, ValueError, TypeError):
+            v.add("signature", False, f"{SIG_FILE}: present, but no public key to check it")
+            return
+        how = f"with the key {RUN_META} names (pass --pubkey to check who signed)"
+    else:
+        how = "with the given public key"
+    fp = fingerprint(key)
+    if named is not None and named != fp:
+        v.add("signature", False, f"{RUN_META}: signing_key_fingerprint {named}, key is {fp}")
+        return
+    try:
+        key.verify(sig_path.read_bytes(), (v.bundle / SUMS_FILE).read_bytes())
+    except (InvalidSignature, OSError):
+        v.add("signature", False, f"{SIG_FILE}: does not verify over {SUMS_FILE} {how}")
+        return
+    v.add("signature", True, f"{SIG_FILE}: valid Ed25519 signature by {fp} {how}")

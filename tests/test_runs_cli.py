@@ -1,0 +1,278 @@
+"""``runyard run | verify | replay | runs`` as real subprocesses, on a real tree."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+from test_runs_kit import (
+    ALL_ENGINES,
+    EXAMPLES,
+    REPO,
+    build_catalogs,
+    bundles,
+    clean_cli_env,
+    cli,
+    install,
+    kill_if_alive,
+    wait_for_file,
+    wait_gone,
+)
+
+from runtime.tree import RuntimeTree
+
+SAMPLE_FILE = EXAMPLES / "engines" / "heat1d" / "sample-input.json"
+
+
+@pytest.fixture(scope="session")
+def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return build_catalogs(tmp_path_factory)
+
+
+@pytest.fixture
+def work(tmp_path: Path, catalogs: dict[str, str]) -> Path:
+    """A working dir whose ./runtime tree has every engine installed."""
+    tree = RuntimeTree(tmp_path / "runtime")
+    tree.init()
+    install(tree, catalogs, *ALL_ENGINES)
+    return tmp_path
+
+
+def write_input(work: Path, doc: dict, name: str = "input.json") -> str:
+    (work / name).write_text(json.dumps(doc))
+    return name
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("runyard: ")
+    return lines[0]
+
+
+@pytest.mark.timeout(120)
+def test_run_verify_replay_and_list(work: Path) -> None:
+    out = cli(
+        "run", "heat1d", "--input", str(SAMPLE_FILE), "--context", "who=ada",
+        "--project", "demo", "--json", cwd=work,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    sealed = json.loads(out.stdout)
+    assert sealed["status"] == "sealed" and sealed["engine_code"] == "HEAT1D"
+    bundle = Path(sealed["bundle"])
+    assert bundle.parent == work / "runtime" / "data" / "heat1d" / "runs"
+    run_input = json.loads((bundle / "RUN_INPUT.json").read_bytes())
+    assert run_input["project_id"] == "demo" and run_input["context"] == {"who": "ada"}
+    assert run_input["parameters"] == {"boundary": "fixed", "decimals": 3}
+
+    out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--param", "decimals=5", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("sealed heat1d run ")
+    second = out.stdout.split()[3]
+    doc = json.loads((bundles_of(work, "heat1d")[-1] / "RUN_INPUT.json").read_bytes())
+    assert doc["parameters"]["decimals"] == 5 and doc["run_id"] == second
+
+    out = cli("verify", str(bundle), cwd=work)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:2] == ["OK", "required-files"]
+    assert any(ln.split()[:2] == ["OK", "schemas-current"] for ln in lines)
+    assert any(ln.split()[:2] == ["SKIPPED", "signature"] for ln in lines)
+    assert lines[-1] == f"bundle OK: {bundle}"
+    out = cli("verify", sealed["run_id"], "--json", cwd=work)
+    assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True
+
+    out = cli("replay", str(bundle), cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert "replayable: " in out.stdout and "identical canonical RUN_OUTPUT.json" in out.stdout
+    out = cli("replay", sealed["run_id"], "--json", cwd=work)
+    assert out.returncode == 0 and json.loads(out.stdout)["replayable"] is True
+
+    out = cli("runs", cwd=work)
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0].split()[:3] == ["RUN_ID", "ENGINE", "VERSION"]
+    assert sealed["run_id"] in out.stdout and second in out.stdout
+    out = cli("runs", "--engine", "heat1d", "--json", cwd=work)
+    listed = json.loads(out.stdout)
+    assert [r["run_id"] for r in listed] == [sealed["run_id"], second]
+    assert cli("runs", "--engine", "heatstats", cwd=work).stdout.strip() == "no runs of heatstats"
+
+    proc = subprocess.run(
+        [require_tool("sha256sum"), "-c", "--strict", "SHA256SUMS.txt"],
+        cwd=bundle,
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0
+
+
+def bundles_of(work: Path, engine: str) -> list[Path]:
+    return bundles(RuntimeTree(work / "runtime"), engine)
+
+
+@pytest.mark.timeout(120)
+def test_signed_chain_verifies_with_pubkey_and_openssl(work: Path) -> None:
+    assert cli("keys", "gen", "--out", "keys/signer", cwd=work).returncode == 0
+    assert cli("keys", "gen", "--out", "keys/other", cwd=work).returncode == 0
+    out = cli(
+        "run", "heat1d", "--input", str(SAMPLE_FILE), "--sign", "keys/signer.key", "--json",
+        cwd=work,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    up = json.loads(out.stdout)
+    assert up["signed_by"]
+    stats_input = write_input(work, {"inputs": {"column": "final"}, "parameters": {}})
+    out = cli(
+        "run", "heatstats", "--input", stats_input, "--from-run", f"{up['run_id']}:profile.csv",
+        "--sign", "keys/signer.key", "--json", cwd=work,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    down = Path(json.loads(out.stdout)["bundle"])
+    index = json.loads((down / "RUN_INPUT.json").read_bytes())["input_artifact_index"]
+    assert index[0]["run_id"] == up["run_id"] and index[0]["path"] == "artifacts/profile.csv"
+
+    out = cli("verify", str(down), "--pubkey", "keys/signer.pub", cwd=work)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(ln.split()[:2] == ["OK", "signature"] for ln in out.stdout.splitlines())
+    out = cli("verify", str(down), "--pubkey", "keys/other.pub", cwd=work)
+    assert out.returncode == 1
+    assert any(ln.split()[:2] == ["FAILED", "signature"] for ln in out.stdout.splitlines())
+    assert "bundle INVALID: 1 check(s) failed" in out.stderr
+
+    proc = subprocess.run(
+        [
+            require_tool("openssl"), "pkeyutl", "-verify", "-pubin",
+            "-inkey", str(work / "keys" / "signer.pub"), "-rawin",
+            "-in", "SHA256SUMS.txt", "-sigfile", "SHA256SUMS.txt.sig",
+        ],
+        cwd=down, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_rejections_exit_1_with_the_reason_and_seal_nothing(work: Path) -> None:
+    nan = write_input(work, {"mode": "nan"}, "nan.json")
+    out = cli("run", "chaos", "--input", nan, cwd=work)
+    assert out.returncode == 1
+    line = one_line_error(out)
+    assert "rejected: stdout: not exactly one JSON object: NaN is not JSON" in line
+    assert "(record: " in line
+    out = cli("run", "chaos", "--input", nan, "--json", cwd=work)
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "rejected" and doc["stage"] == "output"
+    assert Path(doc["record"], "REJECTION.json").is_file()
+
+    out = cli("run", "heatstats", "--input", write_input(work, {"column": "final"}), cwd=work)
+    assert out.returncode == 1
+    assert "requires input artifacts" in one_line_error(out)
+    out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--param", "cells=2", cwd=work)
+    assert out.returncode == 1
+    assert "INPUT_SCHEMA.json: $.parameters.cells: 2 is less than the minimum of 3" in out.stderr
+    assert bundles_of(work, "chaos") == bundles_of(work, "heatstats") == []
+    assert bundles_of(work, "heat1d") == []
+
+    out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--param", "novalue", cwd=work)
+    assert out.returncode == 2 and "expected KEY=VALUE" in one_line_error(out)
+    (work / "bad.json").write_text("{not json")
+    out = cli("run", "heat1d", "--input", "bad.json", cwd=work)
+    assert out.returncode == 2 and "not JSON" in one_line_error(out)
+    out = cli("run", "nosuch", "--input", str(SAMPLE_FILE), cwd=work)
+    assert out.returncode == 1 and "'nosuch' is not installed" in one_line_error(out)
+    out = cli("verify", "no/such/dir", cwd=work)
+    assert out.returncode == 2
+
+
+@pytest.mark.timeout(120)
+def test_verify_names_the_tampered_file_and_replay_the_differing_paths(work: Path) -> None:
+    out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--json", cwd=work)
+    bundle = Path(json.loads(out.stdout)["bundle"])
+    profile = bundle / "artifacts" / "profile.csv"
+    profile.chmod(0o644)
+    profile.write_bytes(profile.read_bytes().replace(b"3.500", b"3.501", 1))
+    out = cli("verify", str(bundle), cwd=work)
+    assert out.returncode == 1
+    failed = [ln for ln in out.stdout.splitlines() if ln.startswith("FAILED")]
+    assert any(
+        ln.split()[1] == "hashes" and "artifacts/profile.csv: expected" in ln and ", got " in ln
+        for ln in failed
+    ), failed
+    out = cli("replay", str(bundle), cwd=work)
+    assert out.returncode == 1 and "NOT replayable" in out.stderr
+
+    out = cli("run", "chaos", "--input", write_input(work, {"mode": "random"}), "--json", cwd=work)
+    assert out.returncode == 0, out.stderr
+    random_bundle = json.loads(out.stdout)["bundle"]
+    out = cli("replay", random_bundle, cwd=work)
+    assert out.returncode == 1
+    assert "NOT replayable" in out.stderr
+    assert "  differs: $.outputs.value" in out.stderr.splitlines()
+    assert "replay record: " in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_secrets_from_context_and_env_never_reach_the_bundle(work: Path) -> None:
+    env_secret = "envsecret-cli-5d1c0a77"
+    ctx_secret = "ctxsecret-cli-8e4b2f19"
+    env = clean_cli_env(work, GITHUB_TOKEN=env_secret)
+    out = cli(
+        "run", "chaos", "--input", write_input(work, {"mode": "env"}),
+        "--context", f"password={ctx_secret}", "--context", f"note=see {env_secret}",
+        "--context", "who=ada", "--json", cwd=work, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert env_secret not in out.stdout and ctx_secret not in out.stdout
+    bundle = Path(json.loads(out.stdout)["bundle"])
+    seen = 0
+    for path in bundle.rglob("*"):
+        if path.is_file():
+            seen += 1
+            data = path.read_bytes()
+            assert env_secret.encode() not in data, path
+            assert ctx_secret.encode() not in data, path
+    assert seen == 14  # 13 required files + logs/engine.stderr
+    context = json.loads((bundle / "RUN_INPUT.json").read_bytes())["context"]
+    assert context == {"note": "[redacted]", "password": "[redacted]", "who": "ada"}
+
+
+KILL_INPUT = {"mode": "sleep", "seconds": 60}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "interrupt"])
+def test_stopping_the_cli_mid_run_leaves_no_partial_bundle(work: Path, sig: signal.Signals) -> None:
+    pidfile = work / "engine.pid"
+    name = write_input(work, {**KILL_INPUT, "pidfile": str(pidfile)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "chaos", "--input", name],
+        cwd=work,
+        env={**clean_cli_env(work), "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    engine_pid = None
+    try:
+        engine_pid = int(wait_for_file(pidfile))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        runs = work / "runtime" / "data" / "chaos" / "runs"
+        assert bundles_of(work, "chaos") == []
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130 and "interrupted" in err
+            assert wait_gone(engine_pid), "the engine outlived an interrupted CLI"
+            assert list(runs.iterdir()) == []  # staging removed on the way out
+        else:
+            assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        if engine_pid is not None:
+            kill_if_alive(engine_pid)
