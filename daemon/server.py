@@ -328,6 +328,8 @@ class ControlServer:
             reply = m.ErrorReply(code=exc.code, message=exc.message)
         except NotFound as exc:
             reply = m.ErrorReply(code="not_found", message=str(exc))
+        except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
+            reply = m.ErrorReply(code="failed", message=str(exc))
         except Exception as exc:
             self.log.exception("internal error handling %s", type(req).__name__)
             reply = m.ErrorReply(code="internal", message=f"{type(exc).__name__}: {exc}"[:300])

@@ -11,7 +11,7 @@ import asyncio
 import math
 import signal as signal_module
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -33,15 +33,24 @@ from .messages import (
     LogsReply,
     LogsTail,
     Reload,
+    ReplayReply,
+    ReplayRun,
     Reply,
     Request,
     Restart,
+    RunReply,
+    RunShowReply,
+    RunsList,
+    RunsReply,
+    RunsShow,
     Shutdown,
     Signal,
     Start,
     Status,
     StatusReply,
     Stop,
+    VerifyReply,
+    VerifyRun,
 )
 from .streams import StreamBase, StreamState, subscribe
 from .transport import (
@@ -56,6 +65,7 @@ from .transport import (
     remaining_ms,
     require_socket_file,
     resolve_endpoints,
+    run_request,
     signal_name,
 )
 
@@ -259,6 +269,55 @@ class AsyncClient:
 
     async def shutdown(self, *, timeout: float | None = None) -> ActionReply:
         return expect(await self.request(Shutdown(), timeout), ActionReply)
+
+    async def run(
+        self,
+        engine: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        project_id: str = "default",
+        from_runs: Sequence[str] = (),
+        sign_key: str | Path | None = None,
+        run_timeout: float = 600.0,
+        timeout: float | None = None,
+    ) -> RunReply:
+        """Execute ``engine`` in the daemon and seal the run; a rejection is ``status``
+        "rejected" with its reason in ``result``."""
+        req = run_request(
+            engine, inputs, parameters, context, project_id, from_runs, sign_key, run_timeout
+        )
+        return expect(
+            await self.request(req, run_timeout + 30 if timeout is None else timeout), RunReply
+        )
+
+    async def runs_list(
+        self,
+        engine: str | None = None,
+        *,
+        include_rejected: bool = True,
+        timeout: float | None = None,
+    ) -> RunsReply:
+        req = RunsList(engine=engine, include_rejected=include_rejected)
+        return expect(await self.request(req, timeout), RunsReply)
+
+    async def runs_show(self, run_id: str, *, timeout: float | None = None) -> RunShowReply:
+        return expect(await self.request(RunsShow(run_id=run_id), timeout), RunShowReply)
+
+    async def verify(
+        self, bundle: str | Path, pubkey: str | Path | None = None, *, timeout: float = 120.0
+    ) -> VerifyReply:
+        req = VerifyRun(bundle=str(bundle), pubkey=str(pubkey) if pubkey else None)
+        return expect(await self.request(req, timeout), VerifyReply)
+
+    async def replay(
+        self, bundle: str | Path, *, run_timeout: float = 600.0, timeout: float | None = None
+    ) -> ReplayReply:
+        req = ReplayRun(bundle=str(bundle), timeout=run_timeout)
+        return expect(
+            await self.request(req, run_timeout + 30 if timeout is None else timeout), ReplayReply
+        )
 
     def events(
         self, topics: Sequence[str] | str = ("",), *, timeout: float | None = None

@@ -15,7 +15,7 @@ with ``after_seq`` for log topics, ``status`` for state topics).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -41,9 +41,18 @@ __all__ = [
     "LogsReply",
     "LogsTail",
     "Reload",
+    "ReplayReply",
+    "ReplayRun",
     "Reply",
     "Request",
     "Restart",
+    "Run",
+    "RunEvent",
+    "RunReply",
+    "RunShowReply",
+    "RunsList",
+    "RunsReply",
+    "RunsShow",
     "ServiceStatus",
     "Shutdown",
     "Signal",
@@ -52,6 +61,8 @@ __all__ = [
     "Status",
     "StatusReply",
     "Stop",
+    "VerifyReply",
+    "VerifyRun",
     "decode_event",
     "decode_reply",
     "decode_request",
@@ -138,8 +149,58 @@ class Shutdown(Request, tag="shutdown"):
     pass
 
 
+class Run(Request, tag="run"):
+    """Execute an engine once and seal the run (runtime/runs)."""
+
+    engine: str
+    inputs: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    project_id: str = "default"
+    #: RUN_ID or RUN_ID:GLOB of upstream runs whose artifacts feed this one.
+    from_runs: list[str] = []
+    #: Absolute path of an Ed25519 private key (PEM) on the daemon's host.
+    sign_key: str | None = None
+    timeout: float = 600.0
+
+
+class RunsList(Request, tag="runs.list"):
+    engine: str | None = None
+    include_rejected: bool = True
+
+
+class RunsShow(Request, tag="runs.show"):
+    run_id: str
+
+
+class VerifyRun(Request, tag="verify"):
+    #: A bundle directory or a run id of the daemon's tree.
+    bundle: str
+    pubkey: str | None = None
+
+
+class ReplayRun(Request, tag="replay"):
+    bundle: str
+    timeout: float = 600.0
+
+
 RequestUnion = (
-    Hello | Status | Start | Stop | Restart | Signal | Reload | LogsTail | Du | Ensure | Shutdown
+    Hello
+    | Status
+    | Start
+    | Stop
+    | Restart
+    | Signal
+    | Reload
+    | LogsTail
+    | Du
+    | Ensure
+    | Shutdown
+    | Run
+    | RunsList
+    | RunsShow
+    | VerifyRun
+    | ReplayRun
 )
 
 # --- shared shapes -----------------------------------------------------------------------------
@@ -236,7 +297,46 @@ class EnsureReply(Reply, tag="ensure"):
     binary: dict[str, object]
 
 
-ReplyUnion = ErrorReply | HelloReply | StatusReply | ActionReply | LogsReply | DuReply | EnsureReply
+class RunReply(Reply, tag="run"):
+    #: sealed | rejected
+    status: str
+    #: sealed: a runtime.runs.RunResult; rejected: run_id, engine, stage, reason, record.
+    result: dict[str, Any]
+
+
+class RunsReply(Reply, tag="runs"):
+    #: runtime.runs.RunSummary records, oldest first (run ids sort by time).
+    runs: list[dict[str, Any]]
+
+
+class RunShowReply(Reply, tag="runs.show"):
+    run: dict[str, Any]
+
+
+class VerifyReply(Reply, tag="verify"):
+    #: A runtime.runs.VerifyReport: ok and one entry per check.
+    report: dict[str, Any]
+
+
+class ReplayReply(Reply, tag="replay"):
+    #: A runtime.runs.ReplayReport: replayable, reason, the differing JSON paths.
+    report: dict[str, Any]
+
+
+ReplyUnion = (
+    ErrorReply
+    | HelloReply
+    | StatusReply
+    | ActionReply
+    | LogsReply
+    | DuReply
+    | EnsureReply
+    | RunReply
+    | RunsReply
+    | RunShowReply
+    | VerifyReply
+    | ReplayReply
+)
 
 # --- events ------------------------------------------------------------------------------------
 
@@ -269,7 +369,17 @@ class DaemonEvent(Event, tag="daemon"):
     message: str = ""
 
 
-EventUnion = StateEvent | LogEvent | DuEvent | DaemonEvent
+class RunEvent(Event, tag="run"):
+    """A step of a sealed run on topic ``run.<run_id>``."""
+
+    run_id: str
+    engine: str
+    #: started | sealed | rejected | replay_started | replayed
+    kind: str
+    data: dict[str, Any] = {}
+
+
+EventUnion = StateEvent | LogEvent | DuEvent | DaemonEvent | RunEvent
 
 _request_decoder = msgspec.json.Decoder(RequestUnion)
 _reply_decoder = msgspec.json.Decoder(ReplyUnion)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import signal as signal_module
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -31,15 +31,24 @@ from .messages import (
     LogsReply,
     LogsTail,
     Reload,
+    ReplayReply,
+    ReplayRun,
     Reply,
     Request,
     Restart,
+    RunReply,
+    RunShowReply,
+    RunsList,
+    RunsReply,
+    RunsShow,
     Shutdown,
     Signal,
     Start,
     Status,
     StatusReply,
     Stop,
+    VerifyReply,
+    VerifyRun,
 )
 from .streams import StreamBase, StreamState, subscribe
 from .transport import (
@@ -53,6 +62,7 @@ from .transport import (
     remaining_ms,
     require_socket_file,
     resolve_endpoints,
+    run_request,
     signal_name,
 )
 
@@ -221,6 +231,53 @@ class Client:
 
     def shutdown(self, *, timeout: float | None = None) -> ActionReply:
         return expect(self.request(Shutdown(), timeout), ActionReply)
+
+    def run(
+        self,
+        engine: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        project_id: str = "default",
+        from_runs: Sequence[str] = (),
+        sign_key: str | Path | None = None,
+        run_timeout: float = 600.0,
+        timeout: float | None = None,
+    ) -> RunReply:
+        """Execute ``engine`` in the daemon and seal the run; a rejection is ``status``
+        "rejected" with its reason in ``result``."""
+        req = run_request(
+            engine, inputs, parameters, context, project_id, from_runs, sign_key, run_timeout
+        )
+        return expect(self.request(req, run_timeout + 30 if timeout is None else timeout), RunReply)
+
+    def runs_list(
+        self,
+        engine: str | None = None,
+        *,
+        include_rejected: bool = True,
+        timeout: float | None = None,
+    ) -> RunsReply:
+        req = RunsList(engine=engine, include_rejected=include_rejected)
+        return expect(self.request(req, timeout), RunsReply)
+
+    def runs_show(self, run_id: str, *, timeout: float | None = None) -> RunShowReply:
+        return expect(self.request(RunsShow(run_id=run_id), timeout), RunShowReply)
+
+    def verify(
+        self, bundle: str | Path, pubkey: str | Path | None = None, *, timeout: float = 120.0
+    ) -> VerifyReply:
+        req = VerifyRun(bundle=str(bundle), pubkey=str(pubkey) if pubkey else None)
+        return expect(self.request(req, timeout), VerifyReply)
+
+    def replay(
+        self, bundle: str | Path, *, run_timeout: float = 600.0, timeout: float | None = None
+    ) -> ReplayReply:
+        req = ReplayRun(bundle=str(bundle), timeout=run_timeout)
+        return expect(
+            self.request(req, run_timeout + 30 if timeout is None else timeout), ReplayReply
+        )
 
     def events(
         self, topics: Sequence[str] | str = ("",), *, timeout: float | None = None

@@ -16,8 +16,9 @@ import os
 import signal as signal_module
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -25,7 +26,7 @@ from runtime.tree import resolve_root
 
 from .endpoints import endpoints_for
 from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, remote_error
-from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, decode_reply, encode
+from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, Run, decode_reply, encode
 
 __all__ = [
     "SLOW_ACTION_TIMEOUT",
@@ -170,3 +171,26 @@ def curve_options(
         return curve_client_options(endpoints, server_key, client_keys)
     except KeyFileError as exc:
         raise ClientError(str(exc)) from None
+
+
+def run_request(
+    engine: str,
+    inputs: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    project_id: str,
+    from_runs: Sequence[str],
+    sign_key: str | Path | None,
+    run_timeout: float,
+) -> Run:
+    """The ``run`` request both clients send; a key path is made absolute for the daemon."""
+    return Run(
+        engine=engine,
+        inputs=dict(inputs or {}),
+        parameters=dict(parameters or {}),
+        context=dict(context or {}),
+        project_id=project_id,
+        from_runs=list(from_runs),
+        sign_key=str(Path(sign_key).absolute()) if sign_key else None,
+        timeout=run_timeout,
+    )

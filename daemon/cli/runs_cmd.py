@@ -20,8 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from runtime.runs import (
     RunRejected,
+    RunResult,
     execute_and_seal,
     find_run,
     list_runs,
@@ -95,6 +98,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (runyard keys gen)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run in this process even when a daemon runs (default: the daemon when it answers)",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("verify", parents=[common], help="check a sealed run bundle")
@@ -158,6 +166,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be > 0")
     project = open_project(args)
     tree = open_tree(args, project).require()
+    if not args.local:
+        routed = _run_via_daemon(args, tree, inputs, params, context)
+        if routed is not None:
+            return routed
     try:
         result = execute_and_seal(
             tree,
@@ -184,16 +196,62 @@ def cmd_run(args: argparse.Namespace) -> int:
                 }
             )
         raise
+    _print_sealed(args, result)
+    return 0
+
+
+def _run_via_daemon(
+    args: argparse.Namespace,
+    tree: RuntimeTree,
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    context: dict[str, Any],
+) -> int | None:
+    """Ask the tree's daemon to execute and seal; None when no daemon answers (the caller
+    then runs in this process: the bundle is the same either way)."""
+    from protocol.client import Client, DaemonUnreachable
+
+    try:
+        with Client(tree.root, timeout=2.0) as client:
+            client.hello()
+            reply = client.run(
+                args.engine,
+                inputs,
+                parameters=params,
+                context=context,
+                project_id=args.project_id,
+                from_runs=args.from_run,
+                sign_key=args.sign,
+                run_timeout=args.timeout,
+            )
+    except DaemonUnreachable:
+        print("runyard: no daemon answers; running in this process", file=sys.stderr)
+        return None
+    if reply.status == "rejected":
+        if args.json:
+            print_json({"status": "rejected", **reply.result})
+        raise RunRejected(
+            str(reply.result.get("reason", "rejected")),
+            stage=str(reply.result.get("stage") or ""),
+            run_id=str(reply.result.get("run_id") or ""),
+            engine=str(reply.result.get("engine") or ""),
+            record=reply.result.get("record"),  # type: ignore[arg-type]
+        )
+    result = msgspec.convert(reply.result, RunResult)
+    _print_sealed(args, result)
+    return 0
+
+
+def _print_sealed(args: argparse.Namespace, result: RunResult) -> None:
     if args.json:
         print_json({"status": "sealed", **_builtins(result)})
-        return 0
+        return
     print(f"sealed {result.engine} run {result.run_id}")
     print(f"  bundle        {result.bundle}")
     print(f"  outputs_hash  {result.outputs_hash}")
     print(f"  files         {result.files} ({result.bytes} bytes), {result.duration:.3f} s")
     if result.signed_by:
         print(f"  signed by     {result.signed_by}")
-    return 0
 
 
 def _builtins(value: Any) -> dict[str, Any]:

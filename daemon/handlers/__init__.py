@@ -11,7 +11,24 @@ from collections.abc import Awaitable, Callable
 
 from protocol import messages as m
 
-from . import du, ensure, hello, logs_tail, reload, restart, shutdown, signal, start, status, stop
+from . import (
+    du,
+    ensure,
+    hello,
+    logs_tail,
+    reload,
+    replay,
+    restart,
+    run,
+    runs_list,
+    runs_show,
+    shutdown,
+    signal,
+    start,
+    status,
+    stop,
+    verify,
+)
 from .context import Context, HandlerError
 
 __all__ = ["HANDLERS", "INLINE", "Context", "HandlerError"]
@@ -30,6 +47,11 @@ HANDLERS: dict[type[m.Request], Handler] = {
     m.Du: du.handle,
     m.Ensure: ensure.handle,
     m.Shutdown: shutdown.handle,
+    m.Run: run.handle,
+    m.RunsList: runs_list.handle,
+    m.RunsShow: runs_show.handle,
+    m.VerifyRun: verify.handle,
+    m.ReplayRun: replay.handle,
 }
 
 #: Answered inside the receive loop (fast, never wait); the rest run as their own tasks.

@@ -1,0 +1,29 @@
+"""``replay``: verify, re-execute with the bundled input, compare canonical output bytes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from protocol import messages as m
+from runtime.project import load_project
+from runtime.runs import replay_bundle
+
+from .context import Context
+from .run import event_forwarder
+from .runs_common import bundle_path
+
+
+async def handle(ctx: Context, req: m.ReplayRun) -> m.Reply:
+    path = bundle_path(ctx, req.bundle)
+    loop = asyncio.get_running_loop()
+    report = await asyncio.to_thread(
+        replay_bundle,
+        ctx.tree,
+        path,
+        on_event=event_forwarder(ctx, loop),
+        timeout=req.timeout,
+        project=load_project(ctx.supervisor.project_file),
+    )
+    return m.ReplayReply(report=msgspec.to_builtins(report))

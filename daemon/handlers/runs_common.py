@@ -1,0 +1,22 @@
+"""What the run handlers share: naming a bundle by path or by run id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.runs import RunError, find_run
+from runtime.runs.layout import RUN_ID_RE
+
+from .context import Context, HandlerError
+
+
+def bundle_path(ctx: Context, text: str) -> Path:
+    path = Path(text)
+    if path.is_absolute() and path.is_dir():
+        return path
+    if RUN_ID_RE.match(text):
+        try:
+            return Path(find_run(ctx.tree, text))
+        except RunError as exc:
+            raise HandlerError("not_found", str(exc)) from None
+    raise HandlerError("not_found", f"no run bundle {text!r} (an absolute path or a run id)")

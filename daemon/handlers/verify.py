@@ -1,0 +1,19 @@
+"""``verify``: every check of a sealed bundle (a path, or a run id of this tree)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from protocol import messages as m
+from runtime.runs import verify_bundle
+
+from .context import Context
+from .runs_common import bundle_path
+
+
+async def handle(ctx: Context, req: m.VerifyRun) -> m.Reply:
+    path = bundle_path(ctx, req.bundle)
+    report = await asyncio.to_thread(verify_bundle, path, req.pubkey, tree=ctx.tree)
+    return m.VerifyReply(report={"ok": report.ok, **msgspec.to_builtins(report)})
