@@ -166,7 +166,13 @@ class AsyncClient:
                     except zmq.Again:
                         break
                     routed = loose(data)
-                    waiter = self._waiters.get(routed.id) if routed is not None else None
+                    waiter = None
+                    if routed is not None:
+                        waiter = self._waiters.get(routed.id)
+                        if waiter is None and routed.id == "" and len(self._waiters) == 1:
+                            # An error the daemon could not address: with one request in
+                            # flight it is that request's answer.
+                            (waiter,) = self._waiters.values()
                     if waiter is not None and not waiter.done():
                         waiter.set_result(data)
         except zmq.ZMQError:
@@ -193,7 +199,7 @@ class AsyncClient:
             self._waiters.pop(req.id, None)
             raise
         del self._waiters[req.id]
-        reply = interpret(raw, req.id, self.endpoint)
+        reply = interpret(raw, req.id, self.endpoint, sole=True)
         if reply is None:
             raise ProtocolError(f"cannot decode the reply from {self.endpoint}")
         return reply

@@ -158,7 +158,9 @@ class Client:
             if not ms or not sock.poll(ms, zmq.POLLIN):
                 self._drop_control()
                 raise no_reply(self.endpoint, waited)
-            reply = interpret(sock.recv(), req.id, self.endpoint)
+            # One request at a time per socket (a timeout replaces the socket): an id-less
+            # error can only be this request's.
+            reply = interpret(sock.recv(), req.id, self.endpoint, sole=True)
             if reply is not None:
                 return reply
 

@@ -66,18 +66,27 @@ def loose(data: bytes) -> _LooseReply | None:
         return None
 
 
-def interpret(data: bytes, want_id: str, endpoint: str) -> Reply | None:
-    """The reply to ``want_id`` in ``data``; None when ``data`` answers some other request."""
+def interpret(data: bytes, want_id: str, endpoint: str, *, sole: bool = False) -> Reply | None:
+    """The reply to ``want_id`` in ``data``; None when ``data`` answers some other request.
+
+    ``sole``: this request is the only one in flight on its socket, so an error without an id
+    is its answer (a daemon that could not even read the request's id, e.g. an older daemon
+    that does not know a new op) instead of something to wait past.
+    """
+
+    def ours(reply_id: str) -> bool:
+        return reply_id == want_id or (sole and reply_id == "")
+
     try:
         reply = decode_reply(data)
     except msgspec.DecodeError as exc:
         found = loose(data)
-        if found is None or found.id != want_id:
+        if found is None or not ours(found.id):
             return None
         if found.reply == "error":
             raise remote_error(found.code, found.message) from None
         raise ProtocolError(f"cannot decode the reply from {endpoint}: {exc}") from None
-    if reply.id != want_id:
+    if not ours(reply.id) or (reply.id == "" and not isinstance(reply, ErrorReply)):
         return None
     if isinstance(reply, ErrorReply):
         raise remote_error(reply.code, reply.message)

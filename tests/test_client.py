@@ -690,3 +690,42 @@ def test_a_request_over_the_size_limit_is_refused_before_sending(tmp_path) -> No
 
     with Client(tmp_path, timeout=0.2) as client, pytest.raises(TooLarge, match="over"):
         client.status(["x" * (MAX_MESSAGE_BYTES + 1)])
+
+
+def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
+    """An older daemon that cannot read a new op answers bad_request with no id: the client
+    must raise at once, not wait out its timeout."""
+    import tempfile
+    import threading
+    import time
+
+    import zmq
+
+    from protocol.client import BadRequest, Client
+
+    root = Path(tempfile.mkdtemp(prefix="ry-"))
+    (root / "temp").mkdir(mode=0o700)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"ipc://{root}/temp/control.sock")
+
+    def answer() -> None:
+        if router.poll(10_000):
+            identity, _ = router.recv_multipart()
+            router.send_multipart(
+                [identity, b'{"reply":"error","code":"bad_request","message":"unknown op","id":""}']
+            )
+
+    peer = threading.Thread(target=answer)
+    peer.start()
+    try:
+        with Client(root, timeout=20) as client:
+            started = time.monotonic()
+            with pytest.raises(BadRequest, match="unknown op"):
+                client.status()
+            assert time.monotonic() - started < 5
+    finally:
+        peer.join(timeout=15)
+        router.close(linger=0)
+        ctx.term()

@@ -1,7 +1,8 @@
 """``runyard run | verify | replay | runs``: sealed engine runs (runtime/runs/).
 
-For now ``run`` and ``replay`` execute in this process through the run-bundle library; the
-daemon will route them later with the same library call.
+``run`` asks the tree's daemon to execute and seal (``run`` operation) when one answers, and
+otherwise (or with ``--local``) runs the same library call in this process: the bundle is the
+same either way. ``verify``, ``replay`` and ``runs`` work on the files, with no daemon needed.
 
 ``run ENGINE --input FILE.json``: FILE (``-`` for stdin) is a JSON object. When its members are
 only ``inputs`` (an object), ``parameters`` and ``context``, it is a whole request (like
@@ -43,8 +44,9 @@ __all__ = ["register"]
 _REQUEST_KEYS = {"inputs", "parameters", "context"}
 
 RUN_HELP = """\
-Execute ENGINE once (in this process for now) and seal the run into
-data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the bundle path.
+Execute ENGINE once and seal the run into
+data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the bundle path. The
+tree's daemon executes it when one answers (--local: always this process).
 
 --input FILE.json (- for stdin) is a JSON object: either a whole request with only
 the members inputs (an object), parameters and context (like the engine's
