@@ -8,21 +8,58 @@ runtime.service_env("hello-http")           # merged env with the scoped PATH
 
 from __future__ import annotations
 
-from .acquire import ServiceBinary, ensure_service, get_manifest
-from .env import service_env
-from .errors import (
-    AcquisitionError,
-    CatalogError,
-    ChecksumMismatch,
-    ManifestError,
-    ProjectError,
-    ResolveError,
-    RunyardError,
-    TreeError,
-    UnsafeArchiveError,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load on first use (PEP 562): importing one module of the package (the daemon needs
+# the manifest, not urllib and tarfile) does not pay for all of them.
+_WHERE = {
+    "ServiceBinary": "acquire",
+    "ensure_service": "acquire",
+    "get_manifest": "acquire",
+    "service_env": "env",
+    "PortDef": "manifest",
+    "RuntimeManifest": "manifest",
+    "ServiceEntry": "manifest",
+    "RuntimeTree": "tree",
+}
+_ERRORS = (
+    "AcquisitionError",
+    "CatalogError",
+    "ChecksumMismatch",
+    "ManifestError",
+    "ProjectError",
+    "ResolveError",
+    "RunyardError",
+    "TreeError",
+    "UnsafeArchiveError",
 )
-from .manifest import PortDef, RuntimeManifest, ServiceEntry
-from .tree import RuntimeTree
+_WHERE.update(dict.fromkeys(_ERRORS, "errors"))
+
+if TYPE_CHECKING:
+    from .acquire import ServiceBinary, ensure_service, get_manifest
+    from .env import service_env
+    from .errors import (
+        AcquisitionError,
+        CatalogError,
+        ChecksumMismatch,
+        ManifestError,
+        ProjectError,
+        ResolveError,
+        RunyardError,
+        TreeError,
+        UnsafeArchiveError,
+    )
+    from .manifest import PortDef, RuntimeManifest, ServiceEntry
+    from .tree import RuntimeTree
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 __all__ = [
     "AcquisitionError",

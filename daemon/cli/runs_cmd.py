@@ -227,7 +227,9 @@ def _run_via_daemon(
                 run_timeout=args.timeout,
             )
     except DaemonUnreachable:
-        print("runyard: no daemon answers; running in this process", file=sys.stderr)
+        # Said only with --debug: errors and results keep their one-line shape for scripts.
+        if args.debug:
+            print("runyard: no daemon answers; running in this process", file=sys.stderr)
         return None
     if reply.status == "rejected":
         if args.json:

@@ -8,7 +8,6 @@ import msgspec
 
 from protocol import messages as m
 from runtime.project import load_project
-from runtime.runs import replay_bundle
 
 from .context import Context
 from .run import event_forwarder
@@ -16,6 +15,9 @@ from .runs_common import bundle_path
 
 
 async def handle(ctx: Context, req: m.ReplayRun) -> m.Reply:
+    # runtime.runs loads jsonschema and cryptography: only once runs are used.
+    from runtime.runs import replay_bundle
+
     path = bundle_path(ctx, req.bundle)
     loop = asyncio.get_running_loop()
     report = await asyncio.to_thread(

@@ -5,17 +5,21 @@ the record and its reason are the answer."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from protocol import messages as m
 from runtime.project import load_project
-from runtime.runs import RunEvent, RunRejected, execute_and_seal
 
 from .context import Context, HandlerError
 
+if TYPE_CHECKING:  # runtime.runs is imported only when a run is asked for (see handle)
+    from runtime.runs import RunEvent
 
-def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+
+def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[RunEvent], object]:
     """An ``on_event`` callback, called from the worker thread, that publishes on the loop."""
     bus = ctx.supervisor.bus
 
@@ -38,6 +42,9 @@ def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop):  # type: ign
 
 
 async def handle(ctx: Context, req: m.Run) -> m.Reply:
+    # runtime.runs loads jsonschema and cryptography: only once runs are used.
+    from runtime.runs import RunRejected, execute_and_seal
+
     if ctx.supervisor.shutting_down:
         raise HandlerError("conflict", "the daemon is shutting down")
     loop = asyncio.get_running_loop()

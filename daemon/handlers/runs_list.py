@@ -7,12 +7,14 @@ import asyncio
 import msgspec
 
 from protocol import messages as m
-from runtime.runs import list_runs
 
 from .context import Context
 
 
 async def handle(ctx: Context, req: m.RunsList) -> m.Reply:
+    # runtime.runs loads jsonschema and cryptography: only once runs are used.
+    from runtime.runs import list_runs
+
     runs = await asyncio.to_thread(
         list_runs, ctx.tree, req.engine, include_rejected=req.include_rejected
     )

@@ -7,12 +7,14 @@ import asyncio
 import msgspec
 
 from protocol import messages as m
-from runtime.runs import RunError, show_run
 
 from .context import Context, HandlerError
 
 
 async def handle(ctx: Context, req: m.RunsShow) -> m.Reply:
+    # runtime.runs loads jsonschema and cryptography: only once runs are used.
+    from runtime.runs import RunError, show_run
+
     try:
         run = await asyncio.to_thread(show_run, ctx.tree, req.run_id)
     except RunError as exc:

@@ -7,13 +7,15 @@ import asyncio
 import msgspec
 
 from protocol import messages as m
-from runtime.runs import verify_bundle
 
 from .context import Context
 from .runs_common import bundle_path
 
 
 async def handle(ctx: Context, req: m.VerifyRun) -> m.Reply:
+    # runtime.runs loads jsonschema and cryptography: only once runs are used.
+    from runtime.runs import verify_bundle
+
     path = bundle_path(ctx, req.bundle)
     report = await asyncio.to_thread(verify_bundle, path, req.pubkey, tree=ctx.tree)
     return m.VerifyReply(report={"ok": report.ok, **msgspec.to_builtins(report)})
