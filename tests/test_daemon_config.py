@@ -150,3 +150,15 @@ def _get(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
     except OSError:
         return 0, {}
+
+
+def test_daemon_idle_rss_regression_no_crypto_or_jsonschema_at_start() -> None:
+    """The daemon process (`python -m daemon daemon` imports the whole CLI) must not load
+    cryptography or jsonschema until a run or a key asks for them: ~11 MiB of idle RSS."""
+    code = (
+        "import sys, daemon.cli, daemon.main; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'jsonschema'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from runtime.keys import generate_curve_key, generate_signing_key
-
 from .output import print_json
 
 __all__ = ["register"]
@@ -31,6 +29,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    from runtime.keys import generate_curve_key, generate_signing_key  # loads cryptography
+
     if args.curve:
         curve = generate_curve_key(args.out, force=args.force)
         if args.json:

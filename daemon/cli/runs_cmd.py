@@ -19,25 +19,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.runs import (
-    RunRejected,
-    RunResult,
-    execute_and_seal,
-    find_run,
-    list_runs,
-    replay_bundle,
-    verify_bundle,
-)
-from runtime.runs.layout import RUN_ID_RE
-from runtime.runs.verify import guess_tree
 from runtime.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table
+
+if TYPE_CHECKING:
+    from runtime.runs import RunResult
+
+# runtime.runs (jsonschema, cryptography) is imported inside the commands: every `runyard`
+# process, the daemon included, imports this module, and only these commands need it.
 
 __all__ = ["register"]
 
@@ -161,6 +156,8 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from runtime.runs import RunRejected, execute_and_seal
+
     inputs, params, context = _read_input(args.input)
     params.update(_pairs(args.param, "--param", as_json=True))
     context.update(_pairs(args.context, "--context", as_json=False))
@@ -209,6 +206,8 @@ def _run_via_daemon(
     params: dict[str, Any],
     context: dict[str, Any],
 ) -> int | None:
+    from runtime.runs import RunRejected, RunResult
+
     """Ask the tree's daemon to execute and seal; None when no daemon answers (the caller
     then runs in this process: the bundle is the same either way)."""
     from protocol.client import Client, DaemonUnreachable
@@ -266,6 +265,10 @@ def _builtins(value: Any) -> dict[str, Any]:
 
 
 def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree | None]:
+    from runtime.runs import find_run
+    from runtime.runs.layout import RUN_ID_RE
+    from runtime.runs.verify import guess_tree
+
     """A bundle dir given as a path, or as a run id of the tree."""
     path = Path(text)
     if path.is_dir():
@@ -278,6 +281,8 @@ def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from runtime.runs import verify_bundle
+
     path, tree = _bundle_path(args, args.bundle)
     report = verify_bundle(path, args.pubkey, tree=tree)
     if args.json:
@@ -294,6 +299,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from runtime.runs import replay_bundle
+
     path, tree = _bundle_path(args, args.bundle)
     project = open_project(args)
     if tree is None:
@@ -318,6 +325,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from runtime.runs import list_runs
+
     tree = open_tree(args).require()
     runs = list_runs(tree, args.engine, include_rejected=args.rejected)
     if args.json:
