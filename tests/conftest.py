@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,13 @@ def http_dir(tmp_path: Path):
         yield served, server
     finally:
         server.close()
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A runtime tree path under /tmp short enough for ipc sockets; removed afterwards."""
+    from daemonkit import short_root
+
+    r = short_root()
+    yield r
+    shutil.rmtree(r.parent, ignore_errors=True)

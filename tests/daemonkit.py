@@ -19,6 +19,15 @@ from archives import archive_record, make_tar, write_catalog
 from protocol.client import Client, DaemonUnreachable
 from runtime.tree import RuntimeTree
 
+#: A service that says it is up, idles, and exits 0 on SIGTERM.
+SLEEPER = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("sleeper up", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
 
 def program(source: str) -> bytes:
     """A service program run by this very Python, so tests need no python3 on PATH."""

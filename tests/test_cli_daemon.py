@@ -11,19 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemonkit import build_tree, short_root, wait_for
+from daemonkit import SLEEPER, build_tree, short_root, wait_for
 
 from protocol.client import Client, DaemonUnreachable
 
 pytestmark = pytest.mark.timeout(120)
 
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-print("sleeper up", flush=True)
-while True:
-    time.sleep(0.05)
-"""
 NEVER_READY = """
 import signal, sys, time
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemonkit import Daemon, build_tree, short_root, wait_for
+from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from protocol import messages as m
 from protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
@@ -18,20 +18,6 @@ from runtime.keys import CurveKeyFiles, generate_curve_key
 from runtime.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
-
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture
-def root():
-    r = short_root()
-    yield r
-    shutil.rmtree(r.parent, ignore_errors=True)
 
 
 def free_port_pair() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -13,26 +12,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from daemonkit import Daemon, build_tree, short_root, wait_for
+from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from protocol.client import Conflict, DaemonUnreachable, NotFound
 
 pytestmark = pytest.mark.timeout(90)
-
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-print("up", flush=True)
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture
-def root():
-    r = short_root()
-    yield r
-    shutil.rmtree(r.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,27 +11,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-from daemonkit import Daemon, build_tree, short_root, wait_for
+from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from daemon.spec import load_specs
 from runtime.errors import RunyardError
 from runtime.project import load_project
 
 pytestmark = pytest.mark.timeout(60)
-
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture
-def root():
-    r = short_root()
-    yield r
-    shutil.rmtree(r.parent, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemonkit import Daemon, build_tree, short_root, wait_for
+from daemonkit import SLEEPER, Daemon, build_tree, short_root, wait_for
 
 from runtime.tree import RuntimeTree
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 EXAMPLES = Path(__file__).resolve().parent.parent / "scripts" / "examples"
 WAIT_READY = EXAMPLES / "wait-ready.py"
 RESTART_UNHEALTHY = EXAMPLES / "restart-unhealthy.py"
-
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-print("up", flush=True)
-while True:
-    time.sleep(0.05)
-"""
 
 PROJECT = """
 [services.stuck]

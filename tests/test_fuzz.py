@@ -26,21 +26,13 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 import zmq
-from daemonkit import Daemon, build_tree, short_root, wait_for
+from daemonkit import SLEEPER, Daemon, build_tree, short_root, wait_for
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
 from protocol import messages as m
 from protocol.endpoints import endpoints_for
-
-SLEEPER = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-print("up", flush=True)
-while True:
-    time.sleep(0.05)
-"""
 
 SERVICE = "sleeper"
 #: Requests of these ops only read; a valid one may reach the daemon.

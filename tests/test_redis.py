@@ -8,7 +8,6 @@ daemon then runs it with a tcp readiness probe, and redis-cli talks to it.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import require_tool
-from daemonkit import Daemon, short_root, wait_for
+from daemonkit import Daemon, wait_for
 
 import runtime
 from archives import archive_record, make_tar, write_catalog
@@ -61,13 +60,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-@pytest.fixture
-def root():
-    r = short_root()
-    yield r
-    shutil.rmtree(r.parent, ignore_errors=True)
 
 
 def test_redis_server_runs_ready_answers_and_stops(root: Path, http_dir) -> None:
