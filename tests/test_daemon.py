@@ -14,7 +14,7 @@ import psutil
 import pytest
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
-from protocol.client import Conflict, DaemonUnreachable, NotFound
+from protocol.client import Conflict, DaemonUnreachable, NotFound, OperationFailed
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -299,3 +299,17 @@ def test_sighup_reloads(root, daemons) -> None:
         wait_for(
             lambda: c.status().services[0].pid not in (None, pid), what="a restarted by SIGHUP"
         )
+
+
+def test_ensure_and_du_through_the_daemon(root, daemons) -> None:
+    tree = build_tree(root, {"a": SLEEPER})
+    d = daemons(tree).start()
+    with d.client() as c:
+        binary = c.ensure("a", "1.0.0").binary
+        assert binary["version"] == "1.0.0" and binary["installed"] is False
+        assert binary["fetched"] is False  # already there: no download
+        report = c.du().report
+        a = next(s for s in report["services"] if s["name"] == "a")
+        assert a["bin"]["files"] == 1 and a["cache"]["files"] == 1
+        with pytest.raises(OperationFailed, match="no service 'ghost'"):
+            c.ensure("ghost", "latest")
