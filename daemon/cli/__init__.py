@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from protocol.client import DaemonUnreachable
 from runtime.errors import RunyardError
 
-from . import control_cmd, keys_cmd, runs_cmd, runtime_cmd
+from . import control_cmd, keys_cmd, runs_cmd, runtime_cmd, tui_cmd
 from .common import UsageError, common_options
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cmd.register(sub, common)
     keys_cmd.register(sub, common)
     runs_cmd.register(sub, common)
+    tui_cmd.register(sub, common)
     return parser
 
 

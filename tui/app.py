@@ -1,0 +1,115 @@
+"""The Runyard TUI: the App class. It owns the Bridge (the only code that talks to the daemon)
+and the services' state, and hands the bridge's messages to the screens that show them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+
+from protocol.client import ClientError
+
+from .bridge import Bridge
+from .dialogs import HelpDialog
+from .logs_screen import LogsScreen
+from .services_screen import ServicesScreen
+
+__all__ = ["RunyardApp"]
+
+
+class RunyardApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "runyard"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    #: Why the daemon cannot be reached; "" while it answers.
+    unreachable: reactive[str] = reactive("")
+
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.read_only = read_only
+        self.bridge = Bridge(self.root, self)
+        self.services_screen = ServicesScreen()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.root) + ("  [read-only]" if self.read_only else "")
+        self.push_screen(self.services_screen)
+        self.run_worker(self.bridge.run(), name="bridge", group="bridge", exit_on_error=False)
+
+    async def action_quit(self) -> None:
+        self.bridge.stop()
+        self.exit()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog())
+
+    # --- what screens ask for ---------------------------------------------------------------------
+
+    def open_logs(self, service: str) -> None:
+        self.bridge.follow_logs(service)
+
+        def closed(_: None) -> None:
+            self.bridge.follow_logs(None)
+
+        self.push_screen(LogsScreen(service), closed)
+
+    def request_action(self, action: str, services: list[str]) -> None:
+        self.run_worker(
+            self._act(action, services), group="actions", exit_on_error=False, exclusive=False
+        )
+
+    async def _act(self, action: str, services: list[str]) -> None:
+        what = " ".join(services) or "config"
+        self.notify(f"{action} {what}…", timeout=2)
+        try:
+            reply = await self.bridge.action(action, services)
+        except ClientError as exc:
+            self.notify(f"{action} {what} failed: {exc}", severity="error", timeout=6)
+            return
+        for status in reply.services:
+            self.services_screen.table.update_service(status)
+        self.notify(f"{action} {what}: done" + (f" ({reply.message})" if reply.message else ""))
+
+    # --- what the bridge says -----------------------------------------------------------------
+
+    @on(Bridge.Connected)
+    def _connected(self, message: Bridge.Connected) -> None:
+        self.unreachable = ""
+        self.services_screen.table.replace_all(list(message.snapshot.services))
+
+    @on(Bridge.Disconnected)
+    def _disconnected(self, message: Bridge.Disconnected) -> None:
+        self.unreachable = message.reason or "no reason given"
+
+    @on(Bridge.ServiceChanged)
+    def _service_changed(self, message: Bridge.ServiceChanged) -> None:
+        self.services_screen.table.update_service(message.service)
+
+    @on(Bridge.StatusRefreshed)
+    def _refreshed(self, message: Bridge.StatusRefreshed) -> None:
+        table = self.services_screen.table
+        if {s.name for s in message.services} != set(table.services):
+            table.replace_all(message.services)
+            return
+        for status in message.services:
+            table.update_service(status)
+
+    @on(Bridge.LogLines)
+    def _log_lines(self, message: Bridge.LogLines) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, LogsScreen) and screen.service == message.service:
+                screen.add_lines(message.lines, message.reset)
+
+    @on(Bridge.DaemonNotice)
+    def _daemon_notice(self, message: Bridge.DaemonNotice) -> None:
+        text = f"daemon {message.kind}" + (f": {message.message}" if message.message else "")
+        self.notify(text, timeout=4)

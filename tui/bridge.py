@@ -1,0 +1,210 @@
+"""The one worker that talks to the daemon: it owns the AsyncClient and turns what the daemon says
+into Textual messages posted to the app.
+
+    daemon --events/status--> Bridge.run() --Connected / ServiceChanged / StatusRefreshed /
+                                               LogLines / Disconnected--> App
+
+The loop connects, takes the stream's snapshot (``Connected``), then forwards events. A status
+request every ``REFRESH`` seconds refreshes CPU/RSS/uptime and doubles as the liveness check: a
+SUB socket never notices a dead publisher, a request does. Any failure closes the client, posts
+``Disconnected`` and retries after ``RETRY`` seconds; a reconnect starts again from a snapshot.
+The topics change (a logs screen opens or closes) by reopening the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Protocol
+
+from textual.message import Message
+
+from protocol.client import AsyncClient, AsyncEventStream, ClientError, NotFound
+from protocol.messages import (
+    ActionReply,
+    DaemonEvent,
+    Event,
+    LogEvent,
+    LogLine,
+    ServiceStatus,
+    StateEvent,
+    StatusReply,
+)
+
+__all__ = ["ACTIONS", "Bridge", "BridgeTarget"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between status refreshes (CPU, RSS, uptime; the liveness check too).
+REFRESH = 2.0
+#: Seconds between connection attempts while the daemon is unreachable.
+RETRY = 1.0
+#: Seconds a request may take before the daemon counts as unreachable.
+TIMEOUT = 2.0
+#: Lines asked for when a logs screen opens.
+TAIL_LINES = 1000
+#: The actions the app may ask for, by client method name.
+ACTIONS = ("start", "stop", "restart", "reload")
+
+
+class BridgeTarget(Protocol):
+    def post_message(self, message: Message) -> bool: ...
+
+
+class Bridge:
+    """Owns the AsyncClient for the app's whole life; ``run()`` is the worker's coroutine."""
+
+    class Connected(Message):
+        """A (re)connection: the full state, to replace whatever the app showed."""
+
+        def __init__(self, snapshot: StatusReply) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+
+    class Disconnected(Message):
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
+    class ServiceChanged(Message):
+        def __init__(self, service: ServiceStatus) -> None:
+            super().__init__()
+            self.service = service
+
+    class StatusRefreshed(Message):
+        def __init__(self, services: list[ServiceStatus]) -> None:
+            super().__init__()
+            self.services = services
+
+    class LogLines(Message):
+        """Lines of one service's log, oldest first; ``reset``: drop what was shown before."""
+
+        def __init__(self, service: str, lines: list[LogLine], reset: bool = False) -> None:
+            super().__init__()
+            self.service = service
+            self.lines = lines
+            self.reset = reset
+
+    class DaemonNotice(Message):
+        def __init__(self, kind: str, message: str) -> None:
+            super().__init__()
+            self.kind = kind
+            self.message = message
+
+    def __init__(self, root: Path, target: BridgeTarget) -> None:
+        self.root = root
+        self.target = target
+        self.client: AsyncClient | None = None
+        self._log_service: str | None = None
+        self._log_seq: int | None = None
+        self._retopic = asyncio.Event()
+        self._stopping = False
+
+    # --- what the app asks for -----------------------------------------------------------------
+
+    def follow_logs(self, service: str | None) -> None:
+        """Subscribe to ``service``'s log (None: to no log); the stream reopens with it."""
+        if service != self._log_service:
+            self._log_service = service
+            self._log_seq = None
+            self._retopic.set()
+
+    async def action(self, name: str, services: list[str]) -> ActionReply:
+        """Run ``name`` (one of ACTIONS) on ``services``; raises ClientError when it cannot."""
+        if name not in ACTIONS:
+            raise ValueError(f"unknown action {name!r}")
+        client = self.client
+        if client is None:
+            raise ClientError("daemon unreachable")
+        if name == "reload":
+            return await client.reload()
+        method = getattr(client, name)
+        return await method(services)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._retopic.set()
+
+    # --- the worker ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except ClientError as exc:
+                self.target.post_message(self.Disconnected(str(exc)))
+            except Exception as exc:  # never let the TUI die with the connection
+                log.exception("bridge session failed")
+                self.target.post_message(self.Disconnected(f"{type(exc).__name__}: {exc}"))
+            if not self._stopping:
+                await asyncio.sleep(RETRY)
+
+    async def _session(self) -> None:
+        client = AsyncClient(self.root, timeout=TIMEOUT, client_name="runyard-tui")
+        try:
+            self.client = client
+            first = True
+            while not self._stopping:
+                self._retopic.clear()
+                topics = ["state.", "daemon"]
+                service = self._log_service
+                if service is not None:
+                    topics.append(f"log.{service}")
+                stream = await client.events(topics)
+                try:
+                    if first:
+                        self.target.post_message(self.Connected(stream.snapshot))
+                        first = False
+                    if service is not None:
+                        await self._catch_up(client, service)
+                    await self._pump(client, stream)
+                finally:
+                    stream.close()
+        finally:
+            self.client = None
+            await client.close()
+
+    async def _catch_up(self, client: AsyncClient, service: str) -> None:
+        """Lines the screen has not seen: a tail when it opens, the rest after a reconnect."""
+        last = self._log_seq
+        try:
+            reply = await client.logs_tail(service, n=TAIL_LINES, after_seq=last)
+        except NotFound:  # gone after a reload: show nothing rather than fail the session
+            self.target.post_message(self.LogLines(service, [], reset=last is None))
+            return
+        if last is not None and reply.last_seq < last:  # a new daemon numbers from 1 again
+            reply = await client.logs_tail(service, n=TAIL_LINES)
+            last = None
+        self._log_seq = reply.last_seq
+        self.target.post_message(self.LogLines(service, list(reply.lines), reset=last is None))
+
+    async def _pump(self, client: AsyncClient, stream: AsyncEventStream) -> None:
+        next_refresh = time.monotonic() + REFRESH
+        while not self._stopping and not self._retopic.is_set():
+            wait = max(0.0, min(next_refresh - time.monotonic(), 0.25))
+            event = await stream.get(timeout=wait)
+            if event is not None:
+                self._forward(event)
+            if time.monotonic() >= next_refresh:
+                reply = await client.status()
+                self.target.post_message(self.StatusRefreshed(list(reply.services)))
+                next_refresh = time.monotonic() + REFRESH
+
+    def _forward(self, event: Event) -> None:
+        match event:
+            case StateEvent(service=service):
+                self.target.post_message(self.ServiceChanged(service))
+            case LogEvent(service=service, lines=lines) if service == self._log_service:
+                last = self._log_seq if self._log_seq is not None else 0
+                fresh = [line for line in lines if line.seq > last]
+                if fresh:
+                    self._log_seq = fresh[-1].seq
+                    self.target.post_message(self.LogLines(service, fresh))
+            case DaemonEvent(kind=kind, message=message):
+                self.target.post_message(self.DaemonNotice(kind, message))
+            case _:
+                pass  # topics this TUI does not show yet (du, runs)

@@ -1,0 +1,87 @@
+"""Modal dialogs: a yes/no confirmation and the key help."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+__all__ = ["ConfirmDialog", "HelpDialog"]
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """``y``/``enter`` confirms, ``n``/``escape`` cancels; dismisses with the answer."""
+
+    DEFAULT_CSS = """
+    ConfirmDialog {
+        align: center middle;
+    }
+    ConfirmDialog > Vertical {
+        width: 60;
+        max-width: 100%;
+        height: auto;
+        border: thick $warning;
+        background: $surface;
+        padding: 1 2;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, id="question")
+            yield Static("[b]y[/b] yes    [b]n[/b] / [b]esc[/b] no", id="choices")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+HELP = """\
+[b]Services[/b]
+  ↑ ↓        move            enter   logs of the service
+  s          start           x       stop (asks first)
+  r          restart         R       reload the config
+  /          filter by name  esc     clear the filter
+[b]Logs[/b]
+  f          follow on/off   t       timestamps on/off
+  w          wrap on/off     /       search
+  n / N      next / previous match   esc     back
+[b]Anywhere[/b]
+  ?          this help       q       quit
+"""
+
+
+class HelpDialog(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpDialog {
+        align: center middle;
+    }
+    HelpDialog > Vertical {
+        width: 64;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: thick $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,111 @@
+"""The logs of one service: a tail, then live lines; follow, search, timestamps and wrap."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from protocol.messages import LogLine
+
+from .banner import Banner
+from .log_view import LogView
+
+__all__ = ["LogsScreen"]
+
+
+class LogsScreen(Screen[None]):
+    DEFAULT_CSS = """
+    LogsScreen #logs-title, LogsScreen #logs-status {
+        height: 1;
+        background: $boost;
+        padding: 0 1;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("f", "follow", "Follow"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match(1)", "Next"),
+        Binding("N", "next_match(-1)", "Prev"),
+        Binding("t", "timestamps", "Time"),
+        Binding("w", "wrap", "Wrap"),
+    ]
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        yield Static(f"logs: {self.service}", id="logs-title")
+        yield LogView(id="log")
+        yield Input(placeholder="search (enter: find, esc: cancel)", id="search")
+        yield Static("", id="logs-status")
+        yield Footer()
+
+    @property
+    def view(self) -> LogView:
+        return self.query_one(LogView)
+
+    def on_mount(self) -> None:
+        self.query_one("#search", Input).display = False
+        self.view.focus()
+        self._status()
+
+    def add_lines(self, lines: list[LogLine], reset: bool) -> None:
+        if reset:
+            self.view.reset()
+        self.view.add(lines)
+
+    # --- keys -----------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        box = self.query_one("#search", Input)
+        if box.has_focus:
+            box.display = False
+            self.view.focus()
+            return
+        self.dismiss(None)
+
+    def action_follow(self) -> None:
+        self.view.set_follow(not self.view.follow)
+
+    def action_timestamps(self) -> None:
+        self.view.set_timestamps(not self.view.timestamps)
+
+    def action_wrap(self) -> None:
+        self.view.set_wrap(not self.view.wrap)
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.display = True
+        box.value = self.view.query_text
+        box.focus()
+
+    def action_next_match(self, step: int) -> None:
+        self.view.next_match(step)
+
+    @on(Input.Submitted, "#search")
+    def _search(self, event: Input.Submitted) -> None:
+        event.input.display = False
+        self.view.search(event.value)
+        self.view.focus()
+
+    @on(LogView.Changed)
+    def _status(self) -> None:
+        v = self.view
+        parts = [
+            f"follow {'on' if v.follow else 'off'}",
+            f"time {'on' if v.timestamps else 'off'}",
+            f"wrap {'on' if v.wrap else 'off'}",
+            f"{len(v.kept)} lines",
+        ]
+        if v.query_text:
+            at = 0 if v.match_at is None else v.match_at + 1
+            parts.append(f"/{v.query_text}: {at}/{len(v.matches)} matches")
+        self.query_one("#logs-status", Static).update(" · ".join(parts))

@@ -1,0 +1,111 @@
+"""The main screen: the services table, its filter, and the keys that act on a service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input
+
+from .banner import Banner
+from .dialogs import ConfirmDialog
+from .services_table import ServicesTable
+
+if TYPE_CHECKING:
+    from .app import RunyardApp
+
+__all__ = ["ServicesScreen"]
+
+
+class ServicesScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "act('start')", "Start"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "act('restart')", "Restart"),
+        Binding("R", "reload", "Reload"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        yield Input(placeholder="filter by name (enter: keep, esc: clear)", id="filter")
+        yield ServicesTable(id="services")
+        yield Footer()
+
+    @property
+    def table(self) -> ServicesTable:
+        return self.query_one(ServicesTable)
+
+    @property
+    def runyard(self) -> RunyardApp:
+        return cast("RunyardApp", self.app)
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.table.focus()
+
+    # --- filter ---------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.table.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(box.value)
+        self.table.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self.table.set_filter("")
+        self.table.focus()
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def _target(self) -> str | None:
+        if self.runyard.read_only:
+            self.notify("read-only: actions are disabled", severity="warning")
+            return None
+        name = self.table.selected
+        if name is None:
+            self.notify("no service selected", severity="warning")
+        return name
+
+    def action_act(self, action: str) -> None:
+        name = self._target()
+        if name is not None:
+            self.runyard.request_action(action, [name])
+
+    def action_stop(self) -> None:
+        name = self._target()
+        if name is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.runyard.request_action("stop", [name])
+
+        self.app.push_screen(ConfirmDialog(f"Stop service [b]{name}[/b]?"), answered)
+
+    def action_reload(self) -> None:
+        if self.runyard.read_only:
+            self.notify("read-only: actions are disabled", severity="warning")
+            return
+        self.runyard.request_action("reload", [])
+
+    @on(DataTable.RowSelected)
+    def _open_logs(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.runyard.open_logs(event.row_key.value)
