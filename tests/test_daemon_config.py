@@ -139,10 +139,10 @@ def _get(url: str) -> tuple[int, dict]:
 
 def test_daemon_idle_rss_regression_no_crypto_or_jsonschema_at_start() -> None:
     """The daemon process (`python -m daemon daemon` imports the whole CLI) must not load
-    cryptography or jsonschema until a run or a key asks for them: ~11 MiB of idle RSS."""
+    cryptography, jsonschema or textual until a run, a key or the TUI asks for them (idle RSS)."""
     code = (
         "import sys, daemon.cli, daemon.main; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'jsonschema'}))"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'jsonschema', 'textual'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
