@@ -24,6 +24,7 @@ from runtime.errors import RunyardError
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
 
+from .diskwatch import DiskWatch
 from .events import EventBus
 from .handlers import Context
 from .health import HealthServer
@@ -90,8 +91,10 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
     server.bind()
     server.start()
     health = None
+    diskwatch = DiskWatch(tree, bus, log)
     try:
         await sup.boot()
+        diskwatch.start()
         if project.daemon.health_port:
             health = HealthServer(sup, project.daemon.health_port)
             await health.start()
@@ -137,6 +140,7 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
         # Let the shutdown reply leave before the sockets close.
         await asyncio.sleep(0.05)
     finally:
+        await diskwatch.close()
         if health is not None:
             await health.close()
         await sup.close()
