@@ -1,0 +1,106 @@
+"""`runyard tui` driven in tmux as a person over SSH would: keys in, screen text out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+from daemonkit import SLEEPER, Daemon, build_tree
+
+
+class Tmux:
+    """A private tmux server (its own -L socket, no user config) holding one 80x24 session."""
+
+    def __init__(self, tmux: str, tmpdir: Path) -> None:
+        self.argv = [tmux, "-L", f"ry-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+        self.session = "ry"
+        # The socket lives under TMUX_TMPDIR: a private, short directory removed after the test.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNYARD_", "TMUX"))}
+        self.env["TMUX_TMPDIR"] = str(tmpdir)
+        self.env["TERM"] = "xterm-256color"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.argv, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=10,
+        )
+
+    def start(self, command: str, cwd: Path) -> None:
+        size = ["-x", "80", "-y", "24"]
+        self.run("new-session", "-d", "-s", self.session, *size, "-c", str(cwd), command)
+
+    def screen(self) -> str:
+        done = self.run("capture-pane", "-p", "-t", self.session, check=False)
+        return done.stdout if done.returncode == 0 else ""
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.session, *keys)
+
+    def alive(self) -> bool:
+        return self.run("has-session", "-t", self.session, check=False).returncode == 0
+
+    def kill(self) -> None:
+        self.run("kill-server", check=False)
+
+
+def until(tmux: Tmux, cond: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
+    """Poll the screen until cond(screen) holds; fail with the last screen shown."""
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux.screen()
+        if cond(screen):
+            return screen
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; screen:\n{screen}")
+
+
+def service_row(screen: str, name: str) -> str:
+    return next((line for line in screen.splitlines() if name in line), "")
+
+
+@pytest.mark.timeout(60)
+def test_tui_in_tmux_shows_services_logs_and_quits(root: Path) -> None:
+    tmux = Tmux(require_tool("tmux"), root.parent)
+    tree = build_tree(root, {"alpha": SLEEPER, "beta": SLEEPER})
+    daemon = Daemon(tree)
+    try:
+        daemon.start()
+        tmux.start(f"{sys.executable} -m daemon tui --root {tree.root}", cwd=tree.root.parent)
+
+        until(
+            tmux,
+            lambda s: all("running" in service_row(s, name) for name in ("alpha", "beta")),
+            "alpha and beta shown running",
+        )
+
+        # The cursor starts on the first row (alpha); enter opens its logs.
+        tmux.keys("Enter")
+        until(
+            tmux,
+            lambda s: "logs: alpha" in s and "sleeper up" in s,
+            "alpha's 'sleeper up' line in its log view",
+        )
+
+        tmux.keys("Escape")
+        until(tmux, lambda s: "beta" in s and "sleeper up" not in s, "back on the services")
+        tmux.keys("q")
+        deadline = time.monotonic() + 15
+        while tmux.alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the TUI did not exit on q; screen:\n{tmux.screen()}")
+            time.sleep(0.1)
+    finally:
+        tmux.kill()
+        daemon.stop()
