@@ -4,7 +4,7 @@ and the services' state, and hands the bridge's messages to the screens that sho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App
@@ -15,7 +15,9 @@ from protocol.client import ClientError
 
 from .bridge import Bridge
 from .dialogs import HelpDialog
+from .disk_screen import LOGS_WARN, DiskScreen
 from .logs_screen import LogsScreen
+from .runs_screen import RunsScreen
 from .services_screen import ServicesScreen
 
 __all__ = ["RunyardApp"]
@@ -32,10 +34,13 @@ class RunyardApp(App[None]):
     #: Why the daemon cannot be reached; "" while it answers.
     unreachable: reactive[str] = reactive("")
 
-    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+    def __init__(self, root: Path, *, read_only: bool = False, logs_warn: int = LOGS_WARN) -> None:
         super().__init__()
         self.root = Path(root)
         self.read_only = read_only
+        self.logs_warn = logs_warn
+        #: The newest disk report from the daemon (a runtime.du DiskReport as plain data).
+        self.disk_report: dict[str, Any] | None = None
         self.bridge = Bridge(self.root, self)
         self.services_screen = ServicesScreen()
 
@@ -61,6 +66,12 @@ class RunyardApp(App[None]):
             self.bridge.follow_logs(None)
 
         self.push_screen(LogsScreen(service), closed)
+
+    def open_disk(self) -> None:
+        self.push_screen(DiskScreen(self.logs_warn))
+
+    def open_runs(self) -> None:
+        self.push_screen(RunsScreen())
 
     def request_action(self, action: str, services: list[str]) -> None:
         self.run_worker(
@@ -108,6 +119,19 @@ class RunyardApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, LogsScreen) and screen.service == message.service:
                 screen.add_lines(message.lines, message.reset)
+
+    @on(Bridge.DiskUpdated)
+    def _disk_updated(self, message: Bridge.DiskUpdated) -> None:
+        self.disk_report = message.report
+        for screen in self.screen_stack:
+            if isinstance(screen, DiskScreen):
+                screen.show_report(message.report)
+
+    @on(Bridge.RunChanged)
+    def _run_changed(self, message: Bridge.RunChanged) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, RunsScreen):
+                screen.action_refresh_runs()
 
     @on(Bridge.DaemonNotice)
     def _daemon_notice(self, message: Bridge.DaemonNotice) -> None:

@@ -2,13 +2,18 @@
 into Textual messages posted to the app.
 
     daemon --events/status--> Bridge.run() --Connected / ServiceChanged / StatusRefreshed /
-                                               LogLines / Disconnected--> App
+                                               LogLines / DiskUpdated / RunChanged /
+                                               Disconnected--> App
 
 The loop connects, takes the stream's snapshot (``Connected``), then forwards events. A status
 request every ``REFRESH`` seconds refreshes CPU/RSS/uptime and doubles as the liveness check: a
 SUB socket never notices a dead publisher, a request does. Any failure closes the client, posts
 ``Disconnected`` and retries after ``RETRY`` seconds; a reconnect starts again from a snapshot.
 The topics change (a logs screen opens or closes) by reopening the stream.
+
+Disk usage comes from ``du`` events (the daemon watches the tree; the TUI never walks the disk);
+they have no backfill, so each connection asks for one ``du`` report first. Runs come from the
+``runs.*`` / ``verify`` / ``replay`` requests; ``run.<id>`` events only say "something changed".
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from textual.message import Message
 
@@ -25,9 +30,11 @@ from protocol.client import AsyncClient, AsyncEventStream, ClientError, NotFound
 from protocol.messages import (
     ActionReply,
     DaemonEvent,
+    DuEvent,
     Event,
     LogEvent,
     LogLine,
+    RunEvent,
     ServiceStatus,
     StateEvent,
     StatusReply,
@@ -45,6 +52,11 @@ RETRY = 1.0
 TIMEOUT = 2.0
 #: Lines asked for when a logs screen opens.
 TAIL_LINES = 1000
+#: Seconds the one ``du`` request of a connection may take (it may scan the tree).
+DU_TIMEOUT = 15.0
+#: Seconds a verify may take; a replay re-executes the engine and may take longer.
+VERIFY_TIMEOUT = 120.0
+REPLAY_TIMEOUT = 600.0
 #: The actions the app may ask for, by client method name.
 ACTIONS = ("start", "stop", "restart", "reload")
 
@@ -87,6 +99,22 @@ class Bridge:
             self.lines = lines
             self.reset = reset
 
+    class DiskUpdated(Message):
+        """A runtime.du DiskReport as plain data (services, other, total)."""
+
+        def __init__(self, report: dict[str, Any]) -> None:
+            super().__init__()
+            self.report = report
+
+    class RunChanged(Message):
+        """A step of a run (started, sealed, rejected, replay_started, replayed)."""
+
+        def __init__(self, run_id: str, engine: str, kind: str) -> None:
+            super().__init__()
+            self.run_id = run_id
+            self.engine = engine
+            self.kind = kind
+
     class DaemonNotice(Message):
         def __init__(self, kind: str, message: str) -> None:
             super().__init__()
@@ -123,6 +151,31 @@ class Bridge:
         method = getattr(client, name)
         return await method(services)
 
+    def _client(self) -> AsyncClient:
+        client = self.client
+        if client is None:
+            raise ClientError("daemon unreachable")
+        return client
+
+    async def runs_list(self) -> list[dict[str, Any]]:
+        """Sealed and rejected runs of every engine, oldest first."""
+        return list((await self._client().runs_list(include_rejected=True)).runs)
+
+    async def runs_show(self, run_id: str) -> dict[str, Any]:
+        return dict((await self._client().runs_show(run_id)).run)
+
+    async def verify(self, run_id: str) -> dict[str, Any]:
+        """A VerifyReport as plain data: ok and checks [{name, ok, detail, skipped}]."""
+        reply = await self._client().verify(run_id, timeout=VERIFY_TIMEOUT)
+        return dict(reply.report)
+
+    async def replay(self, run_id: str) -> dict[str, Any]:
+        """A ReplayReport as plain data: replayable, reason, differences, verify."""
+        reply = await self._client().replay(
+            run_id, run_timeout=REPLAY_TIMEOUT, timeout=REPLAY_TIMEOUT + 30
+        )
+        return dict(reply.report)
+
     def stop(self) -> None:
         self._stopping = True
         self._retopic.set()
@@ -150,7 +203,7 @@ class Bridge:
             first = True
             while not self._stopping:
                 self._retopic.clear()
-                topics = ["state.", "daemon"]
+                topics = ["state.", "daemon", "du", "run."]
                 service = self._log_service
                 if service is not None:
                     topics.append(f"log.{service}")
@@ -159,6 +212,7 @@ class Bridge:
                     if first:
                         self.target.post_message(self.Connected(stream.snapshot))
                         first = False
+                        await self._disk_now(client)
                     if service is not None:
                         await self._catch_up(client, service)
                     await self._pump(client, stream)
@@ -167,6 +221,16 @@ class Bridge:
         finally:
             self.client = None
             await client.close()
+
+    async def _disk_now(self, client: AsyncClient) -> None:
+        """One report on connect: du events have no backfill and the daemon's first one is
+        long gone. A failure here is no reason to drop the session: the events will come."""
+        try:
+            reply = await client.du(timeout=DU_TIMEOUT)
+        except ClientError as exc:
+            log.warning("du request failed: %s", exc)
+            return
+        self.target.post_message(self.DiskUpdated(dict(reply.report)))
 
     async def _catch_up(self, client: AsyncClient, service: str) -> None:
         """Lines the screen has not seen: a tail when it opens, the rest after a reconnect."""
@@ -206,5 +270,9 @@ class Bridge:
                     self.target.post_message(self.LogLines(service, fresh))
             case DaemonEvent(kind=kind, message=message):
                 self.target.post_message(self.DaemonNotice(kind, message))
+            case DuEvent(report=report):
+                self.target.post_message(self.DiskUpdated(dict(report)))
+            case RunEvent(run_id=run_id, engine=engine, kind=kind):
+                self.target.post_message(self.RunChanged(run_id, engine, kind))
             case _:
-                pass  # topics this TUI does not show yet (du, runs)
+                pass

@@ -53,10 +53,16 @@ HELP = """\
   s          start           x       stop (asks first)
   r          restart         R       reload the config
   /          filter by name  esc     clear the filter
+  d          disk usage      u       runs
 [b]Logs[/b]
   f          follow on/off   t       timestamps on/off
   w          wrap on/off     /       search
   n / N      next / previous match   esc     back
+[b]Disk[/b]   bytes per service, live; ! = logs over the limit; esc back
+[b]Runs[/b]
+  enter      details (hashes, files)  g   refresh
+  v          verify (reads only: allowed read-only)
+  p          replay (executes: not in read-only)  esc back
 [b]Anywhere[/b]
   ?          this help       q       quit
 """

@@ -27,6 +27,8 @@ class ServicesScreen(Screen[None]):
         Binding("r", "act('restart')", "Restart"),
         Binding("R", "reload", "Reload"),
         Binding("slash", "filter", "Filter"),
+        Binding("d", "disk", "Disk"),
+        Binding("u", "runs", "Runs"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -71,6 +73,14 @@ class ServicesScreen(Screen[None]):
         box.display = False
         self.table.set_filter("")
         self.table.focus()
+
+    # --- other screens ---------------------------------------------------------------------------
+
+    def action_disk(self) -> None:
+        self.runyard.open_disk()
+
+    def action_runs(self) -> None:
+        self.runyard.open_runs()
 
     # --- actions --------------------------------------------------------------------------------
 

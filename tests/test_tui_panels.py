@@ -1,0 +1,179 @@
+"""The TUI's disk and runs panels end to end: Pilot drives the real app against a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+
+import pytest
+from daemonkit import SLEEPER, Daemon, build_tree, short_root
+from test_runs_kit import SAMPLE, build_catalogs, install
+from textual.pilot import Pilot
+
+from runtime.tree import RuntimeTree
+from tui.app import RunyardApp
+from tui.disk_screen import DiskScreen
+from tui.runs_screen import RunsScreen
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return build_catalogs(tmp_path_factory)
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def make(tree) -> Daemon:
+        d = Daemon(tree)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def heat_tree(catalogs):
+    root = short_root()
+    tree = RuntimeTree(root)
+    tree.init()
+    install(tree, catalogs, "heat1d")
+    (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
+    yield tree
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
+async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_disk_panel_shows_services_and_updates_after_a_write(root, daemons) -> None:
+    tree = build_tree(root, {"alpha": SLEEPER, "beta": SLEEPER})
+    daemons(tree).start()
+    app = RunyardApp(tree.root, logs_warn=100_000)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.disk_report is not None, "the first disk report")
+        await pilot.press("d")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, DiskScreen) and app.screen, "the disk screen"
+        )
+        assert isinstance(screen, DiskScreen)
+        await until(pilot, lambda: {"alpha", "beta"} <= set(screen.shown), "both services")
+        assert str(screen.table.get_cell("alpha", "name")).strip() == "alpha"
+        before = screen.shown["alpha"]["data"]
+        total_before = screen.shown["alpha"]["total"]
+        assert not screen.warned("alpha")
+
+        folder = tree.data_dir / "alpha"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "blob.bin").write_bytes(b"x" * 300_000)
+        await until(
+            pilot,
+            lambda: screen.shown["alpha"]["data"] >= before + 300_000,
+            "the data column to grow after the write",
+        )
+        assert screen.shown["alpha"]["total"] >= total_before + 300_000
+        assert str(screen.table.get_cell("alpha", "data")) in ("293K", "294K", "295K")
+        assert "▇" in str(screen.table.get_cell("alpha", "bar"))
+
+        # Logs past the threshold: a marker that reads without colour.
+        logs = tree.logs_dir / "beta"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "big.log").write_bytes(b"y" * 200_000)
+        await until(pilot, lambda: screen.warned("beta"), "beta's logs flagged")
+        await until(
+            pilot,
+            lambda: str(screen.table.get_cell("beta", "name")).startswith("!"),
+            "the ! marker",
+        )
+        assert not str(screen.table.get_cell("alpha", "name")).startswith("!")
+        assert "beta" in str(screen.query_one("#disk-status").render())
+
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.services_screen, "back to services")
+
+
+async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, daemons) -> None:
+    d = daemons(heat_tree).start()
+    app = RunyardApp(heat_tree.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("u")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen, "the runs screen"
+        )
+        assert isinstance(screen, RunsScreen)
+
+        def seal() -> str:
+            with d.client(timeout=60) as c:
+                reply = c.run("heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
+                assert reply.status == "sealed", reply.result
+                return reply.result["run_id"]
+
+        run_id = await asyncio.to_thread(seal)
+        # Listed from the run.* events, without a key press.
+        await until(pilot, lambda: run_id in screen.runs, "the sealed run listed", timeout=30)
+        row = screen.table.get_row(run_id)
+        assert [str(c) for c in row[1:]] == [
+            "heat1d",
+            screen.runs[run_id]["engine_version"],
+            "sealed",
+        ]
+        assert screen.selected == run_id
+
+        await pilot.press("enter")
+        await until(pilot, lambda: "hashes" in screen.detail_text, "the run's details")
+        assert run_id in screen.detail_text
+        assert "outputs_hash" in screen.detail_text or "hash" in screen.detail_text
+
+        await pilot.press("v")
+        await until(
+            pilot,
+            lambda: "verify" in screen.detail_text and "OK" in screen.detail_text,
+            "the verify verdict",
+            timeout=30,
+        )
+        assert f"verify {run_id}: OK" in screen.detail_text
+        check_rows = [x for x in screen.detail_text.splitlines() if x.startswith("  ok ")]
+        assert check_rows, screen.detail_text
+        assert "FAIL" not in screen.detail_text
+
+        await pilot.press("p")
+        await until(
+            pilot, lambda: "REPLAYABLE" in screen.detail_text, "the replay verdict", timeout=60
+        )
+        assert f"replay {run_id}: REPLAYABLE" in screen.detail_text
+        assert "RUN_OUTPUT differences: 0" in screen.detail_text
+
+        await pilot.press("g")
+        await pilot.pause()
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.services_screen, "back to services")
+
+    # Read-only: verify still works (it reads), replay is refused (it executes).
+    ro = RunyardApp(heat_tree.root, read_only=True)
+    async with ro.run_test(size=(80, 24)) as pilot:
+        await pilot.press("u")
+        screen = await until(
+            pilot, lambda: isinstance(ro.screen, RunsScreen) and ro.screen, "the runs screen"
+        )
+        assert isinstance(screen, RunsScreen)
+        await until(pilot, lambda: run_id in screen.runs, "the run listed")
+        await pilot.press("p")
+        await until(pilot, lambda: "read-only" in screen.detail_text, "replay refused")
+        await pilot.press("v")
+        await until(
+            pilot, lambda: f"verify {run_id}: OK" in screen.detail_text, "verify in read-only"
+        )

@@ -1,0 +1,147 @@
+"""Disk usage per service: bin / data / logs / config / cache, a bar and the totals.
+
+Live from the daemon's ``du`` events (through the bridge; the TUI never walks the disk). A
+service whose logs pass the threshold is drawn in the warning colour *and* marked with ``!``, so
+it reads without colour too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from .banner import Banner
+
+__all__ = ["BAR_WIDTH", "LOGS_WARN", "DiskScreen", "bar", "human"]
+
+#: Bytes of logs/<svc>/ past which a service is flagged.
+LOGS_WARN = 100 * 1024 * 1024
+#: Cells of the widest bar (the service with the largest total).
+BAR_WIDTH = 10
+PARTS = ("bin", "data", "logs", "config", "cache")
+COLUMNS = (
+    ("name", "SERVICE"),
+    ("bin", "BIN"),
+    ("data", "DATA"),
+    ("logs", "LOGS"),
+    ("config", "CONF"),
+    ("cache", "CACHE"),
+    ("total", "TOTAL"),
+    ("bar", ""),
+)
+WARN_STYLE = "bold red"
+
+
+def human(n: int) -> str:
+    """Bytes in at most 6 characters: 0B, 512B, 1.5K, 34M, 1.2G."""
+    size = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            if unit == "B":
+                return f"{int(size)}B"
+            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
+        size /= 1024
+    return f"{n}B"  # pragma: no cover
+
+
+def bar(value: int, largest: int, width: int = BAR_WIDTH) -> str:
+    if largest <= 0 or value <= 0:
+        return ""
+    return "▇" * max(1, round(width * value / largest))
+
+
+def _bytes(usage: Any) -> int:
+    if isinstance(usage, dict):
+        value = usage.get("bytes", 0)
+        return value if isinstance(value, int) else 0
+    return 0
+
+
+class DiskScreen(Screen[None]):
+    DEFAULT_CSS = """
+    DiskScreen #disk-title, DiskScreen #disk-status {
+        height: 1;
+        background: $boost;
+        padding: 0 1;
+    }
+    DiskScreen DataTable {
+        height: 1fr;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+
+    def __init__(self, logs_warn: int = LOGS_WARN) -> None:
+        super().__init__()
+        self.logs_warn = logs_warn
+        #: The report shown: {service: {part: bytes}}, plus "other" and "total" bytes.
+        self.shown: dict[str, dict[str, int]] = {}
+        self.other = 0
+        self.total = 0
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        yield Static(f"disk usage · ! logs over {human(self.logs_warn)}", id="disk-title")
+        table: DataTable[Any] = DataTable(id="disk", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("waiting for the daemon's disk report…", id="disk-status")
+        yield Footer()
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#disk", DataTable)
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.table.add_column(label, key=key)
+        self.table.focus()
+        report = getattr(self.app, "disk_report", None)
+        if report is not None:
+            self.show_report(report)
+
+    def warned(self, name: str) -> bool:
+        return self.shown.get(name, {}).get("logs", 0) > self.logs_warn
+
+    def show_report(self, report: dict[str, Any]) -> None:
+        """Replace what is shown with ``report`` (a runtime.du DiskReport as plain data)."""
+        services = report.get("services")
+        rows: dict[str, dict[str, int]] = {}
+        for svc in services if isinstance(services, list) else []:
+            if not isinstance(svc, dict) or not isinstance(svc.get("name"), str):
+                continue  # a malformed entry: skip it rather than fail
+            rows[svc["name"]] = {p: _bytes(svc.get(p)) for p in (*PARTS, "total")}
+        self.shown = rows
+        self.other = _bytes(report.get("other"))
+        self.total = _bytes(report.get("total"))
+        largest = max((r["total"] for r in rows.values()), default=0)
+
+        table = self.table
+        cursor = table.cursor_row
+        table.clear()
+        for name in sorted(rows):
+            r = rows[name]
+            warn = self.warned(name)
+            style = WARN_STYLE if warn else ""
+            cells: list[Any] = [Text(("!" if warn else " ") + name, style=style)]
+            for part in PARTS:
+                text = human(r[part])
+                cells.append(Text(text, style=WARN_STYLE if part == "logs" and warn else ""))
+            cells.append(Text(human(r["total"]), style="bold"))
+            cells.append(Text(bar(r["total"], largest), style="red" if warn else "cyan"))
+            table.add_row(*cells, key=name)
+        table.add_row(Text(" (other)", style="dim"), *[""] * 5, human(self.other), "", key="")
+        table.add_row(Text(" TOTAL", style="bold"), *[""] * 5, human(self.total), "", key=" ")
+        if cursor < table.row_count:
+            table.move_cursor(row=cursor)
+        flagged = [n for n in sorted(rows) if self.warned(n)]
+        status = f"{len(rows)} services · total {human(self.total)}"
+        if flagged:
+            status += " · ! logs over " + human(self.logs_warn) + ": " + ", ".join(flagged)
+        self.query_one("#disk-status", Static).update(status)
+
+    def action_back(self) -> None:
+        self.dismiss(None)

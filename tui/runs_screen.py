@@ -1,0 +1,339 @@
+"""Sealed and rejected runs: a list, one run's details, and verify / replay per check.
+
+The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); ``enter`` shows
+``runs.show``'s hashes and files; ``v`` verifies (it only reads: allowed in read-only mode);
+``p`` replays (it re-executes the engine: refused in read-only mode).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from protocol.client import ClientError
+
+from .banner import Banner
+
+if TYPE_CHECKING:
+    from .app import RunyardApp
+
+__all__ = ["RunsScreen", "check_lines", "replay_lines"]
+
+COLUMNS = (
+    ("time", "TIME"),
+    ("engine", "ENGINE"),
+    ("version", "VERSION"),
+    ("status", "STATUS"),
+)
+STATUS_STYLES = {"sealed": "green", "rejected": "bold red"}
+READ_ONLY_REPLAY = (
+    "read-only: replay re-executes the engine, so it is disabled (v verify only reads)"
+)
+
+
+def short_time(summary: dict[str, Any]) -> str:
+    """``2024-05-01 12:00:03`` from started_at, else from the run id (it starts with the time)."""
+    at = str(summary.get("started_at") or "")
+    if len(at) >= 19 and at[10] in "T ":
+        return at[:10] + " " + at[11:19]
+    rid = str(summary.get("run_id", ""))
+    if len(rid) >= 15 and rid[8] == "T":
+        return f"{rid[:4]}-{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}"
+    return at or "-"
+
+
+def check_lines(checks: Any) -> list[str]:
+    """One markup line per check: a word (ok / FAIL / skip) as well as a colour."""
+    out = []
+    for c in checks if isinstance(checks, list) else []:
+        if not isinstance(c, dict):
+            continue
+        name = escape(str(c.get("name", "?")))
+        detail = escape(str(c.get("detail", "")))
+        if c.get("skipped"):
+            mark = "[dim]skip[/dim]"
+        elif c.get("ok"):
+            mark = "[green]ok  [/green]"
+        else:
+            mark = "[bold red]FAIL[/bold red]"
+        out.append(f"  {mark} {name}" + (f"  [dim]{detail}[/dim]" if detail else ""))
+    return out
+
+
+def verify_lines(run_id: str, report: dict[str, Any]) -> list[str]:
+    ok = report.get("ok")
+    if ok is None:
+        ok = all(c.get("ok") for c in report.get("checks", []) if isinstance(c, dict))
+    verdict = "[green]OK[/green]" if ok else "[bold red]FAILED[/bold red]"
+    return [f"[b]verify {escape(run_id)}: {verdict}[/b]", *check_lines(report.get("checks"))]
+
+
+def replay_lines(run_id: str, report: dict[str, Any]) -> list[str]:
+    good = bool(report.get("replayable"))
+    verdict = "[green]REPLAYABLE[/green]" if good else "[bold red]NOT REPLAYABLE[/bold red]"
+    lines = [f"[b]replay {escape(run_id)}: {verdict}[/b]"]
+    if report.get("reason"):
+        lines.append(f"  reason: {escape(str(report['reason']))}")
+    diffs = report.get("differences") or []
+    lines.append(
+        f"  [{'green' if not diffs else 'bold red'}]RUN_OUTPUT differences: {len(diffs)}[/]"
+    )
+    lines += [f"    {escape(str(d))}" for d in diffs]
+    art = report.get("artifact_differences") or []
+    if art:
+        lines.append(f"  artifact differences (informational): {len(art)}")
+        lines += [f"    {escape(str(d))}" for d in art]
+    if report.get("replay_id"):
+        lines.append(f"  replay id: {escape(str(report['replay_id']))}")
+    verify = report.get("verify")
+    if isinstance(verify, dict):
+        lines.append("  verify before replay:")
+        lines += ["  " + line for line in check_lines(verify.get("checks"))]
+    return lines
+
+
+def _hashes(doc: Any, path: str, out: list[tuple[str, str]]) -> None:
+    """Every ``*hash`` / ``sha256`` string in ``doc``, with where it was found."""
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and ("hash" in str(key) or str(key) == "sha256"):
+                out.append((where, value))
+            else:
+                _hashes(value, where, out)
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            _hashes(value, f"{path}[{i}]", out)
+
+
+def _files(doc: Any, out: list[dict[str, Any]]) -> None:
+    """Every ``{path, sha256|size}`` record in ``doc`` (artifact lists)."""
+    if isinstance(doc, dict):
+        if isinstance(doc.get("path"), str) and ("sha256" in doc or "size" in doc):
+            out.append(doc)
+            return
+        for value in doc.values():
+            _files(value, out)
+    elif isinstance(doc, list):
+        for value in doc:
+            _files(value, out)
+
+
+def detail_lines(run: dict[str, Any]) -> list[str]:
+    summary = run.get("summary") if isinstance(run.get("summary"), dict) else {}
+    assert isinstance(summary, dict)
+    lines = [f"[b]run {escape(str(summary.get('run_id', '?')))}[/b]"]
+    for key in ("engine", "engine_version", "status", "project_id", "started_at", "duration"):
+        if summary.get(key) not in (None, ""):
+            lines.append(f"  {key}: {escape(str(summary[key]))}")
+    if summary.get("signed"):
+        lines.append("  signed: yes")
+    if summary.get("path"):
+        lines.append(f"  bundle: {escape(str(summary['path']))}")
+    hashes: list[tuple[str, str]] = []
+    for part in ("run_input", "run_output", "run_meta"):
+        _hashes(run.get(part), part, hashes)
+    lines.append("[b]hashes[/b]")
+    lines += [f"  {escape(w)}: {escape(h)}" for w, h in hashes] or ["  (none recorded)"]
+    files: list[dict[str, Any]] = []
+    for part in ("run_input", "run_output", "run_meta"):
+        _files(run.get(part), files)
+    lines.append("[b]files[/b]")
+    for f in files:
+        extra = " ".join(
+            escape(str(f[k])) for k in ("role", "size", "sha256") if f.get(k) not in (None, "")
+        )
+        lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
+    if not files:
+        lines.append("  (no file records in the run's documents)")
+    outputs = (
+        run.get("run_output", {}).get("outputs")
+        if isinstance(run.get("run_output"), dict)
+        else None
+    )
+    if isinstance(outputs, dict):
+        lines.append("[b]outputs[/b]")
+        lines += [f"  {escape(str(k))}: {escape(str(v))}" for k, v in outputs.items()]
+    return lines
+
+
+class RunsScreen(Screen[None]):
+    DEFAULT_CSS = """
+    RunsScreen #runs-title, RunsScreen #runs-status {
+        height: 1;
+        background: $boost;
+        padding: 0 1;
+    }
+    RunsScreen DataTable {
+        height: 1fr;
+        min-height: 4;
+    }
+    RunsScreen #runs-detail-box {
+        height: 1fr;
+        border-top: solid $accent;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("g", "refresh_runs", "Refresh"),
+        Binding("v", "verify", "Verify"),
+        Binding("p", "replay", "Replay"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, dict[str, Any]] = {}
+        #: What the detail pane shows, as plain text (for tests and the curious).
+        self.detail_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        yield Static("runs · enter details · v verify · p replay · g refresh", id="runs-title")
+        table: DataTable[Any] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield table
+        with VerticalScroll(id="runs-detail-box"):
+            yield Static("", id="runs-detail")
+        yield Static("loading runs…", id="runs-status")
+        yield Footer()
+
+    @property
+    def runyard(self) -> RunyardApp:
+        return cast("RunyardApp", self.app)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#runs", DataTable)
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.table.add_column(label, key=key)
+        self.table.focus()
+        self.action_refresh_runs()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#runs-status", Static).update(text)
+
+    def _detail(self, lines: list[str]) -> None:
+        markup = "\n".join(lines)
+        self.detail_text = Text.from_markup(markup).plain
+        self.query_one("#runs-detail", Static).update(markup)
+        self.query_one("#runs-detail-box", VerticalScroll).scroll_home(animate=False)
+
+    @property
+    def selected(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:
+            return None
+        return key
+
+    # --- the list -------------------------------------------------------------------------------
+
+    def action_refresh_runs(self) -> None:
+        self.run_worker(self._load(), group="runs-list", exclusive=True, exit_on_error=False)
+
+    async def _load(self) -> None:
+        try:
+            runs = await self.runyard.bridge.runs_list()
+        except ClientError as exc:
+            self._status(f"runs: {exc}")
+            return
+        self.show_runs(runs)
+
+    def show_runs(self, runs: list[dict[str, Any]]) -> None:
+        keep = self.selected
+        table = self.table
+        table.clear()
+        self.runs = {}
+        for r in reversed(runs):  # newest first
+            rid = r.get("run_id")
+            if not isinstance(rid, str) or rid in self.runs:
+                continue
+            self.runs[rid] = r
+            status = str(r.get("status", "?"))
+            table.add_row(
+                short_time(r),
+                str(r.get("engine", "")),
+                str(r.get("engine_version", "")) or "-",
+                Text(status, style=STATUS_STYLES.get(status, "")),
+                key=rid,
+            )
+        if keep in self.runs:
+            table.move_cursor(row=table.get_row_index(keep))
+        sealed = sum(1 for r in self.runs.values() if r.get("status") == "sealed")
+        self._status(f"{sealed} sealed · {len(self.runs) - sealed} rejected")
+
+    # --- one run --------------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#runs")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        rid = event.row_key.value
+        if rid is not None:
+            self.run_worker(self._show(rid), group="runs-one", exclusive=True, exit_on_error=False)
+
+    async def _show(self, rid: str) -> None:
+        summary = self.runs.get(rid, {})
+        if summary.get("status") == "rejected":
+            lines = [f"[b]run {escape(rid)}: [bold red]rejected[/bold red][/b]"]
+            for key in ("engine", "engine_version", "started_at", "reason", "path"):
+                if summary.get(key):
+                    lines.append(f"  {key}: {escape(str(summary[key]))}")
+            self._detail(lines)
+            return
+        self._detail([f"loading {escape(rid)}…"])
+        try:
+            run = await self.runyard.bridge.runs_show(rid)
+        except ClientError as exc:
+            self._detail([f"[bold red]runs.show {escape(rid)} failed:[/] {escape(str(exc))}"])
+            return
+        self._detail(detail_lines(run))
+
+    def action_verify(self) -> None:
+        rid = self.selected
+        if rid is None:
+            self.notify("no run selected", severity="warning")
+            return
+        self.run_worker(self._verify(rid), group="runs-one", exclusive=True, exit_on_error=False)
+
+    async def _verify(self, rid: str) -> None:
+        self._detail([f"verifying {escape(rid)}…"])
+        try:
+            report = await self.runyard.bridge.verify(rid)
+        except ClientError as exc:
+            self._detail([f"[bold red]verify {escape(rid)} failed:[/] {escape(str(exc))}"])
+            return
+        self._detail(verify_lines(rid, report))
+
+    def action_replay(self) -> None:
+        if self.runyard.read_only:
+            self.notify(READ_ONLY_REPLAY, severity="warning")
+            self._detail([escape(READ_ONLY_REPLAY)])
+            return
+        rid = self.selected
+        if rid is None:
+            self.notify("no run selected", severity="warning")
+            return
+        self.run_worker(self._replay(rid), group="runs-one", exclusive=True, exit_on_error=False)
+
+    async def _replay(self, rid: str) -> None:
+        self._detail([f"replaying {escape(rid)} (re-executes the engine)…"])
+        try:
+            report = await self.runyard.bridge.replay(rid)
+        except ClientError as exc:
+            self._detail([f"[bold red]replay {escape(rid)} failed:[/] {escape(str(exc))}"])
+            return
+        self._detail(replay_lines(rid, report))
+
+    def action_back(self) -> None:
+        self.dismiss(None)
