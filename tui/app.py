@@ -90,6 +90,24 @@ class RunyardApp(App[None]):
             self.services_screen.table.update_service(status)
         self.notify(f"{action} {what}: done" + (f" ({reply.message})" if reply.message else ""))
 
+    def request_ensure(self, name: str, version_spec: str) -> None:
+        self.run_worker(
+            self._ensure(name, version_spec), group="actions", exit_on_error=False, exclusive=False
+        )
+
+    async def _ensure(self, name: str, version_spec: str) -> None:
+        self.notify(f"ensure {name} {version_spec}…", timeout=2)
+        try:
+            binary = await self.bridge.ensure(name, version_spec)
+        except ClientError as exc:
+            self.notify(f"ensure {name} {version_spec}: {exc}", severity="error", timeout=6)
+            return
+        version = binary.get("version", "?")
+        if binary.get("installed"):
+            self.notify(f"{name}: installed {version}", timeout=6)
+        else:
+            self.notify(f"{name} {version}: already installed", timeout=6)
+
     # --- what the bridge says -----------------------------------------------------------------
 
     @on(Bridge.Connected)

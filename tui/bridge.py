@@ -57,6 +57,8 @@ DU_TIMEOUT = 15.0
 #: Seconds a verify may take; a replay re-executes the engine and may take longer.
 VERIFY_TIMEOUT = 120.0
 REPLAY_TIMEOUT = 600.0
+#: Seconds an ensure may take (it may download and extract an archive).
+ENSURE_TIMEOUT = 300.0
 #: The actions the app may ask for, by client method name.
 ACTIONS = ("start", "stop", "restart", "reload")
 
@@ -175,6 +177,12 @@ class Bridge:
             run_id, run_timeout=REPLAY_TIMEOUT, timeout=REPLAY_TIMEOUT + 30
         )
         return dict(reply.report)
+
+    async def ensure(self, name: str, version_spec: str = "latest") -> dict[str, Any]:
+        """Install ``name`` at ``version_spec`` unless the tree has it: a ServiceBinary as plain
+        data (version, installed: False when it was already installed)."""
+        reply = await self._client().ensure(name, version_spec, timeout=ENSURE_TIMEOUT)
+        return dict(reply.binary)
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,4 +1,4 @@
-"""Modal dialogs: a yes/no confirmation and the key help."""
+"""Modal dialogs: a yes/no confirmation, a one-line input and the key help."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
-__all__ = ["ConfirmDialog", "HelpDialog"]
+__all__ = ["ConfirmDialog", "HelpDialog", "InputDialog"]
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -47,17 +47,60 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class InputDialog(ModalScreen[str | None]):
+    """One line of text: ``enter`` dismisses with it, ``escape`` with None."""
+
+    DEFAULT_CSS = """
+    InputDialog {
+        align: center middle;
+    }
+    InputDialog > Vertical {
+        width: 60;
+        max-width: 100%;
+        height: auto;
+        border: thick $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, prompt: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.prompt, id="prompt")
+            yield Input(value=self.value, placeholder=self.placeholder, id="answer")
+            yield Static("[b]enter[/b] ok    [b]esc[/b] cancel", id="choices")
+
+    def on_mount(self) -> None:
+        self.query_one("#answer", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 HELP = """\
 [b]Services[/b]
   ↑ ↓        move            enter   logs of the service
   s          start           x       stop (asks first)
   r          restart         R       reload the config
+  e          ensure a version (asks for it)
   /          filter by name  esc     clear the filter
   d          disk usage      u       runs
 [b]Logs[/b]
   f          follow on/off   t       timestamps on/off
   w          wrap on/off     /       search
   n / N      next / previous match   esc     back
+  F          regex filter    I       invert the filter
 [b]Disk[/b]   bytes per service, live; ! = logs over the limit; esc back
 [b]Runs[/b]
   enter      details (hashes, files)  g   refresh

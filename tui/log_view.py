@@ -4,10 +4,14 @@ A service printing thousands of lines a second must not cost one widget write pe
 only buffers, and every ``FLUSH`` seconds the buffered lines go to the RichLog as one write.
 The last ``MAX_LINES`` lines are kept here as data too, so toggling timestamps or wrapping, or a
 new search, re-renders them, and search counts matches without reading the screen back.
+
+A regex filter (and its inverse) hides lines without dropping them: every line stays in ``kept``,
+and only the lines that pass are written, in the same one write per flush.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +56,8 @@ class LogView(RichLog):
         self.query_text = ""
         self.matches: list[int] = []  # Shown.n of each match, oldest first
         self.match_at: int | None = None  # index into matches
+        self.filter_re: re.Pattern[str] | None = None
+        self.filter_invert = False
 
     def on_mount(self) -> None:
         self.set_interval(FLUSH, self.flush)
@@ -77,8 +83,9 @@ class LogView(RichLog):
             return
         batch, self.pending = self.pending, []
         self.kept.extend(batch)
+        shown = [s for s in batch if self._passes(s)]
         if self.query_text:
-            self.matches.extend(s.n for s in batch if self._matches(s))
+            self.matches.extend(s.n for s in shown if self._matches(s))
             oldest = self.kept[0].n
             dropped = 0
             while dropped < len(self.matches) and self.matches[dropped] < oldest:
@@ -87,12 +94,17 @@ class LogView(RichLog):
                 del self.matches[:dropped]
                 if self.match_at is not None:
                     self.match_at = max(0, self.match_at - dropped)
-        self.write(Text("\n").join(self._styled(s) for s in batch))
+        if shown:
+            self.write(Text("\n").join(self._styled(s) for s in shown))
         self.post_message(self.Changed())
 
     def plain_lines(self) -> list[str]:
         """The kept lines as plain text, without timestamps (what tests and search read)."""
         return [s.line.line for s in self.kept]
+
+    def visible_lines(self) -> list[str]:
+        """The kept lines the filter lets through, as plain text."""
+        return [s.line.line for s in self.kept if self._passes(s)]
 
     # --- display options ---------------------------------------------------------------------------
 
@@ -117,17 +129,54 @@ class LogView(RichLog):
     def rerender(self) -> None:
         self.flush()
         self.clear()
-        if self.kept:
-            self.write(Text("\n").join(self._styled(s) for s in self.kept))
+        shown = [s for s in self.kept if self._passes(s)]
+        if shown:
+            self.write(Text("\n").join(self._styled(s) for s in shown))
         self._scroll_to_match()
         self.post_message(self.Changed())
+
+    # --- filter -------------------------------------------------------------------------------------
+
+    @property
+    def filter_label(self) -> str:
+        """``/re/`` or ``!/re/`` (inverse); "" without a filter."""
+        if self.filter_re is None:
+            return ""
+        return ("!" if self.filter_invert else "") + f"/{self.filter_re.pattern}/"
+
+    def set_filter(self, pattern: str) -> None:
+        """Show only lines matching ``pattern`` ("" clears the filter); raises re.error."""
+        compiled = re.compile(pattern) if pattern else None
+        self.flush()
+        self.filter_re = compiled
+        if compiled is None:
+            self.filter_invert = False
+        self._refilter()
+
+    def set_filter_invert(self, on: bool) -> None:
+        self.flush()
+        self.filter_invert = on
+        self._refilter()
+
+    def _refilter(self) -> None:
+        if self.query_text:
+            self.matches = [s.n for s in self.kept if self._passes(s) and self._matches(s)]
+            self.match_at = len(self.matches) - 1 if self.matches else None
+        self.rerender()
+
+    def _passes(self, shown: Shown) -> bool:
+        if self.filter_re is None:
+            return True
+        return (self.filter_re.search(shown.line.line) is not None) != self.filter_invert
 
     # --- search ------------------------------------------------------------------------------------
 
     def search(self, text: str) -> None:
         self.flush()
         self.query_text = text
-        self.matches = [s.n for s in self.kept if self._matches(s)] if text else []
+        self.matches = (
+            [s.n for s in self.kept if self._passes(s) and self._matches(s)] if text else []
+        )
         self.match_at = len(self.matches) - 1 if self.matches else None
         if self.matches:
             self.auto_scroll = False
@@ -148,9 +197,14 @@ class LogView(RichLog):
     def _scroll_to_match(self) -> None:
         if self.match_at is None or not self.matches or not self.kept:
             return
-        row = self.matches[self.match_at] - self.kept[0].n
-        if self.wrap and len(self.kept) > 1:  # wrapped rows: scroll in proportion
-            row = round(row * len(self.lines) / len(self.kept))
+        target = self.matches[self.match_at]
+        if self.filter_re is None:
+            row = target - self.kept[0].n
+        else:  # hidden lines take no row
+            row = sum(1 for s in self.kept if s.n < target and self._passes(s))
+        shown = len(self.kept) if self.filter_re is None else len(self.visible_lines())
+        if self.wrap and shown > 1:  # wrapped rows: scroll in proportion
+            row = round(row * len(self.lines) / shown)
         self.scroll_to(y=max(0, row - self.size.height // 2), animate=False)
 
     # --- rendering ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The logs of one service: a tail, then live lines; follow, search, timestamps and wrap."""
+"""The logs of one service: a tail, then live lines; follow, search, a regex filter (and its
+inverse), timestamps and wrap."""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from textual import on
@@ -13,6 +15,7 @@ from textual.widgets import Footer, Input, Static
 from protocol.messages import LogLine
 
 from .banner import Banner
+from .dialogs import InputDialog
 from .log_view import LogView
 
 __all__ = ["LogsScreen"]
@@ -34,6 +37,8 @@ class LogsScreen(Screen[None]):
         Binding("N", "next_match(-1)", "Prev"),
         Binding("t", "timestamps", "Time"),
         Binding("w", "wrap", "Wrap"),
+        Binding("F", "filter", "Filter"),
+        Binding("I", "invert_filter", "Invert"),
     ]
 
     def __init__(self, service: str) -> None:
@@ -87,6 +92,27 @@ class LogsScreen(Screen[None]):
         box.value = self.view.query_text
         box.focus()
 
+    def action_filter(self) -> None:
+        current = self.view.filter_re.pattern if self.view.filter_re is not None else ""
+
+        def answered(pattern: str | None) -> None:
+            if pattern is None:
+                return
+            try:
+                self.view.set_filter(pattern)
+            except re.error as exc:
+                self.notify(f"bad regex: {exc}", severity="error", timeout=4)
+
+        self.app.push_screen(
+            InputDialog("Show only lines matching (regex; empty: all lines)", current), answered
+        )
+
+    def action_invert_filter(self) -> None:
+        if self.view.filter_re is None:
+            self.notify("no filter: F sets one", severity="warning", timeout=3)
+            return
+        self.view.set_filter_invert(not self.view.filter_invert)
+
     def action_next_match(self, step: int) -> None:
         self.view.next_match(step)
 
@@ -105,6 +131,8 @@ class LogsScreen(Screen[None]):
             f"wrap {'on' if v.wrap else 'off'}",
             f"{len(v.kept)} lines",
         ]
+        if v.filter_label:
+            parts.append(f"filter: {v.filter_label}")
         if v.query_text:
             at = 0 if v.match_at is None else v.match_at + 1
             parts.append(f"/{v.query_text}: {at}/{len(v.matches)} matches")

@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from .banner import Banner
-from .dialogs import ConfirmDialog
+from .dialogs import ConfirmDialog, InputDialog
 from .services_table import ServicesTable
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class ServicesScreen(Screen[None]):
         Binding("x", "stop", "Stop"),
         Binding("r", "act('restart')", "Restart"),
         Binding("R", "reload", "Reload"),
+        Binding("e", "ensure", "Ensure"),
         Binding("slash", "filter", "Filter"),
         Binding("d", "disk", "Disk"),
         Binding("u", "runs", "Runs"),
@@ -108,6 +109,19 @@ class ServicesScreen(Screen[None]):
                 self.runyard.request_action("stop", [name])
 
         self.app.push_screen(ConfirmDialog(f"Stop service [b]{name}[/b]?"), answered)
+
+    def action_ensure(self) -> None:
+        name = self._target()
+        if name is None:
+            return
+
+        def answered(spec: str | None) -> None:
+            if spec is not None:
+                self.runyard.request_ensure(name, spec.strip() or "latest")
+
+        self.app.push_screen(
+            InputDialog(f"Ensure a version of [b]{name}[/b] (VERSION_SPEC)", "latest"), answered
+        )
 
     def action_reload(self) -> None:
         if self.runyard.read_only:
