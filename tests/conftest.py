@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,3 +94,21 @@ def root() -> Iterator[Path]:
     r = short_root()
     yield r
     shutil.rmtree(r.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., object]]:
+    """``daemons(tree)`` makes a daemonkit.Daemon that is stopped (and its children killed)
+    when the test ends, however it ends."""
+    from daemonkit import Daemon
+
+    started: list[Daemon] = []
+
+    def make(tree: RuntimeTree) -> Daemon:
+        d = Daemon(tree)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()

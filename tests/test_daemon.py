@@ -12,25 +12,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from daemonkit import SLEEPER, Daemon, build_tree, wait_for
+from daemonkit import SLEEPER, build_tree, wait_for
 
 from protocol.client import Conflict, DaemonUnreachable, NotFound, OperationFailed
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def make(tree) -> Daemon:
-        d = Daemon(tree)
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
 
 
 def gone(pid: int) -> bool:

@@ -10,7 +10,7 @@ import time
 import msgspec
 import psutil
 import pytest
-from daemonkit import SLEEPER, Daemon, build_tree, wait_for
+from daemonkit import SLEEPER, build_tree, wait_for
 
 from daemon.diskwatch import INTERVAL, DiskWatch
 from daemon.events import EventBus
@@ -33,20 +33,6 @@ while True:
     sys.stdout.flush()
     time.sleep(0.01)
 """
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def make(tree) -> Daemon:
-        d = Daemon(tree)
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
 
 
 def service(report: dict, name: str) -> dict:

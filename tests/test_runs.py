@@ -21,6 +21,7 @@ from conftest import require_tool
 from test_runs_kit import (
     ALL_ENGINES,
     REPO,
+    REQUIRED,
     SAMPLE,
     SAMPLE_OUTPUTS,
     SAMPLE_PROFILE,
@@ -71,23 +72,6 @@ def signing_key(tmp_path: Path) -> SigningKeyFiles:
     return generate_signing_key(tmp_path / "keys" / "signer")
 
 
-REQUIRED = {
-    "RUN_INPUT.json",
-    "RUN_OUTPUT.json",
-    "RUN_META.json",
-    "RUN_CONDITIONS.json",
-    "ARTIFACT_INDEX.json",
-    "SHA256SUMS.txt",
-    "ENGINE_MANIFEST.json",
-    "INPUT_SCHEMA.json",
-    "OUTPUT_SCHEMA.json",
-    "COUPLING_RULES.json",
-    "SEALING_SPEC.md",
-    "ENGINE_GOVERNANCE.md",
-    "PHYSICS_CAPABILITIES.md",
-}
-
-
 def heat1d_run(tree: RuntimeTree, **kw):
     return execute_and_seal(tree, "heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"], **kw)
 
@@ -105,7 +89,7 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
     result = heat1d_run(engines, context={"user": "ada"}, on_event=events.append)
     bundle = Path(result.bundle)
     assert bundle == engines.data_dir / "heat1d" / "runs" / result.run_id
-    assert files_of(bundle) == REQUIRED | {"artifacts/profile.csv", "logs/engine.stderr"}
+    assert files_of(bundle) == set(REQUIRED) | {"artifacts/profile.csv", "logs/engine.stderr"}
     assert (bundle / "artifacts" / "profile.csv").read_bytes() == SAMPLE_PROFILE
     assert [e.kind for e in events] == ["started", "sealed"]
     assert all(e.run_id == result.run_id for e in events)

@@ -29,6 +29,24 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 SAMPLE = json.loads((EXAMPLES / "engines" / "heat1d" / "sample-input.json").read_bytes())
 
+#: The files every bundle must hold (run bundle spec §3), spelled out here rather than taken
+#: from runtime.runs so that the tests catch the code drifting from the spec.
+REQUIRED = (
+    "RUN_INPUT.json",
+    "RUN_OUTPUT.json",
+    "RUN_META.json",
+    "RUN_CONDITIONS.json",
+    "ARTIFACT_INDEX.json",
+    "SHA256SUMS.txt",
+    "ENGINE_MANIFEST.json",
+    "INPUT_SCHEMA.json",
+    "OUTPUT_SCHEMA.json",
+    "COUPLING_RULES.json",
+    "SEALING_SPEC.md",
+    "ENGINE_GOVERNANCE.md",
+    "PHYSICS_CAPABILITIES.md",
+)
+
 # What heat1d computes for the sample (examples/README.md).
 SAMPLE_OUTPUTS = {
     "alpha": "1/4",

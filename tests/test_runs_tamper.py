@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from test_runs_kit import SAMPLE, SAMPLE_PROFILE, build_catalogs, copy_bundle, install, reseal
+from test_runs_kit import (
+    REQUIRED,
+    SAMPLE,
+    SAMPLE_PROFILE,
+    build_catalogs,
+    copy_bundle,
+    install,
+    reseal,
+)
 
 from runtime.canonical import canonical_bytes
 from runtime.keys import SigningKeyFiles, generate_signing_key, load_signing_key
@@ -24,21 +32,6 @@ from runtime.runs import execute_and_seal, replay_bundle, verify_bundle
 from runtime.tree import RuntimeTree
 
 PROFILE_SHA = hashlib.sha256(SAMPLE_PROFILE).hexdigest()
-REQUIRED = [
-    "RUN_INPUT.json",
-    "RUN_OUTPUT.json",
-    "RUN_META.json",
-    "RUN_CONDITIONS.json",
-    "ARTIFACT_INDEX.json",
-    "SHA256SUMS.txt",
-    "ENGINE_MANIFEST.json",
-    "INPUT_SCHEMA.json",
-    "OUTPUT_SCHEMA.json",
-    "COUPLING_RULES.json",
-    "SEALING_SPEC.md",
-    "ENGINE_GOVERNANCE.md",
-    "PHYSICS_CAPABILITIES.md",
-]
 OPTIONAL = ["artifacts/summary.csv", "logs/engine.stderr", f"inputs/{PROFILE_SHA}"]
 SIG = "SHA256SUMS.txt.sig"
 ALL_FILES = [*REQUIRED, *OPTIONAL, SIG]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
-from daemonkit import SLEEPER, Daemon, build_tree
-from textual.pilot import Pilot
+from daemonkit import SLEEPER, build_tree
 from textual.widgets import DataTable
+from tuikit import select, states, until
 
 from tui.app import RunyardApp
 from tui.banner import UNREACHABLE, Banner
@@ -32,45 +29,9 @@ while True:
 """
 
 
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def make(tree) -> Daemon:
-        d = Daemon(tree)
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
-
-
-async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def states(app: RunyardApp) -> dict[str, str]:
-    table = app.services_screen.query_one(ServicesTable)
-    return {name: s.state for name, s in table.services.items()}
-
-
 def shown_state(app: RunyardApp, name: str) -> str:
     table = app.services_screen.query_one(ServicesTable)
     return str(table.get_cell(name, "state"))
-
-
-async def select(pilot: Pilot, app: RunyardApp, name: str) -> None:
-    table = app.services_screen.query_one(ServicesTable)
-    table.move_cursor(row=table.get_row_index(name))
-    await pilot.pause()
-    assert table.selected == name
 
 
 async def test_table_reaches_running_and_x_confirm_stops(root, daemons) -> None:

@@ -4,17 +4,16 @@ events the screens do not expect."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
-from daemonkit import SLEEPER, Daemon, build_tree
+from daemonkit import SLEEPER, build_tree
 from textual.pilot import Pilot
+from tuikit import select, states, until
 
 from protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from tui.app import RunyardApp
 from tui.dialogs import InputDialog
 from tui.logs_screen import LogsScreen
-from tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,42 +27,6 @@ while True:
     print(f"{'even' if n % 2 == 0 else 'odd'} {n}", flush=True)
     time.sleep(0.2)
 """
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def make(tree) -> Daemon:
-        d = Daemon(tree)
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
-
-
-async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def states(app: RunyardApp) -> dict[str, str]:
-    table = app.services_screen.query_one(ServicesTable)
-    return {name: s.state for name, s in table.services.items()}
-
-
-async def select(pilot: Pilot, app: RunyardApp, name: str) -> None:
-    table = app.services_screen.query_one(ServicesTable)
-    table.move_cursor(row=table.get_row_index(name))
-    await pilot.pause()
-    assert table.selected == name
 
 
 def notices(app: RunyardApp) -> list[str]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
-from collections.abc import Callable
 
 import pytest
-from daemonkit import SLEEPER, Daemon, build_tree, short_root
+from daemonkit import SLEEPER, build_tree, short_root
 from test_runs_kit import SAMPLE, build_catalogs, install
-from textual.pilot import Pilot
+from tuikit import until
 
 from runtime.tree import RuntimeTree
 from tui.app import RunyardApp
@@ -26,20 +24,6 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def make(tree) -> Daemon:
-        d = Daemon(tree)
-        started.append(d)
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
-
-
-@pytest.fixture
 def heat_tree(catalogs):
     root = short_root()
     tree = RuntimeTree(root)
@@ -48,16 +32,6 @@ def heat_tree(catalogs):
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     yield tree
     shutil.rmtree(root.parent, ignore_errors=True)
-
-
-async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_disk_panel_shows_services_and_updates_after_a_write(root, daemons) -> None:
