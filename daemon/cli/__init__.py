@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from protocol.client import DaemonUnreachable
 from runtime.errors import RunyardError
 
-from . import control_cmd, keys_cmd, runs_cmd, runtime_cmd, tui_cmd
+from . import (
+    audit_cmd,
+    bundle_cmd,
+    control_cmd,
+    doctor_cmd,
+    keys_cmd,
+    license_cmd,
+    runs_cmd,
+    runtime_cmd,
+    tui_cmd,
+)
 from .common import UsageError, common_options
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
@@ -40,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(sub, common)
     runs_cmd.register(sub, common)
     tui_cmd.register(sub, common)
+    bundle_cmd.register(sub, common)
+    doctor_cmd.register(sub, common)
+    license_cmd.register(sub, common)
+    audit_cmd.register(sub, common)
     return parser
 
 
