@@ -4,11 +4,18 @@ Signals: SIGTERM / SIGINT stop every service and exit; SIGHUP reloads. ``kill -9
 services running on purpose: their pid, pgid and start time are in temp/state.json, their
 output waits in FIFOs whose read ends the children themselves keep open, and the next daemon
 adopts them (see docs/ARCHITECTURE.md, "Surviving a daemon crash").
+
+Before anything else the daemon runs the startup checks of ``runyard doctor``
+(runtime/doctor.py): a fatal one (manifest invalid, a checksum mismatch, data/ or logs/ not
+writable, temp/ not ours) stops it with one line naming the check; the others are logged.
+The license is checked there too: an expired, forged or malformed one is one log line and
+community limits. Start, stop, signals and every audited request go to the audit trail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -20,16 +27,20 @@ from pathlib import Path
 
 from protocol.endpoints import endpoints_for
 from protocol.messages import DaemonEvent
+from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
 from runtime.errors import RunyardError
+from runtime.license import LicenseStatus, tree_license
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
 
 from .diskwatch import DiskWatch
 from .events import EventBus
 from .handlers import Context
+from .handlers.audited import AuditWriter
 from .health import HealthServer
 from .logs import daemon_logger
 from .server import ControlServer, tcp_listener
+from .state import load_state
 from .supervisor import Supervisor
 
 __all__ = ["DaemonRunning", "run_daemon", "runyard_version"]
@@ -60,6 +71,12 @@ def _take_lock(tree: RuntimeTree) -> int:
     return fd
 
 
+def _log_refusal(tree: RuntimeTree, exc: StartupCheckFailed) -> None:
+    """Leave the refusal in the daemon log too, when logs/ can take it."""
+    with contextlib.suppress(OSError):
+        daemon_logger(tree.logs_dir).error("refusing to start: %s", exc)
+
+
 def _sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) we are ready; a no-op without NOTIFY_SOCKET."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -72,28 +89,92 @@ def _sd_notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
-async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logger) -> None:
+def startup_checks(tree: RuntimeTree, license_file: Path | None = None) -> DoctorReport:
+    """The doctor's checks, before the tree is touched; StartupCheckFailed on a fatal one.
+
+    The default ports of services recorded with a pid in temp/state.json are not checked:
+    after a crash their processes still hold them, and this daemon adopts them.
+    """
+    recorded, _ = load_state(tree)
+    adopted = [name for name, r in recorded.services.items() if r.pid]
+    report = run_checks(tree, license_file=license_file, skip_ports_of=adopted)
+    fatal = report.fatal
+    if fatal:
+        more = f" (and {len(fatal) - 1} more fatal check(s))" if len(fatal) > 1 else ""
+        raise StartupCheckFailed(
+            f"startup check {fatal[0].name} failed: {fatal[0].detail}{more}; "
+            f"run `runyard doctor --root {tree.root}`"
+        )
+    return report
+
+
+def _log_checks(report: DoctorReport, log: logging.Logger, seconds: float) -> None:
+    problems = sum(c.status in ("warn", "fail") for c in report.checks if c.name != "license")
+    log.info("startup checks: %d problem(s), %.0f ms", problems, seconds * 1000)
+    for check in report.checks:
+        if check.name == "license":
+            continue  # one line of its own below
+        if check.status == "fail":
+            log.error("startup check %s failed (not fatal): %s", check.name, check.detail)
+        elif check.status == "warn":
+            log.warning("startup check %s: %s", check.name, check.detail)
+    lic = report.license
+    if lic is not None:
+        (log.info if lic.ok else log.warning)("%s", lic.summary())
+
+
+async def _serve(
+    tree: RuntimeTree,
+    project_file: Path | None,
+    log: logging.Logger,
+    license: LicenseStatus | None = None,
+    license_file: Path | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     project = load_project(project_file)
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
     tcp = tcp_listener(project.daemon, project.path)
     bus = EventBus()
-    sup = Supervisor(tree, project_file, bus, log)
+    sup = Supervisor(
+        tree,
+        project_file,
+        bus,
+        log,
+        license=license,
+        license_loader=lambda: tree_license(tree, license_file),
+    )
     endpoints = endpoints_for(tree.root)
+    audit = AuditWriter(tree.logs_dir, log)
     ctx = Context(
         tree=tree,
         supervisor=sup,
         events_endpoint=endpoints.events,
         version=runyard_version(),
         started_at=time.time(),
+        audit=audit,
     )
     server = ControlServer(endpoints, ctx, log, tcp)
     server.bind()
     server.start()
     health = None
     diskwatch = DiskWatch(tree, bus, log)
+    me = {"uid": os.getuid(), "client": "daemon"}
+    stop_reason = "crashed"
     try:
         await sup.boot()
+        audit.submit(
+            "daemon.start",
+            target=str(tree.root),
+            detail={
+                "pid": os.getpid(),
+                "version": ctx.version,
+                "tier": sup.tier,
+                "license": license.status if license is not None else "missing",
+                "services": len(sup.order),
+                "over_limit": len(sup.blocked),
+            },
+            actor=me,
+        )
         diskwatch.start()
         if project.daemon.health_port:
             health = HealthServer(sup, project.daemon.health_port)
@@ -107,18 +188,32 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
         stopping = asyncio.Event()
 
         def on_term(signame: str) -> None:
+            nonlocal stop_reason
             log.info("%s: stopping every service, then the daemon", signame)
+            stop_reason = signame
+            audit.submit("shutdown", target="daemon", actor={**me, "client": signame})
             stopping.set()
+
+        def reloaded(t: asyncio.Task[str]) -> None:
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                log.error("reload failed: %s", exc)
+            result, detail = ("failed", {"error": str(exc)[:300]}) if exc else ("ok", {})
+            if exc is None:
+                detail = {"summary": t.result()}
+            audit.submit(
+                "reload",
+                target="daemon",
+                result=result,
+                detail=detail,
+                actor={**me, "client": "SIGHUP"},
+            )
 
         def on_hup() -> None:
             log.info("SIGHUP: reloading")
-            task = loop.create_task(sup.reload())
-            task.add_done_callback(
-                lambda t: (
-                    t.cancelled()
-                    or (t.exception() and log.error("reload failed: %s", t.exception()))
-                )
-            )
+            loop.create_task(sup.reload()).add_done_callback(reloaded)
 
         loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
@@ -131,6 +226,8 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
+        if ctx.shutdown_requested.is_set() and stop_reason == "crashed":
+            stop_reason = "shutdown request"
         _sd_notify("STOPPING=1")
         if not ctx.shutdown_requested.is_set():
             await sup.shutdown()
@@ -145,17 +242,31 @@ async def _serve(tree: RuntimeTree, project_file: Path | None, log: logging.Logg
             await health.close()
         await sup.close()
         await server.close()
+        audit.submit("daemon.exit", target=str(tree.root), detail={"reason": stop_reason}, actor=me)
+        await asyncio.to_thread(audit.close)
         log.info("daemon %d exits", os.getpid())
 
 
-def run_daemon(root: Path, project_file: Path | None = None) -> int:
-    """Run the daemon for the tree at ``root`` in the foreground until it is told to stop."""
+def run_daemon(
+    root: Path, project_file: Path | None = None, license_file: Path | None = None
+) -> int:
+    """Run the daemon for the tree at ``root`` in the foreground until it is told to stop.
+
+    ``license_file`` replaces the tree's config/runyard/license.json.
+    """
     tree = RuntimeTree(root).require()
+    began = time.monotonic()
+    try:
+        report = startup_checks(tree, license_file)
+    except StartupCheckFailed as exc:
+        _log_refusal(tree, exc)
+        raise
     tree.init()  # idempotent: makes sure temp/ (0700) and friends exist
     lock_fd = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
+    _log_checks(report, log, time.monotonic() - began)
     try:
-        asyncio.run(_serve(tree, project_file, log))
+        asyncio.run(_serve(tree, project_file, log, report.license, license_file))
     except RunyardError as exc:
         log.error("%s", exc)
         raise

@@ -174,7 +174,10 @@ async def probe_tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
             await writer.wait_closed()
 
     try:
-        await asyncio.wait_for(connect(), timeout)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that lands
+        # as the inner call completes, and the monitor's stop() then waits forever.
+        async with asyncio.timeout(timeout):
+            await connect()
     except TimeoutError:
         return False, f"{target}: timeout after {timeout:g}s"
     except OSError as exc:
@@ -205,7 +208,8 @@ async def probe_http(
             writer.close()
 
     try:
-        line = await asyncio.wait_for(status_line(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await status_line()
     except TimeoutError:
         return False, f"{where}: timeout after {timeout:g}s"
     except OSError as exc:
@@ -256,7 +260,8 @@ async def probe_exec(
     except OSError as exc:
         return False, f"{where}: cannot start: {exc}"
     try:
-        code = await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            code = await proc.wait()
     except TimeoutError:
         return False, f"{where}: timeout after {timeout:g}s (killed)"
     finally:
@@ -400,6 +405,10 @@ class ReadinessMonitor:
             except Exception as exc:  # a bug, not a probe failure: log it, count it, go on
                 log.exception("readiness probe crashed")
                 ok, detail = False, f"probe error: {exc!r}"
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that raced with the probe's completion: honour it.
+                raise asyncio.CancelledError
             self._record(ok, detail)
             # Fixed rate, but a probe slower than the interval delays the next instead of
             # bunching them up.

@@ -10,6 +10,12 @@ unknown op gets an ErrorReply (or is dropped when it cannot even be addressed), 
 goes on. Slow operations (stop with wait, restart, reload, ensure, du) run as their own tasks so
 a status request is never stuck behind them. The XPUB tells us which topics have subscribers,
 so log events are built only when someone follows that log.
+
+Every request that changes something is recorded in the audit trail here, in ``_dispatch``
+(handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
+sit in a 0700 directory, so only their owner or root can connect), the name the client gave in
+``hello`` on the same connection, and for a CurveZMQ client the authorized key file it proved
+it holds (the ZAP User-Id).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import zmq
@@ -29,10 +36,12 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from protocol import messages as m
 from protocol.endpoints import Endpoints, prepare_socket_dir
+from runtime.audit import current_actor
 from runtime.errors import ProjectError, RunyardError
 from runtime.project import DaemonSettings
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
+from .handlers.audited import AUDITED, describe
 from .supervisor import NotFound
 
 __all__ = ["ControlServer", "TcpListener", "tcp_listener"]
@@ -45,6 +54,8 @@ class _JustId(msgspec.Struct):
 
 
 _id_decoder = msgspec.json.Decoder(_JustId)
+#: Client names remembered per connection (from hello), at most this many.
+MAX_KNOWN_CLIENTS = 1024
 
 
 def _readable_id(payload: bytes) -> str:
@@ -66,6 +77,8 @@ class TcpListener:
     secret_key: bytes
     authorized_dir: Path
     authorized_keys: int
+    #: Z85 public key -> the authorized certificate's file name (the audit trail's ``key``).
+    key_names: dict[bytes, str] = field(default_factory=dict)
 
     def _url(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -131,7 +144,22 @@ def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpList
         authorized = load_authorized_curve_keys(authorized_dir)
     except KeyFileError as exc:
         raise ProjectError(f"{source}: daemon.curve_authorized_dir: {exc}") from None
-    return TcpListener(host, port, public, secret, authorized_dir, len(authorized))
+    names = {key: path.name for path, key in authorized.items()}
+    return TcpListener(host, port, public, secret, authorized_dir, len(authorized), names)
+
+
+class _NamingAuthenticator(AsyncioAuthenticator):
+    """Tells each Curve connection's User-Id as the authorized key file's name."""
+
+    def __init__(
+        self, context: zmq.asyncio.Context, key_names: dict[bytes, str], log: logging.Logger
+    ) -> None:
+        super().__init__(context, log=log)
+        self.key_names = key_names
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        z85_key = super().curve_user_id(client_public_key)
+        return self.key_names.get(z85_key.encode("ascii"), z85_key)
 
 
 class ControlServer:
@@ -155,6 +183,8 @@ class ControlServer:
         self._subscriptions: Counter[bytes] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._serve_tasks: list[asyncio.Task[None]] = []
+        #: (router, identity) -> the client name it sent in hello.
+        self._clients: OrderedDict[tuple[int, bytes], str] = OrderedDict()
 
     @property
     def routers(self) -> list[zmq.asyncio.Socket]:
@@ -205,7 +235,7 @@ class ControlServer:
 
         Only sockets with a security mechanism ask ZAP: the ipc sockets (NULL, no domain) never do.
         """
-        self.auth = AsyncioAuthenticator(self.zctx, log=self.log.getChild("zap"))
+        self.auth = _NamingAuthenticator(self.zctx, tcp.key_names, self.log.getChild("zap"))
         self.auth.start()
         assert self.auth.zap_socket is not None
         self.auth.zap_socket.setsockopt(zmq.LINGER, 0)
@@ -283,9 +313,18 @@ class ControlServer:
     # --- requests ----------------------------------------------------------------------------
 
     async def _serve(self, router: zmq.asyncio.Socket) -> None:
+        curve = router is self.tcp_router
         while True:
+            peer = ""
             try:
-                frames = await router.recv_multipart(copy=True)
+                if curve:
+                    # Frames, not bytes: the ZAP User-Id travels as a property of the message.
+                    parts = await router.recv_multipart(copy=False)
+                    with contextlib.suppress(zmq.ZMQError, UnicodeDecodeError):
+                        peer = parts[-1].get("User-Id") or ""
+                    frames = [p.bytes for p in parts]
+                else:
+                    frames = await router.recv_multipart(copy=True)
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.ETERM:
                     return
@@ -314,14 +353,39 @@ class ControlServer:
                 await self._reply(router, identity, reply)
                 continue
             if type(req) in INLINE:
-                await self._dispatch(router, identity, req)
+                await self._dispatch(router, identity, req, peer)
             else:
-                task = asyncio.get_running_loop().create_task(self._dispatch(router, identity, req))
+                task = asyncio.get_running_loop().create_task(
+                    self._dispatch(router, identity, req, peer)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, router: zmq.asyncio.Socket, identity: bytes, req: m.Request) -> None:
+    def _actor(self, router: zmq.asyncio.Socket, identity: bytes, peer: str) -> dict[str, Any]:
+        actor: dict[str, Any] = {"uid": os.getuid()}
+        client = self._clients.get((id(router), identity))
+        if client:
+            actor["client"] = client
+        actor["via"] = "tcp" if router is self.tcp_router else "ipc"
+        if peer:
+            actor["key"] = peer
+        return actor
+
+    def _remember_client(self, router: zmq.asyncio.Socket, identity: bytes, name: str) -> None:
+        key = (id(router), identity)
+        self._clients[key] = name[:100]
+        self._clients.move_to_end(key)
+        while len(self._clients) > MAX_KNOWN_CLIENTS:
+            self._clients.popitem(last=False)
+
+    async def _dispatch(
+        self, router: zmq.asyncio.Socket, identity: bytes, req: m.Request, peer: str = ""
+    ) -> None:
         handler = HANDLERS[type(req)]
+        audited = type(req) in AUDITED
+        actor = self._actor(router, identity, peer) if audited else None
+        # Read by runtime.audit.record in this request's context (a seal in a worker thread).
+        token = current_actor.set(actor)
         try:
             reply = await handler(self.ctx, req)
         except HandlerError as exc:
@@ -333,6 +397,17 @@ class ControlServer:
         except Exception as exc:
             self.log.exception("internal error handling %s", type(req).__name__)
             reply = m.ErrorReply(code="internal", message=f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            current_actor.reset(token)
+        if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:
+            self._remember_client(router, identity, req.client)
+        if audited and self.ctx.audit is not None:
+            entry = describe(req, reply)
+            if entry is not None:
+                action, target, result, detail = entry
+                self.ctx.audit.submit(
+                    action, target=target, result=result, detail=detail, actor=actor
+                )
         reply.id = req.id
         await self._reply(router, identity, reply)
 

@@ -7,13 +7,17 @@ the scoped PATH, argv and cwd. Its ``digest`` (sha256 over a canonical encoding)
 compares: a service restarts on reload only when its digest changed.
 
 Dependency cycles and dependencies on unknown services are refused here, at load, naming them.
+
+``admit`` applies the license's ``max_services``: which services may run when there are more
+than the limit (the first ones in start order, a service only with its dependencies; at reload
+the services already admitted keep their place).
 """
 
 from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -28,7 +32,7 @@ from runtime.tree import RuntimeTree
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness
 
-__all__ = ["ConfigError", "ServiceSpec", "load_specs", "start_order"]
+__all__ = ["ConfigError", "ServiceSpec", "admit", "load_specs", "start_order"]
 
 
 class ConfigError(RunyardError):
@@ -208,3 +212,30 @@ def start_order(specs: Mapping[str, ServiceSpec]) -> list[str]:
     for name in sorted(specs):
         visit(name)
     return order
+
+
+def admit(
+    order: Sequence[str],
+    depends_on: Mapping[str, Collection[str]],
+    limit: int | None,
+    keep: Collection[str] = (),
+) -> list[str]:
+    """The services allowed to run under ``limit`` (None: all), in ``order``.
+
+    ``order`` is the start order (dependencies first, ties by name), so the first ``limit``
+    services are admitted and an admitted service's dependencies always are too. The services
+    in ``keep`` (admitted before a reload) are admitted first, so adding a service never
+    pushes out one that runs; a kept service whose dependencies are not all admitted is not.
+    """
+    if limit is None or len(order) <= limit:
+        return list(order)
+    admitted: set[str] = set()
+    for first_pass in (True, False):
+        for name in order:
+            if len(admitted) >= limit:
+                break
+            if name in admitted or (first_pass and name not in keep):
+                continue
+            if all(dep in admitted for dep in depends_on.get(name, ())):
+                admitted.add(name)
+    return [n for n in order if n in admitted]

@@ -4,6 +4,12 @@ Starts follow ``depends_on``: a service wanted up waits (reason ``waiting for db
 until each dependency satisfies its condition; asking to start a service asks for its
 dependencies too. Stopping everything goes in reverse: dependents first, level by level, each
 level concurrently. Reload compares definition digests and touches only what changed.
+
+The license's ``max_services`` (community: 100) caps how many services run: those beyond it
+(``spec.admit``: start order, a service only with its dependencies, at reload the admitted ones
+keep their place) are never started, their status reason says why, and a ``start`` naming one
+is refused (``OverLimit``). A process of such a service found alive at boot is stopped, as one
+of a service no longer configured is. Reload reads the license again.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import psutil
 
 from protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
+from runtime.errors import RunyardError
+from runtime.license import COMMUNITY_LIMITS, LicenseStatus
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
 
@@ -25,10 +33,10 @@ from .events import EventBus
 from .fsm import ALIVE, ServiceState
 from .process import adopt, stop_process
 from .service import ServiceRunner
-from .spec import ServiceSpec, load_specs, start_order
+from .spec import ServiceSpec, admit, load_specs, start_order
 from .state import DaemonState, ServiceRecord, load_state, save_state, state_path
 
-__all__ = ["NotFound", "Supervisor"]
+__all__ = ["NotFound", "OverLimit", "Supervisor"]
 
 S = ServiceState
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
@@ -43,14 +51,29 @@ class NotFound(KeyError):
         return str(self.args[0])
 
 
+class OverLimit(RunyardError):
+    """A start asks for a service beyond the license's max_services."""
+
+
 class Supervisor:
     def __init__(
-        self, tree: RuntimeTree, project_file: Path | None, bus: EventBus, log: logging.Logger
+        self,
+        tree: RuntimeTree,
+        project_file: Path | None,
+        bus: EventBus,
+        log: logging.Logger,
+        license: LicenseStatus | None = None,
+        license_loader: Callable[[], LicenseStatus] | None = None,
     ) -> None:
         self.tree = tree
         self.project_file = project_file
         self.bus = bus
         self.log = log
+        #: The license in force (None: community limits); reload asks license_loader again.
+        self.license = license
+        self.license_loader = license_loader
+        #: Services over max_services -> why they are not started.
+        self.blocked: dict[str, str] = {}
         self.fifo_dir = tree.temp_dir / "fifo"
         self.runners: dict[str, ServiceRunner] = {}
         self.order: list[str] = []
@@ -70,6 +93,63 @@ class Supervisor:
             self.log.warning("%s", w)
         return specs
 
+    # --- the license's max_services ---------------------------------------------------------
+
+    @property
+    def max_services(self) -> int | None:
+        if self.license is not None:
+            return self.license.max_services
+        return COMMUNITY_LIMITS["max_services"]
+
+    @property
+    def tier(self) -> str:
+        return self.license.tier if self.license is not None else "community"
+
+    def _admit(self, keep: Iterable[str] = ()) -> list[str]:
+        """Decide which services may run; returns the ones newly over the limit."""
+        limit = self.max_services
+        deps = {n: tuple(r.spec.depends_on) for n, r in self.runners.items()}
+        admitted = set(admit(self.order, deps, limit, frozenset(keep)))
+        before = self.blocked
+        self.blocked = {}
+        for position, name in enumerate(self.order, start=1):
+            if name in admitted:
+                continue
+            self.blocked[name] = (
+                f"not started: over the {self.tier} tier's limit of {limit} services "
+                f"(max_services); this is service {position} of {len(self.order)} in start order"
+            )
+        for name, runner in self.runners.items():
+            reason = self.blocked.get(name)
+            if reason is not None and runner.reason != reason:
+                runner.reason = reason
+                runner.invalidate()
+            elif reason is None and name in before and runner.reason == before[name]:
+                runner.reason = ""
+                runner.invalidate()
+        if self.blocked:
+            first = next(iter(self.blocked))
+            self.log.warning(
+                "%d service(s) over the %s tier's limit of %s (max_services) are not started: %s%s",
+                len(self.blocked),
+                self.tier,
+                limit,
+                first,
+                f" and {len(self.blocked) - 1} more" if len(self.blocked) > 1 else "",
+            )
+        return [n for n in self.blocked if n not in before]
+
+    def over_limit(self, names: Iterable[str]) -> list[str]:
+        """The services among ``names`` (dependencies included) that may not start."""
+        return [n for n in self._with_dependencies(names) if n in self.blocked]
+
+    def refuse_over_limit(self, names: Iterable[str]) -> None:
+        """Raise OverLimit naming the first service of ``names`` beyond the limit."""
+        over = self.over_limit(names)
+        if over:
+            more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+            raise OverLimit(f"{over[0]}: {self.blocked[over[0]]}{more}")
+
     async def boot(self) -> None:
         """Load the services, take back live processes from state.json, start what is wanted."""
         self.fifo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -77,6 +157,7 @@ class Supervisor:
         specs = self._load_specs()
         self.order = start_order(specs)
         self.runners = {name: ServiceRunner(specs[name], self) for name in self.order}
+        self._admit()
         recorded, warning = load_state(self.tree)
         if warning:
             self.log.warning("%s", warning)
@@ -85,14 +166,14 @@ class Supervisor:
             if record.pid and record.create_time is not None:
                 handle = adopt(record.pid, record.create_time, record.pgid or record.pid)
             runner = self.runners.get(name)
-            if handle is not None and runner is None:
-                # Alive but no longer configured: never leave an unmanaged child behind.
-                self.log.warning(
-                    "%s: recorded pid %d is no longer configured; stopping it", name, handle.pid
-                )
+            if handle is not None and (runner is None or name in self.blocked):
+                # Alive but no longer configured (or over the limit): never leave an unmanaged
+                # child behind.
+                why = "no longer configured" if runner is None else "over the service limit"
+                self.log.warning("%s: recorded pid %d is %s; stopping it", name, handle.pid, why)
                 await stop_process(handle, stop_timeout=10.0)
                 continue
-            if runner is None:
+            if runner is None or name in self.blocked:
                 continue
             runner.restarts = record.restarts
             if handle is not None:
@@ -102,7 +183,7 @@ class Supervisor:
                 runner.request_start()
         for name in self.order:
             runner = self.runners[name]
-            if name not in recorded.services and runner.spec.autostart:
+            if name not in recorded.services and runner.spec.autostart and name not in self.blocked:
                 runner.request_start()
         self._schedule()
         self._save_now()
@@ -208,8 +289,11 @@ class Supervisor:
         return [n for n in self.order if n in wanted]
 
     def start(self, names: Sequence[str]) -> list[ServiceStatus]:
+        """Want ``names`` and their dependencies up; those over the limit are left out (the
+        handlers refuse a start naming one, with ``refuse_over_limit``)."""
         for name in self._with_dependencies(names):
-            self.runners[name].request_start()
+            if name not in self.blocked:
+                self.runners[name].request_start()
         self._schedule()
         return self.status(names)
 
@@ -244,10 +328,31 @@ class Supervisor:
         chosen = names or self.order
         return [self.runners[n].status() for n in chosen if n in self.runners]
 
+    def _reload_license(self) -> None:
+        if self.license_loader is None:
+            return
+        try:
+            new = self.license_loader()
+        except Exception as exc:  # a license problem never breaks a reload
+            self.log.error("license: cannot read it again: %s; keeping the current one", exc)
+            return
+        old = self.license
+        if old is None or (new.status, new.tier, dict(new.limits)) != (
+            old.status,
+            old.tier,
+            dict(old.limits),
+        ):
+            log = self.log.info if new.ok else self.log.warning
+            log("%s", new.summary())
+        self.license = new
+
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""
         specs = self._load_specs()
         order = start_order(specs)
+        self._reload_license()
+        admitted_before = [n for n in self.order if n not in self.blocked]
+        blocked_before = set(self.blocked)
         removed = [n for n in self.order if n not in specs]
         added = [n for n in order if n not in self.runners]
         changed = [
@@ -269,10 +374,25 @@ class Supervisor:
             self.runners[name] = ServiceRunner(specs[name], self)
         self.order = order
         self.runners = {n: self.runners[n] for n in order}
+        newly_blocked = self._admit(keep=admitted_before)
+        going = [
+            n
+            for n in newly_blocked
+            if n not in added and (self.runners[n].state in ALIVE or self.runners[n].pending_start)
+        ]
+        if going:  # the limit went down (a license expired or was replaced)
+            await self.stop(going, ordered=True)
+            for name in going:
+                self.runners[name].reason = self.blocked[name]
+                self.on_change(self.runners[name])
         for name in restart:
-            self.runners[name].request_start()
+            if name not in self.blocked:
+                self.runners[name].request_start()
+        for name in order:  # the limit went up: what it now admits starts as at boot
+            if name in blocked_before and name not in self.blocked and specs[name].autostart:
+                self.runners[name].request_start()
         for name in added:
-            if specs[name].autostart:
+            if specs[name].autostart and name not in self.blocked:
                 self.runners[name].request_start()
             else:
                 self.on_change(self.runners[name])

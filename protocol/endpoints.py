@@ -34,6 +34,11 @@ class Endpoints:
 
 def endpoints_for(root: str | os.PathLike[str]) -> Endpoints:
     temp = Path(root).absolute() / "temp"
+    # An installed runtime bundle shares temp/ across its versions (versions/<v>/temp ->
+    # ../../temp): the sockets live in the real directory, so the daemon is found through
+    # DIR/current whichever version is current. check_private still vets that directory.
+    if temp.is_symlink():
+        temp = Path(os.path.realpath(temp))
     if len(str(temp / "control.sock")) > _MAX_SUN_PATH:
         digest = hashlib.sha256(str(temp).encode()).hexdigest()[:16]
         temp = Path(tempfile.gettempdir()) / f"runyard-{os.getuid()}" / digest

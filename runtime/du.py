@@ -40,7 +40,7 @@ import msgspec
 
 from .errors import RunyardError
 from .manifest import load_manifest
-from .tree import RESERVED_NAMES, RuntimeTree
+from .tree import RESERVED_NAMES, TOP_DIRS, RuntimeTree
 
 __all__ = ["DiskReport", "ServiceUsage", "Usage", "disk_usage", "scan_usage"]
 
@@ -351,11 +351,17 @@ def disk_usage(
 
     for entry in _entries(str(tree.root)):
         category = categories.get(entry.path)
-        if category and entry.is_dir(follow_symlinks=False):
+        # An installed runtime bundle links its shared top-level dirs (versions/<v>/data ->
+        # ../../data): those links are followed, no deeper one is.
+        try:
+            top_dir = entry.is_dir(follow_symlinks=entry.name in TOP_DIRS)
+        except OSError:
+            top_dir = False
+        if category and top_dir:
             for sub in _entries(entry.path):
                 is_service = sub.is_dir(follow_symlinks=False)
                 place(sub, slot(sub.name, category) if is_service else _OTHER)
-        elif entry.path == cache_dir and entry.is_dir(follow_symlinks=False):
+        elif entry.path == cache_dir and top_dir:
             for sub in _entries(entry.path):
                 if sub.path == archives_dir and sub.is_dir(follow_symlinks=False):
                     for archive in _entries(sub.path):
@@ -363,6 +369,8 @@ def disk_usage(
                         place(archive, _OTHER if owner is None else slot(owner, "cache"))
                 else:
                     place(sub, _OTHER)
+        elif top_dir:
+            roots.append((_OTHER, entry.path))
         else:
             place(entry, _OTHER)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from .atomic import atomic_write_bytes
 from .errors import ManifestError
@@ -22,6 +23,7 @@ from .platform import ARCHES, OSES
 from .tree import RESERVED_NAMES, RuntimeTree, check_name
 
 __all__ = [
+    "SEMVER_RE",
     "BundleInfo",
     "PortDef",
     "RuntimeManifest",
@@ -35,6 +37,13 @@ __all__ = [
 ]
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: A semantic version, exactly as semver.org 2.0.0 writes it (no leading "v").
+SEMVER_RE = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_BASE64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 
 
@@ -76,11 +85,32 @@ class ServiceEntry(msgspec.Struct, forbid_unknown_fields=True, rename="camel", o
 
 
 class BundleInfo(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    """Where this tree came from, when packed as a runtime bundle."""
+    """Where this tree came from, when packed as a runtime bundle (docs/BUNDLES.md).
+
+    The first three are always written (empty in a tree that was never packed). The others
+    exist only in a bundle's manifest, where the signature covers them all: together they
+    describe every member of the bundle, so the signed manifest covers every byte.
+    """
 
     created_at: str = ""
     source: str = ""
+    #: base64 Ed25519 signature of the RFC 8785 bytes of this manifest without this field.
     signature: str = ""
+    #: The bundle's semantic version (it installs into ``versions/<version>/``).
+    version: str | UnsetType = UNSET
+    #: sha256 of every regular-file member but manifest.json, by member path.
+    files: dict[str, str] | UnsetType = UNSET
+    #: The members of ``files`` with mode 0755; every other file is 0644.
+    executables: list[str] | UnsetType = UNSET
+    #: Symlink members: member path -> relative target that stays inside the bundle.
+    links: dict[str, str] | UnsetType = UNSET
+    #: Empty directories (every other directory is implied by the members under it).
+    dirs: list[str] | UnsetType = UNSET
+    #: Paths packed although they looked like secrets (``runyard bundle pack --allow``).
+    allowed: list[str] | UnsetType = UNSET
+    #: The signing key: sha256 fingerprint of its raw public key, and that key (hex).
+    key_fingerprint: str | UnsetType = UNSET
+    public_key: str | UnsetType = UNSET
 
 
 class RuntimeManifest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -191,6 +221,42 @@ def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None
         if key in seen:
             raise ManifestError(f"{at}: {s.name} {s.version} {s.platform} is listed twice")
         seen.add(key)
+    _validate_bundle(manifest.bundle)
+
+
+def _validate_bundle(b: BundleInfo) -> None:
+    """The bundle fields: a semver, safe member paths, hex digests and keys."""
+    if b.version is not UNSET and not SEMVER_RE.match(b.version):
+        raise ManifestError(f"bundle.version: {b.version!r} is not a semantic version (like 1.4.0)")
+    if b.signature and not _BASE64_RE.match(b.signature):
+        raise ManifestError("bundle.signature: expected base64")
+    for name in ("key_fingerprint", "public_key"):
+        value = getattr(b, name)
+        if value is not UNSET and not HEX64.match(value):
+            field = "keyFingerprint" if name == "key_fingerprint" else "publicKey"
+            raise ManifestError(f"bundle.{field}: expected 64 lowercase hex characters")
+    files = b.files if b.files is not UNSET else {}
+    for rel, digest in files.items():
+        problem = unsafe_relative_path(rel)
+        if problem:
+            raise ManifestError(f"bundle.files[{rel!r}]: path {problem}")
+        if not HEX64.match(digest):
+            raise ManifestError(f"bundle.files[{rel!r}]: expected a sha256 (64 lowercase hex)")
+    for rel, target in (b.links if b.links is not UNSET else {}).items():
+        problem = unsafe_relative_path(rel)
+        if problem:
+            raise ManifestError(f"bundle.links[{rel!r}]: path {problem}")
+        if rel in files:
+            raise ManifestError(f"bundle.links[{rel!r}]: also listed in bundle.files")
+        if not target or target.startswith("/") or "\x00" in target:
+            raise ManifestError(f"bundle.links[{rel!r}]: target must be a relative path")
+    for field, paths in (("executables", b.executables), ("dirs", b.dirs), ("allowed", b.allowed)):
+        for i, rel in enumerate(paths if paths is not UNSET else []):
+            problem = unsafe_relative_path(rel)
+            if problem:
+                raise ManifestError(f"bundle.{field}[{i}]: path {problem}")
+            if field == "executables" and rel not in files:
+                raise ManifestError(f"bundle.executables[{i}]: {rel!r} is not in bundle.files")
 
 
 def parse_manifest(

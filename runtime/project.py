@@ -1,6 +1,7 @@
 """The optional project file ``runyard.toml`` and the env override files that share its shapes.
 
     root = "./runtime"        # optional; a relative path is relative to this file's directory
+    version = "1.4.0"         # optional: this runtime's semantic version (`bundle pack` uses it)
     [env]                     # optional; every service gets these
     TZ = "UTC"
     [services.web]
@@ -56,6 +57,9 @@ __all__ = [
 T = TypeVar("T")
 
 
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+
+
 class ProjectService(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[services.NAME]`` of the project file."""
 
@@ -90,6 +94,8 @@ class Project(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Path | None = None
     #: The tree root as written in the file; see `project_root` for the resolved path.
     root: str | None = None
+    #: The runtime's own semantic version (``x.y.z``), the default of ``bundle pack --version``.
+    version: str | None = None
     #: Env overrides for every service.
     env: dict[str, str] = {}
     services: dict[str, ProjectService] = {}
@@ -247,6 +253,8 @@ def parse_project(data: dict[str, Any], path: Path | None = None) -> Project:
         services[name] = svc
     rest = {k: v for k, v in data.items() if k not in ("env", "services")}
     project = _convert(rest, Project, source, "")
+    if project.version is not None and not _SEMVER.match(project.version):
+        raise _fail(source, "version", f"{project.version!r} is not a semantic version (x.y.z)")
     return msgspec.structs.replace(project, path=path, env=env, services=services)
 
 

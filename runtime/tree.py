@@ -133,10 +133,32 @@ class RuntimeTree:
         return True
 
     def contains(self, path: str | os.PathLike[str]) -> bool:
-        """True when ``path``, symlinks resolved, stays inside the tree."""
+        """True when ``path``, symlinks resolved, stays inside the tree.
+
+        A top-level dir of the tree (``data``, ``logs``...) may itself be a symlink: an
+        installed runtime bundle shares them across versions (``versions/1.2.0/data ->
+        ../../data``). What resolves inside such a dir counts as inside, unless the link points
+        at the tree itself or above it (that would let everything in).
+        """
         real_root = os.path.realpath(self.root)
         real = os.path.realpath(path)
-        return real == real_root or real.startswith(real_root + os.sep)
+        if _inside(real, real_root):
+            return True
+        for name in TOP_DIRS:
+            top = self.root / name
+            if not os.path.islink(top):
+                continue
+            real_top = os.path.realpath(top)
+            if _inside(real_root, real_top) or not os.path.isdir(real_top):
+                continue
+            if _inside(real, real_top):
+                return True
+        return False
+
+
+def _inside(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or below it (both already real paths)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def find_project_file(start: str | os.PathLike[str] | None = None) -> Path | None:

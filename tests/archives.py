@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import stat
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.platform import current_arch, current_os
@@ -66,3 +68,84 @@ def publish(directory: Path, name: str, version: str, fmt: str = "tar.gz", **ext
     files = {f"bin/{name}": program(f"{name} {version}"), "README": b"docs\n"}
     (make_zip if fmt == "zip" else make_tar)(archive, files)
     return archive_record(archive, name, version, **extra)
+
+
+# --- raw archives: any member, any type (for hostile and tampered bundles) --------------------
+
+
+@dataclass
+class Raw:
+    """One member of a raw archive, exactly as given (no checks, no normalisation)."""
+
+    name: str
+    data: bytes = b""
+    kind: str = "file"  # file dir symlink hardlink chr blk fifo
+    mode: int = 0o644
+    target: str = ""
+
+
+_RAW_TAR_TYPES = {
+    "file": tarfile.REGTYPE,
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "chr": tarfile.CHRTYPE,
+    "blk": tarfile.BLKTYPE,
+    "fifo": tarfile.FIFOTYPE,
+}
+_RAW_ZIP_TYPES = {
+    "file": stat.S_IFREG,
+    "dir": stat.S_IFDIR,
+    "symlink": stat.S_IFLNK,
+    "chr": stat.S_IFCHR,
+    "blk": stat.S_IFBLK,
+    "fifo": stat.S_IFIFO,
+}
+
+
+def make_raw_archive(path: Path, members: list[Raw]) -> Path:
+    """A .tar.gz or .zip (by ``path``'s suffix) holding ``members`` in the order given."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for m in members:
+                info = zipfile.ZipInfo(m.name + ("/" if m.kind == "dir" else ""))
+                info.create_system = 3
+                info.external_attr = (_RAW_ZIP_TYPES[m.kind] | m.mode) << 16
+                data = m.target.encode() if m.kind == "symlink" else m.data
+                zf.writestr(info, data if m.kind in ("file", "symlink") else b"")
+        return path
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.type = _RAW_TAR_TYPES[m.kind]
+            info.mode = m.mode
+            if m.kind == "file":
+                info.size = len(m.data)
+                tf.addfile(info, io.BytesIO(m.data))
+            else:
+                info.linkname = m.target
+                tf.addfile(info)
+    return path
+
+
+def read_raw_archive(path: Path) -> list[Raw]:
+    """Every member of a .tar.gz or .zip, in archive order (the inverse of make_raw_archive)."""
+    out: list[Raw] = []
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                mode = info.external_attr >> 16
+                kind = {v: k for k, v in _RAW_ZIP_TYPES.items()}.get(stat.S_IFMT(mode), "file")
+                data = zf.read(info) if kind in ("file", "symlink") else b""
+                name = info.filename.rstrip("/")
+                if kind == "symlink":
+                    out.append(Raw(name, kind=kind, mode=stat.S_IMODE(mode), target=data.decode()))
+                else:
+                    out.append(Raw(name, data, kind, stat.S_IMODE(mode)))
+        return out
+    with tarfile.open(path, "r:gz") as tf:
+        for m in tf.getmembers():
+            kind = {v: k for k, v in _RAW_TAR_TYPES.items()}[m.type]
+            data = tf.extractfile(m).read() if m.isreg() else b""  # type: ignore[union-attr]
+            out.append(Raw(m.name, data, kind, m.mode, m.linkname))
+    return out

@@ -117,6 +117,27 @@ def test_a_symlinked_service_dir_is_not_entered(tree: RuntimeTree, tmp_path: Pat
     assert report.total.bytes < 5000
 
 
+def test_shared_top_level_dirs_of_an_installed_bundle_are_followed(tmp_path: Path) -> None:
+    """An installed version links data/, logs/, temp/ to the prefix: they still count."""
+    prefix = tmp_path / "prefix"
+    tree = RuntimeTree(prefix / "versions" / "1.0.0")
+    tree.init()
+    for name in ("data", "logs", "temp"):
+        shutil.rmtree(tree.root / name)
+        (prefix / name).mkdir()
+        (tree.root / name).symlink_to(Path("..", "..", name), target_is_directory=True)
+    data = put(prefix / "data" / "alpha" / "state", 7000)
+    logs = put(prefix / "logs" / "alpha" / "out.log", 3000)
+    temp = put(prefix / "temp" / "scratch", 500)
+    report = disk_usage(tree)
+    alpha = service(report, "alpha")
+    assert (alpha.data.bytes, alpha.logs.bytes) == (data, logs)
+    assert report.other.bytes >= temp
+    # Deeper links are still never followed.
+    (prefix / "data" / "alpha" / "out").symlink_to(tmp_path, target_is_directory=True)
+    assert service(disk_usage(tree), "alpha").data.bytes < data + 1000
+
+
 def test_hard_links_count_once(tree: RuntimeTree) -> None:
     first = tree.data_dir / "alpha" / "blob"
     put(first, 500)

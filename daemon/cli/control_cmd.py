@@ -28,10 +28,12 @@ UP_TIMEOUT = 20.0
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("daemon", parents=[common], help="run the daemon in the foreground")
+    _license_option(p)
     p.set_defaults(handler=cmd_daemon)
     p = sub.add_parser(
         "up", parents=[common], help="start the daemon in the background (idempotent)"
     )
+    _license_option(p)
     p.set_defaults(handler=cmd_up)
     p = sub.add_parser("shutdown", parents=[common], help="stop every service, then the daemon")
     p.set_defaults(handler=cmd_shutdown)
@@ -62,8 +64,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_health)
 
 
+def _license_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--license",
+        metavar="FILE",
+        help="license file (default: the tree's config/runyard/license.json; none: community)",
+    )
+
+
 def _client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
-    return Client(open_tree(args).root, timeout=timeout)
+    """A client that has said hello, so the daemon's audit trail names it (``runyard-cli``)."""
+    client = Client(open_tree(args).root, timeout=timeout, client_name="runyard-cli")
+    try:
+        client.hello()
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -73,7 +90,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     project = os.path.abspath(args.project) if args.project else None
     if project is None and os.path.isfile("runyard.toml"):
         project = os.path.abspath("runyard.toml")
-    return run_daemon(tree.root, Path(project) if project else None)
+    license_file = Path(args.license).absolute() if args.license else None
+    if license_file is not None and not license_file.is_file():
+        raise UsageError(f"--license: {license_file} is not a file")
+    return run_daemon(tree.root, Path(project) if project else None, license_file)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -93,6 +113,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     project = args.project or ("runyard.toml" if os.path.isfile("runyard.toml") else None)
     if project:
         argv += ["--project", os.path.abspath(project)]
+    if args.license:
+        if not os.path.isfile(args.license):
+            raise UsageError(f"--license: {args.license} is not a file")
+        argv += ["--license", os.path.abspath(args.license)]
     err_path = tree.logs_dir / "runyard" / "daemon.stderr"
     err_path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.devnull, "rb") as devnull, open(err_path, "ab") as err:

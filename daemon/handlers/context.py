@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from protocol.messages import ErrorCode
 from runtime.tree import RuntimeTree
 
 from ..supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .audited import AuditWriter
 
 
 class HandlerError(Exception):
@@ -29,3 +33,5 @@ class Context:
     started_at: float
     #: Set by the shutdown handler; the daemon's main loop waits on it.
     shutdown_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Where audited actions are appended (None: not recorded, e.g. in unit tests).
+    audit: AuditWriter | None = None

@@ -1,9 +1,10 @@
-"""``restart``: stop (dependents first), then start again."""
+"""``restart``: stop (dependents first), then start again (within the license's limit)."""
 
 from __future__ import annotations
 
 from protocol import messages as m
 
+from ..supervisor import OverLimit
 from .context import Context, HandlerError
 
 
@@ -14,4 +15,11 @@ async def handle(ctx: Context, req: m.Restart) -> m.Reply:
     names = sup.resolve(req.services, req.all)
     if not names:
         raise HandlerError("bad_request", "name a service or pass all")
+    if req.all:
+        names = [n for n in names if n not in sup.blocked]
+    else:
+        try:
+            sup.refuse_over_limit(names)
+        except OverLimit as exc:
+            raise HandlerError("conflict", str(exc)) from None
     return m.ActionReply(services=await sup.restart(names))

@@ -1,9 +1,14 @@
-"""``start``: want the services up (their dependencies too); replies without waiting."""
+"""``start``: want the services up (their dependencies too); replies without waiting.
+
+A service beyond the license's max_services is refused by name (``conflict``); ``all`` starts
+every service within the limit and says how many were left out.
+"""
 
 from __future__ import annotations
 
 from protocol import messages as m
 
+from ..supervisor import OverLimit
 from .context import Context, HandlerError
 
 
@@ -14,4 +19,18 @@ async def handle(ctx: Context, req: m.Start) -> m.Reply:
     names = sup.resolve(req.services, req.all)
     if not names:
         raise HandlerError("bad_request", "name a service or pass all")
-    return m.ActionReply(services=sup.start(names))
+    message = ""
+    if req.all:
+        left_out = [n for n in names if n in sup.blocked]
+        names = [n for n in names if n not in sup.blocked]
+        if left_out:
+            message = (
+                f"{len(left_out)} service(s) not started: over the {sup.tier} tier's limit of "
+                f"{sup.max_services} services (max_services)"
+            )
+    else:
+        try:
+            sup.refuse_over_limit(names)
+        except OverLimit as exc:
+            raise HandlerError("conflict", str(exc)) from None
+    return m.ActionReply(services=sup.start(names), message=message)

@@ -15,12 +15,18 @@ A rejection moves what the run produced to data/{engine}/rejected/{run_id}/ with
 Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in that thread and
 an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
 threading.Event) kills the engine and rejects the run.
+
+Each seal and each rejection is appended to the tree's audit trail (runtime/audit.py) as
+``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context;
+the actor is the daemon's client when a daemon runs it, else this process (``cli``). A failed
+append is a warning on the ``runyard.audit`` logger: the run stands.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..audit import record as audit_record
 from ..keys import load_signing_key
 from ..manifest import ServiceEntry, load_manifest
 from ..project import Project
@@ -75,6 +82,16 @@ from .sealing import (
 __all__ = ["EventCallback", "execute_and_seal", "runyard_version"]
 
 EventCallback = Callable[[RunEvent], None]
+_audit_log = logging.getLogger("runyard.audit")
+
+
+def _audit(
+    tree: RuntimeTree, action: str, target: str, result: str, detail: dict[str, Any]
+) -> None:
+    try:
+        audit_record(tree.logs_dir, action, target=target, result=result, detail=detail)
+    except OSError as exc:
+        _audit_log.warning("audit: cannot append %s %s: %s", action, target, exc)
 
 
 def runyard_version() -> str:
@@ -207,8 +224,35 @@ def execute_and_seal(
             )
         except RunRejected as rej:
             record = _reject(tree, engine, staging, run_id, rej, run_input, defs)
+            _audit(
+                tree,
+                "run.rejected",
+                f"{engine}/{run_id}",
+                "rejected",
+                {
+                    "run_id": run_id,
+                    "engine": engine,
+                    "stage": rej.stage,
+                    "reason": rej.reason[:300],
+                },
+            )
             emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
             raise rej.with_record(run_id, engine, record) from None
+    _audit(
+        tree,
+        "run.sealed",
+        f"{engine}/{run_id}",
+        "ok",
+        {
+            "run_id": run_id,
+            "engine": engine,
+            "engine_version": sealed.engine_version,
+            "project_id": sealed.project_id,
+            "inputs_hash": sealed.inputs_hash,
+            "outputs_hash": sealed.outputs_hash,
+            "signed_by": sealed.signed_by,
+        },
+    )
     emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
     return sealed
 

@@ -1,0 +1,219 @@
+"""``pack_bundle``: a runtime tree (or some of its services) into one deterministic bundle file.
+
+    select services ─ collect + hash + scan ─ refuse secrets ─ manifest (+ sign) ─ write
+
+Nothing is written before every check has passed: an unknown service, a drifted install dir,
+a secret, a bad version or key is refused first, with one line. The version is ``version``
+(``--version``; semver) or the project file's ``version``. ``createdAt`` is chosen so that it
+cannot break determinism: ``created_at`` (``--created-at``, RFC 3339), else
+``SOURCE_DATE_EPOCH``, else the newest ``installedAt`` of the packed services, else
+1980-01-01T00:00:00Z; it is also the mtime of every member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import msgspec
+
+from ..errors import ManifestError
+from ..manifest import SEMVER_RE, BundleInfo, encode_manifest, load_manifest, validate_manifest
+from ..tree import RuntimeTree
+from .collect import Member, collect_members, select_manifest
+from .layout import EXEC_MODE, MANIFEST, BundleError, Finding, SecretsFound, bundle_format
+from .secrets import scan_env
+from .signing import key_identity, sign_payload, signing_payload
+from .writer import DEFAULT_LEVEL, write_bundle
+
+__all__ = ["PackResult", "check_version", "pack_bundle", "resolve_created_at"]
+
+_FLOOR = "1980-01-01T00:00:00Z"
+
+
+@dataclass
+class PackResult:
+    path: str
+    format: str
+    version: str
+    sha256: str
+    size: int
+    #: Regular files in the bundle, manifest.json included.
+    files: int
+    services: list[str]
+    created_at: str
+    signed_by: str = ""
+    allowed: list[str] = field(default_factory=list)
+
+
+def check_version(version: str | None) -> str:
+    if not version:
+        raise BundleError(
+            "no bundle version: pass --version V (a semantic version such as 1.4.0), "
+            "or set `version` in the project file"
+        )
+    if not SEMVER_RE.match(version):
+        raise BundleError(
+            f"--version {version!r}: not a semantic version (like 1.4.0 or 2.0.0-rc.1)"
+        )
+    return version
+
+
+def _rfc3339(epoch: int) -> str:
+    when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def created_epoch(text: str) -> int:
+    """The epoch seconds of an RFC 3339 time (the mtime of every member)."""
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise BundleError(f"createdAt {text!r}: not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp())
+
+
+def resolve_created_at(explicit: str | None, installed_at: Sequence[str]) -> str:
+    """``--created-at`` > ``SOURCE_DATE_EPOCH`` > newest installedAt > 1980-01-01."""
+    if explicit:
+        return _rfc3339(created_epoch(explicit))
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return _rfc3339(int(epoch))
+        except (ValueError, OverflowError, OSError):
+            raise BundleError(f"SOURCE_DATE_EPOCH={epoch!r}: not a number of seconds") from None
+    epochs = []
+    for text in installed_at:
+        with contextlib.suppress(BundleError):
+            epochs.append(created_epoch(text))
+    return _rfc3339(max(epochs)) if epochs else _FLOOR
+
+
+def _packer() -> str:
+    try:
+        return f"runyard {dist_version('runyard')}"
+    except PackageNotFoundError:  # a bare checkout
+        return "runyard"
+
+
+def _allowed(allow: Sequence[str], members: list[Member]) -> list[str]:
+    names = {m.name for m in members if m.kind == "file"} | {MANIFEST}
+    out: list[str] = []
+    for raw in allow:
+        rel = posixpath.normpath(raw.strip().replace("\\", "/")).lstrip("/")
+        if rel not in names:
+            raise BundleError(
+                f"--allow {raw}: not a file of this bundle (paths are like config/web/app.toml)"
+            )
+        if rel not in out:
+            out.append(rel)
+    return sorted(out)
+
+
+def _check_key_not_packed(sign_key: str | os.PathLike[str], members: list[Member]) -> None:
+    real = os.path.realpath(sign_key)
+    for m in members:
+        if m.path is not None and os.path.realpath(m.path) == real:
+            raise BundleError(f"{m.name}: is the signing key itself; a private key is never packed")
+
+
+def pack_bundle(
+    tree: RuntimeTree,
+    out: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    services: Sequence[str] | None = None,
+    with_wheels: bool = False,
+    sign_key: str | os.PathLike[str] | None = None,
+    version: str | None = None,
+    allow: Sequence[str] = (),
+    created_at: str | None = None,
+    level: int = DEFAULT_LEVEL,
+) -> PackResult:
+    """Pack ``tree`` into ``out``; BundleError (SecretsFound for secrets) before any write."""
+    out = Path(out).absolute()
+    fmt = bundle_format(out, fmt)
+    version = check_version(version)
+    key = None
+    if sign_key is not None:
+        from ..keys import load_signing_key
+
+        key = load_signing_key(sign_key)
+    manifest = select_manifest(load_manifest(tree.require()), services)
+    if not manifest.services:
+        raise BundleError(f"{tree.root}: no services installed; nothing to pack")
+    created = resolve_created_at(created_at, [s.installed_at for s in manifest.services])
+    with contextlib.ExitStack() as stack:
+        wheels: list[Path] | None = None
+        script: bytes | None = None
+        if with_wheels:
+            from .wheels import collect_wheels, install_script
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            scratch = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=f".{out.name}.wheels-", dir=out.parent)
+            )
+            wheels = collect_wheels(Path(scratch))
+            script = install_script()
+        members, empty = collect_members(tree, manifest, wheels=wheels, install_sh=script)
+        if sign_key is not None:
+            _check_key_not_packed(sign_key, members)
+        allowed = _allowed(allow, members)
+        findings: list[Finding] = [f for m in members for f in m.findings]
+        for i, s in enumerate(manifest.services):
+            findings += scan_env(f"services[{i}] ({s.name} {s.version})", s.env)
+        refused = [f for f in findings if f.path not in allowed]
+        if refused:
+            raise SecretsFound(refused)
+        files = [m for m in members if m.kind == "file"]
+        info = BundleInfo(
+            created_at=created,
+            source=_packer(),
+            version=version,
+            files={m.name: m.sha256 for m in files},
+            executables=[m.name for m in files if m.mode == EXEC_MODE],
+            links={m.name: m.target for m in members if m.kind == "symlink"},
+            dirs=empty,
+            allowed=allowed,
+        )
+        signed_by = ""
+        if key is not None:
+            signed_by, raw = key_identity(key)
+            info.key_fingerprint, info.public_key = signed_by, raw
+        manifest.bundle = info
+        try:
+            validate_manifest(manifest)
+        except ManifestError as exc:
+            raise BundleError(f"the bundle's manifest would be invalid: {exc}") from None
+        if key is not None:
+            info.signature = sign_payload(key, signing_payload(msgspec.to_builtins(manifest)))
+        data = encode_manifest(manifest)
+        write_bundle(out, fmt, data, members, mtime=created_epoch(created), level=level)
+    digest = hashlib.sha256()
+    with open(out, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return PackResult(
+        path=str(out),
+        format=fmt,
+        version=version,
+        sha256=digest.hexdigest(),
+        size=out.stat().st_size,
+        files=len(files) + 1,
+        services=sorted({s.name for s in manifest.services}),
+        created_at=created,
+        signed_by=signed_by,
+        allowed=allowed,
+    )

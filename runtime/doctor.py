@@ -1,0 +1,328 @@
+"""Startup checks of an installed tree: ``runyard doctor`` prints them, the daemon runs them.
+
+Each check gives pass, warn, fail or skip and one line of detail. A failed check is *fatal*
+when the daemon must not start on it (``Check.fatal``); the others go to the daemon log.
+
+    check      what                                                      fatal at daemon start
+    manifest   manifest.json decodes and validates                       yes
+    checksums  every installed file matches its sha256 in the manifest   yes (changed, vanished,
+               (services[].files, runtime/verify.py)                     appeared, not a file)
+    bin        nothing under bin/ is world-writable (group-writable:     no
+               warn)
+    temp       temp/ is a directory we own, mode 0700 (a symlink we own  yes when not ours, not a
+               to one: a versioned install shares temp/)                 directory, or writable
+                                                                         by others; 0755 is a
+                                                                         fail of doctor only (the
+                                                                         daemon resets it to 0700)
+    data       data/ is a directory we can create a file in              yes
+    logs       logs/ and logs/runyard/ are directories we can write      yes
+    disk       free space of the tree's filesystem: warn below 5% or     no
+               512 MiB, fail below 64 MiB
+    ports      every service's default port can be bound on 127.0.0.1    no (warn only: a running
+               (warn only)                                               daemon's services, or the
+                                                                         ones it adopts, hold them)
+    license    config/runyard/license.json: valid or absent passes;      no (community limits)
+               expired, forged, unverified or malformed warns
+
+A missing data/, logs/ or temp/ is a warning: the daemon creates them. Writability is tested
+by creating a file, because ``os.access`` says yes to root whatever the modes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RunyardError
+from .license import LicenseStatus, tree_license
+from .tree import RuntimeTree
+
+__all__ = [
+    "DISK_FAIL_BYTES",
+    "DISK_WARN_BYTES",
+    "DISK_WARN_FRACTION",
+    "Check",
+    "DoctorReport",
+    "StartupCheckFailed",
+    "run_checks",
+]
+
+DISK_WARN_BYTES = 512 * 1024 * 1024
+DISK_WARN_FRACTION = 0.05
+DISK_FAIL_BYTES = 64 * 1024 * 1024
+#: How many offending paths a detail line names before "and N more".
+MAX_NAMED = 5
+
+
+class StartupCheckFailed(RunyardError):
+    """A fatal startup check failed: the daemon does not start."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    #: pass | warn | fail | skip
+    status: str
+    detail: str
+    #: The daemon refuses to start on this result.
+    fatal: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fatal": self.fatal,
+        }
+
+
+@dataclass
+class DoctorReport:
+    root: Path
+    checks: list[Check] = field(default_factory=list)
+    license: LicenseStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def fatal(self) -> list[Check]:
+        return [c for c in self.checks if c.fatal]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "ok": self.ok,
+            "checks": [c.to_dict() for c in self.checks],
+            "license": self.license.to_dict() if self.license else None,
+        }
+
+
+def _named(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_NAMED])
+    return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def check_manifest(tree: RuntimeTree) -> tuple[Check, Any]:
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(tree)
+    except (RunyardError, OSError) as exc:
+        return Check("manifest", "fail", str(exc), fatal=True), None
+    kinds = [s.kind for s in manifest.services]
+    detail = f"{kinds.count('service')} service(s), {kinds.count('engine')} engine(s) installed"
+    return Check("manifest", "pass", detail), manifest
+
+
+def check_checksums(tree: RuntimeTree) -> Check:
+    from .verify import verify_installed
+
+    try:
+        report = verify_installed(tree)
+    except (RunyardError, OSError) as exc:
+        return Check("checksums", "fail", f"cannot check: {exc}", fatal=True)
+    if report.ok:
+        return Check("checksums", "pass", f"{report.checked_files} file(s) match the manifest")
+    problems = [
+        f"{d.problem}: bin/{d.service}/{d.version}/{d.platform}/{d.path}" for d in report.drift
+    ]
+    return Check("checksums", "fail", _named(problems), fatal=True)
+
+
+def check_bin(tree: RuntimeTree) -> Check:
+    if not tree.bin_dir.is_dir():
+        return Check("bin", "warn", f"{tree.bin_dir}: missing")
+    world: list[str] = []
+    group: list[str] = []
+    for dirpath, dirs, files in os.walk(tree.bin_dir):
+        dirs.sort()
+        for name in [*dirs, *sorted(files)]:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            rel = os.path.relpath(path, tree.root)
+            if st.st_mode & stat.S_IWOTH:
+                world.append(f"{rel} ({stat.S_IMODE(st.st_mode):04o})")
+            elif st.st_mode & stat.S_IWGRP:
+                group.append(rel)
+    if world:
+        return Check("bin", "fail", f"world-writable: {_named(world)}")
+    if group:
+        return Check("bin", "warn", f"group-writable: {_named(group)}")
+    return Check("bin", "pass", "nothing under bin/ is writable by others")
+
+
+def check_temp(tree: RuntimeTree) -> Check:
+    path = tree.temp_dir
+    uid = os.geteuid()
+    try:
+        link = os.lstat(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return Check("temp", "fail", f"{path}: a dangling symlink", fatal=True)
+        return Check("temp", "warn", f"{path}: missing (the daemon creates it, mode 0700)")
+    where = str(path)
+    if stat.S_ISLNK(link.st_mode):
+        # A versioned install shares temp/ across versions: versions/<v>/temp -> ../../temp.
+        if link.st_uid != uid:
+            return Check(
+                "temp", "fail", f"{path}: a symlink owned by uid {link.st_uid}, not us", fatal=True
+            )
+        where = f"{path} -> {os.path.realpath(path)}"
+    if not stat.S_ISDIR(st.st_mode):
+        return Check("temp", "fail", f"{where}: not a directory", fatal=True)
+    if st.st_uid != uid:
+        return Check(
+            "temp", "fail", f"{where}: owned by uid {st.st_uid}, not by us (uid {uid})", fatal=True
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return Check(
+            "temp", "fail", f"{where}: mode {mode:04o} lets others write; want 0700", fatal=True
+        )
+    if mode != 0o700:
+        return Check("temp", "fail", f"{where}: mode {mode:04o}, want 0700")
+    return Check("temp", "pass", f"{where}: ours, mode 0700")
+
+
+def _writable(name: str, path: Path, also: Iterable[Path] = ()) -> Check:
+    if not path.exists() and not path.is_symlink():
+        return Check(name, "warn", f"{path}: missing (the daemon creates it)")
+    for p in (path, *also):
+        if not p.exists() and p != path:
+            continue
+        if not p.is_dir():
+            return Check(name, "fail", f"{p}: not a directory", fatal=True)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".doctor-", dir=p)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return Check(name, "fail", f"{p}: not writable: {reason}", fatal=True)
+    return Check(name, "pass", f"{path}: writable")
+
+
+def check_data(tree: RuntimeTree) -> Check:
+    return _writable("data", tree.data_dir)
+
+
+def check_logs(tree: RuntimeTree) -> Check:
+    own = tree.logs_dir / "runyard"
+    result = _writable("logs", tree.logs_dir, [own])
+    if result.status != "pass":
+        return result
+    audit = own / "audit.jsonl"
+    if audit.exists() and not audit.is_file():
+        return Check("logs", "fail", f"{audit}: not a regular file", fatal=True)
+    return result
+
+
+def check_disk(tree: RuntimeTree) -> Check:
+    try:
+        usage = shutil.disk_usage(tree.root)
+    except OSError as exc:
+        return Check("disk", "warn", f"cannot read free space: {exc.strerror or exc}")
+    free, total = usage.free, usage.total
+    mib = free / (1024 * 1024)
+    share = free / total if total else 0.0
+    detail = f"{mib:,.0f} MiB free ({share:.1%} of {total / (1024**3):,.1f} GiB)"
+    if free < DISK_FAIL_BYTES:
+        return Check("disk", "fail", f"{detail}: below {DISK_FAIL_BYTES // (1024 * 1024)} MiB")
+    if free < DISK_WARN_BYTES or share < DISK_WARN_FRACTION:
+        return Check("disk", "warn", f"{detail}: below 512 MiB or 5%")
+    return Check("disk", "pass", detail)
+
+
+def _port_free(port: int) -> bool | None:
+    """True when 127.0.0.1:port can be bound (TIME_WAIT does not count), None when unsure."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            return None
+    return True
+
+
+def check_ports(manifest: Any, skip: Iterable[str] = ()) -> Check:
+    skipped = set(skip)
+    owners: dict[int, set[str]] = {}
+    for entry in manifest.services:
+        if entry.kind != "service" or entry.name in skipped:
+            continue
+        for p in entry.default_ports:
+            if p.protocol != "udp" and 0 < p.port < 65536:
+                owners.setdefault(p.port, set()).add(f"{entry.name}.{p.name}")
+    busy = [
+        f"{port} ({', '.join(sorted(owners[port]))})"
+        for port in sorted(owners)
+        if _port_free(port) is False
+    ]
+    if busy:
+        return Check("ports", "warn", f"in use on 127.0.0.1: {_named(busy)}")
+    note = f" ({len(skipped)} adopted service(s) not checked)" if skipped else ""
+    return Check("ports", "pass", f"{len(owners)} default port(s) free{note}")
+
+
+def check_license(
+    tree: RuntimeTree, license_file: str | os.PathLike[str] | None, issuers: Iterable[str]
+) -> tuple[Check, LicenseStatus]:
+    status = tree_license(tree, license_file, issuers)
+    if status.status == "valid":
+        return Check("license", "pass", status.summary().removeprefix("license: ")), status
+    if status.status == "missing":
+        return Check("license", "pass", status.summary().removeprefix("license: ")), status
+    return Check("license", "warn", status.summary().removeprefix("license: ")), status
+
+
+def run_checks(
+    tree: RuntimeTree,
+    *,
+    license_file: str | os.PathLike[str] | None = None,
+    issuers: Iterable[str] = (),
+    skip_ports_of: Iterable[str] = (),
+) -> DoctorReport:
+    """Every check of the tree, in the order of the module doc."""
+    report = DoctorReport(tree.root)
+    checks = report.checks
+    manifest_check, manifest = check_manifest(tree)
+    checks.append(manifest_check)
+    if manifest is None:
+        checks.append(Check("checksums", "skip", "the manifest is invalid"))
+    else:
+        checks.append(check_checksums(tree))
+    checks += [
+        check_bin(tree),
+        check_temp(tree),
+        check_data(tree),
+        check_logs(tree),
+        check_disk(tree),
+    ]
+    if manifest is None:
+        checks.append(Check("ports", "skip", "the manifest is invalid"))
+    else:
+        checks.append(check_ports(manifest, skip_ports_of))
+    license_check, report.license = check_license(tree, license_file, issuers)
+    checks.append(license_check)
+    return report

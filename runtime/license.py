@@ -1,0 +1,334 @@
+"""Licenses: what tier a tree runs at and with which limits, checked against trusted issuer keys.
+
+A license is one JSON object, ``config/runyard/license.json`` in the tree (or any file given)::
+
+    {"tier": "professional", "licensee": "ACME GmbH", "issued": "2025-01-01",
+     "expires": "2026-01-01", "limits": {"max_services": 500}, "signature": "<base64>"}
+
+- ``tier``: professional | enterprise | regulated | sovereign (community needs no license);
+- ``issued`` and ``expires``: RFC 3339 full-dates; the license is good through the whole of its
+  ``expires`` day, UTC;
+- ``limits``: ``max_services`` (an int >= 1) is required and enforced; other limits are kept
+  and shown, not enforced;
+- ``signature``: base64 of the Ed25519 signature over the RFC 8785 canonical bytes of the
+  object without ``signature`` (any other member is covered too).
+
+Trusted issuers are Ed25519 public keys (PEM ``*.pub``) in ``config/runyard/license-issuers/``
+of the tree, which a signed runtime bundle delivers, plus those in the directory named by
+``RUNYARD_LICENSE_ISSUERS`` (development and tests) and any given explicitly. Runyard embeds no
+issuer key of its own. Whoever can write the tree (its owner, root) can add an issuer key and
+sign any license: a license keeps honest operators within what they bought and makes a change
+deliberate and visible; it is not copy protection (docs/OPERATIONS.md).
+
+``check_license`` never raises for a bad license: it returns a ``LicenseStatus`` whose
+``status`` is valid, missing, expired, forged (no trusted key verifies the signature: signed by
+another key, or any signed member changed), unverified (no trusted issuer key at all) or
+malformed; anything but valid runs with ``COMMUNITY_LIMITS``. ``cryptography`` is imported only
+when there is a license to check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RunyardError
+from .tree import RuntimeTree
+
+__all__ = [
+    "COMMUNITY_LIMITS",
+    "ISSUERS_ENV",
+    "TIERS",
+    "LicenseError",
+    "LicenseStatus",
+    "check_license",
+    "issuer_dir",
+    "license_path",
+    "sign_license",
+    "tree_license",
+    "trusted_issuers",
+]
+
+#: The tiers a license can grant, cheapest first. ``community`` is the absence of a license.
+TIERS = ("professional", "enterprise", "regulated", "sovereign")
+#: What a tree runs with when there is no valid license. The benchmarks run 50 services.
+COMMUNITY_LIMITS: Mapping[str, int] = {"max_services": 100}
+ISSUERS_ENV = "RUNYARD_LICENSE_ISSUERS"
+REQUIRED = ("tier", "licensee", "issued", "expires", "limits", "signature")
+
+
+class LicenseError(RunyardError):
+    """A license cannot be signed, or an issuer key cannot be read."""
+
+
+def license_path(tree: RuntimeTree) -> Path:
+    return tree.config_dir / "runyard" / "license.json"
+
+
+def issuer_dir(tree: RuntimeTree) -> Path:
+    return tree.config_dir / "runyard" / "license-issuers"
+
+
+@dataclass(frozen=True)
+class LicenseStatus:
+    #: valid | missing | expired | forged | unverified | malformed
+    status: str
+    #: The tier in force: the license's when valid, else ``community``.
+    tier: str
+    #: The limits in force: the license's when valid, else COMMUNITY_LIMITS.
+    limits: Mapping[str, Any]
+    #: One line: why this status (empty when valid or missing).
+    reason: str = ""
+    path: str | None = None
+    #: What the file claims (shown even when it is not valid).
+    claimed_tier: str | None = None
+    licensee: str | None = None
+    issued: str | None = None
+    expires: str | None = None
+    claimed_limits: Mapping[str, Any] = field(default_factory=dict)
+    #: The issuer key file that verified the signature.
+    issuer: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("valid", "missing")
+
+    @property
+    def max_services(self) -> int | None:
+        value = self.limits.get("max_services")
+        return value if isinstance(value, int) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "tier": self.tier,
+            "limits": dict(self.limits),
+            "reason": self.reason,
+            "path": self.path,
+            "licensee": self.licensee,
+            "issued": self.issued,
+            "expires": self.expires,
+            "claimed": {
+                "tier": self.claimed_tier,
+                "licensee": self.licensee,
+                "issued": self.issued,
+                "expires": self.expires,
+                "limits": dict(self.claimed_limits),
+            },
+            "issuer": self.issuer,
+        }
+
+    def summary(self) -> str:
+        """One line for the daemon log."""
+        limits = ", ".join(f"{k} {v}" for k, v in sorted(self.limits.items()))
+        if self.status == "valid":
+            return f"license: {self.tier} for {self.licensee}, expires {self.expires} ({limits})"
+        if self.status == "missing":
+            return f"license: none; community tier ({limits})"
+        return f"license: {self.reason}; running with community limits ({limits})"
+
+
+def _community(
+    status: str, reason: str = "", path: Path | None = None, **claims: Any
+) -> LicenseStatus:
+    return LicenseStatus(
+        status, "community", dict(COMMUNITY_LIMITS), reason, str(path) if path else None, **claims
+    )
+
+
+def trusted_issuers(
+    tree: RuntimeTree | None = None, extra: Iterable[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """Issuer key files: the tree's ``license-issuers/*.pub``, ``$RUNYARD_LICENSE_ISSUERS/*.pub``
+    and ``extra`` (files or directories), in that order."""
+    found: list[Path] = []
+    dirs: list[Path] = []
+    if tree is not None:
+        dirs.append(issuer_dir(tree))
+    env = os.environ.get(ISSUERS_ENV)
+    if env:
+        dirs.append(Path(env))
+    for item in extra:
+        p = Path(item)
+        if p.is_dir():
+            dirs.append(p)
+        else:
+            found.append(p)
+    keys = [k for d in dirs if d.is_dir() for k in sorted(d.glob("*.pub")) if k.is_file()]
+    return keys + found
+
+
+def _date(value: Any, name: str) -> datetime.date:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an RFC 3339 date (YYYY-MM-DD), got {value!r}")
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an RFC 3339 date (YYYY-MM-DD), got {value!r}") from None
+
+
+def _shape(doc: Any) -> tuple[dict[str, Any], bytes, datetime.date]:
+    """(claims, signature bytes, expiry date); ValueError naming the first problem."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    if doc["tier"] not in TIERS:
+        raise ValueError(f"tier {doc['tier']!r} is not one of {', '.join(TIERS)}")
+    if not isinstance(doc["licensee"], str) or not doc["licensee"].strip():
+        raise ValueError("licensee must be a non-empty string")
+    issued = _date(doc["issued"], "issued")
+    expires = _date(doc["expires"], "expires")
+    if expires < issued:
+        raise ValueError(f"expires {expires} is before issued {issued}")
+    limits = doc["limits"]
+    if not isinstance(limits, dict):
+        raise ValueError("limits must be an object")
+    ms = limits.get("max_services")
+    if not isinstance(ms, int) or isinstance(ms, bool) or ms < 1:
+        raise ValueError(f"limits.max_services must be an integer >= 1, got {ms!r}")
+    sig = doc["signature"]
+    try:
+        raw = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 64:
+        raise ValueError("signature must be the base64 of a 64-byte Ed25519 signature")
+    claims = {k: v for k, v in doc.items() if k != "signature"}
+    return claims, raw, expires
+
+
+def _claims(doc: Any) -> dict[str, Any]:
+    """What a (possibly bad) license says, for display; never raises."""
+    if not isinstance(doc, dict):
+        return {}
+    limits = doc.get("limits")
+    return {
+        "claimed_tier": doc.get("tier") if isinstance(doc.get("tier"), str) else None,
+        "licensee": doc.get("licensee") if isinstance(doc.get("licensee"), str) else None,
+        "issued": doc.get("issued") if isinstance(doc.get("issued"), str) else None,
+        "expires": doc.get("expires") if isinstance(doc.get("expires"), str) else None,
+        "claimed_limits": dict(limits) if isinstance(limits, dict) else {},
+    }
+
+
+def _verifier(issuers: list[Path], data: bytes, signature: bytes) -> tuple[str | None, list[str]]:
+    """(the issuer file whose key verifies, problems reading the others)."""
+    from cryptography.exceptions import InvalidSignature  # only with a license to check
+
+    from .keys import KeyFileError, load_public_key
+
+    problems: list[str] = []
+    for path in issuers:
+        try:
+            key = load_public_key(path)
+        except KeyFileError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            key.verify(signature, data)
+            return str(path), problems
+        except InvalidSignature:
+            continue
+    return None, problems
+
+
+def check_license(
+    path: str | os.PathLike[str],
+    issuers: Iterable[str | os.PathLike[str]],
+    *,
+    today: datetime.date | None = None,
+) -> LicenseStatus:
+    """The status of the license at ``path`` against the issuer key files ``issuers``."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return _community("missing", path=None)
+    except OSError as exc:
+        return _community("malformed", f"{p}: cannot read: {exc.strerror or exc}", p)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _community("malformed", f"{p}: malformed: not JSON: {exc}", p)
+    claims = _claims(doc)
+    from .canonical import canonical_bytes  # rfc8785: only with a license to check
+
+    try:
+        body, signature, expires = _shape(doc)
+        signed = canonical_bytes(body)
+    except (ValueError, TypeError) as exc:
+        return _community("malformed", f"{p}: malformed: {exc}", p, **claims)
+    keys = list(issuers)
+    if not keys:
+        return _community(
+            "unverified",
+            f"{p}: unverified: no trusted issuer key to check it against "
+            "(config/runyard/license-issuers/*.pub)",
+            p,
+            **claims,
+        )
+    issuer, problems = _verifier([Path(k) for k in keys], signed, signature)
+    if issuer is None:
+        extra = f" ({'; '.join(problems)})" if problems else ""
+        return _community(
+            "forged",
+            f"{p}: forged: the signature does not verify with any of {len(keys)} trusted "
+            f"issuer key(s){extra}",
+            p,
+            **claims,
+        )
+    day = today or datetime.datetime.now(datetime.UTC).date()
+    if day > expires:
+        return _community(
+            "expired",
+            f"{p}: expired on {expires.isoformat()} ({body['tier']} for {body['licensee']})",
+            p,
+            issuer=issuer,
+            **claims,
+        )
+    return LicenseStatus(
+        "valid",
+        body["tier"],
+        dict(body["limits"]),
+        "",
+        str(p),
+        issuer=issuer,
+        **claims,
+    )
+
+
+def tree_license(
+    tree: RuntimeTree, path: str | os.PathLike[str] | None = None, extra_issuers: Iterable[str] = ()
+) -> LicenseStatus:
+    """The license of ``tree`` (or the file ``path``), checked against the tree's issuers."""
+    p = Path(path) if path is not None else license_path(tree)
+    if not p.exists():
+        if path is None:
+            return _community("missing")
+        return _community("malformed", f"{p}: no such license file", p)
+    return check_license(p, trusted_issuers(tree, extra_issuers))
+
+
+def sign_license(doc: Mapping[str, Any], key_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``doc`` with ``signature`` set (replaced) by the Ed25519 private key at ``key_path``."""
+    from .canonical import canonical_bytes
+    from .keys import load_signing_key
+
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    try:
+        data = canonical_bytes(body)
+    except (ValueError, TypeError) as exc:
+        raise LicenseError(f"the license is not canonical JSON: {exc}") from None
+    key = load_signing_key(key_path)
+    return {**body, "signature": base64.b64encode(key.sign(data)).decode("ascii")}

@@ -1,0 +1,305 @@
+"""Startup checks: ``runyard doctor`` on real trees, and the daemon refusing a fatal one.
+
+A clean tree passes; a tampered binary, temp/ open to others, logs/ or data/ that cannot be
+written (a file where the directory should be: the tests run as root, which bypasses modes),
+an invalid manifest each fail and name what is wrong. The ports check only warns, and a daemon
+that adopts its children after ``kill -9`` does not even warn about the ports they hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from daemonkit import SLEEPER, build_tree, program, wait_for
+
+from archives import archive_record, make_tar, write_catalog
+from runtime.acquire import ensure_service
+from runtime.license import license_path
+from runtime.manifest import load_manifest
+from runtime.tree import RuntimeTree
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+
+
+def doctor(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "doctor", "--root", str(root), *extra],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def checks(root: Path) -> dict[str, dict]:
+    out = doctor(root, "--json")
+    return {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+
+
+def daemon_refuses(root: Path) -> str:
+    """Run the daemon in the foreground; it must exit 1 at once. Returns its stderr."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "daemon",
+            "--root",
+            str(root),
+            "--project",
+            str(root.parent / "runyard.toml"),
+        ],
+        cwd=root.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def binary_of(tree: RuntimeTree, name: str) -> Path:
+    (entry,) = load_manifest(tree).find(name)
+    return tree.root / entry.bin_path
+
+
+def tamper(path: Path) -> None:
+    os.chmod(path, 0o755)
+    with open(path, "ab") as fh:
+        fh.write(b"# one more line\n")
+
+
+def test_clean_tree_passes(root: Path) -> None:
+    build_tree(root, {"web": SLEEPER, "worker": SLEEPER})
+    out = doctor(root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("CHECK")
+    got = checks(root)
+    assert list(got) == [
+        "manifest",
+        "checksums",
+        "bin",
+        "temp",
+        "data",
+        "logs",
+        "disk",
+        "ports",
+        "license",
+    ]
+    for name in ("manifest", "checksums", "bin", "temp", "data", "logs", "license"):
+        assert got[name]["status"] == "pass", got[name]
+    assert got["checksums"]["detail"] == "2 file(s) match the manifest"
+
+
+def test_tampered_binary_fails_and_the_daemon_refuses_to_start(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER, "worker": SLEEPER})
+    target = binary_of(tree, "worker")
+    tamper(target)
+    rel = target.relative_to(root).as_posix()
+    out = doctor(root)
+    assert out.returncode == 1
+    assert f"changed: {rel}" in out.stdout
+    got = checks(root)["checksums"]
+    assert got["status"] == "fail" and got["fatal"] is True
+    line = daemon_refuses(root)
+    assert line.startswith("runyard: startup check checksums failed: changed: ")
+    assert rel in line
+    log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+    assert "refusing to start: startup check checksums failed" in log
+
+
+def test_vanished_and_appeared_files_fail(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    target = binary_of(tree, "web")
+    os.chmod(target.parent, 0o755)
+    (target.parent / "planted").write_text("#!/bin/sh\n")
+    target.unlink()
+    detail = checks(root)["checksums"]["detail"]
+    assert "vanished: " in detail and "appeared: " in detail and "planted" in detail
+
+
+def test_temp_0755_fails_doctor_but_the_daemon_only_warns_and_resets_it(
+    root: Path, daemons
+) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    os.chmod(tree.temp_dir, 0o755)
+    out = doctor(root)
+    assert out.returncode == 1
+    got = checks(root)["temp"]
+    assert got["status"] == "fail" and got["fatal"] is False
+    assert "mode 0755, want 0700" in got["detail"]
+    daemons(tree).start()
+    assert (tree.temp_dir.stat().st_mode & 0o777) == 0o700
+    log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+    assert "startup check temp failed (not fatal)" in log
+
+
+def test_shared_dirs_as_symlinks_of_a_versioned_install_pass(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    shared = root.parent / "shared"
+    shared.mkdir()
+    for name in ("data", "logs", "temp"):
+        os.replace(tree.root / name, shared / name)
+        os.symlink(f"../shared/{name}", tree.root / name)
+    out = doctor(root)
+    assert out.returncode == 0, out.stdout
+    got = checks(root)
+    assert got["temp"]["detail"] == f"{tree.temp_dir} -> {shared / 'temp'}: ours, mode 0700"
+    os.chmod(shared / "temp", 0o777)
+    assert checks(root)["temp"]["fatal"] is True
+
+
+def test_temp_writable_by_others_is_fatal(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    os.chmod(tree.temp_dir, 0o777)
+    assert "lets others write" in daemon_refuses(root)
+
+
+@pytest.mark.parametrize("where", ["logs", "logs/runyard", "data"])
+def test_unwritable_logs_or_data_is_fatal(root: Path, where: str) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    path = tree.root / where
+    shutil.rmtree(path, ignore_errors=True)
+    path.write_text("a file where a directory should be\n")
+    check = "data" if where == "data" else "logs"
+    out = doctor(root)
+    assert out.returncode == 1
+    got = checks(root)[check]
+    assert got["fatal"] is True and got["detail"] == f"{path}: not a directory"
+    assert daemon_refuses(root) == (
+        f"runyard: startup check {check} failed: {path}: not a directory; "
+        f"run `runyard doctor --root {root}`"
+    )
+
+
+def test_invalid_manifest_is_fatal(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    doc = json.loads(tree.manifest_path.read_text())
+    doc["services"][0]["surprise"] = True
+    tree.manifest_path.write_text(json.dumps(doc))
+    got = checks(root)
+    assert got["manifest"]["status"] == "fail" and "surprise" in got["manifest"]["detail"]
+    assert got["checksums"]["status"] == "skip"
+    assert "startup check manifest failed" in daemon_refuses(root)
+
+
+def test_world_writable_bin_fails_doctor_and_is_logged_by_the_daemon(root: Path, daemons) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    target = binary_of(tree, "web")
+    os.chmod(target, 0o757)
+    got = checks(root)["bin"]
+    assert got["status"] == "fail" and "world-writable" in got["detail"]
+    assert target.relative_to(root).as_posix() in got["detail"]
+    daemons(tree).start()
+    log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+    assert "startup check bin failed (not fatal): world-writable" in log
+
+
+def test_expired_license_warns(root: Path) -> None:
+    tree = build_tree(root, {"web": SLEEPER})
+    license_path(tree).parent.mkdir(parents=True, exist_ok=True)
+    license_path(tree).write_text("{}")
+    out = doctor(root)
+    assert out.returncode == 0
+    got = checks(root)["license"]
+    assert got["status"] == "warn" and "malformed" in got["detail"]
+
+
+# --- ports -----------------------------------------------------------------------------------
+
+
+LISTENER = """
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"])))
+s.listen()
+print("listening", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_tree(root: Path, port: int) -> RuntimeTree:
+    tree = RuntimeTree(root)
+    tree.init()
+    repo = root.parent / "repo"
+    repo.mkdir()
+    archive = make_tar(repo / "web-1.0.0.tar.gz", {"bin/web": program(LISTENER)})
+    record = archive_record(archive, "web", "1.0.0", defaultPorts=[{"name": "http", "port": port}])
+    write_catalog(repo / "catalog.json", [record])
+    ensure_service("web", "1.0.0", root=root, catalog=str(repo / "catalog.json"), progress=False)
+    (root.parent / "runyard.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            root = "{root.name}"
+            [services.web]
+            env = {{ PORT = "{port}" }}
+            """
+        )
+    )
+    return tree
+
+
+def test_a_busy_port_only_warns(root: Path) -> None:
+    port = free_port()
+    port_tree(root, port)
+    assert checks(root)["ports"]["status"] == "pass"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        out = doctor(root)
+        assert out.returncode == 0
+        got = checks(root)["ports"]
+        assert got["status"] == "warn"
+        assert got["detail"] == f"in use on 127.0.0.1: {port} (web.http)"
+
+
+def test_daemon_adopting_after_kill9_does_not_warn_about_its_childrens_ports(
+    root: Path, daemons
+) -> None:
+    port = free_port()
+    tree = port_tree(root, port)
+    first = daemons(tree).start()
+    log = tree.logs_dir / "web" / "web.log"
+    wait_for(lambda: log.exists() and "listening" in log.read_text(), what="web listening")
+    first.kill9()
+    daemon_log = tree.logs_dir / "runyard" / "daemon.log"
+    daemon_log.unlink()
+    second = daemons(tree).start()
+    with second.client() as c:
+        (web,) = c.status().services
+    text = daemon_log.read_text()
+    assert f"web: adopted pid {web.pid}" in text
+    assert "startup check ports" not in text
+    assert "startup checks: " in text
+    # doctor, run beside the daemon, sees the port held (by our own child): a warning.
+    assert checks(root)["ports"]["status"] == "warn"
+    assert doctor(root).returncode == 0
