@@ -311,6 +311,9 @@ class RunsReply(Reply, tag="runs"):
 
 class RunShowReply(Reply, tag="runs.show"):
     run: dict[str, Any]
+    #: The bundle's ARTIFACT_INDEX.json entries ({path, size, sha256, role}), in index order;
+    #: empty from a daemon that predates the field or when the index is unreadable.
+    artifacts: list[dict[str, Any]] = []
 
 
 class VerifyReply(Reply, tag="verify"):

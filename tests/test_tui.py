@@ -11,6 +11,7 @@ from tui.app import RunyardApp
 from tui.banner import UNREACHABLE, Banner
 from tui.dialogs import ConfirmDialog
 from tui.logs_screen import LogsScreen
+from tui.services_screen import STALE
 from tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,14 +120,23 @@ async def test_banner_when_daemon_is_killed_and_gone_when_back(root, daemons) ->
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: states(app).get("alpha") == "running", "alpha running")
         banner = app.services_screen.query_one(Banner)
-        assert not banner.display
+        stale = app.services_screen.query_one("#stale")
+        table = app.services_screen.query_one(ServicesTable)
+        assert not banner.display and not stale.display and not app.services_screen.stale
         first.kill9()
         await until(pilot, lambda: banner.display, "the banner", timeout=15)
         assert UNREACHABLE in str(banner.render())
+        # The table keeps the last known state, greyed, with a line that says so.
+        assert app.services_screen.stale and stale.display
+        assert STALE in str(stale.render())
+        assert table.styles.opacity < 1
+        assert states(app)["alpha"] == "running"
         # The orphaned service dies with the old daemon's recorded pgids, then a new daemon.
         first.stop()
         daemons(tree).start()
         await until(pilot, lambda: not banner.display, "the banner to go", timeout=20)
+        assert not app.services_screen.stale and not stale.display
+        assert table.styles.opacity == 1
         await until(pilot, lambda: states(app).get("alpha") == "running", "alpha running again")
 
 

@@ -68,7 +68,7 @@ async def test_logs_regex_filter_and_inverse(root, daemons) -> None:
         visible = view.visible_lines()
         assert visible and all(x.startswith("even ") for x in visible)
         assert any(x.startswith("odd ") for x in view.plain_lines())  # kept, only hidden
-        assert len(view.lines) == len(visible)  # the widget has only the shown lines
+        assert len(view.rows) == len(visible)  # the view has only the shown lines
         await until(pilot, lambda: "filter: /^even" in str(status.render()), "the status line")
 
         # I: the inverse.
@@ -78,7 +78,7 @@ async def test_logs_regex_filter_and_inverse(root, daemons) -> None:
         await until(pilot, lambda: len(view.plain_lines()) > seen + 3, "new lines while inverted")
         visible = view.visible_lines()
         assert visible and all(x.startswith("odd ") for x in visible)
-        assert len(view.lines) == len(visible)
+        assert len(view.rows) == len(visible)
         await until(pilot, lambda: "filter: !/^even" in str(status.render()), "the ! status")
 
         # A bad regex: a notice, and the filter stays as it was.
@@ -169,6 +169,7 @@ async def test_unexpected_events_do_not_crash(root, daemons) -> None:
                 topic="log.beta", seq=1, ts=now, service="beta", lines=[LogLine(1, now, "out", "x")]
             )
         )
+        app.bridge._post_log_batch()
         app.bridge._log_service = None
         app.bridge._forward(
             LogEvent(
@@ -179,6 +180,7 @@ async def test_unexpected_events_do_not_crash(root, daemons) -> None:
                 lines=[LogLine(1, now, "out", "y")],
             )
         )
+        app.bridge._post_log_batch()
         await pilot.pause(0.3)
         assert app.is_running and app.screen is app.services_screen
         # The table still works: the next refresh drops the ghost, and `x` stops beta.

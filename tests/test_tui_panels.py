@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from tuikit import until
 
 from runtime.tree import RuntimeTree
 from tui.app import RunyardApp
-from tui.disk_screen import DiskScreen
+from tui.disk_screen import DiskScreen, human
 from tui.runs_screen import RunsScreen
 
 pytestmark = pytest.mark.timeout(90)
@@ -111,6 +112,16 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         await until(pilot, lambda: "hashes" in screen.detail_text, "the run's details")
         assert run_id in screen.detail_text
         assert "outputs_hash" in screen.detail_text or "hash" in screen.detail_text
+        # The file list is the bundle's ARTIFACT_INDEX: every entry, with role, size, sha256.
+        bundle = next(heat_tree.data_dir.glob(f"*/runs/{run_id}"))
+        index = json.loads((bundle / "ARTIFACT_INDEX.json").read_text())["files"]
+        assert f"files ({len(index)}," in screen.detail_text
+        shown = screen.detail_text.splitlines()
+        for entry in index:
+            row = next((x for x in shown if x.endswith(" " + entry["path"])), None)
+            assert row is not None, (entry["path"], screen.detail_text)
+            assert row.split()[:3] == [entry["role"], human(entry["size"]), entry["sha256"][:12]]
+        assert any(e["role"] == "artifact" for e in index)
 
         await pilot.press("v")
         await until(
@@ -151,3 +162,35 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         await until(
             pilot, lambda: f"verify {run_id}: OK" in screen.detail_text, "verify in read-only"
         )
+
+
+def test_runs_show_reply_artifacts_decode_both_ways() -> None:
+    """The artifacts field is new: a reply without it decodes (empty list), and a client that
+    predates it decodes a reply that has it (wire messages tolerate unknown fields)."""
+    import msgspec
+
+    from protocol.messages import RunShowReply, decode_reply, encode
+
+    old_reply = b'{"reply":"runs.show","id":"1","run":{"summary":{}}}'
+    decoded = decode_reply(old_reply)
+    assert isinstance(decoded, RunShowReply) and decoded.artifacts == []
+
+    class OldRunShowReply(msgspec.Struct, tag_field="reply", tag="runs.show", kw_only=True):
+        id: str = ""
+        run: dict[str, object]
+
+    entry = {"path": "artifacts/a.csv", "size": 3, "sha256": "ab" * 32, "role": "artifact"}
+    new = encode(RunShowReply(id="2", run={"summary": {}}, artifacts=[entry]))
+    assert msgspec.json.decode(new, type=OldRunShowReply).run == {"summary": {}}
+    assert decode_reply(new).artifacts == [entry]  # type: ignore[attr-defined]
+
+
+def test_runs_show_artifacts_from_a_broken_index_are_empty(tmp_path) -> None:
+    """Showing a run never fails on its index (verify is what reports a broken bundle)."""
+    from daemon.handlers.runs_show import artifact_entries
+
+    assert artifact_entries(tmp_path) == []  # no index
+    (tmp_path / "ARTIFACT_INDEX.json").write_text("{not json")
+    assert artifact_entries(tmp_path) == []
+    (tmp_path / "ARTIFACT_INDEX.json").write_text('{"files": [{"path": 3}, "x", {"path": "a"}]}')
+    assert artifact_entries(tmp_path) == [{"path": "a"}]

@@ -104,3 +104,44 @@ def test_tui_in_tmux_shows_services_logs_and_quits(root: Path) -> None:
     finally:
         tmux.kill()
         daemon.stop()
+
+
+@pytest.mark.timeout(60)
+def test_logs_warn_sets_the_disk_panel_threshold(root: Path) -> None:
+    tmux = Tmux(require_tool("tmux"), root.parent)
+    tree = build_tree(root, {"alpha": SLEEPER})
+    daemon = Daemon(tree)
+    try:
+        daemon.start()
+        argv = f"{sys.executable} -m daemon tui --root {tree.root} --logs-warn 1MiB"
+        tmux.start(argv, cwd=tree.root.parent)
+        until(tmux, lambda s: "running" in service_row(s, "alpha"), "alpha shown running")
+        tmux.keys("d")
+        until(tmux, lambda s: "logs over 1.0M" in s, "the disk panel's 1 MiB threshold")
+        tmux.keys("Escape")
+        until(tmux, lambda s: "running" in service_row(s, "alpha"), "back on the services")
+        tmux.keys("q")
+        deadline = time.monotonic() + 15
+        while tmux.alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the TUI did not exit on q; screen:\n{tmux.screen()}")
+            time.sleep(0.1)
+    finally:
+        tmux.kill()
+        daemon.stop()
+
+
+@pytest.mark.parametrize("size", ["12X", "", "-5", "1.2.3M"])
+def test_a_bad_logs_warn_is_a_one_line_usage_error(size: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "tui", "--root", str(tmp_path), "--logs-warn", size],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("runyard: --logs-warn: ")

@@ -11,6 +11,12 @@ SUB socket never notices a dead publisher, a request does. Any failure closes th
 ``Disconnected`` and retries after ``RETRY`` seconds; a reconnect starts again from a snapshot.
 The topics change (a logs screen opens or closes) by reopening the stream.
 
+Logs: one service's (topic ``log.<svc>``) or every service's (``ALL_LOGS``: the prefix ``log.``,
+which the daemon's XPUB matches like any other prefix), with the last line seen per service so a
+reconnect asks only for what is missing. Whatever log events are already waiting on the socket
+are drained and posted as one ``LogLines``: a flood of events becomes one message per loop turn,
+so key presses are never queued behind thousands of log messages.
+
 Disk usage comes from ``du`` events (the daemon watches the tree; the TUI never walks the disk);
 they have no backfill, so each connection asks for one ``du`` report first. Runs come from the
 ``runs.*`` / ``verify`` / ``replay`` requests; ``run.<id>`` events only say "something changed".
@@ -40,7 +46,7 @@ from protocol.messages import (
     StatusReply,
 )
 
-__all__ = ["ACTIONS", "Bridge", "BridgeTarget"]
+__all__ = ["ACTIONS", "ALL_LOGS", "Bridge", "BridgeTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,10 @@ REPLAY_TIMEOUT = 600.0
 ENSURE_TIMEOUT = 300.0
 #: The actions the app may ask for, by client method name.
 ACTIONS = ("start", "stop", "restart", "reload")
+#: The log "service" standing for every service's log, interleaved (no service has this name).
+ALL_LOGS = "*"
+#: The most events drained into one LogLines message before it is posted.
+DRAIN_EVENTS = 200
 
 
 class BridgeTarget(Protocol):
@@ -93,13 +103,23 @@ class Bridge:
             self.services = services
 
     class LogLines(Message):
-        """Lines of one service's log, oldest first; ``reset``: drop what was shown before."""
+        """Lines for the logs view of ``service`` (a name, or ALL_LOGS), oldest first.
 
-        def __init__(self, service: str, lines: list[LogLine], reset: bool = False) -> None:
+        ``sources`` names the service of each line (None: all are ``service``'s); ``reset``:
+        drop what was shown before."""
+
+        def __init__(
+            self,
+            service: str,
+            lines: list[LogLine],
+            reset: bool = False,
+            sources: list[str] | None = None,
+        ) -> None:
             super().__init__()
             self.service = service
             self.lines = lines
             self.reset = reset
+            self.sources = sources
 
     class DiskUpdated(Message):
         """A runtime.du DiskReport as plain data (services, other, total)."""
@@ -128,17 +148,27 @@ class Bridge:
         self.target = target
         self.client: AsyncClient | None = None
         self._log_service: str | None = None
-        self._log_seq: int | None = None
+        #: The last log line seq seen per service, for the logs being followed, numbered by the
+        #: daemon of ``_log_epoch``; ``_log_shown``: the open view has had its first lines.
+        self._log_seqs: dict[str, int] = {}
+        self._log_epoch = 0.0
+        self._log_shown = False
+        #: Log lines (and, for ALL_LOGS, their services) drained but not yet posted.
+        self._batch_lines: list[LogLine] = []
+        self._batch_sources: list[str] = []
         self._retopic = asyncio.Event()
         self._stopping = False
 
     # --- what the app asks for -----------------------------------------------------------------
 
     def follow_logs(self, service: str | None) -> None:
-        """Subscribe to ``service``'s log (None: to no log); the stream reopens with it."""
+        """Subscribe to ``service``'s log (ALL_LOGS: every service's; None: no log); the stream
+        reopens with it."""
         if service != self._log_service:
             self._log_service = service
-            self._log_seq = None
+            self._log_seqs = {}
+            self._log_shown = False
+            self._batch_lines, self._batch_sources = [], []
             self._retopic.set()
 
     async def action(self, name: str, services: list[str]) -> ActionReply:
@@ -164,7 +194,10 @@ class Bridge:
         return list((await self._client().runs_list(include_rejected=True)).runs)
 
     async def runs_show(self, run_id: str) -> dict[str, Any]:
-        return dict((await self._client().runs_show(run_id)).run)
+        """One run: summary, run_input, run_output, run_meta, and ``artifacts``, the bundle's
+        ARTIFACT_INDEX entries ({path, size, sha256, role}; [] from an older daemon)."""
+        reply = await self._client().runs_show(run_id)
+        return {**reply.run, "artifacts": list(reply.artifacts)}
 
     async def verify(self, run_id: str) -> dict[str, Any]:
         """A VerifyReport as plain data: ok and checks [{name, ok, detail, skipped}]."""
@@ -214,14 +247,23 @@ class Bridge:
                 topics = ["state.", "daemon", "du", "run."]
                 service = self._log_service
                 if service is not None:
-                    topics.append(f"log.{service}")
+                    topics.append("log." if service == ALL_LOGS else f"log.{service}")
                 stream = await client.events(topics)
                 try:
                     if first:
                         self.target.post_message(self.Connected(stream.snapshot))
                         first = False
                         await self._disk_now(client)
-                    if service is not None:
+                    epoch = stream.snapshot.epoch
+                    if epoch and epoch != self._log_epoch:
+                        # Another daemon numbers lines from 1 again: ask for its whole tail
+                        # (the lines already shown stay: they tell what happened before).
+                        self._log_seqs = {}
+                        self._log_epoch = epoch
+                    if service == ALL_LOGS:
+                        names = [s.name for s in stream.snapshot.services]
+                        await self._catch_up_all(client, names)
+                    elif service is not None:
                         await self._catch_up(client, service)
                     await self._pump(client, stream)
                 finally:
@@ -240,42 +282,82 @@ class Bridge:
             return
         self.target.post_message(self.DiskUpdated(dict(reply.report)))
 
+    async def _tail(self, client: AsyncClient, service: str) -> list[LogLine]:
+        """The lines of ``service`` not seen yet; NotFound passes on."""
+        last = self._log_seqs.get(service)
+        reply = await client.logs_tail(service, n=TAIL_LINES, after_seq=last)
+        if last is not None and reply.last_seq < last:  # renumbered (a daemon with no epoch)
+            reply = await client.logs_tail(service, n=TAIL_LINES)
+        self._log_seqs[service] = reply.last_seq
+        return list(reply.lines)
+
     async def _catch_up(self, client: AsyncClient, service: str) -> None:
         """Lines the screen has not seen: a tail when it opens, the rest after a reconnect."""
-        last = self._log_seq
         try:
-            reply = await client.logs_tail(service, n=TAIL_LINES, after_seq=last)
+            lines = await self._tail(client, service)
         except NotFound:  # gone after a reload: show nothing rather than fail the session
-            self.target.post_message(self.LogLines(service, [], reset=last is None))
-            return
-        if last is not None and reply.last_seq < last:  # a new daemon numbers from 1 again
-            reply = await client.logs_tail(service, n=TAIL_LINES)
-            last = None
-        self._log_seq = reply.last_seq
-        self.target.post_message(self.LogLines(service, list(reply.lines), reset=last is None))
+            lines = []
+        self.target.post_message(self.LogLines(service, lines, reset=not self._log_shown))
+        self._log_shown = True
+
+    async def _catch_up_all(self, client: AsyncClient, services: list[str]) -> None:
+        """Every service's unseen lines, merged by time: one batch for the interleaved view."""
+        merged: list[tuple[float, int, str, LogLine]] = []
+        order = 0
+        for service in services:
+            try:
+                lines = await self._tail(client, service)
+            except NotFound:  # gone between the snapshot and now
+                continue
+            for line in lines:
+                merged.append((line.ts, order, service, line))
+                order += 1
+        merged.sort(key=lambda item: (item[0], item[1]))
+        self.target.post_message(
+            self.LogLines(
+                ALL_LOGS,
+                [item[3] for item in merged],
+                reset=not self._log_shown,
+                sources=[item[2] for item in merged],
+            )
+        )
+        self._log_shown = True
 
     async def _pump(self, client: AsyncClient, stream: AsyncEventStream) -> None:
         next_refresh = time.monotonic() + REFRESH
         while not self._stopping and not self._retopic.is_set():
             wait = max(0.0, min(next_refresh - time.monotonic(), 0.25))
             event = await stream.get(timeout=wait)
-            if event is not None:
+            drained = 0
+            while event is not None:
                 self._forward(event)
+                drained += 1
+                # Take what is already waiting (no wait) into the same LogLines batch.
+                event = await stream.get(timeout=0) if drained < DRAIN_EVENTS else None
+            self._post_log_batch()
             if time.monotonic() >= next_refresh:
                 reply = await client.status()
                 self.target.post_message(self.StatusRefreshed(list(reply.services)))
                 next_refresh = time.monotonic() + REFRESH
 
     def _forward(self, event: Event) -> None:
+        """Post what ``event`` means to the app; log lines wait in a batch (_post_log_batch)."""
         match event:
             case StateEvent(service=service):
                 self.target.post_message(self.ServiceChanged(service))
-            case LogEvent(service=service, lines=lines) if service == self._log_service:
-                last = self._log_seq if self._log_seq is not None else 0
-                fresh = [line for line in lines if line.seq > last]
+            case LogEvent(service=service, lines=lines) if self._log_service in (
+                service,
+                ALL_LOGS,
+            ):
+                last = self._log_seqs.get(service, 0)
+                fresh = (
+                    lines if lines and lines[0].seq > last else [x for x in lines if x.seq > last]
+                )
                 if fresh:
-                    self._log_seq = fresh[-1].seq
-                    self.target.post_message(self.LogLines(service, fresh))
+                    self._log_seqs[service] = fresh[-1].seq
+                    self._batch_lines.extend(fresh)
+                    if self._log_service == ALL_LOGS:
+                        self._batch_sources.extend([service] * len(fresh))
             case DaemonEvent(kind=kind, message=message):
                 self.target.post_message(self.DaemonNotice(kind, message))
             case DuEvent(report=report):
@@ -284,3 +366,14 @@ class Bridge:
                 self.target.post_message(self.RunChanged(run_id, engine, kind))
             case _:
                 pass
+
+    def _post_log_batch(self) -> None:
+        view = self._log_service
+        if not self._batch_lines or view is None:
+            self._batch_lines, self._batch_sources = [], []
+            return
+        lines, self._batch_lines = self._batch_lines, []
+        sources, self._batch_sources = self._batch_sources, []
+        self.target.post_message(
+            self.LogLines(view, lines, sources=sources if view == ALL_LOGS else None)
+        )

@@ -95,26 +95,33 @@ HELP = """\
   r          restart         R       reload the config
   e          ensure a version (asks for it)
   /          filter by name  esc     clear the filter
+  L          all services' logs, interleaved, name-tagged
   d          disk usage      u       runs
 [b]Logs[/b]
   f          follow on/off   t       timestamps on/off
   w          wrap on/off     /       search
-  n / N      next / previous match   esc     back
+  n / N      next / previous match
   F          regex filter    I       invert the filter
-[b]Disk[/b]   bytes per service, live; ! = logs over the limit; esc back
+[b]Disk[/b]   bytes per service, live; ! = logs over --logs-warn
 [b]Runs[/b]
   enter      details (hashes, files)  g   refresh
   v          verify (reads only: allowed read-only)
-  p          replay (executes: not in read-only)  esc back
+  p          replay (executes: not in read-only)
 [b]Anywhere[/b]
-  ?          this help       q       quit
+  esc        back            ?       this help
+  q          quit
 """
 
 
 class HelpDialog(ModalScreen[None]):
+    """The keys. The app installs one and shows it again each time (no compose per ``?``),
+    and its background is opaque: the screen below (a log following 10,000 lines a second,
+    say) is not blended into every frame while the help is up."""
+
     DEFAULT_CSS = """
     HelpDialog {
         align: center middle;
+        background: $background;
     }
     HelpDialog > Vertical {
         width: 64;
@@ -130,7 +137,7 @@ class HelpDialog(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(HELP)
+            yield Static(HELP.rstrip())
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -13,9 +13,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from .banner import Banner
+from .footer import KeysFooter
 
 __all__ = ["BAR_WIDTH", "LOGS_WARN", "DiskScreen", "bar", "human"]
 
@@ -89,7 +90,7 @@ class DiskScreen(Screen[None]):
         table: DataTable[Any] = DataTable(id="disk", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("waiting for the daemon's disk report…", id="disk-status")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def table(self) -> DataTable[Any]:

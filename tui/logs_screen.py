@@ -1,5 +1,6 @@
-"""The logs of one service: a tail, then live lines; follow, search, a regex filter (and its
-inverse), timestamps and wrap."""
+"""The logs of one service, or of every service interleaved (``ALL_LOGS``, each line tagged with
+its service): a tail, then live lines; follow, search, a regex filter (and its inverse),
+timestamps and wrap, the same in both."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from protocol.messages import LogLine
 
 from .banner import Banner
+from .bridge import ALL_LOGS
 from .dialogs import InputDialog
+from .footer import KeysFooter
 from .log_view import LogView
 
 __all__ = ["LogsScreen"]
@@ -43,15 +46,24 @@ class LogsScreen(Screen[None]):
 
     def __init__(self, service: str) -> None:
         super().__init__()
+        #: The service whose log this is, or ALL_LOGS.
         self.service = service
+        self._status_text = ""
+        #: Lines that came before the view was mounted (the bridge can be that quick).
+        self._early: list[tuple[list[LogLine], bool, list[str] | None]] | None = []
+
+    @property
+    def all_services(self) -> bool:
+        return self.service == ALL_LOGS
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
-        yield Static(f"logs: {self.service}", id="logs-title")
-        yield LogView(id="log")
+        title = "logs: all services, interleaved" if self.all_services else f"logs: {self.service}"
+        yield Static(title, id="logs-title")
+        yield LogView(id="log", tagged=self.all_services)
         yield Input(placeholder="search (enter: find, esc: cancel)", id="search")
         yield Static("", id="logs-status")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def view(self) -> LogView:
@@ -60,12 +72,20 @@ class LogsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#search", Input).display = False
         self.view.focus()
+        early, self._early = self._early or [], None
+        for lines, reset, sources in early:
+            self.add_lines(lines, reset, sources)
         self._status()
 
-    def add_lines(self, lines: list[LogLine], reset: bool) -> None:
+    def add_lines(
+        self, lines: list[LogLine], reset: bool, sources: list[str] | None = None
+    ) -> None:
+        if self._early is not None:
+            self._early.append((lines, reset, sources))
+            return
         if reset:
             self.view.reset()
-        self.view.add(lines)
+        self.view.add(lines, sources)
 
     # --- keys -----------------------------------------------------------------------------------
 
@@ -79,12 +99,15 @@ class LogsScreen(Screen[None]):
 
     def action_follow(self) -> None:
         self.view.set_follow(not self.view.follow)
+        self._status()  # in the same frame as the view, not one message later
 
     def action_timestamps(self) -> None:
         self.view.set_timestamps(not self.view.timestamps)
+        self._status()  # in the same frame as the view, not one message later
 
     def action_wrap(self) -> None:
         self.view.set_wrap(not self.view.wrap)
+        self._status()  # in the same frame as the view, not one message later
 
     def action_search(self) -> None:
         box = self.query_one("#search", Input)
@@ -115,12 +138,14 @@ class LogsScreen(Screen[None]):
 
     def action_next_match(self, step: int) -> None:
         self.view.next_match(step)
+        self._status()
 
     @on(Input.Submitted, "#search")
     def _search(self, event: Input.Submitted) -> None:
         event.input.display = False
         self.view.search(event.value)
         self.view.focus()
+        self._status()
 
     @on(LogView.Changed)
     def _status(self) -> None:
@@ -136,4 +161,7 @@ class LogsScreen(Screen[None]):
         if v.query_text:
             at = 0 if v.match_at is None else v.match_at + 1
             parts.append(f"/{v.query_text}: {at}/{len(v.matches)} matches")
-        self.query_one("#logs-status", Static).update(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self._status_text:  # ten flushes a second mostly change nothing here
+            self._status_text = text
+            self.query_one("#logs-status", Static).update(text, layout=False)

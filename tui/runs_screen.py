@@ -1,7 +1,8 @@
 """Sealed and rejected runs: a list, one run's details, and verify / replay per check.
 
 The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); ``enter`` shows
-``runs.show``'s hashes and files; ``v`` verifies (it only reads: allowed in read-only mode);
+``runs.show``'s hashes and the bundle's file list (its ARTIFACT_INDEX: role, size, sha256 and
+path of every file); ``v`` verifies (it only reads: allowed in read-only mode);
 ``p`` replays (it re-executes the engine: refused in read-only mode).
 """
 
@@ -16,16 +17,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from protocol.client import ClientError
 
 from .banner import Banner
+from .disk_screen import human
+from .footer import KeysFooter
 
 if TYPE_CHECKING:
     from .app import RunyardApp
 
-__all__ = ["RunsScreen", "check_lines", "replay_lines"]
+__all__ = ["RunsScreen", "check_lines", "detail_lines", "file_lines", "replay_lines"]
 
 COLUMNS = (
     ("time", "TIME"),
@@ -127,6 +130,44 @@ def _files(doc: Any, out: list[dict[str, Any]]) -> None:
             _files(value, out)
 
 
+#: Hex digits of a file's sha256 shown in the list (the full one is in ARTIFACT_INDEX.json).
+SHA_SHOWN = 12
+
+
+def file_lines(run: dict[str, Any]) -> list[str]:
+    """The bundle's files from ``runs.show``'s ARTIFACT_INDEX entries: role, size, the start of
+    the sha256 and the path, in columns that fit 80 cells; from an older daemon (no entries),
+    the file records found in the run's documents."""
+    entries = [
+        e
+        for e in run.get("artifacts") or []
+        if isinstance(e, dict) and isinstance(e.get("path"), str)
+    ]
+    if not entries:
+        files: list[dict[str, Any]] = []
+        for part in ("run_input", "run_output", "run_meta"):
+            _files(run.get(part), files)
+        lines = ["[b]files[/b]"]
+        for f in files:
+            extra = " ".join(
+                escape(str(f[k])) for k in ("role", "size", "sha256") if f.get(k) not in (None, "")
+            )
+            lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
+        return lines + ([] if files else ["  (no file list: ARTIFACT_INDEX.json unreadable)"])
+    sizes = [e["size"] for e in entries if isinstance(e.get("size"), int)]
+    lines = [f"[b]files[/b] ({len(entries)}, {human(sum(sizes))}; role size sha256 path)"]
+    for e in entries:
+        size = e.get("size")
+        sha = str(e.get("sha256") or "")
+        lines.append(
+            f"  {escape(str(e.get('role') or '-')):<10} "
+            f"{human(size) if isinstance(size, int) else '?':>6} "
+            f"[dim]{escape(sha[:SHA_SHOWN]) or '-':<{SHA_SHOWN}}[/dim] "
+            f"{escape(e['path'])}"
+        )
+    return lines
+
+
 def detail_lines(run: dict[str, Any]) -> list[str]:
     summary = run.get("summary") if isinstance(run.get("summary"), dict) else {}
     assert isinstance(summary, dict)
@@ -143,17 +184,7 @@ def detail_lines(run: dict[str, Any]) -> list[str]:
         _hashes(run.get(part), part, hashes)
     lines.append("[b]hashes[/b]")
     lines += [f"  {escape(w)}: {escape(h)}" for w, h in hashes] or ["  (none recorded)"]
-    files: list[dict[str, Any]] = []
-    for part in ("run_input", "run_output", "run_meta"):
-        _files(run.get(part), files)
-    lines.append("[b]files[/b]")
-    for f in files:
-        extra = " ".join(
-            escape(str(f[k])) for k in ("role", "size", "sha256") if f.get(k) not in (None, "")
-        )
-        lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
-    if not files:
-        lines.append("  (no file records in the run's documents)")
+    lines += file_lines(run)
     outputs = (
         run.get("run_output", {}).get("outputs")
         if isinstance(run.get("run_output"), dict)
@@ -177,7 +208,7 @@ class RunsScreen(Screen[None]):
         min-height: 4;
     }
     RunsScreen #runs-detail-box {
-        height: 1fr;
+        height: 2fr;
         border-top: solid $accent;
     }
     """
@@ -202,7 +233,7 @@ class RunsScreen(Screen[None]):
         with VerticalScroll(id="runs-detail-box"):
             yield Static("", id="runs-detail")
         yield Static("loading runs…", id="runs-status")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def runyard(self) -> RunyardApp:

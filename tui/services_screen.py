@@ -1,4 +1,7 @@
-"""The main screen: the services table, its filter, and the keys that act on a service."""
+"""The main screen: the services table, its filter, and the keys that act on a service.
+
+While the daemon is unreachable the table keeps the last known state, dimmed, under a line that
+says so (the dimming alone would not read without colour); both go when the daemon is back."""
 
 from __future__ import annotations
 
@@ -8,26 +11,48 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input, Static
 
 from .banner import Banner
+from .bridge import ALL_LOGS
 from .dialogs import ConfirmDialog, InputDialog
+from .footer import KeysFooter
 from .services_table import ServicesTable
 
 if TYPE_CHECKING:
     from .app import RunyardApp
 
-__all__ = ["ServicesScreen"]
+__all__ = ["STALE", "ServicesScreen"]
+
+STALE = "last known state, not live: the daemon is unreachable"
 
 
 class ServicesScreen(Screen[None]):
+    DEFAULT_CSS = """
+    ServicesScreen #stale {
+        display: none;
+        height: 1;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        color: $text-warning;
+        text-style: italic;
+    }
+    ServicesScreen.-stale #stale {
+        display: block;
+    }
+    ServicesScreen.-stale ServicesTable {
+        opacity: 50%;
+    }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "act('start')", "Start"),
         Binding("x", "stop", "Stop"),
         Binding("r", "act('restart')", "Restart"),
         Binding("R", "reload", "Reload"),
-        Binding("e", "ensure", "Ensure"),
+        Binding("e", "ensure", "Ensure", show=False),  # rare; in the help, not the footer
         Binding("slash", "filter", "Filter"),
+        Binding("L", "all_logs", "All logs"),
         Binding("d", "disk", "Disk"),
         Binding("u", "runs", "Runs"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -35,9 +60,10 @@ class ServicesScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
+        yield Static(STALE, id="stale")
         yield Input(placeholder="filter by name (enter: keep, esc: clear)", id="filter")
         yield ServicesTable(id="services")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def table(self) -> ServicesTable:
@@ -50,6 +76,15 @@ class ServicesScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
         self.table.focus()
+        self.watch(self.app, "unreachable", self._reachability)
+
+    def _reachability(self, reason: str) -> None:
+        self.set_class(bool(reason), "-stale")
+
+    @property
+    def stale(self) -> bool:
+        """The table shows the last known state, not live data."""
+        return self.has_class("-stale")
 
     # --- filter ---------------------------------------------------------------------------------
 
@@ -76,6 +111,9 @@ class ServicesScreen(Screen[None]):
         self.table.focus()
 
     # --- other screens ---------------------------------------------------------------------------
+
+    def action_all_logs(self) -> None:
+        self.runyard.open_logs(ALL_LOGS)
 
     def action_disk(self) -> None:
         self.runyard.open_disk()

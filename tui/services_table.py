@@ -73,12 +73,12 @@ def ready(s: ServiceStatus) -> str:
     return "yes" if s.ready else "no"
 
 
-def cells(s: ServiceStatus) -> dict[str, str | Text]:
+def cells(s: ServiceStatus, now: float | None = None) -> dict[str, str | Text]:
     return {
         "name": s.name,
         "state": state_label(s.state),
         "pid": str(s.pid) if s.pid else "-",
-        "uptime": uptime(s),
+        "uptime": uptime(s, now),
         "restarts": str(s.restarts),
         "last_exit": "-" if s.last_exit is None else str(s.last_exit),
         "cpu": "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
@@ -104,6 +104,10 @@ class ServicesTable(DataTable[str | Text]):
         for key, header in COLUMNS:
             self.add_column(header, key=key)
 
+    def _now(self) -> float:
+        clock = getattr(self.app, "clock", None)
+        return clock() if callable(clock) else time.time()
+
     @property
     def selected(self) -> str | None:
         """The name of the service under the cursor."""
@@ -128,7 +132,7 @@ class ServicesTable(DataTable[str | Text]):
             self._rebuild()
             return
         try:
-            for key, value in cells(service).items():
+            for key, value in cells(service, self._now()).items():
                 self.update_cell(service.name, key, value, update_width=True)
         except CellDoesNotExist:  # the rows changed under us: draw them afresh
             self._rebuild()
@@ -143,9 +147,10 @@ class ServicesTable(DataTable[str | Text]):
     def _rebuild(self) -> None:
         keep = self.selected
         self.clear()
+        now = self._now()
         for name in sorted(self.services):
             if self._visible(name):
-                row = cells(self.services[name])
+                row = cells(self.services[name], now)
                 self.add_row(*(row[key] for key, _ in COLUMNS), key=name)
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep))

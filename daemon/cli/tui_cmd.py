@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import open_tree
+from .common import UsageError, open_tree
+from .output import parse_bytes
 
 __all__ = ["register"]
+
+#: The disk panel's default log warning threshold (tui.disk_screen.LOGS_WARN, not imported so
+#: that parsing the command line never loads textual).
+DEFAULT_LOGS_WARN = "100MiB"
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -15,11 +20,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--read-only", action="store_true", help="look but do not act: action keys are disabled"
     )
+    p.add_argument(
+        "--logs-warn",
+        metavar="SIZE",
+        default=DEFAULT_LOGS_WARN,
+        help="flag a service in the disk panel when its logs pass SIZE "
+        f"(500M, 100MiB, bytes; default {DEFAULT_LOGS_WARN})",
+    )
     p.set_defaults(handler=cmd_tui)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    try:
+        logs_warn = parse_bytes(args.logs_warn)
+    except ValueError as exc:
+        raise UsageError(f"--logs-warn: {exc}") from None
     from tui.app import RunyardApp  # textual loads only for this command
 
-    RunyardApp(open_tree(args).root, read_only=args.read_only).run()
+    RunyardApp(open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn).run()
     return 0
