@@ -103,18 +103,24 @@ _RAW_ZIP_TYPES = {
 }
 
 
-def make_raw_archive(path: Path, members: list[Raw]) -> Path:
-    """A .tar.gz or .zip (by ``path``'s suffix) holding ``members`` in the order given."""
+def make_raw_archive(path: Path, members: list[Raw], *, create_system: int = 3) -> Path:
+    """A .tar.gz, .tar.xz or .zip (by ``path``'s suffix) holding ``members`` in the order given.
+
+    ``create_system`` is the zip "made by" system (3 Unix; 0 DOS has no Unix mode bits).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".zip"):
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for m in members:
-                info = zipfile.ZipInfo(m.name + ("/" if m.kind == "dir" else ""))
-                info.create_system = 3
+                slash = "/" if m.kind == "dir" and not m.name.endswith("/") else ""
+                info = zipfile.ZipInfo(m.name + slash)
+                info.create_system = create_system
                 info.external_attr = (_RAW_ZIP_TYPES[m.kind] | m.mode) << 16
                 data = m.target.encode() if m.kind == "symlink" else m.data
                 zf.writestr(info, data if m.kind in ("file", "symlink") else b"")
         return path
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+    mode = "w:xz" if path.name.endswith(".tar.xz") else "w:gz"
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tf:
         for m in members:
             info = tarfile.TarInfo(m.name)
             info.type = _RAW_TAR_TYPES[m.kind]

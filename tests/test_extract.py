@@ -17,65 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from archives import Raw, make_raw_archive
 from runtime.errors import TreeError, UnsafeArchiveError
 from runtime.extract import archive_format, extract_archive
 
 
 @dataclass
-class M:
-    """One member to put in a test archive."""
+class M(Raw):
+    """One member to put in a test archive (a file holding ``x`` unless said otherwise)."""
 
-    name: str
     data: bytes = b"x"
-    kind: str = "file"  # file dir symlink hardlink chr blk fifo
-    mode: int = 0o644
-    target: str = ""
 
 
-_TAR_TYPES = {
-    "file": tarfile.REGTYPE,
-    "dir": tarfile.DIRTYPE,
-    "symlink": tarfile.SYMTYPE,
-    "hardlink": tarfile.LNKTYPE,
-    "chr": tarfile.CHRTYPE,
-    "blk": tarfile.BLKTYPE,
-    "fifo": tarfile.FIFOTYPE,
-}
-_ZIP_TYPES = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "chr": stat.S_IFCHR,
-    "blk": stat.S_IFBLK,
-    "fifo": stat.S_IFIFO,
-}
-
-
-def build(path: Path, members: list[M], *, create_system: int = 3) -> Path:
-    """Write ``members`` as an archive whose format follows ``path``'s suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-            for m in members:
-                info = zipfile.ZipInfo(m.name)
-                info.create_system = create_system
-                info.external_attr = (_ZIP_TYPES[m.kind] | m.mode) << 16
-                data = m.target.encode() if m.kind == "symlink" else m.data
-                zf.writestr(info, data if m.kind in ("file", "symlink") else b"")
-        return path
-    mode = "w:gz" if path.name.endswith(".tar.gz") else "w:xz"
-    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tf:
-        for m in members:
-            ti = tarfile.TarInfo(m.name)
-            ti.type = _TAR_TYPES[m.kind]
-            ti.mode = m.mode
-            if m.kind == "file":
-                ti.size = len(m.data)
-                tf.addfile(ti, io.BytesIO(m.data))
-            else:
-                ti.linkname = m.target
-                tf.addfile(ti)
-    return path
+build = make_raw_archive
 
 
 def sha(data: bytes) -> str:
