@@ -44,7 +44,7 @@ from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
 from .supervisor import NotFound
 
-__all__ = ["ControlServer", "TcpListener", "tcp_listener"]
+__all__ = ["ControlServer", "TcpListener", "peer_of", "tcp_listener"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -56,6 +56,27 @@ class _JustId(msgspec.Struct):
 _id_decoder = msgspec.json.Decoder(_JustId)
 #: Client names remembered per connection (from hello), at most this many.
 MAX_KNOWN_CLIENTS = 1024
+
+
+def peer_of(frame: zmq.Frame, via: str) -> dict[str, Any]:
+    """Who sent ``frame``, for the audit trail, from what libzmq tells about its connection.
+
+    Over ipc, libzmq (built with SO_PEERCRED, as on Linux) reports the connecting process's
+    credentials in the ``Peer-Address`` property as ``localhost:UID:GID:PID``: the real uid
+    (root's 0, say) and pid. Without them, all that is known is that only the socket owner's
+    uid or root could connect (the socket's directory is 0700): ``socket_owner_uid``. Over TCP
+    there is no uid at all, only the peer's IP address (and the CurveZMQ key, recorded by the
+    caller).
+    """
+    address = ""
+    with contextlib.suppress(zmq.ZMQError, UnicodeDecodeError):
+        address = frame.get("Peer-Address") or ""
+    if via == "tcp":
+        return {"address": address} if address else {}
+    parts = address.rsplit(":", 3)
+    if len(parts) == 4 and all(x.isdigit() for x in parts[1:]):
+        return {"uid": int(parts[1]), "pid": int(parts[3])}
+    return {"socket_owner_uid": os.getuid()}
 
 
 def _readable_id(payload: bytes) -> str:
@@ -315,16 +336,17 @@ class ControlServer:
     async def _serve(self, router: zmq.asyncio.Socket) -> None:
         curve = router is self.tcp_router
         while True:
-            peer = ""
+            peer: dict[str, Any] = {}
             try:
+                # Frames, not bytes: the peer's credentials (ipc) or address and ZAP User-Id
+                # (tcp) travel as properties of the message.
+                parts = await router.recv_multipart(copy=False)
+                peer = peer_of(parts[-1], "tcp" if curve else "ipc")
                 if curve:
-                    # Frames, not bytes: the ZAP User-Id travels as a property of the message.
-                    parts = await router.recv_multipart(copy=False)
                     with contextlib.suppress(zmq.ZMQError, UnicodeDecodeError):
-                        peer = parts[-1].get("User-Id") or ""
-                    frames = [p.bytes for p in parts]
-                else:
-                    frames = await router.recv_multipart(copy=True)
+                        if key := parts[-1].get("User-Id"):
+                            peer["key"] = key
+                frames = [p.bytes for p in parts]
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.ETERM:
                     return
@@ -361,14 +383,17 @@ class ControlServer:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _actor(self, router: zmq.asyncio.Socket, identity: bytes, peer: str) -> dict[str, Any]:
-        actor: dict[str, Any] = {"uid": os.getuid()}
+    def _actor(
+        self, router: zmq.asyncio.Socket, identity: bytes, peer: dict[str, Any]
+    ) -> dict[str, Any]:
+        # uid and pid (ipc, from SO_PEERCRED) or address and key (tcp): see peer_of.
+        actor: dict[str, Any] = {k: v for k, v in peer.items() if k != "key"}
         client = self._clients.get((id(router), identity))
         if client:
             actor["client"] = client
         actor["via"] = "tcp" if router is self.tcp_router else "ipc"
-        if peer:
-            actor["key"] = peer
+        if peer.get("key"):
+            actor["key"] = peer["key"]
         return actor
 
     def _remember_client(self, router: zmq.asyncio.Socket, identity: bytes, name: str) -> None:
@@ -379,11 +404,15 @@ class ControlServer:
             self._clients.popitem(last=False)
 
     async def _dispatch(
-        self, router: zmq.asyncio.Socket, identity: bytes, req: m.Request, peer: str = ""
+        self,
+        router: zmq.asyncio.Socket,
+        identity: bytes,
+        req: m.Request,
+        peer: dict[str, Any] | None = None,
     ) -> None:
         handler = HANDLERS[type(req)]
         audited = type(req) in AUDITED
-        actor = self._actor(router, identity, peer) if audited else None
+        actor = self._actor(router, identity, peer or {}) if audited else None
         # Read by runtime.audit.record in this request's context (a seal in a worker thread).
         token = current_actor.set(actor)
         try:

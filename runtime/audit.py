@@ -6,8 +6,11 @@ One line per recorded action, written by ``record()``::
      "action": "start", "target": "redis", "result": "ok", "detail": {}, "prev": "<64 hex>"}
 
 - ``seq`` counts from 1; ``time`` is RFC 3339 UTC with milliseconds;
-- ``actor`` is who asked: ``uid`` always, ``client`` (the name a client gave in ``hello``, or
-  ``cli`` for a local command) and ``key`` (a CurveZMQ client's authorized key) when known;
+- ``actor`` is who asked: ``uid`` (this process's for a local command or the daemon itself; the
+  connecting process's over ipc, with its ``pid``, from SO_PEERCRED as libzmq reports it, else
+  ``socket_owner_uid``; none over TCP, which has ``address`` instead), ``client`` (the name a
+  client gave in ``hello``, or ``cli`` for a local command), ``via`` (ipc | tcp) and ``key``
+  (a CurveZMQ client's authorized key) when known;
 - ``result`` is ``ok`` or the error code of the refusal;
 - ``prev`` is the sha256 (hex) of the previous line's bytes, newline excluded; the first line's
   ``prev`` is ``GENESIS`` (64 zeros).
@@ -18,10 +21,21 @@ size of the log; each append is one ``write`` followed by ``fsync``. Secrets nev
 ``detail`` keys with a secret-looking name are redacted and ``env``/``context`` maps are reduced
 to their sorted key names (callers should pass names, never values, in the first place).
 
+Each append also replaces ``logs/runyard/audit.head`` (``{"seq": N, "sha256": "<hash of line
+N>"}``) atomically (temp file, fsync, rename, under the same flock), so ``verify_chain()``
+notices the removal of the last entries or an edit of the very last entry, which no later
+entry's ``prev`` covers ("entries after seq N removed or last entry edited"). A log without a
+head file (written before heads existed, or the head deleted) verifies with a warning.
+
+A line that does not decode (torn by a power cut, edited, or JSON nested deeper than
+``MAX_DEPTH``) never stops an append: the chain goes on over its raw bytes (the next entry's
+``prev`` is the sha256 of that line as it is), its seq is counted, and ``verify_chain`` names it.
+
 ``verify_chain()`` walks the file and names every edited, removed, duplicated or reordered
-entry. What it cannot see without an external anchor (``verify_chain(anchor=...)``): the
-removal of the last entries (truncation of the tail), an edit of the very last entry, or a
-wholesale rewrite of the file with a freshly computed chain by someone who can write it.
+entry. What it cannot see without an external anchor (``verify_chain(anchor=...)``): a
+rewrite by someone who can write both ``audit.jsonl`` and ``audit.head`` (the daemon's uid,
+root): truncating the tail and rewriting the head, or rewriting the whole file with a freshly
+computed chain. Only an anchor kept off the box protects against that.
 """
 
 from __future__ import annotations
@@ -39,13 +53,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_bytes
+
 __all__ = [
     "AUDIT_RELPATH",
     "GENESIS",
+    "HEAD_RELPATH",
+    "MAX_DEPTH",
     "AuditProblem",
     "AuditReport",
     "audit_path",
     "current_actor",
+    "head_path",
     "line_hash",
     "record",
     "tail",
@@ -54,6 +73,10 @@ __all__ = [
 
 #: Where the log lives, relative to the tree's ``logs/`` directory.
 AUDIT_RELPATH = Path("runyard") / "audit.jsonl"
+#: The seq and hash of the last entry, rewritten atomically on every append.
+HEAD_RELPATH = Path("runyard") / "audit.head"
+#: Deepest nesting an entry may have (ours have 3 levels); deeper lines are malformed.
+MAX_DEPTH = 32
 #: The ``prev`` of the first entry.
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "actor", "action", "target", "result", "detail", "prev")
@@ -77,6 +100,29 @@ current_actor: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Conte
 def audit_path(logs_dir: str | os.PathLike[str]) -> Path:
     """The audit log of the tree whose ``logs/`` directory is ``logs_dir``."""
     return Path(logs_dir) / AUDIT_RELPATH
+
+
+def head_path(log: str | os.PathLike[str]) -> Path:
+    """The head file beside the audit log ``log``."""
+    return Path(log).with_name(HEAD_RELPATH.name)
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads`` that refuses deep nesting with a ValueError instead of a RecursionError."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            stack.extend(
+                (c, depth + 1) for c in (item.values() if isinstance(item, dict) else item)
+            )
+    return value
 
 
 def line_hash(line: bytes) -> str:
@@ -116,9 +162,14 @@ def _default_actor(actor: Mapping[str, Any] | None) -> dict[str, Any]:
     if actor is None:
         actor = current_actor.get()
     # A caller that names an actor says all it knows: "cli" is only the default of a command.
-    out: dict[str, Any] = (
-        {"uid": os.getuid()} if actor is not None else {"uid": os.getuid(), "client": "cli"}
-    )
+    # A peer of the daemon's sockets (``via``) comes as the server found it: over TCP there is
+    # no uid, and over ipc it is the peer's own (or only ``socket_owner_uid``), never ours.
+    if actor is None:
+        out: dict[str, Any] = {"uid": os.getuid(), "client": "cli"}
+    elif actor.get("via"):
+        out = {}
+    else:
+        out = {"uid": os.getuid()}
     if actor:
         out.update({str(k): v for k, v in actor.items() if v is not None and v != ""})
     # Built by us, never redacted (a CurveZMQ key name is not a secret), only made JSON-safe.
@@ -154,11 +205,11 @@ def _tail_state(fd: int) -> tuple[int, str, bool]:
         if not prev:
             prev = line_hash(line)
         try:
-            seq = json.loads(line)["seq"]
+            seq = _loads(line)["seq"]
             if isinstance(seq, int) and not isinstance(seq, bool):
                 return seq + skipped + 1, prev, torn
         except (ValueError, KeyError, TypeError):
-            pass
+            pass  # torn, edited or nested too deeply: counted, and chained over as it is
         skipped += 1
     return skipped + 1, prev or GENESIS, torn
 
@@ -208,6 +259,14 @@ def record(
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
             raise
+        head = json.dumps({"seq": seq, "sha256": line_hash(line)}, separators=(",", ":"))
+        try:
+            atomic_write_bytes(head_path(path), head.encode() + b"\n", 0o640)
+        except OSError as exc:
+            raise OSError(
+                f"{head_path(path)}: seq {seq} appended, but the head file cannot be written: "
+                f"{exc.strerror or exc}"
+            ) from None
         return entry
     finally:
         os.close(fd)  # releases the flock
@@ -226,7 +285,7 @@ def tail(logs_dir: str | os.PathLike[str], n: int = 20) -> list[dict[str, Any]]:
             if len(out) >= n:
                 break
             try:
-                value = json.loads(line)
+                value = _loads(line)
                 out.append(
                     value if isinstance(value, dict) else {"raw": line.decode("utf-8", "replace")}
                 )
@@ -244,7 +303,7 @@ class AuditProblem:
     line: int
     #: The entry's seq when it could be read.
     seq: int | None
-    #: edited | missing | reordered | duplicate | malformed | moved | anchor
+    #: edited | missing | reordered | duplicate | malformed | moved | anchor | head
     kind: str
     message: str
 
@@ -257,6 +316,8 @@ class AuditReport:
     head_seq: int | None = None
     head_hash: str | None = None
     problems: list[AuditProblem] = field(default_factory=list)
+    #: One line each; not failures (e.g. a log written before audit.head existed).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -269,6 +330,7 @@ class AuditReport:
             "entries": self.entries,
             "head": {"seq": self.head_seq, "hash": self.head_hash},
             "problems": [p.__dict__ for p in self.problems],
+            "warnings": list(self.warnings),
         }
 
 
@@ -284,9 +346,10 @@ class _Line:
 def _read_line(no: int, raw: bytes) -> _Line:
     digest = line_hash(raw)
     try:
-        value = json.loads(raw)
-    except ValueError:
-        return _Line(no, digest, None, None, "not valid JSON")
+        value = _loads(raw)
+    except ValueError as exc:
+        why = str(exc) if str(exc).startswith("nested") else ""
+        return _Line(no, digest, None, None, "not valid JSON" + (f" ({why})" if why else ""))
     if not isinstance(value, dict):
         return _Line(no, digest, None, None, "not a JSON object")
     seq, prev = value.get("seq"), value.get("prev")
@@ -305,14 +368,72 @@ def _name(line: _Line) -> str:
     return f"entry {line.no}" + (f" (seq {line.seq})" if line.seq is not None else "")
 
 
+def _read_head(path: Path) -> tuple[int, str] | str | None:
+    """(seq, sha256) of the head file, a one-line reason it is unreadable, or None (absent)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    try:
+        doc = _loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"not valid JSON: {exc}"
+    seq = doc.get("seq") if isinstance(doc, dict) else None
+    digest = doc.get("sha256") if isinstance(doc, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
+        return 'expected {"seq": N, "sha256": "..."}'
+    return seq, digest
+
+
+def _check_head(report: AuditReport, lines: list[_Line], where: dict[int, list[_Line]]) -> None:
+    hp = head_path(report.path)
+    head = _read_head(hp)
+    if head is None:
+        if lines:
+            report.warnings.append(
+                f"{hp}: missing (a log written before heads existed, or the head was "
+                "deleted): removal of the last entries cannot be checked without --anchor"
+            )
+        return
+    after = len(lines) + 1  # problems of the tail sort last
+    if isinstance(head, str):
+        report.problems.append(AuditProblem(after, None, "head", f"{hp}: {head}"))
+        return
+    seq, digest = head
+    last = next((ln.seq for ln in reversed(lines) if ln.seq is not None), 0)
+    found = where.get(seq, [])
+    if found and found[-1].hash == digest:
+        if found[-1] is not lines[-1]:
+            report.warnings.append(
+                f"{hp}: names seq {seq}, the log goes on to entry {len(lines)} "
+                "(an append interrupted before its head was written?)"
+            )
+        return
+    report.problems.append(
+        AuditProblem(
+            after,
+            seq,
+            "head",
+            f"entries after seq {min(last, seq)} removed or last entry edited "
+            f"({hp.name} names seq {seq} sha256 {digest[:16]}..., the log ends at seq {last})",
+        )
+    )
+
+
 def verify_chain(
-    path: str | os.PathLike[str], anchor: tuple[int, str] | None = None
+    path: str | os.PathLike[str],
+    anchor: tuple[int, str] | None = None,
+    *,
+    check_head: bool = True,
 ) -> AuditReport:
     """Walk the audit log at ``path`` and report every break in it.
 
     ``anchor`` is a ``(seq, hash)`` pair kept outside the box (``head`` of an earlier report):
     the entry with that seq must still be there with that hash, which catches a truncated tail
-    or an edited last entry up to that point.
+    or an edited last entry up to that point even when ``audit.head`` was rewritten too.
+    ``check_head`` compares the log's end with ``audit.head`` (a missing head: a warning).
     """
     report = AuditReport(Path(path))
     lines: list[_Line] = []
@@ -326,6 +447,10 @@ def verify_chain(
                 AuditProblem(
                     0, anchor[0], "anchor", f"{path}: missing, but the anchor names seq {anchor[0]}"
                 )
+            )
+        if check_head and head_path(path).exists():
+            report.problems.append(
+                AuditProblem(0, None, "head", f"{path}: missing, but {head_path(path).name} exists")
             )
         return report
     report.entries = len(lines)
@@ -445,5 +570,7 @@ def verify_chain(
                     f"{_name(found[0])}: edited — its hash does not match the anchor",
                 )
             )
+    if check_head:
+        _check_head(report, lines, where)
     problems.sort(key=lambda p: (p.line or 0, p.seq or 0))
     return report

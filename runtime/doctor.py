@@ -6,7 +6,10 @@ when the daemon must not start on it (``Check.fatal``); the others go to the dae
     check      what                                                      fatal at daemon start
     manifest   manifest.json decodes and validates                       yes
     checksums  every installed file matches its sha256 in the manifest   yes (changed, vanished,
-               (services[].files, runtime/verify.py)                     appeared, not a file)
+               (services[].files, runtime/verify.py); in an installed    appeared, not a file)
+               bundle also bundle.files: config/ (not config/runyard),
+               schemas/, wheels/, install.sh, and nothing else appeared
+               under bin/ config/ schemas/ wheels/
     bin        nothing under bin/ is world-writable (group-writable:     no
                warn)
     temp       temp/ is a directory we own, mode 0700 (a symlink we own  yes when not ours, not a
@@ -127,18 +130,90 @@ def check_manifest(tree: RuntimeTree) -> tuple[Check, Any]:
     return Check("manifest", "pass", detail), manifest
 
 
-def check_checksums(tree: RuntimeTree) -> Check:
+#: Top-level dirs an installed bundle owns: every file under them is listed in
+#: ``bundle.files`` (but for ``config/runyard``, Runyard's own shared config, never packed).
+BUNDLE_TOPS = ("bin", "config", "schemas", "wheels")
+BUNDLE_TOP_FILES = ("install.sh",)
+_OWN_CONFIG = "config/runyard"
+
+
+def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
+    """(files checked, problems) of the bundle members outside the services' install dirs.
+
+    ``bundle.files`` of an installed bundle lists every file it brought (config/, schemas/,
+    wheels/, install.sh, and bin/); the files under each service's install dir are already
+    checked against ``services[].files``, so they are skipped here. Files under the owned
+    top-level dirs that the bundle did not bring (outside the install dirs) have appeared.
+    """
+    from msgspec import UNSET
+
+    from .fetch import hash_file
+
+    files = manifest.bundle.files
+    if files is UNSET or not files:
+        return 0, []
+    installs = tuple(f"{e.install_rel.rstrip('/')}/" for e in manifest.services)
+
+    def ours(rel: str) -> bool:
+        return not rel.startswith(installs) and not (
+            rel == _OWN_CONFIG or rel.startswith(_OWN_CONFIG + "/")
+        )
+
+    expected = {rel: digest for rel, digest in files.items() if ours(rel)}
+    on_disk: dict[str, Path] = {}
+    for top in BUNDLE_TOPS:
+        base = tree.root / top
+        if not base.is_dir():
+            continue
+        for dirpath, dirs, names in os.walk(base):
+            rel_dir = Path(dirpath).relative_to(tree.root).as_posix()
+            # Not into the install dirs (checked above) nor config/runyard (not the bundle's).
+            dirs[:] = sorted(d for d in dirs if ours(f"{rel_dir}/{d}/"))
+            for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
+                rel = f"{rel_dir}/{name}"
+                if ours(rel):
+                    on_disk[rel] = Path(dirpath, name)
+    for name in BUNDLE_TOP_FILES:
+        path = tree.root / name
+        if path.exists() or path.is_symlink():
+            on_disk[name] = path
+    problems: list[str] = []
+    checked = 0
+    for rel, digest in sorted(expected.items()):
+        path = on_disk.pop(rel, None)
+        if path is None:
+            problems.append(f"vanished: {rel}")
+            continue
+        checked += 1
+        if path.is_symlink() or not path.is_file():
+            problems.append(f"not a regular file: {rel}")
+        elif hash_file(path)[0] != digest:
+            problems.append(f"changed: {rel}")
+    links = manifest.bundle.links if manifest.bundle.links is not UNSET else {}
+    for rel, path in sorted(on_disk.items()):
+        if not (path.is_symlink() and rel in links):
+            problems.append(f"appeared: {rel}")
+    return checked, problems
+
+
+def check_checksums(tree: RuntimeTree, manifest: Any = None) -> Check:
     from .verify import verify_installed
 
     try:
         report = verify_installed(tree)
+        if manifest is None:
+            from .manifest import load_manifest
+
+            manifest = load_manifest(tree)
+        bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
     except (RunyardError, OSError) as exc:
         return Check("checksums", "fail", f"cannot check: {exc}", fatal=True)
-    if report.ok:
-        return Check("checksums", "pass", f"{report.checked_files} file(s) match the manifest")
     problems = [
         f"{d.problem}: bin/{d.service}/{d.version}/{d.platform}/{d.path}" for d in report.drift
-    ]
+    ] + bundle_problems
+    if not problems:
+        checked = report.checked_files + bundle_checked
+        return Check("checksums", "pass", f"{checked} file(s) match the manifest")
     return Check("checksums", "fail", _named(problems), fatal=True)
 
 
@@ -311,7 +386,7 @@ def run_checks(
     if manifest is None:
         checks.append(Check("checksums", "skip", "the manifest is invalid"))
     else:
-        checks.append(check_checksums(tree))
+        checks.append(check_checksums(tree, manifest))
     checks += [
         check_bin(tree),
         check_temp(tree),

@@ -14,7 +14,8 @@ A license is one JSON object, ``config/runyard/license.json`` in the tree (or an
   object without ``signature`` (any other member is covered too).
 
 Trusted issuers are Ed25519 public keys (PEM ``*.pub``) in ``config/runyard/license-issuers/``
-of the tree, which a signed runtime bundle delivers, plus those in the directory named by
+of the tree, which the operator places there (a runtime bundle never carries ``config/runyard/``;
+an install prefix shares it across versions), plus those in the directory named by
 ``RUNYARD_LICENSE_ISSUERS`` (development and tests) and any given explicitly. Runyard embeds no
 issuer key of its own. Whoever can write the tree (its owner, root) can add an issuer key and
 sign any license: a license keeps honest operators within what they bought and makes a change
@@ -23,7 +24,8 @@ deliberate and visible; it is not copy protection (docs/OPERATIONS.md).
 ``check_license`` never raises for a bad license: it returns a ``LicenseStatus`` whose
 ``status`` is valid, missing, expired, forged (no trusted key verifies the signature: signed by
 another key, or any signed member changed), unverified (no trusted issuer key at all) or
-malformed; anything but valid runs with ``COMMUNITY_LIMITS``. ``cryptography`` is imported only
+malformed (also: JSON nested deeper than ``MAX_DEPTH``, which is refused before anything
+recurses over it); anything but valid runs with ``COMMUNITY_LIMITS``. ``cryptography`` is imported only
 when there is a license to check.
 """
 
@@ -62,6 +64,21 @@ TIERS = ("professional", "enterprise", "regulated", "sovereign")
 COMMUNITY_LIMITS: Mapping[str, int] = {"max_services": 100}
 ISSUERS_ENV = "RUNYARD_LICENSE_ISSUERS"
 REQUIRED = ("tier", "licensee", "issued", "expires", "limits", "signature")
+#: Deepest nesting a license may have (a real one has 3 levels); deeper is malformed.
+MAX_DEPTH = 32
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class LicenseError(RunyardError):
@@ -259,8 +276,14 @@ def check_license(
         return _community("malformed", f"{p}: cannot read: {exc.strerror or exc}", p)
     try:
         doc = json.loads(data)
+    except RecursionError:
+        return _community("malformed", f"{p}: malformed: JSON nested too deeply", p)
     except (ValueError, UnicodeDecodeError) as exc:
         return _community("malformed", f"{p}: malformed: not JSON: {exc}", p)
+    if _depth_over(doc, MAX_DEPTH):
+        return _community(
+            "malformed", f"{p}: malformed: JSON nested deeper than {MAX_DEPTH} levels", p
+        )
     claims = _claims(doc)
     from .canonical import canonical_bytes  # rfc8785: only with a license to check
 
@@ -328,6 +351,8 @@ def sign_license(doc: Mapping[str, Any], key_path: str | os.PathLike[str]) -> di
     body = {k: v for k, v in doc.items() if k != "signature"}
     try:
         data = canonical_bytes(body)
+    except RecursionError:
+        raise LicenseError("the license is nested too deeply") from None
     except (ValueError, TypeError) as exc:
         raise LicenseError(f"the license is not canonical JSON: {exc}") from None
     key = load_signing_key(key_path)

@@ -23,6 +23,7 @@ from .platform import ARCHES, OSES
 from .tree import RESERVED_NAMES, RuntimeTree, check_name
 
 __all__ = [
+    "MAX_INT",
     "SEMVER_RE",
     "BundleInfo",
     "PortDef",
@@ -45,6 +46,9 @@ SEMVER_RE = re.compile(
 )
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+#: The largest integer a manifest may hold: RFC 8785 (the signed bytes) writes integers as
+#: IEEE doubles, exact only up to 2**53 - 1. 8 PiB is more than any byte count here.
+MAX_INT = 2**53 - 1
 
 
 class PortDef(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -100,6 +104,9 @@ class BundleInfo(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     version: str | UnsetType = UNSET
     #: sha256 of every regular-file member but manifest.json, by member path.
     files: dict[str, str] | UnsetType = UNSET
+    #: The size in bytes of every member of ``files`` (install refuses a member whose archive
+    #: header says otherwise before writing a byte, and checks free space first).
+    sizes: dict[str, int] | UnsetType = UNSET
     #: The members of ``files`` with mode 0755; every other file is 0644.
     executables: list[str] | UnsetType = UNSET
     #: Symlink members: member path -> relative target that stays inside the bundle.
@@ -195,8 +202,8 @@ def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None
             raise ManifestError(f"{at}.arch: expected one of {', '.join(ARCHES)}, got {s.arch!r}")
         if not HEX64.match(s.checksum):
             raise ManifestError(f"{at}.checksum: expected 64 lowercase hex characters")
-        if s.size < 0:
-            raise ManifestError(f"{at}.size: expected a byte count >= 0, got {s.size}")
+        if not 0 <= s.size <= MAX_INT:
+            raise ManifestError(f"{at}.size: expected a byte count 0..2**53-1, got {s.size}")
         problem = unsafe_relative_path(s.bin_path)
         if problem:
             raise ManifestError(f"{at}.binPath: {problem}")
@@ -242,6 +249,11 @@ def _validate_bundle(b: BundleInfo) -> None:
             raise ManifestError(f"bundle.files[{rel!r}]: path {problem}")
         if not HEX64.match(digest):
             raise ManifestError(f"bundle.files[{rel!r}]: expected a sha256 (64 lowercase hex)")
+    for rel, size in (b.sizes if b.sizes is not UNSET else {}).items():
+        if rel not in files:
+            raise ManifestError(f"bundle.sizes[{rel!r}]: not in bundle.files")
+        if not 0 <= size <= MAX_INT:
+            raise ManifestError(f"bundle.sizes[{rel!r}]: expected a byte count 0..2**53-1")
     for rel, target in (b.links if b.links is not UNSET else {}).items():
         problem = unsafe_relative_path(rel)
         if problem:

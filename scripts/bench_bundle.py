@@ -53,7 +53,7 @@ SERVICES = 6
 TARGET_PACK = 1.5
 TARGET_INSTALL = 1.5
 #: Bump when the tree layout changes, so stale cached trees are rebuilt.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 _WORDS = [
     b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta", b"eta", b"theta", b"iota",
     b"kappa", b"lambda", b"mu", b"runtime", b"service", b"config", b"\x00\x00\x00\x01",
@@ -111,7 +111,8 @@ def build_tree(base: Path, total: int, seed: int = SEED) -> RuntimeTree:
             if rnd.random() < 0.1:
                 conf = tree.config_dir / name / f"d{n % 7}" / f"c{n}.txt"
                 conf.parent.mkdir(parents=True, exist_ok=True)
-                conf.write_bytes(_texty(rnd, size))
+                # Config is scanned for secret-named values: `"key": 1` would be one.
+                conf.write_bytes(_texty(rnd, size).replace(b'"key"', b'"len"'))
             else:
                 rel = f"{rnd.choice(['lib', 'share', 'lib/python'])}/m{n % 23}/f{n}.dat"
                 files[rel] = put(rel, _texty(rnd, size))

@@ -125,23 +125,80 @@ def test_swapped_lines_are_reordered(log10: Path) -> None:
     assert messages(log10) == ["entry 4 (seq 3): reordered — it comes after entry 3 (seq 4)"]
 
 
-def test_truncated_tail_needs_an_anchor(log10: Path) -> None:
+def test_truncated_tail_needs_an_anchor_once_the_head_is_rewritten_too(log10: Path) -> None:
     before = audit.verify_chain(audit.audit_path(log10))
     anchor = (before.head_seq, before.head_hash)
-    write_lines(log10, lines_of(log10)[:-2])
-    assert messages(log10) == []  # what the chain alone cannot see
+    raw = lines_of(log10)[:-2]
+    write_lines(log10, raw)
+    assert messages(log10) == [
+        "entries after seq 8 removed or last entry edited "
+        f"(audit.head names seq 10 sha256 {before.head_hash[:16]}..., the log ends at seq 8)"
+    ]
+    # Whoever can write both files can hide it from the box: only an anchor kept off it helps.
+    head = {"seq": 8, "sha256": audit.line_hash(raw[-1])}
+    audit.head_path(audit.audit_path(log10)).write_text(json.dumps(head))
+    assert messages(log10) == []
     assert messages(log10, anchor=anchor) == ["seq 10 named by the anchor is gone (truncated log?)"]
 
 
-def test_edited_last_entry_is_caught_by_the_anchor(log10: Path) -> None:
+def test_edited_last_entry_is_caught_by_the_head_and_the_anchor(log10: Path) -> None:
     before = audit.verify_chain(audit.audit_path(log10))
     raw = lines_of(log10)
     raw[-1] = raw[-1].replace(b"svc10", b"svc99")
     write_lines(log10, raw)
-    assert messages(log10) == []
-    assert messages(log10, anchor=(before.head_seq, before.head_hash)) == [
+    assert [m.split(" (")[0] for m in messages(log10)] == [
+        "entries after seq 10 removed or last entry edited"
+    ]
+    assert messages(log10, anchor=(before.head_seq, before.head_hash), check_head=False) == [
         "entry 10 (seq 10): edited — its hash does not match the anchor"
     ]
+
+
+def test_removed_last_entry_is_caught_by_the_head(log10: Path) -> None:
+    """Finding 8: removing the last entry needs no --anchor any more: audit.head names it."""
+    path = audit.audit_path(log10)
+    head = json.loads(audit.head_path(path).read_text())
+    assert head == {"seq": 10, "sha256": audit.line_hash(lines_of(log10)[-1])}
+    write_lines(log10, lines_of(log10)[:-1])
+    report = audit.verify_chain(path)
+    assert [(p.kind, p.seq) for p in report.problems] == [("head", 10)]
+    assert report.problems[0].message.startswith("entries after seq 9 removed or last entry edited")
+    bad = cli("audit", "verify", "--root", str(log10.parent))
+    assert bad.returncode == 1
+    assert "entries after seq 9 removed or last entry edited" in bad.stderr
+    # A log from before heads existed: a warning line, exit 0.
+    audit.head_path(path).unlink()
+    old = cli("audit", "verify", "--root", str(log10.parent))
+    assert old.returncode == 0, old.stderr
+    assert "warning:" in old.stderr and "audit.head: missing" in old.stderr
+    assert old.stderr.count("\n") == 1
+
+
+def test_malformed_deeply_nested_line_is_named_and_appends_go_on(log10: Path) -> None:
+    """Finding 5: a line of deeply nested JSON is reported as malformed, never a RecursionError;
+    the next append counts it and chains over its raw bytes."""
+    path = audit.audit_path(log10)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with open(path, "ab") as fh:
+        fh.write(deep + b"\n")
+    e = audit.record(log10, "stop", target="svc1")
+    assert e["seq"] == 12 and e["prev"] == audit.line_hash(deep)
+    report = audit.verify_chain(path)
+    assert [p.message for p in report.problems] == [
+        "entry 11: edited or torn — not valid JSON (nested too deeply)"
+    ]
+    # Valid JSON, but deeper than any entry: the same, without recursing over it.
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq":13,"x":' + b"[" * 500 + b"]" * 500 + b"}\n")
+    assert audit.record(log10, "stop", target="svc2")["seq"] == 14
+    found = messages(log10)
+    assert found[-1] == "entry 13: edited or torn — not valid JSON (nested deeper than 32 levels)"
+    shown = cli("audit", "show", "--root", str(log10.parent), "-n", "4", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [e.get("seq") for e in json.loads(shown.stdout)] == [None, 12, None, 14]
+    bad = cli("audit", "verify", "--root", str(log10.parent))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "entry 11: edited or torn — not valid JSON (nested too deeply)" in bad.stderr
 
 
 def test_torn_last_line_is_closed_and_chained_over(log10: Path) -> None:
@@ -238,12 +295,11 @@ def test_control_actions_through_cli_and_client_are_recorded_with_actor_and_resu
         ("daemon.exit", str(root), "ok"),
     ]
     by_action = {e["action"]: e for e in got}
-    assert by_action["restart"]["actor"] == {
-        "uid": os.getuid(),
-        "client": "test-suite",
-        "via": "ipc",
-    }
+    restart = by_action["restart"]["actor"]
+    # The client's own credentials (SO_PEERCRED through libzmq's Peer-Address), not ours.
+    assert restart == {"uid": os.getuid(), "pid": os.getpid(), "client": "test-suite", "via": "ipc"}
     assert by_action["stop"]["actor"]["uid"] == os.getuid()
+    assert by_action["stop"]["actor"]["pid"] not in (os.getpid(), d.proc.pid)
     assert by_action["signal"]["detail"] == {"signal": "HUP"}
     assert "no service 'nope'" in got[3]["detail"]["error"]
     assert "pw-98765" not in audit.audit_path(tree.logs_dir).read_text()
@@ -337,10 +393,55 @@ def test_curve_client_is_recorded_with_its_authorized_key_file(root: Path, daemo
     path = audit.audit_path(tree.logs_dir)
     wait_for(lambda: any(e["action"] == "stop" for e in entries(tree.logs_dir)), what="stop")
     (stop,) = [e for e in entries(tree.logs_dir) if e["action"] == "stop"]
+    # Over TCP no uid is known: the peer's address and its proved key.
     assert stop["actor"] == {
-        "uid": os.getuid(),
+        "address": "127.0.0.1",
         "client": "remote-ops",
         "via": "tcp",
         "key": "client.key",
     }
     assert audit.verify_chain(path).ok
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+def test_ipc_actor_is_the_peers_uid_not_the_daemons(tmp_path: Path) -> None:
+    """Finding 10: over ipc the audit trail records the connecting process's uid and pid (libzmq
+    reports SO_PEERCRED in Peer-Address), not the daemon's own uid."""
+    import shutil
+    import tempfile
+
+    import zmq
+
+    from daemon.server import peer_of
+
+    # Outside tmp_path, whose parents are 0700: the other uid must reach the socket.
+    sock_dir = Path(tempfile.mkdtemp(prefix="runyard-peer-", dir="/tmp"))
+    os.chmod(sock_dir, 0o777)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    try:
+        router.bind(f"ipc://{sock_dir}/control")
+        os.chmod(sock_dir / "control", 0o777)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import os, zmq; os.setgid(65534); os.setuid(65534); c = zmq.Context(); "
+                f"s = c.socket(zmq.DEALER); s.connect('ipc://{sock_dir}/control'); "
+                "s.send(b'hi'); s.close(linger=5000); c.term()",
+            ]
+        )
+        router.setsockopt(zmq.RCVTIMEO, 20_000)
+        parts = router.recv_multipart(copy=False)
+        assert child.wait(timeout=20) == 0
+        assert peer_of(parts[-1], "ipc") == {"uid": 65534, "pid": child.pid}
+        assert "uid" not in peer_of(parts[-1], "tcp")
+    finally:
+        router.close(linger=0)
+        ctx.term()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    # What is recorded: the peer's uid, not this process's.
+    e = audit.record(tmp_path / "logs", "stop", actor={"uid": 65534, "pid": 7, "via": "ipc"})
+    assert e["actor"] == {"uid": 65534, "pid": 7, "via": "ipc"}
+    tcp = audit.record(tmp_path / "logs", "stop", actor={"via": "tcp", "key": "ops.key"})
+    assert tcp["actor"] == {"via": "tcp", "key": "ops.key"}

@@ -292,7 +292,7 @@ def test_a_failed_install_leaves_nothing_behind(bundles, tmp_path: Path) -> None
     from archives import read_raw_archive
 
     def tamper(members):
-        members[-1].data += b"x"
+        members[-1].data = members[-1].data[:-1] + b"x"  # same size: found by its sha256
         return members
 
     rewrite(bundles["1.1.0"], bad, tamper)
@@ -339,3 +339,127 @@ def test_shared_data_may_live_elsewhere(bundles, tmp_path: Path) -> None:
     (other / "logs").symlink_to(tmp_path / "nowhere")
     with pytest.raises(BundleError, match=r"other/logs: a dangling symlink"):
         install_bundle(bundles["1.0.0.zip"], other)
+
+
+def test_license_survives_upgrade_and_rollback(bundles, tmp_path: Path) -> None:
+    """Finding 4: config/runyard/ (license, issuer keys, remembered catalog) is shared by every
+    version of a prefix, so an upgrade or a rollback keeps the license; data/ is kept too."""
+    import datetime
+    import shutil
+
+    from runtime.keys import generate_signing_key
+    from runtime.license import issuer_dir, license_path, sign_license, tree_license
+
+    today = datetime.datetime.now(datetime.UTC).date()
+    doc = {
+        "tier": "enterprise",
+        "licensee": "ACME Test GmbH",
+        "issued": (today - datetime.timedelta(days=1)).isoformat(),
+        "expires": (today + datetime.timedelta(days=365)).isoformat(),
+        "limits": {"max_services": 500},
+    }
+    keys = generate_signing_key(tmp_path / "keys" / "issuer")
+    prefix = tmp_path / "prefix"
+    install_bundle(bundles["1.0.0.tar.gz"], prefix)
+    current = RuntimeTree(prefix / "current")
+    issuer_dir(current).mkdir(parents=True)
+    shutil.copy(keys.public, issuer_dir(current) / "vendor.pub")
+    license_path(current).write_text(json.dumps(sign_license(doc, keys.private)))
+    state = current.data_dir / "web" / "state.txt"
+    state.parent.mkdir(parents=True)
+    state.write_text("kept\n")
+    assert (tree_license(current).status, tree_license(current).tier) == ("valid", "enterprise")
+    assert (prefix / "config" / "runyard" / "license.json").is_file()
+    assert os.readlink(prefix / "versions" / "1.0.0" / "config" / "runyard") == (
+        "../../../config/runyard"
+    )
+
+    install_bundle(bundles["1.1.0"], prefix)
+    assert "web v2 up" in program_text(prefix / "current")
+    status = tree_license(RuntimeTree(prefix / "current"))
+    assert (status.status, status.tier) == ("valid", "enterprise"), status.reason
+    assert state.read_text() == "kept\n"
+
+    rollback(prefix)
+    assert "web v1 up" in program_text(prefix / "current")
+    status = tree_license(RuntimeTree(prefix / "current"))
+    assert (status.status, status.tier) == ("valid", "enterprise"), status.reason
+    assert state.read_text() == "kept\n"
+    # The link is no drift: the installed tree still verifies.
+    assert verify_installed(RuntimeTree(prefix / "current")).ok
+
+
+def test_license_of_an_install_before_sharing_is_migrated_on_upgrade(
+    bundles, tmp_path: Path
+) -> None:
+    """Finding 4: a version installed before config/runyard was shared holds a real directory;
+    the next upgrade moves it to the shared place instead of losing it."""
+    import shutil
+
+    prefix = tmp_path / "prefix"
+    install_bundle(bundles["1.0.0.zip"], prefix)
+    link = prefix / "versions" / "1.0.0" / "config" / "runyard"
+    shared = prefix / "config" / "runyard"
+    # Recreate the old layout: a real config/runyard inside the version, nothing shared.
+    link.unlink()
+    shutil.rmtree(shared)
+    link.mkdir()
+    (link / "catalog.json").write_text('{"source": "file:///catalog.json"}\n')
+    install_bundle(bundles["1.1.0"], prefix)
+    assert (prefix / "current" / "config" / "runyard" / "catalog.json").read_text() == (
+        '{"source": "file:///catalog.json"}\n'
+    )
+    assert (shared / "catalog.json").is_file()
+    assert os.readlink(link) == "../../../config/runyard"
+
+
+# --- regressions ----------------------------------------------------------------------------
+
+
+def _claims(tmp_path: Path, fmt: str, claimed: int) -> Path:
+    """A valid unsigned bundle of one small file whose manifest lists it at ``claimed`` bytes."""
+    import hashlib
+
+    from archives import Raw, make_raw_archive
+
+    good = Raw("config/web/a.toml", b"a = 1\n")
+    doc = {
+        "version": "1",
+        "services": [],
+        "bundle": {
+            "createdAt": "2024-01-01T00:00:00Z",
+            "source": "test",
+            "signature": "",
+            "version": "1.0.0",
+            "files": {good.name: hashlib.sha256(good.data).hexdigest()},
+            "sizes": {good.name: claimed},
+        },
+    }
+    manifest = Raw("manifest.json", json.dumps(doc).encode())
+    return make_raw_archive(tmp_path / f"claims.{fmt}", [manifest, good])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_bundle_bigger_than_the_free_space_is_refused_before_extracting(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Nothing checked free space: a bundle that cannot fit was extracted until the disk was
+    full. Its signed sizes are now summed against the prefix's filesystem first."""
+    prefix = tmp_path / "prefix"
+    bundle = _claims(tmp_path, fmt, 10**15)  # 909 TiB: more than any test box has
+    with pytest.raises(BundleError) as info:
+        install_bundle(bundle, prefix)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"claims.{fmt}: needs 909.5 TiB in {prefix} but only ")
+    assert text.endswith(" is free there; free some space and retry")
+    assert not (prefix / "current").exists()
+    assert not (prefix / "versions").exists() or list((prefix / "versions").iterdir()) == []
+    last = json.loads(audit_path(prefix / "logs").read_text().splitlines()[-1])
+    assert (last["action"], last["target"], last["result"]) == ("install", "1.0.0", "failed")
+    # What fits installs; a member whose header disagrees with its listed size never does.
+    install_bundle(_claims(tmp_path / "ok", fmt, 6), prefix)
+    assert (prefix / "current" / "config" / "web" / "a.toml").read_bytes() == b"a = 1\n"
+    with pytest.raises(BundleError, match=r"config/web/a.toml: the archive says 6 bytes, .* 5$"):
+        install_bundle(_claims(tmp_path / "short", fmt, 5), tmp_path / "other")
+    assert list((tmp_path / "other" / "versions").iterdir()) == []

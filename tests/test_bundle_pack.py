@@ -228,11 +228,18 @@ def test_manifest_json_is_the_tree_manifest_shape(tree, tmp_path: Path) -> None:
         "signature",
         "version",
         "files",
+        "sizes",
         "executables",
         "links",
         "dirs",
         "allowed",
     }
+    # Every file's size, as packed (install checks each member header against it).
+    with zipfile.ZipFile(out) as zf:
+        on_disk = {i.filename: i.file_size for i in zf.infolist() if not i.is_dir()}
+    on_disk.pop("manifest.json")
+    assert doc["bundle"]["sizes"] == on_disk
+    assert set(doc["bundle"]["sizes"]) == set(doc["bundle"]["files"])
 
 
 @pytest.mark.timeout(600)

@@ -144,7 +144,16 @@ def test_content_rules(tmp_path: Path) -> None:
         ("a.yml", "- secret: $VAULT_SECRET\n- client_secret: abc\n", ["client_secret"]),
         ("a.ini", "[auth]\nclient_secret = abc\n; password = old\n", ["client_secret"]),
         ("a.properties", "db.password=s3\ndb.url=jdbc:x\n", ["db.password"]),
-        ("a.md", "password: s3\n", []),
+        ("a.md", "password: s3\n", ["password"]),
+        (
+            "credentials",
+            "[default]\naws_secret_access_key = wJalrXUtnFEMI\n",
+            ["aws_secret_access_key"],
+        ),
+        ("app.yaml.tmpl", "db:\n  password: hunter2\n  user: {{ user }}\n", ["password"]),
+        ("app.yaml.tmpl", "password: '{{ db_password }}'\ntoken: ${TOKEN}\n", []),
+        ("app.json.tmpl", '{\n  "password": "",\n  "token_url": "https://x"\n}\n', []),
+        ("app.json.tmpl", '{\n  "password": "s3",\n  "keys_dir": "k"\n}\n', ["password"]),
         ("a.toml", "not toml = = \npassword = s3\n", ["password"]),
     ],
 )
@@ -175,9 +184,11 @@ def test_pack_refuses_every_secret_in_one_line_without_values(tmp_path: Path) ->
     found = {(f.path, f.reason) for f in info.value.findings}
     assert found == {
         ("config/web/.env", "an .env file"),
+        ("config/web/.env", "API_TOKEN holds a value under a secret-looking name"),
         ("config/web/app.toml", "db.password holds a value under a secret-looking name"),
         ("config/web/daemon.key_secret", "a CurveZMQ secret key file (.key_secret)"),
         ("config/web/daemon.key_secret", "holds a CurveZMQ secret-key"),
+        ("config/web/daemon.key_secret", "secret-key holds a value under a secret-looking name"),
         ("config/web/tls.pem", "holds a PEM private key (PRIVATE KEY)"),
         ("config/web/notes.txt", "holds a PEM private key (OPENSSH PRIVATE KEY)"),
         (
@@ -235,3 +246,148 @@ def test_the_signing_key_is_never_packed_even_when_allowed(tmp_path: Path) -> No
             sign_key=key.private,
             allow=["config/web/release.key"],
         )
+
+
+# --- regressions ----------------------------------------------------------------------------
+
+
+def _indented(pem: bytes, indent: str) -> str:
+    return "".join(f"{indent}{line}\n" for line in pem.decode().splitlines())
+
+
+def test_private_key_inside_a_config_file_is_refused(tmp_path: Path) -> None:
+    """A real Ed25519 PEM key embedded in YAML (block and folded scalars) and JSON (a string
+    with escaped newlines, an array of lines), under names that are not secret words (``pem``,
+    ``server_pem``), was packed: the PEM rule wanted a real newline then base64 at the start
+    of the next line."""
+    pem = generate_signing_key(tmp_path / "k").private.read_bytes()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    lines = pem.decode().splitlines()
+    embedded = {
+        "block.yaml": f"tls:\n  server_pem: |\n{_indented(pem, '    ')}  port: 443\n",
+        "folded.yaml": f"server_pem: >\n{_indented(pem, '  ')}",
+        "quoted.yaml": f"server_pem: {json.dumps(pem.decode())}\n",
+        "string.json": json.dumps({"tls": {"pem": pem.decode()}}),
+        "pretty.json": json.dumps({"pem": pem.decode()}, indent=2),
+        "lines.json": json.dumps({"pem": lines}, indent=4),
+        "double.json": json.dumps({"doc": json.dumps({"pem": pem.decode()})}),
+        "crlf.conf": "pem = " + pem.decode().replace("\n", "\r\n"),
+    }
+    for name, text in embedded.items():
+        assert scan_content(text.encode()) == ["holds a PEM private key (PRIVATE KEY)"], name
+    # Under config/ the marker alone is enough (a key cut short, a key in a comment)...
+    marker = b'# server_pem: "-----BEGIN EC PRIVATE KEY-----\\n..."\n'
+    assert scan_content(marker) == []
+    assert scan_content(marker, config=True) == ["holds a PEM private key marker (EC PRIVATE KEY)"]
+    # ...but not a public key or a certificate, nor (outside config/) a binary's format string.
+    public = generate_signing_key(tmp_path / "p").public.read_bytes()
+    assert scan_content(json.dumps({"pem": public.decode()}).encode(), config=True) == []
+    assert scan_content(b"\x00-----BEGIN %s PRIVATE KEY-----\x00 AAAAAAAAAAAAAAAAAAAA") == []
+
+    tree = make_tree(tmp_path / "src")
+    web = tree.config_dir / "web"
+    for name, text in embedded.items():
+        (web / name).write_text(text)
+    (web / "notes.yaml").write_bytes(marker)
+    with pytest.raises(SecretsFound) as info:
+        pack_bundle(tree, tmp_path / "b.tar.gz", version="1.0.0")
+    found = {(f.path, f.reason) for f in info.value.findings}
+    assert found == {
+        *((f"config/web/{n}", "holds a PEM private key (PRIVATE KEY)") for n in embedded),
+        ("config/web/notes.yaml", "holds a PEM private key marker (EC PRIVATE KEY)"),
+    }
+    assert "MC4CAQ" not in str(info.value)  # never a byte of the key itself
+    allow = [f"config/web/{n}" for n in [*embedded, "notes.yaml"]]
+    assert pack_bundle(tree, tmp_path / "b.tar.gz", version="1.0.0", allow=allow).allowed
+
+
+def test_config_files_of_1_mib_or_more_are_value_scanned(tmp_path: Path) -> None:
+    """A config file of 1 MiB or more was read through mmap for its sha256 and never
+    value-scanned: ``password: ...`` after a megabyte of comments was packed."""
+    from runtime.bundle.secrets import MAX_CONFIG_SCAN
+
+    tree = make_tree(tmp_path / "src")
+    web = tree.config_dir / "web"
+    filler = "# " + "x" * 78 + "\n"
+    (web / "big.yaml").write_text(filler * 20_000 + f"db:\n  password: {SECRET_VALUE}\n")
+    (web / "big.toml").write_text(filler * 20_000 + f'[db]\npassword = "{SECRET_VALUE}"\n')
+    (web / "big.pem.txt").write_text(filler * 20_000 + "-----BEGIN PRIVATE KEY-----\n")
+    (web / "clean.yaml").write_text(filler * 20_000 + "db:\n  keys_dir: /etc/keys\n")
+    with (web / "huge.conf").open("w") as fh:  # too large to scan: refused as such
+        fh.write(filler * (MAX_CONFIG_SCAN // len(filler) + 1))
+    assert all((web / n).stat().st_size >= 1 << 20 for n in ("big.yaml", "big.toml", "clean.yaml"))
+    with pytest.raises(SecretsFound) as info:
+        pack_bundle(tree, tmp_path / "b.zip", version="1.0.0")
+    size = (web / "huge.conf").stat().st_size
+    assert {(f.path, f.reason) for f in info.value.findings} == {
+        ("config/web/big.yaml", "password holds a value under a secret-looking name"),
+        ("config/web/big.toml", "db.password holds a value under a secret-looking name"),
+        ("config/web/big.pem.txt", "holds a PEM private key marker (PRIVATE KEY)"),
+        (
+            "config/web/huge.conf",
+            f"is {size} bytes, too large to scan for secret values (limit 16 MiB)",
+        ),
+    }
+    assert SECRET_VALUE not in str(info.value)
+    (web / "big.yaml").unlink()
+    (web / "big.toml").unlink()
+    (web / "big.pem.txt").unlink()
+    result = pack_bundle(tree, tmp_path / "b.zip", version="1.0.0", allow=["config/web/huge.conf"])
+    assert result.allowed == ["config/web/huge.conf"]
+
+
+def test_config_files_with_no_known_suffix_are_value_scanned(tmp_path: Path) -> None:
+    """``config/web/credentials`` (aws_secret_access_key = ...) and ``config/web/app.yaml.tmpl``
+    (password: hunter2) were packed: only known suffixes were value-scanned."""
+    tree = make_tree(tmp_path / "src")
+    web = tree.config_dir / "web"
+    (web / "credentials").write_text(
+        f"[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = {SECRET_VALUE}\n"
+    )
+    (web / "app.yaml.tmpl").write_text(f"db:\n  user: app\n  password: {SECRET_VALUE}\n")
+    (web / "settings.env.sh").write_text(f"export API_TOKEN={SECRET_VALUE}\nexport X=1\n")
+    (web / "latin1.cfg.in").write_bytes(b"# r\xe9glages\npassword = s\xe9same\n")
+    # The documented non-secrets pass in any file: a schema default, references, paths,
+    # names whose last word is not a secret word, template placeholders.
+    (web / "defaults.conf.tmpl").write_text(
+        'password = ""\n'
+        "keys_dir = /etc/runyard/keys\n"
+        "token_url = https://auth.example/token\n"
+        "password_file = ./secrets/db\n"
+        "api_key = ${API_KEY}\n"
+        "client_secret = $CLIENT_SECRET\n"
+        "db_password = {{ db_password }}\n"
+        "signing_key = vault:kv/release\n"
+        "max_tokens = 4096\n"
+    )
+    (web / "README").write_text("See keys_dir and token_url; no secret here.\n")
+    with pytest.raises(SecretsFound) as info:
+        pack_bundle(tree, tmp_path / "b.tar.gz", version="1.0.0")
+    assert {(f.path, f.reason) for f in info.value.findings} == {
+        (
+            "config/web/credentials",
+            "aws_secret_access_key holds a value under a secret-looking name",
+        ),
+        ("config/web/app.yaml.tmpl", "password holds a value under a secret-looking name"),
+        ("config/web/latin1.cfg.in", "password holds a value under a secret-looking name"),
+        ("config/web/settings.env.sh", "API_TOKEN holds a value under a secret-looking name"),
+    }
+    assert SECRET_VALUE not in str(info.value)
+    for name in ("credentials", "app.yaml.tmpl", "settings.env.sh", "latin1.cfg.in"):
+        (web / name).unlink()
+    a = pack_bundle(tree, tmp_path / "a.tar.gz", version="1.0.0")
+    b = pack_bundle(tree, tmp_path / "b.tar.gz", version="1.0.0")
+    assert a.sha256 == b.sha256  # still deterministic
+
+
+def test_a_thousand_findings_make_one_readable_line_not_a_wall() -> None:
+    from runtime.bundle.layout import SHOWN_FINDINGS, Finding
+
+    findings = [Finding(f"config/svc/c{i}.txt", "holds a value") for i in range(972)]
+    exc = SecretsFound(findings)
+    text = str(exc)
+    assert "\n" not in text
+    assert text.startswith("refusing to pack 972 secret-looking item(s) in 972 path(s)")
+    assert text.count("holds a value") == SHOWN_FINDINGS
+    assert text.endswith(f"and {972 - SHOWN_FINDINGS} more (--json lists every one)")
+    assert exc.findings == findings  # the whole list stays available to --json

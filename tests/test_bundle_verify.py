@@ -91,8 +91,8 @@ def test_stripped_signature_is_refused_with_pubkey(signed, tmp_path: Path, fmt: 
 def test_tampered_member_is_named(signed, tmp_path: Path, fmt: str) -> None:
     def tamper(members: list[Raw]) -> list[Raw]:
         for m in members:
-            if m.name.endswith("/bin/web"):
-                m.data += b"echo owned\n"
+            if m.name.endswith("/bin/web"):  # same size: only the sha256 can tell
+                m.data = m.data[:-11] + b"echo owned\n"
         return members
 
     bundle = rewrite(signed[fmt], tmp_path / f"t.{fmt}", tamper)
@@ -177,6 +177,7 @@ def _hostile(tmp_path: Path, fmt: str, member: Raw, listed: dict | None = None) 
             "signature": "",
             "version": "1.0.0",
             "files": {good.name: __import__("hashlib").sha256(good.data).hexdigest()},
+            "sizes": {good.name: len(good.data)},
             "executables": [],
             "links": listed or {},
             "dirs": [],
@@ -254,3 +255,152 @@ def test_signature_must_be_base64(signed, tmp_path: Path) -> None:
     bundle = rewrite(signed["zip"], tmp_path / "b.zip", lambda m: edit_manifest(m, edit))
     report = verify_bundle_file(bundle)
     assert failures(report) == ["manifest: manifest.json: bundle.signature: expected base64"]
+
+
+# --- regressions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_tiny_bundle_whose_member_grew_is_refused_by_size_before_writing(
+    signed, tmp_path: Path, fmt: str
+) -> None:
+    """A member swapped for 256 MiB of zeros (a bundle of well under 1 MiB) was written out in
+    full before its sha256 refused it: the signed manifest listed no sizes."""
+    grown = 256 << 20
+
+    def tamper(members: list[Raw]) -> list[Raw]:
+        for m in members:
+            if m.name == "config/web/env.toml":
+                m.data = bytes(grown)
+        return members
+
+    bundle = rewrite(signed[fmt], tmp_path / f"g.{fmt}", tamper)
+    if fmt == "zip":  # make_raw_archive stores zip members; a real attacker deflates them
+        _deflate_zip(bundle)
+    assert bundle.stat().st_size < 1 << 20
+    listed = json.loads(rewrite_manifest(signed[fmt]))["bundle"]["sizes"]["config/web/env.toml"]
+    want = f"config/web/env.toml: the archive says {grown} bytes, manifest.json says {listed}"
+    report = verify_bundle_file(bundle, signed["pub"])
+    assert failures(report) == [f"size: {want}"]
+    assert report.signature == "valid"  # the manifest is untouched: only the member grew
+    prefix = tmp_path / "prefix"
+    with pytest.raises(BundleError, match=f"^g.{fmt}: {want}$"):
+        install_bundle(bundle, prefix, pubkey=signed["pub"])
+    assert not (prefix / "current").exists() and list((prefix / "versions").iterdir()) == []
+
+
+def _deflate_zip(path: Path) -> None:
+    import zipfile
+
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    tmp.replace(path)
+
+
+def rewrite_manifest(bundle: Path) -> bytes:
+    from archives import read_raw_archive
+
+    first = read_raw_archive(bundle)[0]
+    assert first.name == "manifest.json"
+    return first.data
+
+
+def test_copy_member_stops_at_the_declared_size() -> None:
+    import io
+
+    from runtime.bundle.reader import copy_member
+
+    got: list[bytes] = []
+    with pytest.raises(UnsafeArchiveError, match="more than its declared 10 bytes"):
+        copy_member(io.BytesIO(b"x" * (3 << 20)), got.append, 10, "b.zip")
+    assert b"".join(got) == b"x" * 10  # not a byte past the declared size reached the sink
+    with pytest.raises(UnsafeArchiveError, match="holds 5 bytes, fewer than its declared 10"):
+        copy_member(io.BytesIO(b"x" * 5), got.append, 10, "b.zip")
+    assert copy_member(io.BytesIO(b"y" * 10), got.append, 10, "b.zip") == 10
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_bundle_without_sizes_is_refused(signed, tmp_path: Path, fmt: str) -> None:
+    def edit(doc: dict) -> None:
+        del doc["bundle"]["sizes"]
+        for name in ("signature", "keyFingerprint", "publicKey"):
+            doc["bundle"].pop(name)
+
+    bundle = rewrite(signed[fmt], tmp_path / f"n.{fmt}", lambda m: edit_manifest(m, edit))
+    report = verify_bundle_file(bundle)
+    assert failures(report) == [
+        "plan: manifest.json: no bundle.sizes: packed by a Runyard that recorded no member "
+        "sizes; repack it with this one"
+    ]
+    assert_install_refused(bundle, tmp_path, "no bundle.sizes")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["services"][0].update(size=2**64),
+            f"services[0].size: expected a byte count 0..2**53-1, got {2**64}",
+        ),
+        (
+            lambda d: d["services"][0].update(size=2**53),
+            f"services[0].size: expected a byte count 0..2**53-1, got {2**53}",
+        ),
+        (
+            lambda d: d["bundle"]["sizes"].update({"config/web/env.toml": 10**30}),
+            "bundle.sizes['config/web/env.toml']: expected a byte count 0..2**53-1",
+        ),
+        (
+            lambda d: d["bundle"]["sizes"].update({"config/web/nope.toml": 1}),
+            "bundle.sizes['config/web/nope.toml']: not in bundle.files",
+        ),
+    ],
+)
+def test_a_huge_integer_in_the_manifest_is_one_failed_check(
+    signed, tmp_path: Path, fmt: str, edit, message: str
+) -> None:
+    """An integer beyond ±2**53 crashed verify and install with `internal error: ValueError`
+    (RFC 8785 cannot write it, and the signature check puts the manifest in that form)."""
+    bundle = rewrite(signed[fmt], tmp_path / f"i.{fmt}", lambda m: edit_manifest(m, edit))
+    for pubkey in (None, signed["pub"]):
+        assert failures(verify_bundle_file(bundle, pubkey)) == [
+            f"manifest: manifest.json: {message}"
+        ]
+        assert_install_refused(bundle, tmp_path, __import__("re").escape(message), pubkey)
+
+
+def test_the_signature_check_never_raises_on_a_manifest_without_canonical_form(signed) -> None:
+    from runtime.bundle.signing import check_signature
+
+    doc = json.loads(rewrite_manifest(signed["zip"]))
+    doc["services"][0]["size"] = 2**64  # as if validation had let it through
+    for pubkey in (None, signed["pub"]):
+        from runtime.keys import load_public_key
+
+        sig = check_signature(doc, load_public_key(pubkey) if pubkey else None)
+        assert (sig.ok, sig.state) == (False, "invalid")
+        assert sig.detail.startswith("manifest.json has no canonical form to check: ")
+        assert "\n" not in sig.detail
+
+
+def test_huge_integer_through_the_cli_is_one_line_not_an_internal_error(
+    signed, tmp_path: Path
+) -> None:
+    from test_bundle_kit import cli
+
+    def edit(doc: dict) -> None:
+        doc["services"][0]["size"] = 2**64
+
+    rewrite(signed["tar.gz"], tmp_path / "i.tar.gz", lambda m: edit_manifest(m, edit))
+    for args in (
+        ("bundle", "verify", "i.tar.gz"),
+        ("bundle", "install", "i.tar.gz", "--prefix", "opt"),
+    ):
+        out = cli(*args, cwd=tmp_path)
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        assert "internal error" not in out.stdout + out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "services[0].size: expected a byte count" in out.stdout + out.stderr

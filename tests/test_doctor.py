@@ -303,3 +303,53 @@ def test_daemon_adopting_after_kill9_does_not_warn_about_its_childrens_ports(
     # doctor, run beside the daemon, sees the port held (by our own child): a warning.
     assert checks(root)["ports"]["status"] == "warn"
     assert doctor(root).returncode == 0
+
+
+def test_checksums_cover_the_whole_installed_bundle(tmp_path: Path) -> None:
+    """Finding 7: in an installed bundle, doctor checks bundle.files too (config/, schemas/,
+    ...) and reports changed, vanished and appeared files under the dirs the bundle owns, but
+    not Runyard's own config/runyard (the license placed after install)."""
+    import time
+
+    from test_bundle_kit import make_tree
+
+    from runtime.bundle import install_bundle, pack_bundle
+    from runtime.doctor import run_checks
+
+    src = make_tree(tmp_path / "src", version="v1")
+    bundle = pack_bundle(src, tmp_path / "b-1.0.0.tar.gz", version="1.0.0").path
+    install_bundle(bundle, tmp_path / "prefix")
+    tree = RuntimeTree(tmp_path / "prefix" / "current")
+    files = load_manifest(tree).bundle.files
+    assert any(rel.startswith("schemas/") for rel in files)
+    assert any(rel.startswith("config/") for rel in files)
+
+    def checksums() -> dict:
+        return next(c for c in run_checks(tree).checks if c.name == "checksums").to_dict()
+
+    license_path(tree).write_text("{}")  # config/runyard: the operator's, never drift
+    start = time.perf_counter()
+    clean = checksums()
+    took = time.perf_counter() - start
+    assert clean["status"] == "pass", clean
+    assert took < 2.0, took
+    checked = int(clean["detail"].split()[0])
+    assert checked >= len(files) - 1
+
+    real = tree.root.resolve()
+    config_file = next(p for p in sorted((real / "config").rglob("*")) if p.is_file())
+    config_file.write_text(config_file.read_text() + " ")
+    schema = next(p for p in sorted((real / "schemas").iterdir()) if p.is_file())
+    schema.unlink()
+    (real / "schemas" / "planted.json").write_text("{}")
+    (real / "bin" / "extra-tool").write_text("#!/bin/sh\n")
+    got = checksums()
+    assert got["status"] == "fail" and got["fatal"] is True
+    rel = config_file.relative_to(real).as_posix()
+    assert f"changed: {rel}" in got["detail"]
+    assert f"vanished: schemas/{schema.name}" in got["detail"]
+    assert "appeared: schemas/planted.json" in got["detail"]
+    assert "appeared: bin/extra-tool" in got["detail"]
+    assert "config/runyard" not in got["detail"]
+    out = doctor(tree.root)
+    assert out.returncode == 1 and "appeared: schemas/planted.json" in out.stdout

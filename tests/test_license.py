@@ -213,6 +213,35 @@ def test_cli_sign_verify_show(tmp_path: Path, issuer, stranger) -> None:
     assert "status    valid" in human.stdout and "licensee  ACME Test GmbH" in human.stdout
 
 
+@pytest.mark.parametrize(
+    ("depth", "reason"),
+    [(100_000, "JSON nested too deeply"), (600, "JSON nested deeper than 32 levels")],
+)
+def test_malformed_deeply_nested_license_is_community_never_a_crash(
+    tmp_path: Path, issuer, depth: int, reason: str
+) -> None:
+    """Finding 5: JSON nested deeper than the recursion limit (or just deeper than any license)
+    is a malformed license with community limits: doctor and license show do not crash."""
+    text = '{"tier": "professional", "limits": {"max_services": ' + "[" * depth
+    text += "]" * depth + "}}"
+    tree = RuntimeTree(tmp_path / "rt")
+    tree.init()
+    write(license_path(tree), text)
+    status = check_license(license_path(tree), [issuer.public])
+    assert (status.status, status.tier) == ("malformed", "community")
+    assert reason in status.reason and status.limits == COMMUNITY_LIMITS
+    shown = cli("license", "show", "--root", str(tree.root), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "malformed"
+    doctor = cli("doctor", "--root", str(tree.root), "--json")
+    assert "Traceback" not in doctor.stderr, doctor.stderr
+    (lic,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "license"]
+    assert lic["status"] == "warn" and "malformed" in lic["detail"]
+    sign = cli("license", "sign", str(license_path(tree)), "--key", str(issuer.private))
+    assert sign.returncode != 0 and "Traceback" not in sign.stderr
+    assert len(sign.stderr.strip().splitlines()) == 1, sign.stderr
+
+
 # --- a real daemon -------------------------------------------------------------------------------
 
 
@@ -272,11 +301,13 @@ def _bad(kind: str, issuer: SigningKeyFiles, stranger: SigningKeyFiles) -> dict 
         signed = sign_license(document(limits={"max_services": 1}), issuer.private)
         signed["licensee"] = "Someone Else"
         return signed
+    if kind == "deeply-nested":
+        return '{"tier": "professional", "limits": ' + "[" * 100_000 + "]" * 100_000 + "}"
     return '{"tier": "professional", "limits": '
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kind", ["expired", "forged", "tampered", "malformed"])
+@pytest.mark.parametrize("kind", ["expired", "forged", "tampered", "malformed", "deeply-nested"])
 def test_bad_license_is_one_log_line_and_community_limits(
     root: Path, daemons, issuer, stranger, kind: str
 ) -> None:
@@ -287,7 +318,7 @@ def test_bad_license_is_one_log_line_and_community_limits(
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     lines = [line for line in log.splitlines() if "license:" in line]
     assert len(lines) == 1, lines
-    expected = {"tampered": "forged", "malformed": "malformed"}.get(kind, kind)
+    expected = {"tampered": "forged", "deeply-nested": "malformed"}.get(kind, kind)
     assert "WARNING" in lines[0] and expected in lines[0]
     assert "running with community limits (max_services 100)" in lines[0]
     shown = json.loads(cli("license", "show", "--root", str(root), "--json").stdout)

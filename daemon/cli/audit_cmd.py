@@ -1,8 +1,9 @@
 """``runyard audit show | verify``: the tree's audit trail, ``logs/runyard/audit.jsonl``.
 
 ``verify`` exits 1 when any entry was edited, removed, duplicated or reordered, naming each;
+it checks the end of the log against ``audit.head`` (a missing head is a warning line, exit 0);
 ``--anchor SEQ:SHA256`` (the head printed by an earlier verify, kept off the box) also catches
-a truncated tail.
+a truncated tail when both files were rewritten.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _actor(actor: Any) -> str:
     if not isinstance(actor, dict):
         return str(actor)
-    who = f"uid {actor.get('uid', '?')}"
+    if "uid" in actor:
+        who = f"uid {actor['uid']}"
+    elif "socket_owner_uid" in actor:
+        who = f"uid {actor['socket_owner_uid']} or root"
+    else:
+        who = actor.get("via", "?") + (f" {actor['address']}" if actor.get("address") else "")
     for key in ("client", "key"):
         if actor.get(key):
             who += f" {actor[key]}"
@@ -91,6 +97,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     for problem in report.problems:
         print(f"{path}: {problem.message}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if not path.exists() and report.ok:
         print(f"{path}: no audit log yet")
     elif report.ok:

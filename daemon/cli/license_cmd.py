@@ -129,6 +129,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise UsageError(f"{args.file}: JSON nested too deeply") from None
     except ValueError as exc:
         raise UsageError(f"{args.file}: not JSON: {exc}") from None
     if not isinstance(doc, dict):

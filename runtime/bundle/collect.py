@@ -4,7 +4,8 @@
 walks what those services own (their install dirs under ``bin/``, their ``config/{svc}/``),
 Runyard's generated ``schemas/`` and, when given, a wheelhouse and ``install.sh``. Every file is
 read once (through mmap from 1 MiB up) on a small thread pool to get its sha256, its secret
-findings and its size; nothing is written.
+findings and its size; every file under ``config/``, whatever its size, is also value-scanned
+(one bigger than ``secrets.MAX_CONFIG_SCAN`` is a finding instead); nothing is written.
 
 Refused (BundleError, one line): a file in an install dir that differs from the digests the
 manifest recorded at install (the tree drifted: ``runyard runtime verify`` says how), a symlink
@@ -30,7 +31,7 @@ from ..errors import UnsafeArchiveError
 from ..manifest import RuntimeManifest
 from ..tree import RuntimeTree
 from .layout import DIR_MODE, EXEC_MODE, FILE_MODE, INSTALL_SH, BundleError, Finding
-from .secrets import scan_config_text, scan_content, scan_name
+from .secrets import MAX_CONFIG_SCAN, scan_config_text, scan_content, scan_name
 
 __all__ = ["Member", "collect_members", "member_order", "schema_files", "select_manifest"]
 
@@ -145,7 +146,9 @@ def _check_links(install_rel: str, links: list[Member]) -> None:
 
 
 def _digest(member: Member, config: bool) -> None:
-    """sha256, size and secret findings of a file member, from one read."""
+    """sha256, size and secret findings of a file member, from one read. A file under
+    ``config/`` is value-scanned whatever its size, up to ``MAX_CONFIG_SCAN`` (bigger is a
+    finding: too large to scan)."""
     assert member.path is not None
     fd = os.open(member.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -157,20 +160,27 @@ def _digest(member: Member, config: bool) -> None:
                 with contextlib.suppress(AttributeError, OSError):
                     data.madvise(mmap.MADV_SEQUENTIAL)
                 member.sha256 = hashlib.sha256(data).hexdigest()
-                reasons = scan_content(data)
+                reasons = scan_content(data, config=config)
                 head = data[:_HEAD]
+                if config and size <= MAX_CONFIG_SCAN:
+                    reasons += scan_config_text(member.name, data[:])
         else:
             with os.fdopen(os.dup(fd), "rb") as fh:
                 raw = fh.read()
             size = len(raw)
             member.sha256 = hashlib.sha256(raw).hexdigest()
-            reasons = scan_content(raw)
+            reasons = scan_content(raw, config=config)
             head = raw[:_HEAD]
             if config:
                 reasons += scan_config_text(member.name, raw)
     finally:
         os.close(fd)
     member.size = size
+    if config and size > MAX_CONFIG_SCAN:
+        reasons.append(
+            f"is {size} bytes, too large to scan for secret values "
+            f"(limit {MAX_CONFIG_SCAN // (1 << 20)} MiB)"
+        )
     by_name = scan_name(member.name, head)
     if by_name:
         reasons.insert(0, by_name)

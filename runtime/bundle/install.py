@@ -1,6 +1,6 @@
 """``install_bundle`` and ``rollback``: a bundle into ``DIR/versions/<version>/``, then the switch.
 
-    read manifest ─ signature ─ plan ─ lock ─ version policy ─ stream members into
+    read manifest ─ signature ─ plan ─ lock ─ version policy ─ free space ─ stream members into
     versions/.<v>.tmp-XXXX (unpack.py: each checked, hashed, fsynced) ─ rename to
     versions/<v> ─ previous := old current ─ current := <v> ─ audit
 
@@ -89,14 +89,41 @@ def _content_id(doc: dict[str, Any]) -> str:
     bundle = dict(doc.get("bundle") or {})
     for name in ("signature", "keyFingerprint", "publicKey"):
         bundle.pop(name, None)
-    return hashlib.sha256(canonical_bytes({**doc, "bundle": bundle})).hexdigest()
+    try:
+        return hashlib.sha256(canonical_bytes({**doc, "bundle": bundle})).hexdigest()
+    except (ValueError, TypeError) as exc:  # validation bounds integers; never a traceback
+        raise BundleError(f"{MANIFEST}: has no canonical form: {exc}") from None
 
 
 def _installed_id(version_dir: Path) -> str | None:
     try:
         return _content_id(json.loads((version_dir / MANIFEST).read_bytes()))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, BundleError):
         return None
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) -> None:
+    """Refuse, before extracting, a bundle whose files (by the sizes its manifest lists, each
+    rounded up to whole blocks) do not fit in the free space of the prefix's filesystem."""
+    st = os.statvfs(p.versions_dir if p.versions_dir.is_dir() else p.root)
+    block = st.f_frsize or 4096
+    sizes = [len(manifest), *(plan.sizes or {}).values()]
+    need = sum(-(-size // block) * block for size in sizes)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise BundleError(
+            f"{label}: needs {_human(need)} in {p.root} but only {_human(free)} is free there; "
+            "free some space and retry"
+        )
 
 
 # --- audit ------------------------------------------------------------------------------------
@@ -229,6 +256,7 @@ def _install_locked(
                 "pass --force to replace it (or pack another version)"
             )
         replace = True
+    _check_free_space(p, plan, data, reader.label)
     temp = p.new_temp_dir(version)
     try:
         extract_members(reader, plan, data, temp)

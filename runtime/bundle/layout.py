@@ -7,8 +7,10 @@
     wheels/*.whl, install.sh       with --with-wheels: an offline pip install of Runyard
 
 Never in a bundle: ``data/ logs/ cache/ temp/`` (an installed version shares them with the
-others) and ``config/runyard/`` (Runyard's own state for this tree, such as the remembered
-catalog URL, which means nothing on another box).
+others) and ``config/runyard/`` (Runyard's own state for this tree: the license, its trusted
+issuer keys, the remembered catalog URL; it means nothing on another box). An install prefix
+shares it across versions too: ``versions/<v>/config/runyard -> ../../../config/runyard``
+(``prefix.Prefix.share_own_config``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "FORMATS",
     "INSTALL_SH",
     "MANIFEST",
+    "OWN_CONFIG",
     "SHARED_DIRS",
     "BundleContents",
     "BundleError",
@@ -48,6 +51,9 @@ EXEC_MODE = 0o755
 DIR_MODE = 0o755
 #: Top-level dirs of a tree that an installed version shares with the others (never packed).
 SHARED_DIRS = ("data", "logs", "cache", "temp")
+#: Runyard's own config (license, issuer keys, remembered catalog): never packed, and shared
+#: across the versions of an install prefix like the dirs above (a link, made by prefix.py).
+OWN_CONFIG = "config/runyard"
 #: Where members may live: top-level dir -> what it is (for messages).
 _PACKED_TOPS = ("bin", "config", "schemas", "wheels")
 
@@ -67,13 +73,19 @@ class Finding:
         return f"{self.path}: {self.reason}"
 
 
+#: How many findings the one-line error names; `--json` (and ``.findings``) has them all.
+SHOWN_FINDINGS = 10
+
+
 class SecretsFound(BundleError):
     """Files or values that look like secrets: packing refused before anything is written."""
 
     def __init__(self, findings: list[Finding]) -> None:
         self.findings = findings
         paths = sorted({f.path for f in findings})
-        listed = "; ".join(str(f) for f in findings)
+        listed = "; ".join(str(f) for f in findings[:SHOWN_FINDINGS])
+        if len(findings) > SHOWN_FINDINGS:
+            listed += f"; and {len(findings) - SHOWN_FINDINGS} more (--json lists every one)"
         super().__init__(
             f"refusing to pack {len(findings)} secret-looking item(s) in {len(paths)} path(s) "
             f"(values not shown; pass --allow PATH for each path that holds no secret): {listed}"

@@ -183,6 +183,7 @@ def pack_bundle(
             source=_packer(),
             version=version,
             files={m.name: m.sha256 for m in files},
+            sizes={m.name: m.size for m in files},
             executables=[m.name for m in files if m.mode == EXEC_MODE],
             links={m.name: m.target for m in members if m.kind == "symlink"},
             dirs=empty,

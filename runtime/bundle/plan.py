@@ -11,9 +11,16 @@ While the members stream by (`BundlePlan.expect`, `BundlePlan.finish`): each mem
 once, with the same kind, mode class (0644 or 0755) and link target; each file's sha256 is
 the listed one; and at the end nothing listed is missing. Since every member must be in the
 plan and the plan passed the archive rules, the archive passes them too.
+
+Sizes: every file has its size in ``bundle.sizes`` (a manifest without them, packed before
+they were recorded, is refused), and each file member's archive header must give that size
+(`BundlePlan.check_size`), checked before a byte of the member is read: a member that grew
+after signing cannot fill a disk before its sha256 is found wrong.
 """
 
 from __future__ import annotations
+
+from msgspec import UNSET
 
 from ..archive_rules import Entry, check_plan, clean_name
 from ..errors import UnsafeArchiveError
@@ -33,7 +40,19 @@ class BundlePlan:
             parts = name.split("/")[:-1]
             implied.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         self.dirs = implied
+        sizes = manifest.bundle.sizes
+        #: ``bundle.sizes``: None in a manifest that records none (refused by `problems`).
+        self.sizes: dict[str, int] | None = None if sizes is UNSET else dict(sizes)
         self.seen: set[str] = set()
+
+    def size_of(self, name: str) -> int:
+        """The listed size of file ``name`` (0 when unlisted; `problems` refuses that)."""
+        return (self.sizes or {}).get(name, 0)
+
+    @property
+    def total_size(self) -> int:
+        """The bytes of every listed file."""
+        return sum((self.sizes or {}).values())
 
     # --- before reading ------------------------------------------------------------------
 
@@ -54,6 +73,14 @@ class BundlePlan:
                 out.append(f"{name}: {problem}")
         if MANIFEST in c.files or MANIFEST in c.links:
             out.append(f"{MANIFEST}: lists itself")
+        if self.sizes is None:
+            out.append(
+                f"{MANIFEST}: no bundle.sizes: packed by a Runyard that recorded no member sizes; "
+                "repack it with this one"
+            )
+        else:
+            unsized = sorted(set(c.files) - set(self.sizes))
+            out += [f"{name}: bundle.sizes lists no size for it" for name in unsized]
         entries = [Entry(d, "dir") for d in sorted(self.dirs)]
         entries += [Entry(f, "file") for f in c.files]
         entries += [Entry(n, "symlink", target=t) for n, t in c.links.items()]
@@ -114,6 +141,14 @@ class BundlePlan:
         if executable != (name in c.executables):
             have, want = ("0755", "0644") if executable else ("0644", "0755")
             return f"{name}: mode {have}, {MANIFEST} says {want}"
+        return None
+
+    def check_size(self, entry: Entry) -> str | None:
+        """Why a listed file member's archive header size is not the listed one, or None.
+        Checked before a byte of it is read, so a member that grew cannot fill a disk."""
+        want = (self.sizes or {}).get(entry.name)
+        if want is not None and entry.size != want:  # an unlisted size is a plan problem
+            return f"{entry.name}: the archive says {entry.size} bytes, {MANIFEST} says {want}"
         return None
 
     def check_digest(self, name: str, sha256: str) -> str | None:

@@ -6,10 +6,22 @@
         logs -> ../../logs
         cache -> ../../cache
         temp -> ../../temp
+        config/runyard -> ../../../config/runyard
       versions/.1.3.0.tmp-XXXX  an install in progress (removed by the next install if stale)
       current -> versions/1.2.0     what runs: RUNYARD_ROOT=DIR/current
       previous -> versions/1.1.0    what `rollback` goes back to
       data/ logs/ cache/ temp/      shared by every version (temp/ is 0700)
+      config/runyard/               Runyard's own config, shared too: license.json,
+                                    license-issuers/, catalog.json (the remembered catalog)
+
+A bundle never carries ``config/runyard/`` (``layout.member_problem``), so the link never
+clashes with a member. It is made by ``make_current`` just before a version becomes current
+(install, switch and rollback alike), so a version installed before the link existed gets it
+too. A version whose ``config/runyard`` is still a real directory (an install made before
+Runyard's config was shared) is migrated: when the shared dir is empty, the current version's
+directory moves there (the license placed in ``DIR/current`` survives the upgrade); any other
+real directory is moved aside to ``DIR/config/.runyard-from-<version>-XXXX`` (kept, never
+read), and replaced by the link.
 
 ``current`` and ``previous`` are relative symlinks, each switched atomically: a new symlink
 beside it, then ``os.replace`` (rename(2) over the old link), then an fsync of ``DIR``. A
@@ -33,7 +45,7 @@ from ..locking import tree_lock
 from ..manifest import SEMVER_RE
 from ..tree import RuntimeTree
 from ..versions import Version
-from .layout import SHARED_DIRS, BundleError
+from .layout import OWN_CONFIG, SHARED_DIRS, BundleError
 
 __all__ = ["LOCK_NAME", "Prefix"]
 
@@ -50,6 +62,8 @@ class Prefix:
         self.versions_dir = self.root / "versions"
         self.current_link = self.root / "current"
         self.previous_link = self.root / "previous"
+        #: Runyard's own config, shared by every version (``versions/<v>/config/runyard``).
+        self.own_config = self.root / OWN_CONFIG
 
     def version_dir(self, version: str) -> Path:
         return self.versions_dir / version
@@ -173,10 +187,64 @@ class Prefix:
         `previous()` reads as "none": never a dangling or half-switched state.
         """
         old = self.current()
+        self.share_own_config(version, old)
         if old is not None and old != version:
             self.switch(self.previous_link, old)
         self.switch(self.current_link, version)
         return old
+
+    def share_own_config(self, version: str, current: str | None = None) -> None:
+        """Make ``versions/<version>/config/runyard`` the link to the shared ``DIR/config/runyard``.
+
+        ``current`` is the version current now: its real ``config/runyard`` (a pre-sharing
+        install) becomes the shared one when that is still empty. Idempotent; under the lock.
+        """
+        if current is not None and current != version:
+            self._migrate_own_config(current)
+        self._migrate_own_config(version)
+        self.own_config.mkdir(parents=True, exist_ok=True)
+        if not self.own_config.is_dir():
+            raise BundleError(f"{self.own_config}: exists and is not a directory")
+        if current is not None and current != version:
+            self._link_own_config(current)
+        self._link_own_config(version)
+
+    def _link_own_config(self, version: str) -> None:
+        link = self.version_dir(version) / OWN_CONFIG
+        target = os.path.relpath(self.own_config, link.parent)
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == target:
+                return
+        if os.path.lexists(link):
+            raise BundleError(f"{link}: exists and is not the link to {self.own_config}")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.parent / f".runyard{_TMP_MARK}link"  # one name: we hold the prefix lock
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        fsync_dir(link.parent)
+
+    def _migrate_own_config(self, version: str) -> None:
+        """A real ``versions/<version>/config/runyard`` directory out of the version dir."""
+        old = self.version_dir(version) / OWN_CONFIG
+        if old.is_symlink() or not old.is_dir():
+            return
+        self.own_config.parent.mkdir(parents=True, exist_ok=True)
+        shared_empty = not self.own_config.exists() or (
+            self.own_config.is_dir() and not any(self.own_config.iterdir())
+        )
+        if shared_empty and version == self.current():
+            with contextlib.suppress(OSError):
+                self.own_config.rmdir()
+            os.rename(old, self.own_config)
+            fsync_dir(self.own_config.parent)
+        else:
+            aside = Path(
+                tempfile.mkdtemp(prefix=f".runyard-from-{version}-", dir=self.own_config.parent)
+            )
+            os.rename(old, aside / "runyard")
+        fsync_dir(old.parent)
 
 
 def _remove_tree(path: Path) -> None:

@@ -145,14 +145,21 @@ class BundleReader:
 
 
 def copy_member(src: IO[bytes], sink: Callable[[bytes], object], size: int, label: str) -> int:
-    """Feed a member's bytes to ``sink`` chunk by chunk; refuses more than ``size`` bytes."""
+    """Feed exactly ``size`` bytes of a member to ``sink``, chunk by chunk: never reads more
+    than one byte past ``size`` (to find a member longer than declared), refuses a member
+    longer or shorter than declared."""
     total = 0
-    while True:
+    while total < size:
         with reading(label):
-            chunk = src.read(_CHUNK)
+            chunk = src.read(min(_CHUNK, size - total))
         if not chunk:
-            return total
+            raise UnsafeArchiveError(
+                f"{label}: a member holds {total} bytes, fewer than its declared {size}"
+            )
         total += len(chunk)
-        if total > size:
-            raise UnsafeArchiveError(f"{label}: a member holds more than its declared {size} bytes")
         sink(chunk)
+    with reading(label):
+        extra = src.read(1)
+    if extra:
+        raise UnsafeArchiveError(f"{label}: a member holds more than its declared {size} bytes")
+    return total

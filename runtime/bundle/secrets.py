@@ -16,13 +16,18 @@ By name, any packed file:
 
 By content, any packed file (binaries included): a PEM private key block (``-----BEGIN ...
 PRIVATE KEY-----`` or ``PGP PRIVATE KEY BLOCK`` followed by a base64 body: an OpenSSH key is
-one), a ZeroMQ certificate line ``secret-key = "<40 chars>"``, a PuTTY private key.
+one), also as embedded in a config file (lines indented in a YAML block scalar, quoted in a
+JSON array, joined by ``\\n`` escapes in a string); a ZeroMQ certificate line ``secret-key =
+"<40 chars>"``, a PuTTY private key. Under ``config/`` the marker ``BEGIN ... PRIVATE KEY`` is
+enough, with or without a body.
 
-By value, files of ``config/`` with a known syntax (``.toml .json .yaml .yml .ini .cfg .conf
-.properties``) and the ``env`` of each service in the manifest: a key whose *name* says it holds
-a secret, with a non-empty string value. The name is split into words (on ``_ - .``, spaces
-and camelCase) and looked at by its *last* word, so what a setting holds decides, not what it
-is about:
+By value, every file under ``config/`` whatever its name (``credentials``, ``app.yaml.tmpl``),
+read line by line as UTF-8 (bytes that are not are replaced), ``.toml`` and ``.json`` files
+that parse by their parsed values; a file bigger than ``MAX_CONFIG_SCAN`` is a finding of its
+own. Also the ``env`` of each service in the manifest. A finding is a key whose *name* says it
+holds a secret, with a non-empty string value. The name is split into words (on ``_ - .``,
+spaces and camelCase) and looked at by its *last* word, so what a setting holds decides, not
+what it is about:
 
 - last word ``secret(s) token password(s) passwd passphrase credential(s) creds pass``, or a
   word ending in ``password passwd secret token apikey privatekey secretkey accesskey``
@@ -35,9 +40,10 @@ Not secrets: ``keys_dir``, ``token_url``, ``password_file``, ``public_key``, ``k
 ``sort_key``, ``max_tokens`` (their last word is not a secret word); empty strings, numbers,
 booleans and nulls in TOML and JSON (a schema default such as ``password = ""`` is config
 surface; a count is no secret; in line formats every value is text); values that point elsewhere
-rather than hold the secret: ``${VAR}``, ``$VAR``, ``env:...``, ``file:...``, ``vault:...``,
-and paths (``/...``, ``./...``, ``../...``, ``~/...``). Files in ``bin/`` get the name and
-content rules only: they are upstream artifacts, checked by sha256 against the catalog.
+rather than hold the secret: ``${VAR}``, ``$VAR``, ``{{ template }}``, ``env:...``,
+``file:...``, ``vault:...``, and paths (``/...``, ``./...``, ``../...``, ``~/...``). Files in
+``bin/`` get the name and content rules only: they are upstream artifacts, checked by sha256
+against the catalog.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from typing import Any
 from .layout import Finding
 
 __all__ = [
-    "CONFIG_SUFFIXES",
+    "MAX_CONFIG_SCAN",
     "scan_config_text",
     "scan_content",
     "scan_env",
@@ -61,7 +67,9 @@ __all__ = [
     "secret_name",
 ]
 
-CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml", ".ini", ".cfg", ".conf", ".properties")
+#: A file under ``config/`` bigger than this is not value-scanned but refused as a finding
+#: (``--allow`` packs it): config files are small, and the scan reads the whole file.
+MAX_CONFIG_SCAN = 16 * 1024 * 1024
 
 _LAST_WORDS = frozenset(
     {
@@ -104,13 +112,22 @@ _KEY_QUALIFIERS = frozenset(
 )
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _REFERENCE = re.compile(
-    r"^(\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|(env|file|vault):\S*|~?\.{0,2}/\S*)$"
+    r"^(\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|\{\{[^{}]*\}\}|(env|file|vault):\S*"
+    r"|~?\.{0,2}/\S*)$"
 )
 
+#: Between a PEM line and the next, as a key looks when embedded in a config file: real line
+#: breaks, the indentation of a YAML block scalar, the quotes and commas of a JSON array of lines,
+#: the ``\n`` escapes of a JSON or YAML string, the space of a YAML folded scalar.
+_PEM_SEP = rb"(?:[ \t\r\n\"',+]|\\+[rnt])+"
 _PEM_PRIVATE = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----\r?\n"
-    rb"(?:[A-Za-z0-9-]+: [^\r\n]*\r?\n)*\r?\n?[A-Za-z0-9+/=]{16}"
+    rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----"
+    + _PEM_SEP
+    + rb"(?:[A-Za-z0-9-]+: [^\r\n\\\"]*"
+    + _PEM_SEP
+    + rb")*[A-Za-z0-9+/=]{16}"
 )
+_PEM_MARKER = re.compile(rb"BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _ZMQ_SECRET = re.compile(rb"(?m)^\s*secret-key\s*=\s*[\"']?[!-~]{40}[\"']?\s*$")
 _ZMQ_PUBLIC = re.compile(rb"(?m)^\s*public-key\s*=\s*[\"']?[!-~]{40}[\"']?\s*$")
@@ -180,9 +197,10 @@ def _public_key_file(data: bytes) -> bool:
 # --- content -------------------------------------------------------------------------------
 
 
-def scan_content(data: bytes | mmap.mmap) -> list[str]:
+def scan_content(data: bytes | mmap.mmap, *, config: bool = False) -> list[str]:
     """Reasons the bytes hold a private key. Fast on big binaries: one ``find`` per marker,
-    a regex only where a marker is."""
+    a regex only where a marker is. With ``config`` (a file under ``config/``) a ``BEGIN ...
+    PRIVATE KEY`` marker is enough, body or not: a config file has no reason to hold one."""
     found: list[str] = []
     pos = data.find(b"-----BEGIN ")
     while pos != -1:
@@ -191,6 +209,14 @@ def scan_content(data: bytes | mmap.mmap) -> list[str]:
             found.append(f"holds a PEM private key ({m.group(1).decode()})")
             break
         pos = data.find(b"-----BEGIN ", pos + 11)
+    if config and not found:
+        pos = data.find(b"BEGIN ")
+        while pos != -1:
+            m = _PEM_MARKER.match(data[pos : pos + 64])
+            if m:
+                found.append(f"holds a PEM private key marker ({m.group(1).decode()})")
+                break
+            pos = data.find(b"BEGIN ", pos + 6)
     pos = data.find(b"secret-key")
     while pos != -1:
         start = data.rfind(b"\n", max(0, pos - 80), pos) + 1 if pos else 0
@@ -228,7 +254,8 @@ def _secret_keys(doc: Any) -> list[str]:
 
 
 def _line_keys(text: str) -> list[str]:
-    """``key = value`` / ``key: value`` lines (ini, properties, YAML at any depth)."""
+    """``key = value`` / ``key: value`` lines (ini, properties, YAML at any depth, shell,
+    templates, JSON-like lines)."""
     found: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
@@ -238,21 +265,20 @@ def _line_keys(text: str) -> list[str]:
         if not m:
             continue
         key = m.group(1).strip("\"'")
-        value = re.split(r"\s+[#;]", m.group(2), maxsplit=1)[0]
+        value = re.split(r"\s+[#;]", m.group(2), maxsplit=1)[0].rstrip().removesuffix(",")
         if secret_name(key) and _holds_value(value) and key not in found:
             found.append(key)
     return found
 
 
 def scan_config_text(rel: str, data: bytes) -> list[str]:
-    """Reasons a config file holds secret values (the keys, never the values)."""
+    """Reasons a file under ``config/`` holds secret values (the keys, never the values).
+
+    Every file is read line by line, whatever its name (a ``credentials`` file, an
+    ``app.yaml.tmpl``); bytes that are not UTF-8 are replaced, so a binary is looked at too.
+    ``.toml`` and ``.json`` files that parse are judged by their parsed values instead."""
     suffix = PurePosixPath(rel).suffix.lower()
-    if suffix not in CONFIG_SUFFIXES:
-        return []
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return []
+    text = data.decode("utf-8", errors="replace")
     keys: list[str]
     try:
         if suffix == ".toml":
@@ -261,7 +287,7 @@ def scan_config_text(rel: str, data: bytes) -> list[str]:
             keys = _secret_keys(json.loads(text))
         else:
             keys = _line_keys(text)
-    except ValueError:  # TOMLDecodeError and JSONDecodeError both are
+    except (ValueError, RecursionError):  # TOMLDecodeError and JSONDecodeError both are
         keys = _line_keys(text)
     return [f"{key} holds a value under a secret-looking name" for key in keys]
 

@@ -8,7 +8,9 @@ Ed25519, base64; ``bundle.keyFingerprint`` (sha256 of the raw public key, hex, a
 keys gen`` prints it) and ``bundle.publicKey`` (the raw key, hex) name the key, as a sealed
 run's RUN_META does.
 
-Checking (`check_signature`):
+Checking (`check_signature`) never raises on a hostile manifest: one that has no RFC 8785
+form (an integer beyond 2**53, which validation refuses first anyway) is an invalid signature.
+
 
     --pubkey K given       the bundle must be signed, by K (fingerprint) and validly
     no --pubkey, signed    the signature must verify with the key the manifest names; that
@@ -93,7 +95,12 @@ def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> Sig
         signature = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return SignatureCheck(False, "invalid", "bundle.signature is not base64", named)
-    payload = signing_payload(doc)
+    try:
+        payload = signing_payload(doc)
+    except (ValueError, TypeError) as exc:  # e.g. an integer beyond 2**53: not RFC 8785
+        return SignatureCheck(
+            False, "invalid", f"manifest.json has no canonical form to check: {exc}", named
+        )
     if pubkey is not None:
         if named and named != wanted:
             return SignatureCheck(

@@ -1,7 +1,8 @@
 """Writing a bundle's members into an empty directory, each checked as it streams by.
 
 `extract_members` is the one pass of an install over the archive: every member is checked
-against the plan (``plan.py``) before it is written; files are created with O_EXCL and
+against the plan (``plan.py``) before it is written, a file's archive header size against the
+size the signed manifest lists (and no more than that is ever copied); files are created with O_EXCL and
 O_NOFOLLOW, hashed as they are written and fsynced on a second thread while the next ones are
 decompressed; files under ``bin/`` are made read-only (as acquisition leaves them); symlinks
 are made last (so no write can pass through one), then the empty dirs, the links to the shared
@@ -121,13 +122,17 @@ def extract_members(reader: BundleReader, plan: BundlePlan, manifest: bytes, roo
             if entry.kind == "symlink":
                 links.append((entry.name, entry.target))
                 continue
+            problem = plan.check_size(entry)  # before a byte: a grown member fills no disk
+            if problem:
+                raise BundleError(f"{label}: {problem}")
             make_dirs(entry.name.rpartition("/")[0])
             mode = EXEC_MODE if entry.name in executables else FILE_MODE
             if entry.name.startswith("bin/"):
                 mode &= ~0o222  # bin/ is read-only once installed, as acquisition leaves it
             assert item.open is not None
             with item.open() as src:
-                sha, fd = _write_member(root / entry.name, src, entry.size, mode, label)
+                size = plan.size_of(entry.name)
+                sha, fd = _write_member(root / entry.name, src, size, mode, label)
             flusher.queue.put(fd)
             problem = plan.check_digest(entry.name, sha)
             if problem:

@@ -5,6 +5,8 @@
     manifest    the first member is manifest.json; it parses and validates
     plan        what the manifest lists is acceptable (see plan.py)
     members     every member is listed, once, with the right kind, mode and link target
+    size        every file's archive header gives the size bundle.sizes lists (a file that
+                does not is not read further)
     sha256      every file has the sha256 the manifest lists
     complete    nothing listed is missing
     signature   see signing.py: with --pubkey the bundle must be signed by that key
@@ -137,6 +139,10 @@ def _read_members(v: _Verifier, reader: BundleReader, plan: BundlePlan) -> None:
                 continue
             if item.open is None:
                 continue
+            problem = plan.check_size(item.entry)
+            if problem:
+                v.add("size", False, problem)
+                continue
             digest = hashlib.sha256()
             with item.open() as src:
                 copy_member(src, digest.update, item.entry.size, label)
@@ -151,6 +157,7 @@ def _read_members(v: _Verifier, reader: BundleReader, plan: BundlePlan) -> None:
     v.report.members = count
     v.passed("archive", f"{count} members, none unsafe")
     v.passed("members", "every member is listed in manifest.json")
+    v.passed("size", "every file has its listed size")
     v.passed("sha256", "every file has its listed sha256")
     for problem in plan.finish():
         v.add("complete", False, problem)
