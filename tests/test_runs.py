@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -774,3 +775,23 @@ def test_list_and_show_runs(engines: RuntimeTree) -> None:
     shown = show_run(engines, first.run_id)
     assert shown["run_output"]["outputs"] == SAMPLE_OUTPUTS
     assert pid_alive(os.getpid())
+
+
+def test_staging_dir_is_never_swept_while_its_builder_lives(tmp_path: Path) -> None:
+    """Regression: a sweeper took a new staging dir's lock between the builder's open and flock
+    and removed the dir under it (FileNotFoundError in concurrent runs)."""
+    from runtime.runs.layout import Staging, sweep_stale
+
+    parent = tmp_path / "runs"
+    with Staging(parent, "live") as staging:
+        assert staging.root.name == ".tmp-live"
+        assert not list(parent.glob(".new-*"))  # locked first, then made visible
+        assert sweep_stale(parent) == []
+        assert staging.work.is_dir()
+    fresh = parent / ".new-fresh"
+    old = parent / ".new-old"
+    fresh.mkdir()
+    old.mkdir()
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert sweep_stale(parent) == [old]  # a killed builder's leftover goes by age only
+    assert fresh.is_dir()

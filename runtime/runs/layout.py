@@ -17,9 +17,11 @@ A bundle:
     SHA256SUMS.txt       every file but itself and the signature, `sha256sum -c --strict` format
     SHA256SUMS.txt.sig   optional: raw Ed25519 signature of SHA256SUMS.txt
 
-A staging dir holds an flock on ``.lock`` while its builder lives; any later build sweeps the
-``.tmp-*`` dirs whose lock is free (their builder died), so a kill mid-run leaves nothing
-that looks like a bundle, and no garbage for long.
+A staging dir holds an flock on ``.lock`` while its builder lives (it is made as ``.new-*``,
+locked, then renamed to ``.tmp-*``, so no ``.tmp-*`` dir is ever unlocked while its builder
+lives); any later build sweeps the ``.tmp-*`` dirs whose lock is free (their builder died) and
+``.new-*`` dirs older than a minute, so a kill mid-run leaves nothing that looks like a bundle,
+and no garbage for long.
 """
 
 from __future__ import annotations
@@ -155,6 +157,12 @@ def sweep_stale(parent: Path) -> list[Path]:
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
+    for entry in sorted(parent.glob(".new-*")):
+        # A builder killed before its staging dir was locked and renamed: only by age.
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and time.time() - entry.stat().st_mtime >= _UNLOCKED_GRACE:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
     for entry in sorted(parent.glob(".tmp-*")):
         if not entry.is_dir() or entry.is_symlink():
             continue
@@ -190,10 +198,14 @@ class Staging:
         self.parent = parent
         self.ident = ident
         self.root = parent / f".tmp-{ident}"
-        self.root.mkdir(mode=0o755)
-        fd = _try_lock(self.root / ".lock")
+        # Locked before it is visible as .tmp-*: a sweeper in another run could otherwise take
+        # the lock between our open and our flock and remove the dir under us.
+        pending = parent / f".new-{ident}"
+        pending.mkdir(mode=0o755)
+        fd = _try_lock(pending / ".lock")
         if fd is None:  # pragma: no cover - the name is fresh
-            raise RunError(f"{self.root}: cannot lock the staging dir")
+            raise RunError(f"{pending}: cannot lock the staging dir")
+        os.rename(pending, self.root)
         self._fd: int | None = fd
         self.bundle = self.root / "bundle"
         self.work = self.root / "work"

@@ -1,0 +1,42 @@
+"""Log capture for supervised services, built so that output written while the daemon is down
+is kept, and fast enough that logging never becomes what limits a chatty service.
+
+    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──► LogReader (asyncio, os.read 256 KiB)
+                                                                │
+                          ServiceLog.feed(stream, chunk) ◄──────┘
+                            ├─ LineSplitter   complete lines, partial tail kept, overlong lines cut
+                            ├─ LogFile        logs/{svc}/{svc}.log, one write per chunk, rotated
+                            └─ LogRing        last N lines in memory, with a per-service seq
+
+One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``), ``splitter``
+(``LineSplitter``), ``ring`` (``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),
+``service_log`` (``ServiceLog``, the three above for one service), ``reader`` (``LogReader``,
+the asyncio side) and ``daemon_log`` (``daemon_logger``, the daemon's own
+``logs/runyard/daemon.log``). This package only re-exports them.
+"""
+
+from __future__ import annotations
+
+from protocol.messages import LogLine
+
+from .daemon_log import daemon_logger
+from .fifo import ChildFds, LogPipes
+from .logfile import LogFile, format_stamp
+from .reader import LogReader, ReaderState
+from .ring import LogRing
+from .service_log import ServiceLog
+from .splitter import LineSplitter
+
+__all__ = [
+    "ChildFds",
+    "LineSplitter",
+    "LogFile",
+    "LogLine",
+    "LogPipes",
+    "LogReader",
+    "LogRing",
+    "ReaderState",
+    "ServiceLog",
+    "daemon_logger",
+    "format_stamp",
+]
