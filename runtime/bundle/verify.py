@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from ..checks import Check
 from ..errors import ManifestError, UnsafeArchiveError
 from ..manifest import parse_manifest
 from .layout import MANIFEST, BundleError
@@ -32,15 +33,6 @@ from .reader import BundleReader, copy_member
 from .signing import check_signature
 
 __all__ = ["BundleReport", "Check", "verify_bundle_file"]
-
-
-class Check(msgspec.Struct):
-    """One verification line: ``detail`` names the member and what is wrong (or what passed)."""
-
-    name: str
-    ok: bool
-    detail: str
-    skipped: bool = False
 
 
 class BundleReport(msgspec.Struct, kw_only=True):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..checks import Check
 from ..errors import RunyardError
 
 __all__ = [
@@ -101,15 +102,6 @@ class RunResult(msgspec.Struct, kw_only=True):
     duration: float
     #: Fingerprint of the signing key when the bundle is signed.
     signed_by: str | None = None
-
-
-class Check(msgspec.Struct):
-    """One verification check. ``detail`` names the file and the expected vs actual value."""
-
-    name: str
-    ok: bool
-    detail: str
-    skipped: bool = False
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
