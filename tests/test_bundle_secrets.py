@@ -391,3 +391,12 @@ def test_a_thousand_findings_make_one_readable_line_not_a_wall() -> None:
     assert text.count("holds a value") == SHOWN_FINDINGS
     assert text.endswith(f"and {972 - SHOWN_FINDINGS} more (--json lists every one)")
     assert exc.findings == findings  # the whole list stays available to --json
+
+
+def test_a_secret_that_starts_with_a_slash_is_not_taken_for_a_path() -> None:
+    """Regression: a ZeroMQ Z85 secret key starts with `/` one time in 85 and passed as a path."""
+    z85 = "/2M]yFG8(p1e?SAcUqhZzR]+EyN3}6!UuA<y5KE]"
+    text = f'curve\n    secret-key = "{z85}"\n'.encode()
+    assert any("secret-key holds" in r for r in scan_config_text("config/web/d.key_secret", text))
+    for path in ("/run/secrets/db", "./keys/server.pem", "~/creds/api", "../shared/token.txt"):
+        assert scan_config_text("config/web/app.yaml", f"password: {path}\n".encode()) == []

@@ -111,9 +111,11 @@ _KEY_QUALIFIERS = frozenset(
     }
 )
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+#: A path is made of path characters only: a random secret that happens to start with `/` (a
+#: ZeroMQ Z85 key does, 1 time in 85) is not a path.
 _REFERENCE = re.compile(
     r"^(\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|\{\{[^{}]*\}\}|(env|file|vault):\S*"
-    r"|~?\.{0,2}/\S*)$"
+    r"|~?\.{0,2}/[A-Za-z0-9._~/@:+-]*)$"
 )
 
 #: Between a PEM line and the next, as a key looks when embedded in a config file: real line
