@@ -7,11 +7,8 @@ two concurrent fetches of one archive download it once: the second finds the fil
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -19,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from .atomic import fsync_dir
+from .atomic import atomic_output
 from .errors import AcquisitionError, ChecksumMismatch
 from .locking import tree_lock
 from .tree import RuntimeTree
@@ -87,40 +84,31 @@ def tty_progress(label: str) -> Progress | None:
 
 
 def _download(url: str, target: Path, sha256: str, size: int, progress: Progress | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
+    # 0600 as mkstemp made it: a cached archive is the tree owner's.
+    with atomic_output(target, 0o600, suffix=".part") as out, open_source(url) as src:
         digest = hashlib.sha256()
         got = 0
-        with os.fdopen(fd, "wb") as out, open_source(url) as src:
-            while True:
-                try:
-                    chunk = src.read(CHUNK)
-                except OSError as exc:
-                    raise AcquisitionError(f"{url}: read failed: {exc}") from None
-                if not chunk:
-                    break
-                got += len(chunk)
-                if got > size:
-                    raise ChecksumMismatch(
-                        f"{url}: size mismatch: expected {size} bytes, got more than that"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-                if progress:
-                    progress(got, size)
-            out.flush()
-            os.fsync(out.fileno())
+        while True:
+            try:
+                chunk = src.read(CHUNK)
+            except OSError as exc:
+                raise AcquisitionError(f"{url}: read failed: {exc}") from None
+            if not chunk:
+                break
+            got += len(chunk)
+            if got > size:
+                raise ChecksumMismatch(
+                    f"{url}: size mismatch: expected {size} bytes, got more than that"
+                )
+            digest.update(chunk)
+            out.write(chunk)
+            if progress:
+                progress(got, size)
         if got != size:
             raise ChecksumMismatch(f"{url}: size mismatch: expected {size} bytes, got {got}")
         actual = digest.hexdigest()
         if actual != sha256:
             raise ChecksumMismatch(f"{url}: sha256 mismatch: expected {sha256}, got {actual}")
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def fetch_into_cache(

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import fsync_dir
+from ..atomic import atomic_output, fsync_dir
 from ..errors import RunyardError
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
@@ -250,17 +250,8 @@ def _locked(cache: Path) -> Iterator[None]:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(dest, 0o644) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 def _offline_env() -> dict[str, str]:

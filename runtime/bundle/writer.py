@@ -24,7 +24,6 @@ import io
 import os
 import stat
 import tarfile
-import tempfile
 import time
 import zipfile
 import zlib
@@ -32,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ..atomic import fsync_dir
+from ..atomic import atomic_output
 from .collect import Member
 from .layout import DIR_MODE, MANIFEST, BundleError
 
@@ -62,22 +61,11 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     head = Member(MANIFEST, "file", data=manifest, size=len(manifest))
     ordered = [head, *members]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            if fmt == "zip":
-                _write_zip(fh, ordered, mtime, level)
-            else:
-                _write_tar_gz(fh, ordered, mtime, level)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(out.parent)
+    with atomic_output(out, 0o644) as fh:
+        if fmt == "zip":
+            _write_zip(fh, ordered, mtime, level)
+        else:
+            _write_tar_gz(fh, ordered, mtime, level)
 
 
 @contextlib.contextmanager
