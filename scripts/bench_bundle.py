@@ -35,10 +35,11 @@ import random
 import shutil
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchkit import build_once, time_rounds
 
 from runtime.bundle import install_bundle, pack_bundle
 from runtime.manifest import RuntimeManifest, ServiceEntry, save_manifest
@@ -72,15 +73,14 @@ def _texty(rnd: random.Random, size: int) -> bytes:
 
 
 def build_tree(base: Path, total: int, seed: int = SEED) -> RuntimeTree:
-    """The benchmark tree under ``base``/runtime, built once (``base``/complete marks it)."""
-    done = base / "complete"
+    """The benchmark tree under ``base``/runtime, built once."""
     tree = RuntimeTree(base / "runtime")
-    if done.is_file():
-        return tree
-    if base.exists():
-        shutil.rmtree(base)
-    print(f"building a {total / 1e6:.0f} MB tree under {base} ...", flush=True)
-    started = time.monotonic()
+    stamp = f"{total} {seed} {LAYOUT_VERSION}"
+    build_once(base, f"a {total / 1e6:.0f} MB tree", stamp, lambda: _fill_tree(tree, total, seed))
+    return tree
+
+
+def _fill_tree(tree: RuntimeTree, total: int, seed: int) -> None:
     rnd = random.Random(seed)
     tree.init()
     os_name, arch = current_os(), current_arch()
@@ -131,27 +131,6 @@ def build_tree(base: Path, total: int, seed: int = SEED) -> RuntimeTree:
             )
         )
     save_manifest(tree, RuntimeManifest(services=entries))
-    done.write_text(f"{total} {seed} {LAYOUT_VERSION}\n")
-    print(f"built in {time.monotonic() - started:.1f}s", flush=True)
-    return tree
-
-
-def time_rounds(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
-    """Each contender once per round, rotating the order; round 0 warms up and is not kept.
-    A contender may return a callable: cleanup, run untimed after it."""
-    names = list(contenders)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_no in range(runs + 1):
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            cleanup = contenders[name]()
-            elapsed = time.perf_counter() - started
-            if callable(cleanup):
-                cleanup()
-            if round_no:
-                times[name].append(elapsed)
-    return times
 
 
 def run(opts: Any) -> bool:

@@ -25,12 +25,12 @@ import os
 import platform
 import random
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import rfc8785
+from benchkit import time_rounds
 
 from runtime import canonical
 from runtime.canonical import canonical_bytes, canonical_sha256
@@ -123,20 +123,6 @@ def sized_document(megabytes: float, *, floats: bool) -> tuple[dict[str, Any], b
     units = max(1, round(200 * megabytes * 1e6 / probe))
     doc = build_document(units, floats=floats)
     return doc, rfc8785.dumps(doc)
-
-
-def time_rounds(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
-    names = list(contenders)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_no in range(runs + 1):  # round 0 warms up and is not kept
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            contenders[name]()
-            elapsed = time.perf_counter() - started
-            if round_no:
-                times[name].append(elapsed)
-    return times
 
 
 def walk_only(doc: Any) -> None:

@@ -20,10 +20,11 @@ import random
 import shutil
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchkit import build_once, time_rounds
 
 from runtime.du import Usage, disk_usage, scan_usage
 from runtime.tree import RuntimeTree
@@ -39,14 +40,13 @@ LAYOUT_VERSION = 1
 
 def build_tree(base: Path, nfiles: int, seed: int = SEED) -> RuntimeTree:
     """A runtime tree with exactly ``nfiles`` non-directories, built once under ``base``."""
-    done = base / "complete"
     tree = RuntimeTree(base / "runtime")
-    if done.is_file():
-        return tree
-    if base.exists():
-        shutil.rmtree(base)
-    print(f"building {nfiles:,} files under {base} ...", flush=True)
-    started = time.monotonic()
+    stamp = f"{nfiles} {seed} {LAYOUT_VERSION}"
+    build_once(base, f"{nfiles:,} files", stamp, lambda: _fill_tree(tree, nfiles, seed))
+    return tree
+
+
+def _fill_tree(tree: RuntimeTree, nfiles: int, seed: int) -> None:
     rnd = random.Random(seed)
     tree.init()
     extras = 0
@@ -88,9 +88,6 @@ def build_tree(base: Path, nfiles: int, seed: int = SEED) -> RuntimeTree:
         d.mkdir(parents=True, exist_ok=True)
     for i in range(nfiles - extras):
         (rnd.choice(dirs) / f"f{i}.dat").write_bytes(b"x" * rnd.randint(0, 4096))
-    done.write_text(f"{nfiles} {seed} {LAYOUT_VERSION}\n")
-    print(f"built in {time.monotonic() - started:.1f}s", flush=True)
-    return tree
 
 
 def gnu_du() -> str | None:
@@ -143,20 +140,6 @@ def check_totals(du: str, tree: RuntimeTree, nfiles: int) -> bool:
             shown = "same" if good else "differs"
         print(f"  check {'ok  ' if good else 'FAIL'} {what}: {shown}")
     return ok
-
-
-def time_rounds(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
-    names = list(contenders)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_no in range(runs + 1):  # round 0 warms the cache and is not kept
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            contenders[name]()
-            elapsed = time.perf_counter() - started
-            if round_no:
-                times[name].append(elapsed)
-    return times
 
 
 def run(opts: Any) -> bool:

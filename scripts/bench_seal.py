@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchkit import build_once
+
 SEED = 20240601
 MIB = 1024 * 1024
 FULL_MIB = 100
@@ -76,11 +78,12 @@ DEFINITIONS = {
 def build_fixture(base: Path, mib: int) -> Path:
     """The runtime tree (engine installed) and sources one/ and many/ under ``base``, once."""
     root = base / "runtime"
-    if (base / "complete").is_file():
-        return root
-    if base.exists():
-        shutil.rmtree(base)
-    print(f"building {mib} MiB x 2 layouts and a tree under {base} ...", flush=True)
+    stamp = f"{mib} {SEED} {LAYOUT_VERSION}"
+    build_once(base, f"{mib} MiB x 2 layouts and a tree", stamp, lambda: _fill(base, root, mib))
+    return root
+
+
+def _fill(base: Path, root: Path, mib: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from archives import archive_record, make_tar, write_catalog
     from runtime.acquire import ensure_service
@@ -101,8 +104,6 @@ def build_fixture(base: Path, mib: int) -> Path:
     record = archive_record(archive, ENGINE, "1.0.0", kind="engine")
     catalog = write_catalog(base / "archives" / "catalog.json", [record])
     ensure_service(ENGINE, root=root, catalog=str(catalog), progress=False)
-    (base / "complete").write_text(f"{mib} {SEED} {LAYOUT_VERSION}\n")
-    return root
 
 
 def plain_sha256(paths: list[Path]) -> dict[str, str]:
