@@ -73,6 +73,34 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def runyard_env() -> dict[str, str]:
+    """This process's environment without Runyard's own control variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+
+
+def daemon_refuses(root: Path, project_file: Path | None = None) -> str:
+    """Run the daemon in the foreground; it must exit 1 at once with one line and no traceback.
+
+    ``project_file`` defaults to ``runyard.toml`` beside the tree. Returns that line.
+    """
+    project_file = project_file or root.parent / "runyard.toml"
+    argv = [sys.executable, "-m", "daemon", "daemon", "--root", str(root)]
+    out = subprocess.run(
+        [*argv, "--project", str(project_file)],
+        cwd=root.parent,
+        env=runyard_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 class Daemon:
     """A real `runyard daemon` process on a tree; stop() also kills anything it left behind."""
 
@@ -81,7 +109,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+        env = runyard_env()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

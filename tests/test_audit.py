@@ -374,17 +374,11 @@ def test_a_failing_append_is_logged_and_the_daemon_goes_on(root: Path, daemons) 
 
 @pytest.mark.timeout(120)
 def test_curve_client_is_recorded_with_its_authorized_key_file(root: Path, daemons) -> None:
-    from test_curve import Keys, free_port_pair, tcp_client
+    from test_curve import Keys, curve_project, free_port_pair, tcp_client
 
     keys = Keys(root.parent)
     port = free_port_pair()
-    project = f"""
-    [daemon]
-    tcp = "127.0.0.1:{port}"
-    curve_secret_key = "keys/server.key_secret"
-    curve_authorized_dir = "authorized"
-    """
-    tree = build_tree(root, {"a": SLEEPER}, project)
+    tree = build_tree(root, {"a": SLEEPER}, curve_project(port))
     daemons(tree).start()
     with tcp_client(port, keys.server, keys.client, timeout=10) as c:
         c.client_name = "remote-ops"

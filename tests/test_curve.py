@@ -47,17 +47,21 @@ class Keys:
         shutil.copy(self.client.public, authorized / "client.key")
 
 
-@pytest.fixture
-def curve_daemon(root):
-    keys = Keys(root.parent)
-    port = free_port_pair()
-    project = f"""
+def curve_project(port: int) -> str:
+    """The [daemon] table of a project listening on 127.0.0.1:``port`` with the Keys layout."""
+    return f"""
     [daemon]
     tcp = "127.0.0.1:{port}"
     curve_secret_key = "keys/server.key_secret"
     curve_authorized_dir = "authorized"
     """
-    tree = build_tree(root, {"a": SLEEPER}, project)
+
+
+@pytest.fixture
+def curve_daemon(root):
+    keys = Keys(root.parent)
+    port = free_port_pair()
+    tree = build_tree(root, {"a": SLEEPER}, curve_project(port))
     d = Daemon(tree)
     try:
         d.start()  # answers hello on ipc: the local sockets are untouched by ZAP

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from daemonkit import SLEEPER, build_tree, program, wait_for
+from daemonkit import SLEEPER, build_tree, daemon_refuses, program, runyard_env, wait_for
 
 from archives import archive_record, make_tar, write_catalog
 from runtime.acquire import ensure_service
@@ -31,15 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-
-
 def doctor(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "doctor", "--root", str(root), *extra],
         cwd=REPO,
-        env=clean_env(),
+        env=runyard_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -50,32 +46,6 @@ def doctor(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def checks(root: Path) -> dict[str, dict]:
     out = doctor(root, "--json")
     return {c["name"]: c for c in json.loads(out.stdout)["checks"]}
-
-
-def daemon_refuses(root: Path) -> str:
-    """Run the daemon in the foreground; it must exit 1 at once. Returns its stderr."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daemon",
-            "daemon",
-            "--root",
-            str(root),
-            "--project",
-            str(root.parent / "runyard.toml"),
-        ],
-        cwd=root.parent,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 1, (out.returncode, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def binary_of(tree: RuntimeTree, name: str) -> Path:
