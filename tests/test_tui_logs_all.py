@@ -8,7 +8,7 @@ import re
 
 import pytest
 from daemonkit import build_tree
-from tuikit import states, until
+from tuikit import LOGS, scripted_app, states, until
 
 from tui.app import RunyardApp
 from tui.banner import Banner
@@ -198,3 +198,17 @@ async def test_all_logs_go_on_after_the_daemon_comes_back(root, daemons) -> None
             timeout=30,
         )
         assert isinstance(app.screen, LogsScreen) and app.screen.service == ALL_LOGS
+
+
+async def test_lines_for_a_closing_logs_screen_are_dropped_not_a_crash() -> None:
+    """Regression: log lines reached a logs screen whose widgets were already gone (the app
+    shutting down under a flood) and query_one raised NoMatches out of the message handler."""
+    app = scripted_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = LogsScreen("api")
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.query(LogView), "the log view mounted")
+        await screen.view.remove()
+        screen.add_lines(LOGS["api"], reset=False)  # must not raise
+        await pilot.pause()
+        assert app.screen is screen and app.is_running

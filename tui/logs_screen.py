@@ -10,6 +10,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
@@ -83,9 +84,13 @@ class LogsScreen(Screen[None]):
         if self._early is not None:
             self._early.append((lines, reset, sources))
             return
+        try:
+            view = self.view
+        except NoMatches:
+            return  # the screen is closing (its widgets are gone): nothing shows these lines
         if reset:
-            self.view.reset()
-        self.view.add(lines, sources)
+            view.reset()
+        view.add(lines, sources)
 
     # --- keys -----------------------------------------------------------------------------------
 
