@@ -16,6 +16,9 @@ Version policy against the current version (docs/BUNDLES.md):
 - the same version already in versions/: nothing to extract when the bundle is identical (same
   manifest but for the signature), refused when it differs unless ``force``; the *current*
   version is never replaced in place, even with ``force``.
+
+A short cut or a refusal extracts nothing, so it reads every member against the signed
+digests first (``unpack.check_members``): a tampered bundle is named, whatever is installed.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from .plan import BundlePlan
 from .prefix import Prefix
 from .reader import BundleReader
 from .signing import SignatureCheck, check_signature
-from .unpack import extract_members
+from .unpack import check_members, extract_members
 
 __all__ = ["InstallResult", "decide_action", "install_bundle", "rollback"]
 
@@ -236,11 +239,20 @@ def _install_locked(
     force: bool,
 ) -> InstallResult:
     version = plan.contents.version
-    action = decide_action(current, version, migrate=migrate, force=force)
+    try:
+        action = decide_action(current, version, migrate=migrate, force=force)
+    except BundleError:
+        check_members(reader, plan)  # a tampered bundle is named before the policy speaks
+        raise
     target = p.version_dir(version)
     replace = False
     if os.path.lexists(target):
-        if _installed_id(target) == _content_id(doc):
+        same = _installed_id(target) == _content_id(doc)
+        if same or current == version or not force:
+            # A short cut or a refusal extracts nothing, so nothing else would read the members:
+            # they are checked against the signed digests first, whatever is installed.
+            check_members(reader, plan)
+        if same:
             if current == version:
                 return InstallResult(str(p.root), version, "unchanged", current, str(target))
             p.make_current(version)

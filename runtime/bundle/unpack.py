@@ -28,7 +28,7 @@ from .layout import DIR_MODE, EXEC_MODE, FILE_MODE, MANIFEST, SHARED_DIRS, Bundl
 from .plan import BundlePlan
 from .reader import BundleReader, copy_member
 
-__all__ = ["extract_members"]
+__all__ = ["check_members", "extract_members"]
 
 
 class _Flusher:
@@ -98,6 +98,33 @@ def _write_member(path: Path, src: Any, size: int, mode: int, label: str) -> tup
         return digest.hexdigest(), os.dup(fd)
     finally:
         os.close(fd)
+
+
+def check_members(reader: BundleReader, plan: BundlePlan) -> None:
+    """Read every member against the plan, as ``extract_members`` does, writing nothing.
+
+    What an install runs when it will extract nothing (the version is already there, or the
+    policy refuses it), so a tampered bundle is named whatever is installed.
+    """
+    label = reader.label
+    for item in reader.items():
+        entry = item.entry
+        if entry is None:
+            raise UnsafeArchiveError(item.problem or f"{label}: unsafe member {item.raw!r}")
+        problem = plan.expect(entry) or (plan.check_size(entry) if item.open else None)
+        if problem:
+            raise BundleError(f"{label}: {problem}")
+        if item.open is None:
+            continue
+        digest = hashlib.sha256()
+        with item.open() as src:
+            copy_member(src, digest.update, plan.size_of(entry.name), label)
+        problem = plan.check_digest(entry.name, digest.hexdigest())
+        if problem:
+            raise BundleError(f"{label}: {problem}")
+    missing = plan.finish()
+    if missing:
+        raise BundleError(f"{label}: {missing[0]}")
 
 
 def extract_members(reader: BundleReader, plan: BundlePlan, manifest: bytes, root: Path) -> None:
