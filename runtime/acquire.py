@@ -6,7 +6,9 @@
     manifest ─ entry with checksum, size, binPath, file digests ─ temp + rename
 
 An install that is already in place (same checksum, files present) returns at once with no
-network I/O. Every step that can fail does so before the manifest changes, so a failed ensure
+network I/O; an exact version that is installed needs no catalog at all. When the catalog
+cannot be fetched, the copy saved by the last fetch stands in for it (``catalog_note`` says so,
+with its age). Every step that can fail does so before the manifest changes, so a failed ensure
 leaves the manifest as it was and nothing new under ``bin/``.
 """
 
@@ -22,15 +24,25 @@ from pathlib import Path
 
 import msgspec
 
-from .cache import CacheEntry, archive_file_name, record_use
-from .catalog import LoadedCatalog, load_catalog, remember_catalog, remembered_catalog
-from .errors import CatalogError
+from .cache import CacheEntry, archive_file_name, record_use, record_use_of
+from .catalog import (
+    CatalogArchive,
+    LoadedCatalog,
+    load_catalog,
+    load_catalog_copy,
+    remember_catalog,
+    remembered_catalog,
+    save_catalog_copy,
+    source_url,
+)
+from .errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
 from .extract import extract_archive
 from .fetch import Progress, fetch_into_cache, tty_progress
 from .locking import tree_lock
 from .manifest import RuntimeManifest, ServiceEntry, load_manifest, save_manifest
 from .platform import current_arch, current_os
 from .tree import RuntimeTree, resolve_root
+from .versions import Version, VersionSpec
 
 __all__ = ["MANIFEST_LOCK", "ServiceBinary", "ensure_service", "get_manifest", "open_tree"]
 
@@ -55,6 +67,9 @@ class ServiceBinary(msgspec.Struct):
     fetched: bool
     #: True when this call extracted the archive into ``bin/``.
     installed: bool
+    #: Set when the catalog could not be fetched and its saved copy was used: one line
+    #: naming the failure and the copy's age, for stderr.
+    catalog_note: str | None = None
 
 
 def open_tree(root: str | os.PathLike[str] | None = None) -> RuntimeTree:
@@ -70,14 +85,44 @@ def _now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _catalog_for(tree: RuntimeTree, catalog: str | None) -> LoadedCatalog:
+def _catalog_for(tree: RuntimeTree, catalog: str | None) -> tuple[LoadedCatalog, str | None]:
+    """The catalog, fetched now or else its saved copy; and the note saying it was the copy."""
     source = catalog or remembered_catalog(tree)
     if not source:
         raise CatalogError("no catalog known for this tree: pass --catalog PATH_OR_URL once")
-    loaded = load_catalog(source)
+    try:
+        loaded = load_catalog(source)
+    except CatalogUnreachable as exc:
+        saved = load_catalog_copy(tree, source_url(source))
+        if saved is None:
+            raise CatalogUnreachable(f"{exc} (and this tree keeps no copy of it)") from None
+        fetched = datetime.fromtimestamp(saved.fetched_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return saved.loaded, f"{exc}; using the copy fetched {saved.age()} ago ({fetched})"
+    save_catalog_copy(tree, loaded)
     if catalog:
         remember_catalog(tree, loaded.url)
-    return loaded
+    return loaded, None
+
+
+def _installed_exact(
+    tree: RuntimeTree, name: str, spec: str, os_name: str, arch: str
+) -> ServiceEntry | None:
+    """The manifest entry of ``name`` at exactly ``spec`` for os/arch when its program is in
+    place: what an exact version needs, with no catalog at all."""
+    try:
+        parsed = VersionSpec.parse(spec)
+    except ValueError as exc:
+        raise ResolveError(str(exc)) from None
+    if parsed.kind != "exact":
+        return None
+    for entry in load_manifest(tree).find(name):
+        if (
+            (entry.os, entry.arch) == (os_name, arch)
+            and Version.try_parse(entry.version) == parsed.exact
+            and (tree.root / entry.bin_path).is_file()
+        ):
+            return entry
+    return None
 
 
 def _binary(
@@ -126,10 +171,36 @@ def ensure_service(
     """
     tree = open_tree(root)
     tree.init()
-    loaded = _catalog_for(tree, catalog)
     os_name = os_name or current_os()
     arch = arch or current_arch()
-    archive = loaded.resolve(name, version_spec, os_name, arch)
+    have = _installed_exact(tree, name, version_spec, os_name, arch)
+    if have is not None:
+        with tree_lock(tree, f"install-{name}-{have.version}-{have.platform}"):
+            have = _installed_exact(tree, name, have.version, os_name, arch)
+            if have is not None:
+                entry = _update_entry(tree, have)
+                record_use_of(tree, entry.checksum)
+                return _binary(entry, tree, fetched=False, installed=False)
+    loaded, note = _catalog_for(tree, catalog)
+    try:
+        archive = loaded.resolve(name, version_spec, os_name, arch)
+        if progress is None:
+            progress = tty_progress(f"{name} {archive.version}")
+        binary = _acquire(tree, loaded, archive, progress or None)
+    except RunyardError as exc:
+        if note is None:
+            raise
+        # Whatever failed, it failed against the saved copy: the one line says so.
+        raise type(exc)(f"{exc} (resolved against {note.rpartition('; using ')[2]})") from None
+    binary.catalog_note = note
+    return binary
+
+
+def _acquire(
+    tree: RuntimeTree, loaded: LoadedCatalog, archive: CatalogArchive, progress: Progress | None
+) -> ServiceBinary:
+    """Fetch, extract and record ``archive`` unless the tree already holds exactly it."""
+    name = archive.name
     url = loaded.archive_url(archive)
     file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, url)
     install_dir = tree.install_dir(name, archive.version, archive.os, archive.arch)
@@ -148,10 +219,8 @@ def ensure_service(
             record_use(tree, file_name)
             return _binary(entry, tree, fetched=False, installed=False)
 
-        if progress is None:
-            progress = tty_progress(f"{name} {archive.version}")
         cached, fetched = fetch_into_cache(
-            tree, url, file_name, archive.sha256, archive.size, progress or None
+            tree, url, file_name, archive.sha256, archive.size, progress
         )
         now_ns = time.time_ns()
         record_use(

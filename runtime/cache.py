@@ -28,6 +28,7 @@ __all__ = [
     "collect_garbage",
     "load_index",
     "record_use",
+    "record_use_of",
 ]
 
 INDEX_LOCK = "cache-index"
@@ -111,6 +112,14 @@ def record_use(tree: RuntimeTree, file_name: str, entry: CacheEntry | None = Non
             return
         found.last_used = max(now, found.last_used + 1)
         _save_index(tree, index)
+
+
+def record_use_of(tree: RuntimeTree, sha256: str) -> None:
+    """Mark every cached archive with ``sha256`` as used now (an install used without its
+    catalog is known by its checksum, not by its archive's file name)."""
+    for name, entry in load_index(tree).archives.items():
+        if entry.sha256 == sha256:
+            record_use(tree, name)
 
 
 def collect_garbage(

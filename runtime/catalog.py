@@ -5,11 +5,18 @@ archive names one (name, version, os, arch) with its URL, sha256 and size, the p
 program inside the archive, and defaults copied into the manifest on install. A relative ``url``
 is relative to the catalog's own location. The catalog used last is remembered in the tree
 (``config/runyard/catalog.json``) so ``--catalog`` is needed only once.
+
+The last catalog fetched is also kept, whole, in ``config/runyard/catalog-copy.json`` (its
+source URL, when it was fetched, and the validated catalog; written atomically). When a fetch
+fails (``CatalogUnreachable``: host down, HTTP error), acquisition resolves against that copy
+instead and says so, with its age: an edge box on a flaky link needs the network only for
+bytes it does not have yet.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +27,7 @@ from typing import Literal
 import msgspec
 
 from .atomic import atomic_write_bytes
-from .errors import CatalogError, ResolveError
+from .errors import CatalogError, CatalogUnreachable, ResolveError
 from .manifest import HEX64, PortDef, decode_error_message, unsafe_relative_path
 from .platform import ARCHES, OSES, normalize_arch, normalize_os
 from .tree import RESERVED_NAMES, RuntimeTree, check_name
@@ -30,9 +37,12 @@ __all__ = [
     "Catalog",
     "CatalogArchive",
     "LoadedCatalog",
+    "SavedCatalog",
     "load_catalog",
+    "load_catalog_copy",
     "remember_catalog",
     "remembered_catalog",
+    "save_catalog_copy",
     "source_url",
 ]
 
@@ -131,11 +141,11 @@ def read_url(url: str, what: str, limit: int) -> bytes:
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECS) as resp:
                 data = resp.read(limit + 1)
     except urllib.error.HTTPError as exc:
-        raise CatalogError(f"{what} {url}: HTTP {exc.code} {exc.reason}") from None
+        raise CatalogUnreachable(f"{what} {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise CatalogError(f"{what} {url}: {exc.reason}") from None
+        raise CatalogUnreachable(f"{what} {url}: {exc.reason}") from None
     except OSError as exc:
-        raise CatalogError(f"{what} {url}: {exc.strerror or exc}") from None
+        raise CatalogUnreachable(f"{what} {url}: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise CatalogError(f"{what} {url}: larger than {limit} bytes")
     return data
@@ -211,3 +221,65 @@ def remembered_catalog(tree: RuntimeTree) -> str | None:
     if not isinstance(source, str) or not source:
         raise CatalogError(f"{path}: no 'source' string; pass --catalog again")
     return source
+
+
+# --- the saved copy of the last catalog fetched -----------------------------------------------
+
+
+class SavedCatalog(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """``config/runyard/catalog-copy.json``: the last catalog fetched, and from where."""
+
+    source: str
+    #: time.time() of the fetch.
+    fetched_at: float
+    catalog: Catalog
+
+    @property
+    def loaded(self) -> LoadedCatalog:
+        return LoadedCatalog(self.source, self.catalog)
+
+    def age(self, now: float | None = None) -> str:
+        """``3h 12m``: how long ago the copy was fetched."""
+        secs = max(0, int((time.time() if now is None else now) - self.fetched_at))
+        days, rest = divmod(secs, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, secs = divmod(rest, 60)
+        if days:
+            return f"{days}d {hours}h"
+        if hours:
+            return f"{hours}h {minutes}m"
+        return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+_copy_decoder = msgspec.json.Decoder(SavedCatalog)
+_copy_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def _copy_path(tree: RuntimeTree) -> Path:
+    return tree.own_config_dir / "catalog-copy.json"
+
+
+def save_catalog_copy(tree: RuntimeTree, loaded: LoadedCatalog) -> None:
+    """Keep ``loaded`` as the copy to fall back on (atomic: the old copy or the new one)."""
+    tree.own_config_dir.mkdir(parents=True, exist_ok=True)
+    saved = SavedCatalog(source=loaded.url, fetched_at=time.time(), catalog=loaded.catalog)
+    atomic_write_bytes(_copy_path(tree), _copy_encoder.encode(saved) + b"\n")
+
+
+def load_catalog_copy(tree: RuntimeTree, source: str) -> SavedCatalog | None:
+    """The saved copy of the catalog at ``source`` (an absolute URL), or None when the tree
+    keeps none of it (none saved, another source, or a copy that no longer validates)."""
+    path = _copy_path(tree)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CATALOG_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CatalogError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    try:
+        saved = _copy_decoder.decode(data)
+        validate_catalog(saved.catalog)
+    except (msgspec.DecodeError, CatalogError):
+        return None  # a damaged copy is no copy: the fetch error stands
+    return saved if saved.source == source else None

@@ -4,6 +4,7 @@
     ├── ManifestError            manifest.json (or another file we own) is malformed
     ├── ProjectError             runyard.toml / env.toml / user config is malformed
     ├── CatalogError             a catalog cannot be read or is malformed
+    │   └── CatalogUnreachable   fetching it failed (host down, HTTP error, no such file)
     ├── ResolveError             no archive matches a name / version spec / platform
     ├── AcquisitionError         fetching an archive failed
     │   └── ChecksumMismatch     the bytes we got are not the bytes the catalog promised
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "AcquisitionError",
     "CatalogError",
+    "CatalogUnreachable",
     "ChecksumMismatch",
     "ManifestError",
     "ProjectError",
@@ -42,6 +44,10 @@ class ProjectError(RunyardError):
 
 class CatalogError(RunyardError):
     """A catalog is unreachable or malformed."""
+
+
+class CatalogUnreachable(CatalogError):
+    """The catalog could not be fetched (a saved copy may stand in for it)."""
 
 
 class ResolveError(RunyardError):

@@ -8,12 +8,66 @@ a tmpfs mounted for the test (root only), a loopback http.server, real archives 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from conftest import CountingServer
 from test_bundle_kit import bin_file, cli, make_tree, rewrite
 
+from archives import publish, write_catalog
 from runtime.bundle import pack_bundle
+
+# --- 3: offline, the catalog host down ------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_offline_ensure_resolves_against_the_saved_catalog_and_exact_needs_none(
+    tmp_path: Path,
+) -> None:
+    """`runtime ensure hello 1.2.x` with 1.2.10 installed and the catalog host down failed
+    with `Connection refused`: the catalog was fetched on every ensure and kept nowhere."""
+    served = tmp_path / "served"
+    served.mkdir()
+    write_catalog(
+        served / "catalog.json", [publish(served, "hello", v) for v in ("1.2.9", "1.2.10")]
+    )
+    root = str(tmp_path / "rt")
+    server = CountingServer(served)
+    try:
+        url = f"{server.url}/catalog.json"
+        out = cli(
+            "runtime", "ensure", "hello", "1.2.x", "--catalog", url, "--root", root, cwd=tmp_path
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("installed hello 1.2.10 ") and out.stderr == ""
+    finally:
+        server.close()  # the host is down: connecting to its port is refused
+
+    out = cli("runtime", "ensure", "hello", "1.2.x", "--root", root, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("hello 1.2.10 ") and "already installed" in out.stdout
+    (line,) = out.stderr.splitlines()
+    assert re.fullmatch(
+        rf"runyard: catalog {re.escape(url)}: .*Connection refused; using the copy fetched "
+        r"\d+s ago \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)",
+        line,
+    ), line
+    # A version the copy knows but the tree lacks still needs its archive: one line.
+    out = cli("runtime", "ensure", "hello", "1.2.9", "--root", root, cwd=tmp_path)
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert re.fullmatch(
+        r"runyard: http://\S+/hello-1\.2\.9\.tar\.gz: .*Connection refused "
+        r"\(resolved against the copy fetched \d+s ago \(.*\)\)\n",
+        out.stderr,
+    ), out.stderr
+    # An installed exact version needs no catalog at all, not even the copy.
+    for name in ("catalog.json", "catalog-copy.json"):
+        (tmp_path / "rt" / "config" / "runyard" / name).unlink()
+    out = cli("runtime", "ensure", "hello", "1.2.10", "--root", root, cwd=tmp_path)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "already installed" in out.stdout
+
 
 # --- 4: a tampered bundle of the installed, current version ------------------------------------
 

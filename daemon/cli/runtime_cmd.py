@@ -86,6 +86,8 @@ def cmd_ensure(args: argparse.Namespace) -> int:
         catalog=args.catalog,
         progress=None if not args.json else False,
     )
+    if result.catalog_note:
+        print(f"runyard: {result.catalog_note}", file=sys.stderr)
     if args.json:
         print_json(result)
         return 0
