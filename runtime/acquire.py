@@ -14,6 +14,7 @@ leaves the manifest as it was and nothing new under ``bin/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -41,6 +42,7 @@ from .fetch import Progress, fetch_into_cache, tty_progress
 from .locking import tree_lock
 from .manifest import RuntimeManifest, ServiceEntry, load_manifest, save_manifest
 from .platform import current_arch, current_os
+from .space import no_space_as_error, require_space
 from .tree import RuntimeTree, resolve_root
 from .versions import Version, VersionSpec
 
@@ -170,6 +172,20 @@ def ensure_service(
     ``progress`` None shows a bar when stderr is a terminal; False never does.
     """
     tree = open_tree(root)
+    # The steps name what they were writing; this names the rest (a lock file, the manifest).
+    with no_space_as_error(tree.root, f"ensuring {name} {version_spec}"):
+        return _ensure(tree, name, version_spec, catalog, progress, os_name, arch)
+
+
+def _ensure(
+    tree: RuntimeTree,
+    name: str,
+    version_spec: str,
+    catalog: str | None,
+    progress: Progress | bool | None,
+    os_name: str | None,
+    arch: str | None,
+) -> ServiceBinary:
     tree.init()
     os_name = os_name or current_os()
     arch = arch or current_arch()
@@ -199,13 +215,16 @@ def ensure_service(
 def _acquire(
     tree: RuntimeTree, loaded: LoadedCatalog, archive: CatalogArchive, progress: Progress | None
 ) -> ServiceBinary:
-    """Fetch, extract and record ``archive`` unless the tree already holds exactly it."""
+    """Fetch, extract and record ``archive`` unless the tree already holds exactly it.
+
+    A failure leaves ``bin/`` and ``cache/`` as they were: the install dir and the parents made
+    for it are removed, and so is an archive this call downloaded (a full disk gets its space
+    back; an archive that cannot be installed is not worth keeping).
+    """
     name = archive.name
     url = loaded.archive_url(archive)
     file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, url)
-    install_dir = tree.install_dir(name, archive.version, archive.os, archive.arch)
-    rel_install = install_dir.relative_to(tree.root).as_posix()
-    bin_rel = f"{rel_install}/{archive.bin_path}"
+    what = f"{name} {archive.version}"
 
     with tree_lock(tree, f"install-{name}-{archive.version}-{archive.platform}"):
         existing = load_manifest(tree).get(name, archive.version, archive.os, archive.arch)
@@ -220,25 +239,41 @@ def _acquire(
             return _binary(entry, tree, fetched=False, installed=False)
 
         cached, fetched = fetch_into_cache(
-            tree, url, file_name, archive.sha256, archive.size, progress
+            tree, url, file_name, archive.sha256, archive.size, progress, label=what
         )
+        try:
+            entry = _install(tree, archive, cached)
+        except BaseException:
+            if fetched:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cached)
+            raise
         now_ns = time.time_ns()
-        record_use(
-            tree,
-            file_name,
-            CacheEntry(
-                name=name,
-                version=archive.version,
-                os=archive.os,
-                arch=archive.arch,
-                sha256=archive.sha256,
-                size=archive.size,
-                url=url,
-                fetched_at=now_ns,
-                last_used=now_ns,
-            ),
+        cache_entry = CacheEntry(
+            name=name,
+            version=archive.version,
+            os=archive.os,
+            arch=archive.arch,
+            sha256=archive.sha256,
+            size=archive.size,
+            url=url,
+            fetched_at=now_ns,
+            last_used=now_ns,
         )
+        with no_space_as_error(tree.cache_dir, f"recording {what} in cache/index.json"):
+            record_use(tree, file_name, cache_entry)
+    return _binary(entry, tree, fetched=fetched, installed=True)
 
+
+def _install(tree: RuntimeTree, archive: CatalogArchive, cached: Path) -> ServiceEntry:
+    """Extract ``cached`` into its install dir and put it in the manifest; on any failure
+    the install dir is as it was (absent, or the old one moved back)."""
+    name = archive.name
+    install_dir = tree.install_dir(name, archive.version, archive.os, archive.arch)
+    rel_install = install_dir.relative_to(tree.root).as_posix()
+    doing = f"extracting {name} {archive.version} into bin/"
+    made = _missing_parents(install_dir.parent, tree.bin_dir)
+    try:
         # A dir without a manifest entry is what a crash between rename and manifest write
         # leaves; a dir with another checksum is a catalog that re-published the version.
         # Either way it is moved aside, replaced, and removed once the manifest says so.
@@ -249,7 +284,13 @@ def _acquire(
             )
             os.rename(install_dir, aside / "tree")
         try:
-            files = extract_archive(cached, install_dir, bin_path=archive.bin_path)
+            with no_space_as_error(tree.bin_dir, doing):
+                files = extract_archive(
+                    cached,
+                    install_dir,
+                    bin_path=archive.bin_path,
+                    reserve=lambda need: require_space(tree.bin_dir, need, doing),
+                )
         except BaseException:
             if aside is not None:
                 os.rename(aside / "tree", install_dir)
@@ -263,7 +304,7 @@ def _acquire(
             arch=archive.arch,
             checksum=archive.sha256,
             size=archive.size,
-            bin_path=bin_rel,
+            bin_path=f"{rel_install}/{archive.bin_path}",
             default_ports=list(archive.default_ports or []),
             env=dict(archive.env or {}),
             args=list(archive.args or []),
@@ -272,7 +313,10 @@ def _acquire(
             files=files,
         )
         try:
-            _put_entry(tree, entry)
+            with no_space_as_error(
+                tree.root, f"recording {name} {archive.version} in manifest.json"
+            ):
+                _put_entry(tree, entry)
         except BaseException:
             shutil.rmtree(install_dir, ignore_errors=True)
             if aside is not None:
@@ -281,7 +325,21 @@ def _acquire(
         finally:
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
-    return _binary(entry, tree, fetched=fetched, installed=True)
+    except BaseException:
+        for directory in made:  # deepest first; one that is not empty was not ours alone
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        raise
+    return entry
+
+
+def _missing_parents(directory: Path, stop: Path) -> list[Path]:
+    """``directory`` and its parents below ``stop`` that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while directory != stop and stop in directory.parents and not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    return missing
 
 
 def _put_entry(tree: RuntimeTree, entry: ServiceEntry) -> None:

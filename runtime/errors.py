@@ -9,6 +9,7 @@
     ├── AcquisitionError         fetching an archive failed
     │   └── ChecksumMismatch     the bytes we got are not the bytes the catalog promised
     ├── UnsafeArchiveError       an archive tries to write outside its directory, or worse
+    ├── NoSpaceError             the disk cannot hold what must be written (checked or ENOSPC)
     └── TreeError                the runtime tree is missing, or a path escapes it
 
 Every message names the thing that is wrong, so the CLI prints it on one line as it is.
@@ -22,6 +23,7 @@ __all__ = [
     "CatalogUnreachable",
     "ChecksumMismatch",
     "ManifestError",
+    "NoSpaceError",
     "ProjectError",
     "ResolveError",
     "RunyardError",
@@ -64,6 +66,10 @@ class ChecksumMismatch(AcquisitionError):
 
 class UnsafeArchiveError(RunyardError):
     """An archive member would escape the target or carries a dangerous type or mode."""
+
+
+class NoSpaceError(RunyardError):
+    """No space left on device for a download, an extraction or a record; nothing half written."""
 
 
 class TreeError(RunyardError):

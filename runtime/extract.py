@@ -37,6 +37,7 @@ from typing import IO
 from .archive_rules import Entry, check_plan, clean_name, fail, reading, tar_entry, zip_entry
 from .atomic import fsync_dir
 from .errors import TreeError, UnsafeArchiveError
+from .space import on_disk
 
 __all__ = ["CHUNK_SIZE", "archive_format", "extract_archive"]
 
@@ -64,11 +65,15 @@ def extract_archive(
     *,
     bin_path: str | None = None,
     max_bytes: int | None = None,
+    reserve: Callable[[int], None] | None = None,
 ) -> dict[str, str]:
     """Extract ``archive`` to ``dest`` (which must not exist); return {posix path: sha256}.
 
     ``bin_path``, relative to the archive root, must be a regular file member and is made
-    executable. ``max_bytes`` caps the total size of the regular files.
+    executable. ``max_bytes`` caps the total size of the regular files. ``reserve`` is called
+    with the bytes the extraction will take on ``dest``'s file system (the declared sizes, in
+    whole blocks), after every member is checked and before anything is written; it raises to
+    refuse (a decompression bomb is refused there, not when the disk is full).
     """
     archive = Path(archive)
     dest = Path(dest)
@@ -87,6 +92,9 @@ def extract_archive(
                 f"{label}: archive expands to {total} bytes, more than the limit of {max_bytes}"
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if reserve is not None:
+            others = sum(1 for e in entries if e.kind != "file")
+            reserve(on_disk(dest.parent, (e.size for e in entries if e.kind == "file"), others))
         temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
         try:
             digests = _write_all(entries, temp, open_member, label)

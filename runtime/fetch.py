@@ -1,8 +1,10 @@
 """Fetching archives into the cache: streamed, hashed and size-checked while written.
 
 The bytes go to a temp file beside the final name and are renamed into place only when their
-sha256 and size match the catalog; a mismatch deletes the partial file. A per-archive lock makes
-two concurrent fetches of one archive download it once: the second finds the file in place.
+sha256 and size match the catalog; a mismatch deletes the partial file, and so does a full
+disk. The catalog's size is checked against the free space before the first request. A
+per-archive lock makes two concurrent fetches of one archive download it once: the second
+finds the file in place.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import BinaryIO, Protocol
 from .atomic import atomic_output
 from .errors import AcquisitionError, ChecksumMismatch
 from .locking import tree_lock
+from .space import no_space_as_error, on_disk, require_space
 from .tree import RuntimeTree
 
 __all__ = ["Progress", "fetch_into_cache", "hash_file", "open_source"]
@@ -118,11 +121,15 @@ def fetch_into_cache(
     sha256: str,
     size: int,
     progress: Progress | None = None,
+    *,
+    label: str | None = None,
 ) -> tuple[Path, bool]:
     """The cached archive ``file_name``, downloading it when absent or damaged.
 
     Returns (path, fetched): ``fetched`` is False when the cache already held the right bytes,
-    in which case no network I/O happened.
+    in which case no network I/O happened. A download that the catalog's size says cannot fit
+    is refused before the first request (NoSpaceError naming ``label``, the archive file name
+    by default); a disk that fills up anyway is the same error, with the partial file gone.
     """
     tree.archives_dir.mkdir(parents=True, exist_ok=True)
     target = tree.archives_dir / file_name
@@ -133,5 +140,9 @@ def fetch_into_cache(
                 return target, False
             # Damaged or replaced behind our back: fetch it again rather than trust it.
             target.unlink()
-        _download(url, target, sha256, size, progress)
+        doing = f"downloading {label or file_name} into cache/"
+        need = on_disk(tree.archives_dir, [size])
+        require_space(tree.archives_dir, need, doing)
+        with no_space_as_error(tree.archives_dir, doing, need):
+            _download(url, target, sha256, size, progress)
     return target, True

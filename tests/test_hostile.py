@@ -7,16 +7,141 @@ a tmpfs mounted for the test (root only), a loopback http.server, real archives 
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
+import os
 import re
+import subprocess
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import CountingServer
 from test_bundle_kit import bin_file, cli, make_tree, rewrite
 
-from archives import publish, write_catalog
+from archives import archive_record, make_tar, program, publish, write_catalog
 from runtime.bundle import pack_bundle
+
+# --- 1: a full disk during runtime ensure -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` for the block (root only), always unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True)
+    opts = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def make_bomb(path: Path, name: str, expands_to: int) -> Path:
+    """A .tar.gz of a few MiB holding ``bin/<name>``: ``expands_to`` bytes of zeros."""
+    with (
+        gzip.GzipFile(path, "wb", compresslevel=1, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w:") as tf,
+    ):
+        info = tarfile.TarInfo(f"bin/{name}")
+        info.size, info.mode = expands_to, 0o755
+        tf.addfile(info, io.BufferedReader(_Zeros(expands_to), 1 << 20))
+    return path
+
+
+def tree_files(root: Path) -> set[str]:
+    """Every path under bin/ and cache/, dirs too."""
+    return {
+        p.relative_to(root).as_posix() for top in ("bin", "cache") for p in (root / top).rglob("*")
+    }
+
+
+@pytest.mark.timeout(180)
+def test_disk_full_during_ensure_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """A 1 GiB decompression bomb (or a catalog size of 1e12) on a small disk ended in
+    `internal error: OSError: [Errno 28]` and left bin/svc2/1.0.0/, a partial cache archive and
+    a cache record behind. Sizes that are known are checked first; ENOSPC that comes anyway
+    (here: no inodes left) is the same one line; a failed ensure leaves bin/ and cache/ as
+    they were."""
+    served = tmp_path / "served"
+    served.mkdir()
+    bomb = make_bomb(served / "svc2-1.0.0.tar.gz", "svc2", 1 << 30)
+    many = make_tar(
+        served / "svc3-1.0.0.tar.gz",
+        {"bin/svc3": program("svc3"), **{f"share/{i:03}": b"x" for i in range(200)}},
+    )
+    huge = archive_record(bomb, "svc4", "1.0.0", size=10**12, sha256="0" * 64)
+    records = [
+        archive_record(bomb, "svc2", "1.0.0"),
+        archive_record(many, "svc3", "1.0.0"),
+        huge,
+        publish(served, "hello", "1.0.0"),
+    ]
+    write_catalog(served / "catalog.json", records)
+    server = CountingServer(served)
+    try:
+        with small_disk(tmp_path / "disk", "16m", inodes=150) as disk:
+            rt = disk / "rt"
+            url = f"{server.url}/catalog.json"
+            out = cli(
+                "runtime", "ensure", "hello", "--catalog", url, "--root", str(rt), cwd=tmp_path
+            )
+            assert out.returncode == 0, out.stderr
+            before = tree_files(rt)
+            manifest = (rt / "manifest.json").read_bytes()
+            index = (rt / "cache" / "index.json").read_bytes()
+
+            def refused(name: str, doing: str) -> str:
+                out = cli("runtime", "ensure", name, "--root", str(rt), cwd=tmp_path)
+                assert out.returncode == 1, out.stdout + out.stderr
+                (line,) = out.stderr.splitlines()
+                assert line.startswith(f"runyard: no space left on device while {doing}: "), line
+                assert tree_files(rt) == before
+                assert (rt / "manifest.json").read_bytes() == manifest
+                assert (rt / "cache" / "index.json").read_bytes() == index
+                return line
+
+            line = refused("svc2", "extracting svc2 1.0.0 into bin/")
+            assert re.search(r": needs 1\.0 GiB, \d+\.\d MiB free$", line), line
+            asked = len(server.requests)
+            line = refused("svc4", "downloading svc4 1.0.0 into cache/")
+            assert re.search(r": needs 931\.3 GiB, \d+\.\d MiB free$", line), line
+            assert len(server.requests) == asked + 1  # the catalog only: no byte of the archive
+            line = refused("svc3", "extracting svc3 1.0.0 into bin/")
+            assert re.search(r": \d+\.\d MiB free$", line), line
+            # The disk has all its space back: what fits still installs.
+            for p in served.glob("hello-*"):
+                p.unlink()
+            hello2 = publish(served, "hello", "2.0.0")
+            write_catalog(served / "catalog.json", [*records, hello2])
+            out = cli("runtime", "ensure", "hello", "2.0.0", "--root", str(rt), cwd=tmp_path)
+            assert out.returncode == 0, out.stderr
+    finally:
+        server.close()
+
 
 # --- 3: offline, the catalog host down ------------------------------------------------------
 
