@@ -36,7 +36,7 @@ from ..atomic import fsync_dir
 from ..canonical import canonical_bytes
 from ..errors import ManifestError, RunyardError, UnsafeArchiveError
 from ..manifest import parse_manifest
-from ..space import human_bytes
+from ..space import free_bytes, human_bytes, on_disk
 from ..versions import Version
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
@@ -109,11 +109,9 @@ def _installed_id(version_dir: Path) -> str | None:
 def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) -> None:
     """Refuse, before extracting, a bundle whose files (by the sizes its manifest lists, each
     rounded up to whole blocks) do not fit in the free space of the prefix's filesystem."""
-    st = os.statvfs(p.versions_dir if p.versions_dir.is_dir() else p.root)
-    block = st.f_frsize or 4096
-    sizes = [len(manifest), *(plan.sizes or {}).values()]
-    need = sum(-(-size // block) * block for size in sizes)
-    free = st.f_bavail * st.f_frsize
+    where = p.versions_dir if p.versions_dir.is_dir() else p.root
+    need = on_disk(where, [len(manifest), *(plan.sizes or {}).values()])
+    free = free_bytes(where)
     if need > free:
         raise BundleError(
             f"{label}: needs {human_bytes(need)} in {p.root} but only {human_bytes(free)} is free there; "
