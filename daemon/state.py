@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 
 from runtime.atomic import atomic_write_bytes
+from runtime.capped import SMALL_FILE, read_capped
+from runtime.errors import FileRefused
 from runtime.tree import RuntimeTree
 
 __all__ = ["DaemonState", "ServiceRecord", "load_state", "save_state", "state_path"]
@@ -45,10 +47,10 @@ def load_state(tree: RuntimeTree) -> tuple[DaemonState, str | None]:
     """The recorded state, and a warning when the file was unreadable (then: empty state)."""
     path = state_path(tree)
     try:
-        return _decoder.decode(path.read_bytes()), None
+        return _decoder.decode(read_capped(path, SMALL_FILE)), None
     except FileNotFoundError:
         return DaemonState(), None
-    except (OSError, msgspec.DecodeError) as exc:
+    except (OSError, FileRefused, msgspec.DecodeError) as exc:
         return DaemonState(), f"{path}: unreadable ({exc}); starting without adoption"
 
 

@@ -51,9 +51,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .atomic import atomic_write_bytes
+from .capped import SMALL_FILE, read_capped
+from .errors import FileRefused
 
 __all__ = [
     "AUDIT_RELPATH",
@@ -343,6 +345,23 @@ class _Line:
     error: str | None
 
 
+def _read_lines(fh: BinaryIO) -> Iterator[_Line]:
+    """Every line of the log as a _Line; one longer than SMALL_FILE is hashed as it streams
+    by (so the chain still checks) but never held whole or parsed."""
+    no = 0
+    while raw := fh.readline(SMALL_FILE + 1):
+        no += 1
+        if len(raw) <= SMALL_FILE or raw.endswith(b"\n"):
+            yield _read_line(no, raw)
+            continue
+        digest = hashlib.sha256(raw)
+        while (more := fh.readline(SMALL_FILE)) and not more.endswith(b"\n"):
+            digest.update(more)
+        digest.update(more.rstrip(b"\n"))
+        why = f"longer than {SMALL_FILE} bytes; not parsed"
+        yield _Line(no, digest.hexdigest(), None, None, why)
+
+
 def _read_line(no: int, raw: bytes) -> _Line:
     digest = line_hash(raw)
     try:
@@ -371,9 +390,11 @@ def _name(line: _Line) -> str:
 def _read_head(path: Path) -> tuple[int, str] | str | None:
     """(seq, sha256) of the head file, a one-line reason it is unreadable, or None (absent)."""
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, SMALL_FILE)
     except FileNotFoundError:
         return None
+    except FileRefused as exc:
+        return str(exc)
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}"
     try:
@@ -439,8 +460,7 @@ def verify_chain(
     lines: list[_Line] = []
     try:
         with open(path, "rb") as fh:
-            for no, raw in enumerate(fh, start=1):
-                lines.append(_read_line(no, raw))
+            lines.extend(_read_lines(fh))
     except FileNotFoundError:
         if anchor is not None:
             report.problems.append(

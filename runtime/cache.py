@@ -14,6 +14,7 @@ import time
 import msgspec
 
 from .atomic import atomic_write_bytes
+from .capped import SMALL_FILE, read_capped
 from .errors import ManifestError
 from .locking import tree_lock
 from .manifest import decode_error_message, load_manifest
@@ -86,7 +87,7 @@ def archive_file_name(name: str, version: str, platform: str, sha256: str, url: 
 
 def load_index(tree: RuntimeTree) -> CacheIndex:
     try:
-        data = tree.cache_index_path.read_bytes()
+        data = read_capped(tree.cache_index_path, SMALL_FILE)
     except FileNotFoundError:
         return CacheIndex()
     try:

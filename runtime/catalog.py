@@ -27,7 +27,8 @@ from typing import Literal
 import msgspec
 
 from .atomic import atomic_write_bytes
-from .errors import CatalogError, CatalogUnreachable, ResolveError
+from .capped import SMALL_FILE, read_capped
+from .errors import CatalogError, CatalogUnreachable, FileRefused, ResolveError
 from .manifest import HEX64, PortDef, decode_error_message, unsafe_relative_path
 from .platform import ARCHES, OSES, normalize_arch, normalize_os
 from .tree import RESERVED_NAMES, RuntimeTree, check_name
@@ -135,8 +136,7 @@ def read_url(url: str, what: str, limit: int) -> bytes:
     try:
         if url.startswith("file:"):
             path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-            with open(path, "rb") as fh:
-                data = fh.read(limit + 1)
+            data = read_capped(path, limit)
         else:
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECS) as resp:
                 data = resp.read(limit + 1)
@@ -146,6 +146,8 @@ def read_url(url: str, what: str, limit: int) -> bytes:
         raise CatalogUnreachable(f"{what} {url}: {exc.reason}") from None
     except OSError as exc:
         raise CatalogUnreachable(f"{what} {url}: {exc.strerror or exc}") from None
+    except FileRefused as exc:
+        raise CatalogError(f"{what} {exc}") from None
     if len(data) > limit:
         raise CatalogError(f"{what} {url}: larger than {limit} bytes")
     return data
@@ -212,7 +214,7 @@ def remember_catalog(tree: RuntimeTree, url: str) -> None:
 def remembered_catalog(tree: RuntimeTree) -> str | None:
     path = _remembered_path(tree)
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_capped(path, SMALL_FILE))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -271,8 +273,7 @@ def load_catalog_copy(tree: RuntimeTree, source: str) -> SavedCatalog | None:
     keeps none of it (none saved, another source, or a copy that no longer validates)."""
     path = _copy_path(tree)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CATALOG_BYTES + 1)
+        data = read_capped(path, MAX_CATALOG_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -9,6 +9,7 @@
     ├── AcquisitionError         fetching an archive failed
     │   └── ChecksumMismatch     the bytes we got are not the bytes the catalog promised
     ├── UnsafeArchiveError       an archive tries to write outside its directory, or worse
+    ├── FileRefused              a file to parse is too big, not a regular file, or a link not followed
     ├── NoSpaceError             the disk cannot hold what must be written (checked or ENOSPC)
     └── TreeError                the runtime tree is missing, or a path escapes it
 
@@ -22,6 +23,7 @@ __all__ = [
     "CatalogError",
     "CatalogUnreachable",
     "ChecksumMismatch",
+    "FileRefused",
     "ManifestError",
     "NoSpaceError",
     "ProjectError",
@@ -66,6 +68,10 @@ class ChecksumMismatch(AcquisitionError):
 
 class UnsafeArchiveError(RunyardError):
     """An archive member would escape the target or carries a dangerous type or mode."""
+
+
+class FileRefused(RunyardError):
+    """A file we were to parse is refused before a byte is read (size cap, type, symlink)."""
 
 
 class NoSpaceError(RunyardError):

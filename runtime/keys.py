@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from zmq.utils import z85
 
 from .atomic import atomic_write_bytes
+from .capped import SMALL_FILE, read_capped
 from .errors import RunyardError
 
 __all__ = [
@@ -169,7 +170,7 @@ def generate_curve_key(prefix: str | os.PathLike[str], force: bool = False) -> C
 
 def _read(path: str | os.PathLike[str]) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return read_capped(path, SMALL_FILE)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such file") from None
     except OSError as exc:

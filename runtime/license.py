@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RunyardError
+from .capped import SMALL_FILE, read_capped
+from .errors import FileRefused, RunyardError
 from .tree import RuntimeTree
 
 __all__ = [
@@ -269,9 +270,11 @@ def check_license(
     """The status of the license at ``path`` against the issuer key files ``issuers``."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_capped(p, SMALL_FILE)
     except FileNotFoundError:
         return _community("missing", path=None)
+    except FileRefused as exc:
+        return _community("malformed", str(exc), p)
     except OSError as exc:
         return _community("malformed", f"{p}: cannot read: {exc.strerror or exc}", p)
     try:

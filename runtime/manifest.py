@@ -18,6 +18,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .atomic import atomic_write_bytes
+from .capped import MANIFEST_FILE, read_capped
 from .errors import ManifestError
 from .platform import ARCHES, OSES
 from .tree import RESERVED_NAMES, RuntimeTree, check_name
@@ -289,7 +290,8 @@ def parse_manifest(
 def load_manifest(tree: RuntimeTree) -> RuntimeManifest:
     """The tree's manifest, validated."""
     tree.require()
-    return parse_manifest(tree.manifest_path.read_bytes(), tree, str(tree.manifest_path))
+    data = read_capped(tree.manifest_path, MANIFEST_FILE)
+    return parse_manifest(data, tree, str(tree.manifest_path))
 
 
 def encode_manifest(manifest: RuntimeManifest) -> bytes:

@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import ProjectError
+from .capped import SMALL_FILE, read_toml_capped
+from .errors import FileRefused, ProjectError
 from .manifest import decode_error_message
 from .supervision import Supervision
 from .tree import RESERVED_NAMES, check_name, find_project_file
@@ -192,8 +193,9 @@ def _convert(data: object, typ: type[T], source: str, where: str) -> T:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return read_toml_capped(path, SMALL_FILE)
+    except FileRefused as exc:
+        raise ProjectError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ProjectError(f"{path}: {exc}") from None
     except UnicodeDecodeError:

@@ -109,6 +109,8 @@ class RuntimeTree:
     def require(self) -> RuntimeTree:
         """Raise TreeError unless the tree has been initialised."""
         if not self.exists():
+            if os.path.exists(self.manifest_path):  # /dev/zero, a FIFO, a directory...
+                raise TreeError(f"{self.manifest_path}: is not a regular file")
             raise TreeError(
                 f"no runtime tree at {self.root} (manifest.json missing; "
                 f"run `runyard runtime init {self.root}`)"

@@ -13,7 +13,9 @@ import io
 import json
 import os
 import re
+import resource
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +143,130 @@ def test_disk_full_during_ensure_is_one_line_and_leaves_nothing(tmp_path: Path) 
             assert out.returncode == 0, out.stderr
     finally:
         server.close()
+
+
+# --- 2: a huge or endless file where JSON should be -------------------------------------------
+
+GiB = 1 << 30
+
+
+def run_capped(args: list[str], cwd: Path) -> tuple[int, str, str, int]:
+    """``runyard ARGS`` in a child limited to 4 GiB of address space (so a regression cannot
+    take the machine down); (exit code, stdout, stderr, peak RSS in bytes) of that child."""
+    from test_bundle_kit import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["XDG_CONFIG_HOME"] = str(cwd / "xdg")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * GiB, 4 * GiB))
+
+    out, err = cwd / "child.out", cwd / "child.err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "daemon", *args],
+            cwd=REPO,
+            env=env,
+            stdout=o,
+            stderr=e,
+            preexec_fn=limit,
+        )
+        try:
+            _pid, status, usage = os.wait4(child.pid, 0)
+        finally:
+            child.returncode = 0  # reaped by wait4; keep Popen from waiting again
+    return (
+        os.waitstatus_to_exitcode(status),
+        out.read_text(),
+        err.read_text(),
+        usage.ru_maxrss * 1024,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One sealed (unsigned) heat1d run."""
+    from test_runs_kit import SAMPLE, build_catalogs, install
+
+    from runtime.runs import execute_and_seal
+    from runtime.tree import RuntimeTree
+
+    with pytest.MonkeyPatch.context() as mp:
+        base = tmp_path_factory.mktemp("runs")
+        mp.setenv("XDG_CONFIG_HOME", str(base / "xdg"))
+        tree = RuntimeTree(base / "runtime")
+        tree.init()
+        install(tree, build_catalogs(tmp_path_factory), "heat1d")
+        done = execute_and_seal(tree, "heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
+        return Path(done.bundle)
+
+
+def _huge(path: Path) -> None:
+    path.unlink()
+    with open(path, "wb") as fh:
+        fh.truncate(2 * GiB)  # sparse: 2 GiB to read, no disk used
+
+
+def _dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("hostile", [_huge, _dev_zero], ids=["sparse-2GiB", "symlink-dev-zero"])
+def test_verify_of_a_huge_or_endless_run_meta_refuses_it_unread(
+    run_bundle: Path, tmp_path: Path, hostile
+) -> None:
+    """`runyard verify` of a run bundle whose RUN_META.json was a 2 GiB sparse file (or a
+    symlink to /dev/zero) read it whole: MemoryError at 2-3 GiB RSS. It is now named under
+    required-files, never read or hashed, and no link is followed out of the bundle."""
+    from test_runs_kit import copy_bundle
+
+    bundle = copy_bundle(run_bundle, tmp_path / "bundle")
+    hostile(bundle / "RUN_META.json")
+    code, out, err, rss = run_capped(["verify", str(bundle), "--json"], tmp_path)
+    assert code == 1, err
+    report = json.loads(out)
+    (required,) = [c for c in report["checks"] if c["name"] == "required-files"]
+    assert not required["ok"]
+    assert "RUN_META.json: is " in required["detail"], required["detail"]
+    assert "refused unread" in required["detail"]
+    assert rss < 400 * 1024 * 1024, f"peak RSS {rss / 2**20:.0f} MiB"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("rel", "args"),
+    [
+        ("manifest.json", ["runtime", "ls"]),
+        ("cache/index.json", ["runtime", "gc", "--max-bytes", "1G"]),
+        ("config/runyard/catalog.json", ["runtime", "ensure", "web"]),
+    ],
+)
+@pytest.mark.parametrize("hostile", [_huge, _dev_zero], ids=["sparse-2GiB", "symlink-dev-zero"])
+def test_every_json_file_of_the_tree_is_capped(tmp_path: Path, rel: str, args, hostile) -> None:
+    """The tree's own JSON files were read whole too: one line naming the file, exit 1."""
+    served = tmp_path / "served"
+    served.mkdir()
+    write_catalog(served / "catalog.json", [publish(served, "web", "1.0.0")])
+    root = tmp_path / "rt"
+    out = cli(
+        "runtime",
+        "ensure",
+        "web",
+        "--catalog",
+        str(served / "catalog.json"),
+        "--root",
+        str(root),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    hostile(root / rel)
+    code, _out, err, rss = run_capped([*args, "--root", str(root)], tmp_path)
+    assert code == 1, err
+    (line,) = err.splitlines()
+    assert line.startswith(f"runyard: {root / rel}: is "), line
+    assert rss < 400 * 1024 * 1024, f"peak RSS {rss / 2**20:.0f} MiB"
 
 
 # --- 3: offline, the catalog host down ------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_write_text
-from runtime.errors import RunyardError
+from runtime.capped import SMALL_FILE, read_capped
+from runtime.errors import FileRefused, RunyardError
 from runtime.tree import RuntimeTree
 
 from .common import UsageError, open_tree
@@ -126,7 +127,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from runtime.license import sign_license
 
     try:
-        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        doc = json.loads(read_capped(args.file, SMALL_FILE))
+    except FileRefused as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
     except RecursionError:

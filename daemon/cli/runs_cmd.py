@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from runtime.capped import RUN_FILE, read_capped
+from runtime.errors import FileRefused
 from runtime.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
@@ -137,9 +139,16 @@ def _pairs(items: list[str], option: str, as_json: bool) -> dict[str, Any]:
 
 def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     try:
-        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        if name == "-":
+            data = sys.stdin.buffer.read(RUN_FILE + 1)
+            if len(data) > RUN_FILE:
+                raise UsageError(f"--input -: more than {RUN_FILE} bytes on stdin")
+        else:
+            data = read_capped(name, RUN_FILE)
     except OSError as exc:
         raise UsageError(f"--input {name}: {exc.strerror or exc}") from None
+    except FileRefused as exc:
+        raise UsageError(f"--input {exc}") from None
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

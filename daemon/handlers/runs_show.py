@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 
 from protocol import messages as m
+from runtime.capped import RUN_FILE, read_capped
+from runtime.errors import FileRefused
 from runtime.tree import RuntimeTree
 
 from .context import Context, HandlerError
@@ -25,8 +27,8 @@ def artifact_entries(bundle: Path) -> list[dict[str, Any]]:
     from runtime.runs.layout import INDEX_FILE
 
     try:
-        doc = json.loads((bundle / INDEX_FILE).read_bytes())
-    except (OSError, ValueError):
+        doc = json.loads(read_capped(bundle / INDEX_FILE, RUN_FILE, follow_symlinks=False))
+    except (OSError, ValueError, FileRefused):
         return []
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, list):

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..atomic import fsync_dir
 from ..canonical import canonical_bytes
+from ..capped import MANIFEST_FILE, read_json_capped
 from ..errors import ManifestError, RunyardError, UnsafeArchiveError
 from ..manifest import parse_manifest
 from ..space import free_bytes, human_bytes, on_disk
@@ -101,8 +102,8 @@ def _content_id(doc: dict[str, Any]) -> str:
 
 def _installed_id(version_dir: Path) -> str | None:
     try:
-        return _content_id(json.loads((version_dir / MANIFEST).read_bytes()))
-    except (OSError, ValueError, TypeError, BundleError):
+        return _content_id(read_json_capped(version_dir / MANIFEST, MANIFEST_FILE))
+    except (OSError, ValueError, TypeError, RunyardError):
         return None
 
 

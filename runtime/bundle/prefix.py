@@ -32,7 +32,6 @@ reader sees the old target or the new one, never a missing link. ``temp/locks/bu
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import fsync_dir
+from ..capped import MANIFEST_FILE, read_json_capped
+from ..errors import FileRefused
 from ..locking import tree_lock
 from ..manifest import SEMVER_RE
 from ..tree import RuntimeTree
@@ -95,8 +96,8 @@ class Prefix:
         for version in self.installed():
             info: dict[str, Any] = {}
             services: list[str] = []
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                doc = json.loads((self.version_dir(version) / "manifest.json").read_bytes())
+            with contextlib.suppress(OSError, ValueError, TypeError, FileRefused):
+                doc = read_json_capped(self.version_dir(version) / "manifest.json", MANIFEST_FILE)
                 info = doc.get("bundle") or {}
                 services = sorted({s.get("name", "") for s in doc.get("services") or []})
             rows.append(

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_output, fsync_dir
-from ..errors import RunyardError
+from ..capped import SMALL_FILE, read_capped, read_toml_capped
+from ..errors import FileRefused, RunyardError
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
 
@@ -141,21 +142,21 @@ def source_root() -> Path | None:
     """The source checkout this module runs from, or None when Runyard is installed."""
     root = Path(__file__).resolve().parents[2]
     try:
-        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        project = read_toml_capped(root / "pyproject.toml")
+    except (OSError, FileRefused, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     return root if project.get("project", {}).get("name") == PROJECT else None
 
 
 def _project(root: Path) -> dict:
-    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return read_toml_capped(root / "pyproject.toml")["project"]
 
 
 def _load_lock(root: Path) -> Lock:
     path = root / LOCK_FILE
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = read_capped(path, SMALL_FILE).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise WheelhouseError(
             f"cannot read {path}: {exc.strerror or exc}: run scripts/lock"
         ) from None

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..capped import RUN_FILE, read_capped
+from ..errors import FileRefused
 from ..tree import RuntimeTree
 from .definitions import EngineDefinitions, artifact_accepted
 from .jsonio import JSONInputError, strict_loads
@@ -75,8 +77,8 @@ def _normalize(items: Iterable[str | FromRun]) -> list[FromRun]:
 
 def _load(bundle: Path, name: str) -> dict:
     try:
-        value = strict_loads((bundle / name).read_bytes())
-    except (OSError, JSONInputError) as exc:
+        value = strict_loads(read_capped(bundle / name, RUN_FILE, follow_symlinks=False))
+    except (OSError, FileRefused, JSONInputError) as exc:
         raise RunRejected(f"upstream {bundle.name}: {name}: {exc}", stage="chain") from None
     if not isinstance(value, dict):
         raise RunRejected(f"upstream {bundle.name}: {name} is not an object", stage="chain")

@@ -24,6 +24,8 @@ from typing import Any
 import jsonschema
 
 from ..atomic import atomic_write_bytes
+from ..capped import SMALL_FILE, read_capped
+from ..errors import FileRefused
 from ..manifest import ServiceEntry
 from ..tree import RuntimeTree
 from .jsonio import JSONInputError, canonical, make_validator, schema_problem, strict_loads
@@ -133,10 +135,12 @@ def artifact_accepted(patterns: list[str], path: str) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(path, p) for p in patterns)
 
 
-def _read(directory: Path, name: str) -> bytes:
+def _read(directory: Path, name: str, follow_symlinks: bool = True) -> bytes:
     path = directory / name
     try:
-        return path.read_bytes()
+        return read_capped(path, SMALL_FILE, follow_symlinks=follow_symlinks)
+    except FileRefused as exc:
+        raise RunError(str(exc)) from None
     except FileNotFoundError:
         raise RunError(f"{path}: missing engine definition file") from None
     except OSError as exc:
@@ -152,10 +156,14 @@ def _json(directory: Path, name: str, data: bytes) -> Any:
     return value
 
 
-def load_definitions(directory: str | Path) -> EngineDefinitions:
-    """Read and check the seven definition files of ``directory``; RunError names the file."""
+def load_definitions(directory: str | Path, *, follow_symlinks: bool = True) -> EngineDefinitions:
+    """Read and check the seven definition files of ``directory``; RunError names the file.
+
+    Each is capped (``runtime.capped``); ``follow_symlinks`` False (a sealed bundle) refuses
+    a definition file that is a symlink.
+    """
     directory = Path(directory)
-    raw = {name: _read(directory, name) for name in DEFINITION_FILES}
+    raw = {name: _read(directory, name, follow_symlinks) for name in DEFINITION_FILES}
     values = {
         name: _json(directory, name, data) for name, data in raw.items() if name.endswith(".json")
     }

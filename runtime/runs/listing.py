@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..capped import RUN_FILE, read_capped
+from ..errors import FileRefused
 from ..tree import RuntimeTree
 from .jsonio import JSONInputError, strict_loads
 from .layout import REJECTION_FILE, RUN_ID_RE, RUN_INPUT, RUN_META, SIG_FILE, find_run
@@ -19,8 +21,8 @@ __all__ = ["list_runs", "show_run"]
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        doc = strict_loads(path.read_bytes())
-    except (OSError, JSONInputError):
+        doc = strict_loads(read_capped(path, RUN_FILE, follow_symlinks=False))
+    except (OSError, FileRefused, JSONInputError):
         return {}
     return doc if isinstance(doc, dict) else {}
 

@@ -28,7 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunyardError
+from ..capped import RUN_FILE, read_capped
+from ..errors import FileRefused, RunyardError
 from ..manifest import ServiceEntry, load_manifest
 from ..platform import current_arch, current_os
 from ..project import Project
@@ -85,9 +86,9 @@ def installed_entry(tree: RuntimeTree, engine: str, version: str) -> ServiceEntr
 
 def _load(bundle: Path, name: str) -> tuple[bytes, dict[str, Any]]:
     try:
-        data = (bundle / name).read_bytes()
+        data = read_capped(bundle / name, RUN_FILE, follow_symlinks=False)
         doc = strict_loads(data)
-    except (OSError, JSONInputError) as exc:
+    except (OSError, FileRefused, JSONInputError) as exc:
         raise RunyardError(f"{bundle / name}: {exc}") from None
     if not isinstance(doc, dict):
         raise RunyardError(f"{bundle / name}: not a JSON object")
@@ -129,7 +130,7 @@ def replay_bundle(
         return verdict
     entry = installed_entry(tree, engine, version)
     env = engine_env(tree, entry, project)
-    original_output = (bundle / RUN_OUTPUT).read_bytes()
+    original_output = read_capped(bundle / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
     index = run_input.get("input_artifact_index") or []
     replay_id = new_run_id()
     verdict.replay_id = replay_id
@@ -219,7 +220,9 @@ def _write_record(
     replay_output: bytes | None,
     result: EngineRun | None,
 ) -> Path:
-    original_output = strict_loads((Path(verdict.bundle) / RUN_OUTPUT).read_bytes())
+    original_output = strict_loads(
+        read_capped(Path(verdict.bundle) / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
+    )
     replay_doc = {
         "differences": verdict.differences,
         "artifact_differences": verdict.artifact_differences,

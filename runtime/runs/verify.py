@@ -21,7 +21,11 @@
                      must be RUN_META's; without: the public key RUN_META names). Required when
                      RUN_META names a signing key or a pubkey is given.
 
-Verification only reads: it never writes to the bundle or the tree.
+Verification only reads: it never writes to the bundle or the tree. Every file it parses (the
+RUN_*, index and definition JSON, the sums and the signature) is read through
+``runtime.capped`` with ``O_NOFOLLOW``: a symlink is never followed out of the bundle, and a
+file over its cap (or not a regular file) is named under required-files and never read, nor
+hashed.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import RunyardError
+from ..capped import RUN_FILE, SMALL_FILE, check_capped, read_capped
+from ..errors import FileRefused, RunyardError
 from ..keys import fingerprint, load_public_key
 from ..manifest import load_manifest
 from ..tree import RuntimeTree
@@ -69,11 +74,25 @@ def guess_tree(bundle: Path) -> RuntimeTree | None:
     return None
 
 
+#: The files verify parses, and the most bytes each may hold.
+_CAPS = {
+    **dict.fromkeys((*RUN_FILES, INDEX_FILE, SUMS_FILE), RUN_FILE),
+    **dict.fromkeys(DEFINITION_FILES, SMALL_FILE),
+    SIG_FILE: SMALL_FILE,
+}
+
+
 class _Verifier:
     def __init__(self, bundle: Path) -> None:
         self.bundle = bundle
         self.checks: list[Check] = []
         self.docs: dict[str, Any] = {}
+        #: Files refused unread (over their cap, not regular, a symlink): name -> why.
+        self.refused: dict[str, str] = {}
+
+    def read(self, name: str) -> bytes:
+        """A file verify parses, capped, never through a symlink (OSError / FileRefused)."""
+        return read_capped(self.bundle / name, _CAPS[name], follow_symlinks=False)
 
     def add(self, name: str, ok: bool, detail: str, skipped: bool = False) -> bool:
         self.checks.append(Check(name=name, ok=ok, detail=detail, skipped=skipped))
@@ -83,8 +102,8 @@ class _Verifier:
         """The parsed JSON file, or None (unreadable/invalid: reported by other checks)."""
         if name not in self.docs:
             try:
-                self.docs[name] = strict_loads((self.bundle / name).read_bytes())
-            except (OSError, JSONInputError):
+                self.docs[name] = strict_loads(self.read(name))
+            except (OSError, FileRefused, JSONInputError):
                 self.docs[name] = None
         return self.docs[name]
 
@@ -107,10 +126,19 @@ def verify_bundle(
     key = load_public_key(pubkey) if isinstance(pubkey, str | os.PathLike) else pubkey
     v = _Verifier(bundle)
     missing = [n for n in REQUIRED_FILES if not (bundle / n).is_file() or (bundle / n).is_symlink()]
+    for name, cap in _CAPS.items():
+        try:
+            problem = check_capped(bundle / name, cap, follow_symlinks=False)
+        except OSError:
+            continue  # absent: listed as missing when required
+        if problem:
+            v.refused[name] = problem
+    problems = [f"missing: {', '.join(missing)}"] if missing else []
+    problems += [f"{name}: {why}; refused unread" for name, why in v.refused.items()]
     v.add(
         "required-files",
-        not missing,
-        f"missing: {', '.join(missing)}" if missing else f"all {len(REQUIRED_FILES)} present",
+        not problems,
+        "; ".join(problems) or f"all {len(REQUIRED_FILES)} present",
     )
     try:
         v.docs["__present__"] = [p for p in list_files(bundle) if p not in (SUMS_FILE, SIG_FILE)]
@@ -138,8 +166,8 @@ def verify_bundle(
 
 def _check_sums(v: _Verifier) -> None:
     try:
-        data = (v.bundle / SUMS_FILE).read_bytes()
-    except OSError:
+        data = v.read(SUMS_FILE)
+    except (OSError, FileRefused):
         v.add("sums-format", False, f"{SUMS_FILE}: cannot be read")
         v.add("sums-coverage", False, f"{SUMS_FILE}: cannot be read")
         return
@@ -168,7 +196,7 @@ def _check_sums(v: _Verifier) -> None:
 def _check_hashes(v: _Verifier) -> None:
     sums: dict[str, str] = v.docs.get("__sums__") or {}
     present = set(v.docs.get("__present__") or [])
-    listed = [p for p in sums if p in present]
+    listed = [p for p in sums if p in present and p not in v.refused]
     actual = digests(v.bundle, listed, sync=False)
     bad = 0
     for rel in listed:
@@ -204,7 +232,7 @@ def _check_index(v: _Verifier) -> None:
         problems.append(f"files not in the index: {', '.join(extra)}")
     if gone:
         problems.append(f"indexed but missing: {', '.join(gone)}")
-    actual = digests(v.bundle, sorted(set(listed) & set(present)), sync=False)
+    actual = digests(v.bundle, sorted(set(listed) & set(present) - set(v.refused)), sync=False)
     for rel, (sha, size) in actual.items():
         e = listed[rel]
         if e.get("sha256") != sha or e.get("size") != size:
@@ -220,8 +248,8 @@ def _check_canonical(v: _Verifier) -> None:
     bad: list[str] = []
     for name in names:
         try:
-            data = (v.bundle / name).read_bytes()
-        except OSError:
+            data = v.read(name)
+        except (OSError, FileRefused):
             continue  # required-files reports it
         value = v.doc(name)
         try:
@@ -236,7 +264,7 @@ def _check_canonical(v: _Verifier) -> None:
 
 def _check_definitions(v: _Verifier) -> EngineDefinitions | None:
     try:
-        defs = load_definitions(v.bundle)
+        defs = load_definitions(v.bundle, follow_symlinks=False)
     except RunyardError as exc:
         v.add("definitions", False, str(exc))
         return None
@@ -284,8 +312,8 @@ def _check_schemas_current(
     problems = []
     for name in (INPUT_SCHEMA, OUTPUT_SCHEMA):
         try:
-            bundled = (v.bundle / name).read_bytes()
-        except OSError:
+            bundled = v.read(name)
+        except (OSError, FileRefused):
             problems.append(f"{name}: missing")
             continue
         if bundled != current.files[name]:
@@ -310,8 +338,8 @@ def _check_schema_validity(v: _Verifier, defs: EngineDefinitions | None) -> None
             v.add(check, problem is None, f"{name}: {problem}" if problem else f"{name} valid")
     out = v.obj(RUN_OUTPUT)
     try:
-        got = hashlib.sha256((v.bundle / RUN_INPUT).read_bytes()).hexdigest()
-    except OSError:
+        got = hashlib.sha256(v.read(RUN_INPUT)).hexdigest()
+    except (OSError, FileRefused):
         got = "(no RUN_INPUT.json)"
     want = out.get("inputs_hash")
     v.add("inputs-hash", want == got, f"{RUN_OUTPUT}: inputs_hash {want}, recomputed {got}")
@@ -378,8 +406,8 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         v.add("signature", False, f"{RUN_META}: signing_key_fingerprint {named}, key is {fp}")
         return
     try:
-        key.verify(sig_path.read_bytes(), (v.bundle / SUMS_FILE).read_bytes())
-    except (InvalidSignature, OSError):
+        key.verify(v.read(SIG_FILE), v.read(SUMS_FILE))
+    except (InvalidSignature, OSError, FileRefused):
         v.add("signature", False, f"{SIG_FILE}: does not verify over {SUMS_FILE} {how}")
         return
     v.add("signature", True, f"{SIG_FILE}: valid Ed25519 signature by {fp} {how}")
