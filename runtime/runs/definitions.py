@@ -217,7 +217,7 @@ def install_definitions(tree: RuntimeTree, entry: ServiceEntry) -> list[str]:
         if dest.exists():
             continue
         target.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(dest, path.read_bytes(), 0o644)
+        atomic_write_bytes(dest, read_capped(path, SMALL_FILE, follow_symlinks=False), 0o644)
         copied.append(path.name)
     return copied
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from ..capped import read_capped
 from ..env import RESERVED_PREFIX, resolve_service_env
 from ..manifest import ServiceEntry
 from ..platform import current_arch, current_os
@@ -240,7 +241,8 @@ def execute_engine(
             "an engine must not output secrets",
             stage="output",
         )
-    outputs, metrics = parse_stdout(staging.stdout.read_bytes())
+    # exit_description refused more than max_stdout; the cap holds the read to that too.
+    outputs, metrics = parse_stdout(read_capped(staging.stdout, max_stdout))
     _check_artifacts(staging)
     if input_hashes:
         _check_inputs(staging, input_hashes)
