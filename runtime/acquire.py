@@ -87,8 +87,11 @@ def _now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _catalog_for(tree: RuntimeTree, catalog: str | None) -> tuple[LoadedCatalog, str | None]:
-    """The catalog, fetched now or else its saved copy; and the note saying it was the copy."""
+def _catalog_for(
+    tree: RuntimeTree, catalog: str | None
+) -> tuple[LoadedCatalog, tuple[str, str] | None]:
+    """The catalog, fetched now or else its saved copy; with the copy, (why the fetch failed,
+    ``the copy fetched 3h 12m ago (...)``)."""
     source = catalog or remembered_catalog(tree)
     if not source:
         raise CatalogError("no catalog known for this tree: pass --catalog PATH_OR_URL once")
@@ -99,7 +102,7 @@ def _catalog_for(tree: RuntimeTree, catalog: str | None) -> tuple[LoadedCatalog,
         if saved is None:
             raise CatalogUnreachable(f"{exc} (and this tree keeps no copy of it)") from None
         fetched = datetime.fromtimestamp(saved.fetched_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return saved.loaded, f"{exc}; using the copy fetched {saved.age()} ago ({fetched})"
+        return saved.loaded, (str(exc), f"the copy fetched {saved.age()} ago ({fetched})")
     save_catalog_copy(tree, loaded)
     if catalog:
         remember_catalog(tree, loaded.url)
@@ -197,18 +200,19 @@ def _ensure(
                 entry = _update_entry(tree, have)
                 record_use_of(tree, entry.checksum)
                 return _binary(entry, tree, fetched=False, installed=False)
-    loaded, note = _catalog_for(tree, catalog)
+    loaded, copy = _catalog_for(tree, catalog)
     try:
         archive = loaded.resolve(name, version_spec, os_name, arch)
         if progress is None:
             progress = tty_progress(f"{name} {archive.version}")
         binary = _acquire(tree, loaded, archive, progress or None)
     except RunyardError as exc:
-        if note is None:
+        if copy is None:
             raise
         # Whatever failed, it failed against the saved copy: the one line says so.
-        raise type(exc)(f"{exc} (resolved against {note.rpartition('; using ')[2]})") from None
-    binary.catalog_note = note
+        raise type(exc)(f"{exc} (resolved against {copy[1]})") from None
+    if copy is not None:
+        binary.catalog_note = f"{copy[0]}; using {copy[1]}"
     return binary
 
 
