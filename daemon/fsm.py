@@ -9,15 +9,18 @@
        └──stopped── stopping ◀──stop── starting | running
 
 Readiness is not a state: it is a separate condition reported by probes. The *wanted* state
-(up or down) is kept apart from this actual state by the supervisor. `next_state` is pure and
-raises on an illegal transition, so a bug shows up as an error, not a silently odd state.
+(`Wanted`: up or down, what the operator asked for) is kept apart from this actual state, as s6
+keeps it. `next_state` is pure and raises on an illegal transition, so a bug shows up as an
+error, not a silently odd state. ``recall_fatal`` brings back, at boot, a service that was
+``fatal`` when the previous daemon ended: a new daemon does not retry what its predecessor gave
+up on.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["IllegalTransition", "ServiceState", "Trigger", "next_state"]
+__all__ = ["IllegalTransition", "ServiceState", "Trigger", "Wanted", "next_state"]
 
 
 class ServiceState(enum.StrEnum):
@@ -30,6 +33,13 @@ class ServiceState(enum.StrEnum):
     FATAL = "fatal"
 
 
+class Wanted(enum.StrEnum):
+    """What the operator asked for, apart from what is (s6's ``want up`` / ``want down``)."""
+
+    UP = "up"
+    DOWN = "down"
+
+
 class Trigger(enum.StrEnum):
     START = "start"  # wanted up: spawn now
     STARTED = "started"  # stayed up start_secs
@@ -40,6 +50,7 @@ class Trigger(enum.StrEnum):
     STOP = "stop"  # wanted down
     STOPPED = "stopped"  # the process group is gone after a stop
     ADOPT = "adopt"  # found alive after a daemon restart
+    RECALL_FATAL = "recall_fatal"  # was fatal when the previous daemon ended
 
 
 S, T = ServiceState, Trigger
@@ -47,6 +58,7 @@ S, T = ServiceState, Trigger
 TRANSITIONS: dict[tuple[ServiceState, Trigger], ServiceState] = {
     (S.STOPPED, T.START): S.STARTING,
     (S.STOPPED, T.ADOPT): S.RUNNING,
+    (S.STOPPED, T.RECALL_FATAL): S.FATAL,
     (S.STARTING, T.STARTED): S.RUNNING,
     (S.STARTING, T.EXIT_RETRY): S.BACKOFF,
     (S.STARTING, T.EXIT_DONE): S.EXITED,

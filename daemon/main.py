@@ -1,6 +1,7 @@
 """The daemon process: one per tree (flock in temp/), the control server, the supervisor.
 
-Signals: SIGTERM / SIGINT stop every service and exit; SIGHUP reloads. ``kill -9`` leaves the
+Signals: SIGTERM / SIGINT stop every service and exit; SIGHUP reloads. Both go through the
+supervisor's one order of operations, like the requests that do the same. ``kill -9`` leaves the
 services running on purpose: their pid, pgid and start time are in temp/state.json, their
 output waits in FIFOs whose read ends the children themselves keep open, and the next daemon
 adopts them (see docs/ARCHITECTURE.md, "Surviving a daemon crash").
@@ -229,8 +230,9 @@ async def _serve(
         if ctx.shutdown_requested.is_set() and stop_reason == "crashed":
             stop_reason = "shutdown request"
         _sd_notify("STOPPING=1")
-        if not ctx.shutdown_requested.is_set():
-            await sup.shutdown()
+        # The same shutdown as a request's (the one order's last operation; asking again waits
+        # for it), after whatever operation was under way or queued before it.
+        await sup.shutdown()
         bus.publish(
             "daemon", lambda seq, ts: DaemonEvent(topic="daemon", seq=seq, ts=ts, kind="stopping")
         )

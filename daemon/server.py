@@ -42,6 +42,7 @@ from runtime.project import DaemonSettings
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
+from .order import ShuttingDown
 from .supervisor import NotFound
 
 __all__ = ["ControlServer", "TcpListener", "peer_of", "tcp_listener"]
@@ -421,6 +422,8 @@ class ControlServer:
             reply = m.ErrorReply(code=exc.code, message=exc.message)
         except NotFound as exc:
             reply = m.ErrorReply(code="not_found", message=str(exc))
+        except ShuttingDown as exc:  # queued behind shutdown
+            reply = m.ErrorReply(code="conflict", message=str(exc))
         except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
             reply = m.ErrorReply(code="failed", message=str(exc))
         except Exception as exc:

@@ -1,9 +1,19 @@
 """One supervised service: its wanted state, its actual state, its process, logs and probe.
 
-`ServiceRunner._set` is the only place that assigns ``state``; it goes through the transition
-table (daemon/fsm.py) and tells the supervisor, which publishes the change and persists it.
-Everything here runs on the daemon's single asyncio loop, so no locks are needed; the one
-long operation (stop) is a task that concurrent callers share.
+The runner is the one owner of its service. ``_commit`` is the only place that changes
+``state`` (through the transition table, daemon/fsm.py), ``wanted``, ``reason``, ``restarts``
+and ``spec``, and the only place that tells the supervisor, which publishes one state event and
+records temp/state.json: one commit per transition, made once the facts of that transition are
+in place (a start is announced once, ``starting`` with its pid). The supervisor never assigns a
+runner's attributes: it asks (``want_up``, ``stop``, ``start_now``, ``hold``, ``block``,
+``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``).
+
+s6's rules: *wanted* (`Wanted`) is kept apart from *actual*; a process that goes down while
+wanted up is handled by the restart policy; a start that meets a stop under way is queued and
+honoured when the stop is done, never dropped.
+
+Everything here runs on the daemon's single asyncio loop, so no locks are needed; the one long
+operation (stop) is a task that concurrent callers share.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from protocol.messages import LogLine, ServiceStatus
 
-from .fsm import ALIVE, ServiceState, Trigger, next_state
+from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .logs import LogPipes, LogReader, ServiceLog
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
@@ -24,31 +34,40 @@ from .readiness import ReadinessMonitor
 from .spec import ServiceSpec
 
 if TYPE_CHECKING:
+    from .state import ServiceRecord
     from .supervisor import Supervisor
 
-__all__ = ["ServiceRunner"]
+__all__ = ["STARTABLE", "ServiceRunner"]
 
 S, T = ServiceState, Trigger
 
 #: Exit code recorded when the program could not even be spawned (as a shell would say).
 SPAWN_FAILED = 127
+#: States from which the scheduler may spawn (``start_now``).
+STARTABLE = frozenset({S.STOPPED, S.EXITED, S.FATAL, S.BACKOFF})
 
 
 class ServiceRunner:
     def __init__(self, spec: ServiceSpec, sup: Supervisor) -> None:
+        # --- owned: assigned only in _commit ---
         self.spec = spec
-        self.sup = sup
         self.state = S.STOPPED
-        self.wanted = "down"
-        #: Set by a start request, cleared once a start happens: dependency gating waits on it.
+        self.wanted = Wanted.DOWN
+        self.reason = ""
+        self.restarts = 0
+        # --- the rest ---
+        self.sup = sup
+        #: Wanted up and not spawned yet: the supervisor's scheduler spawns it (start_now) once
+        #: the state allows and nothing holds it (a dependency, a block).
         self.pending_start = False
+        #: Why this service may not start now (over the license limit, state.json cannot be
+        #: written); "" when nothing blocks it. Set by block(), cleared by unblock().
+        self.blocked = ""
         self.handle: ProcessHandle | None = None
         self.started_at: float | None = None
-        self.restarts = 0
         self.failures = 0
         self.last_exit: int | None = None
         self.last_exit_at: float | None = None
-        self.reason = ""
         self.next_start_at: float | None = None
         self.ready: bool | None = None
         self.ready_detail = ""
@@ -67,20 +86,53 @@ class ServiceRunner:
         self._stop_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._status: ServiceStatus | None = None
+        #: Changed but not announced yet (a start request, announced with the start itself).
+        self._unannounced = False
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    # --- the one place that changes state ----------------------------------------------------
+    # --- the one place that changes state --------------------------------------------------
 
-    def _set(self, trigger: Trigger, reason: str | None = None) -> None:
-        self.state = next_state(self.state, trigger)
+    def _commit(
+        self,
+        trigger: Trigger | None = None,
+        *,
+        reason: str | None = None,
+        wanted: Wanted | None = None,
+        restarts: int | None = None,
+        spec: ServiceSpec | None = None,
+        announce: bool = True,
+    ) -> None:
+        """Apply one transition and announce it once (event + state.json, by the supervisor).
+
+        ``announce=False`` keeps the change for the next commit (or ``flush``), so a start
+        request and the start it leads to are one event, not two.
+        """
+        if trigger is not None:
+            self.state = next_state(self.state, trigger)
         if reason is not None:
             self.reason = reason
-        self.sup.on_change(self)
+        if wanted is not None:
+            self.wanted = wanted
+        if restarts is not None:
+            self.restarts = restarts
+        if spec is not None:
+            self.spec = spec
+        self._status = None
+        if not announce:
+            self._unannounced = True
+            return
+        self._unannounced = False
+        self.sup.on_commit(self)
 
-    # --- facts -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Announce what was changed without announcing (the scheduler calls it last)."""
+        if self._unannounced:
+            self._commit()
+
+    # --- facts -----------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
         if self.state is not S.RUNNING:
@@ -93,10 +145,6 @@ class ServiceRunner:
         if condition == "ready":
             return self.is_ready()
         return self.state is S.RUNNING
-
-    def invalidate(self) -> None:
-        """Something shown in status changed; the next status() builds it anew."""
-        self._status = None
 
     def status(self) -> ServiceStatus:
         """What clients see. Cached between changes (a status of 50 services is the hottest
@@ -114,7 +162,7 @@ class ServiceRunner:
             name=self.name,
             version=self.spec.version,
             state=str(self.state),
-            wanted=self.wanted,
+            wanted=str(self.wanted),
             ready=None if self.spec.readiness is None else bool(self.ready),
             ready_detail=self.ready_detail,
             pid=self.handle.pid if self.handle else None,
@@ -132,25 +180,75 @@ class ServiceRunner:
             depends_on=dict(self.spec.depends_on),
         )
 
+    def observe(self, cpu_percent: float | None, rss: int | None) -> None:
+        """A CPU/RSS sample: shown in status, not a transition (no event)."""
+        self.cpu_percent, self.rss = cpu_percent, rss
+        self._status = None
+
+    # --- what the supervisor asks ------------------------------------------------------------
+
+    def want_up(self) -> None:
+        """Wanted up. The supervisor spawns once the dependencies allow (``start_now``); a stop
+        under way finishes first and then the start is honoured (``_stop``)."""
+        if self.state in (S.STARTING, S.RUNNING):
+            if self.wanted is not Wanted.UP:
+                self._commit(wanted=Wanted.UP)
+            return
+        if self.state is S.FATAL:
+            self.failures = 0  # a manual start gives a fatal service a new chance
+        self.pending_start = True
+        if self.state is S.STOPPING:
+            self._commit(wanted=Wanted.UP, reason="start queued behind the stop under way")
+        else:  # announced by the start, or by hold/block saying why it waits
+            self._commit(wanted=Wanted.UP, announce=False)
+
+    def hold(self, reason: str) -> None:
+        """Wanted up but waiting (for dependencies): say why, once."""
+        if reason != self.reason or self._unannounced:
+            self._commit(reason=reason)
+
+    def block(self, reason: str) -> None:
+        """May not start until unblocked (license limit, state that cannot be recorded)."""
+        self.blocked = reason
+        if reason != self.reason or self._unannounced:
+            self._commit(reason=reason)
+
+    def unblock(self) -> None:
+        was, self.blocked = self.blocked, ""
+        if was and self.reason == was:
+            self._commit(reason="")
+
+    def reconfigure(self, spec: ServiceSpec) -> None:
+        """Take a new definition (reload) with everything that depends on it: the log file's
+        limits at once, the readiness probe for the next process (or now, if one runs)."""
+        self.log.set_limits(max_bytes=spec.log_max_bytes, backups=spec.log_backups)
+        old = self.spec
+        self._commit(spec=spec)
+        if self._monitor is not None and spec.readiness != old.readiness:
+            asyncio.get_running_loop().create_task(self._replace_monitor())
+
+    def restore(self, record: ServiceRecord) -> None:
+        """What the previous daemon recorded: wanted, restarts, and fatal (kept, not retried)."""
+        self.last_exit = record.last_exit
+        if record.fatal and self.state is S.STOPPED:
+            self._commit(
+                T.RECALL_FATAL,
+                wanted=record.wanted,
+                restarts=record.restarts,
+                reason=record.reason or "fatal when the previous daemon ended",
+                announce=False,
+            )
+        else:
+            self._commit(wanted=record.wanted, restarts=record.restarts, announce=False)
+
     # --- starting ----------------------------------------------------------------------------
 
-    def request_start(self) -> None:
-        """Wanted up. The supervisor spawns once the dependencies allow (`start_now`)."""
-        self.wanted = "up"
-        if self.state in (S.STOPPED, S.EXITED, S.FATAL, S.BACKOFF):
-            self.pending_start = True
-            if self.state is S.FATAL:
-                self.failures = 0
-        self.sup.on_change(self)
-
     def start_now(self) -> None:
-        """Spawn; called by the supervisor when this is wanted up and its dependencies allow."""
+        """Spawn; called by the supervisor when this is wanted up, startable, and unheld."""
+        assert self.state in STARTABLE, self.state
         self.pending_start = False
+        self.next_start_at = None
         self._cancel_timers()
-        self._set(T.START, reason="")
-        self._spawn()
-
-    def _spawn(self) -> None:
         spec = self.spec
         os.makedirs(spec.cwd, exist_ok=True)
         fds = self.pipes.prepare()
@@ -166,21 +264,29 @@ class ServiceRunner:
         except SpawnError as exc:
             self.pipes.close_child_fds()
             self.sup.log.warning("%s: %s", self.name, exc)
+            self._commit(T.START, reason="")  # there never was a pid to show
             self._after_exit(SPAWN_FAILED, str(exc))
             return
         self.pipes.close_child_fds()
         self._attach(handle, started_at=time.time())
+        self._commit(T.START, reason="")
         if spec.start_secs <= 0:
-            self._set(T.STARTED)
+            self._commit(T.STARTED)
         else:
             self._later(spec.start_secs, self._started, handle)
 
     def adopt(self, handle: ProcessHandle) -> None:
         """Take over a process found alive after a daemon restart."""
-        self.wanted = "up"
         self.pipes.reattach()
-        self._set(T.ADOPT, reason="adopted after daemon restart")
         self._attach(handle, started_at=handle.create_time)
+        self._commit(T.ADOPT, wanted=Wanted.UP, reason="adopted after daemon restart")
+
+    def abandon(self, reason: str) -> None:
+        """A process was spawned but cannot be recorded: stop it (a process the next daemon
+        cannot know of would become a duplicate) and start it again once unblocked."""
+        self.block(reason)
+        if self.state in ALIVE:
+            asyncio.get_running_loop().create_task(self.stop(keep_wanted=True))
 
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
@@ -191,21 +297,36 @@ class ServiceRunner:
         if self.spec.readiness is not None:
             self.ready = False
             self.ready_detail = "waiting for the first probe"
-            self._monitor = ReadinessMonitor(
-                self.spec.readiness,
-                port=_probe_port(self.spec),
-                env=self.spec.env,
-                cwd=self.spec.cwd,
-                on_change=self._on_ready,
-            )
-            self._monitor.start()
+            self._monitor = self._new_monitor()
         self._later(self.spec.stable_secs, self._stable, handle)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
-        self.sup.on_change(self)
+        self._watch = loop.create_task(self._watch_exit(handle))
+
+    def _new_monitor(self) -> ReadinessMonitor:
+        assert self.spec.readiness is not None
+        monitor = ReadinessMonitor(
+            self.spec.readiness,
+            port=_probe_port(self.spec),
+            env=self.spec.env,
+            cwd=self.spec.cwd,
+            on_change=self._on_ready,
+        )
+        monitor.start()
+        return monitor
+
+    async def _replace_monitor(self) -> None:
+        old, self._monitor = self._monitor, None
+        if old is not None:
+            await old.stop()
+        if self.handle is not None and self.spec.readiness is not None:
+            self.ready, self.ready_detail = False, "waiting for the first probe"
+            self._monitor = self._new_monitor()
+        else:
+            self.ready, self.ready_detail = None, ""
+        self._commit()
 
     def _started(self, handle: ProcessHandle) -> None:
         if self.handle is handle and self.state is S.STARTING:
-            self._set(T.STARTED)
+            self._commit(T.STARTED)
 
     def _stable(self, handle: ProcessHandle) -> None:
         if self.handle is handle and self.state is S.RUNNING:
@@ -214,7 +335,7 @@ class ServiceRunner:
     def _on_ready(self, ready: bool, detail: str) -> None:
         self.ready = ready
         self.ready_detail = detail
-        self.sup.on_change(self)
+        self._commit()
 
     def _on_lines(self, lines: list[LogLine]) -> None:
         if self._monitor is not None and lines:
@@ -257,43 +378,55 @@ class ServiceRunner:
             backoff=self.spec.backoff,
         )
         reason = spawn_error or decision.reason
+        restarts = self.restarts
         if decision.trigger is T.EXIT_RETRY:
-            self.restarts += 1
+            restarts += 1
             self.next_start_at = time.monotonic() + decision.delay
             self._later(decision.delay, self._retry)
             reason = f"{reason}; restart in {decision.delay:.1f}s"
         elif decision.trigger is T.EXIT_FATAL and spawn_error:
             reason = f"{spawn_error}; gave up after {self.spec.max_restarts} restarts in a row"
-        self._set(decision.trigger, reason=reason)
+        self._commit(decision.trigger, reason=reason, restarts=restarts)
 
     def _retry(self) -> None:
-        if self.state is S.BACKOFF and self.wanted == "up":
-            self.next_start_at = None
-            self._set(T.RETRY, reason="")
-            self._spawn()
+        """The backoff delay is over: the scheduler spawns (after recording, see supervisor)."""
+        if self.state is S.BACKOFF and self.wanted is Wanted.UP:
+            self.pending_start = True
+            self.sup.request_schedule()
 
     # --- stopping ----------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Wanted down; returns when no process of this service is left."""
-        self.wanted = "down"
-        self.pending_start = False
-        self._cancel_timers()
+    async def stop(self, *, keep_wanted: bool = False) -> None:
+        """Wanted down; returns when no process of this service is left.
+
+        ``keep_wanted`` (daemon shutdown, an unrecordable spawn): stop the process but keep
+        what the operator wanted, so the next daemon (or the retry) starts it again; a service
+        with no process is then left exactly as it is (fatal stays fatal).
+        """
+        wanted = self.wanted if keep_wanted else Wanted.DOWN
+        if not keep_wanted:
+            self.pending_start = False
         if self._stop_task is not None and not self._stop_task.done():
+            if wanted is not self.wanted:
+                self._commit(wanted=wanted)
             await asyncio.shield(self._stop_task)
             return
+        if self.state in ALIVE and self.handle is not None:
+            self._cancel_timers()
+            self._commit(T.STOP, reason="stopping", wanted=wanted)
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop(self.handle))
+            await asyncio.shield(self._stop_task)
+            return
+        if keep_wanted:
+            return
+        self._cancel_timers()
+        self.next_start_at = None
         if self.state in (S.BACKOFF, S.EXITED, S.FATAL):
-            self.next_start_at = None
-            self._set(T.STOP, reason="stopped")
-            return
-        if self.state not in ALIVE or self.handle is None:
-            self.sup.on_change(self)
-            return
-        self._stop_task = asyncio.get_running_loop().create_task(self._stop(self.handle))
-        await asyncio.shield(self._stop_task)
+            self._commit(T.STOP, reason="stopped", wanted=Wanted.DOWN)
+        elif self.wanted is not Wanted.DOWN or self._unannounced:
+            self._commit(wanted=Wanted.DOWN, reason=self.blocked)
 
     async def _stop(self, handle: ProcessHandle) -> None:
-        self._set(T.STOP, reason="stopping")
         result = await stop_process(
             handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
         )
@@ -309,7 +442,9 @@ class ServiceRunner:
         how = "killed after stop_timeout" if result.killed else "stopped"
         if result.survivors:
             how += f"; survivors {result.survivors}"
-        self._set(T.STOPPED, reason=how)
+        if self.wanted is Wanted.UP:
+            self.pending_start = True  # a start arrived during the stop: honour it now
+        self._commit(T.STOPPED, reason=self.blocked or how)
 
     def send_signal(self, sig: int) -> bool:
         return self.handle is not None and signal_group(self.handle, sig)

@@ -3,8 +3,10 @@
 A spec is the *effective* definition of a service: the manifest entry the project pins (or
 the newest ensured), the supervision settings merged from built-in defaults, the template
 ``config/{service}/service.toml`` and ``[services.NAME]`` of runyard.toml, the merged env with
-the scoped PATH, argv and cwd. Its ``digest`` (sha256 over a canonical encoding) is what reload
-compares: a service restarts on reload only when its digest changed.
+the scoped PATH, argv and cwd. A spec is a frozen msgspec Struct, and its ``digest`` is the
+sha256 of the Struct itself encoded with sorted keys, every field but the digest: no hand-kept
+field list, so a field added later cannot escape reload. Reload compares digests: a service
+restarts on reload only when its digest changed.
 
 Dependency cycles and dependencies on unknown services are refused here, at load, naming them.
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import signal
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -32,15 +33,14 @@ from runtime.tree import RuntimeTree
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness
 
-__all__ = ["ConfigError", "ServiceSpec", "admit", "load_specs", "start_order"]
+__all__ = ["ConfigError", "ServiceSpec", "admit", "load_specs", "spec_digest", "start_order"]
 
 
 class ConfigError(RunyardError):
     """The services cannot be run as configured (a cycle, an unknown dependency, a bad probe)."""
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     version: str
     argv: tuple[str, ...]
@@ -59,7 +59,8 @@ class ServiceSpec:
     readiness: Readiness | None
     log_max_bytes: int
     log_backups: int
-    digest: str = field(default="", compare=False)
+    #: spec_digest of every other field; set once by ``with_digest``.
+    digest: str = ""
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -69,33 +70,19 @@ class ServiceSpec:
 _digest_encoder = msgspec.json.Encoder(order="sorted")
 
 
-def _digest(spec: ServiceSpec) -> str:
-    data = {
-        "name": spec.name,
-        "version": spec.version,
-        "argv": list(spec.argv),
-        "env": dict(spec.env),
-        "cwd": spec.cwd,
-        "ports": [msgspec.to_builtins(p) for p in spec.ports],
-        "autostart": spec.autostart,
-        "restart": spec.restart,
-        "backoff": [
-            spec.backoff.initial,
-            spec.backoff.max,
-            spec.backoff.multiplier,
-            spec.backoff.jitter,
-        ],
-        "stable_secs": spec.stable_secs,
-        "start_secs": spec.start_secs,
-        "max_restarts": spec.max_restarts,
-        "stop_signal": int(spec.stop_signal),
-        "stop_timeout": spec.stop_timeout,
-        "depends_on": dict(spec.depends_on),
-        "readiness": msgspec.to_builtins(spec.readiness) if spec.readiness else None,
-        "log_max_bytes": spec.log_max_bytes,
-        "log_backups": spec.log_backups,
-    }
-    return hashlib.sha256(_digest_encoder.encode(data)).hexdigest()
+def spec_digest(spec: msgspec.Struct) -> str:
+    """sha256 over the Struct's own encoding (fields and dict keys sorted), ``digest`` left out.
+
+    Generic on purpose: it takes whatever fields the Struct has, so a new field of ServiceSpec
+    changes the digest without anyone remembering to list it here.
+    """
+    fields = msgspec.to_builtins(spec, order="sorted")
+    fields.pop("digest", None)
+    return hashlib.sha256(_digest_encoder.encode(fields)).hexdigest()
+
+
+def with_digest(spec: ServiceSpec) -> ServiceSpec:
+    return msgspec.structs.replace(spec, digest=spec_digest(spec))
 
 
 def _build(
@@ -153,12 +140,7 @@ def _build(
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
     )
-    return _with_digest(spec)
-
-
-def _with_digest(spec: ServiceSpec) -> ServiceSpec:
-    object.__setattr__(spec, "digest", _digest(spec))
-    return spec
+    return with_digest(spec)
 
 
 def load_specs(tree: RuntimeTree, project: Project) -> tuple[dict[str, ServiceSpec], list[str]]:

@@ -5,6 +5,18 @@ until each dependency satisfies its condition; asking to start a service asks fo
 dependencies too. Stopping everything goes in reverse: dependents first, level by level, each
 level concurrently. Reload compares definition digests and touches only what changed.
 
+The supervisor never assigns a runner's attributes: it asks the runner (daemon/service.py), which
+commits and announces each transition once; ``on_commit`` publishes the event and has
+temp/state.json written. start, stop, restart, reload, ensure and shutdown pass through one
+`OperationOrder` (daemon/order.py): concurrent requests take effect in the order they came.
+
+Nothing is spawned that cannot be recorded: before a scheduling pass spawns, state.json must
+take a write, and it is written again right after, with the new pids. While it cannot be
+written (disk full, I/O error) the services to start are blocked with the reason ``blocked:
+cannot record state: no space left on device``; a process spawned whose pid could not be
+recorded is stopped again. The write is retried every second, and once it works the blocked
+starts go ahead. A new daemon after a ``kill -9`` thus never starts a duplicate.
+
 The license's ``max_services`` (community: 100) caps how many services run: those beyond it
 (``spec.admit``: start order, a service only with its dependencies, at reload the admitted ones
 keep their place) are never started, their status reason says why, and a ``start`` naming one
@@ -20,6 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -30,15 +43,17 @@ from runtime.project import load_project
 from runtime.tree import RuntimeTree
 
 from .events import EventBus
-from .fsm import ALIVE, ServiceState
+from .fsm import ALIVE, ServiceState, Wanted
+from .order import OperationOrder
 from .process import adopt, stop_process
-from .service import ServiceRunner
+from .service import STARTABLE, ServiceRunner
 from .spec import ServiceSpec, admit, load_specs, start_order
-from .state import DaemonState, ServiceRecord, load_state, save_state, state_path
+from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 
 __all__ = ["NotFound", "OverLimit", "Supervisor"]
 
 S = ServiceState
+T = TypeVar("T")
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
 MAX_LINES_PER_EVENT = 500
 STATS_INTERVAL = 2.0
@@ -77,12 +92,21 @@ class Supervisor:
         self.fifo_dir = tree.temp_dir / "fifo"
         self.runners: dict[str, ServiceRunner] = {}
         self.order: list[str] = []
-        self.shutting_down = False
+        #: The one order of every operation that changes what runs.
+        self.operations = OperationOrder()
+        self.recorder = StateRecorder(tree, self._snapshot, log, self._recorded_again)
+        #: Services blocked because state.json could not be written.
+        self._unrecorded: set[str] = set()
+        #: The shutdown operation runs: nothing more is spawned.
+        self._stopping_all = False
         self.started_at = time.time()
-        self._save_pending = False
         self._schedule_pending = False
-        self._clean_exit = False
         self._stats_task: asyncio.Task[None] | None = None
+
+    @property
+    def shutting_down(self) -> bool:
+        """Shutdown was asked for: operations that come now are refused."""
+        return self.operations.closing
 
     # --- loading and booting -----------------------------------------------------------------
 
@@ -121,12 +145,10 @@ class Supervisor:
             )
         for name, runner in self.runners.items():
             reason = self.blocked.get(name)
-            if reason is not None and runner.reason != reason:
-                runner.reason = reason
-                runner.invalidate()
-            elif reason is None and name in before and runner.reason == before[name]:
-                runner.reason = ""
-                runner.invalidate()
+            if reason is not None:
+                runner.block(reason)
+            elif name in before:
+                runner.unblock()
         if self.blocked:
             first = next(iter(self.blocked))
             self.log.warning(
@@ -175,33 +197,31 @@ class Supervisor:
                 continue
             if runner is None or name in self.blocked:
                 continue
-            runner.restarts = record.restarts
+            runner.restore(record)  # wanted, restarts, fatal: what the operator left
             if handle is not None:
                 self.log.info("%s: adopted pid %d", name, handle.pid)
                 runner.adopt(handle)
-            elif record.wanted == "up":
-                runner.request_start()
+            elif record.wanted is Wanted.UP and not record.fatal:
+                runner.want_up()
         for name in self.order:
             runner = self.runners[name]
             if name not in recorded.services and runner.spec.autostart and name not in self.blocked:
-                runner.request_start()
+                runner.want_up()
         self._schedule()
-        self._save_now()
+        self.recorder.write()
         self._stats_task = asyncio.get_running_loop().create_task(self._sample_stats())
 
     # --- change notification -----------------------------------------------------------------
 
-    def on_change(self, runner: ServiceRunner) -> None:
-        runner.invalidate()
+    def on_commit(self, runner: ServiceRunner) -> None:
+        """A runner committed a transition: one state event, and state.json written soon."""
         status = runner.status()
+        topic = f"state.{runner.name}"
         self.bus.publish(
-            f"state.{runner.name}",
-            lambda seq, ts: StateEvent(
-                topic=f"state.{runner.name}", seq=seq, ts=ts, service=status
-            ),
+            topic, lambda seq, ts: StateEvent(topic=topic, seq=seq, ts=ts, service=status)
         )
-        self._request_save()
-        self._request_schedule()
+        self.recorder.request()
+        self.request_schedule()
 
     def on_log(self, runner: ServiceRunner, lines: list[LogLine]) -> None:
         if not lines:
@@ -214,19 +234,19 @@ class Supervisor:
             lambda seq, ts: LogEvent(topic=topic, seq=seq, ts=ts, service=runner.name, lines=sent),
         )
 
-    def _request_schedule(self) -> None:
+    def request_schedule(self) -> None:
         if not self._schedule_pending:
             self._schedule_pending = True
             asyncio.get_running_loop().call_soon(self._schedule)
 
     def _schedule(self) -> None:
-        """Start every service that is wanted up and whose dependencies are satisfied."""
+        """Start every service that is wanted up and whose dependencies are satisfied, but
+        only while state.json can record what is spawned."""
         self._schedule_pending = False
-        if self.shutting_down:
-            return
-        for name in self.order:
-            runner = self.runners.get(name)
-            if runner is None or not runner.pending_start or runner.wanted != "up":
+        started: list[ServiceRunner] = []
+        for name in [] if self._stopping_all else self.order:
+            runner = self.runners[name]
+            if not runner.pending_start or runner.blocked or runner.state not in STARTABLE:
                 continue
             unmet = [
                 f"{dep} ({cond})"
@@ -234,24 +254,37 @@ class Supervisor:
                 if not self.runners[dep].satisfies(cond)
             ]
             if unmet:
-                reason = "waiting for " + ", ".join(unmet)
-                if runner.reason != reason:
-                    runner.reason = reason
-                    self.on_change(runner)
+                runner.hold("waiting for " + ", ".join(unmet))
+                continue
+            if not started and self.recorder.error is None:
+                self.recorder.write()  # the disk must take a write before anything is spawned
+            if self.recorder.error is not None:
+                self._unrecorded.add(name)
+                runner.block(f"blocked: cannot record state: {self.recorder.error}")
                 continue
             runner.start_now()
+            started.append(runner)
+        if started and self.recorder.write() is not None:
+            for runner in started:
+                if runner.handle is not None:
+                    self._unrecorded.add(runner.name)
+                    runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
+        for runner in self.runners.values():
+            runner.flush()
 
-    def _request_save(self) -> None:
-        if not self._save_pending:
-            self._save_pending = True
-            asyncio.get_running_loop().call_soon(self._save_now)
+    def _recorded_again(self) -> None:
+        """state.json can be written again: what was blocked for it may start."""
+        names, self._unrecorded = self._unrecorded, set()
+        for name in names:
+            runner = self.runners.get(name)
+            if runner is not None and name not in self.blocked:
+                runner.unblock()
+        self.request_schedule()
 
-    def _save_now(self) -> None:
-        self._save_pending = False
-        if self._clean_exit:
-            return
+    def _snapshot(self) -> DaemonState:
         state = DaemonState(daemon_pid=os.getpid())
         for name, r in self.runners.items():
+            fatal = r.state is S.FATAL
             state.services[name] = ServiceRecord(
                 wanted=r.wanted,
                 pid=r.handle.pid if r.handle else None,
@@ -260,11 +293,11 @@ class Supervisor:
                 version=r.spec.version,
                 digest=r.spec.digest,
                 restarts=r.restarts,
+                fatal=fatal,
+                reason=r.reason if fatal else "",
+                last_exit=r.last_exit,
             )
-        try:
-            save_state(self.tree, state)
-        except OSError as exc:
-            self.log.error("cannot write state.json: %s", exc)
+        return state
 
     # --- operations --------------------------------------------------------------------------
 
@@ -288,12 +321,18 @@ class Supervisor:
             stack.extend(self.runners[name].spec.depends_on)
         return [n for n in self.order if n in wanted]
 
-    def start(self, names: Sequence[str]) -> list[ServiceStatus]:
+    # Each operation runs in the one order; its body (the _name) may call the others' bodies.
+
+    async def start(self, names: Sequence[str]) -> list[ServiceStatus]:
         """Want ``names`` and their dependencies up; those over the limit are left out (the
         handlers refuse a start naming one, with ``refuse_over_limit``)."""
+        return await self.operations.run("start", lambda: self._start(names))
+
+    async def _start(self, names: Sequence[str]) -> list[ServiceStatus]:
+        names = self.resolve(names, all_=False)  # a reload before this may have removed one
         for name in self._with_dependencies(names):
             if name not in self.blocked:
-                self.runners[name].request_start()
+                self.runners[name].want_up()
         self._schedule()
         return self.status(names)
 
@@ -313,16 +352,26 @@ class Supervisor:
         return [levels[d] for d in sorted(levels, reverse=True)]
 
     async def stop(self, names: Sequence[str], ordered: bool = False) -> list[ServiceStatus]:
-        if ordered:
-            for level in self._levels(names):
-                await asyncio.gather(*(self.runners[n].stop() for n in level))
-        else:
-            await asyncio.gather(*(self.runners[n].stop() for n in names))
+        return await self.operations.run("stop", lambda: self._stop(names, ordered))
+
+    async def _stop(
+        self, names: Sequence[str], ordered: bool = False, keep_wanted: bool = False
+    ) -> list[ServiceStatus]:
+        names = self.resolve(names, all_=False)
+        for level in self._levels(names) if ordered else [names]:
+            await asyncio.gather(*(self.runners[n].stop(keep_wanted=keep_wanted) for n in level))
         return self.status(names)
 
     async def restart(self, names: Sequence[str]) -> list[ServiceStatus]:
-        await self.stop(names, ordered=True)
-        return self.start(names)
+        async def restart() -> list[ServiceStatus]:
+            await self._stop(names, ordered=True)
+            return await self._start(names)
+
+        return await self.operations.run("restart", restart)
+
+    async def ensure(self, acquire: Callable[[], T]) -> T:
+        """Acquire a binary (off the loop) in the order: a reload never sees it half done."""
+        return await self.operations.run("ensure", lambda: asyncio.to_thread(acquire))
 
     def status(self, names: Sequence[str] = ()) -> list[ServiceStatus]:
         chosen = names or self.order
@@ -348,6 +397,9 @@ class Supervisor:
 
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""
+        return await self.operations.run("reload", self._reload)
+
+    async def _reload(self) -> str:
         specs = self._load_specs()
         order = start_order(specs)
         self._reload_license()
@@ -359,45 +411,41 @@ class Supervisor:
             n for n in order if n in self.runners and self.runners[n].spec.digest != specs[n].digest
         ]
         if removed:
-            await self.stop(removed, ordered=True)
+            await self._stop(removed, ordered=True)
             for name in removed:
                 await self.runners.pop(name).close()
         restart = [
             n for n in changed if self.runners[n].state in ALIVE or self.runners[n].pending_start
         ]
         if restart:
-            await self.stop(restart, ordered=True)
+            await self._stop(restart, ordered=True)
         for name in changed:
-            self.runners[name].spec = specs[name]
-            self.on_change(self.runners[name])
+            self.runners[name].reconfigure(specs[name])
         for name in added:
             self.runners[name] = ServiceRunner(specs[name], self)
         self.order = order
         self.runners = {n: self.runners[n] for n in order}
-        newly_blocked = self._admit(keep=admitted_before)
+        newly_blocked = self._admit(keep=admitted_before)  # blocks them, with the reason
         going = [
             n
             for n in newly_blocked
             if n not in added and (self.runners[n].state in ALIVE or self.runners[n].pending_start)
         ]
         if going:  # the limit went down (a license expired or was replaced)
-            await self.stop(going, ordered=True)
-            for name in going:
-                self.runners[name].reason = self.blocked[name]
-                self.on_change(self.runners[name])
+            await self._stop(going, ordered=True)
         for name in restart:
             if name not in self.blocked:
-                self.runners[name].request_start()
+                self.runners[name].want_up()
         for name in order:  # the limit went up: what it now admits starts as at boot
             if name in blocked_before and name not in self.blocked and specs[name].autostart:
-                self.runners[name].request_start()
+                self.runners[name].want_up()
         for name in added:
             if specs[name].autostart and name not in self.blocked:
-                self.runners[name].request_start()
+                self.runners[name].want_up()
             else:
-                self.on_change(self.runners[name])
+                self.on_commit(self.runners[name])  # a new service, shown as it is
         self._schedule()
-        self._save_now()
+        self.recorder.write()
         summary = (
             f"added {len(added)}, removed {len(removed)}, restarted {len(restart)}, "
             f"updated {len(changed) - len(restart)}, unchanged {len(order) - len(added) - len(changed)}"
@@ -406,19 +454,24 @@ class Supervisor:
         return summary
 
     async def shutdown(self) -> list[ServiceStatus]:
-        """Stop everything, dependents first. The state file goes: after a clean shutdown the
-        next daemon starts fresh (autostart), as it would after a reboot."""
-        self.shutting_down = True
-        statuses = await self.stop(list(self.order), ordered=True)
-        self._clean_exit = True
-        state_path(self.tree).unlink(missing_ok=True)
+        """Stop everything, dependents first, as the last operation (asking twice waits for
+        the same one). What the operator wanted is kept in state.json (with no pids), so the
+        next daemon starts what was up, leaves down what an operator stopped and fatal what
+        gave up; services it has no record of start as autostart says."""
+        return await self.operations.run_last("shutdown", self._shutdown)
+
+    async def _shutdown(self) -> list[ServiceStatus]:
+        self._stopping_all = True
+        statuses = await self._stop(list(self.order), ordered=True, keep_wanted=True)
+        self.recorder.write()
         return statuses
 
     async def close(self) -> None:
         """Release everything without stopping live processes (they are adopted next time)."""
         if self._stats_task is not None:
             self._stats_task.cancel()
-        self._save_now()
+        self.recorder.write()
+        self.recorder.close()
         for runner in self.runners.values():
             await runner.close()
 
@@ -434,8 +487,7 @@ class Supervisor:
                 handle = runner.handle
                 if handle is None:
                     if runner.cpu_percent is not None or runner.rss is not None:
-                        runner.cpu_percent = runner.rss = None
-                        runner.invalidate()
+                        runner.observe(None, None)
                     continue
                 live.add(handle.pid)
                 try:
@@ -445,9 +497,7 @@ class Supervisor:
                         proc.cpu_percent(None)  # the first call only primes the counter
                         continue
                     with proc.oneshot():
-                        runner.cpu_percent = proc.cpu_percent(None)
-                        runner.rss = proc.memory_info().rss
-                    runner.invalidate()
+                        runner.observe(proc.cpu_percent(None), proc.memory_info().rss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     procs.pop(handle.pid, None)
             for pid in [p for p in procs if p not in live]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -270,7 +271,9 @@ def test_shutdown_stops_everything_and_client_sees_daemon_gone(root, daemons) ->
     assert gone(pid)
     with pytest.raises(DaemonUnreachable), d.client(timeout=0.5) as c:
         c.status()
-    assert not (tree.temp_dir / "state.json").exists()
+    # A clean shutdown keeps what was wanted for the next daemon, with no process recorded.
+    recorded = json.loads((tree.temp_dir / "state.json").read_text())["services"]["a"]
+    assert recorded["wanted"] == "up" and recorded["pid"] is None
 
 
 def test_sighup_reloads(root, daemons) -> None:

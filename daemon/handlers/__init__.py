@@ -54,5 +54,6 @@ HANDLERS: dict[type[m.Request], Handler] = {
     m.ReplayRun: replay.handle,
 }
 
-#: Answered inside the receive loop (fast, never wait); the rest run as their own tasks.
-INLINE: frozenset[type[m.Request]] = frozenset({m.Hello, m.Status, m.LogsTail, m.Start, m.Signal})
+#: Answered inside the receive loop (fast, never wait); the rest run as their own tasks
+#: (start too: it waits its turn in the supervisor's one order).
+INLINE: frozenset[type[m.Request]] = frozenset({m.Hello, m.Status, m.LogsTail, m.Signal})

@@ -1,8 +1,6 @@
-"""``ensure``: acquire a service binary into the tree, off the event loop."""
+"""``ensure``: acquire a service binary into the tree, off the event loop, in the one order."""
 
 from __future__ import annotations
-
-import asyncio
 
 import msgspec
 
@@ -21,6 +19,6 @@ async def handle(ctx: Context, req: m.Ensure) -> m.Reply:
         return msgspec.to_builtins(binary)
 
     try:
-        return m.EnsureReply(binary=await asyncio.to_thread(acquire))
+        return m.EnsureReply(binary=await ctx.supervisor.ensure(acquire))
     except RunyardError as exc:
         raise HandlerError("failed", str(exc)) from None

@@ -33,4 +33,4 @@ async def handle(ctx: Context, req: m.Start) -> m.Reply:
             sup.refuse_over_limit(names)
         except OverLimit as exc:
             raise HandlerError("conflict", str(exc)) from None
-    return m.ActionReply(services=sup.start(names), message=message)
+    return m.ActionReply(services=await sup.start(names), message=message)

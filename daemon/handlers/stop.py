@@ -11,6 +11,8 @@ from .context import Context, HandlerError
 
 async def handle(ctx: Context, req: m.Stop) -> m.Reply:
     sup = ctx.supervisor
+    if sup.shutting_down:
+        raise HandlerError("conflict", "the daemon is shutting down")
     names = sup.resolve(req.services, req.all)
     if not names:
         raise HandlerError("bad_request", "name a service or pass all")

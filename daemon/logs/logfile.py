@@ -44,11 +44,8 @@ class LogFile:
     """
 
     def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
-        if max_bytes <= 0 or backups < 0:
-            raise ValueError("max_bytes must be positive and backups not negative")
         self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.backups = backups
+        self.set_limits(max_bytes=max_bytes, backups=backups)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._syncing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
@@ -63,6 +60,13 @@ class LogFile:
             fd = os.open(self.path, flags)
         self._fd = fd
         self.size = os.fstat(fd).st_size
+
+    def set_limits(self, *, max_bytes: int, backups: int) -> None:
+        """New limits (a reload): the next write rotates when the file is already past them."""
+        if max_bytes <= 0 or backups < 0:
+            raise ValueError("max_bytes must be positive and backups not negative")
+        self.max_bytes = max_bytes
+        self.backups = backups
 
     @property
     def closed(self) -> bool:

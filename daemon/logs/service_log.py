@@ -44,6 +44,10 @@ class ServiceLog:
         self._tags = {s: b" " + s.encode() + b" " for s in STREAMS}
         self.write_errors = 0
 
+    def set_limits(self, *, max_bytes: int, backups: int) -> None:
+        """The rotation limits of a reloaded definition, in force from the next write."""
+        self.file.set_limits(max_bytes=max_bytes, backups=backups)
+
     def feed(self, stream: str, data: bytes, ts: float | None = None) -> list[LogLine]:
         """Take one chunk read from ``stream``; return the new lines as the ring keeps them."""
         lines = self._splitters[stream].feed(data)
