@@ -358,19 +358,21 @@ class ControlServer:
                     await self._reply(
                         router,
                         frames[0],
-                        m.ErrorReply(code="bad_request", message="expected one frame"),
+                        m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message="expected one frame"),
                     )
                 continue
             identity, payload = frames
             if len(payload) > m.MAX_MESSAGE_BYTES:
                 await self._reply(
-                    router, identity, m.ErrorReply(code="too_large", message="message too large")
+                    router,
+                    identity,
+                    m.ErrorReply(code=m.ErrorCode.TOO_LARGE, message="message too large"),
                 )
                 continue
             try:
                 req = m.decode_request(payload)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                reply = m.ErrorReply(code="bad_request", message=str(exc)[:300])
+                reply = m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message=str(exc)[:300])
                 reply.id = _readable_id(payload)
                 await self._reply(router, identity, reply)
                 continue
@@ -420,12 +422,14 @@ class ControlServer:
         except HandlerError as exc:
             reply = m.ErrorReply(code=exc.code, message=exc.message)
         except NotFound as exc:
-            reply = m.ErrorReply(code="not_found", message=str(exc))
+            reply = m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
         except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
-            reply = m.ErrorReply(code="failed", message=str(exc))
+            reply = m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
         except Exception as exc:
             self.log.exception("internal error handling %s", type(req).__name__)
-            reply = m.ErrorReply(code="internal", message=f"{type(exc).__name__}: {exc}"[:300])
+            reply = m.ErrorReply(
+                code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300]
+            )
         finally:
             current_actor.reset(token)
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:

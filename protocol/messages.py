@@ -15,7 +15,8 @@ with ``after_seq`` for log topics, ``status`` for state topics).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import enum
+from typing import Any
 
 import msgspec
 
@@ -73,15 +74,19 @@ PROTOCOL_VERSION = 1
 #: Anything larger is refused unread: no request needs more, and a flood must not cost memory.
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-ErrorCode = Literal[
-    "bad_request",  # malformed frame, wrong types, unknown op
-    "unsupported_version",  # hello with a protocol we do not speak
-    "not_found",  # no such service
-    "conflict",  # the request contradicts the current state (e.g. start while shutting down)
-    "too_large",  # message over MAX_MESSAGE_BYTES
-    "failed",  # the operation ran and failed (ensure: checksum mismatch, ...)
-    "internal",  # a bug in the daemon; it is logged with its traceback
-]
+
+class ErrorCode(enum.StrEnum):
+    """The code of an ErrorReply. The daemon only sends these; a client reads ``code`` as a plain
+    str, so a code a newer daemon adds is still read (as a plain ``RemoteError``)."""
+
+    BAD_REQUEST = "bad_request"  # malformed frame, wrong types, unknown op, a bad name
+    UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol we do not speak
+    NOT_FOUND = "not_found"  # no such service (run, bundle)
+    CONFLICT = "conflict"  # the request contradicts the current state (start while shutting down)
+    TOO_LARGE = "too_large"  # message over MAX_MESSAGE_BYTES
+    FAILED = "failed"  # the operation ran and failed (ensure: checksum mismatch, ...)
+    INTERNAL = "internal"  # a bug in the daemon; it is logged with its traceback
+
 
 # --- requests ----------------------------------------------------------------------------------
 
