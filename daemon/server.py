@@ -54,6 +54,9 @@ class _JustId(msgspec.Struct):
 
 
 _id_decoder = msgspec.json.Decoder(_JustId)
+#: Per peer: replies queued for it, requests read ahead from it (zmq high-water marks).
+REPLY_QUEUE = 32
+REQUEST_QUEUE = 32
 #: Client names remembered per connection (from hello), at most this many.
 MAX_KNOWN_CLIENTS = 1024
 
@@ -204,6 +207,8 @@ class ControlServer:
         self._subscriptions: Counter[bytes] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._serve_tasks: list[asyncio.Task[None]] = []
+        #: Replies a peer could not take (gone, or not reading): counted, never waited for.
+        self.replies_dropped = 0
         #: (router, identity) -> the client name it sent in hello.
         self._clients: OrderedDict[tuple[int, bytes], str] = OrderedDict()
 
@@ -218,10 +223,17 @@ class ControlServer:
     def _make_router(self) -> zmq.asyncio.Socket:
         sock = self.zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        # Up to 8x the limit is read and answered `too_large`; beyond, zmq drops the peer
-        # before a byte of it costs us memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, 8 * m.MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A frame over the limit is refused by libzmq from its header, before a byte of its
+        # body is buffered: the peer is disconnected (it sees no reply, only a timeout).
+        sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_MESSAGE_BYTES)
+        # Small queues per peer, both ways: a peer that sends without reading costs at most
+        # REPLY_QUEUE replies here, and what it sends beyond REQUEST_QUEUE waits in its own
+        # process (zmq stops reading its connection) instead of ours.
+        sock.setsockopt(zmq.SNDHWM, REPLY_QUEUE)
+        sock.setsockopt(zmq.RCVHWM, REQUEST_QUEUE)
+        # Mandatory: a reply that cannot be queued (peer gone, or its queue full) is an error
+        # we count, not a silent drop, and never a wait (replies are sent NOBLOCK).
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         return sock
 
     def _make_pub(self) -> zmq.asyncio.Socket:
@@ -446,10 +458,17 @@ class ControlServer:
 
     async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
         try:
-            # ROUTER drops what it cannot route (a client gone): it never blocks here.
-            await router.send_multipart([identity, _encoder.encode(reply)])
+            # Never waits: a peer whose reply queue is full (it sends and does not read) or
+            # that is gone loses this reply, and the daemon's memory stays bounded.
+            await router.send_multipart([identity, _encoder.encode(reply)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            self.log.debug("reply dropped: %s", exc)
+            self.replies_dropped += 1
+            if self.replies_dropped % 10_000 == 1:
+                self.log.warning(
+                    "reply dropped (%s): a client that does not read, or is gone; %d so far",
+                    exc,
+                    self.replies_dropped,
+                )
 
     async def close(self) -> None:
         for task in (*self._serve_tasks, *self._tasks):
