@@ -3,6 +3,7 @@ clients, a daemon bounded under abuse, and request fields that name things check
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import inspect
 import json
@@ -10,15 +11,30 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec.inspect as mi
 import psutil
 import pytest
 import zmq
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
-from protocol.client import AsyncClient, BadRequest, Client
+import protocol
+from protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
 from protocol.endpoints import endpoints_for
-from protocol.messages import Status, encode
+from protocol.messages import (
+    EventUnion,
+    LogLine,
+    ReplyUnion,
+    ServiceStatus,
+    Status,
+    StatusReply,
+    decode_event,
+    decode_reply,
+    encode,
+)
+from protocol.payloads import Check, Port, ReplayReport, RunStep
+from protocol.transport import interpret
 from runtime.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,6 +46,107 @@ def empty_daemon(root: Path, daemons) -> Daemon:
     tree.init()
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     return daemons(tree).start()
+
+
+# --- a wire older clients can read ---------------------------------------------------------------
+
+#: A field no struct of today has, as a newer daemon would add it.
+FUTURE = "field_from_a_newer_daemon"
+#: Names no daemon of today sends, in every str field (states, codes, kinds, statuses).
+UNKNOWN = "hibernating"
+
+
+def _future(t: mi.Type, seen: set[type]) -> Any:
+    """Plain data of type ``t`` as a newer daemon would send it: every field filled, one more
+    field in every struct (a trailing element for an array-like one), unknown names for strs."""
+    match t:
+        case mi.StructType():
+            seen.add(t.cls)
+            values = {f.encode_name: _future(f.type, seen) for f in t.fields}
+            if t.array_like:
+                return [*values.values(), {"more": 1}]
+            if t.tag_field is not None:
+                values[t.tag_field] = t.tag
+            return {**values, FUTURE: {"nested": [1, "x"]}}
+        case mi.ListType() | mi.VarTupleType():
+            return [_future(t.item_type, seen), _future(t.item_type, seen)]
+        case mi.DictType():
+            return {"k": _future(t.value_type, seen)}
+        case mi.UnionType():
+            # The struct (or other non-None) member: what a daemon fills in.
+            return _future(next(x for x in t.types if not isinstance(x, mi.NoneType)), seen)
+        case mi.Metadata():
+            return _future(t.type, seen)
+        case mi.StrType():
+            return UNKNOWN
+        case mi.IntType():
+            return 7
+        case mi.FloatType():
+            return 7.5
+        case mi.BoolType():
+            return True
+        case mi.AnyType():
+            return {"any": [1, None]}
+        case mi.LiteralType():
+            return t.values[0]
+    raise AssertionError(f"no sample for wire type {t!r}: teach _future about it")
+
+
+def _wire_types(union: Any) -> list[type]:
+    return [x.cls for x in mi.type_info(union).types]  # type: ignore[attr-defined]
+
+
+def test_newer_daemon_messages_decode_with_todays_client() -> None:
+    """Every reply and event a newer daemon could send (one more field in every struct it
+    holds, unknown state, code and kind names) decodes with today's decoders."""
+    seen: set[type] = set()
+    for decode, union in ((decode_reply, ReplyUnion), (decode_event, EventUnion)):
+        for cls in _wire_types(union):
+            data = _future(mi.type_info(cls), seen)
+            decoded = decode(json.dumps(data).encode())
+            assert type(decoded) is cls
+    # Every struct that travels was reached (a new one is covered by the walk, not by hand).
+    assert {ServiceStatus, Port, LogLine, RunStep, ReplayReport, Check} <= seen
+    assert all(not c.__struct_config__.forbid_unknown_fields for c in seen)
+    # An unknown state name is read as it is.
+    (service,) = decode_reply(
+        json.dumps(
+            _future(mi.type_info(StatusReply), set())
+            | {"services": [{"name": "web", "state": UNKNOWN, "wanted": "sideways", FUTURE: 1}]}
+        ).encode()
+    ).services  # type: ignore[attr-defined]
+    assert (service.state, service.wanted) == (UNKNOWN, "sideways")
+    # A reply with a code this client does not know is a plain RemoteError, one line.
+    with pytest.raises(RemoteError, match="slow down"):
+        interpret(
+            b'{"reply":"error","id":"1","code":"rate_limited","message":"slow down"}', "1", "e"
+        )
+    # An event kind this client does not know is skipped, not an error.
+    assert (
+        parse_event([b"future.x", b'{"event":"future","topic":"future.x","seq":1,"ts":1}']) is None
+    )
+
+
+def test_protocol_imports_nothing_from_runtime() -> None:
+    """The wire contract (messages, payloads) imports nothing from runtime: no struct of a file we
+    own can leak onto the wire. The client helpers may use three runtime modules, none of which
+    defines a wire shape: the error base, root resolution, and Curve key files."""
+    allowed = {"runtime.errors", "runtime.tree", "runtime.keys"}
+    wire_contract = {"messages.py", "payloads.py"}
+    package = Path(protocol.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name == "runtime" or name.startswith("runtime."):
+                    where = f"{path.name}:{node.lineno} imports {name}"
+                    assert path.name not in wire_contract, where
+                    assert name in allowed, where
 
 
 # --- runs.list takes an engine name, not a path ----------------------------------------------

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import RunSummary, from_runtime
 from runtime.tree import check_name
 
 from .context import Context, HandlerError
@@ -22,4 +21,4 @@ async def handle(ctx: Context, req: m.RunsList) -> m.Reply:
     runs = await asyncio.to_thread(
         list_runs, ctx.tree, req.engine, include_rejected=req.include_rejected
     )
-    return m.RunsReply(runs=msgspec.to_builtins(runs))
+    return m.RunsReply(runs=[from_runtime(r, RunSummary) for r in runs])
