@@ -3,7 +3,7 @@
 A :class:`DiskWatch` watches ``bin/``, ``data/``, ``logs/``, ``config/`` and ``cache/`` (never
 ``temp/``: FIFOs, sockets and state.json churn there and count in ``other`` only) with
 ``watchfiles`` and publishes a :class:`~protocol.messages.DuEvent` whose ``report`` is
-``msgspec.to_builtins(runtime.du.disk_usage(...))``, so a client never walks the disk itself.
+``runtime.du.disk_usage(...)`` as a ``protocol.payloads.DiskReport``, so a client never walks the disk itself.
 
 Cost and rate:
 
@@ -34,9 +34,9 @@ import logging
 import os
 import time
 
-import msgspec
 from watchfiles import awatch
 
+from protocol import payloads as wire
 from protocol.messages import DuEvent
 from runtime.cache import cache_owner
 from runtime.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
@@ -183,8 +183,8 @@ class DiskWatch:
                 "du", lambda seq, ts, r=report: DuEvent(topic="du", seq=seq, ts=ts, report=r)
             )
 
-    def _measure(self, units: set[Unit], full: bool) -> dict[str, object]:
-        """In a worker thread: update ``self.report`` and return it as builtins."""
+    def _measure(self, units: set[Unit], full: bool) -> wire.DiskReport:
+        """In a worker thread: update ``self.report`` and return it as the wire struct."""
         if full or self.report is None:
             self._last_full = time.monotonic()
             self.report = disk_usage(self.tree, cache_owner(self.tree).get)
@@ -197,7 +197,7 @@ class DiskWatch:
         else:
             self._merge(units)
             self.scans["partial"] += 1
-        return msgspec.to_builtins(self.report)
+        return wire.from_runtime(self.report, wire.DiskReport)
 
     def _unit_path(self, category: str, name: str) -> str:
         return os.path.join(getattr(self.tree, _UNIT_DIRS[category]), name)

@@ -55,6 +55,9 @@ class _JustId(msgspec.Struct):
 
 
 _id_decoder = msgspec.json.Decoder(_JustId)
+#: Per peer: replies queued for it, requests read ahead from it (zmq high-water marks).
+REPLY_QUEUE = 32
+REQUEST_QUEUE = 32
 #: Client names remembered per connection (from hello), at most this many.
 MAX_KNOWN_CLIENTS = 1024
 
@@ -205,6 +208,8 @@ class ControlServer:
         self._subscriptions: Counter[bytes] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._serve_tasks: list[asyncio.Task[None]] = []
+        #: Replies a peer could not take (gone, or not reading): counted, never waited for.
+        self.replies_dropped = 0
         #: (router, identity) -> the client name it sent in hello.
         self._clients: OrderedDict[tuple[int, bytes], str] = OrderedDict()
 
@@ -219,10 +224,17 @@ class ControlServer:
     def _make_router(self) -> zmq.asyncio.Socket:
         sock = self.zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        # Up to 8x the limit is read and answered `too_large`; beyond, zmq drops the peer
-        # before a byte of it costs us memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, 8 * m.MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A frame over the limit is refused by libzmq from its header, before a byte of its
+        # body is buffered: the peer is disconnected (it sees no reply, only a timeout).
+        sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_MESSAGE_BYTES)
+        # Small queues per peer, both ways: a peer that sends without reading costs at most
+        # REPLY_QUEUE replies here, and what it sends beyond REQUEST_QUEUE waits in its own
+        # process (zmq stops reading its connection) instead of ours.
+        sock.setsockopt(zmq.SNDHWM, REPLY_QUEUE)
+        sock.setsockopt(zmq.RCVHWM, REQUEST_QUEUE)
+        # Mandatory: a reply that cannot be queued (peer gone, or its queue full) is an error
+        # we count, not a silent drop, and never a wait (replies are sent NOBLOCK).
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         return sock
 
     def _make_pub(self) -> zmq.asyncio.Socket:
@@ -359,19 +371,21 @@ class ControlServer:
                     await self._reply(
                         router,
                         frames[0],
-                        m.ErrorReply(code="bad_request", message="expected one frame"),
+                        m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message="expected one frame"),
                     )
                 continue
             identity, payload = frames
             if len(payload) > m.MAX_MESSAGE_BYTES:
                 await self._reply(
-                    router, identity, m.ErrorReply(code="too_large", message="message too large")
+                    router,
+                    identity,
+                    m.ErrorReply(code=m.ErrorCode.TOO_LARGE, message="message too large"),
                 )
                 continue
             try:
                 req = m.decode_request(payload)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                reply = m.ErrorReply(code="bad_request", message=str(exc)[:300])
+                reply = m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message=str(exc)[:300])
                 reply.id = _readable_id(payload)
                 await self._reply(router, identity, reply)
                 continue
@@ -421,14 +435,16 @@ class ControlServer:
         except HandlerError as exc:
             reply = m.ErrorReply(code=exc.code, message=exc.message)
         except NotFound as exc:
-            reply = m.ErrorReply(code="not_found", message=str(exc))
+            reply = m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
         except ShuttingDown as exc:  # queued behind shutdown
-            reply = m.ErrorReply(code="conflict", message=str(exc))
+            reply = m.ErrorReply(code=m.ErrorCode.CONFLICT, message=str(exc))
         except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
-            reply = m.ErrorReply(code="failed", message=str(exc))
+            reply = m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
         except Exception as exc:
             self.log.exception("internal error handling %s", type(req).__name__)
-            reply = m.ErrorReply(code="internal", message=f"{type(exc).__name__}: {exc}"[:300])
+            reply = m.ErrorReply(
+                code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300]
+            )
         finally:
             current_actor.reset(token)
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:
@@ -445,10 +461,17 @@ class ControlServer:
 
     async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
         try:
-            # ROUTER drops what it cannot route (a client gone): it never blocks here.
-            await router.send_multipart([identity, _encoder.encode(reply)])
+            # Never waits: a peer whose reply queue is full (it sends and does not read) or
+            # that is gone loses this reply, and the daemon's memory stays bounded.
+            await router.send_multipart([identity, _encoder.encode(reply)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            self.log.debug("reply dropped: %s", exc)
+            self.replies_dropped += 1
+            if self.replies_dropped % 10_000 == 1:
+                self.log.warning(
+                    "reply dropped (%s): a client that does not read, or is gone; %d so far",
+                    exc,
+                    self.replies_dropped,
+                )
 
     async def close(self) -> None:
         for task in (*self._serve_tasks, *self._tasks):

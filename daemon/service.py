@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING
 
 from protocol.messages import LogLine, ServiceStatus
+from protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .logs import LogPipes, LogReader, ServiceLog
@@ -175,7 +176,7 @@ class ServiceRunner:
             next_start_in=next_in,
             cpu_percent=self.cpu_percent,
             rss=self.rss,
-            ports=list(self.spec.ports),
+            ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
             autostart=self.spec.autostart,
             depends_on=dict(self.spec.depends_on),
         )

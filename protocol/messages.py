@@ -11,15 +11,34 @@ Events carry ``topic`` and a per-topic ``seq`` (1, 2, 3, ...). A client subscrib
 asks for ``status``, whose reply holds the current ``seq`` of every topic: events at or below
 it are already in the snapshot, a jump above ``last + 1`` is a gap to backfill (``logs.tail``
 with ``after_seq`` for log topics, ``status`` for state topics).
+
+Every struct here and in ``payloads`` (what replies and events carry) accepts unknown fields and
+never reuses a struct of a file we own (those forbid unknown fields): a newer daemon may add a
+field anywhere without breaking an older client. Names whose set grows (a service's state and
+wanted state, an error code, an event's kind) travel as plain ``str``: a state a newer daemon
+adds reaches an older client as its name, shown as it is, never as a decode error. This
+package imports nothing from ``runtime``'s structs (tests/test_wire.py walks the imports).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import enum
+from typing import Any
 
 import msgspec
 
-from runtime.manifest import PortDef
+from .payloads import (
+    ArtifactEntry,
+    Binary,
+    DiskReport,
+    Port,
+    ReplayReport,
+    RunDetails,
+    RunOutcome,
+    RunStep,
+    RunSummary,
+    VerifyReport,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -73,15 +92,19 @@ PROTOCOL_VERSION = 1
 #: Anything larger is refused unread: no request needs more, and a flood must not cost memory.
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-ErrorCode = Literal[
-    "bad_request",  # malformed frame, wrong types, unknown op
-    "unsupported_version",  # hello with a protocol we do not speak
-    "not_found",  # no such service
-    "conflict",  # the request contradicts the current state (e.g. start while shutting down)
-    "too_large",  # message over MAX_MESSAGE_BYTES
-    "failed",  # the operation ran and failed (ensure: checksum mismatch, ...)
-    "internal",  # a bug in the daemon; it is logged with its traceback
-]
+
+class ErrorCode(enum.StrEnum):
+    """The code of an ErrorReply. The daemon only sends these; a client reads ``code`` as a plain
+    str, so a code a newer daemon adds is still read (as a plain ``RemoteError``)."""
+
+    BAD_REQUEST = "bad_request"  # malformed frame, wrong types, unknown op, a bad name
+    UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol we do not speak
+    NOT_FOUND = "not_found"  # no such service (run, bundle)
+    CONFLICT = "conflict"  # the request contradicts the current state (start while shutting down)
+    TOO_LARGE = "too_large"  # message over MAX_MESSAGE_BYTES
+    FAILED = "failed"  # the operation ran and failed (ensure: checksum mismatch, ...)
+    INTERNAL = "internal"  # a bug in the daemon; it is logged with its traceback
+
 
 # --- requests ----------------------------------------------------------------------------------
 
@@ -210,7 +233,8 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     name: str
     version: str = ""
     kind: str = "service"
-    #: stopped starting running stopping backoff exited fatal
+    #: stopped starting running stopping backoff exited fatal; a str, so a state a newer
+    #: daemon adds is read as its name.
     state: str = "stopped"
     #: up | down: what the operator asked for, apart from what is.
     wanted: str = "down"
@@ -230,7 +254,7 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     next_start_in: float | None = None
     cpu_percent: float | None = None
     rss: int | None = None
-    ports: list[PortDef] = []
+    ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
 
@@ -288,42 +312,38 @@ class LogsReply(Reply, tag="logs"):
 
 
 class DuReply(Reply, tag="du"):
-    #: A runtime.du.DiskReport as plain data.
-    report: dict[str, object]
+    report: DiskReport
 
 
 class EnsureReply(Reply, tag="ensure"):
-    #: A runtime.acquire.ServiceBinary as plain data.
-    binary: dict[str, object]
+    binary: Binary
 
 
 class RunReply(Reply, tag="run"):
     #: sealed | rejected
     status: str
-    #: sealed: a runtime.runs.RunResult; rejected: run_id, engine, stage, reason, record.
-    result: dict[str, Any]
+    #: sealed: the run's facts; rejected: run_id, engine, stage, reason, record.
+    result: RunOutcome
 
 
 class RunsReply(Reply, tag="runs"):
-    #: runtime.runs.RunSummary records, oldest first (run ids sort by time).
-    runs: list[dict[str, Any]]
+    #: Oldest first (run ids sort by time).
+    runs: list[RunSummary]
 
 
 class RunShowReply(Reply, tag="runs.show"):
-    run: dict[str, Any]
-    #: The bundle's ARTIFACT_INDEX.json entries ({path, size, sha256, role}), in index order;
-    #: empty from a daemon that predates the field or when the index is unreadable.
-    artifacts: list[dict[str, Any]] = []
+    run: RunDetails
+    #: The bundle's ARTIFACT_INDEX.json entries, in index order; empty from a daemon that
+    #: predates the field or when the index is unreadable.
+    artifacts: list[ArtifactEntry] = []
 
 
 class VerifyReply(Reply, tag="verify"):
-    #: A runtime.runs.VerifyReport: ok and one entry per check.
-    report: dict[str, Any]
+    report: VerifyReport
 
 
 class ReplayReply(Reply, tag="replay"):
-    #: A runtime.runs.ReplayReport: replayable, reason, the differing JSON paths.
-    report: dict[str, Any]
+    report: ReplayReport
 
 
 ReplyUnion = (
@@ -363,7 +383,7 @@ class LogEvent(Event, tag="log"):
 
 
 class DuEvent(Event, tag="du"):
-    report: dict[str, object]
+    report: DiskReport
 
 
 class DaemonEvent(Event, tag="daemon"):
@@ -379,7 +399,7 @@ class RunEvent(Event, tag="run"):
     engine: str
     #: started | sealed | rejected | replay_started | replayed
     kind: str
-    data: dict[str, Any] = {}
+    data: RunStep = msgspec.field(default_factory=RunStep)
 
 
 EventUnion = StateEvent | LogEvent | DuEvent | DaemonEvent | RunEvent

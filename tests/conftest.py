@@ -18,6 +18,12 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: a test at full strength that takes 30 s or more (-m 'not slow' skips it)"
+    )
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; skip when it is missing, but fail under CI=true.
 

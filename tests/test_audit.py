@@ -343,8 +343,8 @@ def test_seals_are_recorded_through_the_daemon_and_local(root: Path, daemons, ca
         ("run.sealed", "ok"),
     ]
     first = seals[0]
-    assert first["detail"]["run_id"] == sealed.result["run_id"]
-    assert first["detail"]["outputs_hash"] == sealed.result["outputs_hash"]
+    assert first["detail"]["run_id"] == sealed.result.run_id
+    assert first["detail"]["outputs_hash"] == sealed.result.outputs_hash
     assert first["actor"]["client"] == "seal-test"  # the daemon's client, not "cli"
     assert seals[1]["detail"]["stage"] == "input"
     assert seals[2]["actor"] == {"uid": os.getuid(), "client": "cli"}

@@ -295,10 +295,10 @@ def test_ensure_and_du_through_the_daemon(root, daemons) -> None:
     d = daemons(tree).start()
     with d.client() as c:
         binary = c.ensure("a", "1.0.0").binary
-        assert binary["version"] == "1.0.0" and binary["installed"] is False
-        assert binary["fetched"] is False  # already there: no download
+        assert binary.version == "1.0.0" and binary.installed is False
+        assert binary.fetched is False  # already there: no download
         report = c.du().report
-        a = next(s for s in report["services"] if s["name"] == "a")
-        assert a["bin"]["files"] == 1 and a["cache"]["files"] == 1
+        a = next(s for s in report.services if s.name == "a")
+        assert a.bin.files == 1 and a.cache.files == 1
         with pytest.raises(OperationFailed, match="no service 'ghost'"):
             c.ensure("ghost", "latest")

@@ -14,6 +14,7 @@ from daemonkit import SLEEPER, build_tree, wait_for
 
 from daemon.diskwatch import INTERVAL, DiskWatch
 from daemon.events import EventBus
+from protocol.payloads import DiskReport
 from runtime.du import disk_usage
 from runtime.tree import RuntimeTree
 
@@ -35,8 +36,8 @@ while True:
 """
 
 
-def service(report: dict, name: str) -> dict:
-    return next(s for s in report["services"] if s["name"] == name)
+def service(report: DiskReport, name: str) -> dict:
+    return next(s for s in msgspec.to_builtins(report)["services"] if s["name"] == name)
 
 
 def states(client) -> dict[str, str]:
@@ -66,7 +67,7 @@ def test_a_new_file_shows_up_in_a_du_event(root, daemons) -> None:
         full = c.du().report
         for name in ("a", "b"):
             assert service(seen.report, name) == service(full, name)
-        assert seen.report["total"]["bytes"] >= full["total"]["bytes"] - 64 * 1024
+        assert seen.report.total.bytes >= full.total.bytes - 64 * 1024
 
 
 def test_a_flood_of_changes_is_capped_at_one_event_per_interval(root, daemons) -> None:
@@ -122,16 +123,16 @@ def test_partial_rescans_merge_into_what_a_full_scan_says(tmp_path) -> None:
             while service(event.report, "a")["data"]["bytes"] < 1000:
                 event = await asyncio.wait_for(got.get(), 10)
             assert watch.scans["full"] == 1 and watch.scans["partial"] >= 1
-            assert event.report == msgspec.to_builtins(disk_usage(tree))
+            assert msgspec.to_builtins(event.report) == msgspec.to_builtins(disk_usage(tree))
 
             (tree.data_dir / "b").mkdir()
             (tree.data_dir / "b" / "y").write_bytes(b"3" * 10)
-            while not any(s["name"] == "b" for s in event.report["services"]):
+            while not any(s.name == "b" for s in event.report.services):
                 event = await asyncio.wait_for(got.get(), 10)
             assert watch.scans["full"] == 2
             while service(event.report, "b")["data"]["bytes"] < 10:
                 event = await asyncio.wait_for(got.get(), 10)
-            assert event.report == msgspec.to_builtins(disk_usage(tree))
+            assert msgspec.to_builtins(event.report) == msgspec.to_builtins(disk_usage(tree))
         finally:
             await watch.close()
         assert all(t.done() for t in watch._tasks) and not watch._tasks

@@ -44,8 +44,8 @@ def test_run_in_the_daemon_with_events_then_chain_list_show_verify_replay(daemon
     with daemon.client(timeout=30) as c, c.events(["run."]) as events:
         reply = c.run("heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
         assert reply.status == "sealed", reply.result
-        run_id = reply.result["run_id"]
-        bundle = reply.result["bundle"]
+        run_id = reply.result.run_id
+        bundle = reply.result.bundle
         assert bundle.startswith(str(daemon.tree.data_dir / "heat1d" / "runs"))
         kinds = []
         while "sealed" not in kinds:
@@ -59,25 +59,25 @@ def test_run_in_the_daemon_with_events_then_chain_list_show_verify_replay(daemon
 
         down = c.run("heatstats", {"column": "final"}, from_runs=[run_id])
         assert down.status == "sealed", down.result
-        listed = [r["run_id"] for r in c.runs_list().runs]
-        assert {run_id, down.result["run_id"]} <= set(listed)
+        listed = [r.run_id for r in c.runs_list().runs]
+        assert {run_id, down.result.run_id} <= set(listed)
         shown = c.runs_show(run_id).run
-        assert shown["run_input"]["run_id"] == run_id
-        assert shown["run_output"]["outputs"] == SAMPLE_OUTPUTS
+        assert shown.run_input["run_id"] == run_id and shown.summary.status == "sealed"
+        assert shown.run_output["outputs"] == SAMPLE_OUTPUTS
         with pytest.raises(NotFound):
             c.runs_show("20200101T000000.000000Z-00000000")
 
         report = c.verify(run_id).report
-        assert report["ok"] is True
+        assert report.ok is True and report.checks
         replay = c.replay(bundle).report
-        assert replay["replayable"] is True
+        assert replay.replayable is True and replay.verify.ok
 
 
 def test_rejected_run_is_a_reply_with_the_reason(daemon) -> None:
     with daemon.client(timeout=30) as c:
         reply = c.run("heatstats", {"column": "final"})  # requires input artifacts
         assert reply.status == "rejected"
-        assert "input" in reply.result["reason"]
+        assert "input" in reply.result.reason
         assert not list((daemon.tree.data_dir / "heatstats" / "runs").glob("2*"))
 
 

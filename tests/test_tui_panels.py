@@ -95,7 +95,7 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
             with d.client(timeout=60) as c:
                 reply = c.run("heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
                 assert reply.status == "sealed", reply.result
-                return reply.result["run_id"]
+                return reply.result.run_id
 
         run_id = await asyncio.to_thread(seal)
         # Listed from the run.* events, without a key press.
@@ -103,7 +103,7 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         row = screen.table.get_row(run_id)
         assert [str(c) for c in row[1:]] == [
             "heat1d",
-            screen.runs[run_id]["engine_version"],
+            screen.runs[run_id].engine_version,
             "sealed",
         ]
         assert screen.selected == run_id
@@ -170,6 +170,7 @@ def test_runs_show_reply_artifacts_decode_both_ways() -> None:
     import msgspec
 
     from protocol.messages import RunShowReply, decode_reply, encode
+    from protocol.payloads import ArtifactEntry, RunDetails
 
     old_reply = b'{"reply":"runs.show","id":"1","run":{"summary":{}}}'
     decoded = decode_reply(old_reply)
@@ -179,9 +180,9 @@ def test_runs_show_reply_artifacts_decode_both_ways() -> None:
         id: str = ""
         run: dict[str, object]
 
-    entry = {"path": "artifacts/a.csv", "size": 3, "sha256": "ab" * 32, "role": "artifact"}
-    new = encode(RunShowReply(id="2", run={"summary": {}}, artifacts=[entry]))
-    assert msgspec.json.decode(new, type=OldRunShowReply).run == {"summary": {}}
+    entry = ArtifactEntry(path="artifacts/a.csv", size=3, sha256="ab" * 32, role="artifact")
+    new = encode(RunShowReply(id="2", run=RunDetails(), artifacts=[entry]))
+    assert msgspec.json.decode(new, type=OldRunShowReply).run["summary"]["run_id"] == ""
     assert decode_reply(new).artifacts == [entry]  # type: ignore[attr-defined]
 
 
@@ -193,4 +194,4 @@ def test_runs_show_artifacts_from_a_broken_index_are_empty(tmp_path) -> None:
     (tmp_path / "ARTIFACT_INDEX.json").write_text("{not json")
     assert artifact_entries(tmp_path) == []
     (tmp_path / "ARTIFACT_INDEX.json").write_text('{"files": [{"path": 3}, "x", {"path": "a"}]}')
-    assert artifact_entries(tmp_path) == [{"path": "a"}]
+    assert [e.path for e in artifact_entries(tmp_path)] == ["a"]

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from textual.pilot import Pilot
 
 from protocol.messages import LogLine, RunShowReply, RunsReply, ServiceStatus, StatusReply
-from runtime.manifest import PortDef
+from protocol.payloads import ArtifactEntry, DiskReport, Port, RunDetails, RunSummary
 from tui.app import RunyardApp
 from tui.bridge import ALL_LOGS, Bridge, BridgeTarget
 from tui.services_table import ServicesTable
@@ -68,7 +69,7 @@ SERVICES = [
         started_at=NOW - 3725,
         cpu_percent=1.5,
         rss=24_117_248,
-        ports=[PortDef(name="http", port=8080, protocol="http")],
+        ports=[Port(name="http", port=8080, protocol="http")],
         ready=True,
     ),
     _status(
@@ -79,7 +80,7 @@ SERVICES = [
         started_at=NOW - 90_061,
         cpu_percent=12.25,
         rss=157_286_400,
-        ports=[PortDef(name="pg", port=5432)],
+        ports=[Port(name="pg", port=5432)],
         ready=False,
         ready_detail="tcp 127.0.0.1:5432: connection refused",
     ),
@@ -213,10 +214,13 @@ class FixedRunsClient:
     """Answers the runs requests the bridge makes with the fixed replies above."""
 
     async def runs_list(self, include_rejected: bool = False) -> RunsReply:
-        return RunsReply(runs=list(RUNS))
+        return RunsReply(runs=msgspec.convert(RUNS, list[RunSummary]))
 
     async def runs_show(self, run_id: str) -> RunShowReply:
-        return RunShowReply(run=RUN, artifacts=ARTIFACTS)
+        return RunShowReply(
+            run=msgspec.convert(RUN, RunDetails),
+            artifacts=msgspec.convert(ARTIFACTS, list[ArtifactEntry]),
+        )
 
 
 class ScriptedBridge(Bridge):
@@ -231,7 +235,7 @@ class ScriptedBridge(Bridge):
 
     async def run(self) -> None:
         self.target.post_message(self.Connected(SNAPSHOT))
-        self.target.post_message(self.DiskUpdated(DISK_REPORT))
+        self.target.post_message(self.DiskUpdated(msgspec.convert(DISK_REPORT, DiskReport)))
         if self.down:
             self.target.post_message(self.Disconnected(self.down))
         while not self._stopping:

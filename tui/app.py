@@ -11,7 +11,7 @@ import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import App
@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 
 from protocol.client import ClientError
+from protocol.payloads import DiskReport
 
 from .bridge import Bridge, BridgeTarget
 from .dialogs import HelpDialog
@@ -58,8 +59,8 @@ class RunyardApp(App[None]):
         self.logs_warn = logs_warn
         #: Seconds since the epoch, now (uptimes are counted from it).
         self.clock = clock
-        #: The newest disk report from the daemon (a runtime.du DiskReport as plain data).
-        self.disk_report: dict[str, Any] | None = None
+        #: The newest disk report from the daemon.
+        self.disk_report: DiskReport | None = None
         self.bridge = bridge(self.root, self)
         self.services_screen = ServicesScreen()
 
@@ -138,8 +139,8 @@ class RunyardApp(App[None]):
         except ClientError as exc:
             self.notify(f"ensure {name} {version_spec}: {exc}", severity="error", timeout=6)
             return
-        version = binary.get("version", "?")
-        if binary.get("installed"):
+        version = binary.version or "?"
+        if binary.installed:
             self.notify(f"{name}: installed {version}", timeout=6)
         else:
             self.notify(f"{name} {version}: already installed", timeout=6)

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from textual.message import Message
 
@@ -41,10 +41,12 @@ from protocol.messages import (
     LogEvent,
     LogLine,
     RunEvent,
+    RunShowReply,
     ServiceStatus,
     StateEvent,
     StatusReply,
 )
+from protocol.payloads import Binary, DiskReport, ReplayReport, RunSummary, VerifyReport
 
 __all__ = ["ACTIONS", "ALL_LOGS", "Bridge", "BridgeTarget"]
 
@@ -122,9 +124,9 @@ class Bridge:
             self.sources = sources
 
     class DiskUpdated(Message):
-        """A runtime.du DiskReport as plain data (services, other, total)."""
+        """The daemon's disk report (services, other, total)."""
 
-        def __init__(self, report: dict[str, Any]) -> None:
+        def __init__(self, report: DiskReport) -> None:
             super().__init__()
             self.report = report
 
@@ -189,33 +191,30 @@ class Bridge:
             raise ClientError("daemon unreachable")
         return client
 
-    async def runs_list(self) -> list[dict[str, Any]]:
+    async def runs_list(self) -> list[RunSummary]:
         """Sealed and rejected runs of every engine, oldest first."""
         return list((await self._client().runs_list(include_rejected=True)).runs)
 
-    async def runs_show(self, run_id: str) -> dict[str, Any]:
-        """One run: summary, run_input, run_output, run_meta, and ``artifacts``, the bundle's
-        ARTIFACT_INDEX entries ({path, size, sha256, role}; [] from an older daemon)."""
-        reply = await self._client().runs_show(run_id)
-        return {**reply.run, "artifacts": list(reply.artifacts)}
+    async def runs_show(self, run_id: str) -> RunShowReply:
+        """One run (summary and documents) and its bundle's ARTIFACT_INDEX entries ([] from an
+        older daemon)."""
+        return await self._client().runs_show(run_id)
 
-    async def verify(self, run_id: str) -> dict[str, Any]:
-        """A VerifyReport as plain data: ok and checks [{name, ok, detail, skipped}]."""
+    async def verify(self, run_id: str) -> VerifyReport:
         reply = await self._client().verify(run_id, timeout=VERIFY_TIMEOUT)
-        return dict(reply.report)
+        return reply.report
 
-    async def replay(self, run_id: str) -> dict[str, Any]:
-        """A ReplayReport as plain data: replayable, reason, differences, verify."""
+    async def replay(self, run_id: str) -> ReplayReport:
         reply = await self._client().replay(
             run_id, run_timeout=REPLAY_TIMEOUT, timeout=REPLAY_TIMEOUT + 30
         )
-        return dict(reply.report)
+        return reply.report
 
-    async def ensure(self, name: str, version_spec: str = "latest") -> dict[str, Any]:
-        """Install ``name`` at ``version_spec`` unless the tree has it: a ServiceBinary as plain
-        data (version, installed: False when it was already installed)."""
+    async def ensure(self, name: str, version_spec: str = "latest") -> Binary:
+        """Install ``name`` at ``version_spec`` unless the tree has it (``installed`` False:
+        it was already installed)."""
         reply = await self._client().ensure(name, version_spec, timeout=ENSURE_TIMEOUT)
-        return dict(reply.binary)
+        return reply.binary
 
     def stop(self) -> None:
         self._stopping = True
@@ -280,7 +279,7 @@ class Bridge:
         except ClientError as exc:
             log.warning("du request failed: %s", exc)
             return
-        self.target.post_message(self.DiskUpdated(dict(reply.report)))
+        self.target.post_message(self.DiskUpdated(reply.report))
 
     async def _tail(self, client: AsyncClient, service: str) -> list[LogLine]:
         """The lines of ``service`` not seen yet; NotFound passes on."""
@@ -361,7 +360,7 @@ class Bridge:
             case DaemonEvent(kind=kind, message=message):
                 self.target.post_message(self.DaemonNotice(kind, message))
             case DuEvent(report=report):
-                self.target.post_message(self.DiskUpdated(dict(report)))
+                self.target.post_message(self.DiskUpdated(report))
             case RunEvent(run_id=run_id, engine=engine, kind=kind):
                 self.target.post_message(self.RunChanged(run_id, engine, kind))
             case _:

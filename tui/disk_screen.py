@@ -15,6 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from protocol.payloads import DiskReport
+
 from .banner import Banner
 from .footer import KeysFooter
 
@@ -54,13 +56,6 @@ def bar(value: int, largest: int, width: int = BAR_WIDTH) -> str:
     if largest <= 0 or value <= 0:
         return ""
     return "▇" * max(1, round(width * value / largest))
-
-
-def _bytes(usage: Any) -> int:
-    if isinstance(usage, dict):
-        value = usage.get("bytes", 0)
-        return value if isinstance(value, int) else 0
-    return 0
 
 
 class DiskScreen(Screen[None]):
@@ -107,17 +102,15 @@ class DiskScreen(Screen[None]):
     def warned(self, name: str) -> bool:
         return self.shown.get(name, {}).get("logs", 0) > self.logs_warn
 
-    def show_report(self, report: dict[str, Any]) -> None:
-        """Replace what is shown with ``report`` (a runtime.du DiskReport as plain data)."""
-        services = report.get("services")
-        rows: dict[str, dict[str, int]] = {}
-        for svc in services if isinstance(services, list) else []:
-            if not isinstance(svc, dict) or not isinstance(svc.get("name"), str):
-                continue  # a malformed entry: skip it rather than fail
-            rows[svc["name"]] = {p: _bytes(svc.get(p)) for p in (*PARTS, "total")}
+    def show_report(self, report: DiskReport) -> None:
+        """Replace what is shown with ``report``."""
+        rows = {
+            svc.name: {p: getattr(svc, p).bytes for p in (*PARTS, "total")}
+            for svc in report.services
+        }
         self.shown = rows
-        self.other = _bytes(report.get("other"))
-        self.total = _bytes(report.get("total"))
+        self.other = report.other.bytes
+        self.total = report.total.bytes
         largest = max((r["total"] for r in rows.values()), default=0)
 
         table = self.table

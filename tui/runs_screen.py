@@ -20,6 +20,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from protocol.client import ClientError
+from protocol.messages import RunShowReply
+from protocol.payloads import Check, ReplayReport, RunSummary, VerifyReport
 
 from .banner import Banner
 from .disk_screen import human
@@ -42,69 +44,63 @@ READ_ONLY_REPLAY = (
 )
 
 
-def short_time(summary: dict[str, Any]) -> str:
+def short_time(summary: RunSummary) -> str:
     """``2024-05-01 12:00:03`` from started_at, else from the run id (it starts with the time)."""
-    at = str(summary.get("started_at") or "")
+    at = summary.started_at
     if len(at) >= 19 and at[10] in "T ":
         return at[:10] + " " + at[11:19]
-    rid = str(summary.get("run_id", ""))
+    rid = summary.run_id
     if len(rid) >= 15 and rid[8] == "T":
         return f"{rid[:4]}-{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}"
     return at or "-"
 
 
-def check_lines(checks: Any) -> list[str]:
+def check_lines(checks: list[Check]) -> list[str]:
     """One markup line per check: a word (ok / FAIL / skip) as well as a colour."""
     out = []
-    for c in checks if isinstance(checks, list) else []:
-        if not isinstance(c, dict):
-            continue
-        name = escape(str(c.get("name", "?")))
-        detail = escape(str(c.get("detail", "")))
-        if c.get("skipped"):
+    for c in checks:
+        if c.skipped:
             mark = "[dim]skip[/dim]"
-        elif c.get("ok"):
+        elif c.ok:
             mark = "[green]ok  [/green]"
         else:
             mark = "[bold red]FAIL[/bold red]"
-        out.append(f"  {mark} {name}" + (f"  [dim]{detail}[/dim]" if detail else ""))
+        detail = escape(c.detail)
+        out.append(f"  {mark} {escape(c.name)}" + (f"  [dim]{detail}[/dim]" if detail else ""))
     return out
 
 
-def verify_lines(run_id: str, report: dict[str, Any]) -> list[str]:
-    ok = report.get("ok")
-    if ok is None:
-        ok = all(c.get("ok") for c in report.get("checks", []) if isinstance(c, dict))
-    verdict = "[green]OK[/green]" if ok else "[bold red]FAILED[/bold red]"
-    return [f"[b]verify {escape(run_id)}: {verdict}[/b]", *check_lines(report.get("checks"))]
+def verify_lines(run_id: str, report: VerifyReport) -> list[str]:
+    verdict = "[green]OK[/green]" if report.ok else "[bold red]FAILED[/bold red]"
+    return [f"[b]verify {escape(run_id)}: {verdict}[/b]", *check_lines(report.checks)]
 
 
-def replay_lines(run_id: str, report: dict[str, Any]) -> list[str]:
-    good = bool(report.get("replayable"))
+def replay_lines(run_id: str, report: ReplayReport) -> list[str]:
+    good = report.replayable
     verdict = "[green]REPLAYABLE[/green]" if good else "[bold red]NOT REPLAYABLE[/bold red]"
     lines = [f"[b]replay {escape(run_id)}: {verdict}[/b]"]
-    if report.get("reason"):
-        lines.append(f"  reason: {escape(str(report['reason']))}")
-    diffs = report.get("differences") or []
+    if report.reason:
+        lines.append(f"  reason: {escape(report.reason)}")
+    diffs = report.differences
     lines.append(
         f"  [{'green' if not diffs else 'bold red'}]RUN_OUTPUT differences: {len(diffs)}[/]"
     )
-    lines += [f"    {escape(str(d))}" for d in diffs]
-    art = report.get("artifact_differences") or []
+    lines += [f"    {escape(d)}" for d in diffs]
+    art = report.artifact_differences
     if art:
         lines.append(f"  artifact differences (informational): {len(art)}")
-        lines += [f"    {escape(str(d))}" for d in art]
-    if report.get("replay_id"):
-        lines.append(f"  replay id: {escape(str(report['replay_id']))}")
-    verify = report.get("verify")
-    if isinstance(verify, dict):
+        lines += [f"    {escape(d)}" for d in art]
+    if report.replay_id:
+        lines.append(f"  replay id: {escape(report.replay_id)}")
+    if report.verify.checks:
         lines.append("  verify before replay:")
-        lines += ["  " + line for line in check_lines(verify.get("checks"))]
+        lines += ["  " + line for line in check_lines(report.verify.checks)]
     return lines
 
 
 def _hashes(doc: Any, path: str, out: list[tuple[str, str]]) -> None:
-    """Every ``*hash`` / ``sha256`` string in ``doc``, with where it was found."""
+    """Every ``*hash`` / ``sha256`` string in ``doc`` (a bundle's own JSON document), with
+    where it was found."""
     if isinstance(doc, dict):
         for key, value in doc.items():
             where = f"{path}.{key}" if path else str(key)
@@ -118,7 +114,7 @@ def _hashes(doc: Any, path: str, out: list[tuple[str, str]]) -> None:
 
 
 def _files(doc: Any, out: list[dict[str, Any]]) -> None:
-    """Every ``{path, sha256|size}`` record in ``doc`` (artifact lists)."""
+    """Every ``{path, sha256|size}`` record in ``doc`` (artifact lists of a bundle's JSON)."""
     if isinstance(doc, dict):
         if isinstance(doc.get("path"), str) and ("sha256" in doc or "size" in doc):
             out.append(doc)
@@ -133,20 +129,19 @@ def _files(doc: Any, out: list[dict[str, Any]]) -> None:
 #: Hex digits of a file's sha256 shown in the list (the full one is in ARTIFACT_INDEX.json).
 SHA_SHOWN = 12
 
+#: The bundle's own JSON documents a run's details show (engine-shaped, so plain JSON).
+DOCUMENTS = ("run_input", "run_output", "run_meta")
 
-def file_lines(run: dict[str, Any]) -> list[str]:
+
+def file_lines(shown: RunShowReply) -> list[str]:
     """The bundle's files from ``runs.show``'s ARTIFACT_INDEX entries: role, size, the start of
     the sha256 and the path, in columns that fit 80 cells; from an older daemon (no entries),
     the file records found in the run's documents."""
-    entries = [
-        e
-        for e in run.get("artifacts") or []
-        if isinstance(e, dict) and isinstance(e.get("path"), str)
-    ]
+    entries = shown.artifacts
     if not entries:
         files: list[dict[str, Any]] = []
-        for part in ("run_input", "run_output", "run_meta"):
-            _files(run.get(part), files)
+        for part in DOCUMENTS:
+            _files(getattr(shown.run, part), files)
         lines = ["[b]files[/b]"]
         for f in files:
             extra = " ".join(
@@ -154,42 +149,37 @@ def file_lines(run: dict[str, Any]) -> list[str]:
             )
             lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
         return lines + ([] if files else ["  (no file list: ARTIFACT_INDEX.json unreadable)"])
-    sizes = [e["size"] for e in entries if isinstance(e.get("size"), int)]
-    lines = [f"[b]files[/b] ({len(entries)}, {human(sum(sizes))}; role size sha256 path)"]
+    total = sum(e.size for e in entries if e.size is not None)
+    lines = [f"[b]files[/b] ({len(entries)}, {human(total)}; role size sha256 path)"]
     for e in entries:
-        size = e.get("size")
-        sha = str(e.get("sha256") or "")
         lines.append(
-            f"  {escape(str(e.get('role') or '-')):<10} "
-            f"{human(size) if isinstance(size, int) else '?':>6} "
-            f"[dim]{escape(sha[:SHA_SHOWN]) or '-':<{SHA_SHOWN}}[/dim] "
-            f"{escape(e['path'])}"
+            f"  {escape(e.role or '-'):<10} "
+            f"{human(e.size) if e.size is not None else '?':>6} "
+            f"[dim]{escape(e.sha256[:SHA_SHOWN]) or '-':<{SHA_SHOWN}}[/dim] "
+            f"{escape(e.path)}"
         )
     return lines
 
 
-def detail_lines(run: dict[str, Any]) -> list[str]:
-    summary = run.get("summary") if isinstance(run.get("summary"), dict) else {}
-    assert isinstance(summary, dict)
-    lines = [f"[b]run {escape(str(summary.get('run_id', '?')))}[/b]"]
+def detail_lines(shown: RunShowReply) -> list[str]:
+    run = shown.run
+    summary = run.summary
+    lines = [f"[b]run {escape(summary.run_id or '?')}[/b]"]
     for key in ("engine", "engine_version", "status", "project_id", "started_at", "duration"):
-        if summary.get(key) not in (None, ""):
-            lines.append(f"  {key}: {escape(str(summary[key]))}")
-    if summary.get("signed"):
+        value = getattr(summary, key)
+        if value not in (None, ""):
+            lines.append(f"  {key}: {escape(str(value))}")
+    if summary.signed:
         lines.append("  signed: yes")
-    if summary.get("path"):
-        lines.append(f"  bundle: {escape(str(summary['path']))}")
+    if summary.path:
+        lines.append(f"  bundle: {escape(summary.path)}")
     hashes: list[tuple[str, str]] = []
-    for part in ("run_input", "run_output", "run_meta"):
-        _hashes(run.get(part), part, hashes)
+    for part in DOCUMENTS:
+        _hashes(getattr(run, part), part, hashes)
     lines.append("[b]hashes[/b]")
     lines += [f"  {escape(w)}: {escape(h)}" for w, h in hashes] or ["  (none recorded)"]
-    lines += file_lines(run)
-    outputs = (
-        run.get("run_output", {}).get("outputs")
-        if isinstance(run.get("run_output"), dict)
-        else None
-    )
+    lines += file_lines(shown)
+    outputs = run.run_output.get("outputs")
     if isinstance(outputs, dict):
         lines.append("[b]outputs[/b]")
         lines += [f"  {escape(str(k))}: {escape(str(v))}" for k, v in outputs.items()]
@@ -221,7 +211,7 @@ class RunsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, RunSummary] = {}
         #: What the detail pane shows, as plain text (for tests and the curious).
         self.detail_text = ""
 
@@ -282,27 +272,27 @@ class RunsScreen(Screen[None]):
             return
         self.show_runs(runs)
 
-    def show_runs(self, runs: list[dict[str, Any]]) -> None:
+    def show_runs(self, runs: list[RunSummary]) -> None:
         keep = self.selected
         table = self.table
         table.clear()
         self.runs = {}
         for r in reversed(runs):  # newest first
-            rid = r.get("run_id")
-            if not isinstance(rid, str) or rid in self.runs:
+            rid = r.run_id
+            if not rid or rid in self.runs:
                 continue
             self.runs[rid] = r
-            status = str(r.get("status", "?"))
+            status = r.status or "?"
             table.add_row(
                 short_time(r),
-                str(r.get("engine", "")),
-                str(r.get("engine_version", "")) or "-",
+                r.engine,
+                r.engine_version or "-",
                 Text(status, style=STATUS_STYLES.get(status, "")),
                 key=rid,
             )
         if keep in self.runs:
             table.move_cursor(row=table.get_row_index(keep))
-        sealed = sum(1 for r in self.runs.values() if r.get("status") == "sealed")
+        sealed = sum(1 for r in self.runs.values() if r.status == "sealed")
         self._status(f"{sealed} sealed · {len(self.runs) - sealed} rejected")
 
     # --- one run --------------------------------------------------------------------------------
@@ -314,12 +304,12 @@ class RunsScreen(Screen[None]):
             self.run_worker(self._show(rid), group="runs-one", exclusive=True, exit_on_error=False)
 
     async def _show(self, rid: str) -> None:
-        summary = self.runs.get(rid, {})
-        if summary.get("status") == "rejected":
+        summary = self.runs.get(rid)
+        if summary is not None and summary.status == "rejected":
             lines = [f"[b]run {escape(rid)}: [bold red]rejected[/bold red][/b]"]
             for key in ("engine", "engine_version", "started_at", "reason", "path"):
-                if summary.get(key):
-                    lines.append(f"  {key}: {escape(str(summary[key]))}")
+                if value := getattr(summary, key):
+                    lines.append(f"  {key}: {escape(str(value))}")
             self._detail(lines)
             return
         self._detail([f"loading {escape(rid)}…"])

@@ -31,7 +31,7 @@ from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table
 
 if TYPE_CHECKING:
-    from runtime.runs import RunResult
+    from runtime.runs import RunRejected, RunResult
 
 # runtime.runs (jsonschema, cryptography) is imported inside the commands: every `runyard`
 # process, the daemon included, imports this module, and only these commands need it.
@@ -193,16 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except RunRejected as rej:
         if args.json:
-            print_json(
-                {
-                    "status": "rejected",
-                    "run_id": rej.run_id,
-                    "engine": rej.engine,
-                    "stage": rej.stage,
-                    "reason": rej.reason,
-                    "record": rej.record,
-                }
-            )
+            print_json(_rejected_json(rej))
         raise
     _print_sealed(args, result)
     return 0
@@ -239,19 +230,33 @@ def _run_via_daemon(
         if args.debug:
             print("runyard: no daemon answers; running in this process", file=sys.stderr)
         return None
+    outcome = reply.result
     if reply.status == "rejected":
-        if args.json:
-            print_json({"status": "rejected", **reply.result})
-        raise RunRejected(
-            str(reply.result.get("reason", "rejected")),
-            stage=str(reply.result.get("stage") or ""),
-            run_id=str(reply.result.get("run_id") or ""),
-            engine=str(reply.result.get("engine") or ""),
-            record=reply.result.get("record"),  # type: ignore[arg-type]
+        rej = RunRejected(
+            outcome.reason or "rejected",
+            stage=outcome.stage,
+            run_id=outcome.run_id,
+            engine=outcome.engine,
+            record=outcome.record,
         )
-    result = msgspec.convert(reply.result, RunResult)
-    _print_sealed(args, result)
+        if args.json:
+            print_json(_rejected_json(rej))
+        raise rej
+    # The wire's outcome as the runtime's RunResult: fields matched by name, so the output is
+    # the same as a run in this process.
+    _print_sealed(args, msgspec.convert(msgspec.to_builtins(outcome), RunResult))
     return 0
+
+
+def _rejected_json(rej: RunRejected) -> dict[str, Any]:
+    return {
+        "status": "rejected",
+        "run_id": rej.run_id,
+        "engine": rej.engine,
+        "stage": rej.stage,
+        "reason": rej.reason,
+        "record": rej.record,
+    }
 
 
 def _print_sealed(args: argparse.Namespace, result: RunResult) -> None:

@@ -66,7 +66,7 @@ def _ensure(req: m.Ensure, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     if req.catalog:
         detail["catalog"] = _URL_CREDS.sub("", req.catalog)
     if isinstance(reply, m.EnsureReply):
-        detail["version"] = reply.binary.get("version")
+        detail["version"] = reply.binary.version
     return req.name, detail
 
 
@@ -76,14 +76,14 @@ def _run(req: m.Run, reply: m.Reply) -> tuple[str, dict[str, Any]]:
         detail["from_runs"] = list(req.from_runs)
     if isinstance(reply, m.RunReply):
         detail["status"] = reply.status
-        detail["run_id"] = reply.result.get("run_id")
+        detail["run_id"] = reply.result.run_id
     return req.engine, detail
 
 
 def _replay(req: m.ReplayRun, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {}
     if isinstance(reply, m.ReplayReply):
-        detail["replayable"] = reply.report.get("replayable")
+        detail["replayable"] = reply.report.replayable
     return req.bundle, detail
 
 

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 class HandlerError(Exception):
     """An expected failure, answered as ErrorReply(code, message)."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)  # a code the protocol does not define is a bug, here
         self.message = message
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import DiskReport, from_runtime
 from runtime.cache import cache_owner
 from runtime.du import disk_usage
 
@@ -14,8 +13,7 @@ from .context import Context
 
 
 async def handle(ctx: Context, req: m.Du) -> m.Reply:
-    def measure() -> dict[str, object]:
-        report = disk_usage(ctx.tree, cache_owner(ctx.tree).get)
-        return msgspec.to_builtins(report)
+    def measure() -> DiskReport:
+        return from_runtime(disk_usage(ctx.tree, cache_owner(ctx.tree).get), DiskReport)
 
     return m.DuReply(report=await asyncio.to_thread(measure))

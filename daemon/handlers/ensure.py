@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import Binary, from_runtime
 from runtime.acquire import ensure_service
 from runtime.errors import RunyardError
 
@@ -12,11 +11,11 @@ from .context import Context, HandlerError
 
 
 async def handle(ctx: Context, req: m.Ensure) -> m.Reply:
-    def acquire() -> dict[str, object]:
+    def acquire() -> Binary:
         binary = ensure_service(
             req.name, req.version_spec, root=ctx.tree.root, catalog=req.catalog, progress=False
         )
-        return msgspec.to_builtins(binary)
+        return from_runtime(binary, Binary)
 
     try:
         return m.EnsureReply(binary=await ctx.supervisor.ensure(acquire))

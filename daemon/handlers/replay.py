@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import ReplayReport, from_runtime
 from runtime.project import load_project
 
 from .context import Context
@@ -28,4 +27,4 @@ async def handle(ctx: Context, req: m.ReplayRun) -> m.Reply:
         timeout=req.timeout,
         project=load_project(ctx.supervisor.project_file),
     )
-    return m.ReplayReply(report=msgspec.to_builtins(report))
+    return m.ReplayReply(report=from_runtime(report.to_builtins(), ReplayReport))

@@ -8,9 +8,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import RunOutcome, RunStep, from_runtime
 from runtime.project import load_project
 
 from .context import Context, HandlerError
@@ -34,7 +33,7 @@ def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[
                 run_id=event.run_id,
                 engine=event.engine,
                 kind=event.kind,
-                data=dict(event.data),
+                data=from_runtime(event.data, RunStep),
             ),
         )
 
@@ -68,14 +67,14 @@ async def handle(ctx: Context, req: m.Run) -> m.Reply:
         except RunRejected as rej:
             return m.RunReply(
                 status="rejected",
-                result={
-                    "run_id": rej.run_id,
-                    "engine": rej.engine,
-                    "stage": rej.stage,
-                    "reason": rej.reason,
-                    "record": rej.record,
-                },
+                result=RunOutcome(
+                    run_id=rej.run_id,
+                    engine=rej.engine,
+                    stage=rej.stage,
+                    reason=rej.reason,
+                    record=rej.record,
+                ),
             )
-        return m.RunReply(status="sealed", result=msgspec.to_builtins(result))
+        return m.RunReply(status="sealed", result=from_runtime(result, RunOutcome))
 
     return await asyncio.to_thread(execute)

@@ -4,13 +4,14 @@ bundle's ARTIFACT_INDEX.json entries: path, size, sha256, role)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from protocol import messages as m
+from protocol.payloads import ArtifactEntry, RunDetails, from_runtime
 from runtime.capped import RUN_FILE, read_capped
 from runtime.errors import FileRefused
 from runtime.tree import RuntimeTree
@@ -21,7 +22,7 @@ from .context import Context, HandlerError
 ENTRY_KEYS = ("path", "size", "sha256", "role")
 
 
-def artifact_entries(bundle: Path) -> list[dict[str, Any]]:
+def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
     """The entries of ``bundle``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
     (``verify`` is what reports a broken bundle; showing one must not fail)."""
     from runtime.runs.layout import INDEX_FILE
@@ -33,18 +34,20 @@ def artifact_entries(bundle: Path) -> list[dict[str, Any]]:
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, list):
         return []
-    return [
-        {k: f[k] for k in ENTRY_KEYS if k in f}
-        for f in files
-        if isinstance(f, dict) and isinstance(f.get("path"), str)
-    ]
+    entries = []
+    for f in files:
+        if isinstance(f, dict) and isinstance(f.get("path"), str):
+            # A malformed member is left out: showing a bundle must not fail.
+            with contextlib.suppress(msgspec.ValidationError):
+                entries.append(from_runtime({k: f[k] for k in ENTRY_KEYS if k in f}, ArtifactEntry))
+    return entries
 
 
-def _show(tree: RuntimeTree, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _show(tree: RuntimeTree, run_id: str) -> tuple[RunDetails, list[ArtifactEntry]]:
     from runtime.runs import find_run, show_run
 
     run = show_run(tree, run_id)
-    return msgspec.to_builtins(run), artifact_entries(find_run(tree, run_id))
+    return from_runtime(run, RunDetails), artifact_entries(find_run(tree, run_id))
 
 
 async def handle(ctx: Context, req: m.RunsShow) -> m.Reply:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from protocol import messages as m
+from protocol.payloads import VerifyReport, from_runtime
 
 from .context import Context
 from .runs_common import bundle_path
@@ -18,4 +17,4 @@ async def handle(ctx: Context, req: m.VerifyRun) -> m.Reply:
 
     path = bundle_path(ctx, req.bundle)
     report = await asyncio.to_thread(verify_bundle, path, req.pubkey, tree=ctx.tree)
-    return m.VerifyReply(report={"ok": report.ok, **msgspec.to_builtins(report)})
+    return m.VerifyReply(report=from_runtime(report.to_builtins(), VerifyReport))

@@ -1,0 +1,202 @@
+"""The shapes inside replies and events: ports, disk usage, binaries, runs and their reports.
+
+These are wire structs, not the files or objects they describe: the daemon builds them from
+``runtime``'s structs (``from_runtime``), and this package never imports ``runtime``. Like every
+wire struct they accept fields they do not know (a newer daemon adds some), and every field has
+a default, so a field an older daemon does not send is no error either. Names whose set may grow
+(a port's protocol, a run's status, a step's kind) are plain ``str``: a value a newer daemon
+adds is read as it is, and shown as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = [
+    "ArtifactEntry",
+    "Binary",
+    "Check",
+    "DiskReport",
+    "Port",
+    "ReplayReport",
+    "RunDetails",
+    "RunOutcome",
+    "RunStep",
+    "RunSummary",
+    "ServiceUsage",
+    "Usage",
+    "VerifyReport",
+    "WireStruct",
+    "from_runtime",
+]
+
+
+class WireStruct(msgspec.Struct, kw_only=True):
+    """Base of every payload struct: keyword-only, unknown fields ignored (msgspec's default,
+    spelled out so that nobody "fixes" it into forbid_unknown_fields)."""
+
+
+W = TypeVar("W", bound=WireStruct)
+
+
+def from_runtime(obj: object, kind: type[W]) -> W:
+    """``obj`` (a runtime struct, or plain data) as the wire struct ``kind``: fields are matched
+    by name, and one ``kind`` does not have is left out."""
+    return msgspec.convert(msgspec.to_builtins(obj), kind)
+
+
+class Port(WireStruct):
+    """A port a service listens on by default."""
+
+    name: str = ""
+    port: int = 0
+    #: tcp | udp | http | https (a str: a newer daemon may know more)
+    protocol: str = "tcp"
+
+
+class Usage(WireStruct):
+    bytes: int = 0
+    files: int = 0
+
+
+class ServiceUsage(WireStruct):
+    name: str = ""
+    bin: Usage = msgspec.field(default_factory=Usage)
+    data: Usage = msgspec.field(default_factory=Usage)
+    logs: Usage = msgspec.field(default_factory=Usage)
+    config: Usage = msgspec.field(default_factory=Usage)
+    cache: Usage = msgspec.field(default_factory=Usage)
+    total: Usage = msgspec.field(default_factory=Usage)
+
+
+class DiskReport(WireStruct):
+    """Usage of a whole tree; ``other`` is what belongs to no service."""
+
+    root: str = ""
+    services: list[ServiceUsage] = []
+    other: Usage = msgspec.field(default_factory=Usage)
+    total: Usage = msgspec.field(default_factory=Usage)
+
+
+class Binary(WireStruct):
+    """An installed service binary, as ``ensure`` reports it."""
+
+    name: str = ""
+    version: str = ""
+    os: str = ""
+    arch: str = ""
+    kind: str = ""
+    checksum: str = ""
+    size: int = 0
+    bin_path: str = ""
+    install_dir: str = ""
+    #: This call downloaded the archive / extracted it into bin/.
+    fetched: bool = False
+    installed: bool = False
+
+
+class RunOutcome(WireStruct):
+    """What ``run`` answers. Sealed: the run's facts (bundle, hashes, files); rejected:
+    ``stage``, ``reason`` and ``record`` (the rejection record's path, if one was written)."""
+
+    run_id: str = ""
+    engine: str = ""
+    engine_code: str = ""
+    engine_version: str = ""
+    project_id: str = ""
+    bundle: str = ""
+    inputs_hash: str = ""
+    outputs_hash: str = ""
+    files: int = 0
+    bytes: int = 0
+    duration: float = 0.0
+    signed_by: str | None = None
+    stage: str = ""
+    reason: str = ""
+    record: str | None = None
+
+
+class RunSummary(WireStruct):
+    """One line of ``runs.list``: a sealed bundle or a rejected record."""
+
+    run_id: str = ""
+    engine: str = ""
+    #: sealed | rejected
+    status: str = ""
+    path: str = ""
+    engine_code: str = ""
+    engine_version: str = ""
+    project_id: str = ""
+    started_at: str = ""
+    duration: float | None = None
+    signed: bool = False
+    reason: str = ""
+
+
+class RunDetails(WireStruct):
+    """One sealed run (``runs.show``): its summary and the bundle's own JSON documents, which
+    are the engine's to shape (so plain JSON, not structs)."""
+
+    summary: RunSummary = msgspec.field(default_factory=RunSummary)
+    run_input: dict[str, Any] = {}
+    run_output: dict[str, Any] = {}
+    run_meta: dict[str, Any] = {}
+
+
+class ArtifactEntry(WireStruct):
+    """One ARTIFACT_INDEX.json entry of a bundle."""
+
+    path: str = ""
+    size: int | None = None
+    sha256: str = ""
+    role: str = ""
+
+
+class Check(WireStruct):
+    name: str = ""
+    ok: bool = False
+    detail: str = ""
+    skipped: bool = False
+
+
+class VerifyReport(WireStruct):
+    bundle: str = ""
+    checks: list[Check] = []
+    run_id: str = ""
+    engine: str = ""
+    #: Every check passed.
+    ok: bool = False
+
+
+class ReplayReport(WireStruct):
+    """Replayable only when verify passed and the re-executed RUN_OUTPUT is byte-identical."""
+
+    bundle: str = ""
+    run_id: str = ""
+    engine: str = ""
+    engine_version: str = ""
+    verify: VerifyReport = msgspec.field(default_factory=VerifyReport)
+    replayable: bool = False
+    reason: str = ""
+    #: JSON paths where the replayed RUN_OUTPUT differs.
+    differences: list[str] = []
+    #: Artifacts whose bytes differ (informational).
+    artifact_differences: list[str] = []
+    replay_id: str | None = None
+    record: str | None = None
+
+
+class RunStep(WireStruct):
+    """What a ``run.<run_id>`` event says beyond its kind; each kind fills some fields:
+    started (engine_version), sealed (bundle, outputs_hash), rejected (stage, reason),
+    replay_started (replay_id), replayed (replay_id, replayable, reason)."""
+
+    engine_version: str = ""
+    bundle: str = ""
+    outputs_hash: str = ""
+    stage: str = ""
+    reason: str = ""
+    replay_id: str | None = None
+    replayable: bool | None = None
