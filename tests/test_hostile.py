@@ -150,6 +150,22 @@ def test_disk_full_during_ensure_is_one_line_and_leaves_nothing(tmp_path: Path) 
 GiB = 1 << 30
 
 
+#: Runs the CLI and, at exit, writes the process's own peak RSS (VmHWM of /proc/self/status) to
+#: argv[1]. Not the child's ru_maxrss: Linux carries the forking parent's high-water mark into
+#: it (a pytest process that just built 100 MiB frames would count as the child's peak).
+PEAK = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(out, "w").write(str(int(line.split()[1]) * 1024))
+atexit.register(peak)
+sys.argv[0] = "runyard"
+runpy.run_module("daemon", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_capped(args: list[str], cwd: Path) -> tuple[int, str, str, int]:
     """``runyard ARGS`` in a child limited to 4 GiB of address space (so a regression cannot
     take the machine down); (exit code, stdout, stderr, peak RSS in bytes) of that child."""
@@ -161,26 +177,18 @@ def run_capped(args: list[str], cwd: Path) -> tuple[int, str, str, int]:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 * GiB, 4 * GiB))
 
-    out, err = cwd / "child.out", cwd / "child.err"
+    out, err, hwm = cwd / "child.out", cwd / "child.err", cwd / "child.peak"
     with open(out, "wb") as o, open(err, "wb") as e:
         child = subprocess.Popen(
-            [sys.executable, "-m", "daemon", *args],
+            [sys.executable, "-c", PEAK, str(hwm), *args],
             cwd=REPO,
             env=env,
             stdout=o,
             stderr=e,
             preexec_fn=limit,
         )
-        try:
-            _pid, status, usage = os.wait4(child.pid, 0)
-        finally:
-            child.returncode = 0  # reaped by wait4; keep Popen from waiting again
-    return (
-        os.waitstatus_to_exitcode(status),
-        out.read_text(),
-        err.read_text(),
-        usage.ru_maxrss * 1024,
-    )
+        child.wait(timeout=100)
+    return (child.returncode, out.read_text(), err.read_text(), int(hwm.read_text()))
 
 
 @pytest.fixture(scope="module")
