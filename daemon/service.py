@@ -60,6 +60,7 @@ class ServiceRunner:
             sup.tree.logs_dir,
             max_bytes=spec.log_max_bytes,
             backups=spec.log_backups,
+            mode=spec.log_mode,
         )
         self._reader: LogReader | None = None
         self._monitor: ReadinessMonitor | None = None

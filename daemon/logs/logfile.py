@@ -13,7 +13,10 @@ from pathlib import Path
 
 from runtime.atomic import fsync_dir
 
-__all__ = ["LogFile", "format_stamp"]
+__all__ = ["DEFAULT_MODE", "LogFile", "format_stamp"]
+
+#: Service logs are the owner's and the group's to read, not everyone's.
+DEFAULT_MODE = 0o640
 
 _log = logging.getLogger("runyard.logs")
 
@@ -43,12 +46,20 @@ class LogFile:
     line is longer than that.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 10 * 1024 * 1024,
+        backups: int = 5,
+        mode: int = DEFAULT_MODE,
+    ) -> None:
         if max_bytes <= 0 or backups < 0:
             raise ValueError("max_bytes must be positive and backups not negative")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
+        self.mode = mode
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._syncing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
@@ -57,10 +68,12 @@ class LogFile:
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-            os.fchmod(fd, 0o644)  # whatever the umask
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
         except FileExistsError:
             fd = os.open(self.path, flags)
+        # Exactly the configured mode, whatever the umask, and also for a file an older daemon
+        # left readable by everyone.
+        os.fchmod(fd, self.mode)
         self._fd = fd
         self.size = os.fstat(fd).st_size
 

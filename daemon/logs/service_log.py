@@ -11,7 +11,7 @@ from protocol.messages import LogLine
 from runtime.tree import check_name
 
 from .fifo import STREAMS
-from .logfile import LogFile, format_stamp
+from .logfile import DEFAULT_MODE, LogFile, format_stamp
 from .ring import LogRing
 from .splitter import MAX_LINE, LineSplitter
 
@@ -32,13 +32,14 @@ class ServiceLog:
         backups: int = 5,
         ring_lines: int = 1000,
         max_line: int = MAX_LINE,
+        mode: int = DEFAULT_MODE,
     ) -> None:
         problem = check_name(service)
         if problem:
             raise ValueError(problem)
         self.service = service
         self.path = Path(logs_dir) / service / f"{service}.log"
-        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups)
+        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode)
         self.ring = LogRing(ring_lines)
         self._splitters = {s: LineSplitter(max_line) for s in STREAMS}
         self._tags = {s: b" " + s.encode() + b" " for s in STREAMS}
