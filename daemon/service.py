@@ -80,6 +80,8 @@ class ServiceRunner:
             sup.tree.logs_dir,
             max_bytes=spec.log_max_bytes,
             backups=spec.log_backups,
+            mode=spec.log_mode,
+            spool_dir=sup.fifo_dir,
         )
         self._reader: LogReader | None = None
         self._monitor: ReadinessMonitor | None = None
@@ -222,7 +224,9 @@ class ServiceRunner:
     def reconfigure(self, spec: ServiceSpec) -> None:
         """Take a new definition (reload) with everything that depends on it: the log file's
         limits at once, the readiness probe for the next process (or now, if one runs)."""
-        self.log.set_limits(max_bytes=spec.log_max_bytes, backups=spec.log_backups)
+        self.log.set_limits(
+            max_bytes=spec.log_max_bytes, backups=spec.log_backups, mode=spec.log_mode
+        )
         old = self.spec
         self._commit(spec=spec)
         if self._monitor is not None and spec.readiness != old.readiness:

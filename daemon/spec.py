@@ -27,7 +27,7 @@ from runtime.env import resolve_service_env, select_entry
 from runtime.errors import ProjectError, ResolveError, RunyardError
 from runtime.manifest import PortDef, RuntimeManifest, load_manifest
 from runtime.project import Project, load_service_template
-from runtime.supervision import SupervisionError, merge, parse_signal
+from runtime.supervision import SupervisionError, merge, parse_log_mode, parse_signal
 from runtime.tree import RuntimeTree
 
 from .policy import BackoffPolicy
@@ -59,6 +59,7 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     readiness: Readiness | None
     log_max_bytes: int
     log_backups: int
+    log_mode: int = 0o640
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
 
@@ -106,6 +107,10 @@ def _build(
         stop_signal = parse_signal(settings["stop_signal"])
     except SupervisionError as exc:
         raise ConfigError(f"{where}.stop_signal: {exc}") from None
+    try:
+        log_mode = parse_log_mode(settings["log_mode"])
+    except SupervisionError as exc:
+        raise ConfigError(f"{where}.log_mode: {exc}") from None
     cwd = settings["cwd"]
     cwd_path = tree.root / cwd if cwd else tree.data_dir / name
     if not tree.contains(cwd_path):
@@ -139,6 +144,7 @@ def _build(
         readiness=readiness,
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
+        log_mode=log_mode,
     )
     return with_digest(spec)
 

@@ -21,6 +21,7 @@ __all__ = [
     "Supervision",
     "SupervisionError",
     "merge",
+    "parse_log_mode",
     "parse_signal",
 ]
 
@@ -63,6 +64,8 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     args: list[str] | None = None
     log_max_bytes: int | None = None
     log_backups: int | None = None
+    #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
+    log_mode: int | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -81,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "args": None,
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
+    "log_mode": 0o640,
 }
 
 
@@ -117,3 +121,24 @@ def parse_signal(name: str) -> signal.Signals:
         return signal.Signals[text]
     except KeyError:
         raise SupervisionError(f"{name!r} is not a signal name (e.g. TERM, INT, QUIT)") from None
+
+
+def parse_log_mode(value: int | str) -> int:
+    """``0o640``, ``"0640"``, ``"640"`` or ``"0o640"`` -> 0o640; the owner must keep read and
+    write (the daemon appends as the owner), and nothing above 0o777 (no setuid, sticky)."""
+    if isinstance(value, bool):
+        raise SupervisionError(f"{value!r} is not a file mode")
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise SupervisionError(f'{value!r} is not an octal file mode (e.g. "0640")') from None
+    else:
+        mode = value
+    if not 0o600 <= mode <= 0o777 or mode & 0o600 != 0o600:
+        raise SupervisionError(
+            f"{value!r} is not a file mode from 0o600 to 0o777 with owner read and write "
+            '(write it in octal: 0o640 or "0640")'
+        )
+    return mode

@@ -286,7 +286,7 @@ def _mount_tmpfs(path: Path) -> None:
 
 def _fill(path: Path) -> Path:
     filler = path / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         while True:
             os.write(fd, b"\0" * 4096)
@@ -315,8 +315,15 @@ def test_full_disk_blocks_spawn_until_state_can_be_recorded(root, daemons) -> No
             wait_for(lambda: one(c, "web").state == "running", what="web running")
             filler = _fill(tree.temp_dir)
             c.stop(["web"])
+            _fill(tree.temp_dir)
             c.start(["web"])
-            web = wait_for(lambda: (s := one(c, "web")).reason.startswith("blocked") and s)
+            # The disk is kept full: what the daemon frees (a log spool it gives up on ENOSPC)
+            # is taken again at once, as anything else writing to the disk would.
+            web = wait_for(
+                lambda: (
+                    _fill(tree.temp_dir) and (s := one(c, "web")).reason.startswith("blocked") and s
+                )
+            )
             assert web.reason == "blocked: cannot record state: no space left on device"
             assert web.pid is None and web.wanted == "up" and not instances(tree, "web")
             filler.unlink()  # space returns: retried within about a second

@@ -191,7 +191,7 @@ def test_format_stamp_is_utc_with_microseconds() -> None:
     assert format_stamp(1.9999996) == b"1970-01-01T00:00:02.000000Z"
 
 
-def test_log_file_is_created_0644_and_appended_to(tmp_path: Path) -> None:
+def test_log_file_is_created_0640_and_appended_to(tmp_path: Path) -> None:
     old = os.umask(0o077)
     try:
         log = ServiceLog("web", tmp_path / "logs")
@@ -200,7 +200,7 @@ def test_log_file_is_created_0644_and_appended_to(tmp_path: Path) -> None:
     log.feed("out", b"one\n", ts=0.0)
     log.close()
     path = tmp_path / "logs" / "web" / "web.log"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
     again = ServiceLog("web", tmp_path / "logs")
     assert again.file.size == path.stat().st_size
     again.feed("out", b"two\n", ts=0.0)
