@@ -365,3 +365,18 @@ def test_concurrent_restart_reload_start_are_answered_never_internal(root, daemo
         assert len(replies) == len(ops)
         assert not [r for r in replies if isinstance(r, Exception)], replies
         wait_for(lambda: one(c, "a").state == "running", what="a running at the end")
+
+
+def test_runner_does_not_import_the_supervisor() -> None:
+    """daemon/service.py needs only the RunnerHost Protocol: no import of the supervisor, not even
+    under TYPE_CHECKING (the two modules imported each other)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent.parent / "daemon" / "service.py").read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert "supervisor" not in imported and "daemon.supervisor" not in imported
+    assert not any(isinstance(n, ast.Name) and n.id == "TYPE_CHECKING" for n in ast.walk(tree))
