@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
-from pathlib import Path
-from typing import Protocol
 
 from protocol.messages import LogLine, ServiceStatus
 from protocol.payloads import Port
-from runtime.tree import RuntimeTree
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
+from .host import RunnerHost
 from .logs import LogPipes, LogReader, ServiceLog
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
@@ -38,7 +35,7 @@ from .readiness import ReadinessMonitor
 from .spec import ServiceSpec
 from .state import ServiceRecord
 
-__all__ = ["STARTABLE", "RunnerHost", "ServiceRunner"]
+__all__ = ["STARTABLE", "ServiceRunner"]
 
 S, T = ServiceState, Trigger
 
@@ -48,30 +45,8 @@ SPAWN_FAILED = 127
 STARTABLE = frozenset({S.STOPPED, S.EXITED, S.FATAL, S.BACKOFF})
 
 
-class RunnerHost(Protocol):
-    """What a runner needs from whoever supervises it; ``Supervisor`` satisfies it.
-
-    The runner depends on this, not on daemon/supervisor.py, so the two modules do not import
-    each other (not even under ``TYPE_CHECKING``): the supervisor imports the runner, never the
-    other way round.
-    """
-
-    tree: RuntimeTree  # the service's logs live in tree.logs_dir
-    fifo_dir: Path  # its FIFOs and log spools
-    log: logging.Logger  # the daemon's log
-
-    def on_commit(self, runner: ServiceRunner) -> None:
-        """A transition was committed: publish it once, have state.json written."""
-
-    def on_log(self, runner: ServiceRunner, lines: list[LogLine]) -> None:
-        """Lines read from the service's output."""
-
-    def request_schedule(self) -> None:
-        """Ask for a scheduling pass (a backoff is over, a stop finished)."""
-
-
 class ServiceRunner:
-    def __init__(self, spec: ServiceSpec, sup: RunnerHost) -> None:
+    def __init__(self, spec: ServiceSpec, sup: RunnerHost[ServiceRunner]) -> None:
         # --- owned: assigned only in _commit ---
         self.spec = spec
         self.state = S.STOPPED

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -33,7 +33,16 @@ from runtime.tree import RuntimeTree
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness
 
-__all__ = ["ConfigError", "ServiceSpec", "admit", "load_specs", "spec_digest", "start_order"]
+__all__ = [
+    "ConfigError",
+    "ServiceSpec",
+    "admit",
+    "dependency_levels",
+    "load_specs",
+    "spec_digest",
+    "start_order",
+    "with_dependencies",
+]
 
 
 class ConfigError(RunyardError):
@@ -227,3 +236,35 @@ def admit(
             if all(dep in admitted for dep in depends_on.get(name, ())):
                 admitted.add(name)
     return [n for n in order if n in admitted]
+
+
+def with_dependencies(
+    deps: Mapping[str, Mapping[str, str]], order: Sequence[str], names: Iterable[str]
+) -> list[str]:
+    """``names`` and everything they depend on, transitively, in ``order``."""
+    wanted: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        stack.extend(deps[name])
+    return [n for n in order if n in wanted]
+
+
+def dependency_levels(
+    deps: Mapping[str, Mapping[str, str]], order: Sequence[str], names: Iterable[str]
+) -> list[list[str]]:
+    """``names`` grouped by dependency depth, deepest (most dependent) first."""
+    depth: dict[str, int] = {}
+    for name in order:  # dependencies come first in order
+        if name not in deps:
+            continue
+        depth[name] = 1 + max((depth[d] for d in deps[name] if d in depth), default=-1)
+    chosen = set(names)
+    levels: dict[int, list[str]] = {}
+    for name in depth:
+        if name in chosen:
+            levels.setdefault(depth[name], []).append(name)
+    return [levels[d] for d in sorted(levels, reverse=True)]

@@ -30,11 +30,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
-
-import psutil
 
 from protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runtime.errors import RunyardError
@@ -47,8 +45,16 @@ from .fsm import ALIVE, ServiceState, Wanted
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
-from .spec import ServiceSpec, admit, load_specs, start_order
+from .spec import (
+    ServiceSpec,
+    admit,
+    dependency_levels,
+    load_specs,
+    start_order,
+    with_dependencies,
+)
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
+from .stats import sample_stats
 
 __all__ = ["NotFound", "OverLimit", "Supervisor"]
 
@@ -56,7 +62,6 @@ S = ServiceState
 T = TypeVar("T")
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
 MAX_LINES_PER_EVENT = 500
-STATS_INTERVAL = 2.0
 
 
 class NotFound(KeyError):
@@ -209,7 +214,9 @@ class Supervisor:
                 runner.want_up()
         self._schedule()
         self.recorder.write()
-        self._stats_task = asyncio.get_running_loop().create_task(self._sample_stats())
+        self._stats_task = asyncio.get_running_loop().create_task(
+            sample_stats(lambda: self.runners.values())
+        )
 
     # --- change notification -----------------------------------------------------------------
 
@@ -311,15 +318,10 @@ class Supervisor:
         return list(dict.fromkeys(names))
 
     def _with_dependencies(self, names: Iterable[str]) -> list[str]:
-        wanted: set[str] = set()
-        stack = list(names)
-        while stack:
-            name = stack.pop()
-            if name in wanted:
-                continue
-            wanted.add(name)
-            stack.extend(self.runners[name].spec.depends_on)
-        return [n for n in self.order if n in wanted]
+        return with_dependencies(self._deps(), self.order, names)
+
+    def _deps(self) -> dict[str, Mapping[str, str]]:
+        return {n: r.spec.depends_on for n, r in self.runners.items()}
 
     # Each operation runs in the one order; its body (the _name) may call the others' bodies.
 
@@ -336,21 +338,6 @@ class Supervisor:
         self._schedule()
         return self.status(names)
 
-    def _levels(self, names: Iterable[str]) -> list[list[str]]:
-        """``names`` grouped by dependency depth, deepest (most dependent) first."""
-        depth: dict[str, int] = {}
-        for name in self.order:  # dependencies come first in order
-            if name not in self.runners:
-                continue
-            deps = self.runners[name].spec.depends_on
-            depth[name] = 1 + max((depth[d] for d in deps if d in depth), default=-1)
-        chosen = set(names)
-        levels: dict[int, list[str]] = {}
-        for name in depth:
-            if name in chosen:
-                levels.setdefault(depth[name], []).append(name)
-        return [levels[d] for d in sorted(levels, reverse=True)]
-
     async def stop(self, names: Sequence[str], ordered: bool = False) -> list[ServiceStatus]:
         return await self.operations.run("stop", lambda: self._stop(names, ordered))
 
@@ -358,7 +345,8 @@ class Supervisor:
         self, names: Sequence[str], ordered: bool = False, keep_wanted: bool = False
     ) -> list[ServiceStatus]:
         names = self.resolve(names, all_=False)
-        for level in self._levels(names) if ordered else [names]:
+        levels = dependency_levels(self._deps(), self.order, names) if ordered else [names]
+        for level in levels:
             await asyncio.gather(*(self.runners[n].stop(keep_wanted=keep_wanted) for n in level))
         return self.status(names)
 
@@ -474,31 +462,3 @@ class Supervisor:
         self.recorder.close()
         for runner in self.runners.values():
             await runner.close()
-
-    # --- background sampling -----------------------------------------------------------------
-
-    async def _sample_stats(self) -> None:
-        """CPU% and RSS per service, sampled here so a status request never waits on psutil."""
-        procs: dict[int, psutil.Process] = {}
-        while True:
-            await asyncio.sleep(STATS_INTERVAL)
-            live = set()
-            for runner in self.runners.values():
-                handle = runner.handle
-                if handle is None:
-                    if runner.cpu_percent is not None or runner.rss is not None:
-                        runner.observe(None, None)
-                    continue
-                live.add(handle.pid)
-                try:
-                    proc = procs.get(handle.pid)
-                    if proc is None:
-                        proc = procs[handle.pid] = psutil.Process(handle.pid)
-                        proc.cpu_percent(None)  # the first call only primes the counter
-                        continue
-                    with proc.oneshot():
-                        runner.observe(proc.cpu_percent(None), proc.memory_info().rss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    procs.pop(handle.pid, None)
-            for pid in [p for p in procs if p not in live]:
-                procs.pop(pid)

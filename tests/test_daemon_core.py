@@ -368,15 +368,18 @@ def test_concurrent_restart_reload_start_are_answered_never_internal(root, daemo
 
 
 def test_runner_does_not_import_the_supervisor() -> None:
-    """daemon/service.py needs only the RunnerHost Protocol: no import of the supervisor, not even
-    under TYPE_CHECKING (the two modules imported each other)."""
+    """daemon/service.py needs only the RunnerHost Protocol (daemon/host.py, which imports
+    neither): no import of the supervisor, not even under TYPE_CHECKING (the two modules
+    imported each other)."""
     import ast
 
-    tree = ast.parse((Path(__file__).parent.parent / "daemon" / "service.py").read_text())
-    imported = {
-        node.module
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module is not None
-    }
-    assert "supervisor" not in imported and "daemon.supervisor" not in imported
-    assert not any(isinstance(n, ast.Name) and n.id == "TYPE_CHECKING" for n in ast.walk(tree))
+    daemon_dir = Path(__file__).parent.parent / "daemon"
+    for module, banned in (("service", {"supervisor"}), ("host", {"service", "supervisor"})):
+        tree = ast.parse((daemon_dir / f"{module}.py").read_text())
+        imported = {
+            (node.module or "").removeprefix("daemon.")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+        }
+        assert not imported & banned, module
+        assert not any(isinstance(n, ast.Name) and n.id == "TYPE_CHECKING" for n in ast.walk(tree))
