@@ -127,6 +127,22 @@ def test_newer_daemon_messages_decode_with_todays_client() -> None:
     )
 
 
+def test_status_port_with_a_newer_field_decodes() -> None:
+    """ServiceStatus.ports was the on-disk PortDef (forbid_unknown_fields, a closed Literal of
+    protocols): one more field on a port made every status reply and state event undecodable."""
+    assert mi.type_info(ServiceStatus).fields  # a Struct; its ports are the wire's Port
+    ports = next(f for f in mi.type_info(ServiceStatus).fields if f.name == "ports")
+    assert ports.type.item_type.cls is Port  # type: ignore[attr-defined]
+    port = {"name": "http", "port": 8080, "protocol": "quic", "ipv6_only": True}
+    web = {"name": "web", "state": "running", "ports": [port]}
+    reply = {"reply": "status", "id": "1", "services": [web], "seqs": {}}
+    reply |= {"daemon_pid": 1, "daemon_started_at": 1.0}
+    (service,) = decode_reply(json.dumps(reply).encode()).services  # type: ignore[attr-defined]
+    assert service.ports == [Port(name="http", port=8080, protocol="quic")]
+    event = {"event": "state", "topic": "state.web", "seq": 1, "ts": 1.0, "service": web}
+    assert decode_event(json.dumps(event).encode()).service.ports[0].port == 8080  # type: ignore[attr-defined]
+
+
 def test_protocol_imports_nothing_from_runtime() -> None:
     """The wire contract (messages, payloads) imports nothing from runtime: no struct of a file we
     own can leak onto the wire. The client helpers may use three runtime modules, none of which
