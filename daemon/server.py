@@ -25,8 +25,6 @@ import contextlib
 import logging
 import os
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -37,15 +35,16 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from protocol import messages as m
 from protocol.endpoints import Endpoints, prepare_socket_dir
 from runtime.audit import current_actor
-from runtime.errors import ProjectError, RunyardError
-from runtime.project import DaemonSettings
+from runtime.errors import RunyardError
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
 from .order import ShuttingDown
 from .supervisor import NotFound
+from .tcp_control import NamingAuthenticator, TcpListener, tcp_listener
 
 __all__ = ["ControlServer", "TcpListener", "peer_of", "tcp_listener"]
+
 
 _encoder = msgspec.json.Encoder()
 
@@ -90,101 +89,6 @@ def _readable_id(payload: bytes) -> str:
         return _id_decoder.decode(payload).id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return ""
-
-
-@dataclass(frozen=True)
-class TcpListener:
-    """Where and with which keys the CurveZMQ TCP sockets listen (``[daemon] tcp``)."""
-
-    host: str
-    port: int
-    public_key: bytes
-    secret_key: bytes
-    authorized_dir: Path
-    authorized_keys: int
-    #: Z85 public key -> the authorized certificate's file name (the audit trail's ``key``).
-    key_names: dict[bytes, str] = field(default_factory=dict)
-
-    def _url(self, port: int) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{port}"
-
-    @property
-    def control(self) -> str:
-        return self._url(self.port)
-
-    @property
-    def events(self) -> str:
-        return self._url(self.port + 1)
-
-
-def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpListener | None:
-    """Check ``[daemon] tcp`` and its Curve settings and load the keys; None when tcp is off.
-
-    TCP is never plain: tcp without both curve settings is a ProjectError, as is a bad address,
-    an unreadable or group/world-readable secret key, or a malformed authorized certificate.
-    """
-    source = str(project_file) if project_file is not None else "runyard.toml"
-    if settings.tcp is None:
-        return None
-    missing = [
-        name
-        for name in ("curve_secret_key", "curve_authorized_dir")
-        if getattr(settings, name) is None
-    ]
-    if missing:
-        raise ProjectError(
-            f"{source}: daemon.tcp: TCP control is CurveZMQ only, never plain: "
-            f"set daemon.{' and daemon.'.join(missing)} too"
-        )
-    address = settings.tcp.strip()
-    host, sep, port_text = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or "://" in address or not port_text.isdigit():
-        raise ProjectError(
-            f"{source}: daemon.tcp: expected HOST:PORT (like 127.0.0.1:7070), got {settings.tcp!r}"
-        )
-    port = int(port_text)
-    if not 1 <= port <= 65534:
-        raise ProjectError(
-            f"{source}: daemon.tcp: port {port} out of range 1-65534 (events use PORT+1)"
-        )
-    base = project_file.parent if project_file is not None else Path.cwd()
-
-    def path_of(value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
-
-    # Imported here: it pulls in `cryptography` (~8 MiB RSS), which an ipc-only daemon never needs.
-    from runtime.keys import KeyFileError, load_authorized_curve_keys, load_curve_secret
-
-    secret_file = path_of(settings.curve_secret_key or "")
-    authorized_dir = path_of(settings.curve_authorized_dir or "")
-    try:
-        public, secret = load_curve_secret(secret_file, require_private=True)
-    except KeyFileError as exc:
-        raise ProjectError(f"{source}: daemon.curve_secret_key: {exc}") from None
-    try:
-        authorized = load_authorized_curve_keys(authorized_dir)
-    except KeyFileError as exc:
-        raise ProjectError(f"{source}: daemon.curve_authorized_dir: {exc}") from None
-    names = {key: path.name for path, key in authorized.items()}
-    return TcpListener(host, port, public, secret, authorized_dir, len(authorized), names)
-
-
-class _NamingAuthenticator(AsyncioAuthenticator):
-    """Tells each Curve connection's User-Id as the authorized key file's name."""
-
-    def __init__(
-        self, context: zmq.asyncio.Context, key_names: dict[bytes, str], log: logging.Logger
-    ) -> None:
-        super().__init__(context, log=log)
-        self.key_names = key_names
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        z85_key = super().curve_user_id(client_public_key)
-        return self.key_names.get(z85_key.encode("ascii"), z85_key)
 
 
 class ControlServer:
@@ -269,7 +173,7 @@ class ControlServer:
 
         Only sockets with a security mechanism ask ZAP: the ipc sockets (NULL, no domain) never do.
         """
-        self.auth = _NamingAuthenticator(self.zctx, tcp.key_names, self.log.getChild("zap"))
+        self.auth = NamingAuthenticator(self.zctx, tcp.key_names, self.log.getChild("zap"))
         self.auth.start()
         assert self.auth.zap_socket is not None
         self.auth.zap_socket.setsockopt(zmq.LINGER, 0)

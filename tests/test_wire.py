@@ -26,6 +26,7 @@ from protocol.messages import (
     EventUnion,
     LogLine,
     ReplyUnion,
+    RequestUnion,
     ServiceStatus,
     Status,
     StatusReply,
@@ -127,6 +128,22 @@ def test_newer_daemon_messages_decode_with_todays_client() -> None:
     )
 
 
+def test_status_port_with_a_newer_field_decodes() -> None:
+    """ServiceStatus.ports was the on-disk PortDef (forbid_unknown_fields, a closed Literal of
+    protocols): one more field on a port made every status reply and state event undecodable."""
+    assert mi.type_info(ServiceStatus).fields  # a Struct; its ports are the wire's Port
+    ports = next(f for f in mi.type_info(ServiceStatus).fields if f.name == "ports")
+    assert ports.type.item_type.cls is Port  # type: ignore[attr-defined]
+    port = {"name": "http", "port": 8080, "protocol": "quic", "ipv6_only": True}
+    web = {"name": "web", "state": "running", "ports": [port]}
+    reply = {"reply": "status", "id": "1", "services": [web], "seqs": {}}
+    reply |= {"daemon_pid": 1, "daemon_started_at": 1.0}
+    (service,) = decode_reply(json.dumps(reply).encode()).services  # type: ignore[attr-defined]
+    assert service.ports == [Port(name="http", port=8080, protocol="quic")]
+    event = {"event": "state", "topic": "state.web", "seq": 1, "ts": 1.0, "service": web}
+    assert decode_event(json.dumps(event).encode()).service.ports[0].port == 8080  # type: ignore[attr-defined]
+
+
 def test_protocol_imports_nothing_from_runtime() -> None:
     """The wire contract (messages, payloads) imports nothing from runtime: no struct of a file we
     own can leak onto the wire. The client helpers may use three runtime modules, none of which
@@ -180,7 +197,10 @@ def _operations(cls: type) -> dict[str, inspect.Signature]:
 def test_client_and_async_client_have_the_same_operations() -> None:
     sync_ops, async_ops = _operations(Client), _operations(AsyncClient)
     assert sorted(sync_ops) == sorted(async_ops)
-    assert len(sync_ops) >= 16  # every request type has its method
+    # One method per request type of the wire (``logs.tail`` is ``logs_tail``), no more, no less:
+    # a request added to RequestUnion without its method on both clients fails here.
+    tags = {t.tag for t in mi.type_info(RequestUnion).types}  # type: ignore[attr-defined]
+    assert sorted(sync_ops) == sorted(str(t).replace(".", "_") for t in tags)
     for name, sig in sync_ops.items():
         assert str(sig) == str(async_ops[name]), f"{name}: {sig} != {async_ops[name]}"
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
