@@ -19,11 +19,13 @@ from protocol.messages import LogEvent, LogLine, ServiceStatus
 from runtime.errors import RunyardError
 
 from .common import UsageError, open_tree
-from .output import human_bytes, print_json, print_table
+from .output import human_bytes, print_json, print_table, stdout_closed
 
 __all__ = ["register"]
 
 UP_TIMEOUT = 20.0
+#: ``logs -f`` looks this often whether its reader is still there while no line comes.
+FOLLOW_CHECK_SECS = 1.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -265,7 +267,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if stream is None:
                 return 0
             last = reply.last_seq
-            for event in stream:
+            while True:
+                event = stream.get(timeout=FOLLOW_CHECK_SECS)
+                if event is None:
+                    if stdout_closed():  # the reader left while no line came: end as if written
+                        return 0
+                    continue
                 if not isinstance(event, LogEvent):
                     continue
                 for line in event.lines:
