@@ -6,7 +6,9 @@ Real daemons, real pipes, real `runyard` subprocesses; each test stops what it s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -136,3 +138,41 @@ def test_logs_follow_ends_when_its_reader_leaves_without_new_lines(
     assert proc.wait(timeout=10) == 0, proc.stderr.read().decode()
     assert time.monotonic() - began < 5
     assert proc.stderr.read() == b""
+
+
+#: Ignores SIGTERM: a stop waits its whole stop_timeout.
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("stubborn up", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_stop_exits_3_within_2s_when_the_daemon_dies_under_it(daemons) -> None:
+    root = short_root()
+    tree = build_tree(root, {"stubborn": STUBBORN}, "[services.stubborn]\nstop_timeout = 60\n")
+    d = daemons(tree).start()
+    with d.client() as c:
+        wait_for(lambda: c.status(["stubborn"]).services[0].state == "running", 20, "running")
+    proc = runyard(root.parent, "stop", "stubborn", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with d.client() as c:
+        wait_for(lambda: c.status(["stubborn"]).services[0].state == "stopping", 20, "stopping")
+    d.kill9()
+    died = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    waited = time.monotonic() - died
+    assert proc.returncode == 3, err.decode()
+    assert waited < 2.5, waited
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "went away while stop waited" in lines[0], lines
+    for pgid in d.recorded_pgids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
