@@ -5,7 +5,7 @@ until each dependency satisfies its condition; asking to start a service asks fo
 dependencies too. Stopping everything goes in reverse: dependents first, level by level, each
 level concurrently. Reload compares definition digests and touches only what changed.
 
-The license's ``max_services`` (community: 100) caps how many services run: those beyond it
+A license's ``max_services`` (community: no cap) caps how many services run: those beyond it
 (``spec.admit``: start order, a service only with its dependencies, at reload the admitted ones
 keep their place) are never started, their status reason says why, and a ``start`` naming one
 is refused (``OverLimit``). A process of such a service found alive at boot is stopped, as one
@@ -99,7 +99,7 @@ class Supervisor:
     def max_services(self) -> int | None:
         if self.license is not None:
             return self.license.max_services
-        return COMMUNITY_LIMITS["max_services"]
+        return COMMUNITY_LIMITS.get("max_services")
 
     @property
     def tier(self) -> str:
