@@ -48,6 +48,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "log_max_bytes": (1, 1 << 40),
     "log_backups": (0, 1000),
     "health_port": (1, 65535),
+    # the readiness table (daemon/readiness.py)
+    "interval": (0.01, 3600.0),
+    "timeout": (0.01, 3600.0),
+    "initial_delay": (0.0, 3600.0),
+    "threshold": (1, 1000),
+    "failure_threshold": (1, 1000),
 }
 
 

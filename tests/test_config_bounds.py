@@ -81,3 +81,23 @@ def test_reload_with_out_of_range_value_changes_nothing_and_says_why(daemons) ->
     d.stop()
     line = daemon_refuses(root, project)
     assert "services.web.stop_timeout: expected a number from 0 to 3600, got nan" in line
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("interval", float("nan"), "from 0.01 to 3600, got nan"),
+        ("interval", 1e9, "from 0.01 to 3600"),
+        ("timeout", float("inf"), "from 0.01 to 3600, got inf"),
+        ("threshold", 10**9, "from 1 to 1000"),
+    ],
+)
+def test_readiness_probe_numbers_have_ranges(key: str, value: object, problem: str) -> None:
+    from daemon.readiness import parse_readiness
+    from runtime.supervision import SupervisionError
+
+    table = {"kind": "tcp", "port": 8080, key: value}
+    with pytest.raises(SupervisionError) as info:
+        parse_readiness(table, {}, "runyard.toml: services.web.readiness")
+    assert str(info.value).startswith(f"runyard.toml: services.web.readiness.{key}: expected")
+    assert problem in str(info.value)
