@@ -101,3 +101,17 @@ def test_readiness_probe_numbers_have_ranges(key: str, value: object, problem: s
         parse_readiness(table, {}, "runyard.toml: services.web.readiness")
     assert str(info.value).startswith(f"runyard.toml: services.web.readiness.{key}: expected")
     assert problem in str(info.value)
+
+
+def test_bad_probe_in_service_toml_names_service_toml(root: Path) -> None:
+    from daemon.spec import ConfigError, load_specs
+    from runtime.project import load_project
+
+    tree = build_tree(root, {"web": SLEEPER})
+    template = tree.config_dir / "web" / "service.toml"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_text('[readiness]\nkind = "tcp"\nport = 8080\ninterval = nan\n')
+    project = load_project(root.parent / "runyard.toml")
+    with pytest.raises(ConfigError) as info:
+        load_specs(tree, project)
+    assert str(info.value).startswith(f"{template}: readiness.interval: expected a number")
