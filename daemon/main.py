@@ -11,6 +11,8 @@ Before anything else the daemon runs the startup checks of ``runyard doctor``
 writable, temp/ not ours) stops it with one line naming the check; the others are logged.
 The license is checked there too: an expired, forged or malformed one is one log line and
 community limits. Start, stop, signals and every audited request go to the audit trail.
+
+The process calls itself ``runyard daemon ROOT`` (``setproctitle``), so ps and top say what it is.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import socket
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import setproctitle
 
 from protocol.endpoints import endpoints_for
 from protocol.messages import DaemonEvent
@@ -257,6 +261,8 @@ def run_daemon(
     ``license_file`` replaces the tree's config/runyard/license.json.
     """
     tree = RuntimeTree(root).require()
+    # ps and top show what this is, not "python3 -m daemon daemon --root ...".
+    setproctitle.setproctitle(f"runyard daemon {tree.root}")
     began = time.monotonic()
     try:
         report = startup_checks(tree, license_file)

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import msgspec
 
 from runtime.manifest import decode_error_message
-from runtime.supervision import SupervisionError
+from runtime.supervision import SupervisionError, range_problem
 
 __all__ = [
     "LogMatcher",
@@ -82,6 +82,10 @@ class Readiness(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def parse_readiness(table: Mapping[str, Any], ports: Mapping[str, int], where: str) -> Readiness:
     """A TOML table -> a checked `Readiness`; SupervisionError (a ValueError) is one line."""
+    for key, value in table.items():  # every number in its range; NaN and infinity never
+        problem = range_problem(key, value)
+        if problem:
+            raise SupervisionError(f"{where}.{key}: {problem}")
     try:
         spec = msgspec.convert(dict(table), Readiness)
     except msgspec.ValidationError as exc:

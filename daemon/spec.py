@@ -100,15 +100,19 @@ def _build(
 ) -> ServiceSpec:
     entry = select_entry(manifest, name, project)
     template_path = tree.config_dir / name / "service.toml"
-    settings = merge(load_service_template(template_path), project.service(name).supervise)
+    template = load_service_template(template_path)
+    settings = merge(template, project.service(name).supervise)
     where = f"{project.path or 'runyard.toml'}: services.{name}"
+    # A readiness table replaces the template's whole: name the file it came from.
+    from_template = project.service(name).supervise.readiness is None
+    probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
     resolved = resolve_service_env(tree, name, project=project)
     ports = tuple(entry.default_ports)
     readiness = None
     if settings["readiness"] is not None:
         try:
             readiness = parse_readiness(
-                settings["readiness"], {p.name: p.port for p in ports}, f"{where}.readiness"
+                settings["readiness"], {p.name: p.port for p in ports}, probe_where
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

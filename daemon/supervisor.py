@@ -17,7 +17,7 @@ cannot record state: no space left on device``; a process spawned whose pid coul
 recorded is stopped again. The write is retried every second, and once it works the blocked
 starts go ahead. A new daemon after a ``kill -9`` thus never starts a duplicate.
 
-The license's ``max_services`` (community: 100) caps how many services run: those beyond it
+A license's ``max_services`` (community: no cap) caps how many services run: those beyond it
 (``spec.admit``: start order, a service only with its dependencies, at reload the admitted ones
 keep their place) are never started, their status reason says why, and a ``start`` naming one
 is refused (``OverLimit``). A process of such a service found alive at boot is stopped, as one
@@ -128,7 +128,7 @@ class Supervisor:
     def max_services(self) -> int | None:
         if self.license is not None:
             return self.license.max_services
-        return COMMUNITY_LIMITS["max_services"]
+        return COMMUNITY_LIMITS.get("max_services")
 
     @property
     def tier(self) -> str:

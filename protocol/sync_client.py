@@ -52,9 +52,11 @@ from .messages import (
 )
 from .streams import StreamBase, StreamState, subscribe
 from .transport import (
+    HEARTBEAT_MS,
     SLOW_ACTION_TIMEOUT,
     RequestIds,
     curve_options,
+    daemon_died,
     expect,
     interpret,
     no_connection,
@@ -95,6 +97,7 @@ class Client:
         for option, value in curve.items():  # defaults for every socket of this context
             self._ctx.setsockopt(option, value)
         self._dealer: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._ids = RequestIds()
         self._streams: set[EventStream] = set()
         self._closed = False
@@ -133,14 +136,32 @@ class Client:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # A daemon that dies closes the connection (ipc, tcp); one whose host vanishes
+            # stops answering heartbeats. Either way the monitor reports a disconnect, so a
+            # request stops waiting within DEAD_DAEMON_SECS of the death, not at its timeout.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             sock.connect(self.endpoint)
             self._dealer = sock
         return self._dealer
 
     def _drop_control(self) -> None:
         if self._dealer is not None:
+            if self._monitor is not None:
+                self._dealer.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._dealer.close(linger=0)
             self._dealer = None
+
+    def _disconnected(self) -> bool:
+        """Whether the daemon's connection dropped since the last look (drains the monitor)."""
+        seen = False
+        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+            self._monitor.recv_multipart()
+            seen = True
+        return seen
 
     def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
@@ -148,14 +169,25 @@ class Client:
         sock = self._control()
         waited = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + waited
+        self._disconnected()  # a drop before this request (a daemon restarted) is no news
         try:
             sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
             self._drop_control()
             raise no_reply(self.endpoint, waited) from None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         while True:
             ms = remaining_ms(deadline)
-            if not ms or not sock.poll(ms, zmq.POLLIN):
+            ready = dict(poller.poll(ms)) if ms else {}
+            if sock not in ready:
+                if ready and self._disconnected():
+                    self._drop_control()
+                    raise daemon_died(self.endpoint, req)
+                if ready:
+                    continue
                 self._drop_control()
                 raise no_reply(self.endpoint, waited)
             # One request at a time per socket (a timeout replaces the socket): an id-less

@@ -29,8 +29,10 @@ from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, rem
 from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, Run, decode_reply, encode
 
 __all__ = [
+    "HEARTBEAT_MS",
     "SLOW_ACTION_TIMEOUT",
     "RequestIds",
+    "daemon_died",
     "expect",
     "interpret",
     "loose",
@@ -42,6 +44,8 @@ __all__ = [
     "signal_name",
 ]
 
+#: Control-connection heartbeat; a daemon silent for 3 of them counts as gone.
+HEARTBEAT_MS = 500
 #: Stopping waits for the service's stop timeout; a 5 s default would give up too early.
 SLOW_ACTION_TIMEOUT = 60.0
 
@@ -129,6 +133,13 @@ def require_socket_file(endpoint: str) -> None:
 def no_reply(endpoint: str, waited: float) -> DaemonUnreachable:
     return DaemonUnreachable(
         f"no reply from {endpoint} within {waited:g}s: is the daemon running? (runyard up)"
+    )
+
+
+def daemon_died(endpoint: str, req: Request) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"the daemon at {endpoint} went away while {type(req).__struct_config__.tag} waited for its reply "
+        "(runyard up starts it again)"
     )
 
 

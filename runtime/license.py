@@ -61,8 +61,9 @@ __all__ = [
 
 #: The tiers a license can grant, cheapest first. ``community`` is the absence of a license.
 TIERS = ("professional", "enterprise", "regulated", "sovereign")
-#: What a tree runs with when there is no valid license. The benchmarks run 50 services.
-COMMUNITY_LIMITS: Mapping[str, int] = {"max_services": 100}
+#: What a tree runs with when there is no valid license: no cap. The community tier limits
+#: nothing a box with no license needs; only a license's own limits are enforced.
+COMMUNITY_LIMITS: Mapping[str, int] = {}
 ISSUERS_ENV = "RUNYARD_LICENSE_ISSUERS"
 REQUIRED = ("tier", "licensee", "issued", "expires", "limits", "signature")
 #: Deepest nesting a license may have (a real one has 3 levels); deeper is malformed.
@@ -145,7 +146,7 @@ class LicenseStatus:
 
     def summary(self) -> str:
         """One line for the daemon log."""
-        limits = ", ".join(f"{k} {v}" for k, v in sorted(self.limits.items()))
+        limits = ", ".join(f"{k} {v}" for k, v in sorted(self.limits.items())) or "no limits"
         if self.status == "valid":
             return f"license: {self.tier} for {self.licensee}, expires {self.expires} ({limits})"
         if self.status == "missing":

@@ -29,14 +29,14 @@ import datetime
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from .capped import SMALL_FILE, read_toml_capped
 from .errors import FileRefused, ProjectError
 from .manifest import decode_error_message
-from .supervision import Supervision
+from .supervision import Supervision, range_problem
 from .tree import RESERVED_NAMES, check_name, find_project_file
 from .versions import VersionSpec
 
@@ -78,7 +78,7 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[daemon]`` of the project file: settings of the daemon itself."""
 
     #: Serve ``GET /healthz`` and ``GET /readyz`` on 127.0.0.1:PORT; None = off.
-    health_port: int | None = None
+    health_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     #: ``"HOST:PORT"``: also serve control on tcp://HOST:PORT and events on tcp://HOST:PORT+1,
     #: CurveZMQ only (both settings below are then required); None = ipc only.
     tcp: str | None = None
@@ -183,12 +183,23 @@ def _convert(data: object, typ: type[T], source: str, where: str) -> T:
     except msgspec.ValidationError as exc:
         msg = decode_error_message(exc, root_name="\x00")
         path, _, problem = msg.partition(": ")
+        value = _at(data, path)
+        problem = range_problem(path.rpartition(".")[2], value) or problem
         problem = _OBJECT_RE.sub("table", problem.replace(" | null", ""))
         if path == "\x00":
             path = where or "(top level)"
         elif where:
             path = f"{where}{path}" if path.startswith("[") else f"{where}.{path}"
         raise _fail(source, path, problem) from None
+
+
+def _at(data: object, path: str) -> object:
+    """The value at a dotted key path of ``data`` (None when there is none)."""
+    for key in path.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

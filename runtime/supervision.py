@@ -5,17 +5,23 @@ Every field is optional here (None = not set) so the two sources merge field by 
 template gives the service's defaults, the project file overrides them, and what neither sets
 takes the built-in default of `effective`. The daemon turns the result into a running policy;
 this module only describes and checks it, so the runtime package stays importable alone.
+
+Every number has a range (`RANGES`), enforced by the Struct itself (``msgspec.Meta`` ge/le): a
+float bounded on both sides also refuses NaN and infinity, which TOML can spell (``nan``,
+``inf``). `range_problem` words a refusal as one line naming the allowed range.
 """
 
 from __future__ import annotations
 
+import math
 import signal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 __all__ = [
     "DEFAULTS",
+    "RANGES",
     "Backoff",
     "DependsOn",
     "Supervision",
@@ -23,10 +29,54 @@ __all__ = [
     "merge",
     "parse_log_mode",
     "parse_signal",
+    "range_problem",
 ]
 
 DependsOn = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
+
+
+#: The allowed range of every number of the supervision settings (and of ``[daemon]``), inclusive.
+RANGES: dict[str, tuple[float, float]] = {
+    "initial": (0.0, 3600.0),
+    "max": (0.0, 86400.0),
+    "multiplier": (1.0, 100.0),
+    "jitter": (0.0, 1.0),
+    "stable_secs": (0.0, 86400.0),
+    "start_secs": (0.0, 3600.0),
+    "max_restarts": (0, 10_000),
+    "stop_timeout": (0.0, 3600.0),
+    "log_max_bytes": (1, 1 << 40),
+    "log_backups": (0, 1000),
+    "health_port": (1, 65535),
+    # the readiness table (daemon/readiness.py)
+    "interval": (0.01, 3600.0),
+    "timeout": (0.01, 3600.0),
+    "initial_delay": (0.0, 3600.0),
+    "threshold": (1, 1000),
+    "failure_threshold": (1, 1000),
+}
+
+
+def _float(name: str) -> Any:
+    lo, hi = RANGES[name]
+    return Annotated[float, msgspec.Meta(ge=lo, le=hi)]
+
+
+def _int(name: str) -> Any:
+    lo, hi = RANGES[name]
+    return Annotated[int, msgspec.Meta(ge=int(lo), le=int(hi))]
+
+
+def range_problem(name: str, value: object) -> str | None:
+    """``expected a number from 0 to 3600, got nan`` when ``value`` is outside ``name``'s range."""
+    if name not in RANGES or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    lo, hi = RANGES[name]
+    if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
+        kind = "an integer" if isinstance(lo, int) else "a number"
+        return f"expected {kind} from {lo:g} to {hi:g}, got {value!r}"
+    return None
 
 
 class SupervisionError(ValueError):
@@ -36,11 +86,11 @@ class SupervisionError(ValueError):
 class Backoff(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Delay before restart number n (1-based): min(max, initial * multiplier**(n-1)), +-jitter."""
 
-    initial: float | None = None
-    max: float | None = None
-    multiplier: float | None = None
+    initial: _float("initial") | None = None
+    max: _float("max") | None = None
+    multiplier: _float("multiplier") | None = None
     #: A fraction: 0.1 spreads each delay uniformly over +-10%.
-    jitter: float | None = None
+    jitter: _float("jitter") | None = None
 
 
 class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -48,13 +98,13 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     restart: RestartPolicy | None = None
     backoff: Backoff | None = None
     #: Up this long without exiting: the failure count and the backoff start over.
-    stable_secs: float | None = None
+    stable_secs: _float("stable_secs") | None = None
     #: Up this long after spawn: the start counts as successful (``starting`` -> ``running``).
-    start_secs: float | None = None
+    start_secs: _float("start_secs") | None = None
     #: Consecutive failed runs before the service is left ``fatal``.
-    max_restarts: int | None = None
+    max_restarts: _int("max_restarts") | None = None
     stop_signal: str | None = None
-    stop_timeout: float | None = None
+    stop_timeout: _float("stop_timeout") | None = None
     depends_on: dict[str, DependsOn] | None = None
     #: A readiness probe table; the daemon checks it against its probe types.
     readiness: dict[str, Any] | None = None
@@ -62,8 +112,8 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     cwd: str | None = None
     #: Replaces the manifest's default args.
     args: list[str] | None = None
-    log_max_bytes: int | None = None
-    log_backups: int | None = None
+    log_max_bytes: _int("log_max_bytes") | None = None
+    log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
 

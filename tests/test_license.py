@@ -8,6 +8,7 @@ in status, and refuses to start them by name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -20,6 +21,7 @@ import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
 from daemon.spec import admit
+from protocol.client import Client, DaemonUnreachable
 from runtime.keys import SigningKeyFiles, generate_signing_key
 from runtime.license import (
     COMMUNITY_LIMITS,
@@ -115,7 +117,7 @@ def test_tampered_limits_are_forged(tmp_path: Path, issuer) -> None:
     status = check_license(path, [issuer.public])
     assert status.status == "forged"
     assert status.claimed_limits == {"max_services": 5000}
-    assert status.max_services == COMMUNITY_LIMITS["max_services"]
+    assert status.max_services is None  # community caps nothing
 
 
 @pytest.mark.parametrize(
@@ -313,13 +315,53 @@ def test_bad_license_is_one_log_line_and_community_limits(
 ) -> None:
     tree = licensed_tree(root, issuer, _bad(kind, issuer, stranger))
     d = daemons(tree).start()
-    # Community allows 100: all three run although the (bad) license said 1.
+    # Community caps nothing: all three run although the (bad) license said 1.
     wait_for(lambda: {s for s, _ in running(d).values()} == {"running"}, what="all three running")
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     lines = [line for line in log.splitlines() if "license:" in line]
     assert len(lines) == 1, lines
     expected = {"tampered": "forged", "deeply-nested": "malformed"}.get(kind, kind)
     assert "WARNING" in lines[0] and expected in lines[0]
-    assert "running with community limits (max_services 100)" in lines[0]
+    assert "running with community limits (no limits)" in lines[0]
     shown = json.loads(cli("license", "show", "--root", str(root), "--json").stdout)
     assert shown["tier"] == "community"
+
+
+def test_no_license_caps_no_services(root: Path) -> None:
+    """Community (no license) caps nothing: services past the 100th are admitted too."""
+    tree = RuntimeTree(root)
+    tree.init()
+    status = tree_license(tree)
+    assert status.status == "missing" and status.max_services is None
+    order = [f"s{i:03d}" for i in range(150)]
+    assert admit(order, {}, status.max_services) == order
+
+
+@pytest.mark.timeout(120)
+def test_license_cap_speaks_in_up_start_and_health(root: Path, issuer) -> None:
+    doc = sign_license(document(limits={"max_services": 2}), issuer.private)
+    tree = licensed_tree(root, issuer, doc)
+    try:
+        up = cli("up", "--root", str(root))
+        assert up.returncode == 1, up.stderr
+        (line,) = up.stderr.strip().splitlines()
+        assert "gamma: not started: over the professional tier's limit of 2 services" in line
+        started = cli("start", "--all", "--root", str(root))
+        assert started.returncode == 1
+        assert "1 service(s) not started" in started.stderr
+        with Client(tree.root, timeout=10) as c:
+            wait_for(
+                lambda: (
+                    {s.name: s.state for s in c.status().services}
+                    == {"alpha": "running", "beta": "running", "gamma": "stopped"}
+                ),
+                what="alpha, beta up; gamma held back",
+            )
+            (gamma,) = c.status(["gamma"]).services
+        assert "(max_services)" in gamma.reason  # what the TUI's INFO column shows
+        health = cli("health", "--root", str(root))
+        assert health.returncode == 1
+        assert "gamma: not started: over the professional tier's limit of 2" in health.stdout
+    finally:
+        with contextlib.suppress(DaemonUnreachable), Client(tree.root, timeout=20) as c:
+            c.shutdown()

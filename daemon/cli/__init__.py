@@ -1,8 +1,12 @@
 """The ``runyard`` command line: argument parsing, error reporting and exit codes.
 
 Exit codes: 0 ok; 1 the operation failed or a check found a problem; 2 usage or bad input;
-3 the daemon is unreachable. Errors print on one line to stderr, no traceback unless ``--debug``.
-Each command group lives in its own module and registers its subparsers here.
+3 the daemon is unreachable (or died while a command waited on it). Errors print on one line to
+stderr, no traceback unless ``--debug``. Each command group lives in its own module and
+registers its subparsers here.
+
+A reader that goes away early (``runyard logs web | head -1``) ends the command quietly with
+exit 0, as ``cat`` would under SIGPIPE: what it printed was what the reader wanted.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from . import (
     tui_cmd,
 )
 from .common import UsageError, common_options
+from .output import silence_stdout, stdout_closed
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
@@ -67,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, False)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is seen and answered below
+        return code
+    except BrokenPipeError as exc:
+        if not stdout_closed():
+            return _fail(args, exc, EXIT_FAILED)
+        silence_stdout()
+        return EXIT_OK
     except UsageError as exc:
         return _fail(args, exc, EXIT_USAGE)
     except DaemonUnreachable as exc:

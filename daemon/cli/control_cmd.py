@@ -19,11 +19,13 @@ from protocol.messages import LogEvent, LogLine, ServiceStatus
 from runtime.errors import RunyardError
 
 from .common import UsageError, open_tree
-from .output import human_bytes, print_json, print_table
+from .output import human_bytes, print_json, print_table, stdout_closed
 
 __all__ = ["register"]
 
 UP_TIMEOUT = 20.0
+#: ``logs -f`` looks this often whether its reader is still there while no line comes.
+FOLLOW_CHECK_SECS = 1.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -106,7 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             {"pid": hello.pid, "started": False, "root": hello.root},
             f"daemon already running (pid {hello.pid})",
         )
-        return 0
+        return _over_limit(tree.root)
     except DaemonUnreachable:
         pass
     argv = [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)]
@@ -136,10 +138,26 @@ def cmd_up(args: argparse.Namespace) -> int:
                 {"pid": hello.pid, "started": True, "root": hello.root},
                 f"daemon started (pid {hello.pid}) for {tree.root}",
             )
-            return 0
+            return _over_limit(tree.root)
         except DaemonUnreachable:
             time.sleep(0.05)
     raise StartFailed(f"the daemon did not answer within {UP_TIMEOUT:.0f}s (see {err_path})")
+
+
+def _capped(services: list[ServiceStatus]) -> list[ServiceStatus]:
+    """The services the license keeps from running (their reason names max_services)."""
+    return [s for s in services if s.state == "stopped" and "(max_services)" in s.reason]
+
+
+def _over_limit(root: Path) -> int:
+    """1 with one stderr line when the license keeps services from running, else 0."""
+    with Client(root, timeout=5.0) as client:
+        capped = _capped(client.status().services)
+    if not capped:
+        return 0
+    more = f" (and {len(capped) - 1} more)" if len(capped) > 1 else ""
+    print(f"runyard: {capped[0].name}: {capped[0].reason}{more}", file=sys.stderr)
+    return 1
 
 
 class StartFailed(RunyardError):
@@ -237,6 +255,9 @@ def cmd_action(args: argparse.Namespace) -> int:
         print_json(reply.services)
     else:
         print_statuses(reply.services)
+    if args.action == "start" and reply.message:  # services the license keeps from running
+        print(f"runyard: {reply.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -265,7 +286,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if stream is None:
                 return 0
             last = reply.last_seq
-            for event in stream:
+            while True:
+                event = stream.get(timeout=FOLLOW_CHECK_SECS)
+                if event is None:
+                    if stdout_closed():  # the reader left while no line came: end as if written
+                        return 0
+                    continue
                 if not isinstance(event, LogEvent):
                     continue
                 for line in event.lines:
@@ -296,7 +322,18 @@ def cmd_health(args: argparse.Namespace) -> int:
         for s in reply.services
         if s.autostart and not (s.state == "running" and s.ready is not False)
     ]
-    ok = not not_ready
-    data = {"healthy": True, "ready": ok, "not_ready": not_ready}
-    _say(args, data, "ready" if ok else f"not ready: {', '.join(not_ready)}")
+    capped = _capped(reply.services)
+    ok = not not_ready and not capped
+    data = {
+        "healthy": True,
+        "ready": ok,
+        "not_ready": not_ready,
+        "over_limit": {s.name: s.reason for s in capped},
+    }
+    text = "ready"
+    if not_ready:
+        text = f"not ready: {', '.join(not_ready)}"
+    if capped:
+        text += ("; " if not_ready else "not ready: ") + f"{capped[0].name}: {capped[0].reason}"
+    _say(args, data, text if not ok else "ready")
     return 0 if ok else 1

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-__all__ = ["human_bytes", "parse_bytes", "print_json", "print_table"]
+__all__ = [
+    "human_bytes",
+    "parse_bytes",
+    "print_json",
+    "print_table",
+    "silence_stdout",
+    "stdout_closed",
+]
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
@@ -79,3 +88,23 @@ def parse_bytes(text: str) -> int:
     if value < 0:
         raise ValueError(f"{text!r}: a size must be >= 0")
     return int(value * _UNITS[unit])
+
+
+def stdout_closed() -> bool:
+    """True when stdout is a pipe or socket whose reader has gone (poll reports an error)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
