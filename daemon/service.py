@@ -61,6 +61,7 @@ class ServiceRunner:
             max_bytes=spec.log_max_bytes,
             backups=spec.log_backups,
             mode=spec.log_mode,
+            spool_dir=sup.fifo_dir,
         )
         self._reader: LogReader | None = None
         self._monitor: ReadinessMonitor | None = None

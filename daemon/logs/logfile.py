@@ -9,12 +9,15 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime.atomic import fsync_dir
 
-__all__ = ["DEFAULT_MODE", "LogFile", "format_stamp"]
+__all__ = ["DEFAULT_MODE", "LogFile", "find_log_file", "format_stamp"]
 
+#: before_write(upto, size_before, size_after), see LogFile.write_lines.
+BeforeWrite = Callable[[int, int, int], None]
 #: Service logs are the owner's and the group's to read, not everyone's.
 DEFAULT_MODE = 0o640
 
@@ -54,14 +57,13 @@ class LogFile:
         backups: int = 5,
         mode: int = DEFAULT_MODE,
     ) -> None:
-        if max_bytes <= 0 or backups < 0:
-            raise ValueError("max_bytes must be positive and backups not negative")
         self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.mode = mode
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
+        self.set_limits(max_bytes=max_bytes, backups=backups)
+        self.mode = mode
+        #: Called before each rotation (the spool's journal settles what was written).
+        self.before_rotate: Callable[[], None] | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._syncing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._open()
 
@@ -77,6 +79,17 @@ class LogFile:
         self._fd = fd
         self.size = os.fstat(fd).st_size
 
+    def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
+        """New limits (a reload): the next write rotates when the file is already past them."""
+        if max_bytes <= 0 or backups < 0:
+            raise ValueError("max_bytes must be positive and backups not negative")
+        self.max_bytes = max_bytes
+        self.backups = backups
+        if mode is not None and self._fd is not None and mode != self.mode:
+            os.fchmod(self._fd, mode)
+        if mode is not None:
+            self.mode = mode
+
     @property
     def closed(self) -> bool:
         return self._fd is None
@@ -84,11 +97,28 @@ class LogFile:
     def backup_path(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
 
-    def write_lines(self, prefix: bytes, lines: list[bytes]) -> None:
-        """Append ``prefix + line + \\n`` for every line: one C-level join, one syscall."""
+    @property
+    def identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file written now: the journal names it (spool.py)."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: log file is closed")
+        st = os.fstat(self._fd)
+        return st.st_dev, st.st_ino
+
+    def write_lines(
+        self, prefix: bytes, lines: list[bytes], before_write: BeforeWrite | None = None
+    ) -> None:
+        """Append ``prefix + line + \\n`` for every line: one C-level join, one syscall.
+
+        ``before_write(upto, size_before, size_after)`` is called before each write to the
+        file, which holds ``lines[:upto]`` once it is done (more than one write only when the
+        lines do not fit and the file rotates between them).
+        """
         joined = (b"\n" + prefix).join(lines)
         total = len(prefix) + len(joined) + 1
         if self._fd is not None and self.size + total <= self.max_bytes:
+            if before_write is not None:
+                before_write(len(lines), self.size, self.size + total)
             # writev, not prefix + joined + b"\n": two more copies of a 300 KiB buffer cost
             # more than the join itself (fresh big allocations page-fault).
             written = os.writev(self._fd, (prefix, joined, b"\n"))
@@ -96,7 +126,34 @@ class LogFile:
             if written < total:  # only on a full disk or a signal; finish byte-exact
                 self._write_all((prefix + joined + b"\n")[written:])
             return
-        self.write(prefix + joined + b"\n")
+        if before_write is None:
+            self.write(prefix + joined + b"\n")
+        else:
+            self._write_parts(prefix, lines, before_write)
+
+    def _write_parts(self, prefix: bytes, lines: list[bytes], before_write: BeforeWrite) -> None:
+        """write_lines when they do not fit: whole lines per file, one write (and one
+        before_write) per file. A line per loop turn: this runs once per rotation."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: log file is closed")
+        extra = len(prefix) + 1
+        i, n = 0, len(lines)
+        while i < n:
+            room = self.max_bytes - self.size
+            j, used = i, 0
+            while j < n and used + extra + len(lines[j]) <= room:
+                used += extra + len(lines[j])
+                j += 1
+            if j == i:
+                if self.size > 0:
+                    self.rotate()
+                    continue
+                j, used = i + 1, extra + len(lines[i])  # one line bigger than a whole file
+            before_write(j, self.size, self.size + used)
+            self._write_all(prefix + (b"\n" + prefix).join(lines[i:j]) + b"\n")
+            i = j
+            if i < n:
+                self.rotate()
 
     def write(self, blob: bytes) -> None:
         """Append complete lines (``blob`` ends with ``\\n``), rotating at line boundaries."""
@@ -130,6 +187,8 @@ class LogFile:
         """Start a fresh file now, shifting the backups (the oldest is dropped)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: log file is closed")
+        if self.before_rotate is not None:
+            self.before_rotate()
         if self.backups == 0:
             os.ftruncate(self._fd, 0)
             self.size = 0
@@ -160,6 +219,18 @@ class LogFile:
                 os.close(fd)
         while self._syncing:
             self._syncing.popleft().result()
+
+
+def find_log_file(path: Path, backups: int, dev: int, ino: int) -> Path | None:
+    """The log file ``path`` or the backup of it that is (dev, ino), if any is still there."""
+    for candidate in (path, *(path.with_name(f"{path.name}.{i}") for i in range(1, backups + 1))):
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        if (st.st_dev, st.st_ino) == (dev, ino):
+            return candidate
+    return None
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

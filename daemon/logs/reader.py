@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 from collections.abc import Callable
 
 from protocol.messages import LogLine
@@ -17,7 +16,7 @@ __all__ = ["BATCH_DELAY", "MAX_READS_PER_BATCH", "READ_CHUNK", "LogReader", "Rea
 
 _log = logging.getLogger("runyard.logs")
 
-#: Bytes asked of each os.read (a full 1 MiB pipe is four reads).
+#: Bytes asked of each take (a full 1 MiB pipe is four).
 READ_CHUNK = 256 * 1024
 #: How long a wake-up waits before reading, so a busy writer's output is read in big chunks.
 BATCH_DELAY = 0.001
@@ -90,28 +89,27 @@ class LogReader:
             self._loop.add_reader(fd, self._readable, stream)
 
     def _read_once(self, stream: str) -> bool:
-        """One os.read on ``stream``; False when nothing more is to be had right now."""
+        """One take on ``stream``; False when nothing more is to be had right now."""
         fd = self._fds.get(stream)
         if fd is None:
             return False
         try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
+            lines = self.log.take(stream, fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             _log.error("%s: reading %s failed: %s", self.log.service, stream, exc)
-            data = b""
-        if not data:
+            lines = None
+        ended = lines is None
+        if ended:
             self._end(stream)
             lines = self.log.eof(stream)
-        else:
-            lines = self.log.feed(stream, data)
         if lines:
             try:
                 self._on_lines(lines)
             except Exception:
                 _log.exception("%s: log line callback failed", self.log.service)
-        return bool(data)
+        return not ended
 
     def _end(self, stream: str) -> None:
         assert self._loop is not None

@@ -1,9 +1,11 @@
-"""``ServiceLog``: one service's captured output, fed chunk by chunk into its line splitters,
-its rotated file and its ring."""
+"""``ServiceLog``: one service's captured output, taken chunk by chunk from its FIFOs (through
+its spool, when it has one) into its line splitters, its rotated file and its ring."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -11,9 +13,10 @@ from protocol.messages import LogLine
 from runtime.tree import check_name
 
 from .fifo import STREAMS
-from .logfile import DEFAULT_MODE, LogFile, format_stamp
+from .logfile import DEFAULT_MODE, LogFile, find_log_file, format_stamp
 from .ring import LogRing
 from .splitter import MAX_LINE, LineSplitter
+from .spool import Intent, Spool
 
 __all__ = ["ServiceLog"]
 
@@ -21,7 +24,13 @@ _log = logging.getLogger("runyard.logs")
 
 
 class ServiceLog:
-    """The captured output of one service: splitters per stream, the rotated file, the ring."""
+    """The captured output of one service: splitters per stream, the rotated file, the ring.
+
+    With ``spool_dir`` (the daemon's ``temp/fifo``) every byte taken from a FIFO goes through
+    the service's ``Spool`` first, so no line is lost if the daemon dies (spool.py); creating
+    the ServiceLog then recovers what a killed daemon left: the log file is made to match the
+    journal and the spool is replayed. Without it (tests, tools) ``take`` is a plain read.
+    """
 
     def __init__(
         self,
@@ -33,37 +42,125 @@ class ServiceLog:
         ring_lines: int = 1000,
         max_line: int = MAX_LINE,
         mode: int = DEFAULT_MODE,
+        spool_dir: Path | None = None,
     ) -> None:
         problem = check_name(service)
         if problem:
             raise ValueError(problem)
         self.service = service
         self.path = Path(logs_dir) / service / f"{service}.log"
-        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode)
         self.ring = LogRing(ring_lines)
         self._splitters = {s: LineSplitter(max_line) for s in STREAMS}
         self._tags = {s: b" " + s.encode() + b" " for s in STREAMS}
         self.write_errors = 0
+        self.spool = Spool(spool_dir, service) if spool_dir is not None else None
+        if self.spool is not None:
+            self._resolve_intent(self.spool, backups)
+        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode)
+        if self.spool is not None:
+            self.file.before_rotate = self.spool.settle
+            for stream in STREAMS:  # what the previous daemon took and did not write
+                self._process(stream, self.spool.unprocessed(stream), time.time())
+
+    def _resolve_intent(self, spool: Spool, backups: int) -> None:
+        """Did the write the journal announced happen? Cut short: take its start back."""
+        intent, written = spool.intent, True
+        if intent is not None:
+            found = find_log_file(self.path, backups, intent.dev, intent.ino)
+            if found is not None:
+                size = found.stat().st_size
+                if size < intent.after:
+                    written = False
+                    if size > intent.before:
+                        os.truncate(found, intent.before)
+        spool.resolve(written)
+
+    def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
+        """The rotation limits (and mode) of a reloaded definition, in force from now."""
+        self.file.set_limits(max_bytes=max_bytes, backups=backups, mode=mode)
+
+    # --- taking output -----------------------------------------------------------------------
+
+    def take(self, stream: str, fd: int, size: int) -> list[LogLine] | None:
+        """Take up to ``size`` bytes from the FIFO ``fd``; the new lines, or None at EOF.
+
+        BlockingIOError when nothing is waiting.
+        """
+        spool = self.spool
+        if spool is None:
+            data = os.read(fd, size)
+        else:
+            try:
+                data = spool.take(stream, fd, size)
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError as exc:
+                self._give_up_spool(exc)
+                data = os.read(fd, size)
+        if not data:
+            return None
+        return self._process(stream, data, time.time())
+
+    def _give_up_spool(self, exc: OSError) -> None:
+        """The spool cannot be written (a full disk, a file system without splice): read the
+        FIFOs directly from now on; a kill -9 may then lose what was read and not written."""
+        level = logging.ERROR if exc.errno != errno.EINVAL else logging.WARNING
+        _log.log(
+            level, "%s: log spool given up, lines may be lost on a crash: %s", self.service, exc
+        )
+        assert self.spool is not None
+        self.file.before_rotate = None
+        spool, self.spool = self.spool, None
+        spool.abandon()
+        spool.close()
 
     def feed(self, stream: str, data: bytes, ts: float | None = None) -> list[LogLine]:
-        """Take one chunk read from ``stream``; return the new lines as the ring keeps them."""
-        lines = self._splitters[stream].feed(data)
+        """Take one chunk that was read from ``stream`` by other means (no spool)."""
+        if self.spool is not None:
+            raise RuntimeError("a spooled ServiceLog takes its input with take()")
+        return self._process(stream, data, time.time() if ts is None else ts)
+
+    def _process(self, stream: str, data: bytes, ts: float) -> list[LogLine]:
+        splitter = self._splitters[stream]
+        start = self.spool.committed[stream] if self.spool is not None else 0
+        lines = splitter.feed(data)
         if not lines:
             return []
-        return self._record(stream, lines, time.time() if ts is None else ts)
+        return self._record(stream, lines, ts, start)
 
     def eof(self, stream: str, ts: float | None = None) -> list[LogLine]:
         """The stream ended: its partial last line becomes a line."""
+        start = self.spool.committed[stream] if self.spool is not None else 0
         tail = self._splitters[stream].flush()
-        if tail is None:
-            return []
-        return self._record(stream, [tail], time.time() if ts is None else ts)
+        lines = (
+            []
+            if tail is None
+            else self._record(stream, [tail], time.time() if ts is None else ts, start)
+        )
+        if self.spool is not None:
+            try:
+                self.spool.compact(stream, force=True)
+            except OSError as exc:
+                self._give_up_spool(exc)
+        return lines
 
-    def _record(self, stream: str, lines: list[bytes], ts: float) -> list[LogLine]:
+    def _record(self, stream: str, lines: list[bytes], ts: float, start: int) -> list[LogLine]:
         # Every line of a chunk shares one prefix, so the file side is a single C-level join.
         prefix = format_stamp(ts) + self._tags[stream]
+        spool = self.spool
+        before_write = None
+        if spool is not None:
+            end = spool.end[stream] - self._splitters[stream].pending
+
+            def before_write(upto: int, size_before: int, size_after: int) -> None:
+                offset = (
+                    end if upto == len(lines) else self._offset_after(stream, lines, start, upto)
+                )
+                dev, ino = self.file.identity
+                spool.intend(Intent(stream, offset, dev, ino, size_before, size_after))
+
         try:
-            self.file.write_lines(prefix, lines)
+            self.file.write_lines(prefix, lines, before_write)
         except OSError as exc:  # disk full, I/O error: keep capturing, the ring still has them
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 1000 == 0:
@@ -74,16 +171,38 @@ class ServiceLog:
                     self.write_errors,
                     exc,
                 )
+        if spool is not None:
+            try:
+                spool.compact(stream)
+            except OSError as exc:
+                self._give_up_spool(exc)
         return self.ring.append_many(stream, ts, lines)
+
+    def _offset_after(self, stream: str, lines: list[bytes], start: int, upto: int) -> int:
+        """The spool offset just past ``lines[:upto]``, which begin at ``start``: a line took
+        its bytes and its newline, a piece of an overlong line only its bytes."""
+        assert self.spool is not None
+        raw = self.spool.read(stream, start, self.spool.end[stream] - start)
+        pos = 0
+        for line in lines[:upto]:
+            pos += len(line)
+            if raw[pos : pos + 1] == b"\n":
+                pos += 1
+        return start + pos
 
     def flush(self) -> None:
         """Writes already reached the kernel; unterminated lines stay held back for their end."""
         self.file.flush()
 
     def close(self) -> None:
-        """Write what is held back of unterminated lines, then fsync and close the file."""
+        """fsync and close the file. Unterminated lines are written as lines, except with a
+        spool: there they wait for the next daemon, which goes on with them."""
         if self.file.closed:
             return
-        for stream in STREAMS:
-            self.eof(stream)
+        if self.spool is None:
+            for stream in STREAMS:
+                self.eof(stream)
+        else:
+            self.spool.settle()
+            self.spool.close()
         self.file.close()
