@@ -255,9 +255,10 @@ class Bridge:
                         await self._disk_now(client)
                     epoch = stream.snapshot.epoch
                     if epoch and epoch != self._log_epoch:
-                        # Another daemon numbers lines from 1 again: ask for its whole tail
-                        # (the lines already shown stay: they tell what happened before).
+                        # Another daemon numbers lines from 1 again: ask for its whole tail,
+                        # which comes from the log files too, and show it instead (not twice).
                         self._log_seqs = {}
+                        self._log_shown = self._log_shown and not self._log_epoch
                         self._log_epoch = epoch
                     if service == ALL_LOGS:
                         names = [s.name for s in stream.snapshot.services]

@@ -1,4 +1,5 @@
-"""``logs.tail``: the last lines of a service from the in-memory ring (or those after a seq)."""
+"""``logs.tail``: the last lines of a service from the in-memory ring, and from the log files
+(rotated ones too) when the ring is short (after a daemon restart)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,6 @@ async def handle(ctx: Context, req: m.LogsTail) -> m.Reply:
     (name,) = sup.resolve([req.service], all_=False)
     if req.n < 0:
         raise HandlerError("bad_request", "n must be >= 0")
-    ring = sup.runners[name].log.ring
-    lines = ring.tail(req.n, after_seq=req.after_seq)
-    return m.LogsReply(service=name, lines=lines, last_seq=ring.last_seq)
+    log = sup.runners[name].log
+    lines = log.tail(req.n, after_seq=req.after_seq)
+    return m.LogsReply(service=name, lines=lines, last_seq=log.ring.last_seq)

@@ -1,16 +1,17 @@
 """Log capture for supervised services, built so that output written while the daemon is down
 is kept, and fast enough that logging never becomes what limits a chatty service.
 
-    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──► LogReader (asyncio, os.read 256 KiB)
+    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──splice──► spool ──► LogReader (asyncio, 256 KiB)
                                                                 │
-                          ServiceLog.feed(stream, chunk) ◄──────┘
+                          ServiceLog.take(stream, fd) ◄─────────┘
                             ├─ LineSplitter   complete lines, partial tail kept, overlong lines cut
                             ├─ LogFile        logs/{svc}/{svc}.log, one write per chunk, rotated
                             └─ LogRing        last N lines in memory, with a per-service seq
 
 One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``), ``splitter``
 (``LineSplitter``), ``ring`` (``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),
-``service_log`` (``ServiceLog``, the three above for one service), ``reader`` (``LogReader``,
+``spool`` (``Spool``, the spool files and journal that keep a read line across a daemon kill),
+``service_log`` (``ServiceLog``, the four above for one service), ``reader`` (``LogReader``,
 the asyncio side) and ``daemon_log`` (``daemon_logger``, the daemon's own
 ``logs/runyard/daemon.log``). This package only re-exports them.
 """
@@ -26,6 +27,7 @@ from .reader import LogReader, ReaderState
 from .ring import LogRing
 from .service_log import ServiceLog
 from .splitter import LineSplitter
+from .spool import Spool
 
 __all__ = [
     "ChildFds",
@@ -37,6 +39,7 @@ __all__ = [
     "LogRing",
     "ReaderState",
     "ServiceLog",
+    "Spool",
     "daemon_logger",
     "format_stamp",
 ]

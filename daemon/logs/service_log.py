@@ -13,6 +13,7 @@ from protocol.messages import LogLine
 from runtime.tree import check_name
 
 from .fifo import STREAMS
+from .history import read_history
 from .logfile import DEFAULT_MODE, LogFile, find_log_file, format_stamp
 from .ring import LogRing
 from .splitter import MAX_LINE, LineSplitter
@@ -189,6 +190,33 @@ class ServiceLog:
             if raw[pos : pos + 1] == b"\n":
                 pos += 1
         return start + pos
+
+    def tail(self, n: int, after_seq: int | None = None) -> list[LogLine]:
+        """The last ``n`` lines (with seq > ``after_seq``): from the ring, and when it is short
+        (a daemon restart began a new one) from the files before it. File lines older than the
+        ring are numbered down from its first seq (0 and below for an earlier daemon's lines);
+        the files are used only when their newest lines are the ring's, so none is doubled."""
+        ring = self.ring.tail(n, after_seq=after_seq)
+        first = self.ring.last_seq - len(self.ring) + 1
+        if (
+            len(ring) >= n
+            or self.write_errors
+            or (after_seq is not None and after_seq >= first - 1)
+        ):
+            return ring
+        kept = self.ring.tail()
+        history = read_history(self.path, self.file.backups, n + len(kept))
+        if len(history) < len(kept):
+            return ring
+        overlap = history[len(history) - len(kept) :]
+        if any((s, t) != (k.stream, k.line) for (_, s, t), k in zip(overlap, kept, strict=True)):
+            return ring
+        older = history[: len(history) - len(kept)]
+        seq0 = first - len(older)
+        lines = [LogLine(seq0 + i, ts, s, t) for i, (ts, s, t) in enumerate(older)] + kept
+        if after_seq is not None:
+            lines = [line for line in lines if line.seq > after_seq]
+        return lines[-n:] if n > 0 else []
 
     def flush(self) -> None:
         """Writes already reached the kernel; unterminated lines stay held back for their end."""
