@@ -20,9 +20,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from protocol.client import ClientError
+from runtime.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
-from .disk_screen import human
 from .footer import KeysFooter
 
 if TYPE_CHECKING:
@@ -154,14 +154,17 @@ def file_lines(run: dict[str, Any]) -> list[str]:
             )
             lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
         return lines + ([] if files else ["  (no file list: ARTIFACT_INDEX.json unreadable)"])
-    sizes = [e["size"] for e in entries if isinstance(e.get("size"), int)]
-    lines = [f"[b]files[/b] ({len(entries)}, {human(sum(sizes))}; role size sha256 path)"]
+    total = sum(e["size"] for e in entries if isinstance(e.get("size"), int))
+    lines = [
+        f"[b]files[/b] ({len(entries)}, {format_bytes(total, ByteStyle.COMPACT)}; "
+        "role size sha256 path)"
+    ]
     for e in entries:
         size = e.get("size")
         sha = str(e.get("sha256") or "")
         lines.append(
             f"  {escape(str(e.get('role') or '-')):<10} "
-            f"{human(size) if isinstance(size, int) else '?':>6} "
+            f"{format_bytes(size, ByteStyle.COMPACT) if isinstance(size, int) else '?':>6} "
             f"[dim]{escape(sha[:SHA_SHOWN]) or '-':<{SHA_SHOWN}}[/dim] "
             f"{escape(e['path'])}"
         )

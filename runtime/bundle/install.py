@@ -33,6 +33,7 @@ from ..atomic import fsync_dir
 from ..canonical import canonical_bytes
 from ..errors import ManifestError, RunyardError, UnsafeArchiveError
 from ..manifest import parse_manifest
+from ..sizes import ByteStyle, format_bytes
 from ..versions import Version
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
@@ -102,15 +103,6 @@ def _installed_id(version_dir: Path) -> str | None:
         return None
 
 
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) -> None:
     """Refuse, before extracting, a bundle whose files (by the sizes its manifest lists, each
     rounded up to whole blocks) do not fit in the free space of the prefix's filesystem."""
@@ -121,7 +113,8 @@ def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) 
     free = st.f_bavail * st.f_frsize
     if need > free:
         raise BundleError(
-            f"{label}: needs {_human(need)} in {p.root} but only {_human(free)} is free there; "
+            f"{label}: needs {format_bytes(need, ByteStyle.PROSE)} in {p.root} "
+            f"but only {format_bytes(free, ByteStyle.PROSE)} is free there; "
             "free some space and retry"
         )
 
