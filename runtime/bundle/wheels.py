@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -42,6 +41,7 @@ from pathlib import Path
 
 from ..atomic import atomic_output, fsync_dir
 from ..errors import RunyardError
+from ..own_version import installed_version
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
 
@@ -377,12 +377,12 @@ def _own_sha256(root: Path, lock: Lock, target: Target, cache: Path) -> tuple[st
 
 
 def _installed_version() -> str:
-    try:
-        return importlib.metadata.version(PROJECT)
-    except importlib.metadata.PackageNotFoundError:
+    version = installed_version()
+    if version is None:
         raise WheelhouseError(
             "runyard is neither a source checkout nor an installed distribution here"
-        ) from None
+        )
+    return version
 
 
 def _wheelhouse() -> tuple[Path, str]:
