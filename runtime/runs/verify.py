@@ -31,11 +31,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..ed25519 import fingerprint, public_key_from_hex, verifies
 from ..errors import RunyardError
-from ..keys import fingerprint, load_public_key
+from ..keys import load_public_key
 from ..manifest import load_manifest
 from ..tree import RuntimeTree
 from .definitions import EngineDefinitions, definitions_for_version, load_definitions
@@ -366,7 +366,7 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         return
     if key is None:
         try:
-            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(meta["signing_public_key"]))
+            key = public_key_from_hex(meta["signing_public_key"])
         except (KeyError, ValueError, TypeError):
             v.add("signature", False, f"{SIG_FILE}: present, but no public key to check it")
             return
@@ -378,8 +378,10 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         v.add("signature", False, f"{RUN_META}: signing_key_fingerprint {named}, key is {fp}")
         return
     try:
-        key.verify(sig_path.read_bytes(), (v.bundle / SUMS_FILE).read_bytes())
-    except (InvalidSignature, OSError):
+        valid = verifies(key, sig_path.read_bytes(), (v.bundle / SUMS_FILE).read_bytes())
+    except OSError:
+        valid = False
+    if not valid:
         v.add("signature", False, f"{SIG_FILE}: does not verify over {SUMS_FILE} {how}")
         return
     v.add("signature", True, f"{SIG_FILE}: valid Ed25519 signature by {fp} {how}")
