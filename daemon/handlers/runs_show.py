@@ -4,7 +4,6 @@ bundle's ARTIFACT_INDEX.json entries: path, size, sha256, role)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,13 @@ ENTRY_KEYS = ("path", "size", "sha256", "role")
 def artifact_entries(bundle: Path) -> list[dict[str, Any]]:
     """The entries of ``bundle``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
     (``verify`` is what reports a broken bundle; showing one must not fail)."""
-    from runtime.runs.layout import INDEX_FILE
+    from runtime.runs.artifact_index import ArtifactIndexError, read_artifact_index
 
     try:
-        doc = json.loads((bundle / INDEX_FILE).read_bytes())
-    except (OSError, ValueError):
+        entries = read_artifact_index(bundle)
+    except ArtifactIndexError:
         return []
-    files = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(files, list):
-        return []
-    return [
-        {k: f[k] for k in ENTRY_KEYS if k in f}
-        for f in files
-        if isinstance(f, dict) and isinstance(f.get("path"), str)
-    ]
+    return [{k: f[k] for k in ENTRY_KEYS if k in f} for f in entries]
 
 
 def _show(tree: RuntimeTree, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -38,6 +38,7 @@ from ..errors import RunyardError
 from ..keys import load_public_key
 from ..manifest import load_manifest
 from ..tree import RuntimeTree
+from .artifact_index import ArtifactIndexError, index_entries
 from .definitions import EngineDefinitions, definitions_for_version, load_definitions
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import (
@@ -183,18 +184,15 @@ def _check_hashes(v: _Verifier) -> None:
 
 
 def _check_index(v: _Verifier) -> None:
-    index = v.doc(INDEX_FILE)
-    files = index.get("files") if isinstance(index, dict) else None
-    if not isinstance(files, list):
-        v.add("artifact-index", False, f"{INDEX_FILE}: not an object with a files array")
+    try:
+        entries, pathless = index_entries(v.doc(INDEX_FILE))
+    except ArtifactIndexError as exc:
+        v.add("artifact-index", False, str(exc))
         return
     present = [p for p in v.docs.get("__present__") or [] if p != INDEX_FILE]
     listed: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-    for e in files:
-        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
-            problems.append("an entry without a path")
-            continue
+    problems: list[str] = ["an entry without a path"] * pathless
+    for e in entries:
         listed[e["path"]] = e
         if e.get("role") != role_of(e["path"]):
             problems.append(f"{e['path']}: role {e.get('role')!r}, expected {role_of(e['path'])!r}")
