@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import setproctitle
@@ -35,6 +34,7 @@ from protocol.messages import DaemonEvent
 from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
 from runtime.errors import RunyardError
 from runtime.license import LicenseStatus, tree_license
+from runtime.own_version import runyard_version
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
 
@@ -48,18 +48,11 @@ from .server import ControlServer, tcp_listener
 from .state import load_state
 from .supervisor import Supervisor
 
-__all__ = ["DaemonRunning", "run_daemon", "runyard_version"]
+__all__ = ["DaemonRunning", "run_daemon"]
 
 
 class DaemonRunning(RunyardError):
     """Another daemon already owns this tree."""
-
-
-def runyard_version() -> str:
-    try:
-        return version("runyard")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0+unknown"
 
 
 def _take_lock(tree: RuntimeTree) -> int:

@@ -26,7 +26,7 @@ import tomllib
 from typing import Any
 
 from .errors import FileRefused
-from .space import human_bytes
+from .sizes import ByteStyle, format_bytes
 
 __all__ = [
     "MANIFEST_FILE",
@@ -57,7 +57,7 @@ def _problem(st: os.stat_result, limit: int) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return f"is {_KIND.get(stat.S_IFMT(st.st_mode), 'not a regular file')}, not a regular file"
     if st.st_size > limit:
-        return f"is {human_bytes(st.st_size)}, more than the {human_bytes(limit)} it may be"
+        return f"is {format_bytes(st.st_size, ByteStyle.PROSE)}, more than the {format_bytes(limit, ByteStyle.PROSE)} it may be"
     return None
 
 
@@ -95,7 +95,9 @@ def read_capped(path: str | os.PathLike[str], limit: int, *, follow_symlinks: bo
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise FileRefused(f"{path}: grew past the {human_bytes(limit)} it may be while read")
+        raise FileRefused(
+            f"{path}: grew past the {format_bytes(limit, ByteStyle.PROSE)} it may be while read"
+        )
     return data
 
 

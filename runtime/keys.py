@@ -23,7 +23,6 @@ problem is one ``KeyFileError`` line naming the file.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 import stat
@@ -38,6 +37,7 @@ from zmq.utils import z85
 
 from .atomic import atomic_write_bytes
 from .capped import SMALL_FILE, read_capped
+from .ed25519 import fingerprint
 from .errors import RunyardError
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "KeyFileError",
     "SigningKeyFiles",
     "curve_client_options",
-    "fingerprint",
     "generate_curve_key",
     "generate_signing_key",
     "load_authorized_curve_keys",
@@ -106,12 +105,6 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         atomic_write_bytes(path, data, mode)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-
-def fingerprint(public: Ed25519PublicKey) -> str:
-    """sha256 (hex) of the raw 32 public key bytes."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
 
 
 def generate_signing_key(prefix: str | os.PathLike[str], force: bool = False) -> SigningKeyFiles:

@@ -243,8 +243,7 @@ def _claims(doc: Any) -> dict[str, Any]:
 
 def _verifier(issuers: list[Path], data: bytes, signature: bytes) -> tuple[str | None, list[str]]:
     """(the issuer file whose key verifies, problems reading the others)."""
-    from cryptography.exceptions import InvalidSignature  # only with a license to check
-
+    from .ed25519 import verifies  # cryptography: only with a license to check
     from .keys import KeyFileError, load_public_key
 
     problems: list[str] = []
@@ -254,11 +253,8 @@ def _verifier(issuers: list[Path], data: bytes, signature: bytes) -> tuple[str |
         except KeyFileError as exc:
             problems.append(str(exc))
             continue
-        try:
-            key.verify(signature, data)
+        if verifies(key, signature, data):
             return str(path), problems
-        except InvalidSignature:
-            continue
     return None, problems
 
 
@@ -350,6 +346,7 @@ def tree_license(
 def sign_license(doc: Mapping[str, Any], key_path: str | os.PathLike[str]) -> dict[str, Any]:
     """``doc`` with ``signature`` set (replaced) by the Ed25519 private key at ``key_path``."""
     from .canonical import canonical_bytes
+    from .ed25519 import sign_base64
     from .keys import load_signing_key
 
     body = {k: v for k, v in doc.items() if k != "signature"}
@@ -360,4 +357,4 @@ def sign_license(doc: Mapping[str, Any], key_path: str | os.PathLike[str]) -> di
     except (ValueError, TypeError) as exc:
         raise LicenseError(f"the license is not canonical JSON: {exc}") from None
     key = load_signing_key(key_path)
-    return {**body, "signature": base64.b64encode(key.sign(data)).decode("ascii")}
+    return {**body, "signature": sign_base64(key, data)}

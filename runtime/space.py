@@ -22,21 +22,12 @@ import os
 from collections.abc import Iterable, Iterator
 
 from .errors import NoSpaceError
+from .sizes import ByteStyle, format_bytes
 
-__all__ = ["free_bytes", "human_bytes", "no_space_as_error", "on_disk", "require_space"]
+__all__ = ["free_bytes", "no_space_as_error", "on_disk", "require_space"]
 
 #: What a file system adds per directory and per file beyond its data blocks, roughly.
 _DIR_BYTES = 4096
-
-
-def human_bytes(n: int) -> str:
-    """``512 bytes``, ``1.5 KiB`` ... ``909.5 TiB``."""
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _existing(path: str | os.PathLike[str]) -> str:
@@ -63,8 +54,8 @@ def require_space(path: str | os.PathLike[str], need: int, doing: str) -> None:
     free = free_bytes(path)
     if need > free:
         raise NoSpaceError(
-            f"no space left on device while {doing}: needs {human_bytes(need)}, "
-            f"{human_bytes(free)} free"
+            f"no space left on device while {doing}: needs {format_bytes(need, ByteStyle.PROSE)}, "
+            f"{format_bytes(free, ByteStyle.PROSE)} free"
         )
 
 
@@ -78,7 +69,7 @@ def no_space_as_error(
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        needs = f"needs {human_bytes(need)}, " if need is not None else ""
+        needs = f"needs {format_bytes(need, ByteStyle.PROSE)}, " if need is not None else ""
         raise NoSpaceError(
-            f"no space left on device while {doing}: {needs}{human_bytes(free_bytes(path))} free"
+            f"no space left on device while {doing}: {needs}{format_bytes(free_bytes(path), ByteStyle.PROSE)} free"
         ) from None

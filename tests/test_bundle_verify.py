@@ -67,7 +67,8 @@ def test_wrong_key_is_refused(signed, tmp_path: Path, fmt: str) -> None:
 
 
 def _fingerprint(pub: Path) -> str:
-    from runtime.keys import fingerprint, load_public_key
+    from runtime.ed25519 import fingerprint
+    from runtime.keys import load_public_key
 
     return fingerprint(load_public_key(pub))
 
@@ -120,7 +121,8 @@ def test_tampered_manifest_breaks_the_signature(signed, tmp_path: Path, fmt: str
 def test_resigned_by_another_key_is_refused_with_pubkey(signed, tmp_path: Path, fmt: str) -> None:
     """An attacker who re-signs a tampered manifest with their own key passes only without
     --pubkey, and then only as "not checked against a trusted key"."""
-    from runtime.bundle.signing import key_identity, sign_payload, signing_payload
+    from runtime.bundle.signing import signing_payload
+    from runtime.ed25519 import key_identity, sign_base64
     from runtime.keys import load_signing_key
 
     theirs = load_signing_key(signed["other_key"])
@@ -128,7 +130,7 @@ def test_resigned_by_another_key_is_refused_with_pubkey(signed, tmp_path: Path, 
     def resign(doc: dict) -> None:
         doc["services"][0]["env"] = {"EVIL": "1"}
         doc["bundle"]["keyFingerprint"], doc["bundle"]["publicKey"] = key_identity(theirs)
-        doc["bundle"]["signature"] = sign_payload(theirs, signing_payload(doc))
+        doc["bundle"]["signature"] = sign_base64(theirs, signing_payload(doc))
 
     bundle = rewrite(signed[fmt], tmp_path / f"r.{fmt}", lambda m: edit_manifest(m, resign))
     assert verify_bundle_file(bundle).signature == "self-consistent"

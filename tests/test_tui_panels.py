@@ -11,9 +11,10 @@ from daemonkit import SLEEPER, build_tree, short_root
 from test_runs_kit import SAMPLE, build_catalogs, install
 from tuikit import until
 
+from runtime.sizes import ByteStyle, format_bytes
 from runtime.tree import RuntimeTree
 from tui.app import RunyardApp
-from tui.disk_screen import DiskScreen, human
+from tui.disk_screen import DiskScreen
 from tui.runs_screen import RunsScreen
 
 pytestmark = pytest.mark.timeout(90)
@@ -120,7 +121,11 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         for entry in index:
             row = next((x for x in shown if x.endswith(" " + entry["path"])), None)
             assert row is not None, (entry["path"], screen.detail_text)
-            assert row.split()[:3] == [entry["role"], human(entry["size"]), entry["sha256"][:12]]
+            assert row.split()[:3] == [
+                entry["role"],
+                format_bytes(entry["size"], ByteStyle.COMPACT),
+                entry["sha256"][:12],
+            ]
         assert any(e["role"] == "artifact" for e in index)
 
         await pilot.press("v")

@@ -16,11 +16,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from protocol.payloads import DiskReport
+from runtime.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter
 
-__all__ = ["BAR_WIDTH", "LOGS_WARN", "DiskScreen", "bar", "human"]
+__all__ = ["BAR_WIDTH", "LOGS_WARN", "DiskScreen", "bar"]
 
 #: Bytes of logs/<svc>/ past which a service is flagged.
 LOGS_WARN = 100 * 1024 * 1024
@@ -38,18 +39,6 @@ COLUMNS = (
     ("bar", ""),
 )
 WARN_STYLE = "bold red"
-
-
-def human(n: int) -> str:
-    """Bytes in at most 6 characters: 0B, 512B, 1.5K, 34M, 1.2G."""
-    size = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            if unit == "B":
-                return f"{int(size)}B"
-            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
-        size /= 1024
-    return f"{n}B"  # pragma: no cover
 
 
 def bar(value: int, largest: int, width: int = BAR_WIDTH) -> str:
@@ -81,7 +70,10 @@ class DiskScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
-        yield Static(f"disk usage · ! logs over {human(self.logs_warn)}", id="disk-title")
+        yield Static(
+            f"disk usage · ! logs over {format_bytes(self.logs_warn, ByteStyle.COMPACT)}",
+            id="disk-title",
+        )
         table: DataTable[Any] = DataTable(id="disk", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("waiting for the daemon's disk report…", id="disk-status")
@@ -122,19 +114,36 @@ class DiskScreen(Screen[None]):
             style = WARN_STYLE if warn else ""
             cells: list[Any] = [Text(("!" if warn else " ") + name, style=style)]
             for part in PARTS:
-                text = human(r[part])
+                text = format_bytes(r[part], ByteStyle.COMPACT)
                 cells.append(Text(text, style=WARN_STYLE if part == "logs" and warn else ""))
-            cells.append(Text(human(r["total"]), style="bold"))
+            cells.append(Text(format_bytes(r["total"], ByteStyle.COMPACT), style="bold"))
             cells.append(Text(bar(r["total"], largest), style="red" if warn else "cyan"))
             table.add_row(*cells, key=name)
-        table.add_row(Text(" (other)", style="dim"), *[""] * 5, human(self.other), "", key="")
-        table.add_row(Text(" TOTAL", style="bold"), *[""] * 5, human(self.total), "", key=" ")
+        table.add_row(
+            Text(" (other)", style="dim"),
+            *[""] * 5,
+            format_bytes(self.other, ByteStyle.COMPACT),
+            "",
+            key="",
+        )
+        table.add_row(
+            Text(" TOTAL", style="bold"),
+            *[""] * 5,
+            format_bytes(self.total, ByteStyle.COMPACT),
+            "",
+            key=" ",
+        )
         if cursor < table.row_count:
             table.move_cursor(row=cursor)
         flagged = [n for n in sorted(rows) if self.warned(n)]
-        status = f"{len(rows)} services · total {human(self.total)}"
+        status = f"{len(rows)} services · total {format_bytes(self.total, ByteStyle.COMPACT)}"
         if flagged:
-            status += " · ! logs over " + human(self.logs_warn) + ": " + ", ".join(flagged)
+            status += (
+                " · ! logs over "
+                + format_bytes(self.logs_warn, ByteStyle.COMPACT)
+                + ": "
+                + ", ".join(flagged)
+            )
         self.query_one("#disk-status", Static).update(status)
 
     def action_back(self) -> None:

@@ -22,9 +22,9 @@ from textual.widgets import DataTable, Static
 from protocol.client import ClientError
 from protocol.messages import RunShowReply
 from protocol.payloads import Check, ReplayReport, RunSummary, VerifyReport
+from runtime.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
-from .disk_screen import human
 from .footer import KeysFooter
 
 if TYPE_CHECKING:
@@ -150,11 +150,13 @@ def file_lines(shown: RunShowReply) -> list[str]:
             lines.append(f"  {escape(str(f['path']))}  [dim]{extra}[/dim]")
         return lines + ([] if files else ["  (no file list: ARTIFACT_INDEX.json unreadable)"])
     total = sum(e.size for e in entries if e.size is not None)
-    lines = [f"[b]files[/b] ({len(entries)}, {human(total)}; role size sha256 path)"]
+    lines = [
+        f"[b]files[/b] ({len(entries)}, {format_bytes(total, ByteStyle.COMPACT)}; role size sha256 path)"
+    ]
     for e in entries:
         lines.append(
             f"  {escape(e.role or '-'):<10} "
-            f"{human(e.size) if e.size is not None else '?':>6} "
+            f"{format_bytes(e.size, ByteStyle.COMPACT) if e.size is not None else '?':>6} "
             f"[dim]{escape(e.sha256[:SHA_SHOWN]) or '-':<{SHA_SHOWN}}[/dim] "
             f"{escape(e.path)}"
         )

@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
 from protocol.messages import ServiceStatus
+from runtime.sizes import ByteStyle, format_bytes
 
 __all__ = ["COLUMNS", "ServicesTable", "cells", "state_label"]
 
@@ -58,15 +59,6 @@ def uptime(s: ServiceStatus, now: float | None = None) -> str:
     return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
 
 
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}G"  # pragma: no cover
-
-
 def ready(s: ServiceStatus) -> str:
     if s.ready is None:
         return "yes" if s.state == "running" else "-"
@@ -82,7 +74,7 @@ def cells(s: ServiceStatus, now: float | None = None) -> dict[str, str | Text]:
         "restarts": str(s.restarts),
         "last_exit": "-" if s.last_exit is None else str(s.last_exit),
         "cpu": "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
-        "rss": "-" if s.rss is None else human_bytes(s.rss),
+        "rss": "-" if s.rss is None else format_bytes(s.rss, ByteStyle.TENTHS),
         "ports": ",".join(str(p.port) for p in s.ports) or "-",
         "ready": ready(s),
     }

@@ -15,8 +15,10 @@ from typing import Any
 
 import msgspec
 
+from runtime.sizes import format_bytes
+
 from .common import UsageError, open_project, open_tree
-from .output import human_bytes, print_json, print_table
+from .output import print_json, print_table
 
 # runtime.bundle (cryptography, tarfile, zipfile) is imported inside the commands: every
 # `runyard` process imports this module.
@@ -147,7 +149,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed {result.path}")
     print(f"  version     {result.version} ({result.format}, createdAt {result.created_at})")
     print(f"  services    {', '.join(result.services)}")
-    print(f"  files       {result.files}, {human_bytes(result.size)}")
+    print(f"  files       {result.files}, {format_bytes(result.size)}")
     print(f"  sha256      {result.sha256}")
     print(f"  signed by   {result.signed_by or '(unsigned)'}")
     if result.allowed:

@@ -17,9 +17,10 @@ import msgspec
 from protocol.client import Client, DaemonUnreachable
 from protocol.messages import LogEvent, LogLine, ServiceStatus
 from runtime.errors import RunyardError
+from runtime.sizes import format_bytes
 
 from .common import UsageError, open_tree
-from .output import human_bytes, print_json, print_table, stdout_closed
+from .output import print_json, print_table, stdout_closed
 
 __all__ = ["register"]
 
@@ -208,7 +209,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             s.restarts,
             "-" if s.last_exit is None else s.last_exit,
             "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
-            "-" if s.rss is None else human_bytes(s.rss),
+            "-" if s.rss is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
             s.reason,
         )

@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 
 __all__ = [
-    "human_bytes",
     "parse_bytes",
     "print_json",
     "print_table",
@@ -39,15 +38,6 @@ def print_table(
             for i, cell in enumerate(row)
         ]
         sys.stdout.write("  ".join(parts).rstrip() + "\n")
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 _UNITS = {

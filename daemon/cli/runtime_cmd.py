@@ -12,11 +12,12 @@ from runtime.cache import cache_owner, collect_garbage
 from runtime.du import disk_usage
 from runtime.env import resolve_service_env
 from runtime.manifest import load_manifest
+from runtime.sizes import format_bytes
 from runtime.tree import RuntimeTree
 from runtime.verify import verify_installed
 
 from .common import UsageError, open_project, open_tree
-from .output import human_bytes, parse_bytes, print_json, print_table
+from .output import parse_bytes, print_json, print_table
 
 __all__ = ["register"]
 
@@ -93,7 +94,7 @@ def cmd_ensure(args: argparse.Namespace) -> int:
         return 0
     rel = os.path.relpath(result.bin_path, tree.root)
     if result.installed:
-        how = f"downloaded {human_bytes(result.size)}" if result.fetched else "from cache"
+        how = f"downloaded {format_bytes(result.size)}" if result.fetched else "from cache"
         print(f"installed {result.name} {result.version} {result.os}-{result.arch} ({how}): {rel}")
     else:
         print(f"{result.name} {result.version} {result.os}-{result.arch} already installed: {rel}")
@@ -119,7 +120,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             s.version,
             s.platform,
             s.kind,
-            human_bytes(s.size),
+            format_bytes(s.size),
             ",".join(f"{p.name}:{p.port}" for p in s.default_ports) or "-",
             s.bin_path,
         )
@@ -157,15 +158,15 @@ def cmd_du(args: argparse.Namespace) -> int:
         rows.append(
             [
                 s.name,
-                *(human_bytes(getattr(s, c).bytes) for c in cats),
-                human_bytes(s.total.bytes),
+                *(format_bytes(getattr(s, c).bytes) for c in cats),
+                format_bytes(s.total.bytes),
                 s.total.files,
             ]
         )
     rows.append(
-        ["(runyard)", "", "", "", "", "", human_bytes(report.other.bytes), report.other.files]
+        ["(runyard)", "", "", "", "", "", format_bytes(report.other.bytes), report.other.files]
     )
-    rows.append(["TOTAL", "", "", "", "", "", human_bytes(report.total.bytes), report.total.files])
+    rows.append(["TOTAL", "", "", "", "", "", format_bytes(report.total.bytes), report.total.files])
     print_table(["SERVICE", *(c.upper() for c in cats), "TOTAL", "FILES"], rows, set(range(1, 8)))
     return 0
 
@@ -198,10 +199,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for r in report.removed:
-        print(f"{verb} {r.file} ({human_bytes(r.bytes)})")
+        print(f"{verb} {r.file} ({format_bytes(r.bytes)})")
     print(
-        f"{verb} {len(report.removed)} archive(s), {human_bytes(report.freed_bytes)} freed; "
-        f"cache now {human_bytes(report.kept_bytes)}"
+        f"{verb} {len(report.removed)} archive(s), {format_bytes(report.freed_bytes)} freed; "
+        f"cache now {format_bytes(report.kept_bytes)}"
     )
     if report.protected:
         print(

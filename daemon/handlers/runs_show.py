@@ -25,6 +25,7 @@ ENTRY_KEYS = ("path", "size", "sha256", "role")
 def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
     """The entries of ``bundle``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
     (``verify`` is what reports a broken bundle; showing one must not fail)."""
+
     from runtime.runs.layout import INDEX_FILE
 
     try:

@@ -37,7 +37,8 @@ from ..canonical import canonical_bytes
 from ..capped import MANIFEST_FILE, read_json_capped
 from ..errors import ManifestError, RunyardError, UnsafeArchiveError
 from ..manifest import parse_manifest
-from ..space import free_bytes, human_bytes, on_disk
+from ..sizes import ByteStyle, format_bytes
+from ..space import free_bytes, on_disk
 from ..versions import Version
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
@@ -115,7 +116,7 @@ def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) 
     free = free_bytes(where)
     if need > free:
         raise BundleError(
-            f"{label}: needs {human_bytes(need)} in {p.root} but only {human_bytes(free)} is free there; "
+            f"{label}: needs {format_bytes(need, ByteStyle.PROSE)} in {p.root} but only {format_bytes(free, ByteStyle.PROSE)} is free there; "
             "free some space and retry"
         )
 

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import msgspec
 
+from ..ed25519 import key_identity, sign_base64
 from ..errors import ManifestError
 from ..manifest import SEMVER_RE, BundleInfo, encode_manifest, load_manifest, validate_manifest
 from ..tree import RuntimeTree
 from .collect import Member, collect_members, select_manifest
 from .layout import EXEC_MODE, MANIFEST, BundleError, Finding, SecretsFound, bundle_format
 from .secrets import scan_env
-from .signing import key_identity, sign_payload, signing_payload
+from .signing import signing_payload
 from .writer import DEFAULT_LEVEL, write_bundle
 
 __all__ = ["PackResult", "check_version", "pack_bundle", "resolve_created_at"]
@@ -199,7 +200,7 @@ def pack_bundle(
         except ManifestError as exc:
             raise BundleError(f"the bundle's manifest would be invalid: {exc}") from None
         if key is not None:
-            info.signature = sign_payload(key, signing_payload(msgspec.to_builtins(manifest)))
+            info.signature = sign_base64(key, signing_payload(msgspec.to_builtins(manifest)))
         data = encode_manifest(manifest)
         write_bundle(out, fmt, data, members, mtime=created_epoch(created), level=level)
     digest = hashlib.sha256()

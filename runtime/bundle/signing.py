@@ -27,14 +27,12 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..canonical import canonical_bytes
-from ..keys import fingerprint
+from ..ed25519 import fingerprint, public_key_from_hex, verifies
 
-__all__ = ["SignatureCheck", "check_signature", "key_identity", "sign_payload", "signing_payload"]
+__all__ = ["SignatureCheck", "check_signature", "signing_payload"]
 
 
 @dataclass(frozen=True)
@@ -56,25 +54,6 @@ def signing_payload(doc: dict[str, Any]) -> bytes:
     if isinstance(bundle, dict):
         bundle.pop("signature", None)
     return canonical_bytes(stripped)
-
-
-def key_identity(key: Ed25519PrivateKey) -> tuple[str, str]:
-    """(fingerprint, raw public key hex) of a signing key."""
-    public = key.public_key()
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return fingerprint(public), raw.hex()
-
-
-def sign_payload(key: Ed25519PrivateKey, payload: bytes) -> str:
-    return base64.b64encode(key.sign(payload)).decode("ascii")
-
-
-def _verifies(public: Ed25519PublicKey, signature: bytes, payload: bytes) -> bool:
-    try:
-        public.verify(signature, payload)
-    except InvalidSignature:
-        return False
-    return True
 
 
 def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> SignatureCheck:
@@ -109,7 +88,7 @@ def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> Sig
                 f"signed by key {named}, not by the --pubkey key {wanted}",
                 named,
             )
-        if not _verifies(pubkey, signature, payload):
+        if not verifies(pubkey, signature, payload):
             return SignatureCheck(
                 False,
                 "invalid",
@@ -120,7 +99,7 @@ def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> Sig
         return SignatureCheck(True, "valid", f"signed by the --pubkey key {wanted}", wanted)
     raw = bundle.get("publicKey") or ""
     try:
-        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(raw))
+        public = public_key_from_hex(raw)
     except ValueError:
         return SignatureCheck(
             False, "invalid", "signed, but bundle.publicKey is not an Ed25519 key", named
@@ -132,7 +111,7 @@ def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> Sig
             "bundle.keyFingerprint is not the fingerprint of bundle.publicKey",
             named,
         )
-    if not _verifies(public, signature, payload):
+    if not verifies(public, signature, payload):
         return SignatureCheck(
             False,
             "invalid",

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -43,6 +42,7 @@ from pathlib import Path
 from ..atomic import atomic_output, fsync_dir
 from ..capped import SMALL_FILE, read_capped, read_toml_capped
 from ..errors import FileRefused, RunyardError
+from ..own_version import installed_version
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
 
@@ -378,12 +378,12 @@ def _own_sha256(root: Path, lock: Lock, target: Target, cache: Path) -> tuple[st
 
 
 def _installed_version() -> str:
-    try:
-        return importlib.metadata.version(PROJECT)
-    except importlib.metadata.PackageNotFoundError:
+    version = installed_version()
+    if version is None:
         raise WheelhouseError(
             "runyard is neither a source checkout nor an installed distribution here"
-        ) from None
+        )
+    return version
 
 
 def _wheelhouse() -> tuple[Path, str]:

@@ -28,9 +28,10 @@ from pathlib import Path
 from ..capped import RUN_FILE, read_capped
 from ..errors import FileRefused
 from ..tree import RuntimeTree
+from .artifact_index import ArtifactIndexError, read_artifact_index
 from .definitions import EngineDefinitions, artifact_accepted
 from .jsonio import JSONInputError, strict_loads
-from .layout import INDEX_FILE, RUN_INPUT, find_run
+from .layout import RUN_INPUT, find_run
 from .model import RunError, RunRejected
 
 __all__ = ["FromRun", "UpstreamArtifact", "copy_inputs", "parse_from_run", "resolve_from_runs"]
@@ -111,8 +112,11 @@ def resolve_from_runs(
                 f"(run {run_id}; accepted engine codes: {codes})",
                 stage="chain",
             )
-        files = _load(bundle, INDEX_FILE).get("files", [])
-        artifacts = [f for f in files if isinstance(f, dict) and f.get("role") == "artifact"]
+        try:
+            files = read_artifact_index(bundle)
+        except ArtifactIndexError as exc:
+            raise RunRejected(f"upstream {bundle.name}: {exc}", stage="chain") from None
+        artifacts = [f for f in files if f.get("role") == "artifact"]
         if pattern is not None:
             chosen = [f for f in artifacts if artifact_accepted([pattern], f["path"])]
             if not chosen:

@@ -31,6 +31,7 @@ from typing import Any
 from ..capped import RUN_FILE, read_capped
 from ..errors import FileRefused, RunyardError
 from ..manifest import ServiceEntry, load_manifest
+from ..own_version import runyard_version
 from ..platform import current_arch, current_os
 from ..project import Project
 from ..tree import RuntimeTree
@@ -58,7 +59,7 @@ from .layout import (
     replays_dir,
 )
 from .model import ReplayReport, RunError, RunRejected
-from .run import EventCallback, emit, move_outputs_into, runyard_version, write_bundle_files
+from .run import EventCallback, emit, move_outputs_into, write_bundle_files
 from .sealing import BundleFileError, file_digest, list_files, make_read_only, seal_bundle
 from .verify import verify_bundle
 

@@ -38,6 +38,7 @@ from typing import Any
 from ..audit import record as audit_record
 from ..keys import load_signing_key
 from ..manifest import ServiceEntry, load_manifest
+from ..own_version import runyard_version
 from ..project import Project
 from ..tree import RuntimeTree
 from .chain import FromRun, UpstreamArtifact, copy_inputs, resolve_from_runs
@@ -79,7 +80,7 @@ from .sealing import (
     write_synced,
 )
 
-__all__ = ["EventCallback", "execute_and_seal", "runyard_version"]
+__all__ = ["EventCallback", "execute_and_seal"]
 
 EventCallback = Callable[[RunEvent], None]
 _audit_log = logging.getLogger("runyard.audit")
@@ -92,15 +93,6 @@ def _audit(
         audit_record(tree.logs_dir, action, target=target, result=result, detail=detail)
     except OSError as exc:
         _audit_log.warning("audit: cannot append %s %s: %s", action, target, exc)
-
-
-def runyard_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("runyard")
-    except Exception:
-        return "unknown"
 
 
 def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **data: Any) -> None:

@@ -24,11 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..atomic import fsync_dir
-from ..keys import fingerprint
+from ..ed25519 import key_identity, sign
 from .jsonio import canonical
 from .layout import (
     ARTIFACTS_DIR,
@@ -268,16 +267,15 @@ def seal_bundle(
     sums = sums_bytes(hashes)
     write_synced(root / SUMS_FILE, sums)
     if signer is not None:
-        write_synced(root / SIG_FILE, signer.sign(sums))
+        write_synced(root / SIG_FILE, sign(signer, sums))
     _sync_dirs(root)
     return entries, sums
 
 
 def signer_identity(signer: Ed25519PrivateKey) -> dict[str, str]:
     """The RUN_META members naming a signing key: fingerprint and raw public key (hex)."""
-    public = signer.public_key()
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"signing_key_fingerprint": fingerprint(public), "signing_public_key": raw.hex()}
+    fp, raw = key_identity(signer)
+    return {"signing_key_fingerprint": fp, "signing_public_key": raw}
 
 
 def make_read_only(root: Path) -> None:

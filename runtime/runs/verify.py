@@ -35,14 +35,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..capped import RUN_FILE, SMALL_FILE, check_capped, read_capped
+from ..ed25519 import fingerprint, public_key_from_hex, verifies
 from ..errors import FileRefused, RunyardError
-from ..keys import fingerprint, load_public_key
+from ..keys import load_public_key
 from ..manifest import load_manifest
 from ..tree import RuntimeTree
+from .artifact_index import ArtifactIndexError, index_entries
 from .definitions import EngineDefinitions, definitions_for_version, load_definitions
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import (
@@ -211,18 +212,15 @@ def _check_hashes(v: _Verifier) -> None:
 
 
 def _check_index(v: _Verifier) -> None:
-    index = v.doc(INDEX_FILE)
-    files = index.get("files") if isinstance(index, dict) else None
-    if not isinstance(files, list):
-        v.add("artifact-index", False, f"{INDEX_FILE}: not an object with a files array")
+    try:
+        entries, pathless = index_entries(v.doc(INDEX_FILE))
+    except ArtifactIndexError as exc:
+        v.add("artifact-index", False, str(exc))
         return
     present = [p for p in v.docs.get("__present__") or [] if p != INDEX_FILE]
     listed: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-    for e in files:
-        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
-            problems.append("an entry without a path")
-            continue
+    problems: list[str] = ["an entry without a path"] * pathless
+    for e in entries:
         listed[e["path"]] = e
         if e.get("role") != role_of(e["path"]):
             problems.append(f"{e['path']}: role {e.get('role')!r}, expected {role_of(e['path'])!r}")
@@ -394,7 +392,7 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         return
     if key is None:
         try:
-            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(meta["signing_public_key"]))
+            key = public_key_from_hex(meta["signing_public_key"])
         except (KeyError, ValueError, TypeError):
             v.add("signature", False, f"{SIG_FILE}: present, but no public key to check it")
             return
@@ -406,8 +404,10 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         v.add("signature", False, f"{RUN_META}: signing_key_fingerprint {named}, key is {fp}")
         return
     try:
-        key.verify(v.read(SIG_FILE), v.read(SUMS_FILE))
-    except (InvalidSignature, OSError, FileRefused):
+        valid = verifies(key, v.read(SIG_FILE), v.read(SUMS_FILE))
+    except (OSError, FileRefused):
+        valid = False
+    if not valid:
         v.add("signature", False, f"{SIG_FILE}: does not verify over {SUMS_FILE} {how}")
         return
     v.add("signature", True, f"{SIG_FILE}: valid Ed25519 signature by {fp} {how}")
