@@ -36,11 +36,11 @@ import time
 
 from watchfiles import awatch
 
-from protocol import payloads as wire
-from protocol.messages import DuEvent
-from runtime.cache import cache_owner
-from runtime.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
-from runtime.tree import RESERVED_NAMES, RuntimeTree
+from runyard.protocol import payloads as wire
+from runyard.protocol.messages import DuEvent
+from runyard.runtime.cache import cache_owner
+from runyard.runtime.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
+from runyard.runtime.tree import RESERVED_NAMES, RuntimeTree
 
 from .events import EventBus
 

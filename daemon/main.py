@@ -29,14 +29,14 @@ from pathlib import Path
 
 import setproctitle
 
-from protocol.endpoints import endpoints_for
-from protocol.messages import DaemonEvent
-from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
-from runtime.errors import RunyardError
-from runtime.license import LicenseStatus, tree_license
-from runtime.own_version import runyard_version
-from runtime.project import load_project
-from runtime.tree import RuntimeTree
+from runyard.protocol.endpoints import endpoints_for
+from runyard.protocol.messages import DaemonEvent
+from runyard.runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
+from runyard.runtime.errors import RunyardError
+from runyard.runtime.license import LicenseStatus, tree_license
+from runyard.runtime.own_version import runyard_version
+from runyard.runtime.project import load_project
+from runyard.runtime.tree import RuntimeTree
 
 from .diskwatch import DiskWatch
 from .events import EventBus
@@ -254,7 +254,7 @@ def run_daemon(
     ``license_file`` replaces the tree's config/runyard/license.json.
     """
     tree = RuntimeTree(root).require()
-    # ps and top show what this is, not "python3 -m daemon daemon --root ...".
+    # ps and top show what this is, not "python3 -m runyard.daemon daemon --root ...".
     setproctitle.setproctitle(f"runyard daemon {tree.root}")
     began = time.monotonic()
     try:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import msgspec
 
-from runtime.atomic import atomic_write_bytes
-from runtime.capped import SMALL_FILE, read_capped
-from runtime.errors import FileRefused
-from runtime.tree import RuntimeTree
+from runyard.runtime.atomic import atomic_write_bytes
+from runyard.runtime.capped import SMALL_FILE, read_capped
+from runyard.runtime.errors import FileRefused
+from runyard.runtime.tree import RuntimeTree
 
 from .fsm import Wanted
 

@@ -1,6 +1,6 @@
 """The on-disk runtime tree, importable without the daemon.
 
-import runtime
+from runyard import runtime
 runtime.get_manifest()                      # RuntimeManifest of the resolved tree
 runtime.ensure_service("hello-http", "1.x")  # ServiceBinary, fetched and verified
 runtime.service_env("hello-http")           # merged env with the scoped PATH

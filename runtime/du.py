@@ -141,7 +141,7 @@ def main():
     sys.stdout.buffer.write(marshal.dumps([scan(path) for path in paths]))
 '''
 
-_scanner: dict[str, Any] = {"__name__": "runtime.du._scanner"}
+_scanner: dict[str, Any] = {"__name__": "runyard.runtime.du._scanner"}
 exec(compile(_SCANNER_SOURCE, "<runtime.du scanner>", "exec"), _scanner)
 _scan: Callable[..., tuple[int, int, list[tuple[int, int, int]]]] = _scanner["scan"]
 

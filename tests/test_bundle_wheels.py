@@ -33,12 +33,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from runtime.bundle.wheels import parse_lock
+from runyard.runtime.bundle.wheels import parse_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "wheels"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGES = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+# The five top-level folders, installed as runyard/<name> (pyproject.toml force-include).
+FORCE_INCLUDE = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+PACKAGES = sorted(FORCE_INCLUDE)
 VERSION = PYPROJECT["project"]["version"]
 OWN = f"runyard-{VERSION}-py3-none-any.whl"
 
@@ -147,7 +149,13 @@ def run(cmd: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProc
 def snapshot_source(dest: Path, source: Path = ROOT) -> Path:
     """A copy of what a wheel build reads, with fresh mtimes (no bytecode caches)."""
     dest.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md", ".gitignore", "requirements.lock"):
+    for name in (
+        "pyproject.toml",
+        "hatch_build.py",
+        "README.md",
+        ".gitignore",
+        "requirements.lock",
+    ):
         shutil.copy(source / name, dest / name)
     for package in PACKAGES:
         shutil.copytree(
@@ -160,10 +168,15 @@ def snapshot_source(dest: Path, source: Path = ROOT) -> Path:
 
 
 COLLECT = """
-import json, sys
+import json, os, sys, types
 from pathlib import Path
-import runtime.bundle.wheels as w
-from runtime.errors import RunyardError
+if os.environ.get("RUNYARD_SNAPSHOT"):
+    # runyard from a source snapshot, as the editable install maps it
+    pkg = types.ModuleType("runyard")
+    pkg.__path__ = [os.environ["RUNYARD_SNAPSHOT"]]
+    sys.modules["runyard"] = pkg
+import runyard.runtime.bundle.wheels as w
+from runyard.runtime.errors import RunyardError
 here = Path(w.__file__).resolve()
 assert here.is_relative_to(Path(sys.argv[1]).resolve()), here
 try:
@@ -184,7 +197,7 @@ def collect(
     checks the module comes from under ``home``."""
     out.mkdir(parents=True, exist_ok=True)
     if src is not None:
-        env = dict(env, PYTHONPATH=str(src))
+        env = dict(env, RUNYARD_SNAPSHOT=str(src))
     return run(
         [str(python), "-c", COLLECT, str(home), str(out / "wheels"), str(out / "install.sh")],
         env=env,
@@ -261,7 +274,8 @@ def test_lock_covers_every_runtime_dependency() -> None:
 def test_every_package_is_in_the_wheel_config() -> None:
     """A new top-level package (a directory with __init__.py) must go into the wheel too."""
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "examples"}
-    assert packages <= set(PACKAGES), f"add {sorted(packages - set(PACKAGES))} to hatch packages"
+    assert packages <= set(PACKAGES), f"add {sorted(packages - set(PACKAGES))} to force-include"
+    assert all(FORCE_INCLUDE[p] == f"runyard/{p}" for p in PACKAGES), FORCE_INCLUDE
 
 
 # -- collect_wheels --------------------------------------------------------------------------------
@@ -307,15 +321,18 @@ def test_own_wheel_has_every_file_and_fixed_times(first) -> None:
         names = {i.filename for i in infos}
         entry_points = zf.read(f"runyard-{VERSION}.dist-info/entry_points.txt").decode()
     expected = {
-        p.relative_to(src).as_posix()
+        f"runyard/{p.relative_to(src).as_posix()}"
         for package in PACKAGES
         for p in (src / package).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
-    assert "tui/app.tcss" in names
-    assert {"schemas/catalog.schema.json", "schemas/manifest.schema.json"} <= names
-    assert "runyard = daemon.cli:main" in entry_points
+    assert "runyard/tui/app.tcss" in names
+    assert {"runyard/schemas/catalog.schema.json", "runyard/schemas/manifest.schema.json"} <= names
+    assert "runyard/__init__.py" in names
+    # only runyard/ and the dist-info: no top-level name another project could own
+    assert {n.split("/")[0] for n in names} == {"runyard", f"runyard-{VERSION}.dist-info"}
+    assert "runyard = runyard.daemon.cli:main" in entry_points
     # SOURCE_DATE_EPOCH (1980-01-01, wheels.py's default) reached hatchling: every member has it
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
 
@@ -353,7 +370,7 @@ def test_install_offline_then_runyard_works(
 
     env = plain_env()
     runyard = str(venv / "bin" / "runyard")
-    where = run([str(venv / "bin" / "python"), "-c", "import runtime; print(runtime.__file__)"],
+    where = run([str(venv / "bin" / "python"), "-c", "import runyard.runtime as runtime; print(runtime.__file__)"],
                 env=env, cwd=tmp_path, timeout=60)  # fmt: skip
     assert where.stdout.startswith(str(venv)), where.stdout  # the wheel, not this checkout
     assert run([runyard, "--help"], env=env, cwd=tmp_path, timeout=60).returncode == 0
@@ -432,9 +449,9 @@ def test_pack_with_wheels_installs_offline(
     pack_module = pytest.importorskip(
         "runtime.bundle.pack", reason="runtime/bundle/pack.py is not there yet"
     )
-    import runtime
     from archives import publish, write_catalog
-    from runtime.tree import RuntimeTree
+    from runyard import runtime
+    from runyard.runtime.tree import RuntimeTree
 
     tree = RuntimeTree(tmp_path / "tree")
     tree.init()

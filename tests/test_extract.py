@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from archives import Raw, make_raw_archive
-from runtime.errors import TreeError, UnsafeArchiveError
-from runtime.extract import archive_format, extract_archive
+from runyard.runtime.errors import TreeError, UnsafeArchiveError
+from runyard.runtime.extract import archive_format, extract_archive
 
 
 @dataclass

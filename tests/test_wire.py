@@ -19,10 +19,10 @@ import pytest
 import zmq
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
-import protocol
-from protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
-from protocol.endpoints import endpoints_for
-from protocol.messages import (
+from runyard import protocol
+from runyard.protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
+from runyard.protocol.endpoints import endpoints_for
+from runyard.protocol.messages import (
     EventUnion,
     LogLine,
     ReplyUnion,
@@ -34,9 +34,9 @@ from protocol.messages import (
     decode_reply,
     encode,
 )
-from protocol.payloads import Check, Port, ReplayReport, RunStep
-from protocol.transport import interpret
-from runtime.tree import RuntimeTree
+from runyard.protocol.payloads import Check, Port, ReplayReport, RunStep
+from runyard.protocol.transport import interpret
+from runyard.runtime.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -160,6 +160,7 @@ def test_protocol_imports_nothing_from_runtime() -> None:
             else:
                 continue
             for name in names:
+                name = name.removeprefix("runyard.")
                 if name == "runtime" or name.startswith("runtime."):
                     where = f"{path.name}:{node.lineno} imports {name}"
                     assert path.name not in wire_contract, where

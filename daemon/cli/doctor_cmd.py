@@ -33,7 +33,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from runtime.doctor import run_checks
+    from runyard.runtime.doctor import run_checks
 
     tree = open_tree(args).require()
     report = run_checks(tree, license_file=args.license)

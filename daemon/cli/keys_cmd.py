@@ -29,7 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from runtime.keys import generate_curve_key, generate_signing_key  # loads cryptography
+    from runyard.runtime.keys import generate_curve_key, generate_signing_key  # loads cryptography
 
     if args.curve:
         curve = generate_curve_key(args.out, force=args.force)

@@ -7,14 +7,14 @@ import os
 import sys
 from typing import Any
 
-from runtime.acquire import ensure_service
-from runtime.cache import cache_owner, collect_garbage
-from runtime.du import disk_usage
-from runtime.env import resolve_service_env
-from runtime.manifest import load_manifest
-from runtime.sizes import format_bytes
-from runtime.tree import RuntimeTree
-from runtime.verify import verify_installed
+from runyard.runtime.acquire import ensure_service
+from runyard.runtime.cache import cache_owner, collect_garbage
+from runyard.runtime.du import disk_usage
+from runyard.runtime.env import resolve_service_env
+from runyard.runtime.manifest import load_manifest
+from runyard.runtime.sizes import format_bytes
+from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.verify import verify_installed
 
 from .common import UsageError, open_project, open_tree
 from .output import parse_bytes, print_json, print_table

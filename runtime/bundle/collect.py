@@ -78,7 +78,7 @@ def select_manifest(manifest: RuntimeManifest, services: Iterable[str] | None) -
 
 def schema_files() -> list[Path]:
     """Runyard's generated JSON Schemas (the ``schemas`` package: installed or the checkout)."""
-    import schemas
+    from runyard import schemas
 
     return sorted(Path(schemas.SCHEMA_DIR).glob("*.schema.json"))
 
