@@ -3,7 +3,7 @@
 A :class:`DiskWatch` watches ``bin/``, ``data/``, ``logs/``, ``config/`` and ``cache/`` (never
 ``temp/``: FIFOs, sockets and state.json churn there and count in ``other`` only) with
 ``watchfiles`` and publishes a :class:`~protocol.messages.DuEvent` whose ``report`` is
-``runtime.du.disk_usage(...)`` as a ``protocol.payloads.DiskReport``, so a client never walks the disk itself.
+``runtime.core.du.disk_usage(...)`` as a ``protocol.payloads.DiskReport``, so a client never walks the disk itself.
 
 Cost and rate:
 
@@ -38,9 +38,9 @@ from watchfiles import awatch
 
 from runyard.protocol import payloads as wire
 from runyard.protocol.messages import DuEvent
-from runyard.runtime.cache import cache_owner
-from runyard.runtime.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
-from runyard.runtime.tree import RESERVED_NAMES, RuntimeTree
+from runyard.runtime.acquisition.cache import cache_owner
+from runyard.runtime.core.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
+from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree
 
 from .events import EventBus
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from runyard.protocol.messages import LogLine
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["RunnerHost"]
 

@@ -7,7 +7,7 @@ output waits in FIFOs whose read ends the children themselves keep open, and the
 adopts them (see docs/ARCHITECTURE.md, "Surviving a daemon crash").
 
 Before anything else the daemon runs the startup checks of ``runyard doctor``
-(runtime/doctor.py): a fatal one (manifest invalid, a checksum mismatch, data/ or logs/ not
+(runtime/ops/doctor.py): a fatal one (manifest invalid, a checksum mismatch, data/ or logs/ not
 writable, temp/ not ours) stops it with one line naming the check; the others are logged.
 The license is checked there too: an expired, forged or malformed one is one log line and
 community limits. Start, stop, signals and every audited request go to the audit trail.
@@ -31,12 +31,12 @@ import setproctitle
 
 from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import DaemonEvent
-from runyard.runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
-from runyard.runtime.errors import RunyardError
-from runyard.runtime.license import LicenseStatus, tree_license
-from runyard.runtime.own_version import runyard_version
-from runyard.runtime.project import load_project
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.own_version import runyard_version
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_checks
+from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 from .diskwatch import DiskWatch
 from .events import EventBus

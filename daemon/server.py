@@ -34,8 +34,8 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from runyard.protocol import messages as m
 from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
-from runyard.runtime.audit import current_actor
-from runyard.runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit import current_actor
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
@@ -332,7 +332,7 @@ class ControlServer:
         handler = HANDLERS[type(req)]
         audited = type(req) in AUDITED
         actor = self._actor(router, identity, peer or {}) if audited else None
-        # Read by runtime.audit.record in this request's context (a seal in a worker thread).
+        # Read by runtime.ops.audit.record in this request's context (a seal in a worker thread).
         token = current_actor.set(actor)
         try:
             reply = await handler(self.ctx, req)

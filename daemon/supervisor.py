@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
-from runyard.runtime.errors import RunyardError
-from runyard.runtime.license import COMMUNITY_LIMITS, LicenseStatus
-from runyard.runtime.project import load_project
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import COMMUNITY_LIMITS, LicenseStatus
 
 from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from runyard.runtime.tree import resolve_root
+from runyard.runtime.core.tree import resolve_root
 
 from .endpoints import endpoints_for
 from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, remote_error
@@ -177,7 +177,7 @@ def curve_options(
     client_keys: str | Path | tuple[bytes, bytes] | None,
 ) -> dict[int, bytes | int]:
     """zmq socket options for CurveZMQ: tcp:// is Curve only (the daemon's public key and this
-    client's key pair); ipc:// needs none. ``runtime.keys`` (and with it ``cryptography``) is
+    client's key pair); ipc:// needs none. ``runtime.signing.keys`` (and with it ``cryptography``) is
     imported only when keys are in play, so an ipc client or the daemon stays lean."""
     if (
         server_key is None
@@ -185,7 +185,7 @@ def curve_options(
         and not any(e.startswith("tcp://") for e in endpoints)
     ):
         return {}
-    from runyard.runtime.keys import KeyFileError, curve_client_options
+    from runyard.runtime.signing.keys import KeyFileError, curve_client_options
 
     try:
         return curve_client_options(endpoints, server_key, client_keys)

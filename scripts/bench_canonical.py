@@ -1,4 +1,4 @@
-"""Benchmark `canonical`: runtime.canonical.canonical_bytes against rfc8785.dumps (the reference).
+"""Benchmark `canonical`: runtime.core.canonical.canonical_bytes against rfc8785.dumps (the reference).
 
 Two documents shaped like an engine run's output, built in memory from random.Random(SEED)
 (deterministic, ~10 MB of canonical JSON each; --quick: ~1 MB):
@@ -32,8 +32,8 @@ import msgspec
 import rfc8785
 from benchkit import time_rounds
 
-from runyard.runtime import canonical
-from runyard.runtime.canonical import canonical_bytes, canonical_sha256
+from runyard.runtime.core import canonical
+from runyard.runtime.core.canonical import canonical_bytes, canonical_sha256
 
 SEED = 20240601
 FULL_MB = 10.0

@@ -647,7 +647,7 @@ def build_tree(root: Path, programs: dict[str, bytes]) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "tests"))
     from archives import archive_record, make_tar, write_catalog
     from runyard import runtime
-    from runyard.runtime.tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
 
     RuntimeTree(root).init()
     repo = root.parent / "archives"

@@ -1,4 +1,4 @@
-"""Benchmark `du`: runtime.du against GNU `du -sb` on the same runtime tree, warm cache.
+"""Benchmark `du`: runtime.core.du against GNU `du -sb` on the same runtime tree, warm cache.
 
 The tree (built once, cached under .bench/) holds exactly N non-directory entries: ~20
 services x bin/data/logs/config, each in a few nested directories, files of 0-4 KiB, all
@@ -26,8 +26,8 @@ from typing import Any
 
 from benchkit import build_once, time_rounds
 
-from runyard.runtime.du import Usage, disk_usage, scan_usage
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.du import Usage, disk_usage, scan_usage
+from runyard.runtime.core.tree import RuntimeTree
 
 SEED = 20240601
 SERVICES = 20

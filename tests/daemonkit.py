@@ -17,7 +17,7 @@ from pathlib import Path
 from archives import archive_record, make_tar, write_catalog
 from runyard import runtime
 from runyard.protocol.client import Client, DaemonUnreachable
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 #: A service that says it is up, idles, and exits 0 on SIGTERM.
 SLEEPER = """

@@ -18,8 +18,8 @@ import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 from test_runs_kit import SAMPLE, build_catalogs, install
 
-from runyard.runtime import audit
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops import audit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,7 +213,7 @@ def test_torn_last_line_is_closed_and_chained_over(log10: Path) -> None:
 
 APPENDER = """
 import sys
-from runyard.runtime import audit
+from runyard.runtime.ops import audit
 for i in range(int(sys.argv[2])):
     audit.record(sys.argv[1], "start", target=f"p{sys.argv[3]}-{i}")
 """

@@ -17,7 +17,7 @@ import pytest
 from daemonkit import wait_for
 from test_bundle_kit import REPO, bin_file, make_tree
 
-from runyard.runtime.audit import audit_path, verify_chain
+from runyard.runtime.acquisition.drift import verify_installed
 from runyard.runtime.bundle import (
     BundleError,
     Prefix,
@@ -26,9 +26,9 @@ from runyard.runtime.bundle import (
     pack_bundle,
     rollback,
 )
-from runyard.runtime.manifest import load_manifest
-from runyard.runtime.tree import RuntimeTree
-from runyard.runtime.verify import verify_installed
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit import audit_path, verify_chain
 
 FORMATS = ["tar.gz", "zip"]
 
@@ -363,8 +363,8 @@ def test_license_survives_upgrade_and_rollback(bundles, tmp_path: Path) -> None:
     import datetime
     import shutil
 
-    from runyard.runtime.keys import generate_signing_key
-    from runyard.runtime.license import issuer_dir, license_path, sign_license, tree_license
+    from runyard.runtime.ops.license import issuer_dir, license_path, sign_license, tree_license
+    from runyard.runtime.signing.keys import generate_signing_key
 
     today = datetime.datetime.now(datetime.UTC).date()
     doc = {

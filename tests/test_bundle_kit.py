@@ -1,6 +1,6 @@
 """Shared helpers for the runtime-bundle tests (imported by tests/test_bundle_*.py; no test).
 
-Trees are real: services installed through runtime.acquire (tests/daemonkit.build_tree), config
+Trees are real: services installed through runtime.acquisition.ensure (tests/daemonkit.build_tree), config
 files written as a user would. Tampered bundles are rewritten member by member with
 tests/archives.py, keeping manifest.json first, so each test shows exactly what it changed.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from daemonkit import build_tree, program
 
 from archives import Raw, make_raw_archive, read_raw_archive
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 REPO = Path(__file__).resolve().parent.parent
 

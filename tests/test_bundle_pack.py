@@ -16,7 +16,7 @@ from test_bundle_kit import bin_file, make_tree
 
 from runyard.runtime.bundle import BundleError, pack_bundle
 from runyard.runtime.bundle.pack import resolve_created_at
-from runyard.runtime.manifest import load_manifest, parse_manifest
+from runyard.runtime.core.manifest import load_manifest, parse_manifest
 
 
 def sha(path: Path) -> str:

@@ -12,7 +12,7 @@ from test_bundle_kit import make_tree
 
 from runyard.runtime.bundle import SecretsFound, pack_bundle
 from runyard.runtime.bundle.secrets import scan_config_text, scan_content, scan_name, secret_name
-from runyard.runtime.keys import generate_curve_key, generate_signing_key
+from runyard.runtime.signing.keys import generate_curve_key, generate_signing_key
 
 SECRET_VALUE = "hunter2-do-not-print"
 

@@ -176,7 +176,7 @@ if os.environ.get("RUNYARD_SNAPSHOT"):
     pkg.__path__ = [os.environ["RUNYARD_SNAPSHOT"]]
     sys.modules["runyard"] = pkg
 import runyard.runtime.bundle.wheels as w
-from runyard.runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 here = Path(w.__file__).resolve()
 assert here.is_relative_to(Path(sys.argv[1]).resolve()), here
 try:
@@ -451,7 +451,7 @@ def test_pack_with_wheels_installs_offline(
     )
     from archives import publish, write_catalog
     from runyard import runtime
-    from runyard.runtime.tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
 
     tree = RuntimeTree(tmp_path / "tree")
     tree.init()

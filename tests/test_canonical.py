@@ -1,4 +1,4 @@
-"""runtime.canonical: canonical_bytes is byte for byte rfc8785.dumps, the RFC 8785 reference.
+"""runtime.core.canonical: canonical_bytes is byte for byte rfc8785.dumps, the RFC 8785 reference.
 
 The proof is here: the six official RFC 8785 vectors (tests/data/rfc8785/, with their README),
 a few thousand ES6 number cases, each claim the fast path rests on (module docstring) checked
@@ -28,8 +28,8 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runyard.runtime import canonical
-from runyard.runtime.canonical import canonical_bytes, canonical_sha256, loads_canonical_check
+from runyard.runtime.core import canonical
+from runyard.runtime.core.canonical import canonical_bytes, canonical_sha256, loads_canonical_check
 
 DATA = Path(__file__).parent / "data" / "rfc8785"
 VECTORS = sorted(p.stem for p in (DATA / "input").glob("*.json"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from archives import publish, write_catalog
-from runyard.runtime.platform import current_arch, current_os
+from runyard.runtime.core.platform import current_arch, current_os
 
 PLATFORM = f"{current_os()}-{current_arch()}"
 

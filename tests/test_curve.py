@@ -14,8 +14,8 @@ from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from runyard.protocol import messages as m
 from runyard.protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
-from runyard.runtime.keys import CurveKeyFiles, generate_curve_key
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.signing.keys import CurveKeyFiles, generate_curve_key
 
 pytestmark = pytest.mark.timeout(60)
 

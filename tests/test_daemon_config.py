@@ -14,8 +14,8 @@ import pytest
 from daemonkit import SLEEPER, Daemon, build_tree, daemon_refuses, wait_for
 
 from runyard.daemon.spec import load_specs
-from runyard.runtime.errors import RunyardError
-from runyard.runtime.project import load_project
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.errors import RunyardError
 
 pytestmark = pytest.mark.timeout(60)
 

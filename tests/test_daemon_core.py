@@ -22,8 +22,8 @@ from daemonkit import SLEEPER, build_tree, wait_for
 
 from runyard.daemon.spec import ServiceSpec, load_specs
 from runyard.protocol.client import Conflict, OperationFailed
-from runyard.runtime.manifest import load_manifest, save_manifest
-from runyard.runtime.project import load_project
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.manifest import load_manifest, save_manifest
 
 #: Takes a while to stop: SIGTERM is answered after 1.5 s.
 SLOW_STOPPER = """
@@ -114,7 +114,7 @@ def test_one_start_publishes_one_event_per_transition(root, daemons) -> None:
 
 def test_reload_digest_covers_every_field_of_the_spec(tmp_path: Path) -> None:
     from runyard.daemon.spec import spec_digest
-    from runyard.runtime.tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
 
     tree = build_tree(short := tmp_path / "rt", {"a": SLEEPER})
     assert isinstance(tree, RuntimeTree)

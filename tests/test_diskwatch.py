@@ -15,8 +15,8 @@ from daemonkit import SLEEPER, build_tree, wait_for
 from runyard.daemon.diskwatch import INTERVAL, DiskWatch
 from runyard.daemon.events import EventBus
 from runyard.protocol.payloads import DiskReport
-from runyard.runtime.du import disk_usage
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.du import disk_usage
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
 

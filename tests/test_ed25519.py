@@ -1,4 +1,4 @@
-"""runtime.ed25519: the one sign / verify / key-naming helper of licenses, bundles and runs."""
+"""runtime.signing.ed25519: the one sign / verify / key-naming helper of licenses, bundles and runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runyard.runtime.ed25519 import (
+from runyard.runtime.signing.ed25519 import (
     fingerprint,
     key_identity,
     public_key_from_hex,

@@ -1,4 +1,4 @@
-"""runtime.project (runyard.toml) and runtime.env (the merged, scoped environment of a service)."""
+"""runtime.config.project (runyard.toml) and runtime.config.env (the merged, scoped environment of a service)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from runyard.runtime.env import resolve_service_env, select_entry, service_env
-from runyard.runtime.errors import ProjectError, ResolveError
-from runyard.runtime.manifest import (
-    PortDef,
-    RuntimeManifest,
-    ServiceEntry,
-    load_manifest,
-    save_manifest,
-)
-from runyard.runtime.platform import current_arch, current_os
-from runyard.runtime.project import (
+from runyard.runtime.config.env import resolve_service_env, select_entry, service_env
+from runyard.runtime.config.project import (
     Project,
     ProjectService,
     load_project,
     load_user_config,
     project_root,
 )
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.errors import ProjectError, ResolveError
+from runyard.runtime.core.manifest import (
+    PortDef,
+    RuntimeManifest,
+    ServiceEntry,
+    load_manifest,
+    save_manifest,
+)
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
 
 OTHER_OS = "darwin" if current_os() != "darwin" else "linux"
 

@@ -1,4 +1,4 @@
-"""runtime.extract: good archives extract whole; hostile ones are refused before any write.
+"""runtime.acquisition.extract: good archives extract whole; hostile ones are refused before any write.
 
 Every archive is built here with tarfile/zipfile, so each test shows exactly what it feeds in.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from archives import Raw, make_raw_archive
-from runyard.runtime.errors import TreeError, UnsafeArchiveError
-from runyard.runtime.extract import archive_format, extract_archive
+from runyard.runtime.acquisition.extract import archive_format, extract_archive
+from runyard.runtime.core.errors import TreeError, UnsafeArchiveError
 
 
 @dataclass

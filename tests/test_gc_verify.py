@@ -9,9 +9,9 @@ import pytest
 
 from archives import archive_record, make_tar, program, write_catalog
 from runyard import runtime
-from runyard.runtime.cache import collect_garbage, load_index
-from runyard.runtime.manifest import load_manifest, save_manifest
-from runyard.runtime.verify import verify_installed
+from runyard.runtime.acquisition.cache import collect_garbage, load_index
+from runyard.runtime.acquisition.drift import verify_installed
+from runyard.runtime.core.manifest import load_manifest, save_manifest
 
 
 def published(repo: Path, name: str, version: str, pad: int) -> dict:

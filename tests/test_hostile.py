@@ -196,8 +196,8 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed (unsigned) heat1d run."""
     from test_runs_kit import SAMPLE, build_catalogs, install
 
+    from runyard.runtime.core.tree import RuntimeTree
     from runyard.runtime.runs import execute_and_seal
-    from runyard.runtime.tree import RuntimeTree
 
     with pytest.MonkeyPatch.context() as mp:
         base = tmp_path_factory.mktemp("runs")

@@ -22,8 +22,8 @@ from daemonkit import SLEEPER, build_tree, wait_for
 
 from runyard.daemon.spec import admit
 from runyard.protocol.client import Client, DaemonUnreachable
-from runyard.runtime.keys import SigningKeyFiles, generate_signing_key
-from runyard.runtime.license import (
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import (
     COMMUNITY_LIMITS,
     check_license,
     issuer_dir,
@@ -31,7 +31,7 @@ from runyard.runtime.license import (
     sign_license,
     tree_license,
 )
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key
 
 REPO = Path(__file__).resolve().parent.parent
 TODAY = datetime.datetime.now(datetime.UTC).date()

@@ -13,8 +13,8 @@ from daemonkit import SLEEPER, build_tree, wait_for
 
 from runyard.daemon.logs import ServiceLog, daemon_logger
 from runyard.daemon.spec import ConfigError, load_specs
-from runyard.runtime.project import load_project
-from runyard.runtime.supervision import SupervisionError, parse_log_mode
+from runyard.runtime.config.project import load_project
+from runyard.runtime.config.supervision import SupervisionError, parse_log_mode
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""runtime.own_version: one runyard_version, one documented fallback."""
+"""runtime.core.own_version: one runyard_version, one documented fallback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.runtime.own_version import UNKNOWN_VERSION, installed_version, runyard_version
+from runyard.runtime.core.own_version import UNKNOWN_VERSION, installed_version, runyard_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_runyard_version_from_a_bare_source_tree_is_0_unknown() -> None:
         # runyard from the checkout itself, as the editable install maps it, with no metadata
         f"import sys, types; sys.modules['runyard'] = m = types.ModuleType('runyard');"
         f"m.__path__ = [{str(ROOT)!r}];"
-        "from runyard.runtime.own_version import installed_version, runyard_version;"
+        "from runyard.runtime.core.own_version import installed_version, runyard_version;"
         "print(installed_version(), runyard_version())"
     )
     out = subprocess.run(

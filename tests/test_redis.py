@@ -20,7 +20,7 @@ from daemonkit import Daemon, wait_for
 
 from archives import archive_record, make_tar, write_catalog
 from runyard import runtime
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
 

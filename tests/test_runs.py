@@ -37,8 +37,8 @@ from test_runs_kit import (
     wait_gone,
 )
 
-from runyard.runtime.canonical import canonical_bytes
-from runyard.runtime.keys import SigningKeyFiles, generate_signing_key
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.runs import (
     RunError,
     RunRejected,
@@ -49,7 +49,7 @@ from runyard.runtime.runs import (
     verify_bundle,
 )
 from runyard.runtime.runs.sanitize import REDACTED, looks_secret, sanitize_context
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key
 
 
 @pytest.fixture(scope="session")
@@ -646,7 +646,7 @@ def test_cancel_from_another_thread(engines: RuntimeTree, tmp_path: Path) -> Non
 KILLER = """
 import sys
 from runyard.runtime.runs import execute_and_seal
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 execute_and_seal(RuntimeTree(sys.argv[1]), "chaos", {"mode": "sleep", "pidfile": sys.argv[2]})
 """
 

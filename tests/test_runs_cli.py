@@ -24,7 +24,7 @@ from test_runs_kit import (
     wait_gone,
 )
 
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 SAMPLE_FILE = EXAMPLES / "engines" / "heat1d" / "sample-input.json"
 

@@ -17,7 +17,7 @@ from test_runs_kit import SAMPLE, SAMPLE_OUTPUTS, build_catalogs, install
 
 from runyard.protocol.client import NotFound
 from runyard.protocol.messages import RunEvent
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,7 +3,7 @@
 Real engines, installed for real: the examples catalog (heat1d, heatstats) is built with
 examples/build_catalog.py, and a test-only engine ``chaos`` (CHAOS 1.0.0, deliberately
 nondeterministic and able to misbehave on request) is packed here into its own archive and
-catalog. Each test gets a fresh tree with the engines ensured through runtime.acquire.
+catalog. Each test gets a fresh tree with the engines ensured through runtime.acquisition.ensure.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from archives import archive_record, make_tar, write_catalog
-from runyard.runtime.acquire import ensure_service
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.runs.jsonio import canonical
 from runyard.runtime.runs.sealing import list_files, role_of, sums_bytes
-from runyard.runtime.tree import RuntimeTree
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

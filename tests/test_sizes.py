@@ -1,4 +1,4 @@
-"""runtime.sizes.format_bytes: one formatter, four styles, each pinned where its readers see it."""
+"""runtime.core.sizes.format_bytes: one formatter, four styles, each pinned where its readers see it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runyard.runtime.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 KIB, MIB, GIB, TIB = 1024, 1024**2, 1024**3, 1024**4
 

@@ -11,8 +11,8 @@ from daemonkit import SLEEPER, build_tree, short_root
 from test_runs_kit import SAMPLE, build_catalogs, install
 from tuikit import until
 
-from runyard.runtime.sizes import ByteStyle, format_bytes
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.tree import RuntimeTree
 from runyard.tui.app import RunyardApp
 from runyard.tui.disk_screen import DiskScreen
 from runyard.tui.runs_screen import RunsScreen

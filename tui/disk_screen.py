@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from runyard.protocol.payloads import DiskReport
-from runyard.runtime.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter

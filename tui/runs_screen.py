@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Static
 from runyard.protocol.client import ClientError
 from runyard.protocol.messages import RunShowReply
 from runyard.protocol.payloads import Check, ReplayReport, RunSummary, VerifyReport
-from runyard.runtime.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter

@@ -13,7 +13,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
 from runyard.protocol.messages import ServiceStatus
-from runyard.runtime.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 __all__ = ["COLUMNS", "ServicesTable", "cells", "state_label"]
 

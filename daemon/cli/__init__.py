@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from runyard.protocol.client import DaemonUnreachable
-from runyard.runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 
 from . import (
     audit_cmd,

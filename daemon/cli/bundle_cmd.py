@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runyard.runtime.sizes import format_bytes
+from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table

@@ -16,8 +16,8 @@ import msgspec
 
 from runyard.protocol.client import Client, DaemonUnreachable
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus
-from runyard.runtime.errors import RunyardError
-from runyard.runtime.sizes import format_bytes
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_tree
 from .output import print_json, print_table, stdout_closed

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runyard.runtime.capped import RUN_FILE, read_capped
-from runyard.runtime.errors import FileRefused
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table

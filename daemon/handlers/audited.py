@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.protocol import messages as m
-from runyard.runtime.audit import audit_path, record
+from runyard.runtime.ops.audit import audit_path, record
 
 __all__ = ["AUDITED", "AuditWriter", "describe"]
 

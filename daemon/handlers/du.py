@@ -6,8 +6,8 @@ import asyncio
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import DiskReport, from_runtime
-from runyard.runtime.cache import cache_owner
-from runyard.runtime.du import disk_usage
+from runyard.runtime.acquisition.cache import cache_owner
+from runyard.runtime.core.du import disk_usage
 
 from .context import Context
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import Binary, from_runtime
-from runyard.runtime.acquire import ensure_service
-from runyard.runtime.errors import RunyardError
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.core.errors import RunyardError
 
 from .context import Context, HandlerError
 

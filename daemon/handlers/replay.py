@@ -6,7 +6,7 @@ import asyncio
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import ReplayReport, from_runtime
-from runyard.runtime.project import load_project
+from runyard.runtime.config.project import load_project
 
 from .context import Context
 from .run import event_forwarder

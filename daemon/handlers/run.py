@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import RunOutcome, RunStep, from_runtime
-from runyard.runtime.project import load_project
+from runyard.runtime.config.project import load_project
 
 from .context import Context, HandlerError
 

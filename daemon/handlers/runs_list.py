@@ -6,7 +6,7 @@ import asyncio
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import RunSummary, from_runtime
-from runyard.runtime.tree import check_name
+from runyard.runtime.core.tree import check_name
 
 from .context import Context, HandlerError
 

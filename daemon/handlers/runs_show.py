@@ -12,9 +12,9 @@ import msgspec
 
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import ArtifactEntry, RunDetails, from_runtime
-from runyard.runtime.capped import RUN_FILE, read_capped
-from runyard.runtime.errors import FileRefused
-from runyard.runtime.tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
 
 from .context import Context, HandlerError
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runyard.protocol import messages as m
-from runyard.runtime.supervision import SupervisionError, parse_signal
+from runyard.runtime.config.supervision import SupervisionError, parse_signal
 
 from .context import Context, HandlerError
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from runyard.protocol.messages import LogLine
-from runyard.runtime.tree import check_name
+from runyard.runtime.core.tree import check_name
 
 from .fifo import STREAMS
 from .history import read_history

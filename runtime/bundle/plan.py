@@ -2,7 +2,7 @@
 
 Before any member is read (`BundlePlan.problems`): every listed path is a clean relative name
 in a place a bundle may use (``layout.member_problem``), the listed files, links and dirs pass
-the whole-archive rules of ``runtime.archive_rules`` (nothing under a symlink or a file,
+the whole-archive rules of ``runtime.acquisition.archive_rules`` (nothing under a symlink or a file,
 no duplicate, no symlink resolving outside), and each service's install-time digests
 (``services[].files``) agree with ``bundle.files`` for its install dir, its binPath being an
 executable listed file.
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from msgspec import UNSET
 
-from ..archive_rules import Entry, check_plan, clean_name
-from ..errors import UnsafeArchiveError
-from ..manifest import RuntimeManifest
+from runyard.runtime.acquisition.archive_rules import Entry, check_plan, clean_name
+from runyard.runtime.core.errors import UnsafeArchiveError
+from runyard.runtime.core.manifest import RuntimeManifest
+
 from .layout import MANIFEST, contents_of, member_problem
 
 __all__ = ["BundlePlan"]

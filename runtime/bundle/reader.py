@@ -2,7 +2,7 @@
 
 A tar.gz bundle is read as a stream (one decompression pass, no seeking: ``install`` works
 from a pipe), a zip through its central directory, in archive order. Each member goes through
-the same per-member rules as a service archive (``runtime.archive_rules``: traversal, absolute
+the same per-member rules as a service archive (``runtime.acquisition.archive_rules``: traversal, absolute
 names, devices, FIFOs, setuid/setgid/sticky, bad link targets); a member that breaks one is
 handed on as a problem, so ``verify`` can report every member and ``install`` can stop at
 the first. The rules that need the whole archive are checked against the manifest's plan
@@ -21,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..archive_rules import Entry, reading, tar_entry, zip_entry
-from ..errors import UnsafeArchiveError
+from runyard.runtime.acquisition.archive_rules import Entry, reading, tar_entry, zip_entry
+from runyard.runtime.core.errors import UnsafeArchiveError
+
 from .layout import MANIFEST, BundleError, bundle_format
 
 __all__ = ["MAX_MANIFEST_BYTES", "BundleReader", "Item"]

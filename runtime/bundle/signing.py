@@ -1,7 +1,7 @@
 """Signing a bundle's manifest, and checking that signature.
 
 The signed bytes are the RFC 8785 canonical JSON of manifest.json as it is in the bundle, with
-``bundle.signature`` removed (``runtime.canonical``). The manifest lists every other member
+``bundle.signature`` removed (``runtime.core.canonical``). The manifest lists every other member
 with its sha256 (``bundle.files``), its mode (``bundle.executables``) and every symlink
 (``bundle.links``), so the signature covers every byte that gets installed. The signature is
 Ed25519, base64; ``bundle.keyFingerprint`` (sha256 of the raw public key, hex, as ``runyard
@@ -29,8 +29,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..canonical import canonical_bytes
-from ..ed25519 import fingerprint, public_key_from_hex, verifies
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.signing.ed25519 import fingerprint, public_key_from_hex, verifies
 
 __all__ = ["SignatureCheck", "check_signature", "signing_payload"]
 

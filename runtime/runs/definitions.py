@@ -23,11 +23,12 @@ from typing import Any
 
 import jsonschema
 
-from ..atomic import atomic_write_bytes
-from ..capped import SMALL_FILE, read_capped
-from ..errors import FileRefused
-from ..manifest import ServiceEntry
-from ..tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.manifest import ServiceEntry
+from runyard.runtime.core.tree import RuntimeTree
+
 from .jsonio import JSONInputError, canonical, make_validator, schema_problem, strict_loads
 from .layout import (
     COUPLING_RULES,
@@ -159,7 +160,7 @@ def _json(directory: Path, name: str, data: bytes) -> Any:
 def load_definitions(directory: str | Path, *, follow_symlinks: bool = True) -> EngineDefinitions:
     """Read and check the seven definition files of ``directory``; RunError names the file.
 
-    Each is capped (``runtime.capped``); ``follow_symlinks`` False (a sealed bundle) refuses
+    Each is capped (``runtime.core.capped``); ``follow_symlinks`` False (a sealed bundle) refuses
     a definition file that is a symlink.
     """
     directory = Path(directory)

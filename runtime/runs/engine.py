@@ -12,7 +12,7 @@ Contract (ENGINE side):
   (regular files only); ``$RUNYARD_INPUTS_DIR`` (set only when it consumes upstream artifacts)
   holds ``{sha256}`` files, read-only. The cwd is a scratch dir that is thrown away.
 - exit status 0.
-- env: the engine's merged env and scoped PATH (runtime.env.resolve_service_env) with no
+- env: the engine's merged env and scoped PATH (runtime.config.env.resolve_service_env) with no
   ``RUNYARD_*`` variable except those two: no control endpoint, so no engine can call another.
 
 Outputs must canonicalize (RFC 8785): no NaN/Infinity, integers within ±(2**53-1), no lone
@@ -33,12 +33,13 @@ from typing import Any
 
 import msgspec
 
-from ..capped import read_capped
-from ..env import RESERVED_PREFIX, resolve_service_env
-from ..manifest import ServiceEntry
-from ..platform import current_arch, current_os
-from ..project import Project
-from ..tree import RuntimeTree
+from runyard.runtime.config.env import RESERVED_PREFIX, resolve_service_env
+from runyard.runtime.config.project import Project
+from runyard.runtime.core.capped import read_capped
+from runyard.runtime.core.manifest import ServiceEntry
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
+
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import Staging, now_rfc3339
 from .model import RunError, RunRejected

@@ -2,7 +2,7 @@
 
 Reading is strict where Python's ``json`` is lenient: the bytes must be UTF-8, ``NaN`` /
 ``Infinity`` literals and duplicate object keys are refused, and integers stay Python ints of
-any size, so that canonicalization (``runtime.canonical``) can see and refuse one beyond
+any size, so that canonicalization (``runtime.core.canonical``) can see and refuse one beyond
 ±(2**53-1) instead of it being rounded silently. Writing is always ``canonical_bytes``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from ..canonical import canonical_bytes
+from runyard.runtime.core.canonical import canonical_bytes
 
 __all__ = [
     "JSONInputError",

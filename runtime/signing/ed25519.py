@@ -4,7 +4,7 @@ Licenses, runtime bundles and sealed runs all sign with Ed25519; what differs be
 what gets signed and how the signature is stored (base64 in a JSON member for licenses and
 bundle manifests, raw bytes in ``SHA256SUMS.txt.sig`` for runs), and that stays with each of
 them, as do their error messages, which name what was being verified. Key *files* (PEM,
-``PREFIX.key`` / ``PREFIX.pub``) are read and written by ``runtime.keys``.
+``PREFIX.key`` / ``PREFIX.pub``) are read and written by ``runtime.signing.keys``.
 
     fingerprint    sha256 of the 32 raw public key bytes, lower-case hex
     key identity   (fingerprint, raw public key as hex): what a signed document records
