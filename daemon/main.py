@@ -34,6 +34,7 @@ from protocol.messages import DaemonEvent
 from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
 from runtime.errors import RunyardError
 from runtime.license import LicenseStatus, tree_license
+from runtime.manifest import init_tree
 from runtime.own_version import runyard_version
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
@@ -262,7 +263,7 @@ def run_daemon(
     except StartupCheckFailed as exc:
         _log_refusal(tree, exc)
         raise
-    tree.init()  # idempotent: makes sure temp/ (0700) and friends exist
+    init_tree(tree)  # idempotent: makes sure temp/ (0700) and friends exist
     lock_fd = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
     _log_checks(report, log, time.monotonic() - began)

@@ -40,7 +40,7 @@ from .errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
 from .extract import extract_archive
 from .fetch import Progress, fetch_into_cache, tty_progress
 from .locking import tree_lock
-from .manifest import RuntimeManifest, ServiceEntry, load_manifest, save_manifest
+from .manifest import RuntimeManifest, ServiceEntry, init_tree, load_manifest, save_manifest
 from .platform import current_arch, current_os
 from .space import no_space_as_error, require_space
 from .tree import RuntimeTree, resolve_root
@@ -189,7 +189,7 @@ def _ensure(
     os_name: str | None,
     arch: str | None,
 ) -> ServiceBinary:
-    tree.init()
+    init_tree(tree)
     os_name = os_name or current_os()
     arch = arch or current_arch()
     have = _installed_exact(tree, name, version_spec, os_name, arch)

@@ -42,7 +42,7 @@ from typing import Any
 from benchkit import build_once, time_rounds
 
 from runtime.bundle import install_bundle, pack_bundle
-from runtime.manifest import RuntimeManifest, ServiceEntry, save_manifest
+from runtime.manifest import RuntimeManifest, ServiceEntry, init_tree, save_manifest
 from runtime.platform import current_arch, current_os
 from runtime.tree import RuntimeTree
 from runtime.verify import verify_installed
@@ -82,7 +82,7 @@ def build_tree(base: Path, total: int, seed: int = SEED) -> RuntimeTree:
 
 def _fill_tree(tree: RuntimeTree, total: int, seed: int) -> None:
     rnd = random.Random(seed)
-    tree.init()
+    init_tree(tree)
     os_name, arch = current_os(), current_arch()
     big_each = int(total * 0.6) // SERVICES
     small_total = total - big_each * SERVICES

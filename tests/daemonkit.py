@@ -17,6 +17,7 @@ from pathlib import Path
 import runtime
 from archives import archive_record, make_tar, write_catalog
 from protocol.client import Client, DaemonUnreachable
+from runtime.manifest import init_tree
 from runtime.tree import RuntimeTree
 
 #: A service that says it is up, idles, and exits 0 on SIGTERM.
@@ -44,7 +45,7 @@ def build_tree(
 ) -> RuntimeTree:
     """Install each ``name: source`` as service ``name`` 1.0.0 through the real acquisition path."""
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     repo = root.parent / "repo"
     repo.mkdir(exist_ok=True)
     records = []

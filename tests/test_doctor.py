@@ -23,7 +23,7 @@ from daemonkit import SLEEPER, build_tree, daemon_refuses, program, runyard_env,
 from archives import archive_record, make_tar, write_catalog
 from runtime.acquire import ensure_service
 from runtime.license import license_path
-from runtime.manifest import load_manifest
+from runtime.manifest import init_tree, load_manifest
 from runtime.tree import RuntimeTree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ def free_port() -> int:
 
 def port_tree(root: Path, port: int) -> RuntimeTree:
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     repo = root.parent / "repo"
     repo.mkdir()
     archive = make_tar(repo / "web-1.0.0.tar.gz", {"bin/web": program(LISTENER)})

@@ -12,7 +12,14 @@ import pytest
 
 from runtime.env import resolve_service_env, select_entry, service_env
 from runtime.errors import ProjectError, ResolveError
-from runtime.manifest import PortDef, RuntimeManifest, ServiceEntry, load_manifest, save_manifest
+from runtime.manifest import (
+    PortDef,
+    RuntimeManifest,
+    ServiceEntry,
+    init_tree,
+    load_manifest,
+    save_manifest,
+)
 from runtime.platform import current_arch, current_os
 from runtime.project import Project, ProjectService, load_project, load_user_config, project_root
 from runtime.tree import RuntimeTree
@@ -394,7 +401,7 @@ def test_unknown_reference_names_layer_and_variable(tree: RuntimeTree, tmp_path:
     assert str(exc.value).startswith("manifest env (web 1.0.0): X: ${port.http} is not defined")
 
     tree2 = RuntimeTree(tmp_path / "t2")
-    tree2.init()
+    init_tree(tree2)
     install(tree2, ("web", "1.0.0"))
     (tree2.config_dir / "web").mkdir()
     conf = tree2.config_dir / "web" / "env.toml"

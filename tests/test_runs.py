@@ -39,6 +39,7 @@ from test_runs_kit import (
 
 from runtime.canonical import canonical_bytes
 from runtime.keys import SigningKeyFiles, generate_signing_key
+from runtime.manifest import init_tree
 from runtime.runs import (
     RunError,
     RunRejected,
@@ -290,7 +291,7 @@ def test_replay_names_the_missing_engine_version_and_how_to_get_it(
 ) -> None:
     result = heat1d_run(engines)
     other = RuntimeTree(tmp_path / "other")
-    other.init()
+    init_tree(other)
     install(other, catalogs, "chaos")
     with pytest.raises(RunError) as err:
         replay_bundle(other, result.bundle)

@@ -11,7 +11,7 @@ from runtime.acquire import ensure_service
 from runtime.cache import cache_owner, collect_garbage
 from runtime.du import disk_usage
 from runtime.env import resolve_service_env
-from runtime.manifest import load_manifest
+from runtime.manifest import init_tree, load_manifest
 from runtime.sizes import format_bytes
 from runtime.tree import RuntimeTree
 from runtime.verify import verify_installed
@@ -69,7 +69,7 @@ def _tree(args: argparse.Namespace) -> RuntimeTree:
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    created = tree.init()
+    created = init_tree(tree)
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:
