@@ -26,9 +26,9 @@ from typing import Any
 
 from benchkit import build_once, time_rounds
 
-from runtime.du import Usage, disk_usage, scan_usage
-from runtime.manifest import init_tree
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.du import Usage, disk_usage, scan_usage
+from runyard.runtime.core.manifest import init_tree
+from runyard.runtime.core.tree import RuntimeTree
 
 SEED = 20240601
 SERVICES = 20

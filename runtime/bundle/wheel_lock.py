@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..capped import SMALL_FILE, read_capped, read_toml_capped
-from ..errors import RunyardError
+from runyard.runtime.core.capped import SMALL_FILE, read_capped, read_toml_capped
+from runyard.runtime.core.errors import RunyardError
 
 __all__ = [
     "LOCK_FILE",

@@ -37,10 +37,11 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..atomic import atomic_output, fsync_dir
-from ..capped import read_toml_capped
-from ..errors import FileRefused
-from ..own_version import installed_version
+from runyard.runtime.core.atomic import atomic_output, fsync_dir
+from runyard.runtime.core.capped import read_toml_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.own_version import installed_version
+
 from .install_sh import render_install_sh
 from .wheel_lock import (
     LOCK_FILE,

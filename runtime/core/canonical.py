@@ -22,7 +22,7 @@ The fast path, and what it proves (tests/test_canonical.py tests each claim):
   with such a key is written by ``rfc8785.dumps`` and spliced in whole (``msgspec.Raw``).
 - *Integers* must lie within ±(2**53-1) (checked in C by ``msgspec.convert`` with bounds, or
   for a long list, only if msgspec's bytes for it hold a run of 16 digits); both write digits.
-  (Integers and floats are handled in ``runtime/canonical_numbers.py``.)
+  (Integers and floats are handled in ``runtime/core/canonical_numbers.py``.)
 - *Floats.* msgspec (Ryu) and rfc8785 (Python's ``repr``) both write the shortest digits that
   round-trip; they differ only in layout. In msgspec's bytes for a group of floats, each
   token is: ``null`` for NaN or ±Infinity (refused); for a whole number below 1e16, its digits
@@ -78,7 +78,7 @@ from typing import Any
 import msgspec
 import rfc8785
 
-from .canonical_numbers import (
+from runyard.runtime.core.canonical_numbers import (
     MAX_SAFE_INT,
     Patches,
     Refused,

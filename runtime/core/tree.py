@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import TreeError
+from runyard.runtime.core.errors import TreeError
 
 __all__ = [
     "RESERVED_NAMES",
