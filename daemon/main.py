@@ -33,6 +33,7 @@ from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import DaemonEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_checks
@@ -262,7 +263,7 @@ def run_daemon(
     except StartupCheckFailed as exc:
         _log_refusal(tree, exc)
         raise
-    tree.init()  # idempotent: makes sure temp/ (0700) and friends exist
+    init_tree(tree)  # idempotent: makes sure temp/ (0700) and friends exist
     lock_fd = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
     _log_checks(report, log, time.monotonic() - began)

@@ -43,7 +43,7 @@ from benchkit import build_once, time_rounds
 
 from runyard.runtime.acquisition.drift import verify_installed
 from runyard.runtime.bundle import install_bundle, pack_bundle
-from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, save_manifest
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, init_tree, save_manifest
 from runyard.runtime.core.platform import current_arch, current_os
 from runyard.runtime.core.tree import RuntimeTree
 
@@ -82,7 +82,7 @@ def build_tree(base: Path, total: int, seed: int = SEED) -> RuntimeTree:
 
 def _fill_tree(tree: RuntimeTree, total: int, seed: int) -> None:
     rnd = random.Random(seed)
-    tree.init()
+    init_tree(tree)
     os_name, arch = current_os(), current_arch()
     big_each = int(total * 0.6) // SERVICES
     small_total = total - big_each * SERVICES

@@ -647,9 +647,10 @@ def build_tree(root: Path, programs: dict[str, bytes]) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "tests"))
     from archives import archive_record, make_tar, write_catalog
     from runyard import runtime
+    from runyard.runtime.core.manifest import init_tree
     from runyard.runtime.core.tree import RuntimeTree
 
-    RuntimeTree(root).init()
+    init_tree(RuntimeTree(root))
     repo = root.parent / "archives"
     repo.mkdir(parents=True, exist_ok=True)
     records = []

@@ -27,6 +27,7 @@ from typing import Any
 from benchkit import build_once, time_rounds
 
 from runyard.runtime.core.du import Usage, disk_usage, scan_usage
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 SEED = 20240601
@@ -48,7 +49,7 @@ def build_tree(base: Path, nfiles: int, seed: int = SEED) -> RuntimeTree:
 
 def _fill_tree(tree: RuntimeTree, nfiles: int, seed: int) -> None:
     rnd = random.Random(seed)
-    tree.init()
+    init_tree(tree)
     extras = 0
 
     def write(path: Path, size: int) -> None:
@@ -83,7 +84,7 @@ def _fill_tree(tree: RuntimeTree, nfiles: int, seed: int) -> None:
                     parent = top
                 pool.append(parent / f"d{i}")
             dirs.extend(pool)
-    extras += 1  # manifest.json, written by init()
+    extras += 1  # manifest.json, written by init_tree()
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     for i in range(nfiles - extras):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 # CI runs the same examples every time (no flaky reds); locally hypothesis explores freely.
@@ -41,7 +42,7 @@ def require_tool(name: str) -> str:
 def tree(tmp_path: Path) -> RuntimeTree:
     """An initialised, empty runtime tree under tmp_path."""
     t = RuntimeTree(tmp_path / "runtime")
-    t.init()
+    init_tree(t)
     return t
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from archives import archive_record, make_tar, write_catalog
 from runyard import runtime
 from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 #: A service that says it is up, idles, and exits 0 on SIGTERM.
@@ -44,7 +45,7 @@ def build_tree(
 ) -> RuntimeTree:
     """Install each ``name: source`` as service ``name`` 1.0.0 through the real acquisition path."""
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     repo = root.parent / "repo"
     repo.mkdir(exist_ok=True)
     records = []

@@ -18,6 +18,7 @@ import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 from test_runs_kit import SAMPLE, build_catalogs, install
 
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops import audit
 
@@ -314,7 +315,7 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.mark.timeout(180)
 def test_seals_are_recorded_through_the_daemon_and_local(root: Path, daemons, catalogs) -> None:
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     install(tree, catalogs, "heat1d", "heatstats")
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     d = daemons(tree).start()

@@ -451,10 +451,11 @@ def test_pack_with_wheels_installs_offline(
     )
     from archives import publish, write_catalog
     from runyard import runtime
+    from runyard.runtime.core.manifest import init_tree
     from runyard.runtime.core.tree import RuntimeTree
 
     tree = RuntimeTree(tmp_path / "tree")
-    tree.init()
+    init_tree(tree)
     repo = tmp_path / "repo"
     repo.mkdir()
     write_catalog(repo / "catalog.json", [publish(repo, "tool", "1.0.0")])

@@ -14,6 +14,7 @@ from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from runyard.protocol import messages as m
 from runyard.protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.signing.keys import CurveKeyFiles, generate_curve_key
 
@@ -215,7 +216,7 @@ def run_daemon(tree: RuntimeTree) -> subprocess.CompletedProcess[str]:
 def test_tcp_without_curve_refuses_to_start(root, daemon_table: str, message: str) -> None:
     Keys(root.parent)
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     port = free_port_pair()
     (root.parent / "runyard.toml").write_text(
         f'root = "{root.name}"\n[daemon]\n' + daemon_table.format(port=port)
@@ -236,7 +237,7 @@ def test_a_readable_secret_key_is_refused(root) -> None:
     keys = Keys(root.parent)
     keys.server.secret.chmod(0o644)
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     (root.parent / "runyard.toml").write_text(
         f'root = "{root.name}"\n[daemon]\ntcp = "127.0.0.1:{free_port_pair()}"\n'
         'curve_secret_key = "keys/server.key_secret"\ncurve_authorized_dir = "authorized"\n'

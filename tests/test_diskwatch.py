@@ -16,6 +16,7 @@ from runyard.daemon.diskwatch import INTERVAL, DiskWatch
 from runyard.daemon.events import EventBus
 from runyard.protocol.payloads import DiskReport
 from runyard.runtime.core.du import disk_usage
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +103,7 @@ def test_partial_rescans_merge_into_what_a_full_scan_says(tmp_path) -> None:
     """In process: a change inside data/<svc>/ rescans that directory only, a new service
     directory rescans everything, and both agree with ``disk_usage``."""
     tree = RuntimeTree(tmp_path / "rt")
-    tree.init()
+    init_tree(tree)
     for category in ("data", "logs"):
         (getattr(tree, f"{category}_dir") / "a").mkdir(parents=True)
     (tree.logs_dir / "runyard").mkdir(exist_ok=True)

@@ -22,7 +22,7 @@ from daemonkit import SLEEPER, build_tree, daemon_refuses, program, runyard_env,
 
 from archives import archive_record, make_tar, write_catalog
 from runyard.runtime.acquisition.ensure import ensure_service
-from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import license_path
 
@@ -219,7 +219,7 @@ def free_port() -> int:
 
 def port_tree(root: Path, port: int) -> RuntimeTree:
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     repo = root.parent / "repo"
     repo.mkdir()
     archive = make_tar(repo / "web-1.0.0.tar.gz", {"bin/web": program(LISTENER)})

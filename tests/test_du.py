@@ -11,7 +11,7 @@ import pytest
 
 import runyard.runtime.core.du as du_module
 from runyard.runtime.core.du import DiskReport, ServiceUsage, Usage, disk_usage, scan_usage
-from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, save_manifest
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, init_tree, save_manifest
 from runyard.runtime.core.tree import RuntimeTree
 
 
@@ -121,7 +121,7 @@ def test_shared_top_level_dirs_of_an_installed_bundle_are_followed(tmp_path: Pat
     """An installed version links data/, logs/, temp/ to the prefix: they still count."""
     prefix = tmp_path / "prefix"
     tree = RuntimeTree(prefix / "versions" / "1.0.0")
-    tree.init()
+    init_tree(tree)
     for name in ("data", "logs", "temp"):
         shutil.rmtree(tree.root / name)
         (prefix / name).mkdir()

@@ -23,6 +23,7 @@ from runyard.runtime.core.manifest import (
     PortDef,
     RuntimeManifest,
     ServiceEntry,
+    init_tree,
     load_manifest,
     save_manifest,
 )
@@ -406,7 +407,7 @@ def test_unknown_reference_names_layer_and_variable(tree: RuntimeTree, tmp_path:
     assert str(exc.value).startswith("manifest env (web 1.0.0): X: ${port.http} is not defined")
 
     tree2 = RuntimeTree(tmp_path / "t2")
-    tree2.init()
+    init_tree(tree2)
     install(tree2, ("web", "1.0.0"))
     (tree2.config_dir / "web").mkdir()
     conf = tree2.config_dir / "web" / "env.toml"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, Daemon, build_tree, short_root, wait_for
 
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,7 +101,7 @@ def test_restart_unhealthy_leaves_an_unready_service_alone_within_the_grace(daem
 
 
 def test_both_scripts_exit_3_without_a_daemon(root: Path) -> None:
-    RuntimeTree(root).init()
+    init_tree(RuntimeTree(root))
     for script, args in ((WAIT_READY, ["fine"]), (RESTART_UNHEALTHY, ["--once"])):
         proc = run(script, root, *args)
         assert proc.returncode == 3, proc.stdout + proc.stderr

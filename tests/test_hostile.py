@@ -196,6 +196,7 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed (unsigned) heat1d run."""
     from test_runs_kit import SAMPLE, build_catalogs, install
 
+    from runyard.runtime.core.manifest import init_tree
     from runyard.runtime.core.tree import RuntimeTree
     from runyard.runtime.runs import execute_and_seal
 
@@ -203,7 +204,7 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         base = tmp_path_factory.mktemp("runs")
         mp.setenv("XDG_CONFIG_HOME", str(base / "xdg"))
         tree = RuntimeTree(base / "runtime")
-        tree.init()
+        init_tree(tree)
         install(tree, build_catalogs(tmp_path_factory), "heat1d")
         done = execute_and_seal(tree, "heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
         return Path(done.bundle)

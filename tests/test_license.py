@@ -22,6 +22,7 @@ from daemonkit import SLEEPER, build_tree, wait_for
 
 from runyard.daemon.spec import admit
 from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import (
     COMMUNITY_LIMITS,
@@ -153,7 +154,7 @@ def test_tree_license_uses_the_tree_issuers_and_is_missing_without_a_file(
     tmp_path: Path, issuer
 ) -> None:
     tree = RuntimeTree(tmp_path / "rt")
-    tree.init()
+    init_tree(tree)
     assert tree_license(tree).status == "missing"
     write(license_path(tree), sign_license(document(), issuer.private))
     assert tree_license(tree).status == "unverified"
@@ -198,7 +199,7 @@ def test_cli_sign_verify_show(tmp_path: Path, issuer, stranger) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
 
     tree = RuntimeTree(tmp_path / "rt")
-    tree.init()
+    init_tree(tree)
     shown = cli("license", "show", "--root", str(tree.root), "--json")
     assert json.loads(shown.stdout)["status"] == "missing"
     issuer_dir(tree).mkdir(parents=True)
@@ -227,7 +228,7 @@ def test_malformed_deeply_nested_license_is_community_never_a_crash(
     text = '{"tier": "professional", "limits": {"max_services": ' + "[" * depth
     text += "]" * depth + "}}"
     tree = RuntimeTree(tmp_path / "rt")
-    tree.init()
+    init_tree(tree)
     write(license_path(tree), text)
     status = check_license(license_path(tree), [issuer.public])
     assert (status.status, status.tier) == ("malformed", "community")
@@ -330,7 +331,7 @@ def test_bad_license_is_one_log_line_and_community_limits(
 def test_no_license_caps_no_services(root: Path) -> None:
     """Community (no license) caps nothing: services past the 100th are admitted too."""
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     status = tree_license(tree)
     assert status.status == "missing" and status.max_services is None
     order = [f"s{i:03d}" for i in range(150)]

@@ -11,6 +11,7 @@ from runyard.runtime.core.errors import ManifestError, TreeError
 from runyard.runtime.core.manifest import (
     RuntimeManifest,
     ServiceEntry,
+    init_tree,
     load_manifest,
     parse_manifest,
     save_manifest,
@@ -40,12 +41,12 @@ def doc(*services: dict[str, object], **top: object) -> bytes:
 
 def test_init_lays_out_the_tree_with_private_temp(tmp_path) -> None:
     tree = RuntimeTree(tmp_path / "rt")
-    assert tree.init() is True
+    assert init_tree(tree) is True
     for name in ("bin", "data", "logs", "config", "cache", "temp"):
         assert (tree.root / name).is_dir()
     assert oct(os.stat(tree.temp_dir).st_mode & 0o777) == "0o700"
     assert load_manifest(tree) == RuntimeManifest()
-    assert tree.init() is False  # idempotent, manifest kept
+    assert init_tree(tree) is False  # idempotent, manifest kept
 
 
 def test_round_trip_keeps_every_field(tree) -> None:

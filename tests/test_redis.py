@@ -20,6 +20,7 @@ from daemonkit import Daemon, wait_for
 
 from archives import archive_record, make_tar, write_catalog
 from runyard import runtime
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
@@ -86,7 +87,7 @@ def test_redis_server_runs_ready_answers_and_stops(root: Path, http_dir) -> None
     write_catalog(directory / "catalog.json", [record])
 
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     major = version.split(".")[0]
     binary = runtime.ensure_service(
         "redis", f"{major}.x", root=root, catalog=f"{http.url}/catalog.json"

@@ -38,6 +38,7 @@ from test_runs_kit import (
 )
 
 from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.runs import (
     RunError,
@@ -290,7 +291,7 @@ def test_replay_names_the_missing_engine_version_and_how_to_get_it(
 ) -> None:
     result = heat1d_run(engines)
     other = RuntimeTree(tmp_path / "other")
-    other.init()
+    init_tree(other)
     install(other, catalogs, "chaos")
     with pytest.raises(RunError) as err:
         replay_bundle(other, result.bundle)

@@ -24,6 +24,7 @@ from test_runs_kit import (
     wait_gone,
 )
 
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 SAMPLE_FILE = EXAMPLES / "engines" / "heat1d" / "sample-input.json"
@@ -38,7 +39,7 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def work(tmp_path: Path, catalogs: dict[str, str]) -> Path:
     """A working dir whose ./runtime tree has every engine installed."""
     tree = RuntimeTree(tmp_path / "runtime")
-    tree.init()
+    init_tree(tree)
     install(tree, catalogs, *ALL_ENGINES)
     return tmp_path
 

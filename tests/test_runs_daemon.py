@@ -17,6 +17,7 @@ from test_runs_kit import SAMPLE, SAMPLE_OUTPUTS, build_catalogs, install
 
 from runyard.protocol.client import NotFound
 from runyard.protocol.messages import RunEvent
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,7 +32,7 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def daemon(catalogs):
     root = short_root()
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     install(tree, catalogs, "heat1d", "heatstats")
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     d = Daemon(tree).start()

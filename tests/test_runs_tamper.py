@@ -27,6 +27,7 @@ from test_runs_kit import (
 )
 
 from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.runs import execute_and_seal, replay_bundle, verify_bundle
 from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key, load_signing_key
@@ -51,7 +52,7 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
         base = tmp_path_factory.mktemp("tamper")
         mp.setenv("XDG_CONFIG_HOME", str(base / "xdg"))
         tree = RuntimeTree(base / "runtime")
-        tree.init()
+        init_tree(tree)
         install(tree, build_catalogs(tmp_path_factory), "heat1d", "heatstats")
         keys = generate_signing_key(base / "keys" / "signer")
         up = execute_and_seal(

@@ -11,6 +11,7 @@ from daemonkit import SLEEPER, build_tree, short_root
 from test_runs_kit import SAMPLE, build_catalogs, install
 from tuikit import until
 
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.sizes import ByteStyle, format_bytes
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.tui.app import RunyardApp
@@ -29,7 +30,7 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def heat_tree(catalogs):
     root = short_root()
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     install(tree, catalogs, "heat1d")
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     yield tree

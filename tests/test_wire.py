@@ -36,6 +36,7 @@ from runyard.protocol.messages import (
 )
 from runyard.protocol.payloads import Check, Port, ReplayReport, RunStep
 from runyard.protocol.transport import interpret
+from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def empty_daemon(root: Path, daemons) -> Daemon:
     tree = RuntimeTree(root)
-    tree.init()
+    init_tree(tree)
     (root.parent / "runyard.toml").write_text(f'root = "{root.name}"\n')
     return daemons(tree).start()
 

@@ -28,7 +28,7 @@ from .banner import Banner
 from .footer import KeysFooter
 
 if TYPE_CHECKING:
-    from .app import RunyardApp
+    from .host import ScreenHost
 
 __all__ = ["RunsScreen", "check_lines", "detail_lines", "file_lines", "replay_lines"]
 
@@ -228,8 +228,8 @@ class RunsScreen(Screen[None]):
         yield KeysFooter()
 
     @property
-    def runyard(self) -> RunyardApp:
-        return cast("RunyardApp", self.app)
+    def runyard(self) -> ScreenHost:
+        return cast("ScreenHost", self.app)
 
     @property
     def table(self) -> DataTable[Any]:

@@ -20,7 +20,7 @@ from .footer import KeysFooter
 from .services_table import ServicesTable
 
 if TYPE_CHECKING:
-    from .app import RunyardApp
+    from .host import ScreenHost
 
 __all__ = ["STALE", "ServicesScreen"]
 
@@ -70,8 +70,8 @@ class ServicesScreen(Screen[None]):
         return self.query_one(ServicesTable)
 
     @property
-    def runyard(self) -> RunyardApp:
-        return cast("RunyardApp", self.app)
+    def runyard(self) -> ScreenHost:
+        return cast("ScreenHost", self.app)
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False

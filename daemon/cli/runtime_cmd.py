@@ -12,7 +12,7 @@ from runyard.runtime.acquisition.drift import verify_installed
 from runyard.runtime.acquisition.ensure import ensure_service
 from runyard.runtime.config.env import resolve_service_env
 from runyard.runtime.core.du import disk_usage
-from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
 
@@ -69,7 +69,7 @@ def _tree(args: argparse.Namespace) -> RuntimeTree:
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    created = tree.init()
+    created = init_tree(tree)
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:

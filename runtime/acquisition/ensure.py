@@ -48,6 +48,7 @@ from runyard.runtime.core.locking import tree_lock
 from runyard.runtime.core.manifest import (
     RuntimeManifest,
     ServiceEntry,
+    init_tree,
     load_manifest,
     save_manifest,
 )
@@ -199,7 +200,7 @@ def _ensure(
     os_name: str | None,
     arch: str | None,
 ) -> ServiceBinary:
-    tree.init()
+    init_tree(tree)
     os_name = os_name or current_os()
     arch = arch or current_arch()
     have = _installed_exact(tree, name, version_spec, os_name, arch)
@@ -282,69 +283,95 @@ def _acquire(
 def _install(tree: RuntimeTree, archive: CatalogArchive, cached: Path) -> ServiceEntry:
     """Extract ``cached`` into its install dir and put it in the manifest; on any failure
     the install dir is as it was (absent, or the old one moved back)."""
-    name = archive.name
-    install_dir = tree.install_dir(name, archive.version, archive.os, archive.arch)
-    rel_install = install_dir.relative_to(tree.root).as_posix()
-    doing = f"extracting {name} {archive.version} into bin/"
+    install_dir = tree.install_dir(archive.name, archive.version, archive.os, archive.arch)
     made = _missing_parents(install_dir.parent, tree.bin_dir)
     try:
-        # A dir without a manifest entry is what a crash between rename and manifest write
-        # leaves; a dir with another checksum is a catalog that re-published the version.
-        # Either way it is moved aside, replaced, and removed once the manifest says so.
-        aside: Path | None = None
-        if install_dir.exists() or install_dir.is_symlink():
-            aside = Path(
-                tempfile.mkdtemp(prefix=f".{install_dir.name}.old-", dir=install_dir.parent)
-            )
-            os.rename(install_dir, aside / "tree")
-        try:
-            with no_space_as_error(tree.bin_dir, doing):
-                files = extract_archive(
-                    cached,
-                    install_dir,
-                    bin_path=archive.bin_path,
-                    reserve=lambda need: require_space(tree.bin_dir, need, doing),
-                )
-        except BaseException:
-            if aside is not None:
-                os.rename(aside / "tree", install_dir)
-                shutil.rmtree(aside, ignore_errors=True)
-            raise
+        aside = _move_aside(install_dir)
+        files = _extract(tree, archive, cached, install_dir, aside)
         _make_read_only(install_dir)
-        entry = ServiceEntry(
-            name=name,
-            version=archive.version,
-            os=archive.os,
-            arch=archive.arch,
-            checksum=archive.sha256,
-            size=archive.size,
-            bin_path=f"{rel_install}/{archive.bin_path}",
-            default_ports=list(archive.default_ports or []),
-            env=dict(archive.env or {}),
-            args=list(archive.args or []),
-            kind=archive.kind or "service",
-            installed_at=_now_rfc3339(),
-            files=files,
-        )
-        try:
-            with no_space_as_error(
-                tree.root, f"recording {name} {archive.version} in manifest.json"
-            ):
-                _put_entry(tree, entry)
-        except BaseException:
-            shutil.rmtree(install_dir, ignore_errors=True)
-            if aside is not None:
-                os.rename(aside / "tree", install_dir)
-            raise
-        finally:
-            if aside is not None:
-                shutil.rmtree(aside, ignore_errors=True)
+        rel_install = install_dir.relative_to(tree.root).as_posix()
+        entry = _manifest_entry(archive, rel_install, files)
+        _record_entry(tree, entry, install_dir, aside)
     except BaseException:
         for directory in made:  # deepest first; one that is not empty was not ours alone
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
         raise
     return entry
+
+
+def _move_aside(install_dir: Path) -> Path | None:
+    """Move an existing install dir to ``aside/tree`` (a new dir beside it); None if none.
+
+    A dir without a manifest entry is what a crash between rename and manifest write leaves;
+    a dir with another checksum is a catalog that re-published the version. Either way it is
+    moved aside, replaced, and removed once the manifest says so.
+    """
+    if not (install_dir.exists() or install_dir.is_symlink()):
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=f".{install_dir.name}.old-", dir=install_dir.parent))
+    os.rename(install_dir, aside / "tree")
+    return aside
+
+
+def _extract(
+    tree: RuntimeTree, archive: CatalogArchive, cached: Path, install_dir: Path, aside: Path | None
+) -> dict[str, str]:
+    """Extract into ``install_dir``, space checked first; on failure the old dir is back."""
+    doing = f"extracting {archive.name} {archive.version} into bin/"
+    try:
+        with no_space_as_error(tree.bin_dir, doing):
+            return extract_archive(
+                cached,
+                install_dir,
+                bin_path=archive.bin_path,
+                reserve=lambda need: require_space(tree.bin_dir, need, doing),
+            )
+    except BaseException:
+        if aside is not None:
+            os.rename(aside / "tree", install_dir)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+
+
+def _manifest_entry(
+    archive: CatalogArchive, rel_install: str, files: dict[str, str]
+) -> ServiceEntry:
+    return ServiceEntry(
+        name=archive.name,
+        version=archive.version,
+        os=archive.os,
+        arch=archive.arch,
+        checksum=archive.sha256,
+        size=archive.size,
+        bin_path=f"{rel_install}/{archive.bin_path}",
+        default_ports=list(archive.default_ports or []),
+        env=dict(archive.env or {}),
+        args=list(archive.args or []),
+        kind=archive.kind or "service",
+        installed_at=_now_rfc3339(),
+        files=files,
+    )
+
+
+def _record_entry(
+    tree: RuntimeTree, entry: ServiceEntry, install_dir: Path, aside: Path | None
+) -> None:
+    """Put ``entry`` in the manifest; the moved-aside dir goes either way, back in place when
+    the manifest could not be written."""
+    try:
+        with no_space_as_error(
+            tree.root, f"recording {entry.name} {entry.version} in manifest.json"
+        ):
+            _put_entry(tree, entry)
+    except BaseException:
+        shutil.rmtree(install_dir, ignore_errors=True)
+        if aside is not None:
+            os.rename(aside / "tree", install_dir)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _missing_parents(directory: Path, stop: Path) -> list[Path]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -30,6 +31,7 @@ from runyard.runtime.core.errors import ManifestError
 from runyard.runtime.core.manifest import (
     SEMVER_RE,
     BundleInfo,
+    RuntimeManifest,
     encode_manifest,
     load_manifest,
     validate_manifest,
@@ -42,6 +44,9 @@ from .layout import EXEC_MODE, MANIFEST, BundleError, Finding, SecretsFound, bun
 from .secrets import scan_env
 from .signing import signing_payload
 from .writer import DEFAULT_LEVEL, write_bundle
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["PackResult", "check_version", "pack_bundle", "resolve_created_at"]
 
@@ -164,65 +169,102 @@ def pack_bundle(
         raise BundleError(f"{tree.root}: no services installed; nothing to pack")
     created = resolve_created_at(created_at, [s.installed_at for s in manifest.services])
     with contextlib.ExitStack() as stack:
-        wheels: list[Path] | None = None
-        script: bytes | None = None
-        if with_wheels:
-            from .wheels import collect_wheels, install_script
-
-            out.parent.mkdir(parents=True, exist_ok=True)
-            scratch = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix=f".{out.name}.wheels-", dir=out.parent)
-            )
-            wheels = collect_wheels(Path(scratch))
-            script = install_script()
-        members, empty = collect_members(tree, manifest, wheels=wheels, install_sh=script)
+        members, empty = _collect(stack, tree, manifest, out, with_wheels)
         if sign_key is not None:
             _check_key_not_packed(sign_key, members)
-        allowed = _allowed(allow, members)
-        findings: list[Finding] = [f for m in members for f in m.findings]
-        for i, s in enumerate(manifest.services):
-            findings += scan_env(f"services[{i}] ({s.name} {s.version})", s.env)
-        refused = [f for f in findings if f.path not in allowed]
-        if refused:
-            raise SecretsFound(refused)
-        files = [m for m in members if m.kind == "file"]
-        info = BundleInfo(
-            created_at=created,
-            source=_packer(),
-            version=version,
-            files={m.name: m.sha256 for m in files},
-            sizes={m.name: m.size for m in files},
-            executables=[m.name for m in files if m.mode == EXEC_MODE],
-            links={m.name: m.target for m in members if m.kind == "symlink"},
-            dirs=empty,
-            allowed=allowed,
-        )
-        signed_by = ""
-        if key is not None:
-            signed_by, raw = key_identity(key)
-            info.key_fingerprint, info.public_key = signed_by, raw
-        manifest.bundle = info
-        try:
-            validate_manifest(manifest)
-        except ManifestError as exc:
-            raise BundleError(f"the bundle's manifest would be invalid: {exc}") from None
-        if key is not None:
-            info.signature = sign_base64(key, signing_payload(msgspec.to_builtins(manifest)))
+        allowed = _refuse_secrets(manifest, members, allow)
+        manifest.bundle = _bundle_info(members, empty, created, version, allowed)
+        signed_by = _seal_manifest(manifest, key)
         data = encode_manifest(manifest)
         write_bundle(out, fmt, data, members, mtime=created_epoch(created), level=level)
-    digest = hashlib.sha256()
-    with open(out, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
     return PackResult(
         path=str(out),
         format=fmt,
         version=version,
-        sha256=digest.hexdigest(),
+        sha256=_file_sha256(out),
         size=out.stat().st_size,
-        files=len(files) + 1,
+        files=sum(m.kind == "file" for m in members) + 1,
         services=sorted({s.name for s in manifest.services}),
         created_at=created,
         signed_by=signed_by,
         allowed=allowed,
     )
+
+
+def _collect(
+    stack: contextlib.ExitStack,
+    tree: RuntimeTree,
+    manifest: RuntimeManifest,
+    out: Path,
+    with_wheels: bool,
+) -> tuple[list[Member], list[str]]:
+    """The members (hashed and scanned) and empty dirs; with wheels, built in a scratch dir
+    beside ``out`` that lives as long as ``stack``."""
+    wheels: list[Path] | None = None
+    script: bytes | None = None
+    if with_wheels:
+        from .wheels import collect_wheels, install_script
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.wheels-", dir=out.parent)
+        )
+        wheels = collect_wheels(Path(scratch))
+        script = install_script()
+    return collect_members(tree, manifest, wheels=wheels, install_sh=script)
+
+
+def _refuse_secrets(
+    manifest: RuntimeManifest, members: list[Member], allow: Sequence[str]
+) -> list[str]:
+    """SecretsFound for any finding in a member or a service env not allowed; the allowed."""
+    allowed = _allowed(allow, members)
+    findings: list[Finding] = [f for m in members for f in m.findings]
+    for i, s in enumerate(manifest.services):
+        findings += scan_env(f"services[{i}] ({s.name} {s.version})", s.env)
+    refused = [f for f in findings if f.path not in allowed]
+    if refused:
+        raise SecretsFound(refused)
+    return allowed
+
+
+def _bundle_info(
+    members: list[Member], empty: list[str], created: str, version: str, allowed: list[str]
+) -> BundleInfo:
+    """The manifest's ``bundle`` section: what the archive holds, unsigned."""
+    files = [m for m in members if m.kind == "file"]
+    return BundleInfo(
+        created_at=created,
+        source=_packer(),
+        version=version,
+        files={m.name: m.sha256 for m in files},
+        sizes={m.name: m.size for m in files},
+        executables=[m.name for m in files if m.mode == EXEC_MODE],
+        links={m.name: m.target for m in members if m.kind == "symlink"},
+        dirs=empty,
+        allowed=allowed,
+    )
+
+
+def _seal_manifest(manifest: RuntimeManifest, key: Ed25519PrivateKey | None) -> str:
+    """Validate the manifest and, with a key, sign it; the signer's fingerprint or ""."""
+    info = manifest.bundle
+    signed_by = ""
+    if key is not None:
+        signed_by, raw = key_identity(key)
+        info.key_fingerprint, info.public_key = signed_by, raw
+    try:
+        validate_manifest(manifest)
+    except ManifestError as exc:
+        raise BundleError(f"the bundle's manifest would be invalid: {exc}") from None
+    if key is not None:
+        info.signature = sign_base64(key, signing_payload(msgspec.to_builtins(manifest)))
+    return signed_by
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

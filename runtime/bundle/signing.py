@@ -81,22 +81,38 @@ def check_signature(doc: dict[str, Any], pubkey: Ed25519PublicKey | None) -> Sig
             False, "invalid", f"manifest.json has no canonical form to check: {exc}", named
         )
     if pubkey is not None:
-        if named and named != wanted:
-            return SignatureCheck(
-                False,
-                "wrong-key",
-                f"signed by key {named}, not by the --pubkey key {wanted}",
-                named,
-            )
-        if not verifies(pubkey, signature, payload):
-            return SignatureCheck(
-                False,
-                "invalid",
-                f"the signature does not verify with the --pubkey key {wanted} "
-                "(the manifest was changed after signing, or another key signed it)",
-                named,
-            )
-        return SignatureCheck(True, "valid", f"signed by the --pubkey key {wanted}", wanted)
+        return _check_by_pubkey(pubkey, signature, payload, named)
+    return _check_self_consistent(bundle, signature, payload, named)
+
+
+def _check_by_pubkey(
+    pubkey: Ed25519PublicKey, signature: bytes, payload: bytes, named: str
+) -> SignatureCheck:
+    """--pubkey given: the manifest must name that key and the signature verify with it."""
+    wanted = fingerprint(pubkey)
+    if named and named != wanted:
+        return SignatureCheck(
+            False,
+            "wrong-key",
+            f"signed by key {named}, not by the --pubkey key {wanted}",
+            named,
+        )
+    if not verifies(pubkey, signature, payload):
+        return SignatureCheck(
+            False,
+            "invalid",
+            f"the signature does not verify with the --pubkey key {wanted} "
+            "(the manifest was changed after signing, or another key signed it)",
+            named,
+        )
+    return SignatureCheck(True, "valid", f"signed by the --pubkey key {wanted}", wanted)
+
+
+def _check_self_consistent(
+    bundle: dict[str, Any], signature: bytes, payload: bytes, named: str
+) -> SignatureCheck:
+    """No --pubkey: the signature must verify with the key the manifest names (which proves
+    the manifest unchanged since signing, not who signed it)."""
     raw = bundle.get("publicKey") or ""
     try:
         public = public_key_from_hex(raw)

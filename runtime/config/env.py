@@ -44,6 +44,7 @@ import msgspec
 
 from runyard.runtime.config.project import (
     Project,
+    UserConfig,
     load_env_table,
     load_project,
     load_user_config,
@@ -250,16 +251,32 @@ def resolve_service_env(
         user = load_user_config(user_config_path())
     else:
         user = load_user_config(Path(user_config), missing_ok=False)
-
     env, sources = base_env(base)
     builtins = _builtins(tree, entry)
+    for layer in _layers(tree, entry, project, user):
+        env = _apply_layer(env, sources, builtins, *layer)
+    path_dirs = _scoped_path(tree, manifest, entry, project)
+    env["PATH"] = _join_path(path_dirs, env.get("PATH", ""))
+    sources.setdefault("PATH", "default")
+    return ResolvedEnv(
+        service=name, version=entry.version, env=env, sources=sources, path_dirs=path_dirs
+    )
+
+
+#: (label for sources, source named in errors, key prefix in errors, values)
+_Layer = tuple[str, str, str, Mapping[str, str]]
+
+
+def _layers(
+    tree: RuntimeTree, entry: ServiceEntry, project: Project, user: UserConfig
+) -> list[_Layer]:
+    """The env layers of ``entry``, lowest precedence first."""
+    name = entry.name
     project_src = str(project.path) if project.path is not None else "runyard.toml"
     config_file = tree.config_dir / name / "env.toml"
     user_src = str(user.path)
     user_svc = user.services.get(name)
-
-    # (label for sources, source named in errors, key prefix in errors, values)
-    layers: list[tuple[str, str, str, Mapping[str, str]]] = [
+    return [
         ("manifest", f"manifest env ({name} {entry.version})", "", entry.env),
         (f"config/{name}/env.toml", str(config_file), "", load_env_table(config_file)),
         ("runyard.toml", project_src, "env.", project.env),
@@ -267,22 +284,39 @@ def resolve_service_env(
         ("user", user_src, "env.", user.env),
         ("user", user_src, f"services.{name}.env.", user_svc.env if user_svc else {}),
     ]
-    for label, src, prefix, values in layers:
-        before = env
 
-        def lookup(ref: str, before: dict[str, str] = before) -> str | None:
-            return builtins[ref] if ref in builtins else before.get(ref)
 
-        updates: dict[str, str] = {}
-        for key, raw in values.items():
-            if _reserved(key):
-                raise ProjectError(
-                    f"{src}: {prefix}{key}: {RESERVED_PREFIX}* variables are reserved for Runyard"
-                )
-            updates[key] = expand(raw, lookup, src, f"{prefix}{key}")
-        env = {**before, **updates}
-        sources.update(dict.fromkeys(updates, label))
+def _apply_layer(
+    before: dict[str, str],
+    sources: dict[str, str],
+    builtins: dict[str, str],
+    label: str,
+    src: str,
+    prefix: str,
+    values: Mapping[str, str],
+) -> dict[str, str]:
+    """``before`` with one layer's values set, each expanded against the built-ins and the
+    layers below (never against its own layer); ``sources`` records the layer's label."""
 
+    def lookup(ref: str) -> str | None:
+        return builtins[ref] if ref in builtins else before.get(ref)
+
+    updates: dict[str, str] = {}
+    for key, raw in values.items():
+        if _reserved(key):
+            raise ProjectError(
+                f"{src}: {prefix}{key}: {RESERVED_PREFIX}* variables are reserved for Runyard"
+            )
+        updates[key] = expand(raw, lookup, src, f"{prefix}{key}")
+    sources.update(dict.fromkeys(updates, label))
+    return {**before, **updates}
+
+
+def _scoped_path(
+    tree: RuntimeTree, manifest: RuntimeManifest, entry: ServiceEntry, project: Project
+) -> list[str]:
+    """The bin dirs PATH starts with: the service's own, then those of what it needs."""
+    name = entry.name
     path_dirs = service_bin_dirs(tree, entry)
     for need in project.service(name).needs:
         try:
@@ -290,11 +324,7 @@ def resolve_service_env(
         except ResolveError as exc:
             raise ResolveError(f"{name} needs {need}: {exc}") from None
         path_dirs.extend(d for d in service_bin_dirs(tree, needed) if d not in path_dirs)
-    env["PATH"] = _join_path(path_dirs, env.get("PATH", ""))
-    sources.setdefault("PATH", "default")
-    return ResolvedEnv(
-        service=name, version=entry.version, env=env, sources=sources, path_dirs=path_dirs
-    )
+    return path_dirs
 
 
 def service_env(

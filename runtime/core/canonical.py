@@ -22,6 +22,7 @@ The fast path, and what it proves (tests/test_canonical.py tests each claim):
   with such a key is written by ``rfc8785.dumps`` and spliced in whole (``msgspec.Raw``).
 - *Integers* must lie within ±(2**53-1) (checked in C by ``msgspec.convert`` with bounds, or
   for a long list, only if msgspec's bytes for it hold a run of 16 digits); both write digits.
+  (Integers and floats are handled in ``runtime/core/canonical_numbers.py``.)
 - *Floats.* msgspec (Ryu) and rfc8785 (Python's ``repr``) both write the shortest digits that
   round-trip; they differ only in layout. In msgspec's bytes for a group of floats, each
   token is: ``null`` for NaN or ±Infinity (refused); for a whole number below 1e16, its digits
@@ -67,55 +68,44 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from functools import partial
 from itertools import accumulate, chain, compress, count, repeat
 from math import isfinite
-from operator import countOf, is_, methodcaller
-from typing import Annotated, Any
+from operator import countOf, is_
+from typing import Any
 
 import msgspec
 import rfc8785
 
+from runyard.runtime.core.canonical_numbers import (
+    MAX_SAFE_INT,
+    Patches,
+    Refused,
+    encode_sorted,
+    fix_floats,
+    fix_ints,
+    float_list,
+    scan_ints,
+)
+
 __all__ = ["canonical_bytes", "canonical_sha256", "loads_canonical_check"]
 
-_MAX_SAFE_INT = 2**53 - 1
-_TWO_53 = float(2**53)
 #: Lists at least this long are checked on their own, and a list of ints or floats that needs
 #: no patch goes into msgspec's input as the Raw bytes the check made; shorter lists are
 #: pooled with their siblings, so that they share the per-list cost.
 _BIG_LIST = 64
-#: In msgspec's bytes for ints, every digit made "9": 16 of them in a row may exceed 2**53-1.
-_DIGITS_TO_9 = bytes.maketrans(b"0123456789", b"9" * 10)
-_SIXTEEN_DIGITS = b"9" * 16
-#: In the bytes of a list of floats once ".0" is cut: the token -0 (it was -0.0).
-_MINUS_ZERO = re.compile(rb"-0(?=[,\]])")
-_ends_minus_zero = methodcaller("endswith", (b",-0", b"[-0"))
-_MANY_WHOLE = 4096
 _UNCHECKED = frozenset({str, bool, type(None)})
-
-_encode = msgspec.json.Encoder(order="sorted").encode
-_SafeInts = list[Annotated[int, msgspec.Meta(ge=-_MAX_SAFE_INT, le=_MAX_SAFE_INT)]]
-_check_safe_ints = partial(msgspec.convert, type=_SafeInts)
 _Raw = msgspec.Raw
 
-#: Position in a sequence -> what msgspec must encode there instead of the item.
-_Patches = dict[int, Any]
-
-
-class _Refused(Exception):
-    """The fast path cannot take this value; the slow path will convert it or say why not."""
-
-
 # ----------------------------------------------------------------------------------------
-# Fast path. Each _fix_* takes a sequence of items (all of one exact type, except in
-# _fix_items) and returns the patches that make msgspec write JCS: usually none. Containers
-# are not visited one by one: all the lists (or dicts) at one depth are checked together.
+# Fast path. Each _fix_* (and fix_ints, fix_floats in canonical_numbers) takes a sequence of
+# items (all of one exact type, except in _fix_items) and returns the patches that make msgspec
+# write JCS: usually none. Containers are not visited one by one: all the lists (or dicts) at
+# one depth are checked together.
 
 
-def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> _Patches:
+def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> Patches:
     """Items of any types: the items of each type are checked together."""
     n = len(items)
     if not n:
@@ -128,15 +118,15 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> _Patche
             return {}
         fixer = _FIXERS.get(first)
         if fixer is None:
-            raise _Refused
+            raise Refused
         return fixer(items)
-    patches: _Patches = {}
+    patches: Patches = {}
     for kind in set(types):
         if kind in _UNCHECKED:
             continue
         fixer = _FIXERS.get(kind)
         if fixer is None:
-            raise _Refused
+            raise Refused
         found = fixer(list(compress(items, map(is_, types, repeat(kind)))))
         if found:
             where = list(compress(count(), map(is_, types, repeat(kind))))
@@ -145,136 +135,12 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> _Patche
     return patches
 
 
-def _fix_ints(ints: Sequence[int]) -> _Patches:
-    try:
-        _check_safe_ints(ints)  # in C: faster than min() and max()
-    except msgspec.ValidationError:
-        raise _Refused from None
-    return {}
-
-
-def _scan_ints(ints: Sequence[int]) -> bytes:
-    """msgspec's bytes for ``ints`` (plain digits, as JCS); _Refused beyond ±(2**53-1)."""
-    data = _encode(ints)
-    if _SIXTEEN_DIGITS in data.translate(_DIGITS_TO_9):  # 16 digits: maybe beyond 2**53-1
-        _fix_ints(ints)
-    return data
-
-
-def _fix_floats(floats: Sequence[float]) -> _Patches:
-    return _scan_floats(floats)[1]
-
-
-def _scan_floats(floats: Sequence[float]) -> tuple[bytes, _Patches]:
-    """msgspec's bytes for ``floats`` (exact floats), and the patches that make them JCS.
-
-    msgspec writes ``[t1,t2,...]``, each token the shortest round-trip digits of a float:
-    ``null`` for NaN and inf (refused); a whole number below 1e16 as its digits and ``.0``,
-    the only tokens that end in ``.0`` (fractions have no trailing zeros and exponents end in
-    a digit), which becomes the int JCS prints (-0.0 as 0); ``1.5e-7`` as JCS does for an
-    exponent of -7 and below; any other exponent (e-6, or positive: a whole number from 1e16)
-    becomes rfc8785's bytes. A token's position is the number of commas before it.
-    """
-    data = _encode(floats)
-    if b"n" in data:  # null: NaN or inf, refused
-        raise _Refused
-    patches: _Patches = {}
-    if b".0," in data or data.endswith(b".0]"):
-        whole = list(map(float.is_integer, floats))
-        i = -1
-        for _ in range(whole.count(True)):  # list.index scans in C
-            i = whole.index(True, i + 1)
-            patches[i] = _whole(floats[i])
-    at = data.find(b"e")
-    if at >= 0:
-        i = seen = 0
-        last = len(data) - 1  # the closing ]
-        while at >= 0:
-            i += data.count(b",", seen, at)
-            seen = at
-            end = data.find(b",", at)
-            if end < 0:
-                end = last
-            if data[at + 1] != 0x2D or data[at + 1 : end] == b"-6":  # 0x2D: "-"
-                start = data.rfind(b",", 0, at) + 1 or 1  # 1: after the opening [
-                patches[i] = _Raw(_exponent_token(data[start:end]))
-            at = data.find(b"e", end)
-    return data, patches
-
-
-def _float_list(floats: list[float]) -> bytes:
-    """The JCS bytes of a whole list of exact floats, made from msgspec's in C (not patched).
-
-    In msgspec's bytes (see _scan_floats) an exponent token JCS writes otherwise is replaced
-    by rfc8785's bytes for that float. Then ``.0,`` and a final ``.0]`` occur only at the end
-    of whole-number tokens (rfc8785 never writes ``.0``), so cutting every such ``.0`` leaves
-    the digits JCS writes, and the token ``-0`` (from -0.0; no other token is ``-0``) becomes
-    ``0``.
-    """
-    data = _encode(floats)
-    if b"n" in data:  # null: NaN or inf, refused
-        raise _Refused
-    if b"e" in data:
-        data = _fix_exponents(data)
-    if any(map(float.is_integer, floats)):
-        minus_zero = data.endswith((b",-0.0]", b"[-0.0]"))
-        parts = data.split(b".0,", _MANY_WHOLE)
-        if len(parts) <= _MANY_WHOLE:  # all split: each part but the last ends with a token
-            minus_zero = minus_zero or countOf(parts, b"-0") or any(map(_ends_minus_zero, parts))
-            data = b",".join(parts)
-        else:  # replace is faster when most tokens are whole numbers
-            data = data.replace(b".0,", b",")
-            minus_zero = minus_zero or 0.0 in floats  # 0.0 or -0.0
-        if data.endswith(b".0]"):
-            data = data[:-3] + b"]"
-        if minus_zero:
-            data = _MINUS_ZERO.sub(b"0", data)
-    return data
-
-
-def _fix_exponents(data: bytes) -> bytes:
-    """Replace the exponent tokens JCS writes otherwise (e-6, positive) by rfc8785's."""
-    pieces = []
-    done = 0
-    at = data.find(b"e")
-    while at >= 0:
-        end = data.find(b",", at)
-        if end < 0:
-            end = len(data) - 1  # the closing ]
-        if data[at + 1] != 0x2D or data[at + 1 : end] == b"-6":  # 0x2D: "-"
-            start = data.rfind(b",", 0, at) + 1 or 1  # 1: after the opening [
-            pieces += (data[done:start], _exponent_token(data[start:end]))
-            done = end
-        at = data.find(b"e", end)
-    if not pieces:
-        return data
-    pieces.append(data[done:])
-    return b"".join(pieces)
-
-
-def _exponent_token(token: bytes) -> bytes:
-    """JCS for a msgspec float token whose exponent is positive or -6.
-
-    With exponent -6 (1e-6 <= |f| < 1e-5) ES6 writes the same digits as ``0.00000ddd``
-    (ECMA-262 Number::toString, case -6 < n <= 0); other exponents go to rfc8785.
-    """
-    if token.endswith(b"e-6"):
-        sign = b"-" if token.startswith(b"-") else b""
-        return sign + b"0.00000" + token[len(sign) : -3].replace(b".", b"")
-    return rfc8785.dumps(float(token))
-
-
-def _whole(f: float) -> Any:
-    """A whole-number float as JCS writes it: below 2**53 those are the int's digits."""
-    return int(f) if -_TWO_53 < f < _TWO_53 else _Raw(rfc8785.dumps(f))
-
-
 def _wide(keys: str) -> bool:
     """Whether some character is above U+FFFF (code point order != UTF-16 order)."""
     return not keys.isascii() and max(keys) > "\uffff"
 
 
-def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> _Patches:
+def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> Patches:
     n = len(dicts)
     keys = list(chain.from_iterable(dicts))
     values = list(chain.from_iterable(map(dict.values, dicts)))
@@ -288,8 +154,8 @@ def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> _Patches:
     try:
         wide = _wide("".join(keys[:width] if records else keys))
     except TypeError:  # a key is not a str
-        raise _Refused from None
-    patches: _Patches = {}
+        raise Refused from None
+    patches: Patches = {}
     if wide:  # rare: objects with such keys are written by rfc8785
         for i, d in enumerate(dicts):
             if records or _wide("".join(d)):
@@ -321,8 +187,8 @@ def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> _Patches:
     return patches
 
 
-def _fix_lists(lists: Sequence[list[Any] | tuple[Any, ...]]) -> _Patches:
-    patches: _Patches = {}
+def _fix_lists(lists: Sequence[list[Any] | tuple[Any, ...]]) -> Patches:
+    patches: Patches = {}
     lengths = list(map(len, lists))
     pool: Sequence[Sequence[Any]] = lists
     where: list[int] | None = None  # pool[p] is lists[where[p]]
@@ -333,10 +199,10 @@ def _fix_lists(lists: Sequence[list[Any] | tuple[Any, ...]]) -> _Patches:
             types = list(map(type, items))
             if types.count(kind) == len(items):
                 if kind is float:
-                    patches[i] = _Raw(_float_list(items))  # type: ignore[arg-type]
+                    patches[i] = _Raw(float_list(items))  # type: ignore[arg-type]
                     continue
                 if kind is int:
-                    patches[i] = _Raw(_scan_ints(items))
+                    patches[i] = _Raw(scan_ints(items))
                     continue
             found = _fix_items(items, types)
             if found:
@@ -358,9 +224,9 @@ def _fix_lists(lists: Sequence[list[Any] | tuple[Any, ...]]) -> _Patches:
     return patches
 
 
-_FIXERS: dict[type, Callable[[Any], _Patches]] = {
-    int: _fix_ints,
-    float: _fix_floats,
+_FIXERS: dict[type, Callable[[Any], Patches]] = {
+    int: fix_ints,
+    float: fix_floats,
     dict: _fix_dicts,
     list: _fix_lists,
     tuple: _fix_lists,
@@ -368,11 +234,11 @@ _FIXERS: dict[type, Callable[[Any], _Patches]] = {
 
 
 def _fast(value: object) -> bytes:
-    """JCS bytes via msgspec; _Refused (or msgspec's error) when the walk cannot prove it."""
+    """JCS bytes via msgspec; Refused (or msgspec's error) when the walk cannot prove it."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the walk makes many short-lived lists; collections would only cost time
     try:
-        return _encode(_fix_items((value,)).get(0, value))
+        return encode_sorted(_fix_items((value,)).get(0, value))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -409,7 +275,7 @@ def _plain(value: object, path: str) -> Any:
         return _plain(built, path)
     if isinstance(value, int):
         n = int(value)
-        if -_MAX_SAFE_INT <= n <= _MAX_SAFE_INT:
+        if -MAX_SAFE_INT <= n <= MAX_SAFE_INT:
             return n
         shown = str(n) if n.bit_length() <= 256 else f"of {n.bit_length()} bits"
         raise ValueError(
@@ -454,7 +320,7 @@ def canonical_bytes(value: object) -> bytes:
     """
     try:
         return _fast(value)
-    except (_Refused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
+    except (Refused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
         pass
     try:
         plain = _plain(value, "$")
@@ -464,7 +330,7 @@ def canonical_bytes(value: object) -> bytes:
         ) from None
     try:
         return _fast(plain)
-    except (_Refused, RecursionError):  # not expected: plain is checked; the reference then
+    except (Refused, RecursionError):  # not expected: plain is checked; the reference then
         return rfc8785.dumps(plain)
 
 

@@ -321,34 +321,51 @@ def disk_usage(
     # A broken or missing manifest is no error here: the directories still say who is there.
     with contextlib.suppress(RunyardError, OSError):
         names.update(entry.name for entry in load_manifest(tree).services)
+    plan = _ScanPlan(names)
+    _plan_tree(plan, tree, cache_owner)
+    usage = _measure(plan.roots, plan.pieces, len(plan.slot_of) + 1, parallel)
+    return _report(tree, plan, usage)
 
-    slot_of: dict[tuple[str, str], int] = {}
 
-    def slot(name: str, category: str) -> int:
+class _ScanPlan:
+    """What a scan measures and where each byte is counted: directories to walk (``roots``)
+    and files already stat'ed (``pieces``), each under a slot; one slot per (service,
+    category) that has something, slot ``_OTHER`` for the rest."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.slot_of: dict[tuple[str, str], int] = {}
+        self.roots: list[tuple[int, str]] = []
+        self.pieces: list[_Piece] = []
+
+    def slot(self, name: str, category: str) -> int:
         if name in RESERVED_NAMES:
             return _OTHER
-        names.add(name)
-        return slot_of.setdefault((name, category), len(slot_of) + 1)
+        self.names.add(name)
+        return self.slot_of.setdefault((name, category), len(self.slot_of) + 1)
 
+    def place(self, entry: os.DirEntry[str], where: int) -> None:
+        """Queue a directory, or count a file, under slot ``where``."""
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                self.roots.append((where, entry.path))
+            else:
+                self.pieces.append(
+                    _file_piece(entry.path, where, entry.stat(follow_symlinks=False))
+                )
+
+
+def _plan_tree(
+    plan: _ScanPlan, tree: RuntimeTree, cache_owner: Callable[[str], str | None] | None
+) -> None:
+    """Each top-level entry of the tree: a category dir's subdirs are services, cached
+    archives belong to their owner, everything else is ``other``."""
     categories = {
         str(tree.bin_dir): "bin",
         str(tree.data_dir): "data",
         str(tree.logs_dir): "logs",
         str(tree.config_dir): "config",
     }
-    cache_dir, archives_dir = str(tree.cache_dir), str(tree.archives_dir)
-
-    roots: list[tuple[int, str]] = []
-    pieces: list[_Piece] = []
-
-    def place(entry: os.DirEntry[str], where: int) -> None:
-        """Queue a directory, or count a file, under slot ``where``."""
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                roots.append((where, entry.path))
-            else:
-                pieces.append(_file_piece(entry.path, where, entry.stat(follow_symlinks=False)))
-
     for entry in _entries(str(tree.root)):
         category = categories.get(entry.path)
         # An installed runtime bundle links its shared top-level dirs (versions/<v>/data ->
@@ -360,25 +377,38 @@ def disk_usage(
         if category and top_dir:
             for sub in _entries(entry.path):
                 is_service = sub.is_dir(follow_symlinks=False)
-                place(sub, slot(sub.name, category) if is_service else _OTHER)
-        elif entry.path == cache_dir and top_dir:
-            for sub in _entries(entry.path):
-                if sub.path == archives_dir and sub.is_dir(follow_symlinks=False):
-                    for archive in _entries(sub.path):
-                        owner = cache_owner(archive.name) if cache_owner else None
-                        place(archive, _OTHER if owner is None else slot(owner, "cache"))
-                else:
-                    place(sub, _OTHER)
+                plan.place(sub, plan.slot(sub.name, category) if is_service else _OTHER)
+        elif entry.path == str(tree.cache_dir) and top_dir:
+            _plan_cache(plan, entry.path, str(tree.archives_dir), cache_owner)
         elif top_dir:
-            roots.append((_OTHER, entry.path))
+            plan.roots.append((_OTHER, entry.path))
         else:
-            place(entry, _OTHER)
+            plan.place(entry, _OTHER)
 
-    usage = _measure(roots, pieces, len(slot_of) + 1, parallel)
+
+def _plan_cache(
+    plan: _ScanPlan,
+    cache_dir: str,
+    archives_dir: str,
+    cache_owner: Callable[[str], str | None] | None,
+) -> None:
+    """cache/: an archive in cache/archives/ is its owner's (``cache``), the rest ``other``."""
+    for sub in _entries(cache_dir):
+        if sub.path == archives_dir and sub.is_dir(follow_symlinks=False):
+            for archive in _entries(sub.path):
+                owner = cache_owner(archive.name) if cache_owner else None
+                plan.place(archive, _OTHER if owner is None else plan.slot(owner, "cache"))
+        else:
+            plan.place(sub, _OTHER)
+
+
+def _report(tree: RuntimeTree, plan: _ScanPlan, usage: list[Usage]) -> DiskReport:
+    """Slots back to services by category, with their totals and the grand total."""
     services = []
-    for name in sorted(names):
+    for name in sorted(plan.names):
         parts = {
-            c: usage[slot_of[(name, c)]] if (name, c) in slot_of else Usage() for c in CATEGORIES
+            c: usage[plan.slot_of[(name, c)]] if (name, c) in plan.slot_of else Usage()
+            for c in CATEGORIES
         }
         total = Usage()
         for part in parts.values():

@@ -19,9 +19,9 @@ from msgspec import UNSET, UnsetType
 
 from runyard.runtime.core.atomic import atomic_write_bytes
 from runyard.runtime.core.capped import MANIFEST_FILE, read_capped
-from runyard.runtime.core.errors import ManifestError
+from runyard.runtime.core.errors import ManifestError, TreeError
 from runyard.runtime.core.platform import ARCHES, OSES
-from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree, check_name
+from runyard.runtime.core.tree import RESERVED_NAMES, TOP_DIRS, RuntimeTree, check_name
 
 __all__ = [
     "MAX_INT",
@@ -31,6 +31,7 @@ __all__ = [
     "RuntimeManifest",
     "ServiceEntry",
     "decode_error_message",
+    "init_tree",
     "load_manifest",
     "parse_manifest",
     "save_manifest",
@@ -303,3 +304,21 @@ def save_manifest(tree: RuntimeTree, manifest: RuntimeManifest) -> None:
     validate_manifest(manifest)
     Path(tree.root).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(tree.manifest_path, encode_manifest(manifest))
+
+
+def init_tree(tree: RuntimeTree) -> bool:
+    """Lay out ``tree`` with an empty manifest; idempotent. Returns True when the manifest was
+    created. (Here, not a method of RuntimeTree: writing the manifest is this module's job, and
+    tree.py stays below manifest.py in the import graph.)"""
+    if tree.root.exists() and not tree.root.is_dir():
+        raise TreeError(f"{tree.root} exists and is not a directory")
+    tree.root.mkdir(parents=True, exist_ok=True)
+    for name in TOP_DIRS:
+        (tree.root / name).mkdir(exist_ok=True)
+    tree.archives_dir.mkdir(exist_ok=True)
+    # temp/ holds the daemon lock, state and control sockets: owner only.
+    os.chmod(tree.temp_dir, 0o700)
+    if tree.manifest_path.exists():
+        return False
+    save_manifest(tree, RuntimeManifest())
+    return True

@@ -117,23 +117,6 @@ class RuntimeTree:
             )
         return self
 
-    def init(self) -> bool:
-        """Lay out the tree; idempotent. Returns True when the manifest was created."""
-        from runyard.runtime.core.manifest import RuntimeManifest, save_manifest
-
-        if self.root.exists() and not self.root.is_dir():
-            raise TreeError(f"{self.root} exists and is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
-        for name in TOP_DIRS:
-            (self.root / name).mkdir(exist_ok=True)
-        self.archives_dir.mkdir(exist_ok=True)
-        # temp/ holds the daemon lock, state and control sockets: owner only.
-        os.chmod(self.temp_dir, 0o700)
-        if self.manifest_path.exists():
-            return False
-        save_manifest(self, RuntimeManifest())
-        return True
-
     def contains(self, path: str | os.PathLike[str]) -> bool:
         """True when ``path``, symlinks resolved, stays inside the tree.
 

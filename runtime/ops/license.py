@@ -269,52 +269,12 @@ def check_license(
     """The status of the license at ``path`` against the issuer key files ``issuers``."""
     p = Path(path)
     try:
-        data = read_capped(p, SMALL_FILE)
-    except FileNotFoundError:
-        return _community("missing", path=None)
-    except FileRefused as exc:
-        return _community("malformed", str(exc), p)
-    except OSError as exc:
-        return _community("malformed", f"{p}: cannot read: {exc.strerror or exc}", p)
-    try:
-        doc = json.loads(data)
-    except RecursionError:
-        return _community("malformed", f"{p}: malformed: JSON nested too deeply", p)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _community("malformed", f"{p}: malformed: not JSON: {exc}", p)
-    if _depth_over(doc, MAX_DEPTH):
-        return _community(
-            "malformed", f"{p}: malformed: JSON nested deeper than {MAX_DEPTH} levels", p
-        )
-    claims = _claims(doc)
-    from runyard.runtime.core.canonical import (
-        canonical_bytes,  # rfc8785: only with a license to check
-    )
-
-    try:
-        body, signature, expires = _shape(doc)
-        signed = canonical_bytes(body)
-    except (ValueError, TypeError) as exc:
-        return _community("malformed", f"{p}: malformed: {exc}", p, **claims)
-    keys = list(issuers)
-    if not keys:
-        return _community(
-            "unverified",
-            f"{p}: unverified: no trusted issuer key to check it against "
-            "(config/runyard/license-issuers/*.pub)",
-            p,
-            **claims,
-        )
-    issuer, problems = _verifier([Path(k) for k in keys], signed, signature)
-    if issuer is None:
-        extra = f" ({'; '.join(problems)})" if problems else ""
-        return _community(
-            "forged",
-            f"{p}: forged: the signature does not verify with any of {len(keys)} trusted "
-            f"issuer key(s){extra}",
-            p,
-            **claims,
-        )
+        doc = _read_doc(p)
+        claims = _claims(doc)
+        body, signed, signature, expires = _signed_body(p, doc, claims)
+        issuer = _trusted_issuer(p, list(issuers), signed, signature, claims)
+    except _NotHonoured as exc:
+        return exc.status
     day = today or datetime.datetime.now(datetime.UTC).date()
     if day > expires:
         return _community(
@@ -333,6 +293,83 @@ def check_license(
         issuer=issuer,
         **claims,
     )
+
+
+class _NotHonoured(Exception):
+    """A step of ``check_license`` found the license unusable; ``status`` (community) says why."""
+
+    def __init__(self, status: str, reason: str = "", path: Path | None = None, **claims: Any):
+        super().__init__(reason)
+        self.status = _community(status, reason, path, **claims)
+
+
+def _read_doc(p: Path) -> Any:
+    """The license file's JSON value, read under its cap and nested no deeper than MAX_DEPTH."""
+    try:
+        data = read_capped(p, SMALL_FILE)
+    except FileNotFoundError:
+        raise _NotHonoured("missing", path=None) from None
+    except FileRefused as exc:
+        raise _NotHonoured("malformed", str(exc), p) from None
+    except OSError as exc:
+        raise _NotHonoured("malformed", f"{p}: cannot read: {exc.strerror or exc}", p) from None
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise _NotHonoured("malformed", f"{p}: malformed: JSON nested too deeply", p) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _NotHonoured("malformed", f"{p}: malformed: not JSON: {exc}", p) from None
+    if _depth_over(doc, MAX_DEPTH):
+        raise _NotHonoured(
+            "malformed", f"{p}: malformed: JSON nested deeper than {MAX_DEPTH} levels", p
+        )
+    return doc
+
+
+def _signed_body(
+    p: Path, doc: Any, claims: dict[str, Any]
+) -> tuple[dict[str, Any], bytes, bytes, datetime.date]:
+    """(the license without its signature, the bytes signed, the signature, the expiry day)."""
+    from runyard.runtime.core.canonical import (
+        canonical_bytes,  # rfc8785: only with a license to check
+    )
+
+    try:
+        body, signature, expires = _shape(doc)
+        signed = canonical_bytes(body)
+    except (ValueError, TypeError) as exc:
+        raise _NotHonoured("malformed", f"{p}: malformed: {exc}", p, **claims) from None
+    return body, signed, signature, expires
+
+
+def _trusted_issuer(
+    p: Path,
+    keys: list[str | os.PathLike[str]],
+    signed: bytes,
+    signature: bytes,
+    claims: dict[str, Any],
+) -> str:
+    """The issuer key file that verifies the signature; unverified without any key, forged
+    when none verifies."""
+    if not keys:
+        raise _NotHonoured(
+            "unverified",
+            f"{p}: unverified: no trusted issuer key to check it against "
+            "(config/runyard/license-issuers/*.pub)",
+            p,
+            **claims,
+        )
+    issuer, problems = _verifier([Path(k) for k in keys], signed, signature)
+    if issuer is None:
+        extra = f" ({'; '.join(problems)})" if problems else ""
+        raise _NotHonoured(
+            "forged",
+            f"{p}: forged: the signature does not verify with any of {len(keys)} trusted "
+            f"issuer key(s){extra}",
+            p,
+            **claims,
+        )
+    return issuer
 
 
 def tree_license(

@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runyard.runtime.core.capped import RUN_FILE, read_capped
 from runyard.runtime.core.errors import FileRefused
@@ -91,51 +92,13 @@ def resolve_from_runs(
     tree: RuntimeTree, defs: EngineDefinitions, from_runs: Iterable[str | FromRun]
 ) -> list[UpstreamArtifact]:
     """The upstream artifacts a run consumes, in order; see the module doc."""
-    from .verify import verify_bundle  # verify imports this package's modules, not chain
-
     selected: list[UpstreamArtifact] = []
     seen: set[tuple[str, str]] = set()
     for run_id, pattern in _normalize(from_runs):
-        bundle = find_run(tree, run_id)
-        report = verify_bundle(bundle, tree=tree)
-        if not report.ok:
-            first = report.failed[0]
-            raise RunRejected(
-                f"upstream run {run_id} fails verification: {first.name}: {first.detail}",
-                stage="chain",
-            )
+        bundle = _verified_upstream(tree, run_id)
         code = str(_load(bundle, RUN_INPUT).get("engine_code", ""))
-        accepted = defs.accepted_patterns(code)
-        if accepted is None:
-            codes = ", ".join(defs.accepted_codes()) or "none"
-            raise RunRejected(
-                f"COUPLING_RULES.json of {defs.engine_code} does not accept runs of {code} "
-                f"(run {run_id}; accepted engine codes: {codes})",
-                stage="chain",
-            )
-        try:
-            files = read_artifact_index(bundle)
-        except ArtifactIndexError as exc:
-            raise RunRejected(f"upstream {bundle.name}: {exc}", stage="chain") from None
-        artifacts = [f for f in files if f.get("role") == "artifact"]
-        if pattern is not None:
-            chosen = [f for f in artifacts if artifact_accepted([pattern], f["path"])]
-            if not chosen:
-                names = ", ".join(f["path"] for f in artifacts) or "none"
-                raise RunRejected(
-                    f"run {run_id} has no artifact matching {pattern!r} (artifacts: {names})",
-                    stage="chain",
-                )
-            refused = [f["path"] for f in chosen if not artifact_accepted(accepted, f["path"])]
-            if refused:
-                raise RunRejected(
-                    f"COUPLING_RULES.json of {defs.engine_code} does not accept "
-                    f"{', '.join(refused)} from {code} (accepted: {', '.join(accepted)})",
-                    stage="chain",
-                )
-        else:
-            chosen = [f for f in artifacts if artifact_accepted(accepted, f["path"])]
-        for f in chosen:
+        accepted = _accepted_patterns(defs, code, run_id)
+        for f in _select_artifacts(defs, bundle, run_id, code, pattern, accepted):
             key = (run_id, f["path"])
             if key in seen:
                 continue
@@ -151,6 +114,69 @@ def resolve_from_runs(
                 )
             )
     return selected
+
+
+def _verified_upstream(tree: RuntimeTree, run_id: str) -> Path:
+    """Step 1: the sealed bundle of ``run_id``, refused unless it verifies."""
+    from .verify import verify_bundle  # verify imports this package's modules, not chain
+
+    bundle = find_run(tree, run_id)
+    report = verify_bundle(bundle, tree=tree)
+    if not report.ok:
+        first = report.failed[0]
+        raise RunRejected(
+            f"upstream run {run_id} fails verification: {first.name}: {first.detail}",
+            stage="chain",
+        )
+    return bundle
+
+
+def _accepted_patterns(defs: EngineDefinitions, code: str, run_id: str) -> list[str]:
+    """Step 2: the artifact patterns COUPLING_RULES.json accepts from ``code``; refused when
+    it accepts no run of that engine."""
+    accepted = defs.accepted_patterns(code)
+    if accepted is None:
+        codes = ", ".join(defs.accepted_codes()) or "none"
+        raise RunRejected(
+            f"COUPLING_RULES.json of {defs.engine_code} does not accept runs of {code} "
+            f"(run {run_id}; accepted engine codes: {codes})",
+            stage="chain",
+        )
+    return accepted
+
+
+def _select_artifacts(
+    defs: EngineDefinitions,
+    bundle: Path,
+    run_id: str,
+    code: str,
+    pattern: str | None,
+    accepted: list[str],
+) -> list[dict[str, Any]]:
+    """Step 2 (cont.): the index entries of the artifacts taken: those matching ``pattern``
+    (every one of which the rule must accept), or without one all the rule accepts."""
+    try:
+        files = read_artifact_index(bundle)
+    except ArtifactIndexError as exc:
+        raise RunRejected(f"upstream {bundle.name}: {exc}", stage="chain") from None
+    artifacts = [f for f in files if f.get("role") == "artifact"]
+    if pattern is None:
+        return [f for f in artifacts if artifact_accepted(accepted, f["path"])]
+    chosen = [f for f in artifacts if artifact_accepted([pattern], f["path"])]
+    if not chosen:
+        names = ", ".join(f["path"] for f in artifacts) or "none"
+        raise RunRejected(
+            f"run {run_id} has no artifact matching {pattern!r} (artifacts: {names})",
+            stage="chain",
+        )
+    refused = [f["path"] for f in chosen if not artifact_accepted(accepted, f["path"])]
+    if refused:
+        raise RunRejected(
+            f"COUPLING_RULES.json of {defs.engine_code} does not accept "
+            f"{', '.join(refused)} from {code} (accepted: {', '.join(accepted)})",
+            stage="chain",
+        )
+    return chosen
 
 
 def copy_inputs(artifacts: list[UpstreamArtifact], inputs_dir: Path) -> None:

@@ -202,11 +202,9 @@ def execute_engine(
     ``input_hashes`` are the files already in ``staging.inputs`` (none: no inputs dir var).
     """
     program, binary_sha256 = engine_binary(tree, entry)
-    child_env = dict(env.env)
-    child_env[ARTIFACTS_VAR] = str(staging.artifacts)
+    child_env = _child_env(env, staging, input_hashes)
     if input_hashes:
-        child_env[INPUTS_VAR] = str(staging.inputs)
-        os.chmod(staging.inputs, 0o555)
+        os.chmod(staging.inputs, 0o555)  # read-only for the engine; restored once it exits
     started_at = now_rfc3339()
     call = EngineCall(
         argv=[program, *entry.args],
@@ -232,16 +230,7 @@ def execute_engine(
             for p in (staging.stdout, staging.stderr)
         }
     finished_at = now_rfc3339()
-    problem = exit_description(result, timeout, max_stdout)
-    if problem:
-        raise RunRejected(problem + _last_stderr_line(staging), stage="engine")
-    if leaked[staging.stdout]:
-        raise RunRejected(
-            "stdout holds the value of a secret-looking environment variable "
-            f"({leaked[staging.stdout]} time(s), replaced by [redacted] in the record); "
-            "an engine must not output secrets",
-            stage="output",
-        )
+    _check_exit(staging, result, leaked[staging.stdout], timeout, max_stdout)
     # exit_description refused more than max_stdout; the cap holds the read to that too.
     outputs, metrics = parse_stdout(read_capped(staging.stdout, max_stdout))
     _check_artifacts(staging)
@@ -256,6 +245,33 @@ def execute_engine(
         binary_sha256=binary_sha256,
         env=child_env,
     )
+
+
+def _child_env(env: EngineEnv, staging: Staging, input_hashes: set[str]) -> dict[str, str]:
+    """The engine's env plus the two RUNYARD_* variables it may see (inputs only when it has
+    some)."""
+    child_env = dict(env.env)
+    child_env[ARTIFACTS_VAR] = str(staging.artifacts)
+    if input_hashes:
+        child_env[INPUTS_VAR] = str(staging.inputs)
+    return child_env
+
+
+def _check_exit(
+    staging: Staging, result: EngineExit, stdout_leaks: int, timeout: float, max_stdout: int
+) -> None:
+    """RunRejected unless the engine exited 0 in time, within its stdout cap, and printed no
+    secret value on stdout (``stdout_leaks`` values were scrubbed from it)."""
+    problem = exit_description(result, timeout, max_stdout)
+    if problem:
+        raise RunRejected(problem + _last_stderr_line(staging), stage="engine")
+    if stdout_leaks:
+        raise RunRejected(
+            "stdout holds the value of a secret-looking environment variable "
+            f"({stdout_leaks} time(s), replaced by [redacted] in the record); "
+            "an engine must not output secrets",
+            stage="output",
+        )
 
 
 def _last_stderr_line(staging: Staging) -> str:

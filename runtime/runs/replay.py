@@ -39,6 +39,7 @@ from runyard.runtime.core.tree import RuntimeTree
 from .chain import UpstreamArtifact, copy_inputs
 from .engine import (
     DEFAULT_TIMEOUT,
+    EngineEnv,
     EngineRun,
     build_run_output,
     engine_env,
@@ -111,76 +112,26 @@ def replay_bundle(
     output is a report with ``replayable`` False, not an exception."""
     tree.require()
     bundle = Path(path)
-    report = verify_bundle(bundle, pubkey, tree=tree)
-    _, meta = _load(bundle, RUN_META) if (bundle / RUN_META).is_file() else (b"", {})
-    input_bytes, run_input = _load(bundle, RUN_INPUT)
-    engine = str(meta.get("engine") or bundle.resolve().parent.parent.name)
-    version = str(run_input.get("engine_version", ""))
-    run_id = str(run_input.get("run_id", ""))
-    verdict = ReplayReport(
-        bundle=str(bundle),
-        run_id=run_id,
-        engine=engine,
-        engine_version=version,
-        verify=report,
-        replayable=False,
-        reason="",
-    )
-    if not report.ok:
-        first = report.failed[0]
+    verdict, meta, input_bytes, run_input = _read_bundle(tree, bundle, pubkey)
+    if not verdict.verify.ok:
+        first = verdict.verify.failed[0]
         verdict.reason = f"the bundle fails verification: {first.name}: {first.detail}"
         return verdict
-    entry = installed_entry(tree, engine, version)
+    run_id, engine = verdict.run_id, verdict.engine
+    entry = installed_entry(tree, engine, verdict.engine_version)
     env = engine_env(tree, entry, project)
     original_output = read_capped(bundle / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
-    index = run_input.get("input_artifact_index") or []
     replay_id = new_run_id()
     verdict.replay_id = replay_id
     with Staging(replays_dir(tree, engine), replay_id) as staging:
-        inputs = [
-            UpstreamArtifact(
-                run_id=e["run_id"],
-                engine_code=e["engine_code"],
-                path=e["path"],
-                sha256=e["sha256"],
-                size=0,
-                source=bundle / "inputs" / e["sha256"],
-            )
-            for e in index
-        ]
+        inputs = _bundled_inputs(bundle, run_input)
         copy_inputs(inputs, staging.inputs)
         emit(on_event, "replay_started", run_id, engine, replay_id=replay_id)
-        result: EngineRun | None = None
-        replay_output: bytes | None = None
-        try:
-            result = execute_engine(
-                tree,
-                entry,
-                staging,
-                input_bytes,
-                env,
-                input_hashes={a.sha256 for a in inputs},
-                timeout=timeout,
-                cancel=cancel,
-            )
-            _, replay_output = build_run_output(
-                run_input, input_bytes, result.outputs, result.metrics
-            )
-        except RunRejected as rej:
-            verdict.reason = f"the replayed engine run was rejected: {rej.reason}"
+        result, replay_output = _re_execute(
+            tree, entry, env, staging, verdict, run_input, input_bytes, inputs, timeout, cancel
+        )
         if replay_output is not None:
-            if replay_output == original_output:
-                verdict.replayable = True
-                verdict.reason = "identical canonical RUN_OUTPUT.json bytes"
-            else:
-                verdict.differences = diff_paths(
-                    strict_loads(original_output), strict_loads(replay_output)
-                )
-                verdict.reason = (
-                    "RUN_OUTPUT.json differs at " + ", ".join(verdict.differences[:10])
-                    if verdict.differences
-                    else "RUN_OUTPUT.json bytes differ"
-                )
+            _compare_outputs(verdict, original_output, replay_output)
         verdict.artifact_differences = _artifact_differences(bundle, staging)
         record = _write_record(
             tree, entry, staging, verdict, meta, input_bytes, replay_output, result
@@ -196,6 +147,88 @@ def replay_bundle(
         reason=verdict.reason,
     )
     return verdict
+
+
+def _read_bundle(
+    tree: RuntimeTree, bundle: Path, pubkey: Any
+) -> tuple[ReplayReport, dict[str, Any], bytes, dict[str, Any]]:
+    """Verify the bundle and read what a replay needs from it: (verdict so far, RUN_META,
+    RUN_INPUT bytes, RUN_INPUT)."""
+    report = verify_bundle(bundle, pubkey, tree=tree)
+    _, meta = _load(bundle, RUN_META) if (bundle / RUN_META).is_file() else (b"", {})
+    input_bytes, run_input = _load(bundle, RUN_INPUT)
+    verdict = ReplayReport(
+        bundle=str(bundle),
+        run_id=str(run_input.get("run_id", "")),
+        engine=str(meta.get("engine") or bundle.resolve().parent.parent.name),
+        engine_version=str(run_input.get("engine_version", "")),
+        verify=report,
+        replayable=False,
+        reason="",
+    )
+    return verdict, meta, input_bytes, run_input
+
+
+def _bundled_inputs(bundle: Path, run_input: dict[str, Any]) -> list[UpstreamArtifact]:
+    """The upstream artifacts the original run read, as the bundle's inputs/ holds them."""
+    return [
+        UpstreamArtifact(
+            run_id=e["run_id"],
+            engine_code=e["engine_code"],
+            path=e["path"],
+            sha256=e["sha256"],
+            size=0,
+            source=bundle / "inputs" / e["sha256"],
+        )
+        for e in run_input.get("input_artifact_index") or []
+    ]
+
+
+def _re_execute(
+    tree: RuntimeTree,
+    entry: ServiceEntry,
+    env: EngineEnv,
+    staging: Staging,
+    verdict: ReplayReport,
+    run_input: dict[str, Any],
+    input_bytes: bytes,
+    inputs: list[UpstreamArtifact],
+    timeout: float,
+    cancel: threading.Event | None,
+) -> tuple[EngineRun | None, bytes | None]:
+    """Run the engine on the bundled input: (its run, its canonical RUN_OUTPUT bytes); a
+    rejected engine run has no output, and the reason in ``verdict``."""
+    result: EngineRun | None = None
+    try:
+        result = execute_engine(
+            tree,
+            entry,
+            staging,
+            input_bytes,
+            env,
+            input_hashes={a.sha256 for a in inputs},
+            timeout=timeout,
+            cancel=cancel,
+        )
+        _, replay_output = build_run_output(run_input, input_bytes, result.outputs, result.metrics)
+    except RunRejected as rej:
+        verdict.reason = f"the replayed engine run was rejected: {rej.reason}"
+        return result, None
+    return result, replay_output
+
+
+def _compare_outputs(verdict: ReplayReport, original: bytes, replayed: bytes) -> None:
+    """The replay rule: byte-identical canonical RUN_OUTPUT.json, else where it differs."""
+    if replayed == original:
+        verdict.replayable = True
+        verdict.reason = "identical canonical RUN_OUTPUT.json bytes"
+        return
+    verdict.differences = diff_paths(strict_loads(original), strict_loads(replayed))
+    verdict.reason = (
+        "RUN_OUTPUT.json differs at " + ", ".join(verdict.differences[:10])
+        if verdict.differences
+        else "RUN_OUTPUT.json bytes differ"
+    )
 
 
 def _artifact_differences(bundle: Path, staging: Staging) -> list[str]:
@@ -222,46 +255,10 @@ def _write_record(
     replay_output: bytes | None,
     result: EngineRun | None,
 ) -> Path:
-    original_output = strict_loads(
-        read_capped(Path(verdict.bundle) / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
-    )
-    replay_doc = {
-        "differences": verdict.differences,
-        "artifact_differences": verdict.artifact_differences,
-        "engine": entry.name,
-        "engine_version": entry.version,
-        "original_outputs_hash": original_output.get("outputs_hash"),
-        "reason": verdict.reason,
-        "replay_id": verdict.replay_id,
-        "replay_of": verdict.run_id,
-        "replay_outputs_hash": (
-            strict_loads(replay_output).get("outputs_hash") if replay_output else None
-        ),
-        "replayable": verdict.replayable,
-    }
-    meta: dict[str, Any] = {
-        "engine": entry.name,
-        "engine_code": original_meta.get("engine_code"),
-        "engine_version": entry.version,
-        "finished_at": result.finished_at if result else now_rfc3339(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "replay_id": verdict.replay_id,
-        "replay_of": verdict.run_id,
-        "run_id": verdict.run_id,
-        "runyard_version": runyard_version(),
-    }
-    if result is not None:
-        meta.update(
-            duration=round(result.exit.duration, 6),
-            engine_pid=result.exit.pid,
-            exit_code=result.exit.returncode,
-            started_at=result.started_at,
-        )
     files = {
-        REPLAY_FILE: canonical(replay_doc),
+        REPLAY_FILE: canonical(_replay_doc(entry, verdict, replay_output)),
         RUN_INPUT: input_bytes,
-        RUN_META: canonical(meta),
+        RUN_META: canonical(_record_meta(entry, verdict, original_meta, result)),
     }
     if replay_output is not None:
         files[RUN_OUTPUT] = replay_output
@@ -286,3 +283,55 @@ def _write_record(
         seal_bundle(bundle, known, run_id=str(verdict.replay_id))
     make_read_only(bundle)
     return staging.publish(replays_dir(tree, entry.name) / str(verdict.replay_id))
+
+
+def _replay_doc(
+    entry: ServiceEntry, verdict: ReplayReport, replay_output: bytes | None
+) -> dict[str, Any]:
+    """REPLAY.json: the verdict with both outputs hashes."""
+    original_output = strict_loads(
+        read_capped(Path(verdict.bundle) / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
+    )
+    return {
+        "differences": verdict.differences,
+        "artifact_differences": verdict.artifact_differences,
+        "engine": entry.name,
+        "engine_version": entry.version,
+        "original_outputs_hash": original_output.get("outputs_hash"),
+        "reason": verdict.reason,
+        "replay_id": verdict.replay_id,
+        "replay_of": verdict.run_id,
+        "replay_outputs_hash": (
+            strict_loads(replay_output).get("outputs_hash") if replay_output else None
+        ),
+        "replayable": verdict.replayable,
+    }
+
+
+def _record_meta(
+    entry: ServiceEntry,
+    verdict: ReplayReport,
+    original_meta: dict[str, Any],
+    result: EngineRun | None,
+) -> dict[str, Any]:
+    """The record's RUN_META; the engine's exit facts only when it ran to an exit."""
+    meta: dict[str, Any] = {
+        "engine": entry.name,
+        "engine_code": original_meta.get("engine_code"),
+        "engine_version": entry.version,
+        "finished_at": result.finished_at if result else now_rfc3339(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "replay_id": verdict.replay_id,
+        "replay_of": verdict.run_id,
+        "run_id": verdict.run_id,
+        "runyard_version": runyard_version(),
+    }
+    if result is not None:
+        meta.update(
+            duration=round(result.exit.duration, 6),
+            engine_pid=result.exit.pid,
+            exit_code=result.exit.returncode,
+            started_at=result.started_at,
+        )
+    return meta

@@ -163,35 +163,20 @@ def execute_and_seal(
     RunyardError) when it cannot be attempted.
     """
     tree.require()
-    inputs_obj = _object(inputs, "inputs")
-    params_obj = _object(parameters, "parameters")
-    context_obj = _object(context, "context")
-    if not isinstance(project_id, str) or not project_id:
-        raise RunError("project_id must be a non-empty string")
-    if timeout <= 0:
-        raise RunError("timeout must be > 0 seconds")
+    request = _check_request(inputs, parameters, context, project_id, timeout)
     entry = select_engine(tree, engine, project)
     signer = load_signing_key(sign_key) if sign_key is not None else None
     defs = engine_definitions(tree, entry)
     env = engine_env(tree, entry, project)
     from_runs = list(from_runs)
-
     run_id = new_run_id()
     with Staging(runs_dir(tree, engine), run_id) as staging:
         run_input: dict[str, Any] | None = None
         try:
             upstream = resolve_from_runs(tree, defs, from_runs) if from_runs else []
-            run_input = {
-                "context": sanitize_context(context_obj, env.secrets),
-                "engine_code": defs.engine_code,
-                "engine_version": defs.engine_version,
-                "inputs": inputs_obj,
-                "parameters": params_obj,
-                "project_id": project_id,
-                "run_id": run_id,
-            }
-            if from_runs:
-                run_input["input_artifact_index"] = [a.index_entry() for a in upstream]
+            run_input = _run_input(
+                run_id, defs, request, env.secrets, upstream if from_runs else None
+            )
             input_bytes = _check_input(defs, run_input, upstream)
             copy_inputs(upstream, staging.inputs)
             emit(on_event, "started", run_id, engine, engine_version=entry.version)
@@ -206,39 +191,103 @@ def execute_and_seal(
                 max_stdout=max_stdout,
                 cancel=cancel,
             )
-            run_output, output_bytes = build_run_output(
-                run_input, input_bytes, result.outputs, result.metrics
-            )
-            problem = defs.output_problem(run_output)
-            if problem:
-                raise RunRejected(problem, stage="output")
+            output_bytes = _check_output(defs, run_input, input_bytes, result)
             sealed = _seal(
                 tree, entry, defs, staging, run_input, input_bytes, output_bytes, result, signer
             )
         except RunRejected as rej:
             record = _reject(tree, engine, staging, run_id, rej, run_input, defs)
-            _audit(
-                tree,
-                "run.rejected",
-                f"{engine}/{run_id}",
-                "rejected",
-                {
-                    "run_id": run_id,
-                    "engine": engine,
-                    "stage": rej.stage,
-                    "reason": rej.reason[:300],
-                },
-            )
-            emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
-            raise rej.with_record(run_id, engine, record) from None
+            raise _rejected(tree, engine, run_id, rej, record, on_event) from None
+    _audit_sealed(tree, sealed)
+    emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
+    return sealed
+
+
+def _check_request(
+    inputs: Mapping[str, Any],
+    parameters: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    project_id: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """The caller's part of RUN_INPUT, checked before anything is loaded."""
+    request = {
+        "inputs": _object(inputs, "inputs"),
+        "parameters": _object(parameters, "parameters"),
+        "context": _object(context, "context"),
+    }
+    if not isinstance(project_id, str) or not project_id:
+        raise RunError("project_id must be a non-empty string")
+    if timeout <= 0:
+        raise RunError("timeout must be > 0 seconds")
+    return {**request, "project_id": project_id}
+
+
+def _run_input(
+    run_id: str,
+    defs: EngineDefinitions,
+    request: dict[str, Any],
+    secrets: Iterable[str],
+    upstream: list[UpstreamArtifact] | None,
+) -> dict[str, Any]:
+    """RUN_INPUT as the engine reads it (context sanitized); ``upstream`` is None without
+    --from-run."""
+    run_input: dict[str, Any] = {
+        "context": sanitize_context(request["context"], secrets),
+        "engine_code": defs.engine_code,
+        "engine_version": defs.engine_version,
+        "inputs": request["inputs"],
+        "parameters": request["parameters"],
+        "project_id": request["project_id"],
+        "run_id": run_id,
+    }
+    if upstream is not None:
+        run_input["input_artifact_index"] = [a.index_entry() for a in upstream]
+    return run_input
+
+
+def _check_output(
+    defs: EngineDefinitions, run_input: dict[str, Any], input_bytes: bytes, result: EngineRun
+) -> bytes:
+    """RUN_OUTPUT canonical bytes, once they pass OUTPUT_SCHEMA."""
+    run_output, output_bytes = build_run_output(
+        run_input, input_bytes, result.outputs, result.metrics
+    )
+    problem = defs.output_problem(run_output)
+    if problem:
+        raise RunRejected(problem, stage="output")
+    return output_bytes
+
+
+def _rejected(
+    tree: RuntimeTree,
+    engine: str,
+    run_id: str,
+    rej: RunRejected,
+    record: str | None,
+    on_event: EventCallback | None,
+) -> RunRejected:
+    """Audit and announce a rejection already filed at ``record``; the exception to raise."""
+    _audit(
+        tree,
+        "run.rejected",
+        f"{engine}/{run_id}",
+        "rejected",
+        {"run_id": run_id, "engine": engine, "stage": rej.stage, "reason": rej.reason[:300]},
+    )
+    emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
+    return rej.with_record(run_id, engine, record)
+
+
+def _audit_sealed(tree: RuntimeTree, sealed: RunResult) -> None:
     _audit(
         tree,
         "run.sealed",
-        f"{engine}/{run_id}",
+        f"{sealed.engine}/{sealed.run_id}",
         "ok",
         {
-            "run_id": run_id,
-            "engine": engine,
+            "run_id": sealed.run_id,
+            "engine": sealed.engine,
             "engine_version": sealed.engine_version,
             "project_id": sealed.project_id,
             "inputs_hash": sealed.inputs_hash,
@@ -246,8 +295,6 @@ def execute_and_seal(
             "signed_by": sealed.signed_by,
         },
     )
-    emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
-    return sealed
 
 
 def _check_input(
@@ -283,25 +330,7 @@ def _seal(
     signer: Any,
 ) -> RunResult:
     run_id = run_input["run_id"]
-    duration = round(result.exit.duration, 6)
-    meta: dict[str, Any] = {
-        "duration": duration,
-        "engine": entry.name,
-        "engine_code": defs.engine_code,
-        "engine_pid": result.exit.pid,
-        "engine_version": defs.engine_version,
-        "exit_code": result.exit.returncode,
-        "finished_at": result.finished_at,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "project_id": run_input["project_id"],
-        "replay_of": None,
-        "run_id": run_id,
-        "runyard_version": runyard_version(),
-        "started_at": result.started_at,
-    }
-    if signer is not None:
-        meta.update(signer_identity(signer))
+    meta = _run_meta(entry, defs, run_input, result, signer)
     conditions = run_conditions(tree, entry, result.env, result.binary_sha256)
     bundle = staging.bundle
     move_outputs_into(staging, bundle)
@@ -322,7 +351,6 @@ def _seal(
     dest = staging.publish(runs_dir(tree, entry.name) / run_id)
     extra = [INDEX_FILE, SUMS_FILE] + ([SIG_FILE] if signer is not None else [])
     total = sum(e["size"] for e in entries) + sum((dest / n).stat().st_size for n in extra)
-    outputs_hash = strict_loads(output_bytes)["outputs_hash"]
     return RunResult(
         run_id=run_id,
         engine=entry.name,
@@ -331,12 +359,41 @@ def _seal(
         project_id=run_input["project_id"],
         bundle=str(dest),
         inputs_hash=hashlib.sha256(input_bytes).hexdigest(),
-        outputs_hash=outputs_hash,
+        outputs_hash=strict_loads(output_bytes)["outputs_hash"],
         files=len(entries) + len(extra),
         bytes=total,
-        duration=duration,
+        duration=meta["duration"],
         signed_by=meta.get("signing_key_fingerprint"),
     )
+
+
+def _run_meta(
+    entry: ServiceEntry,
+    defs: EngineDefinitions,
+    run_input: dict[str, Any],
+    result: EngineRun,
+    signer: Any,
+) -> dict[str, Any]:
+    """RUN_META: who ran what, where and when (and the signer, when there is one)."""
+    meta: dict[str, Any] = {
+        "duration": round(result.exit.duration, 6),
+        "engine": entry.name,
+        "engine_code": defs.engine_code,
+        "engine_pid": result.exit.pid,
+        "engine_version": defs.engine_version,
+        "exit_code": result.exit.returncode,
+        "finished_at": result.finished_at,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "project_id": run_input["project_id"],
+        "replay_of": None,
+        "run_id": run_input["run_id"],
+        "runyard_version": runyard_version(),
+        "started_at": result.started_at,
+    }
+    if signer is not None:
+        meta.update(signer_identity(signer))
+    return meta
 
 
 def _reject(

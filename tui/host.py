@@ -1,0 +1,33 @@
+"""``ScreenHost``: what a screen asks of the app that hosts it.
+
+Screens read the app's bridge and its read-only flag, open other screens and request actions.
+Typed against this Protocol rather than ``RunyardApp``, a screen does not import app.py, so the
+only arrow between them is app.py -> screens (no import cycle, and a screen can be tested
+inside any App that offers these).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .bridge import Bridge
+
+__all__ = ["ScreenHost"]
+
+
+class ScreenHost(Protocol):
+    bridge: Bridge
+    read_only: bool
+
+    def open_logs(self, service: str) -> None:
+        """The logs screen of ``service``, or of every service (bridge.ALL_LOGS)."""
+
+    def open_disk(self) -> None: ...
+
+    def open_runs(self) -> None: ...
+
+    def request_action(self, action: str, services: list[str]) -> None:
+        """start / stop / restart / reload ``services``, answered by a notification."""
+
+    def request_ensure(self, name: str, version_spec: str) -> None:
+        """Install ``name`` at ``version_spec`` in the background, answered by a notification."""
