@@ -32,7 +32,7 @@ import setproctitle
 from protocol.endpoints import endpoints_for
 from protocol.messages import DaemonEvent
 from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
-from runtime.errors import RunyardError
+from runtime.errors import DaemonRunning, InvariantBroken, RunyardError
 from runtime.license import LicenseStatus, tree_license
 from runtime.own_version import runyard_version
 from runtime.project import load_project
@@ -49,10 +49,6 @@ from .state import load_state
 from .supervisor import Supervisor
 
 __all__ = ["DaemonRunning", "run_daemon"]
-
-
-class DaemonRunning(RunyardError):
-    """Another daemon already owns this tree."""
 
 
 def _take_lock(tree: RuntimeTree) -> int:
@@ -268,11 +264,11 @@ def run_daemon(
     _log_checks(report, log, time.monotonic() - began)
     try:
         asyncio.run(_serve(tree, project_file, log, report.license, license_file))
-    except RunyardError as exc:
-        log.error("%s", exc)
-        raise
-    except Exception:
-        log.exception("daemon crashed")
+    except Exception as exc:
+        if isinstance(exc, RunyardError) and not isinstance(exc, InvariantBroken):
+            log.error("%s", exc)
+        else:
+            log.exception("daemon crashed")
         raise
     finally:
         os.close(lock_fd)

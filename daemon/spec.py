@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import msgspec
 
 from runtime.env import resolve_service_env, select_entry
-from runtime.errors import ProjectError, ResolveError, RunyardError
+from runtime.errors import ConfigError, ProjectError, ResolveError
 from runtime.manifest import PortDef, RuntimeManifest, load_manifest
 from runtime.project import Project, load_service_template
 from runtime.supervision import SupervisionError, merge, parse_log_mode, parse_signal
@@ -43,10 +43,6 @@ __all__ = [
     "start_order",
     "with_dependencies",
 ]
-
-
-class ConfigError(RunyardError):
-    """The services cannot be run as configured (a cycle, an unknown dependency, a bad probe)."""
 
 
 class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -79,6 +79,8 @@ from typing import Annotated, Any
 import msgspec
 import rfc8785
 
+from .errors import FastPathRefused
+
 __all__ = ["canonical_bytes", "canonical_sha256", "loads_canonical_check"]
 
 _MAX_SAFE_INT = 2**53 - 1
@@ -105,10 +107,6 @@ _Raw = msgspec.Raw
 _Patches = dict[int, Any]
 
 
-class _Refused(Exception):
-    """The fast path cannot take this value; the slow path will convert it or say why not."""
-
-
 # ----------------------------------------------------------------------------------------
 # Fast path. Each _fix_* takes a sequence of items (all of one exact type, except in
 # _fix_items) and returns the patches that make msgspec write JCS: usually none. Containers
@@ -128,7 +126,7 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> _Patche
             return {}
         fixer = _FIXERS.get(first)
         if fixer is None:
-            raise _Refused
+            raise FastPathRefused
         return fixer(items)
     patches: _Patches = {}
     for kind in set(types):
@@ -136,7 +134,7 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> _Patche
             continue
         fixer = _FIXERS.get(kind)
         if fixer is None:
-            raise _Refused
+            raise FastPathRefused
         found = fixer(list(compress(items, map(is_, types, repeat(kind)))))
         if found:
             where = list(compress(count(), map(is_, types, repeat(kind))))
@@ -149,12 +147,12 @@ def _fix_ints(ints: Sequence[int]) -> _Patches:
     try:
         _check_safe_ints(ints)  # in C: faster than min() and max()
     except msgspec.ValidationError:
-        raise _Refused from None
+        raise FastPathRefused from None
     return {}
 
 
 def _scan_ints(ints: Sequence[int]) -> bytes:
-    """msgspec's bytes for ``ints`` (plain digits, as JCS); _Refused beyond ±(2**53-1)."""
+    """msgspec's bytes for ``ints`` (plain digits, as JCS); FastPathRefused beyond ±(2**53-1)."""
     data = _encode(ints)
     if _SIXTEEN_DIGITS in data.translate(_DIGITS_TO_9):  # 16 digits: maybe beyond 2**53-1
         _fix_ints(ints)
@@ -177,7 +175,7 @@ def _scan_floats(floats: Sequence[float]) -> tuple[bytes, _Patches]:
     """
     data = _encode(floats)
     if b"n" in data:  # null: NaN or inf, refused
-        raise _Refused
+        raise FastPathRefused
     patches: _Patches = {}
     if b".0," in data or data.endswith(b".0]"):
         whole = list(map(float.is_integer, floats))
@@ -213,7 +211,7 @@ def _float_list(floats: list[float]) -> bytes:
     """
     data = _encode(floats)
     if b"n" in data:  # null: NaN or inf, refused
-        raise _Refused
+        raise FastPathRefused
     if b"e" in data:
         data = _fix_exponents(data)
     if any(map(float.is_integer, floats)):
@@ -288,7 +286,7 @@ def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> _Patches:
     try:
         wide = _wide("".join(keys[:width] if records else keys))
     except TypeError:  # a key is not a str
-        raise _Refused from None
+        raise FastPathRefused from None
     patches: _Patches = {}
     if wide:  # rare: objects with such keys are written by rfc8785
         for i, d in enumerate(dicts):
@@ -368,7 +366,7 @@ _FIXERS: dict[type, Callable[[Any], _Patches]] = {
 
 
 def _fast(value: object) -> bytes:
-    """JCS bytes via msgspec; _Refused (or msgspec's error) when the walk cannot prove it."""
+    """JCS bytes via msgspec; FastPathRefused (or msgspec's error) when the walk cannot prove it."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the walk makes many short-lived lists; collections would only cost time
     try:
@@ -454,7 +452,7 @@ def canonical_bytes(value: object) -> bytes:
     """
     try:
         return _fast(value)
-    except (_Refused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
+    except (FastPathRefused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
         pass
     try:
         plain = _plain(value, "$")
@@ -464,7 +462,7 @@ def canonical_bytes(value: object) -> bytes:
         ) from None
     try:
         return _fast(plain)
-    except (_Refused, RecursionError):  # not expected: plain is checked; the reference then
+    except (FastPathRefused, RecursionError):  # not expected: plain is checked; the reference then
         return rfc8785.dumps(plain)
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RunyardError
+from .errors import RunyardError, StartupCheckFailed
 from .license import LicenseStatus, tree_license
 from .tree import RuntimeTree
 
@@ -63,10 +63,6 @@ DISK_WARN_FRACTION = 0.05
 DISK_FAIL_BYTES = 64 * 1024 * 1024
 #: How many offending paths a detail line names before "and N more".
 MAX_NAMED = 5
-
-
-class StartupCheckFailed(RunyardError):
-    """A fatal startup check failed: the daemon does not start."""
 
 
 @dataclass(frozen=True)

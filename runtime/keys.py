@@ -38,7 +38,7 @@ from zmq.utils import z85
 from .atomic import atomic_write_bytes
 from .capped import SMALL_FILE, read_capped
 from .ed25519 import fingerprint
-from .errors import RunyardError
+from .errors import KeyFileError
 
 __all__ = [
     "CurveKeyFiles",
@@ -56,10 +56,6 @@ __all__ = [
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
-
-
-class KeyFileError(RunyardError):
-    """A key file cannot be written or read, or is not the kind of key asked for."""
 
 
 @dataclass(frozen=True)

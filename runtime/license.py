@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .capped import SMALL_FILE, read_capped
-from .errors import FileRefused, RunyardError
+from .errors import FileRefused, LicenseError
 from .tree import RuntimeTree
 
 __all__ = [
@@ -81,10 +81,6 @@ def _depth_over(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
-
-
-class LicenseError(RunyardError):
-    """A license cannot be signed, or an issuer key cannot be read."""
 
 
 def license_path(tree: RuntimeTree) -> Path:

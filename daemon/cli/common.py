@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from runtime.errors import RunyardError
+from runtime.errors import UsageError
 from runtime.project import Project, load_project, project_root
 from runtime.tree import RuntimeTree, resolve_root
 
 __all__ = ["UsageError", "common_options", "open_project", "open_tree"]
-
-
-class UsageError(RunyardError):
-    """Bad arguments that argparse cannot see (a size that is not a size, ...)."""
 
 
 def common_options() -> argparse.ArgumentParser:

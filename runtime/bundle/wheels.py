@@ -41,7 +41,7 @@ from pathlib import Path
 
 from ..atomic import atomic_output, fsync_dir
 from ..capped import SMALL_FILE, read_capped, read_toml_capped
-from ..errors import FileRefused, RunyardError
+from ..errors import FileRefused, WheelhouseError
 from ..own_version import installed_version
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
@@ -55,10 +55,6 @@ DEFAULT_SOURCE_DATE_EPOCH = "315532800"
 # so a Runyard installed from a bundle can pack its own wheelhouse again.
 WHEELHOUSE_MARKER = "runyard-wheelhouse"
 PIP_TIMEOUT = 900  # seconds for one pip download or build
-
-
-class WheelhouseError(RunyardError):
-    """The wheels of a bundle cannot be collected; str() says what is missing, on one line."""
 
 
 # -- the lock ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..atomic import fsync_dir
 from ..ed25519 import key_identity, sign
+from ..errors import BundleFileError
 from .jsonio import canonical
 from .layout import (
     ARTIFACTS_DIR,
@@ -55,10 +56,6 @@ __all__ = [
 _BLOCK = 1024 * 1024
 _SUMS_LINE = re.compile(rb"^([0-9a-f]{64})  ([^\n]+)$")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-class BundleFileError(ValueError):
-    """A file of a bundle dir that cannot be sealed (a symlink, a device, a bad name...)."""
 
 
 def path_problem(rel: str) -> str | None:
