@@ -223,3 +223,74 @@ def test_runtime_errors_imports_nothing_of_runyard() -> None:
         for alias in node.names
     }
     assert not {name for name in imported if name.split(".")[0] in PACKAGES}, imported
+
+
+# --- wire error codes are the ErrorCode enum, never bare strings --------------------------------
+
+
+def _is_code(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "code") or (
+        isinstance(node, ast.Name) and node.id == "code"
+    )
+
+
+def _bare_codes(path: Path) -> list[str]:
+    """String constants equal to an ErrorCode value where a code goes: ``code=``, the first
+    argument of an error class, either side of a comparison with ``.code``, a ``case``."""
+    values = {code.value for code in m.ErrorCode}
+    where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        suspects: list[ast.expr] = []
+        if isinstance(node, ast.Call):
+            suspects += [kw.value for kw in node.keywords if kw.arg == "code"]
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if node.args and (name in errors_module.__all__ or name == "remote_error"):
+                suspects.append(node.args[0])
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(_is_code(o) for o in operands):
+                suspects += operands
+        elif isinstance(node, ast.MatchValue):
+            suspects.append(node.value)
+        for s in suspects:
+            if isinstance(s, ast.Constant) and s.value in values:
+                found.append(f"{where}:{s.lineno} {s.value!r}")
+    return found
+
+
+def test_no_bare_error_code_literal_in_daemon_or_protocol() -> None:
+    offenders = [
+        hit
+        for package in ("daemon", "protocol", "tui")
+        for path in sorted((REPO / package).rglob("*.py"))
+        for hit in _bare_codes(path)
+    ]
+    assert not offenders, f"use protocol.messages.ErrorCode: {offenders}"
+
+
+def test_the_bare_code_scan_sees_each_form(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    sample = (
+        'HandlerError("conflict", "x")\n'
+        'ErrorReply(code="not_found", message="x")\n'
+        'if reply.code == "failed": pass\n'
+        'match exc.code:\n    case "internal": pass\n'
+        'audit(result="failed")\n'  # an audit result, not a code: left alone
+    )
+    probe.write_text(sample)
+    hits = _bare_codes(probe)
+    assert [h.split(" ", 1)[1] for h in hits] == [
+        "'conflict'",
+        "'not_found'",
+        "'failed'",
+        "'internal'",
+    ]
+
+
+def test_remote_errors_cover_every_error_code() -> None:
+    from protocol.errors import REMOTE_ERRORS
+
+    assert set(REMOTE_ERRORS) == set(m.ErrorCode)
+    assert len(set(REMOTE_ERRORS.values())) == len(m.ErrorCode)

@@ -45,7 +45,7 @@ async def handle(ctx: Context, req: m.Run) -> m.Reply:
     from runtime.runs import RunRejected, execute_and_seal
 
     if ctx.supervisor.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     loop = asyncio.get_running_loop()
     project = load_project(ctx.supervisor.project_file)
 
