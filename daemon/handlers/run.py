@@ -15,14 +15,16 @@ from runtime.project import load_project
 from .context import Context, HandlerError
 
 if TYPE_CHECKING:  # runtime.runs is imported only when a run is asked for (see handle)
-    from runtime.runs import RunEvent
+    from runtime.runs import RunMilestone
 
 
-def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[RunEvent], object]:
+def event_forwarder(
+    ctx: Context, loop: asyncio.AbstractEventLoop
+) -> Callable[[RunMilestone], object]:
     """An ``on_event`` callback, called from the worker thread, that publishes on the loop."""
     bus = ctx.supervisor.bus
 
-    def publish(event: RunEvent) -> None:
+    def publish(event: RunMilestone) -> None:
         topic = f"run.{event.run_id}"
         bus.publish(
             topic,

@@ -24,7 +24,7 @@ __all__ = [
     "EventKind",
     "ReplayReport",
     "RunError",
-    "RunEvent",
+    "RunMilestone",
     "RunRejected",
     "RunResult",
     "RunSummary",
@@ -35,8 +35,9 @@ __all__ = [
 EventKind = Literal["started", "sealed", "rejected", "replay_started", "replayed"]
 
 
-class RunEvent(msgspec.Struct, kw_only=True):
-    """One step of a run, for ``on_event`` (the daemon publishes it on ``run.<run_id>``).
+class RunMilestone(msgspec.Struct, kw_only=True):
+    """One step of a run, for ``on_event``; the daemon publishes it on ``run.<run_id>`` as the
+    wire's ``protocol.messages.RunEvent`` (its ``data`` a ``RunStep``).
 
     ``run_id`` is always the run the event is about: a replay reports on the original run's id
     with ``data["replay_id"]``.
