@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 
-from runtime.errors import IllegalTransition
+from runyard.runtime.core.errors import IllegalTransition
 
 __all__ = ["IllegalTransition", "ServiceState", "Trigger", "Wanted", "next_state"]
 

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from runtime.errors import ShuttingDown
+from runyard.runtime.core.errors import ShuttingDown
 
 __all__ = ["OperationOrder", "ShuttingDown"]
 

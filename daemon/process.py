@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import psutil
 
-from runtime.errors import SpawnError
+from runyard.runtime.core.errors import SpawnError
 
 __all__ = [
     "ProcessHandle",

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import SocketDirError
+from runyard.runtime.core.errors import SocketDirError
 
 __all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
 

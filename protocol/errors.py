@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runtime.errors import (
+from runyard.runtime.core.errors import (
     BadRequest,
     ClientError,
     Conflict,

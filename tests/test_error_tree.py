@@ -1,4 +1,4 @@
-"""One error tree: every exception Runyard defines lives in runtime/errors.py, under RunyardError,
+"""One error tree: every exception Runyard defines lives in runtime/core/errors.py, under RunyardError,
 and the tree drawn in that module's docstring is the tree the classes make."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import runtime.errors as errors_module
-from daemon.fsm import IllegalTransition
-from daemon.server import error_reply
-from protocol import messages as m
-from runtime.errors import (
+import runyard.runtime.core.errors as errors_module
+from runyard.daemon.fsm import IllegalTransition
+from runyard.daemon.server import error_reply
+from runyard.protocol import messages as m
+from runyard.runtime.core.errors import (
     HandlerError,
     InvariantBroken,
     RunyardError,
@@ -63,7 +63,7 @@ def test_every_exception_is_defined_in_runtime_errors_under_runyard_error() -> N
     elsewhere = sorted(
         name for name, cls in exceptions.items() if cls.__module__ != "runtime.errors"
     )
-    assert not elsewhere, f"define these in runtime/errors.py: {elsewhere}"
+    assert not elsewhere, f"define these in runtime/core/errors.py: {elsewhere}"
     outside = sorted(name for name, cls in exceptions.items() if not issubclass(cls, RunyardError))
     assert not outside, f"derive these from RunyardError: {outside}"
 
@@ -137,16 +137,16 @@ def test_every_exported_name_is_defined_and_every_class_exported() -> None:
 
 
 def test_old_import_paths_still_give_the_same_classes() -> None:
-    from daemon.cli.common import UsageError
-    from daemon.handlers import HandlerError as handlers_error
-    from daemon.order import ShuttingDown as order_shutting_down
-    from protocol.client import ClientError, NotFound
-    from protocol.endpoints import SocketDirError
-    from runtime.bundle.layout import SHOWN_FINDINGS, BundleError, SecretsFound
-    from runtime.runs.jsonio import JSONInputError
-    from runtime.runs.model import RunError, RunRejected
-    from runtime.runs.sealing import BundleFileError
-    from runtime.supervision import SupervisionError as supervision_error
+    from runyard.daemon.cli.common import UsageError
+    from runyard.daemon.handlers import HandlerError as handlers_error
+    from runyard.daemon.order import ShuttingDown as order_shutting_down
+    from runyard.protocol.client import ClientError, NotFound
+    from runyard.protocol.endpoints import SocketDirError
+    from runyard.runtime.bundle.layout import SHOWN_FINDINGS, BundleError, SecretsFound
+    from runyard.runtime.config.supervision import SupervisionError as supervision_error
+    from runyard.runtime.runs.jsonio import JSONInputError
+    from runyard.runtime.runs.model import RunError, RunRejected
+    from runyard.runtime.runs.sealing import BundleFileError
 
     assert handlers_error is HandlerError and order_shutting_down is ShuttingDown
     assert supervision_error is SupervisionError
@@ -290,7 +290,7 @@ def test_the_bare_code_scan_sees_each_form(tmp_path: Path) -> None:
 
 
 def test_remote_errors_cover_every_error_code() -> None:
-    from protocol.errors import REMOTE_ERRORS
+    from runyard.protocol.errors import REMOTE_ERRORS
 
     assert set(REMOTE_ERRORS) == set(m.ErrorCode)
     assert len(set(REMOTE_ERRORS.values())) == len(m.ErrorCode)

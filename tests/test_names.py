@@ -54,11 +54,11 @@ def test_each_class_name_is_defined_once_or_is_a_wire_mirror() -> None:
 
 def test_the_duplicates_the_issue_named_are_gone() -> None:
     definers = _class_definers()
-    assert definers["NotFound"] == ["runtime/errors.py"]
-    assert definers["UnknownService"] == ["runtime/errors.py"]
+    assert definers["NotFound"] == ["runtime/core/errors.py"]
+    assert definers["UnknownService"] == ["runtime/core/errors.py"]
     assert definers["RunEvent"] == ["protocol/messages.py"]
     assert definers["RunMilestone"] == ["runtime/runs/model.py"]
-    assert sorted(definers["Check"]) == [WIRE, "runtime/checks.py"]
-    assert definers["StartupCheck"] == ["runtime/doctor.py"]
+    assert sorted(definers["Check"]) == [WIRE, "runtime/core/checks.py"]
+    assert definers["StartupCheck"] == ["runtime/ops/doctor.py"]
     assert sorted(definers["VerifyReport"]) == [WIRE, "runtime/runs/model.py"]
-    assert definers["DriftReport"] == ["runtime/verify.py"]
+    assert definers["DriftReport"] == ["runtime/acquisition/drift.py"]

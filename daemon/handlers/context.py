@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runtime.errors import HandlerError
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.errors import HandlerError
+from runyard.runtime.core.tree import RuntimeTree
 
 from ..supervisor import Supervisor
 

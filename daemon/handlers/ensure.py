@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
-from protocol.payloads import Binary, from_runtime
-from runtime.acquire import ensure_service
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import Binary, from_runtime
+from runyard.runtime.acquisition.ensure import ensure_service
 
 from .context import Context
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactIndexError
+from runyard.runtime.core.errors import ArtifactIndexError
+
 from .jsonio import JSONInputError, strict_loads
 from .layout import INDEX_FILE
 

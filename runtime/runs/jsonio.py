@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from ..canonical import canonical_bytes
-from ..errors import JSONInputError
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.errors import JSONInputError
 
 __all__ = [
     "JSONInputError",

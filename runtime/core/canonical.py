@@ -79,7 +79,7 @@ from typing import Annotated, Any
 import msgspec
 import rfc8785
 
-from .errors import FastPathRefused
+from runyard.runtime.core.errors import FastPathRefused
 
 __all__ = ["canonical_bytes", "canonical_sha256", "loads_canonical_check"]
 

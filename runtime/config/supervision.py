@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import SupervisionError
+from runyard.runtime.core.errors import SupervisionError
 
 __all__ = [
     "DEFAULTS",

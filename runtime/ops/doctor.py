@@ -6,7 +6,7 @@ when the daemon must not start on it (``StartupCheck.fatal``); the others go to 
     check      what                                                      fatal at daemon start
     manifest   manifest.json decodes and validates                       yes
     checksums  every installed file matches its sha256 in the manifest   yes (changed, vanished,
-               (services[].files, runtime/verify.py); in an installed    appeared, not a file)
+               (services[].files, runtime/acquisition/drift.py); in an installed    appeared, not a file)
                bundle also bundle.files: config/ (not config/runyard),
                schemas/, wheels/, install.sh, and nothing else appeared
                under bin/ config/ schemas/ wheels/
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RunyardError, StartupCheckFailed
-from .license import LicenseStatus, tree_license
-from .tree import RuntimeTree
+from runyard.runtime.core.errors import RunyardError, StartupCheckFailed
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 __all__ = [
     "DISK_FAIL_BYTES",
@@ -117,7 +117,7 @@ def _named(items: list[str]) -> str:
 
 
 def check_manifest(tree: RuntimeTree) -> tuple[StartupCheck, Any]:
-    from .manifest import load_manifest
+    from runyard.runtime.core.manifest import load_manifest
 
     try:
         manifest = load_manifest(tree)
@@ -145,7 +145,7 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
     """
     from msgspec import UNSET
 
-    from .fetch import hash_file
+    from runyard.runtime.acquisition.fetch import hash_file
 
     files = manifest.bundle.files
     if files is UNSET or not files:
@@ -195,12 +195,12 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
 
 
 def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
-    from .verify import verify_installed
+    from runyard.runtime.acquisition.drift import verify_installed
 
     try:
         report = verify_installed(tree)
         if manifest is None:
-            from .manifest import load_manifest
+            from runyard.runtime.core.manifest import load_manifest
 
             manifest = load_manifest(tree)
         bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
