@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import enum
 
+from runyard.runtime.core.errors import IllegalTransition
+
 __all__ = ["IllegalTransition", "ServiceState", "Trigger", "Wanted", "next_state"]
 
 
@@ -80,10 +82,6 @@ TRANSITIONS: dict[tuple[ServiceState, Trigger], ServiceState] = {
 
 #: States in which a process of the service may be alive.
 ALIVE = frozenset({S.STARTING, S.RUNNING, S.STOPPING})
-
-
-class IllegalTransition(RuntimeError):
-    """A trigger that the table does not allow in the current state: a supervisor bug."""
 
 
 def next_state(state: ServiceState, trigger: Trigger) -> ServiceState:

@@ -32,7 +32,7 @@ import setproctitle
 from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import DaemonEvent
 from runyard.runtime.config.project import load_project
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import DaemonRunning, InvariantBroken, RunyardError
 from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.tree import RuntimeTree
@@ -50,10 +50,6 @@ from .state import load_state
 from .supervisor import Supervisor
 
 __all__ = ["DaemonRunning", "run_daemon"]
-
-
-class DaemonRunning(RunyardError):
-    """Another daemon already owns this tree."""
 
 
 def _take_lock(tree: RuntimeTree) -> int:
@@ -269,11 +265,11 @@ def run_daemon(
     _log_checks(report, log, time.monotonic() - began)
     try:
         asyncio.run(_serve(tree, project_file, log, report.license, license_file))
-    except RunyardError as exc:
-        log.error("%s", exc)
-        raise
-    except Exception:
-        log.exception("daemon crashed")
+    except Exception as exc:
+        if isinstance(exc, RunyardError) and not isinstance(exc, InvariantBroken):
+            log.error("%s", exc)
+        else:
+            log.exception("daemon crashed")
         raise
     finally:
         os.close(lock_fd)

@@ -16,15 +16,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from runyard.runtime.core.errors import ShuttingDown
+
 __all__ = ["OperationOrder", "ShuttingDown"]
 
 T = TypeVar("T")
-
-
-class ShuttingDown(Exception):
-    """An operation arrived after shutdown was asked for; the daemon is going away.
-
-    Not a RunyardError (a handler's "failed"): the server answers it as ``conflict``."""
 
 
 class OperationOrder:

@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import psutil
 
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import SpawnError
 
 __all__ = [
     "ProcessHandle",
@@ -64,10 +64,6 @@ _SAME_START = 0.01
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.1
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class SpawnError(RunyardError):
-    """A service could not be started: missing program, not executable, bad working directory."""
 
 
 @dataclass(frozen=True)

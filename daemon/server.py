@@ -34,19 +34,18 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from runyard.protocol import messages as m
 from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import InvariantBroken, RunyardError, ShuttingDown, UnknownService
 from runyard.runtime.ops.audit import current_actor
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
-from .order import ShuttingDown
-from .supervisor import NotFound
 from .tcp_control import NamingAuthenticator, TcpListener, tcp_listener
 
-__all__ = ["ControlServer", "TcpListener", "peer_of", "tcp_listener"]
+__all__ = ["ControlServer", "TcpListener", "error_reply", "peer_of", "tcp_listener"]
 
 
 _encoder = msgspec.json.Encoder()
+_ERROR_CODES = frozenset(m.ErrorCode)
 
 
 class _JustId(msgspec.Struct):
@@ -59,6 +58,23 @@ REPLY_QUEUE = 32
 REQUEST_QUEUE = 32
 #: Client names remembered per connection (from hello), at most this many.
 MAX_KNOWN_CLIENTS = 1024
+
+
+def error_reply(exc: Exception) -> m.ErrorReply:
+    """The one answer to what a handler raised: a typed refusal, or ``internal`` for a bug."""
+    match exc:
+        case HandlerError() if exc.code in _ERROR_CODES:
+            return m.ErrorReply(code=m.ErrorCode(exc.code), message=exc.message)
+        case UnknownService():
+            return m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
+        case ShuttingDown():  # queued behind shutdown
+            return m.ErrorReply(code=m.ErrorCode.CONFLICT, message=str(exc))
+        # A code the protocol lacks, a broken invariant: RunyardErrors, but bugs, not refusals.
+        case HandlerError() | InvariantBroken():
+            pass
+        case RunyardError():  # refused with a reason (bad config, engine not installed, ...)
+            return m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
+    return m.ErrorReply(code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def peer_of(frame: zmq.Frame, via: str) -> dict[str, Any]:
@@ -336,19 +352,10 @@ class ControlServer:
         token = current_actor.set(actor)
         try:
             reply = await handler(self.ctx, req)
-        except HandlerError as exc:
-            reply = m.ErrorReply(code=exc.code, message=exc.message)
-        except NotFound as exc:
-            reply = m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
-        except ShuttingDown as exc:  # queued behind shutdown
-            reply = m.ErrorReply(code=m.ErrorCode.CONFLICT, message=str(exc))
-        except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
-            reply = m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
         except Exception as exc:
-            self.log.exception("internal error handling %s", type(req).__name__)
-            reply = m.ErrorReply(
-                code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300]
-            )
+            reply = error_reply(exc)
+            if reply.code == m.ErrorCode.INTERNAL:
+                self.log.exception("internal error handling %s", type(req).__name__)
         finally:
             current_actor.reset(token)
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:

@@ -26,7 +26,7 @@ import msgspec
 from runyard.runtime.config.env import resolve_service_env, select_entry
 from runyard.runtime.config.project import Project, load_service_template
 from runyard.runtime.config.supervision import SupervisionError, merge, parse_log_mode, parse_signal
-from runyard.runtime.core.errors import ProjectError, ResolveError, RunyardError
+from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
 from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 
@@ -43,10 +43,6 @@ __all__ = [
     "start_order",
     "with_dependencies",
 ]
-
-
-class ConfigError(RunyardError):
-    """The services cannot be run as configured (a cycle, an unknown dependency, a bad probe)."""
 
 
 class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):

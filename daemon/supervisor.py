@@ -36,7 +36,7 @@ from typing import TypeVar
 
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.runtime.config.project import load_project
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import OverLimit, UnknownService
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import COMMUNITY_LIMITS, LicenseStatus
 
@@ -56,23 +56,12 @@ from .spec import (
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 from .stats import sample_stats
 
-__all__ = ["NotFound", "OverLimit", "Supervisor"]
+__all__ = ["OverLimit", "Supervisor", "UnknownService"]
 
 S = ServiceState
 T = TypeVar("T")
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
 MAX_LINES_PER_EVENT = 500
-
-
-class NotFound(KeyError):
-    """A service name the daemon does not run."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class OverLimit(RunyardError):
-    """A start asks for a service beyond the license's max_services."""
 
 
 class Supervisor:
@@ -314,7 +303,7 @@ class Supervisor:
         unknown = [n for n in names if n not in self.runners]
         if unknown:
             known = ", ".join(self.order) or "none"
-            raise NotFound(f"no service {unknown[0]!r} (services: {known})")
+            raise UnknownService(f"no service {unknown[0]!r} (services: {known})")
         return list(dict.fromkeys(names))
 
     def _with_dependencies(self, names: Iterable[str]) -> list[str]:

@@ -15,14 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runyard.runtime.core.errors import SocketDirError
+
 __all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
 
 #: Room left under the platform limit for the longest socket name we use.
 _MAX_SUN_PATH = 100
-
-
-class SocketDirError(OSError):
-    """The socket directory is not private to this user: refuse to use it."""
 
 
 @dataclass(frozen=True)

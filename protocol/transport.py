@@ -26,7 +26,16 @@ from runyard.runtime.core.tree import resolve_root
 
 from .endpoints import endpoints_for
 from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, remote_error
-from .messages import MAX_MESSAGE_BYTES, ErrorReply, Reply, Request, Run, decode_reply, encode
+from .messages import (
+    MAX_MESSAGE_BYTES,
+    ErrorCode,
+    ErrorReply,
+    Reply,
+    Request,
+    Run,
+    decode_reply,
+    encode,
+)
 
 __all__ = [
     "HEARTBEAT_MS",
@@ -116,7 +125,9 @@ class RequestIds:
         req = msgspec.structs.replace(req, id=f"{self._prefix}-{next(self._count)}")
         data = encode(req)
         if len(data) > MAX_MESSAGE_BYTES:
-            raise TooLarge("too_large", f"request of {len(data)} bytes is over {MAX_MESSAGE_BYTES}")
+            raise TooLarge(
+                ErrorCode.TOO_LARGE, f"request of {len(data)} bytes is over {MAX_MESSAGE_BYTES}"
+            )
         return req, data
 
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from runyard.protocol.client import DaemonUnreachable
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import InvariantBroken, RunyardError
 
 from . import (
     audit_cmd,
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, exc, EXIT_USAGE)
     except DaemonUnreachable as exc:
         return _fail(args, exc, EXIT_UNREACHABLE)
+    except InvariantBroken as exc:  # a bug, though ours: shown as one
+        return _fail(args, exc, EXIT_FAILED, internal=True)
     except RunyardError as exc:
         return _fail(args, exc, EXIT_FAILED)
     except KeyboardInterrupt:

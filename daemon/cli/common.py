@@ -6,14 +6,10 @@ import argparse
 from pathlib import Path
 
 from runyard.runtime.config.project import Project, load_project, project_root
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import UsageError
 from runyard.runtime.core.tree import RuntimeTree, resolve_root
 
 __all__ = ["UsageError", "common_options", "open_project", "open_tree"]
-
-
-class UsageError(RunyardError):
-    """Bad arguments that argparse cannot see (a size that is not a size, ...)."""
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import msgspec
 
 from runyard.protocol.client import Client, DaemonUnreachable
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import StartFailed
 from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_tree
@@ -159,10 +159,6 @@ def _over_limit(root: Path) -> int:
     more = f" (and {len(capped) - 1} more)" if len(capped) > 1 else ""
     print(f"runyard: {capped[0].name}: {capped[0].reason}{more}", file=sys.stderr)
     return 1
-
-
-class StartFailed(RunyardError):
-    """``up`` could not bring the daemon up; the message has its last words."""
 
 
 def _say(args: argparse.Namespace, data: object, text: str) -> None:

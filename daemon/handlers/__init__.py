@@ -1,7 +1,7 @@
 """One handler per command; `HANDLERS` maps each request type to its handler.
 
 A handler takes the daemon context and the decoded request and returns a Reply. It raises
-`HandlerError` (or NotFound) for an expected failure; the server turns that into a typed
+`HandlerError` (or UnknownService) for an expected failure; the server turns that into a typed
 ErrorReply in one place, and anything else into ``internal`` after logging the traceback.
 """
 

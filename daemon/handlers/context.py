@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runyard.protocol.messages import ErrorCode
+from runyard.runtime.core.errors import HandlerError
 from runyard.runtime.core.tree import RuntimeTree
 
 from ..supervisor import Supervisor
@@ -14,14 +14,7 @@ from ..supervisor import Supervisor
 if TYPE_CHECKING:
     from .audited import AuditWriter
 
-
-class HandlerError(Exception):
-    """An expected failure, answered as ErrorReply(code, message)."""
-
-    def __init__(self, code: ErrorCode | str, message: str) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)  # a code the protocol does not define is a bug, here
-        self.message = message
+__all__ = ["Context", "HandlerError"]
 
 
 @dataclass

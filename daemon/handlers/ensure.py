@@ -5,9 +5,8 @@ from __future__ import annotations
 from runyard.protocol import messages as m
 from runyard.protocol.payloads import Binary, from_runtime
 from runyard.runtime.acquisition.ensure import ensure_service
-from runyard.runtime.core.errors import RunyardError
 
-from .context import Context, HandlerError
+from .context import Context
 
 
 async def handle(ctx: Context, req: m.Ensure) -> m.Reply:
@@ -17,7 +16,6 @@ async def handle(ctx: Context, req: m.Ensure) -> m.Reply:
         )
         return from_runtime(binary, Binary)
 
-    try:
-        return m.EnsureReply(binary=await ctx.supervisor.ensure(acquire))
-    except RunyardError as exc:
-        raise HandlerError("failed", str(exc)) from None
+    # A RunyardError from the acquisition is answered as ``failed`` by the server; ShuttingDown
+    # (a RunyardError too) as ``conflict``: no catch here, so neither is mistaken for the other.
+    return m.EnsureReply(binary=await ctx.supervisor.ensure(acquire))

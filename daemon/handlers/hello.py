@@ -12,7 +12,7 @@ from .context import Context, HandlerError
 async def handle(ctx: Context, req: m.Hello) -> m.Reply:
     if req.protocol != m.PROTOCOL_VERSION:
         raise HandlerError(
-            "unsupported_version",
+            m.ErrorCode.UNSUPPORTED_VERSION,
             f"protocol {req.protocol} is not supported (daemon speaks {m.PROTOCOL_VERSION})",
         )
     return m.HelloReply(

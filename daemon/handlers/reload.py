@@ -9,6 +9,6 @@ from .context import Context, HandlerError
 
 async def handle(ctx: Context, req: m.Reload) -> m.Reply:
     if ctx.supervisor.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     summary = await ctx.supervisor.reload()
     return m.ActionReply(services=ctx.supervisor.status(), message=summary)

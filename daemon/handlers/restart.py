@@ -11,15 +11,15 @@ from .context import Context, HandlerError
 async def handle(ctx: Context, req: m.Restart) -> m.Reply:
     sup = ctx.supervisor
     if sup.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     names = sup.resolve(req.services, req.all)
     if not names:
-        raise HandlerError("bad_request", "name a service or pass all")
+        raise HandlerError(m.ErrorCode.BAD_REQUEST, "name a service or pass all")
     if req.all:
         names = [n for n in names if n not in sup.blocked]
     else:
         try:
             sup.refuse_over_limit(names)
         except OverLimit as exc:
-            raise HandlerError("conflict", str(exc)) from None
+            raise HandlerError(m.ErrorCode.CONFLICT, str(exc)) from None
     return m.ActionReply(services=await sup.restart(names))

@@ -15,14 +15,16 @@ from runyard.runtime.config.project import load_project
 from .context import Context, HandlerError
 
 if TYPE_CHECKING:  # runtime.runs is imported only when a run is asked for (see handle)
-    from runyard.runtime.runs import RunEvent
+    from runyard.runtime.runs import RunMilestone
 
 
-def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[RunEvent], object]:
+def event_forwarder(
+    ctx: Context, loop: asyncio.AbstractEventLoop
+) -> Callable[[RunMilestone], object]:
     """An ``on_event`` callback, called from the worker thread, that publishes on the loop."""
     bus = ctx.supervisor.bus
 
-    def publish(event: RunEvent) -> None:
+    def publish(event: RunMilestone) -> None:
         topic = f"run.{event.run_id}"
         bus.publish(
             topic,
@@ -45,7 +47,7 @@ async def handle(ctx: Context, req: m.Run) -> m.Reply:
     from runyard.runtime.runs import RunRejected, execute_and_seal
 
     if ctx.supervisor.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     loop = asyncio.get_running_loop()
     project = load_project(ctx.supervisor.project_file)
 

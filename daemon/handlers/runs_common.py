@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runyard.protocol import messages as m
+
 from .context import Context, HandlerError
 
 
@@ -19,5 +21,7 @@ def bundle_path(ctx: Context, text: str) -> Path:
         try:
             return Path(find_run(ctx.tree, text))
         except RunError as exc:
-            raise HandlerError("not_found", str(exc)) from None
-    raise HandlerError("not_found", f"no run bundle {text!r} (an absolute path or a run id)")
+            raise HandlerError(m.ErrorCode.NOT_FOUND, str(exc)) from None
+    raise HandlerError(
+        m.ErrorCode.NOT_FOUND, f"no run bundle {text!r} (an absolute path or a run id)"
+    )

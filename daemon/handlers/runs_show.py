@@ -58,5 +58,5 @@ async def handle(ctx: Context, req: m.RunsShow) -> m.Reply:
     try:
         run, artifacts = await asyncio.to_thread(_show, ctx.tree, req.run_id)
     except RunError as exc:
-        raise HandlerError("not_found", str(exc)) from None
+        raise HandlerError(m.ErrorCode.NOT_FOUND, str(exc)) from None
     return m.RunShowReply(run=run, artifacts=artifacts)

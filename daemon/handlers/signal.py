@@ -14,8 +14,8 @@ async def handle(ctx: Context, req: m.Signal) -> m.Reply:
     try:
         sig = parse_signal(req.signal)
     except SupervisionError as exc:
-        raise HandlerError("bad_request", str(exc)) from None
+        raise HandlerError(m.ErrorCode.BAD_REQUEST, str(exc)) from None
     runner = sup.runners[name]
     if not runner.send_signal(sig):
-        raise HandlerError("conflict", f"{name} has no running process")
+        raise HandlerError(m.ErrorCode.CONFLICT, f"{name} has no running process")
     return m.ActionReply(services=[runner.status()], message=f"sent {sig.name} to {name}")

@@ -15,10 +15,10 @@ from .context import Context, HandlerError
 async def handle(ctx: Context, req: m.Start) -> m.Reply:
     sup = ctx.supervisor
     if sup.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     names = sup.resolve(req.services, req.all)
     if not names:
-        raise HandlerError("bad_request", "name a service or pass all")
+        raise HandlerError(m.ErrorCode.BAD_REQUEST, "name a service or pass all")
     message = ""
     if req.all:
         left_out = [n for n in names if n in sup.blocked]
@@ -32,5 +32,5 @@ async def handle(ctx: Context, req: m.Start) -> m.Reply:
         try:
             sup.refuse_over_limit(names)
         except OverLimit as exc:
-            raise HandlerError("conflict", str(exc)) from None
+            raise HandlerError(m.ErrorCode.CONFLICT, str(exc)) from None
     return m.ActionReply(services=await sup.start(names), message=message)

@@ -12,10 +12,10 @@ from .context import Context, HandlerError
 async def handle(ctx: Context, req: m.Stop) -> m.Reply:
     sup = ctx.supervisor
     if sup.shutting_down:
-        raise HandlerError("conflict", "the daemon is shutting down")
+        raise HandlerError(m.ErrorCode.CONFLICT, "the daemon is shutting down")
     names = sup.resolve(req.services, req.all)
     if not names:
-        raise HandlerError("bad_request", "name a service or pass all")
+        raise HandlerError(m.ErrorCode.BAD_REQUEST, "name a service or pass all")
     task = asyncio.ensure_future(sup.stop(names, ordered=req.all))
     if req.wait:
         return m.ActionReply(services=await task)

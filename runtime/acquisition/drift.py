@@ -24,7 +24,9 @@ class Drift(msgspec.Struct):
     problem: Literal["changed", "vanished", "appeared", "not a regular file"]
 
 
-class VerifyReport(msgspec.Struct):
+class DriftReport(msgspec.Struct):
+    """The installed tree against its manifest (a sealed run's check is ``runs.VerifyReport``)."""
+
     checked_files: int
     services: int
     drift: list[Drift]
@@ -44,7 +46,7 @@ def _walk(root: Path) -> dict[str, Path]:
     return found
 
 
-def verify_installed(tree: RuntimeTree) -> VerifyReport:
+def verify_installed(tree: RuntimeTree) -> DriftReport:
     """Every file that changed, vanished or appeared since install, per installed entry."""
     manifest = load_manifest(tree)
     drift: list[Drift] = []
@@ -70,4 +72,4 @@ def verify_installed(tree: RuntimeTree) -> VerifyReport:
             # Symlinks shipped in the archive are not hashed at install; only new files count.
             if not path.is_symlink():
                 add(rel, "appeared")
-    return VerifyReport(checked_files=checked, services=len(manifest.services), drift=drift)
+    return DriftReport(checked_files=checked, services=len(manifest.services), drift=drift)

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 from msgspec import UNSET
 
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import SHOWN_FINDINGS, BundleError, SecretsFound
 from runyard.runtime.core.manifest import BundleInfo
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST",
     "OWN_CONFIG",
     "SHARED_DIRS",
+    "SHOWN_FINDINGS",
     "BundleContents",
     "BundleError",
     "Finding",
@@ -58,10 +59,6 @@ OWN_CONFIG = "config/runyard"
 _PACKED_TOPS = ("bin", "config", "schemas", "wheels")
 
 
-class BundleError(RunyardError):
-    """A bundle cannot be packed, verified, installed or rolled back; str() is one line."""
-
-
 @dataclass(frozen=True)
 class Finding:
     """Something that looks like a secret: the member path and why (never the value)."""
@@ -71,25 +68,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
-
-
-#: How many findings the one-line error names; `--json` (and ``.findings``) has them all.
-SHOWN_FINDINGS = 10
-
-
-class SecretsFound(BundleError):
-    """Files or values that look like secrets: packing refused before anything is written."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = findings
-        paths = sorted({f.path for f in findings})
-        listed = "; ".join(str(f) for f in findings[:SHOWN_FINDINGS])
-        if len(findings) > SHOWN_FINDINGS:
-            listed += f"; and {len(findings) - SHOWN_FINDINGS} more (--json lists every one)"
-        super().__init__(
-            f"refusing to pack {len(findings)} secret-looking item(s) in {len(paths)} path(s) "
-            f"(values not shown; pass --allow PATH for each path that holds no secret): {listed}"
-        )
 
 
 @dataclass

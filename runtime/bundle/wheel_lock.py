@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.runtime.core.capped import SMALL_FILE, read_capped, read_toml_capped
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import WheelhouseError
 
 __all__ = [
     "LOCK_FILE",
@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 LOCK_FILE = "requirements.lock"
-
-
-class WheelhouseError(RunyardError):
-    """The wheels of a bundle cannot be collected; str() says what is missing, on one line."""
 
 
 # -- the lock ------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from runyard.runtime.core.atomic import atomic_output, fsync_dir
 from runyard.runtime.core.capped import read_toml_capped
-from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.errors import FileRefused, WheelhouseError
 from runyard.runtime.core.own_version import installed_version
 
 from .install_sh import render_install_sh
@@ -48,7 +48,6 @@ from .wheel_lock import (
     Lock,
     Pin,
     Target,
-    WheelhouseError,
     load_lock,
     normalize_name,
     parse_lock,

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from runyard.runtime.core.errors import SupervisionError
+
 __all__ = [
     "DEFAULTS",
     "RANGES",
@@ -77,10 +79,6 @@ def range_problem(name: str, value: object) -> str | None:
         kind = "an integer" if isinstance(lo, int) else "a number"
         return f"expected {kind} from {lo:g} to {hi:g}, got {value!r}"
     return None
-
-
-class SupervisionError(ValueError):
-    """A setting that types alone cannot refuse (a signal name that is not a signal, ...)."""
 
 
 class Backoff(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):

@@ -81,13 +81,13 @@ import rfc8785
 from runyard.runtime.core.canonical_numbers import (
     MAX_SAFE_INT,
     Patches,
-    Refused,
     encode_sorted,
     fix_floats,
     fix_ints,
     float_list,
     scan_ints,
 )
+from runyard.runtime.core.errors import FastPathRefused
 
 __all__ = ["canonical_bytes", "canonical_sha256", "loads_canonical_check"]
 
@@ -118,7 +118,7 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> Patches
             return {}
         fixer = _FIXERS.get(first)
         if fixer is None:
-            raise Refused
+            raise FastPathRefused
         return fixer(items)
     patches: Patches = {}
     for kind in set(types):
@@ -126,7 +126,7 @@ def _fix_items(items: Sequence[Any], types: list[type] | None = None) -> Patches
             continue
         fixer = _FIXERS.get(kind)
         if fixer is None:
-            raise Refused
+            raise FastPathRefused
         found = fixer(list(compress(items, map(is_, types, repeat(kind)))))
         if found:
             where = list(compress(count(), map(is_, types, repeat(kind))))
@@ -154,7 +154,7 @@ def _fix_dicts(dicts: Sequence[dict[Any, Any]]) -> Patches:
     try:
         wide = _wide("".join(keys[:width] if records else keys))
     except TypeError:  # a key is not a str
-        raise Refused from None
+        raise FastPathRefused from None
     patches: Patches = {}
     if wide:  # rare: objects with such keys are written by rfc8785
         for i, d in enumerate(dicts):
@@ -234,7 +234,7 @@ _FIXERS: dict[type, Callable[[Any], Patches]] = {
 
 
 def _fast(value: object) -> bytes:
-    """JCS bytes via msgspec; Refused (or msgspec's error) when the walk cannot prove it."""
+    """JCS bytes via msgspec; FastPathRefused (or msgspec's error) when the walk cannot prove it."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the walk makes many short-lived lists; collections would only cost time
     try:
@@ -320,7 +320,7 @@ def canonical_bytes(value: object) -> bytes:
     """
     try:
         return _fast(value)
-    except (Refused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
+    except (FastPathRefused, TypeError, ValueError, RecursionError):  # ValueError: lone surrogates
         pass
     try:
         plain = _plain(value, "$")
@@ -330,7 +330,7 @@ def canonical_bytes(value: object) -> bytes:
         ) from None
     try:
         return _fast(plain)
-    except (Refused, RecursionError):  # not expected: plain is checked; the reference then
+    except (FastPathRefused, RecursionError):  # not expected: plain is checked; the reference then
         return rfc8785.dumps(plain)
 
 

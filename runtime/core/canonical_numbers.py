@@ -4,7 +4,7 @@ patched into what JCS writes (ECMAScript's Number::toString of a double).
 Part of the fast path of ``runtime.core.canonical`` (its docstring states the claims, under
 *Integers* and *Floats*; tests/test_canonical.py tests each). Each function takes items all of
 one exact type, ``int`` or ``float``, and either returns msgspec's bytes for a whole list,
-already JCS, or the patches that make msgspec write JCS; ``Refused`` when no patch can (an
+already JCS, or the patches that make msgspec write JCS; ``FastPathRefused`` when no patch can (an
 integer beyond ±(2**53-1), NaN, ±Infinity).
 """
 
@@ -19,10 +19,11 @@ from typing import Annotated, Any
 import msgspec
 import rfc8785
 
+from runyard.runtime.core.errors import FastPathRefused
+
 __all__ = [
     "MAX_SAFE_INT",
     "Patches",
-    "Refused",
     "encode_sorted",
     "fix_floats",
     "fix_ints",
@@ -50,20 +51,16 @@ _Raw = msgspec.Raw
 Patches = dict[int, Any]
 
 
-class Refused(Exception):
-    """The fast path cannot take this value; the slow path will convert it or say why not."""
-
-
 def fix_ints(ints: Sequence[int]) -> Patches:
     try:
         _check_safe_ints(ints)  # in C: faster than min() and max()
     except msgspec.ValidationError:
-        raise Refused from None
+        raise FastPathRefused from None
     return {}
 
 
 def scan_ints(ints: Sequence[int]) -> bytes:
-    """msgspec's bytes for ``ints`` (plain digits, as JCS); Refused beyond ±(2**53-1)."""
+    """msgspec's bytes for ``ints`` (plain digits, as JCS); FastPathRefused beyond ±(2**53-1)."""
     data = encode_sorted(ints)
     if _SIXTEEN_DIGITS in data.translate(_DIGITS_TO_9):  # 16 digits: maybe beyond 2**53-1
         fix_ints(ints)
@@ -86,7 +83,7 @@ def _scan_floats(floats: Sequence[float]) -> tuple[bytes, Patches]:
     """
     data = encode_sorted(floats)
     if b"n" in data:  # null: NaN or inf, refused
-        raise Refused
+        raise FastPathRefused
     patches: Patches = {}
     if b".0," in data or data.endswith(b".0]"):
         whole = list(map(float.is_integer, floats))
@@ -122,7 +119,7 @@ def float_list(floats: list[float]) -> bytes:
     """
     data = encode_sorted(floats)
     if b"n" in data:  # null: NaN or inf, refused
-        raise Refused
+        raise FastPathRefused
     if b"e" in data:
         data = _fix_exponents(data)
     if any(map(float.is_integer, floats)):

@@ -1,7 +1,7 @@
 """Startup checks of an installed tree: ``runyard doctor`` prints them, the daemon runs them.
 
 Each check gives pass, warn, fail or skip and one line of detail. A failed check is *fatal*
-when the daemon must not start on it (``Check.fatal``); the others go to the daemon log.
+when the daemon must not start on it (``StartupCheck.fatal``); the others go to the daemon log.
 
     check      what                                                      fatal at daemon start
     manifest   manifest.json decodes and validates                       yes
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError, StartupCheckFailed
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus, tree_license
 
@@ -52,8 +52,8 @@ __all__ = [
     "DISK_FAIL_BYTES",
     "DISK_WARN_BYTES",
     "DISK_WARN_FRACTION",
-    "Check",
     "DoctorReport",
+    "StartupCheck",
     "StartupCheckFailed",
     "run_checks",
 ]
@@ -65,12 +65,10 @@ DISK_FAIL_BYTES = 64 * 1024 * 1024
 MAX_NAMED = 5
 
 
-class StartupCheckFailed(RunyardError):
-    """A fatal startup check failed: the daemon does not start."""
-
-
 @dataclass(frozen=True)
-class Check:
+class StartupCheck:
+    """One startup check's result (not a verification ``runtime.core.checks.Check``: those are ok or not)."""
+
     name: str
     #: pass | warn | fail | skip
     status: str
@@ -90,7 +88,7 @@ class Check:
 @dataclass
 class DoctorReport:
     root: Path
-    checks: list[Check] = field(default_factory=list)
+    checks: list[StartupCheck] = field(default_factory=list)
     license: LicenseStatus | None = None
 
     @property
@@ -98,7 +96,7 @@ class DoctorReport:
         return not any(c.status == "fail" for c in self.checks)
 
     @property
-    def fatal(self) -> list[Check]:
+    def fatal(self) -> list[StartupCheck]:
         return [c for c in self.checks if c.fatal]
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,16 +116,16 @@ def _named(items: list[str]) -> str:
 # --- the checks --------------------------------------------------------------------------------
 
 
-def check_manifest(tree: RuntimeTree) -> tuple[Check, Any]:
+def check_manifest(tree: RuntimeTree) -> tuple[StartupCheck, Any]:
     from runyard.runtime.core.manifest import load_manifest
 
     try:
         manifest = load_manifest(tree)
     except (RunyardError, OSError) as exc:
-        return Check("manifest", "fail", str(exc), fatal=True), None
+        return StartupCheck("manifest", "fail", str(exc), fatal=True), None
     kinds = [s.kind for s in manifest.services]
     detail = f"{kinds.count('service')} service(s), {kinds.count('engine')} engine(s) installed"
-    return Check("manifest", "pass", detail), manifest
+    return StartupCheck("manifest", "pass", detail), manifest
 
 
 #: Top-level dirs an installed bundle owns: every file under them is listed in
@@ -196,7 +194,7 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
     return checked, problems
 
 
-def check_checksums(tree: RuntimeTree, manifest: Any = None) -> Check:
+def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
     from runyard.runtime.acquisition.drift import verify_installed
 
     try:
@@ -207,19 +205,19 @@ def check_checksums(tree: RuntimeTree, manifest: Any = None) -> Check:
             manifest = load_manifest(tree)
         bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
     except (RunyardError, OSError) as exc:
-        return Check("checksums", "fail", f"cannot check: {exc}", fatal=True)
+        return StartupCheck("checksums", "fail", f"cannot check: {exc}", fatal=True)
     problems = [
         f"{d.problem}: bin/{d.service}/{d.version}/{d.platform}/{d.path}" for d in report.drift
     ] + bundle_problems
     if not problems:
         checked = report.checked_files + bundle_checked
-        return Check("checksums", "pass", f"{checked} file(s) match the manifest")
-    return Check("checksums", "fail", _named(problems), fatal=True)
+        return StartupCheck("checksums", "pass", f"{checked} file(s) match the manifest")
+    return StartupCheck("checksums", "fail", _named(problems), fatal=True)
 
 
-def check_bin(tree: RuntimeTree) -> Check:
+def check_bin(tree: RuntimeTree) -> StartupCheck:
     if not tree.bin_dir.is_dir():
-        return Check("bin", "warn", f"{tree.bin_dir}: missing")
+        return StartupCheck("bin", "warn", f"{tree.bin_dir}: missing")
     world: list[str] = []
     group: list[str] = []
     for dirpath, dirs, files in os.walk(tree.bin_dir):
@@ -238,13 +236,13 @@ def check_bin(tree: RuntimeTree) -> Check:
             elif st.st_mode & stat.S_IWGRP:
                 group.append(rel)
     if world:
-        return Check("bin", "fail", f"world-writable: {_named(world)}")
+        return StartupCheck("bin", "fail", f"world-writable: {_named(world)}")
     if group:
-        return Check("bin", "warn", f"group-writable: {_named(group)}")
-    return Check("bin", "pass", "nothing under bin/ is writable by others")
+        return StartupCheck("bin", "warn", f"group-writable: {_named(group)}")
+    return StartupCheck("bin", "pass", "nothing under bin/ is writable by others")
 
 
-def check_temp(tree: RuntimeTree) -> Check:
+def check_temp(tree: RuntimeTree) -> StartupCheck:
     path = tree.temp_dir
     uid = os.geteuid()
     try:
@@ -252,79 +250,81 @@ def check_temp(tree: RuntimeTree) -> Check:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            return Check("temp", "fail", f"{path}: a dangling symlink", fatal=True)
-        return Check("temp", "warn", f"{path}: missing (the daemon creates it, mode 0700)")
+            return StartupCheck("temp", "fail", f"{path}: a dangling symlink", fatal=True)
+        return StartupCheck("temp", "warn", f"{path}: missing (the daemon creates it, mode 0700)")
     where = str(path)
     if stat.S_ISLNK(link.st_mode):
         # A versioned install shares temp/ across versions: versions/<v>/temp -> ../../temp.
         if link.st_uid != uid:
-            return Check(
+            return StartupCheck(
                 "temp", "fail", f"{path}: a symlink owned by uid {link.st_uid}, not us", fatal=True
             )
         where = f"{path} -> {os.path.realpath(path)}"
     if not stat.S_ISDIR(st.st_mode):
-        return Check("temp", "fail", f"{where}: not a directory", fatal=True)
+        return StartupCheck("temp", "fail", f"{where}: not a directory", fatal=True)
     if st.st_uid != uid:
-        return Check(
+        return StartupCheck(
             "temp", "fail", f"{where}: owned by uid {st.st_uid}, not by us (uid {uid})", fatal=True
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        return Check(
+        return StartupCheck(
             "temp", "fail", f"{where}: mode {mode:04o} lets others write; want 0700", fatal=True
         )
     if mode != 0o700:
-        return Check("temp", "fail", f"{where}: mode {mode:04o}, want 0700")
-    return Check("temp", "pass", f"{where}: ours, mode 0700")
+        return StartupCheck("temp", "fail", f"{where}: mode {mode:04o}, want 0700")
+    return StartupCheck("temp", "pass", f"{where}: ours, mode 0700")
 
 
-def _writable(name: str, path: Path, also: Iterable[Path] = ()) -> Check:
+def _writable(name: str, path: Path, also: Iterable[Path] = ()) -> StartupCheck:
     if not path.exists() and not path.is_symlink():
-        return Check(name, "warn", f"{path}: missing (the daemon creates it)")
+        return StartupCheck(name, "warn", f"{path}: missing (the daemon creates it)")
     for p in (path, *also):
         if not p.exists() and p != path:
             continue
         if not p.is_dir():
-            return Check(name, "fail", f"{p}: not a directory", fatal=True)
+            return StartupCheck(name, "fail", f"{p}: not a directory", fatal=True)
         try:
             fd, probe = tempfile.mkstemp(prefix=".doctor-", dir=p)
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            return Check(name, "fail", f"{p}: not writable: {reason}", fatal=True)
-    return Check(name, "pass", f"{path}: writable")
+            return StartupCheck(name, "fail", f"{p}: not writable: {reason}", fatal=True)
+    return StartupCheck(name, "pass", f"{path}: writable")
 
 
-def check_data(tree: RuntimeTree) -> Check:
+def check_data(tree: RuntimeTree) -> StartupCheck:
     return _writable("data", tree.data_dir)
 
 
-def check_logs(tree: RuntimeTree) -> Check:
+def check_logs(tree: RuntimeTree) -> StartupCheck:
     own = tree.logs_dir / "runyard"
     result = _writable("logs", tree.logs_dir, [own])
     if result.status != "pass":
         return result
     audit = own / "audit.jsonl"
     if audit.exists() and not audit.is_file():
-        return Check("logs", "fail", f"{audit}: not a regular file", fatal=True)
+        return StartupCheck("logs", "fail", f"{audit}: not a regular file", fatal=True)
     return result
 
 
-def check_disk(tree: RuntimeTree) -> Check:
+def check_disk(tree: RuntimeTree) -> StartupCheck:
     try:
         usage = shutil.disk_usage(tree.root)
     except OSError as exc:
-        return Check("disk", "warn", f"cannot read free space: {exc.strerror or exc}")
+        return StartupCheck("disk", "warn", f"cannot read free space: {exc.strerror or exc}")
     free, total = usage.free, usage.total
     mib = free / (1024 * 1024)
     share = free / total if total else 0.0
     detail = f"{mib:,.0f} MiB free ({share:.1%} of {total / (1024**3):,.1f} GiB)"
     if free < DISK_FAIL_BYTES:
-        return Check("disk", "fail", f"{detail}: below {DISK_FAIL_BYTES // (1024 * 1024)} MiB")
+        return StartupCheck(
+            "disk", "fail", f"{detail}: below {DISK_FAIL_BYTES // (1024 * 1024)} MiB"
+        )
     if free < DISK_WARN_BYTES or share < DISK_WARN_FRACTION:
-        return Check("disk", "warn", f"{detail}: below 512 MiB or 5%")
-    return Check("disk", "pass", detail)
+        return StartupCheck("disk", "warn", f"{detail}: below 512 MiB or 5%")
+    return StartupCheck("disk", "pass", detail)
 
 
 def _port_free(port: int) -> bool | None:
@@ -340,7 +340,7 @@ def _port_free(port: int) -> bool | None:
     return True
 
 
-def check_ports(manifest: Any, skip: Iterable[str] = ()) -> Check:
+def check_ports(manifest: Any, skip: Iterable[str] = ()) -> StartupCheck:
     skipped = set(skip)
     owners: dict[int, set[str]] = {}
     for entry in manifest.services:
@@ -355,20 +355,20 @@ def check_ports(manifest: Any, skip: Iterable[str] = ()) -> Check:
         if _port_free(port) is False
     ]
     if busy:
-        return Check("ports", "warn", f"in use on 127.0.0.1: {_named(busy)}")
+        return StartupCheck("ports", "warn", f"in use on 127.0.0.1: {_named(busy)}")
     note = f" ({len(skipped)} adopted service(s) not checked)" if skipped else ""
-    return Check("ports", "pass", f"{len(owners)} default port(s) free{note}")
+    return StartupCheck("ports", "pass", f"{len(owners)} default port(s) free{note}")
 
 
 def check_license(
     tree: RuntimeTree, license_file: str | os.PathLike[str] | None, issuers: Iterable[str]
-) -> tuple[Check, LicenseStatus]:
+) -> tuple[StartupCheck, LicenseStatus]:
     status = tree_license(tree, license_file, issuers)
     if status.status == "valid":
-        return Check("license", "pass", status.summary().removeprefix("license: ")), status
+        return StartupCheck("license", "pass", status.summary().removeprefix("license: ")), status
     if status.status == "missing":
-        return Check("license", "pass", status.summary().removeprefix("license: ")), status
-    return Check("license", "warn", status.summary().removeprefix("license: ")), status
+        return StartupCheck("license", "pass", status.summary().removeprefix("license: ")), status
+    return StartupCheck("license", "warn", status.summary().removeprefix("license: ")), status
 
 
 def run_checks(
@@ -384,7 +384,7 @@ def run_checks(
     manifest_check, manifest = check_manifest(tree)
     checks.append(manifest_check)
     if manifest is None:
-        checks.append(Check("checksums", "skip", "the manifest is invalid"))
+        checks.append(StartupCheck("checksums", "skip", "the manifest is invalid"))
     else:
         checks.append(check_checksums(tree, manifest))
     checks += [
@@ -395,7 +395,7 @@ def run_checks(
         check_disk(tree),
     ]
     if manifest is None:
-        checks.append(Check("ports", "skip", "the manifest is invalid"))
+        checks.append(StartupCheck("ports", "skip", "the manifest is invalid"))
     else:
         checks.append(check_ports(manifest, skip_ports_of))
     license_check, report.license = check_license(tree, license_file, issuers)

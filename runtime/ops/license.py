@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
-from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.errors import FileRefused, LicenseError, LicenseNotHonoured
 from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = [
@@ -81,10 +81,6 @@ def _depth_over(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
-
-
-class LicenseError(RunyardError):
-    """A license cannot be signed, or an issuer key cannot be read."""
 
 
 def license_path(tree: RuntimeTree) -> Path:
@@ -273,7 +269,7 @@ def check_license(
         claims = _claims(doc)
         body, signed, signature, expires = _signed_body(p, doc, claims)
         issuer = _trusted_issuer(p, list(issuers), signed, signature, claims)
-    except _NotHonoured as exc:
+    except LicenseNotHonoured as exc:
         return exc.status
     day = today or datetime.datetime.now(datetime.UTC).date()
     if day > expires:
@@ -295,12 +291,11 @@ def check_license(
     )
 
 
-class _NotHonoured(Exception):
-    """A step of ``check_license`` found the license unusable; ``status`` (community) says why."""
-
-    def __init__(self, status: str, reason: str = "", path: Path | None = None, **claims: Any):
-        super().__init__(reason)
-        self.status = _community(status, reason, path, **claims)
+def _not_honoured(
+    status: str, reason: str = "", path: Path | None = None, **claims: Any
+) -> LicenseNotHonoured:
+    """The refusal of one step of ``check_license``: the tree runs at the community tier."""
+    return LicenseNotHonoured(reason, _community(status, reason, path, **claims))
 
 
 def _read_doc(p: Path) -> Any:
@@ -308,19 +303,19 @@ def _read_doc(p: Path) -> Any:
     try:
         data = read_capped(p, SMALL_FILE)
     except FileNotFoundError:
-        raise _NotHonoured("missing", path=None) from None
+        raise _not_honoured("missing", path=None) from None
     except FileRefused as exc:
-        raise _NotHonoured("malformed", str(exc), p) from None
+        raise _not_honoured("malformed", str(exc), p) from None
     except OSError as exc:
-        raise _NotHonoured("malformed", f"{p}: cannot read: {exc.strerror or exc}", p) from None
+        raise _not_honoured("malformed", f"{p}: cannot read: {exc.strerror or exc}", p) from None
     try:
         doc = json.loads(data)
     except RecursionError:
-        raise _NotHonoured("malformed", f"{p}: malformed: JSON nested too deeply", p) from None
+        raise _not_honoured("malformed", f"{p}: malformed: JSON nested too deeply", p) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _NotHonoured("malformed", f"{p}: malformed: not JSON: {exc}", p) from None
+        raise _not_honoured("malformed", f"{p}: malformed: not JSON: {exc}", p) from None
     if _depth_over(doc, MAX_DEPTH):
-        raise _NotHonoured(
+        raise _not_honoured(
             "malformed", f"{p}: malformed: JSON nested deeper than {MAX_DEPTH} levels", p
         )
     return doc
@@ -338,7 +333,7 @@ def _signed_body(
         body, signature, expires = _shape(doc)
         signed = canonical_bytes(body)
     except (ValueError, TypeError) as exc:
-        raise _NotHonoured("malformed", f"{p}: malformed: {exc}", p, **claims) from None
+        raise _not_honoured("malformed", f"{p}: malformed: {exc}", p, **claims) from None
     return body, signed, signature, expires
 
 
@@ -352,7 +347,7 @@ def _trusted_issuer(
     """The issuer key file that verifies the signature; unverified without any key, forged
     when none verifies."""
     if not keys:
-        raise _NotHonoured(
+        raise _not_honoured(
             "unverified",
             f"{p}: unverified: no trusted issuer key to check it against "
             "(config/runyard/license-issuers/*.pub)",
@@ -362,7 +357,7 @@ def _trusted_issuer(
     issuer, problems = _verifier([Path(k) for k in keys], signed, signature)
     if issuer is None:
         extra = f" ({'; '.join(problems)})" if problems else ""
-        raise _NotHonoured(
+        raise _not_honoured(
             "forged",
             f"{p}: forged: the signature does not verify with any of {len(keys)} trusted "
             f"issuer key(s){extra}",

@@ -14,15 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runyard.runtime.core.errors import ArtifactIndexError
+
 from .jsonio import JSONInputError, strict_loads
 from .layout import INDEX_FILE
-from .model import RunError
 
 __all__ = ["ArtifactIndexError", "index_entries", "read_artifact_index"]
-
-
-class ArtifactIndexError(RunError):
-    """ARTIFACT_INDEX.json cannot be read or has no files array; the message names the file."""
 
 
 def index_entries(doc: Any) -> tuple[list[dict[str, Any]], int]:

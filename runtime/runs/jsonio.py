@@ -15,6 +15,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.errors import JSONInputError
 
 __all__ = [
     "JSONInputError",
@@ -25,10 +26,6 @@ __all__ = [
     "schema_problem",
     "strict_loads",
 ]
-
-
-class JSONInputError(ValueError):
-    """Bytes that are not one strict JSON document; the message is one line."""
 
 
 def _no_constants(name: str) -> Any:

@@ -1,10 +1,10 @@
 """What the run-bundle library hands back: errors, events, results and reports.
 
-    RunyardError
-    └── RunError            a run cannot be attempted: engine not installed, bad definitions,
-        │                   unknown upstream run, a replay without the engine version...
-        └── RunRejected     a run was attempted and refused: nothing sealed under runs/, a
-                            record with the reason under data/{engine}/rejected/{run_id}/
+The errors are defined in ``runtime.core.errors`` (where the whole tree is drawn) and re-exported
+here: `RunError`, a run cannot be attempted (engine not installed, bad definitions, unknown
+upstream run, a replay without the engine version...); `RunRejected`, a run was attempted and
+refused (nothing sealed under runs/, a record with the reason under
+data/{engine}/rejected/{run_id}/).
 
 Every struct is a msgspec Struct with plain fields (paths as strings), so a daemon handler can
 send it over the wire as it is and the CLI can print it with ``--json``.
@@ -17,14 +17,14 @@ from typing import Any, Literal
 import msgspec
 
 from runyard.runtime.core.checks import Check
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import RunError, RunRejected
 
 __all__ = [
     "Check",
     "EventKind",
     "ReplayReport",
     "RunError",
-    "RunEvent",
+    "RunMilestone",
     "RunRejected",
     "RunResult",
     "RunSummary",
@@ -32,45 +32,12 @@ __all__ = [
 ]
 
 
-class RunError(RunyardError):
-    """A run cannot be attempted (a setup problem, not a verdict on the engine's work)."""
-
-
-class RunRejected(RunError):
-    """The run was refused; ``reason`` says why, ``record`` is where the diagnosis was kept."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        run_id: str = "",
-        engine: str = "",
-        stage: str = "",
-        record: str | None = None,
-    ) -> None:
-        self.reason = reason
-        self.run_id = run_id
-        self.engine = engine
-        self.stage = stage
-        self.record = record
-        super().__init__(self._text())
-
-    def _text(self) -> str:
-        head = f"run {self.run_id} of {self.engine} rejected" if self.run_id else "run rejected"
-        tail = f" (record: {self.record})" if self.record else ""
-        return f"{head}: {self.reason}{tail}"
-
-    def with_record(self, run_id: str, engine: str, record: str | None) -> RunRejected:
-        self.run_id, self.engine, self.record = run_id, engine, record
-        self.args = (self._text(),)
-        return self
-
-
 EventKind = Literal["started", "sealed", "rejected", "replay_started", "replayed"]
 
 
-class RunEvent(msgspec.Struct, kw_only=True):
-    """One step of a run, for ``on_event`` (the daemon publishes it on ``run.<run_id>``).
+class RunMilestone(msgspec.Struct, kw_only=True):
+    """One step of a run, for ``on_event``; the daemon publishes it on ``run.<run_id>`` as the
+    wire's ``protocol.messages.RunEvent`` (its ``data`` a ``RunStep``).
 
     ``run_id`` is always the run the event is about: a replay reports on the original run's id
     with ``data["replay_id"]``.

@@ -71,7 +71,7 @@ from .layout import (
     rejected_dir,
     runs_dir,
 )
-from .model import RunError, RunEvent, RunRejected, RunResult
+from .model import RunError, RunMilestone, RunRejected, RunResult
 from .sanitize import sanitize_context
 from .sealing import (
     BundleFileError,
@@ -83,7 +83,7 @@ from .sealing import (
 
 __all__ = ["EventCallback", "execute_and_seal"]
 
-EventCallback = Callable[[RunEvent], None]
+EventCallback = Callable[[RunMilestone], None]
 _audit_log = logging.getLogger("runyard.audit")
 
 
@@ -101,7 +101,7 @@ def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **
         return
     # A subscriber's bug must not break a run.
     with contextlib.suppress(Exception):
-        on_event(RunEvent(kind=kind, run_id=run_id, engine=engine, at=now_rfc3339(), data=data))
+        on_event(RunMilestone(kind=kind, run_id=run_id, engine=engine, at=now_rfc3339(), data=data))
 
 
 def select_engine(tree: RuntimeTree, engine: str, project: Project | None) -> ServiceEntry:

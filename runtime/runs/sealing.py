@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.errors import BundleFileError
 from runyard.runtime.signing.ed25519 import key_identity, sign
 
 from .jsonio import canonical
@@ -56,10 +57,6 @@ __all__ = [
 _BLOCK = 1024 * 1024
 _SUMS_LINE = re.compile(rb"^([0-9a-f]{64})  ([^\n]+)$")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-class BundleFileError(ValueError):
-    """A file of a bundle dir that cannot be sealed (a symlink, a device, a bad name...)."""
 
 
 def path_problem(rel: str) -> str | None:

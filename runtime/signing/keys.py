@@ -37,7 +37,7 @@ from zmq.utils import z85
 
 from runyard.runtime.core.atomic import atomic_write_bytes
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
-from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.errors import KeyFileError
 from runyard.runtime.signing.ed25519 import fingerprint
 
 __all__ = [
@@ -56,10 +56,6 @@ __all__ = [
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
-
-
-class KeyFileError(RunyardError):
-    """A key file cannot be written or read, or is not the kind of key asked for."""
 
 
 @dataclass(frozen=True)
