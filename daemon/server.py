@@ -11,8 +11,9 @@ goes on. Slow operations (stop with wait, restart, reload, ensure, du) run as th
 a status request is never stuck behind them. The XPUB tells us which topics have subscribers,
 so log events are built only when someone follows that log.
 
-Every request that changes something is recorded in the audit trail here, in ``_dispatch``
-(handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
+Every request that changes something is recorded in the audit trail once: by the action itself
+when it records itself (an ensure, a run, a replay: runtime/audit_action.py), else here, in
+``_dispatch`` (handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
 sit in a 0700 directory, so only their owner or root can connect), the name the client gave in
 ``hello`` on the same connection, and for a CurveZMQ client the authorized key file it proved
 it holds (the ZAP User-Id).
@@ -34,7 +35,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from protocol import messages as m
 from protocol.endpoints import Endpoints, prepare_socket_dir
-from runtime.audit import current_actor
+from runtime.audit_action import request_scope
 from runtime.errors import RunyardError
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
@@ -332,28 +333,13 @@ class ControlServer:
         handler = HANDLERS[type(req)]
         audited = type(req) in AUDITED
         actor = self._actor(router, identity, peer or {}) if audited else None
-        # Read by runtime.audit.record in this request's context (a seal in a worker thread).
-        token = current_actor.set(actor)
-        try:
-            reply = await handler(self.ctx, req)
-        except HandlerError as exc:
-            reply = m.ErrorReply(code=exc.code, message=exc.message)
-        except NotFound as exc:
-            reply = m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
-        except ShuttingDown as exc:  # queued behind shutdown
-            reply = m.ErrorReply(code=m.ErrorCode.CONFLICT, message=str(exc))
-        except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
-            reply = m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
-        except Exception as exc:
-            self.log.exception("internal error handling %s", type(req).__name__)
-            reply = m.ErrorReply(
-                code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300]
-            )
-        finally:
-            current_actor.reset(token)
+        # Read by an action that records itself in this request's context (an ensure, a seal in
+        # a worker thread): it names this actor, and tells the scope it wrote the entry.
+        with request_scope(actor) as scope:
+            reply = await self._handle(handler, req)
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:
             self._remember_client(router, identity, req.client)
-        if audited and self.ctx.audit is not None:
+        if audited and self.ctx.audit is not None and not scope.recorded:
             entry = describe(req, reply)
             if entry is not None:
                 action, target, result, detail = entry
@@ -362,6 +348,24 @@ class ControlServer:
                 )
         reply.id = req.id
         await self._reply(router, identity, reply)
+
+    async def _handle(self, handler: Any, req: m.Request) -> m.Reply:
+        """The handler's reply, or the typed error reply of what it raised."""
+        try:
+            return await handler(self.ctx, req)
+        except HandlerError as exc:
+            return m.ErrorReply(code=exc.code, message=exc.message)
+        except NotFound as exc:
+            return m.ErrorReply(code=m.ErrorCode.NOT_FOUND, message=str(exc))
+        except ShuttingDown as exc:  # queued behind shutdown
+            return m.ErrorReply(code=m.ErrorCode.CONFLICT, message=str(exc))
+        except RunyardError as exc:  # refused with a reason (bad config, engine not installed, ...)
+            return m.ErrorReply(code=m.ErrorCode.FAILED, message=str(exc))
+        except Exception as exc:
+            self.log.exception("internal error handling %s", type(req).__name__)
+            return m.ErrorReply(
+                code=m.ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"[:300]
+            )
 
     async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from .audit_action import audited, without_credentials
 from .cache import CacheEntry, archive_file_name, record_use, record_use_of
 from .catalog import (
     CatalogArchive,
@@ -173,11 +174,22 @@ def ensure_service(
 
     ``catalog`` is a path or URL; without it the catalog used last in this tree is used.
     ``progress`` None shows a bar when stderr is a terminal; False never does.
+    Recorded in the tree's audit trail (``ensure``), done or refused, whoever calls.
     """
     tree = open_tree(root)
-    # The steps name what they were writing; this names the rest (a lock file, the manifest).
-    with no_space_as_error(tree.root, f"ensuring {name} {version_spec}"):
-        return _ensure(tree, name, version_spec, catalog, progress, os_name, arch)
+    detail = {"version_spec": version_spec}
+    if catalog:
+        detail["catalog"] = without_credentials(catalog)
+    with audited(
+        tree.logs_dir, "ensure", target=name, detail=detail, refusal_needs_log=True
+    ) as act:
+        # The steps name what they were writing; this names the rest (a lock file, the manifest).
+        with no_space_as_error(tree.root, f"ensuring {name} {version_spec}"):
+            binary = _ensure(tree, name, version_spec, catalog, progress, os_name, arch)
+        act.detail.update(
+            version=binary.version, installed=binary.installed, fetched=binary.fetched
+        )
+        return binary
 
 
 def _ensure(

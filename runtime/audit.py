@@ -41,7 +41,6 @@ computed chain. Only an anchor kept off the box protects against that.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime
 import fcntl
 import hashlib
@@ -65,7 +64,6 @@ __all__ = [
     "AuditProblem",
     "AuditReport",
     "audit_path",
-    "current_actor",
     "head_path",
     "line_hash",
     "record",
@@ -90,13 +88,6 @@ _SECRET_NAME = re.compile(
 )
 _NAMES_ONLY = frozenset({"env", "environ", "environment", "context"})
 REDACTED = "[redacted]"
-
-#: Who is acting in this context when ``record`` is given no ``actor``: the daemon sets it
-#: around each request, so a seal made for a client (in a worker thread: ``asyncio.to_thread``
-#: copies the context) names that client, not "cli".
-current_actor: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "runyard_audit_actor", default=None
-)
 
 
 def audit_path(logs_dir: str | os.PathLike[str]) -> Path:
@@ -161,8 +152,6 @@ def _clean(value: Any, depth: int = 0) -> Any:
 
 
 def _default_actor(actor: Mapping[str, Any] | None) -> dict[str, Any]:
-    if actor is None:
-        actor = current_actor.get()
     # A caller that names an actor says all it knows: "cli" is only the default of a command.
     # A peer of the daemon's sockets (``via``) comes as the server found it: over TCP there is
     # no uid, and over ipc it is the peer's own (or only ``socket_owner_uid``), never ours.
@@ -227,7 +216,8 @@ def record(
 ) -> dict[str, Any]:
     """Append one entry to the audit log of ``logs_dir`` and return it.
 
-    ``actor`` defaults to ``current_actor`` when set, else this process's uid and ``cli``.
+    ``actor`` defaults to this process's uid and ``cli``. Actions are recorded through
+    ``runtime.audit_action.record_action`` (the one caller), which names the request's actor.
 
     Raises ``OSError`` when the log cannot be written (a caller that must go on catches it).
     """

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from runtime.acquire import ensure_service
+from runtime.audit_action import audited
 from runtime.cache import cache_owner, collect_garbage
 from runtime.du import disk_usage
 from runtime.env import resolve_service_env
@@ -69,7 +70,9 @@ def _tree(args: argparse.Namespace) -> RuntimeTree:
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    created = tree.init()
+    # Recorded into the tree it lays out; one already there changes nothing.
+    with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
+        created = act.changed = tree.init()
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:

@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..audit_action import audited
 from ..capped import RUN_FILE, read_capped
 from ..errors import FileRefused, RunyardError
 from ..manifest import ServiceEntry, load_manifest
@@ -107,9 +108,29 @@ def replay_bundle(
     cancel: threading.Event | None = None,
 ) -> ReplayReport:
     """Verify, re-execute, compare; see the module doc. A failed verification or a differing
-    output is a report with ``replayable`` False, not an exception."""
+    output is a report with ``replayable`` False, not an exception. Recorded once in the audit
+    trail (``replay``), with the verdict."""
     tree.require()
-    bundle = Path(path)
+    with audited(tree.logs_dir, "replay", target=str(path)) as act:
+        verdict = _replay(tree, Path(path), pubkey, on_event, timeout, project, cancel)
+        act.detail = {
+            "run_id": verdict.run_id,
+            "engine": verdict.engine,
+            "replay_id": verdict.replay_id,
+            "replayable": verdict.replayable,
+        }
+        return verdict
+
+
+def _replay(
+    tree: RuntimeTree,
+    bundle: Path,
+    pubkey: Any,
+    on_event: EventCallback | None,
+    timeout: float,
+    project: Project | None,
+    cancel: threading.Event | None,
+) -> ReplayReport:
     report = verify_bundle(bundle, pubkey, tree=tree)
     _, meta = _load(bundle, RUN_META) if (bundle / RUN_META).is_file() else (b"", {})
     input_bytes, run_input = _load(bundle, RUN_INPUT)

@@ -16,17 +16,17 @@ Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in t
 an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
 threading.Event) kills the engine and rejects the run.
 
-Each seal and each rejection is appended to the tree's audit trail (runtime/audit.py) as
-``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context;
-the actor is the daemon's client when a daemon runs it, else this process (``cli``). A failed
-append is a warning on the ``runyard.audit`` logger: the run stands.
+Each run is appended once to the tree's audit trail (runtime/audit_action.py) as
+``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context (or
+``run`` with the error when it could not be attempted); the actor is the daemon's client when a
+daemon runs it, else this process (``cli``). A failed append is a warning on the
+``runyard.audit`` logger: the run stands.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import shutil
 import socket
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..audit import record as audit_record
+from ..audit_action import AuditedAction, audited
 from ..keys import load_signing_key
 from ..manifest import ServiceEntry, load_manifest
 from ..own_version import runyard_version
@@ -83,16 +83,6 @@ from .sealing import (
 __all__ = ["EventCallback", "execute_and_seal"]
 
 EventCallback = Callable[[RunEvent], None]
-_audit_log = logging.getLogger("runyard.audit")
-
-
-def _audit(
-    tree: RuntimeTree, action: str, target: str, result: str, detail: dict[str, Any]
-) -> None:
-    try:
-        audit_record(tree.logs_dir, action, target=target, result=result, detail=detail)
-    except OSError as exc:
-        _audit_log.warning("audit: cannot append %s %s: %s", action, target, exc)
 
 
 def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **data: Any) -> None:
@@ -159,9 +149,47 @@ def execute_and_seal(
     """Execute ``engine`` on ``inputs`` and seal the run into data/{engine}/runs/{run_id}/.
 
     RunRejected when the run is refused (see the module doc); RunError (or another
-    RunyardError) when it cannot be attempted.
+    RunyardError) when it cannot be attempted. Recorded once in the audit trail:
+    ``run.sealed``, ``run.rejected``, or ``run`` with the error when it could not be attempted.
     """
     tree.require()
+    detail = {"engine": engine, "project_id": project_id, "signed": sign_key is not None}
+    with audited(tree.logs_dir, "run", target=engine, detail=detail) as act:
+        return _execute_and_seal(
+            act,
+            tree,
+            engine,
+            inputs,
+            parameters=parameters,
+            context=context,
+            project_id=project_id,
+            from_runs=from_runs,
+            sign_key=sign_key,
+            on_event=on_event,
+            timeout=timeout,
+            project=project,
+            cancel=cancel,
+            max_stdout=max_stdout,
+        )
+
+
+def _execute_and_seal(
+    act: AuditedAction,
+    tree: RuntimeTree,
+    engine: str,
+    inputs: Mapping[str, Any],
+    *,
+    parameters: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    project_id: str,
+    from_runs: Iterable[str | FromRun],
+    sign_key: str | os.PathLike[str] | None,
+    on_event: EventCallback | None,
+    timeout: float,
+    project: Project | None,
+    cancel: threading.Event | None,
+    max_stdout: int,
+) -> RunResult:
     inputs_obj = _object(inputs, "inputs")
     params_obj = _object(parameters, "parameters")
     context_obj = _object(context, "context")
@@ -216,35 +244,25 @@ def execute_and_seal(
             )
         except RunRejected as rej:
             record = _reject(tree, engine, staging, run_id, rej, run_input, defs)
-            _audit(
-                tree,
-                "run.rejected",
-                f"{engine}/{run_id}",
-                "rejected",
-                {
-                    "run_id": run_id,
-                    "engine": engine,
-                    "stage": rej.stage,
-                    "reason": rej.reason[:300],
-                },
-            )
+            act.action, act.target, act.result = "run.rejected", f"{engine}/{run_id}", "rejected"
+            act.detail = {
+                "run_id": run_id,
+                "engine": engine,
+                "stage": rej.stage,
+                "reason": rej.reason[:300],
+            }
             emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
             raise rej.with_record(run_id, engine, record) from None
-    _audit(
-        tree,
-        "run.sealed",
-        f"{engine}/{run_id}",
-        "ok",
-        {
-            "run_id": run_id,
-            "engine": engine,
-            "engine_version": sealed.engine_version,
-            "project_id": sealed.project_id,
-            "inputs_hash": sealed.inputs_hash,
-            "outputs_hash": sealed.outputs_hash,
-            "signed_by": sealed.signed_by,
-        },
-    )
+    act.action, act.target = "run.sealed", f"{engine}/{run_id}"
+    act.detail = {
+        "run_id": run_id,
+        "engine": engine,
+        "engine_version": sealed.engine_version,
+        "project_id": sealed.project_id,
+        "inputs_hash": sealed.inputs_hash,
+        "outputs_hash": sealed.outputs_hash,
+        "signed_by": sealed.signed_by,
+    }
     emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
     return sealed
 
