@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from protocol.messages import DaemonEvent
 from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
 from runtime.errors import RunyardError
 from runtime.license import LicenseStatus, tree_license
+from runtime.locking import FileLock, LockBusy
 from runtime.own_version import runyard_version
 from runtime.project import load_project
 from runtime.tree import RuntimeTree
@@ -55,18 +55,15 @@ class DaemonRunning(RunyardError):
     """Another daemon already owns this tree."""
 
 
-def _take_lock(tree: RuntimeTree) -> int:
-    path = tree.temp_dir / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _take_lock(tree: RuntimeTree) -> FileLock:
+    """The tree's daemon lock, held for the daemon's life (our pid in it); DaemonRunning when
+    another daemon holds it."""
+    lock = FileLock(tree.temp_dir / "daemon.lock", timeout=0, record_holder=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
+        return lock.acquire()
+    except LockBusy as exc:
+        holder = exc.holder or "?"
         raise DaemonRunning(f"a daemon (pid {holder}) is already running for {tree.root}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def _log_refusal(tree: RuntimeTree, exc: StartupCheckFailed) -> None:
@@ -263,7 +260,7 @@ def run_daemon(
         _log_refusal(tree, exc)
         raise
     tree.init()  # idempotent: makes sure temp/ (0700) and friends exist
-    lock_fd = _take_lock(tree)
+    lock = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
     _log_checks(report, log, time.monotonic() - began)
     try:
@@ -275,7 +272,7 @@ def run_daemon(
         log.exception("daemon crashed")
         raise
     finally:
-        os.close(lock_fd)
+        lock.release()
         for handler in log.handlers:
             handler.flush()
     return 0

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import os
 import re
@@ -63,6 +62,7 @@ from .audit_chain import (
     loads,
 )
 from .audit_verify import AuditProblem, AuditReport, verify_chain
+from .locking import lock_fd
 
 __all__ = [
     "AUDIT_RELPATH",
@@ -173,7 +173,7 @@ def record(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_fd(fd)  # appends from several processes, one at a time
         seq, prev, torn = _tail_state(fd)
         entry = {
             "seq": seq,

@@ -25,7 +25,6 @@ installs on boxes older than the one that packed it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -42,6 +41,7 @@ from pathlib import Path
 from ..atomic import atomic_output, fsync_dir
 from ..capped import SMALL_FILE, read_capped, read_toml_capped
 from ..errors import FileRefused, RunyardError
+from ..locking import FileLock
 from ..own_version import installed_version
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
@@ -242,12 +242,8 @@ def cache_dir() -> Path:
 def _locked(cache: Path) -> Iterator[None]:
     """Hold the cache's flock: two packs sharing a cache do not download into it at once."""
     cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(cache / ".lock", mode=0o644):
         yield
-    finally:
-        os.close(fd)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
