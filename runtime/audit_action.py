@@ -150,6 +150,7 @@ class AuditedAction:
     #: False: nothing changed (an install of what is already current): no entry.
     changed: bool = True
     strict: bool = False
+    #: This block's scope: an entry written inside it (or by ``commit``) marks it recorded.
     scope: AuditScope = field(default_factory=AuditScope)
 
     def commit(self) -> None:
@@ -200,11 +201,12 @@ def audited(
     generated with no tree around is no tree's action).
     """
     scope = AuditScope(parent=_scope.get())
-    act = AuditedAction(Path(logs_dir), action, target, dict(detail or {}), strict=strict)
+    act = AuditedAction(
+        Path(logs_dir), action, target, dict(detail or {}), strict=strict, scope=scope
+    )
     refusal_needs_log = refusal_needs_log or needs_log
     if needs_log and not act.logs_dir.is_dir():
         act.changed = False
-    act.scope = scope
     token = _scope.set(scope)
     try:
         yield act
