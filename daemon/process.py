@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import psutil
 
-from runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 
 __all__ = [
     "ProcessHandle",

@@ -12,7 +12,7 @@ a status request is never stuck behind them. The XPUB tells us which topics have
 so log events are built only when someone follows that log.
 
 Every request that changes something is recorded in the audit trail once: by the action itself
-when it records itself (an ensure, a run, a replay: runtime/audit_action.py), else here, in
+when it records itself (an ensure, a run, a replay: runtime/ops/audit_action.py), else here, in
 ``_dispatch`` (handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
 sit in a 0700 directory, so only their owner or root can connect), the name the client gave in
 ``hello`` on the same connection, and for a CurveZMQ client the authorized key file it proved
@@ -33,10 +33,10 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from protocol import messages as m
-from protocol.endpoints import Endpoints, prepare_socket_dir
-from runtime.audit_action import request_scope
-from runtime.errors import RunyardError
+from runyard.protocol import messages as m
+from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit_action import request_scope
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe

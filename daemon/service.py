@@ -23,8 +23,8 @@ import contextlib
 import os
 import time
 
-from protocol.messages import LogLine, ServiceStatus
-from protocol.payloads import Port
+from runyard.protocol.messages import LogLine, ServiceStatus
+from runyard.protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost

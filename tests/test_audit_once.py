@@ -3,7 +3,7 @@
 Finding (issue 11): ``runyard runtime ensure`` through the CLI left no entry (only the daemon's
 dispatch recorded an ensure), and ``runyard run`` through the daemon left two (the daemon's
 ``run`` and the library's ``run.sealed``). Actions now record themselves through one writer,
-runtime/audit_action.py; the daemon writes a request's entry only when nothing inside did.
+runtime/ops/audit_action.py; the daemon writes a request's entry only when nothing inside did.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from daemonkit import SLEEPER, build_tree, runyard_env, wait_for
 from test_runs_kit import SAMPLE, build_catalogs
 
 from archives import publish, write_catalog
-from runtime import audit
+from runyard.runtime.ops import audit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in runyard_env().items() if not k.startswith("RUNYARD_")}
     env["XDG_CONFIG_HOME"] = str(cwd / "xdg")  # the user's env.toml stays out of the engines
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -207,7 +207,7 @@ def test_each_state_changing_cli_command_leaves_exactly_one_record(
 
 
 def test_only_the_action_writer_appends_to_the_audit_trail() -> None:
-    """One writer: ``runtime.audit.record`` is called from runtime/audit_action.py only."""
+    """One writer: ``runtime.audit.record`` is called from runtime/ops/audit_action.py only."""
     callers = []
     for folder in ("daemon", "protocol", "runtime", "tui"):
         for path in sorted((REPO / folder).rglob("*.py")):
@@ -226,4 +226,4 @@ def test_only_the_action_writer_appends_to_the_audit_trail() -> None:
                 )
                 if imported or called:
                     callers.append(str(path.relative_to(REPO)))
-    assert callers == ["runtime/audit_action.py"]
+    assert callers == ["runtime/ops/audit_action.py"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, runyard_env, short_root, wait_for
 
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 #: Prints 1,000 lines of 200 bytes (more than a pipe holds), then idles until TERM.
 CHATTY = """
@@ -32,7 +32,7 @@ while True:
 
 def runyard(cwd: Path, *args: str, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", *args], cwd=cwd, env=runyard_env(), **kw
+        [sys.executable, "-m", "runyard.daemon", *args], cwd=cwd, env=runyard_env(), **kw
     )
 
 

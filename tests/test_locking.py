@@ -1,4 +1,4 @@
-"""File locking: one helper (runtime/locking.py), its contract against a real second process.
+"""File locking: one helper (runtime/core/locking.py), its contract against a real second process.
 
 Finding (issue 11): five hand-written copies of flock (the daemon lock, tree locks, the audit
 log, staging dirs, the wheel cache), each with its own open flags and error handling. They now
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.locking import FileLock, LockBusy, tree_lock
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.locking import FileLock, LockBusy, tree_lock
+from runyard.runtime.core.tree import RuntimeTree
 
 REPO = Path(__file__).resolve().parent.parent
 
 #: Takes the lock, says so, and holds it until its stdin closes.
 HOLDER = """
 import sys
-from runtime.locking import FileLock
+from runyard.runtime.core.locking import FileLock
 lock = FileLock(sys.argv[1], shared=sys.argv[2] == "shared", record_holder=sys.argv[2] != "shared")
 lock.acquire()
 print("held", flush=True)
@@ -88,7 +88,7 @@ def test_a_waiter_gets_the_lock_once_the_holder_lets_go(held) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from runtime.locking import FileLock\n"
+            "import sys; from runyard.runtime.core.locking import FileLock\n"
             "with FileLock(sys.argv[1], timeout=20): print('got it')",
             str(path),
         ],
@@ -150,4 +150,4 @@ def test_no_module_but_runtime_locking_calls_flock_or_lockf() -> None:
                     a.name in ("flock", "lockf") for a in node.names
                 ):
                     callers.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert {c.split(":")[0] for c in callers} == {"runtime/locking.py"}, callers
+    assert {c.split(":")[0] for c in callers} == {"runtime/core/locking.py"}, callers

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.sizes import format_bytes
+from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table
@@ -104,9 +104,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from runtime.bundle import SecretsFound, pack_bundle
-    from runtime.bundle.layout import BundleError, bundle_format
-    from runtime.bundle.pack import check_version
+    from runyard.runtime.bundle import SecretsFound, pack_bundle
+    from runyard.runtime.bundle.layout import BundleError, bundle_format
+    from runyard.runtime.bundle.pack import check_version
 
     project = open_project(args)
     version = args.bundle_version or getattr(project, "version", None)
@@ -158,7 +158,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.bundle import verify_bundle_file
+    from runyard.runtime.bundle import verify_bundle_file
 
     report = verify_bundle_file(args.file, args.pubkey)
     if args.json:
@@ -187,7 +187,7 @@ def _signature_note(state: str, signed_by: str) -> str | None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from runtime.bundle import install_bundle
+    from runyard.runtime.bundle import install_bundle
 
     result = install_bundle(
         args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
@@ -212,7 +212,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from runtime.bundle import rollback
+    from runyard.runtime.bundle import rollback
 
     result = rollback(args.prefix)
     if args.json:
@@ -225,7 +225,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from runtime.bundle import Prefix
+    from runyard.runtime.bundle import Prefix
 
     rows = Prefix(args.prefix).describe()
     if args.json:

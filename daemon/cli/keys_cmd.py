@@ -1,4 +1,4 @@
-"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/keys.py).
+"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/signing/keys.py).
 
 A key generated while a runtime tree is at hand (``--root``, ``RUNYARD_ROOT``, the project's)
 is recorded in its audit trail (``keys.gen``: the files and the public half, never the secret).
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from runtime.audit_action import audited
-from runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit_action import audited
 
 from .common import open_tree
 from .output import print_json
@@ -47,7 +47,10 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 
 def _gen(args: argparse.Namespace, detail: dict[str, Any]) -> int:
-    from runtime.keys import generate_curve_key, generate_signing_key  # loads cryptography
+    from runyard.runtime.signing.keys import (  # loads cryptography
+        generate_curve_key,
+        generate_signing_key,
+    )
 
     if args.curve:
         curve = generate_curve_key(args.out, force=args.force)

@@ -5,7 +5,7 @@ of (request, reply) giving the target and the detail. Only names go in: never th
 parameters or context of a run, never env values; a catalog URL loses its credentials. The
 server records in one place (``ControlServer._dispatch``), after the handler, with the result:
 ``ok`` or the error code, unless the action recorded itself inside the request (an ensure, a
-run, a replay: the library functions the CLI calls too, runtime/audit_action.py): then the
+run, a replay: the library functions the CLI calls too, runtime/ops/audit_action.py): then the
 request's entry here would be a second one, and none is written. What is left for these:
 a request refused before the action began (the daemon shutting down, no such bundle).
 
@@ -22,9 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from protocol import messages as m
-from runtime.audit import audit_path
-from runtime.audit_action import record_action, without_credentials
+from runyard.protocol import messages as m
+from runyard.runtime.ops.audit import audit_path
+from runyard.runtime.ops.audit_action import record_action, without_credentials
 
 __all__ = ["AUDITED", "AuditWriter", "describe"]
 

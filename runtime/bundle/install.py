@@ -31,15 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import fsync_dir
-from ..audit_action import audited
-from ..canonical import canonical_bytes
-from ..capped import MANIFEST_FILE, read_json_capped
-from ..errors import ManifestError, RunyardError
-from ..manifest import parse_manifest
-from ..sizes import ByteStyle, format_bytes
-from ..space import free_bytes, on_disk
-from ..versions import Version
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.capped import MANIFEST_FILE, read_json_capped
+from runyard.runtime.core.errors import ManifestError, RunyardError
+from runyard.runtime.core.manifest import parse_manifest
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.space import free_bytes, on_disk
+from runyard.runtime.core.versions import Version
+from runyard.runtime.ops.audit_action import audited
+
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
 from .prefix import Prefix
@@ -140,7 +141,7 @@ def install_bundle(
     ) as act:
         public = None
         if pubkey is not None:
-            from ..keys import load_public_key
+            from runyard.runtime.signing.keys import load_public_key
 
             public = load_public_key(pubkey)
         with BundleReader(bundle) as reader:

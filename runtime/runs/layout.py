@@ -35,9 +35,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..atomic import fsync_dir
-from ..locking import FileLock
-from ..tree import RuntimeTree
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.locking import FileLock
+from runyard.runtime.core.tree import RuntimeTree
+
 from .model import RunError
 
 __all__ = [

@@ -1,5 +1,5 @@
 """Verifying the audit trail: ``verify_chain`` names every edited, removed, duplicated, moved or
-reordered entry of ``logs/runyard/audit.jsonl`` (runtime/audit.py says what it holds).
+reordered entry of ``logs/runyard/audit.jsonl`` (runtime/ops/audit.py says what it holds).
 
 The walk, in the order ``verify_chain`` takes it: read every line (one longer than SMALL_FILE is
 hashed as it streams by, never parsed); lines that do not parse; seqs duplicated, missing or out
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .audit_chain import FIELDS, GENESIS, head_path, line_hash, loads
-from .capped import SMALL_FILE, read_capped
-from .errors import FileRefused
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.ops.audit_chain import FIELDS, GENESIS, head_path, line_hash, loads
 
 __all__ = ["AuditProblem", "AuditReport", "verify_chain"]
 

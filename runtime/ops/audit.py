@@ -48,8 +48,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .atomic import atomic_write_bytes
-from .audit_chain import (
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.locking import lock_fd
+from runyard.runtime.ops.audit_chain import (
     AUDIT_RELPATH,
     FIELDS,
     GENESIS,
@@ -61,8 +62,7 @@ from .audit_chain import (
     line_hash,
     loads,
 )
-from .audit_verify import AuditProblem, AuditReport, verify_chain
-from .locking import lock_fd
+from runyard.runtime.ops.audit_verify import AuditProblem, AuditReport, verify_chain
 
 __all__ = [
     "AUDIT_RELPATH",

@@ -2,7 +2,7 @@
 
 Where the log and its head live, what the first ``prev`` is, which fields an entry has, how a
 line is hashed and parsed (deep nesting refused), and how lines are read backwards from the end
-(so an append or a tail costs the same whatever the size of the log). runtime/audit.py says
+(so an append or a tail costs the same whatever the size of the log). runtime/ops/audit.py says
 what the log holds and guarantees.
 """
 

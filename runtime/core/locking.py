@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 
 if TYPE_CHECKING:
-    from .tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["FileLock", "LockBusy", "lock_fd", "tree_lock"]
 

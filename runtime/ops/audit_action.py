@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audit import audit_path, record
-from .errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit import audit_path, record
 
 __all__ = [
     "AuditScope",
