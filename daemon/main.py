@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import DaemonEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import DaemonRunning, InvariantBroken, RunyardError
+from runyard.runtime.core.locking import FileLock, LockBusy
 from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.tree import RuntimeTree
@@ -52,18 +52,15 @@ from .supervisor import Supervisor
 __all__ = ["DaemonRunning", "run_daemon"]
 
 
-def _take_lock(tree: RuntimeTree) -> int:
-    path = tree.temp_dir / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _take_lock(tree: RuntimeTree) -> FileLock:
+    """The tree's daemon lock, held for the daemon's life (our pid in it); DaemonRunning when
+    another daemon holds it."""
+    lock = FileLock(tree.temp_dir / "daemon.lock", timeout=0, record_holder=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
+        return lock.acquire()
+    except LockBusy as exc:
+        holder = exc.holder or "?"
         raise DaemonRunning(f"a daemon (pid {holder}) is already running for {tree.root}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def _log_refusal(tree: RuntimeTree, exc: StartupCheckFailed) -> None:
@@ -260,7 +257,7 @@ def run_daemon(
         _log_refusal(tree, exc)
         raise
     init_tree(tree)  # idempotent: makes sure temp/ (0700) and friends exist
-    lock_fd = _take_lock(tree)
+    lock = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
     _log_checks(report, log, time.monotonic() - began)
     try:
@@ -272,7 +269,7 @@ def run_daemon(
             log.exception("daemon crashed")
         raise
     finally:
-        os.close(lock_fd)
+        lock.release()
         for handler in log.handlers:
             handler.flush()
     return 0

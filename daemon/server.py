@@ -11,8 +11,9 @@ goes on. Slow operations (stop with wait, restart, reload, ensure, du) run as th
 a status request is never stuck behind them. The XPUB tells us which topics have subscribers,
 so log events are built only when someone follows that log.
 
-Every request that changes something is recorded in the audit trail here, in ``_dispatch``
-(handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
+Every request that changes something is recorded in the audit trail once: by the action itself
+when it records itself (an ensure, a run, a replay: runtime/ops/audit_action.py), else here, in
+``_dispatch`` (handlers/audited.py says what each records), with who asked: the daemon's uid (the ipc sockets
 sit in a 0700 directory, so only their owner or root can connect), the name the client gave in
 ``hello`` on the same connection, and for a CurveZMQ client the authorized key file it proved
 it holds (the ZAP User-Id).
@@ -35,7 +36,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from runyard.protocol import messages as m
 from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
 from runyard.runtime.core.errors import InvariantBroken, RunyardError, ShuttingDown, UnknownService
-from runyard.runtime.ops.audit import current_actor
+from runyard.runtime.ops.audit_action import request_scope
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
@@ -348,19 +349,13 @@ class ControlServer:
         handler = HANDLERS[type(req)]
         audited = type(req) in AUDITED
         actor = self._actor(router, identity, peer or {}) if audited else None
-        # Read by runtime.ops.audit.record in this request's context (a seal in a worker thread).
-        token = current_actor.set(actor)
-        try:
-            reply = await handler(self.ctx, req)
-        except Exception as exc:
-            reply = error_reply(exc)
-            if reply.code == m.ErrorCode.INTERNAL:
-                self.log.exception("internal error handling %s", type(req).__name__)
-        finally:
-            current_actor.reset(token)
+        # Read by an action that records itself in this request's context (an ensure, a seal in
+        # a worker thread): it names this actor, and tells the scope it wrote the entry.
+        with request_scope(actor) as scope:
+            reply = await self._handle(handler, req)
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:
             self._remember_client(router, identity, req.client)
-        if audited and self.ctx.audit is not None:
+        if audited and self.ctx.audit is not None and not scope.recorded:
             entry = describe(req, reply)
             if entry is not None:
                 action, target, result, detail = entry
@@ -369,6 +364,16 @@ class ControlServer:
                 )
         reply.id = req.id
         await self._reply(router, identity, reply)
+
+    async def _handle(self, handler: Any, req: m.Request) -> m.Reply:
+        """The handler's reply, or the typed error reply of what it raised (error_reply)."""
+        try:
+            return await handler(self.ctx, req)
+        except Exception as exc:
+            reply = error_reply(exc)
+            if reply.code == m.ErrorCode.INTERNAL:
+                self.log.exception("internal error handling %s", type(req).__name__)
+            return reply
 
     async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
         try:

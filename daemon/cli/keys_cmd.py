@@ -1,10 +1,18 @@
-"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/signing/keys.py)."""
+"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/signing/keys.py).
+
+A key generated while a runtime tree is at hand (``--root``, ``RUNYARD_ROOT``, the project's)
+is recorded in its audit trail (``keys.gen``: the files and the public half, never the secret).
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit_action import audited
+
+from .common import open_tree
 from .output import print_json
 
 __all__ = ["register"]
@@ -29,6 +37,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    kind = "curve" if args.curve else "ed25519"
+    try:
+        logs = open_tree(args).logs_dir
+    except RunyardError:  # a broken project file is no reason to refuse a key
+        return _gen(args, {})
+    with audited(logs, "keys.gen", target=args.out, detail={"kind": kind}, needs_log=True) as act:
+        return _gen(args, act.detail)
+
+
+def _gen(args: argparse.Namespace, detail: dict[str, Any]) -> int:
     from runyard.runtime.signing.keys import (  # loads cryptography
         generate_curve_key,
         generate_signing_key,
@@ -36,6 +54,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
     if args.curve:
         curve = generate_curve_key(args.out, force=args.force)
+        detail["public_key"] = curve.public_key
         if args.json:
             print_json(
                 {
@@ -51,6 +70,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
             print(f"public key {curve.public_key}")
         return 0
     signing = generate_signing_key(args.out, force=args.force)
+    detail["fingerprint"] = signing.fingerprint
     if args.json:
         print_json(
             {

@@ -15,6 +15,7 @@ from runyard.runtime.core.du import disk_usage
 from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit_action import audited
 
 from .common import UsageError, open_project, open_tree
 from .output import parse_bytes, print_json, print_table
@@ -69,7 +70,9 @@ def _tree(args: argparse.Namespace) -> RuntimeTree:
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    created = init_tree(tree)
+    # Recorded into the tree it lays out; one already there changes nothing.
+    with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
+        created = act.changed = init_tree(tree)
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:

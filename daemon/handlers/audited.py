@@ -4,7 +4,10 @@
 of (request, reply) giving the target and the detail. Only names go in: never the inputs,
 parameters or context of a run, never env values; a catalog URL loses its credentials. The
 server records in one place (``ControlServer._dispatch``), after the handler, with the result:
-``ok`` or the error code.
+``ok`` or the error code, unless the action recorded itself inside the request (an ensure, a
+run, a replay: the library functions the CLI calls too, runtime/ops/audit_action.py): then the
+request's entry here would be a second one, and none is written. What is left for these:
+a request refused before the action began (the daemon shutting down, no such bundle).
 
 ``AuditWriter`` appends off the event loop, in one thread so entries keep the order in which
 requests finished; a failed append is logged (``audit: cannot append ...``) and the daemon
@@ -14,19 +17,18 @@ goes on.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from runyard.protocol import messages as m
-from runyard.runtime.ops.audit import audit_path, record
+from runyard.runtime.ops.audit import audit_path
+from runyard.runtime.ops.audit_action import record_action, without_credentials
 
 __all__ = ["AUDITED", "AuditWriter", "describe"]
 
 Describe = Callable[[Any, m.Reply], tuple[str, dict[str, Any]]]
-_URL_CREDS = re.compile(r"(?<=//)[^/@\s]*@")
 
 
 def _services(req: Any) -> str:
@@ -64,7 +66,7 @@ def _signal(req: m.Signal, reply: m.Reply) -> tuple[str, dict[str, Any]]:
 def _ensure(req: m.Ensure, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {"version_spec": req.version_spec}
     if req.catalog:
-        detail["catalog"] = _URL_CREDS.sub("", req.catalog)
+        detail["catalog"] = without_credentials(req.catalog)
     if isinstance(reply, m.EnsureReply):
         detail["version"] = reply.binary.version
     return req.name, detail
@@ -147,7 +149,9 @@ class AuditWriter:
     ) -> None:
         """Append now, in the calling thread; log a failure instead of raising it."""
         try:
-            record(self.logs_dir, action, target=target, result=result, detail=detail, actor=actor)
+            record_action(
+                self.logs_dir, action, target=target, result=result, detail=detail, actor=actor
+            )
         except Exception as exc:
             self.failures += 1
             self.log.error(

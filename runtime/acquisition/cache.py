@@ -19,6 +19,7 @@ from runyard.runtime.core.errors import ManifestError
 from runyard.runtime.core.locking import tree_lock
 from runyard.runtime.core.manifest import decode_error_message, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit_action import audited
 
 __all__ = [
     "CacheEntry",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 INDEX_LOCK = "cache-index"
+#: How many removed archive names a gc entry lists (the count is always there).
+GC_FILES_RECORDED = 50
 
 
 class CacheEntry(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -130,9 +133,24 @@ def collect_garbage(
 
     Archives of versions the manifest lists as installed stay unless ``include_installed``;
     files in ``cache/archives/`` that the index does not know count as never used.
+    A gc that may remove something (not ``dry_run``) is recorded in the audit trail (``gc``).
     """
     if max_bytes < 0:
         raise ValueError("max_bytes must be >= 0")
+    if dry_run:  # changes nothing: not an action for the audit trail
+        return _collect(tree, max_bytes, dry_run, include_installed)
+    detail = {"max_bytes": max_bytes, "include_installed": include_installed}
+    with audited(tree.logs_dir, "gc", target="cache", detail=detail, refusal_needs_log=True) as act:
+        report = _collect(tree, max_bytes, dry_run, include_installed)
+        act.detail.update(
+            removed=len(report.removed),
+            files=[r.file for r in report.removed[:GC_FILES_RECORDED]],
+            freed_bytes=report.freed_bytes,
+        )
+        return report
+
+
+def _collect(tree: RuntimeTree, max_bytes: int, dry_run: bool, include_installed: bool) -> GcReport:
     installed = {s.checksum for s in load_manifest(tree).services}
     with tree_lock(tree, INDEX_LOCK):
         index = load_index(tree)

@@ -56,6 +56,7 @@ from runyard.runtime.core.platform import current_arch, current_os
 from runyard.runtime.core.space import no_space_as_error, require_space
 from runyard.runtime.core.tree import RuntimeTree, resolve_root
 from runyard.runtime.core.versions import Version, VersionSpec
+from runyard.runtime.ops.audit_action import audited, without_credentials
 
 __all__ = ["MANIFEST_LOCK", "ServiceBinary", "ensure_service", "get_manifest", "open_tree"]
 
@@ -184,11 +185,22 @@ def ensure_service(
 
     ``catalog`` is a path or URL; without it the catalog used last in this tree is used.
     ``progress`` None shows a bar when stderr is a terminal; False never does.
+    Recorded in the tree's audit trail (``ensure``), done or refused, whoever calls.
     """
     tree = open_tree(root)
-    # The steps name what they were writing; this names the rest (a lock file, the manifest).
-    with no_space_as_error(tree.root, f"ensuring {name} {version_spec}"):
-        return _ensure(tree, name, version_spec, catalog, progress, os_name, arch)
+    detail = {"version_spec": version_spec}
+    if catalog:
+        detail["catalog"] = without_credentials(catalog)
+    with audited(
+        tree.logs_dir, "ensure", target=name, detail=detail, refusal_needs_log=True
+    ) as act:
+        # The steps name what they were writing; this names the rest (a lock file, the manifest).
+        with no_space_as_error(tree.root, f"ensuring {name} {version_spec}"):
+            binary = _ensure(tree, name, version_spec, catalog, progress, os_name, arch)
+        act.detail.update(
+            version=binary.version, installed=binary.installed, fetched=binary.fetched
+        )
+        return binary
 
 
 def _ensure(

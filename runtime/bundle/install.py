@@ -23,7 +23,6 @@ digests first (``unpack.check_members``): a tampered bundle is named, whatever i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -35,11 +34,12 @@ from typing import Any
 from runyard.runtime.core.atomic import fsync_dir
 from runyard.runtime.core.canonical import canonical_bytes
 from runyard.runtime.core.capped import MANIFEST_FILE, read_json_capped
-from runyard.runtime.core.errors import ManifestError, RunyardError, UnsafeArchiveError
+from runyard.runtime.core.errors import ManifestError, RunyardError
 from runyard.runtime.core.manifest import parse_manifest
 from runyard.runtime.core.sizes import ByteStyle, format_bytes
 from runyard.runtime.core.space import free_bytes, on_disk
 from runyard.runtime.core.versions import Version
+from runyard.runtime.ops.audit_action import audited
 
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
@@ -122,31 +122,6 @@ def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) 
         )
 
 
-# --- audit ------------------------------------------------------------------------------------
-
-
-def _audit(prefix: Prefix, action: str, version: str, result: str, detail: dict[str, Any]) -> None:
-    from runyard.runtime.ops.audit import record
-
-    record(prefix.root / "logs", action, target=version, result=result, detail=detail)
-
-
-def _audit_failure(prefix: Prefix, action: str, version: str, exc: BaseException) -> None:
-    # Best effort: a refusal is worth a line, but never hides the refusal itself.
-    if (prefix.root / "logs").is_dir():
-        with contextlib.suppress(Exception):
-            _audit(prefix, action, version, "failed", {"reason": str(exc)})
-
-
-def _audit_done(prefix: Prefix, action: str, result: InstallResult, detail: dict[str, Any]) -> None:
-    try:
-        _audit(prefix, action, result.version, "ok", detail)
-    except (OSError, RunyardError) as exc:
-        raise BundleError(
-            f"{result.version} is current in {prefix.root}, but the audit record failed: {exc}"
-        ) from None
-
-
 # --- install and rollback ----------------------------------------------------------------------
 
 
@@ -159,42 +134,38 @@ def install_bundle(
     force: bool = False,
 ) -> InstallResult:
     """Install ``bundle`` into ``prefix`` and make it current (see the module doc)."""
-    public = None
-    if pubkey is not None:
-        from runyard.runtime.signing.keys import load_public_key
-
-        public = load_public_key(pubkey)
     p = Prefix(prefix)
-    with BundleReader(bundle) as reader:
-        label = reader.label
-        try:
+    # A forged or broken bundle is worth a line, in a prefix that has a log already.
+    with audited(
+        p.root / "logs", "install", error_key="reason", strict=True, refusal_needs_log=True
+    ) as act:
+        public = None
+        if pubkey is not None:
+            from runyard.runtime.signing.keys import load_public_key
+
+            public = load_public_key(pubkey)
+        with BundleReader(bundle) as reader:
             data, doc, plan, sig = _read_plan(reader, public)
-        except (BundleError, UnsafeArchiveError) as exc:
-            _audit_failure(p, "install", "", exc)  # a forged or broken bundle is worth a line
-            raise
-        version = plan.contents.version
-        with p.lock():
-            p.ensure_shared()
-            stale = p.clean_stale()
-            current = p.current()
-            try:
+            version = act.target = plan.contents.version
+            with p.lock():
+                p.ensure_shared()
+                stale = p.clean_stale()
+                current = p.current()
                 result = _install_locked(p, reader, plan, data, doc, current, migrate, force)
-            except Exception as exc:
-                _audit_failure(p, "install", version, exc)
-                raise
-            result.signature, result.signed_by = sig.state, sig.fingerprint
-            result.removed_stale = stale
-            if result.action != "unchanged":
-                detail = {
-                    "from": current or "",
-                    "to": version,
-                    "kind": result.action,
-                    "bundle": label,
-                    "signer": sig.fingerprint,
-                    "provenance": sig.state,
-                }
-                action = "upgrade" if result.action == "upgrade" else "install"
-                _audit_done(p, action, result, detail)
+                result.signature, result.signed_by = sig.state, sig.fingerprint
+                result.removed_stale = stale
+                act.changed = result.action != "unchanged"
+                if act.changed:
+                    act.action = "upgrade" if result.action == "upgrade" else "install"
+                    act.detail = {
+                        "from": current or "",
+                        "to": version,
+                        "kind": result.action,
+                        "bundle": reader.label,
+                        "signer": sig.fingerprint,
+                        "provenance": sig.state,
+                    }
+                    act.commit()  # under the lock: entries in the order of the switches
     return result
 
 
@@ -285,25 +256,26 @@ def rollback(prefix: str | os.PathLike[str]) -> InstallResult:
     p = Prefix(prefix)
     if not p.versions_dir.is_dir():
         raise BundleError(f"{p.root}: no bundle installed here (no versions/)")
-    with p.lock():
+    with (
+        audited(
+            p.root / "logs", "rollback", error_key="reason", strict=True, refusal_needs_log=True
+        ) as act,
+        p.lock(),
+    ):
         current, previous = p.current(), p.previous()
-        try:
-            if current is None:
-                raise BundleError(f"{p.root}: no current version to roll back from")
-            if previous is None:
-                raise BundleError(
-                    f"{p.root}: no previous version to roll back to (current is {current})"
-                )
-            if not (p.version_dir(previous) / MANIFEST).is_file():
-                raise BundleError(
-                    f"{p.root}: previous version {previous} is missing from versions/"
-                )
-            p.make_current(previous)
-        except BundleError as exc:
-            _audit_failure(p, "rollback", previous or "", exc)
-            raise
+        act.target = previous or ""
+        if current is None:
+            raise BundleError(f"{p.root}: no current version to roll back from")
+        if previous is None:
+            raise BundleError(
+                f"{p.root}: no previous version to roll back to (current is {current})"
+            )
+        if not (p.version_dir(previous) / MANIFEST).is_file():
+            raise BundleError(f"{p.root}: previous version {previous} is missing from versions/")
+        p.make_current(previous)
         result = InstallResult(
             str(p.root), previous, "rollback", current, str(p.version_dir(previous))
         )
-        _audit_done(p, "rollback", result, {"from": current, "to": previous})
+        act.detail = {"from": current, "to": previous}
+        act.commit()  # under the lock, as an install's
     return result

@@ -26,7 +26,6 @@ installs on boxes older than the one that packed it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 from runyard.runtime.core.atomic import atomic_output, fsync_dir
 from runyard.runtime.core.capped import read_toml_capped
 from runyard.runtime.core.errors import FileRefused, WheelhouseError
+from runyard.runtime.core.locking import FileLock
 from runyard.runtime.core.own_version import installed_version
 
 from .install_sh import render_install_sh
@@ -101,12 +101,8 @@ def cache_dir() -> Path:
 def _locked(cache: Path) -> Iterator[None]:
     """Hold the cache's flock: two packs sharing a cache do not download into it at once."""
     cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(cache / ".lock", mode=0o644):
         yield
-    finally:
-        os.close(fd)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

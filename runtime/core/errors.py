@@ -4,6 +4,7 @@
     ├── ManifestError               manifest.json (or another file we own) is malformed
     ├── ProjectError                runyard.toml / env.toml / user config is malformed
     ├── TreeError                   the runtime tree is missing, or a path escapes it
+    ├── LockBusy                    another process holds a lock (tried once, or waited its timeout)
     ├── FileRefused                 a file to parse is too big, not a regular file, or a link not followed
     ├── NoSpaceError                the disk cannot hold what must be written (checked or ENOSPC)
     ├── CatalogError                a catalog cannot be read or is malformed
@@ -14,6 +15,7 @@
     ├── UnsafeArchiveError          an archive tries to write outside its directory, or worse
     ├── SupervisionError            a supervision setting types cannot refuse (also a ValueError)
     ├── KeyFileError                a key file cannot be written or read, or is the wrong kind
+    ├── AuditUnwritten              an action was done, but its audit entry could not be appended
     ├── LicenseError                a license cannot be signed, or an issuer key cannot be read
     ├── LicenseNotHonoured          a license check step refuses it (never leaves license.py)
     ├── StartupCheckFailed          a fatal doctor check: the daemon does not start
@@ -69,6 +71,7 @@ __all__ = [
     "SHOWN_FINDINGS",
     "AcquisitionError",
     "ArtifactIndexError",
+    "AuditUnwritten",
     "BadRequest",
     "BundleError",
     "BundleFileError",
@@ -90,6 +93,7 @@ __all__ = [
     "KeyFileError",
     "LicenseError",
     "LicenseNotHonoured",
+    "LockBusy",
     "ManifestError",
     "NoSpaceError",
     "NotFound",
@@ -138,6 +142,18 @@ class TreeError(RunyardError):
     """The runtime tree is missing or a path would leave it."""
 
 
+class LockBusy(RunyardError):
+    """Another process holds the lock (tried once, or waited ``timeout`` seconds)."""
+
+    def __init__(self, path: object, holder: str | None, waited: float | None) -> None:
+        self.path = path
+        #: The pid the holder wrote into the lock file (``record_holder``), when it did.
+        self.holder = holder
+        by = f" by pid {holder}" if holder else ""
+        after = f" after waiting {waited:g}s" if waited else ""
+        super().__init__(f"{path}: locked{by}{after}")
+
+
 class FileRefused(RunyardError):
     """A file we were to parse is refused before a byte is read (size cap, type, symlink)."""
 
@@ -182,6 +198,10 @@ class SupervisionError(RunyardError, ValueError):
 
 class KeyFileError(RunyardError):
     """A key file cannot be written or read, or is not the kind of key asked for."""
+
+
+class AuditUnwritten(RunyardError):
+    """A ``strict`` block's action was done, but its entry could not be appended."""
 
 
 class LicenseNotHonoured(RunyardError):

@@ -1,7 +1,23 @@
-"""Advisory file locks (flock) that serialise work between processes sharing one tree.
+"""Advisory file locks (flock): the one place Runyard takes them.
 
-Locks live in ``temp/locks/``. flock is released by the kernel when the holder dies, so a
-crashed ``ensure`` never leaves a stale lock behind.
+Every lock between processes goes through ``FileLock`` (tests/test_locking.py holds that no
+other module calls ``fcntl.flock`` or ``lockf``):
+
+- ``tree_lock(tree, name)``: ``temp/locks/<name>.lock`` of a tree, blocking; serialises an
+  install, a fetch, the manifest, the cache index, a bundle prefix;
+- the daemon's ``temp/daemon.lock``: non-blocking, with the holder's pid written in it, so a
+  second daemon says which one runs (s6: a second supervisor on the same directory exits);
+- a staging dir's ``.lock`` (runs/layout.py): non-blocking, held while its builder lives, so a
+  sweeper removes only the dirs of dead builders;
+- the audit log itself (audit.py), locked through the fd it appends with (``lock_fd``);
+- the wheel cache's ``.lock`` (bundle/wheels.py), blocking.
+
+Why flock: the kernel releases it when the holder dies (a crashed ``ensure`` or a SIGKILLed
+daemon never leaves a stale lock behind). It belongs to the open file description, which a
+child inheriting the fd would share and keep alive after we die: every lock fd here is
+``O_CLOEXEC``, so no service or engine we exec ever holds one of our locks. How long to wait is the caller's choice: ``timeout=None``
+blocks, ``0`` tries once, a number of seconds polls until then; a lock not had is ``LockBusy``,
+one line naming the file and, when the holder wrote it, its pid.
 """
 
 from __future__ import annotations
@@ -9,21 +25,106 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.core.errors import LockBusy
 
-__all__ = ["tree_lock"]
+if TYPE_CHECKING:
+    from runyard.runtime.core.tree import RuntimeTree
+
+__all__ = ["FileLock", "LockBusy", "lock_fd", "tree_lock"]
+
+#: Longest pause between two tries of a lock waited for with a timeout.
+_POLL_MAX = 0.05
+
+
+def lock_fd(fd: int, *, shared: bool = False, timeout: float | None = None) -> bool:
+    """flock the open file ``fd``: True once held, False when it was not had in time."""
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    if timeout is None:
+        fcntl.flock(fd, op)
+        return True
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))  # flock has no timeout of its own
+            pause = min(pause * 2, _POLL_MAX)
+
+
+class FileLock:
+    """A flock on ``path`` (created when missing), held from ``acquire`` until ``release``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        shared: bool = False,
+        timeout: float | None = None,
+        mode: int = 0o600,
+        record_holder: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.shared = shared
+        self.timeout = timeout
+        self.mode = mode
+        #: Write our pid into the file once held, for the message of whoever finds it busy.
+        self.record_holder = record_holder
+        self.fd: int | None = None
+
+    def acquire(self) -> FileLock:
+        """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        try:
+            held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
+            if not held:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
+                raise LockBusy(self.path, holder, self.timeout)
+            if self.record_holder:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    def try_acquire(self) -> bool:
+        """Hold the lock if it is free now; False (and nothing held) when it is not."""
+        timeout, self.timeout = self.timeout, 0
+        try:
+            self.acquire()
+            return True
+        except LockBusy:
+            return False
+        finally:
+            self.timeout = timeout
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last fd of the description releases the flock
+            self.fd = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @contextlib.contextmanager
-def tree_lock(tree: RuntimeTree, name: str) -> Iterator[None]:
-    """Hold the exclusive lock ``name`` of ``tree`` for the duration of the block."""
+def tree_lock(tree: RuntimeTree, name: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block."""
     locks = tree.temp_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(locks / f"{name}.lock", timeout=timeout):
         yield
-    finally:
-        os.close(fd)

@@ -27,7 +27,6 @@ and no garbage for long.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import secrets
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.locking import FileLock
 from runyard.runtime.core.tree import RuntimeTree
 
 from .model import RunError
@@ -139,18 +139,14 @@ def find_run(tree: RuntimeTree, run_id: str) -> Path:
     return found[0]
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive flock on ``path``, or None when someone else holds it."""
+def _try_lock(path: Path) -> FileLock | None:
+    """An exclusive flock held on ``path``, or None when someone else holds it (or the file
+    cannot be opened: a dir being removed)."""
+    lock = FileLock(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return lock if lock.try_acquire() else None
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def sweep_stale(parent: Path) -> list[Path]:
@@ -173,15 +169,14 @@ def sweep_stale(parent: Path) -> list[Path]:
             with contextlib.suppress(OSError):
                 if time.time() - entry.stat().st_mtime < _UNLOCKED_GRACE:
                     continue
-        fd = _try_lock(lock)
-        if fd is None:
+        held = _try_lock(lock)
+        if held is None:
             continue  # a live builder holds it
         try:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
         finally:
-            if fd is not None:
-                os.close(fd)
+            held.release()
     return removed
 
 
@@ -203,11 +198,11 @@ class Staging:
         # the lock between our open and our flock and remove the dir under us.
         pending = parent / f".new-{ident}"
         pending.mkdir(mode=0o755)
-        fd = _try_lock(pending / ".lock")
-        if fd is None:  # pragma: no cover - the name is fresh
+        lock = _try_lock(pending / ".lock")
+        if lock is None:  # pragma: no cover - the name is fresh
             raise RunError(f"{pending}: cannot lock the staging dir")
-        os.rename(pending, self.root)
-        self._fd: int | None = fd
+        os.rename(pending, self.root)  # the lock is on the file, not its name: still ours
+        self._lock: FileLock | None = lock
         self.bundle = self.root / "bundle"
         self.work = self.root / "work"
         self.artifacts = self.root / "artifacts"
@@ -231,9 +226,9 @@ class Staging:
         """Remove what is left of the staging dir and release the lock."""
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root, ignore_errors=True)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Staging:
         return self

@@ -35,6 +35,7 @@ from runyard.runtime.core.manifest import ServiceEntry, load_manifest
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.platform import current_arch, current_os
 from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit_action import audited
 
 from .chain import UpstreamArtifact, copy_inputs
 from .engine import (
@@ -109,9 +110,29 @@ def replay_bundle(
     cancel: threading.Event | None = None,
 ) -> ReplayReport:
     """Verify, re-execute, compare; see the module doc. A failed verification or a differing
-    output is a report with ``replayable`` False, not an exception."""
+    output is a report with ``replayable`` False, not an exception. Recorded once in the audit
+    trail (``replay``), with the verdict."""
     tree.require()
-    bundle = Path(path)
+    with audited(tree.logs_dir, "replay", target=str(path)) as act:
+        verdict = _replay(tree, Path(path), pubkey, on_event, timeout, project, cancel)
+        act.detail = {
+            "run_id": verdict.run_id,
+            "engine": verdict.engine,
+            "replay_id": verdict.replay_id,
+            "replayable": verdict.replayable,
+        }
+        return verdict
+
+
+def _replay(
+    tree: RuntimeTree,
+    bundle: Path,
+    pubkey: Any,
+    on_event: EventCallback | None,
+    timeout: float,
+    project: Project | None,
+    cancel: threading.Event | None,
+) -> ReplayReport:
     verdict, meta, input_bytes, run_input = _read_bundle(tree, bundle, pubkey)
     if not verdict.verify.ok:
         first = verdict.verify.failed[0]

@@ -16,19 +16,18 @@ Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in t
 an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
 threading.Event) kills the engine and rejects the run.
 
-Each seal and each rejection is appended to the tree's audit trail (runtime/ops/audit.py) as
-``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context;
-the actor is the daemon's client when a daemon runs it, else this process (``cli``). A failed
-append is a warning on the ``runyard.audit`` logger: the run stands.
+Each run is appended once to the tree's audit trail (runtime/ops/audit_action.py) as
+``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context (or
+``run`` with the error when it could not be attempted); the actor is the daemon's client when a
+daemon runs it, else this process (``cli``). A failed append is a warning on the
+``runyard.audit`` logger: the run stands.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +38,8 @@ from runyard.runtime.config.project import Project
 from runyard.runtime.core.manifest import ServiceEntry, load_manifest
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.tree import RuntimeTree
-from runyard.runtime.ops.audit import record as audit_record
+from runyard.runtime.ops.audit_action import AuditedAction, audited
+from runyard.runtime.runs.rejection import file_rejection
 from runyard.runtime.signing.keys import load_signing_key
 
 from .chain import FromRun, UpstreamArtifact, copy_inputs, resolve_from_runs
@@ -57,7 +57,6 @@ from .jsonio import canonical, strict_loads
 from .layout import (
     INDEX_FILE,
     INPUTS_DIR,
-    REJECTION_FILE,
     RUN_CONDITIONS,
     RUN_INPUT,
     RUN_META,
@@ -68,7 +67,6 @@ from .layout import (
     Staging,
     new_run_id,
     now_rfc3339,
-    rejected_dir,
     runs_dir,
 )
 from .model import RunError, RunMilestone, RunRejected, RunResult
@@ -84,16 +82,6 @@ from .sealing import (
 __all__ = ["EventCallback", "execute_and_seal"]
 
 EventCallback = Callable[[RunMilestone], None]
-_audit_log = logging.getLogger("runyard.audit")
-
-
-def _audit(
-    tree: RuntimeTree, action: str, target: str, result: str, detail: dict[str, Any]
-) -> None:
-    try:
-        audit_record(tree.logs_dir, action, target=target, result=result, detail=detail)
-    except OSError as exc:
-        _audit_log.warning("audit: cannot append %s %s: %s", action, target, exc)
 
 
 def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **data: Any) -> None:
@@ -160,9 +148,48 @@ def execute_and_seal(
     """Execute ``engine`` on ``inputs`` and seal the run into data/{engine}/runs/{run_id}/.
 
     RunRejected when the run is refused (see the module doc); RunError (or another
-    RunyardError) when it cannot be attempted.
+    RunyardError) when it cannot be attempted. Recorded once in the audit trail:
+    ``run.sealed``, ``run.rejected``, or ``run`` with the error when it could not be attempted.
     """
     tree.require()
+    detail = {"engine": engine, "project_id": project_id, "signed": sign_key is not None}
+    with audited(tree.logs_dir, "run", target=engine, detail=detail) as act:
+        return _execute_and_seal(
+            act,
+            tree,
+            engine,
+            inputs,
+            parameters=parameters,
+            context=context,
+            project_id=project_id,
+            from_runs=from_runs,
+            sign_key=sign_key,
+            on_event=on_event,
+            timeout=timeout,
+            project=project,
+            cancel=cancel,
+            max_stdout=max_stdout,
+        )
+
+
+def _execute_and_seal(
+    act: AuditedAction,
+    tree: RuntimeTree,
+    engine: str,
+    inputs: Mapping[str, Any],
+    *,
+    parameters: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    project_id: str,
+    from_runs: Iterable[str | FromRun],
+    sign_key: str | os.PathLike[str] | None,
+    on_event: EventCallback | None,
+    timeout: float,
+    project: Project | None,
+    cancel: threading.Event | None,
+    max_stdout: int,
+) -> RunResult:
+    """The run itself; ``act`` is its audit entry, filled in as it ends."""
     request = _check_request(inputs, parameters, context, project_id, timeout)
     entry = select_engine(tree, engine, project)
     signer = load_signing_key(sign_key) if sign_key is not None else None
@@ -196,9 +223,9 @@ def execute_and_seal(
                 tree, entry, defs, staging, run_input, input_bytes, output_bytes, result, signer
             )
         except RunRejected as rej:
-            record = _reject(tree, engine, staging, run_id, rej, run_input, defs)
-            raise _rejected(tree, engine, run_id, rej, record, on_event) from None
-    _audit_sealed(tree, sealed)
+            record = file_rejection(tree, engine, staging, run_id, rej, run_input, defs)
+            raise _rejected(act, engine, run_id, rej, record, on_event) from None
+    _audit_sealed(act, sealed)
     emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
     return sealed
 
@@ -260,7 +287,7 @@ def _check_output(
 
 
 def _rejected(
-    tree: RuntimeTree,
+    act: AuditedAction,
     engine: str,
     run_id: str,
     rej: RunRejected,
@@ -268,33 +295,28 @@ def _rejected(
     on_event: EventCallback | None,
 ) -> RunRejected:
     """Audit and announce a rejection already filed at ``record``; the exception to raise."""
-    _audit(
-        tree,
-        "run.rejected",
-        f"{engine}/{run_id}",
-        "rejected",
-        {"run_id": run_id, "engine": engine, "stage": rej.stage, "reason": rej.reason[:300]},
-    )
+    act.action, act.target, act.result = "run.rejected", f"{engine}/{run_id}", "rejected"
+    act.detail = {
+        "run_id": run_id,
+        "engine": engine,
+        "stage": rej.stage,
+        "reason": rej.reason[:300],
+    }
     emit(on_event, "rejected", run_id, engine, reason=rej.reason, stage=rej.stage)
     return rej.with_record(run_id, engine, record)
 
 
-def _audit_sealed(tree: RuntimeTree, sealed: RunResult) -> None:
-    _audit(
-        tree,
-        "run.sealed",
-        f"{sealed.engine}/{sealed.run_id}",
-        "ok",
-        {
-            "run_id": sealed.run_id,
-            "engine": sealed.engine,
-            "engine_version": sealed.engine_version,
-            "project_id": sealed.project_id,
-            "inputs_hash": sealed.inputs_hash,
-            "outputs_hash": sealed.outputs_hash,
-            "signed_by": sealed.signed_by,
-        },
-    )
+def _audit_sealed(act: AuditedAction, sealed: RunResult) -> None:
+    act.action, act.target = "run.sealed", f"{sealed.engine}/{sealed.run_id}"
+    act.detail = {
+        "run_id": sealed.run_id,
+        "engine": sealed.engine,
+        "engine_version": sealed.engine_version,
+        "project_id": sealed.project_id,
+        "inputs_hash": sealed.inputs_hash,
+        "outputs_hash": sealed.outputs_hash,
+        "signed_by": sealed.signed_by,
+    }
 
 
 def _check_input(
@@ -394,55 +416,3 @@ def _run_meta(
     if signer is not None:
         meta.update(signer_identity(signer))
     return meta
-
-
-def _reject(
-    tree: RuntimeTree,
-    engine: str,
-    staging: Staging,
-    run_id: str,
-    rej: RunRejected,
-    run_input: dict[str, Any] | None,
-    defs: EngineDefinitions,
-) -> str | None:
-    """Keep what the run produced, with REJECTION.json, under data/{engine}/rejected/{run_id}."""
-    record = staging.root / "record"
-    try:
-        if staging.bundle.exists():
-            os.rename(staging.bundle, record)
-        record.mkdir(exist_ok=True)
-        for path in record.rglob("*"):
-            if path.is_file():
-                os.chmod(path, 0o644)
-        for src, rel in ((staging.artifacts, "artifacts"), (staging.inputs, INPUTS_DIR)):
-            if src.is_dir():
-                os.chmod(src, 0o755)
-                if any(src.iterdir()):
-                    os.rename(src, record / rel)
-        if staging.stderr.exists():
-            (record / "logs").mkdir(exist_ok=True)
-            os.rename(staging.stderr, record / STDERR_LOG)
-        if staging.stdout.exists():
-            (record / "logs").mkdir(exist_ok=True)
-            os.rename(staging.stdout, record / "logs" / "engine.stdout")
-        if run_input is not None and not (record / RUN_INPUT).exists():
-            with contextlib.suppress(ValueError, TypeError):
-                (record / RUN_INPUT).write_bytes(canonical(run_input))
-        doc = {
-            "at": now_rfc3339(),
-            "engine": engine,
-            "engine_code": defs.engine_code,
-            "engine_version": defs.engine_version,
-            "project_id": run_input.get("project_id") if run_input else None,
-            "reason": rej.reason,
-            "run_id": run_id,
-            "stage": rej.stage,
-        }
-        (record / REJECTION_FILE).write_bytes(canonical(doc))
-        dest = rejected_dir(tree, engine) / run_id
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(record, dest)
-        return str(dest)
-    except OSError:
-        shutil.rmtree(record, ignore_errors=True)
-        return None
