@@ -729,3 +729,19 @@ def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
         peer.join(timeout=15)
         router.close(linger=0)
         ctx.term()
+
+
+def test_a_failed_handshake_is_not_a_dead_daemon_and_a_refused_key_says_so() -> None:
+    """The link watch: a disconnect counts as a death only after the link was up; a Curve
+    refusal is its own verdict (it used to read as "the daemon went away")."""
+    from protocol.link import LinkFailure, LinkWatch
+
+    watch = LinkWatch()
+    assert watch.feed(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 32) is None
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is None  # never up: nothing died
+    assert watch.handshake_failed
+    assert watch.feed(zmq.EVENT_HANDSHAKE_SUCCEEDED) is None
+    assert not watch.handshake_failed
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is LinkFailure.DIED
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is None  # said once
+    assert LinkWatch().feed(zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400) is LinkFailure.REFUSED
