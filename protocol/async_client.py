@@ -1,8 +1,10 @@
 """``AsyncClient`` and its ``AsyncEventStream``: the asyncio twin of ``sync_client``.
 
 An ``AsyncClient`` owns one zmq Context and destroys it on ``close()``. It is for one event loop,
-where concurrent requests are fine: one reader task hands each reply to its waiter by id. What
-it shares with ``Client`` lives in ``transport`` (control channel), ``streams`` and ``gaps``.
+where concurrent requests are fine: one reader task hands each reply to its waiter by id, and
+ends every waiter at once when the socket's monitor says the daemon died or refused this client
+(``link``). What it shares with ``Client`` lives in ``transport`` (control channel), ``link``,
+``streams`` and ``gaps``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any, Self
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from .errors import ClientError, ProtocolError
+from .errors import ClientError, DaemonUnreachable, ProtocolError
 from .gaps import StreamCore
+from .link import MONITORED_EVENTS, LinkFailure, LinkWatch
 from .messages import (
     ActionReply,
     Du,
@@ -54,11 +58,14 @@ from .messages import (
 )
 from .streams import StreamBase, StreamState, subscribe
 from .transport import (
+    HEARTBEAT_MS,
     SLOW_ACTION_TIMEOUT,
     RequestIds,
     curve_options,
+    daemon_died,
     expect,
     interpret,
+    key_refused,
     loose,
     no_connection,
     no_reply,
@@ -99,7 +106,9 @@ class AsyncClient:
             self._ctx.setsockopt(option, value)
         self._dealer: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[bytes]] = {}
+        #: Each request in flight, by id: the future its reply goes to, and the request.
+        self._waiters: dict[str, tuple[asyncio.Future[bytes], Request]] = {}
+        self._link = LinkWatch()
         self._ids = RequestIds()
         self._streams: set[AsyncEventStream] = set()
         self._closed = False
@@ -140,9 +149,15 @@ class AsyncClient:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # As in Client: heartbeats and a monitor, so that a waiting request ends within
+            # 2 s of the daemon's death (link.py), not at its timeout.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            monitor = sock.get_monitor_socket(MONITORED_EVENTS)
             sock.connect(self.endpoint)
-            self._dealer = sock
-            self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
+            self._dealer, self._link = sock, LinkWatch()
+            reader = self._read_replies(sock, monitor)
+            self._reader = asyncio.get_running_loop().create_task(reader)
         return self._dealer
 
     def _drop_control(self) -> asyncio.Task[None] | None:
@@ -150,33 +165,62 @@ class AsyncClient:
         if reader is not None:
             reader.cancel()
         if self._dealer is not None:
-            self._dealer.close(linger=0)
+            self._dealer.close(linger=0)  # the monitor is closed by the reader as it ends
             self._dealer = None
         return reader
 
-    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
-        """Hand each reply to the request waiting for its id; drop the rest (stale replies)."""
+    async def _read_replies(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
+        """Hand each reply to the request waiting for its id; drop the rest (stale replies).
+        A link failure ends every request waiting then (a drop with none waiting is no news)."""
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while True:
                 # poll, then recv without blocking: cancelling a poll can never lose a message.
-                await sock.poll(None, zmq.POLLIN)
-                while True:
-                    try:
-                        data = await sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    routed = loose(data)
-                    waiter = None
-                    if routed is not None:
-                        waiter = self._waiters.get(routed.id)
-                        if waiter is None and routed.id == "" and len(self._waiters) == 1:
-                            # An error the daemon could not address: with one request in
-                            # flight it is that request's answer.
-                            (waiter,) = self._waiters.values()
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(data)
+                ready = dict(await poller.poll())
+                if monitor in ready:
+                    await self._watch_link(monitor)
+                if sock in ready:
+                    await self._route_replies(sock)
         except zmq.ZMQError:
             return  # the socket was closed under us
+        finally:
+            monitor.close(linger=0)
+
+    async def _watch_link(self, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)
+            failure = self._link.feed(event["event"], event["value"])
+            if failure is None:
+                continue
+            for waiter, req in self._waiters.values():
+                if not waiter.done():
+                    if failure is LinkFailure.REFUSED:
+                        waiter.set_exception(key_refused(self.endpoint))
+                    else:
+                        waiter.set_exception(daemon_died(self.endpoint, req))
+
+    async def _route_replies(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                data = await sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            routed = loose(data)
+            found = None
+            if routed is not None:
+                found = self._waiters.get(routed.id)
+                if found is None and routed.id == "" and len(self._waiters) == 1:
+                    # An error the daemon could not address: with one request in
+                    # flight it is that request's answer.
+                    (found,) = self._waiters.values()
+            if found is not None and not found[0].done():
+                found[0].set_result(data)
 
     async def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
@@ -184,17 +228,20 @@ class AsyncClient:
         sock = self._control()
         waited = self.timeout if timeout is None else timeout
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiters[req.id] = waiter
+        self._waiters[req.id] = (waiter, req)
         try:
             await sock.send(data, zmq.NOBLOCK)
             raw = await asyncio.wait_for(waiter, waited)
-        except (zmq.Again, TimeoutError):
+        except (zmq.Again, TimeoutError, DaemonUnreachable) as exc:
             del self._waiters[req.id]
+            handshake_failed = self._link.handshake_failed
             # Start afresh only when nobody else waits on this socket; otherwise their replies
             # would be lost, and a late reply to this request is dropped by id anyway.
             if not self._waiters:
                 self._drop_control()
-            raise no_reply(self.endpoint, waited) from None
+            if isinstance(exc, DaemonUnreachable):  # the link failed (_watch_link)
+                raise exc from None
+            raise no_reply(self.endpoint, waited, handshake_failed=handshake_failed) from None
         except BaseException:
             self._waiters.pop(req.id, None)
             raise

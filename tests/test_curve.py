@@ -121,7 +121,7 @@ async def test_async_client_over_tcp(curve_daemon) -> None:
         curve_client_keys=keys.stranger.secret,
         timeout=1,
     ) as c:
-        with pytest.raises(DaemonUnreachable):
+        with pytest.raises(DaemonUnreachable, match=REFUSED):
             await c.status()
 
 
