@@ -166,10 +166,10 @@ async def _serve(
             detail={
                 "pid": os.getpid(),
                 "version": ctx.version,
-                "tier": sup.tier,
+                "tier": sup.cap.tier,
                 "license": license.status if license is not None else "missing",
                 "services": len(sup.order),
-                "over_limit": len(sup.blocked),
+                "over_limit": len(sup.cap.blocked),
             },
             actor=me,
         )
