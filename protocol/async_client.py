@@ -179,16 +179,16 @@ class AsyncClient:
             while True:
                 # poll, then recv without blocking: cancelling a poll can never lose a message.
                 ready = dict(await poller.poll())
-                if monitor in ready:
-                    await self._watch_link(monitor)
                 if sock in ready:
                     await self._route_replies(sock)
+                if monitor in ready:
+                    await self._watch_link(sock, monitor)
         except zmq.ZMQError:
             return  # the socket was closed under us
         finally:
             monitor.close(linger=0)
 
-    async def _watch_link(self, monitor: zmq.asyncio.Socket) -> None:
+    async def _watch_link(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
         while True:
             try:
                 frames = await monitor.recv_multipart(zmq.NOBLOCK)
@@ -198,6 +198,7 @@ class AsyncClient:
             failure = self._link.feed(event["event"], event["value"])
             if failure is None:
                 continue
+            await self._route_replies(sock)  # a reply that came before the drop still counts
             for waiter, req in self._waiters.values():
                 if not waiter.done():
                     if failure is LinkFailure.REFUSED:

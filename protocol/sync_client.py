@@ -189,25 +189,27 @@ class Client:
         poller.register(sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
+        failure: LinkFailure | None = None
         while True:
             ms = remaining_ms(deadline)
             ready = dict(poller.poll(ms)) if ms else {}
-            if sock not in ready:
-                failure = self._link_failure() if ready else None
-                if ready and failure is None:
-                    continue
-                handshake_failed = self._link.handshake_failed
-                self._drop_control()
-                if failure is LinkFailure.REFUSED:
-                    raise key_refused(self.endpoint)
-                if failure is LinkFailure.DIED:
-                    raise daemon_died(self.endpoint, req)
-                raise no_reply(self.endpoint, waited, handshake_failed=handshake_failed)
-            # One request at a time per socket (a timeout replaces the socket): an id-less
-            # error can only be this request's.
-            reply = interpret(sock.recv(), req.id, self.endpoint, sole=True)
-            if reply is not None:
-                return reply
+            if sock in ready:
+                # One request at a time per socket (a timeout replaces the socket): an id-less
+                # error can only be this request's.
+                reply = interpret(sock.recv(), req.id, self.endpoint, sole=True)
+                if reply is not None:
+                    return reply
+            elif ready:
+                failure = self._link_failure() or failure
+            if ready and (failure is None or sock.poll(0, zmq.POLLIN)):
+                continue  # nothing failed yet, or a reply came before the drop: read it
+            handshake_failed = self._link.handshake_failed
+            self._drop_control()
+            if failure is LinkFailure.REFUSED:
+                raise key_refused(self.endpoint)
+            if failure is LinkFailure.DIED:
+                raise daemon_died(self.endpoint, req)
+            raise no_reply(self.endpoint, waited, handshake_failed=handshake_failed)
 
     def hello(self, *, timeout: float | None = None) -> HelloReply:
         return expect(self.request(Hello(client=self.client_name), timeout), HelloReply)
