@@ -1,7 +1,7 @@
-"""``python -m daemon`` is the ``runyard`` command."""
+"""``python -m runyard.daemon`` is the ``runyard`` command."""
 
 import sys
 
-from daemon.cli import main
+from runyard.daemon.cli import main
 
 sys.exit(main())

@@ -36,11 +36,11 @@ import time
 
 from watchfiles import awatch
 
-from protocol import payloads as wire
-from protocol.messages import DuEvent
-from runtime.cache import cache_owner
-from runtime.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
-from runtime.tree import RESERVED_NAMES, RuntimeTree
+from runyard.protocol import payloads as wire
+from runyard.protocol.messages import DuEvent
+from runyard.runtime.acquisition.cache import cache_owner
+from runyard.runtime.core.du import CATEGORIES, DiskReport, Usage, disk_usage, scan_usage
+from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree
 
 from .events import EventBus
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from protocol.messages import Event
+from runyard.protocol.messages import Event
 
 __all__ = ["EventBus"]
 

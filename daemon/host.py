@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from protocol.messages import LogLine
-from runtime.tree import RuntimeTree
+from runyard.protocol.messages import LogLine
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["RunnerHost"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from runtime.errors import RunyardError
-from runtime.license import COMMUNITY_LIMITS, LicenseStatus
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.license import COMMUNITY_LIMITS, LicenseStatus
 
 from .spec import admit
 

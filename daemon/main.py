@@ -7,7 +7,7 @@ output waits in FIFOs whose read ends the children themselves keep open, and the
 adopts them (see docs/ARCHITECTURE.md, "Surviving a daemon crash").
 
 Before anything else the daemon runs the startup checks of ``runyard doctor``
-(runtime/doctor.py): a fatal one (manifest invalid, a checksum mismatch, data/ or logs/ not
+(runtime/ops/doctor.py): a fatal one (manifest invalid, a checksum mismatch, data/ or logs/ not
 writable, temp/ not ours) stops it with one line naming the check; the others are logged.
 The license is checked there too: an expired, forged or malformed one is one log line and
 community limits. Start, stop, signals and every audited request go to the audit trail.
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import setproctitle
 
-from protocol.endpoints import endpoints_for
-from protocol.messages import DaemonEvent
-from runtime.doctor import DoctorReport, StartupCheckFailed, run_checks
-from runtime.errors import RunyardError
-from runtime.license import LicenseStatus, tree_license
-from runtime.own_version import runyard_version
-from runtime.project import load_project
-from runtime.tree import RuntimeTree
+from runyard.protocol.endpoints import endpoints_for
+from runyard.protocol.messages import DaemonEvent
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.own_version import runyard_version
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_checks
+from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 from .diskwatch import DiskWatch
 from .events import EventBus
@@ -290,7 +290,7 @@ def run_daemon(
     ``license_file`` replaces the tree's config/runyard/license.json.
     """
     tree = RuntimeTree(root).require()
-    # ps and top show what this is, not "python3 -m daemon daemon --root ...".
+    # ps and top show what this is, not "python3 -m runyard.daemon daemon --root ...".
     setproctitle.setproctitle(f"runyard daemon {tree.root}")
     began = time.monotonic()
     try:

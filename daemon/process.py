@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psutil
 
-from runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 
 from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
 

@@ -34,8 +34,8 @@ from urllib.parse import quote
 
 import msgspec
 
-from runtime.manifest import decode_error_message
-from runtime.supervision import SupervisionError, range_problem
+from runyard.runtime.config.supervision import SupervisionError, range_problem
+from runyard.runtime.core.manifest import decode_error_message
 
 __all__ = [
     "LogMatcher",

@@ -32,10 +32,10 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from protocol import messages as m
-from protocol.endpoints import Endpoints, prepare_socket_dir
-from runtime.audit import current_actor
-from runtime.errors import RunyardError
+from runyard.protocol import messages as m
+from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.ops.audit import current_actor
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe

@@ -24,8 +24,8 @@ import contextlib
 import os
 import time
 
-from protocol.messages import ServiceStatus
-from protocol.payloads import Port
+from runyard.protocol.messages import ServiceStatus
+from runyard.protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost

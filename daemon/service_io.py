@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 from .logs import LogPipes, LogReader, ServiceLog
 from .readiness import ReadinessMonitor, resolve_port

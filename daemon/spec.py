@@ -25,12 +25,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from runtime.env import resolve_service_env, select_entry
-from runtime.errors import ProjectError, ResolveError, RunyardError
-from runtime.manifest import PortDef, RuntimeManifest, load_manifest
-from runtime.project import Project, load_service_template
-from runtime.supervision import SupervisionError, merge, parse_log_mode, parse_signal
-from runtime.tree import RuntimeTree
+from runyard.runtime.config.env import resolve_service_env, select_entry
+from runyard.runtime.config.project import Project, load_service_template
+from runyard.runtime.config.supervision import SupervisionError, merge, parse_log_mode, parse_signal
+from runyard.runtime.core.errors import ProjectError, ResolveError, RunyardError
+from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
+from runyard.runtime.core.tree import RuntimeTree
 
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness

@@ -4,7 +4,7 @@ Per service: the pid, pgid and process start time of its live process (so a reus
 never adopted), the *wanted* state (what the operator asked: an operator's ``stop`` is kept
 by the next daemon), whether it was ``fatal`` (with its reason and last exit: a new daemon
 does not retry what the previous one gave up on), the restart count, and the definition's
-version and digest. Written atomically (temp + fsync + rename, runtime/atomic.py) after every
+version and digest. Written atomically (temp + fsync + rename, runtime/core/atomic.py) after every
 committed change, and kept by a clean shutdown (with no pids), so a new daemon knows what the
 operator wanted. Files written by older daemons (no ``fatal``) still decode: new fields have
 defaults. Unknown fields are tolerated, not refused as in other files we own: a daemon that is
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import msgspec
 
-from runtime.atomic import atomic_write_bytes
-from runtime.capped import SMALL_FILE, read_capped
-from runtime.errors import FileRefused
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
 
 from .fsm import Wanted
 

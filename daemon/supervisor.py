@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
-from runtime.license import LicenseStatus
-from runtime.project import load_project
-from runtime.tree import RuntimeTree
+from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import LicenseStatus
 
 from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted

@@ -14,8 +14,8 @@ from pathlib import Path
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from runtime.errors import ProjectError
-from runtime.project import DaemonSettings
+from runyard.runtime.config.project import DaemonSettings
+from runyard.runtime.core.errors import ProjectError
 
 __all__ = ["NamingAuthenticator", "TcpListener", "tcp_listener"]
 
@@ -85,7 +85,11 @@ def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpList
         return p if p.is_absolute() else base / p
 
     # Imported here: it pulls in `cryptography` (~8 MiB RSS), which an ipc-only daemon never needs.
-    from runtime.keys import KeyFileError, load_authorized_curve_keys, load_curve_secret
+    from runyard.runtime.signing.keys import (
+        KeyFileError,
+        load_authorized_curve_keys,
+        load_curve_secret,
+    )
 
     secret_file = path_of(settings.curve_secret_key or "")
     authorized_dir = path_of(settings.curve_authorized_dir or "")

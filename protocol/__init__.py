@@ -1,6 +1,6 @@
 """The wire contract and the client library: what the TUI and scripts import to talk to a daemon.
 
-    from protocol import Client
+    from runyard.protocol import Client
 
     with Client() as client:                      # root: RUNYARD_ROOT, ./runtime, ...
         client.start(["web"])

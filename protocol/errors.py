@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runtime.errors import RunyardError
+from runyard.runtime.core.errors import RunyardError
 
 __all__ = [
     "REMOTE_ERRORS",

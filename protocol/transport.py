@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from runtime.tree import resolve_root
+from runyard.runtime.core.tree import resolve_root
 
 from .endpoints import endpoints_for
 from .errors import ClientError, DaemonUnreachable, ProtocolError, TooLarge, remote_error
@@ -198,7 +198,7 @@ def curve_options(
         and not any(e.startswith("tcp://") for e in endpoints)
     ):
         return {}
-    from runtime.keys import KeyFileError, curve_client_options
+    from runyard.runtime.signing.keys import KeyFileError, curve_client_options
 
     try:
         return curve_client_options(endpoints, server_key, client_keys)

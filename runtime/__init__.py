@@ -1,6 +1,6 @@
 """The on-disk runtime tree, importable without the daemon.
 
-import runtime
+from runyard import runtime
 runtime.get_manifest()                      # RuntimeManifest of the resolved tree
 runtime.ensure_service("hello-http", "1.x")  # ServiceBinary, fetched and verified
 runtime.service_env("hello-http")           # merged env with the scoped PATH
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 # Names load on first use (PEP 562): importing one module of the package (the daemon needs
 # the manifest, not urllib and tarfile) does not pay for all of them.
 _WHERE = {
-    "ServiceBinary": "acquire",
-    "ensure_service": "acquire",
-    "get_manifest": "acquire",
-    "service_env": "env",
-    "PortDef": "manifest",
-    "RuntimeManifest": "manifest",
-    "ServiceEntry": "manifest",
-    "RuntimeTree": "tree",
+    "ServiceBinary": "acquisition.ensure",
+    "ensure_service": "acquisition.ensure",
+    "get_manifest": "acquisition.ensure",
+    "service_env": "config.env",
+    "PortDef": "core.manifest",
+    "RuntimeManifest": "core.manifest",
+    "ServiceEntry": "core.manifest",
+    "RuntimeTree": "core.tree",
 }
 _ERRORS = (
     "AcquisitionError",
@@ -34,12 +34,12 @@ _ERRORS = (
     "TreeError",
     "UnsafeArchiveError",
 )
-_WHERE.update(dict.fromkeys(_ERRORS, "errors"))
+_WHERE.update(dict.fromkeys(_ERRORS, "core.errors"))
 
 if TYPE_CHECKING:
-    from .acquire import ServiceBinary, ensure_service, get_manifest
-    from .env import service_env
-    from .errors import (
+    from runyard.runtime.acquisition.ensure import ServiceBinary, ensure_service, get_manifest
+    from runyard.runtime.config.env import service_env
+    from runyard.runtime.core.errors import (
         AcquisitionError,
         CatalogError,
         ChecksumMismatch,
@@ -50,8 +50,8 @@ if TYPE_CHECKING:
         TreeError,
         UnsafeArchiveError,
     )
-    from .manifest import PortDef, RuntimeManifest, ServiceEntry
-    from .tree import RuntimeTree
+    from runyard.runtime.core.manifest import PortDef, RuntimeManifest, ServiceEntry
+    from runyard.runtime.core.tree import RuntimeTree
 
 
 def __getattr__(name: str) -> Any:

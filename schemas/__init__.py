@@ -26,8 +26,8 @@ SCHEMA_DIR = Path(__file__).parent
 
 def schema_sources() -> dict[str, tuple[type, str]]:
     """File name -> (Struct type, title)."""
-    from runtime.catalog import Catalog
-    from runtime.manifest import RuntimeManifest
+    from runyard.runtime.acquisition.catalog import Catalog
+    from runyard.runtime.core.manifest import RuntimeManifest
 
     return {
         "manifest.schema.json": (
@@ -66,7 +66,7 @@ def render(name: str, schema_hook: Callable[[type], dict[str, Any]] = _hook) -> 
 
 def write_all() -> list[Path]:
     """(Re)write every schema file; returns the files that changed."""
-    from runtime.atomic import atomic_write_bytes
+    from runyard.runtime.core.atomic import atomic_write_bytes
 
     changed = []
     for name in schema_sources():

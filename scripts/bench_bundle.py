@@ -41,11 +41,11 @@ from typing import Any
 
 from benchkit import build_once, time_rounds
 
-from runtime.bundle import install_bundle, pack_bundle
-from runtime.manifest import RuntimeManifest, ServiceEntry, save_manifest
-from runtime.platform import current_arch, current_os
-from runtime.tree import RuntimeTree
-from runtime.verify import verify_installed
+from runyard.runtime.acquisition.drift import verify_installed
+from runyard.runtime.bundle import install_bundle, pack_bundle
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, save_manifest
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
 
 SEED = 20240917
 FULL_BYTES = 200 * 1000 * 1000

@@ -32,8 +32,8 @@ import msgspec
 import rfc8785
 from benchkit import time_rounds
 
-from runtime import canonical
-from runtime.canonical import canonical_bytes, canonical_sha256
+from runyard.runtime.core import canonical
+from runyard.runtime.core.canonical import canonical_bytes, canonical_sha256
 
 SEED = 20240601
 FULL_MB = 10.0

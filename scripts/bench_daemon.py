@@ -102,7 +102,7 @@ class RunyardAPI:
     RUNNING, STOPPED = "running", "stopped"
 
     def __init__(self, address: str) -> None:
-        from protocol.client import Client
+        from runyard.protocol.client import Client
 
         self.client = Client(address, timeout=10.0)
 
@@ -466,7 +466,16 @@ class Runyard(Contender):
             )
         project.write_text("\n".join(sections))
         root = str(phase.tree_root)
-        return [self.python, "-m", "daemon", "daemon", "--root", root, "--project", str(project)]
+        return [
+            self.python,
+            "-m",
+            "runyard.daemon",
+            "daemon",
+            "--root",
+            root,
+            "--project",
+            str(project),
+        ]
 
     def address(self, phase: Phase) -> str:
         return str(phase.tree_root)
@@ -636,9 +645,9 @@ def build_tree(root: Path, programs: dict[str, bytes]) -> dict[str, Path]:
     """Install each ``name: program`` as service ``name`` 1.0.0 the way tests/daemonkit does:
     an archive per service, a catalog, `runtime.ensure_service`. Returns the binaries."""
     sys.path.insert(0, str(REPO / "tests"))
-    import runtime
     from archives import archive_record, make_tar, write_catalog
-    from runtime.tree import RuntimeTree
+    from runyard import runtime
+    from runyard.runtime.core.tree import RuntimeTree
 
     RuntimeTree(root).init()
     repo = root.parent / "archives"

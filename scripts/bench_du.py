@@ -26,8 +26,8 @@ from typing import Any
 
 from benchkit import build_once, time_rounds
 
-from runtime.du import Usage, disk_usage, scan_usage
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.du import Usage, disk_usage, scan_usage
+from runyard.runtime.core.tree import RuntimeTree
 
 SEED = 20240601
 SERVICES = 20

@@ -86,7 +86,7 @@ def build_fixture(base: Path, mib: int) -> Path:
 def _fill(base: Path, root: Path, mib: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from archives import archive_record, make_tar, write_catalog
-    from runtime.acquire import ensure_service
+    from runyard.runtime.acquisition.ensure import ensure_service
 
     data = random.Random(SEED).randbytes(mib * MIB)
     (base / "source" / "one").mkdir(parents=True)
@@ -133,7 +133,7 @@ def timed(spent: list[float], func: Callable[..., Any]) -> Callable[..., Any]:
 
 def bench_layout(tree: Any, source: Path, size: int, runs: int) -> tuple[bool, float]:
     """Time ``runs`` sealed runs copying ``source``; (digests all matched, ratio)."""
-    import runtime.runs.run as run_module
+    import runyard.runtime.runs.run as run_module
 
     times: dict[str, list[float]] = {k: [] for k in ("plain", "seal", "bundle", "whole")}
     real = run_module._seal, run_module.seal_bundle
@@ -177,7 +177,7 @@ def bench_layout(tree: Any, source: Path, size: int, runs: int) -> tuple[bool, f
 
 
 def run(opts: Any) -> bool:
-    from runtime.tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
 
     mib = QUICK_MIB if opts.quick else FULL_MIB
     base = Path(opts.repo) / ".bench" / f"seal-{mib}-s{SEED}-v{LAYOUT_VERSION}"

@@ -255,7 +255,7 @@ def measure_tui(
     tmux: TmuxControl, tree: Any, daemon: Any, warmup: float, window: float
 ) -> dict[str, Any]:
     session = "tui"
-    command = f"exec {sys.executable} -m daemon tui --root {tree.root}"
+    command = f"exec {sys.executable} -m runyard.daemon tui --root {tree.root}"
     tmux.open(session, command, tree.root.parent)
     wait_screen(
         tmux,

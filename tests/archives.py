@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.platform import current_arch, current_os
+from runyard.runtime.core.platform import current_arch, current_os
 
 
 def make_tar(path: Path, files: dict[str, bytes], mode: int = 0o755) -> Path:

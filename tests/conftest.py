@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 # CI runs the same examples every time (no flaky reds); locally hypothesis explores freely.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import runtime
 from archives import archive_record, make_tar, write_catalog
-from protocol.client import Client, DaemonUnreachable
-from runtime.tree import RuntimeTree
+from runyard import runtime
+from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.runtime.core.tree import RuntimeTree
 
 #: A service that says it is up, idles, and exits 0 on SIGTERM.
 SLEEPER = """
@@ -84,7 +84,7 @@ def daemon_refuses(root: Path, project_file: Path | None = None) -> str:
     ``project_file`` defaults to ``runyard.toml`` beside the tree. Returns that line.
     """
     project_file = project_file or root.parent / "runyard.toml"
-    argv = [sys.executable, "-m", "daemon", "daemon", "--root", str(root)]
+    argv = [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(root)]
     out = subprocess.run(
         [*argv, "--project", str(project_file)],
         cwd=root.parent,
@@ -114,7 +114,7 @@ class Daemon:
             [
                 sys.executable,
                 "-m",
-                "daemon",
+                "runyard.daemon",
                 "daemon",
                 "--root",
                 str(self.tree.root),

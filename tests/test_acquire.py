@@ -10,13 +10,18 @@ from pathlib import Path
 
 import pytest
 
-import runtime
 from archives import archive_record, make_tar, program, publish, write_catalog
-from runtime.catalog import remembered_catalog
-from runtime.errors import CatalogError, ChecksumMismatch, ResolveError, UnsafeArchiveError
-from runtime.manifest import load_manifest
-from runtime.platform import current_arch, current_os
-from runtime.tree import RuntimeTree
+from runyard import runtime
+from runyard.runtime.acquisition.catalog import remembered_catalog
+from runyard.runtime.core.errors import (
+    CatalogError,
+    ChecksumMismatch,
+    ResolveError,
+    UnsafeArchiveError,
+)
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
 
 PLATFORM = f"{current_os()}-{current_arch()}"
 

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.runs.artifact_index import ArtifactIndexError, index_entries, read_artifact_index
+from runyard.runtime.runs.artifact_index import (
+    ArtifactIndexError,
+    index_entries,
+    read_artifact_index,
+)
 
 GOOD = {"path": "artifacts/a.csv", "role": "artifact", "sha256": "0" * 64, "size": 3}
 

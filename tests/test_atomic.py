@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.atomic import atomic_output, atomic_write_bytes
+from runyard.runtime.core.atomic import atomic_output, atomic_write_bytes
 
 
 def test_atomic_output_replaces_the_file_with_the_given_mode(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 from test_runs_kit import SAMPLE, build_catalogs, install
 
-from runtime import audit
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops import audit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd or REPO,
         env=env,
         capture_output=True,
@@ -213,7 +213,7 @@ def test_torn_last_line_is_closed_and_chained_over(log10: Path) -> None:
 
 APPENDER = """
 import sys
-from runtime import audit
+from runyard.runtime.ops import audit
 for i in range(int(sys.argv[2])):
     audit.record(sys.argv[1], "start", target=f"p{sys.argv[3]}-{i}")
 """
@@ -406,7 +406,7 @@ def test_ipc_actor_is_the_peers_uid_not_the_daemons(tmp_path: Path) -> None:
 
     import zmq
 
-    from daemon.server import peer_of
+    from runyard.daemon.server import peer_of
 
     # Outside tmp_path, whose parents are 0700: the other uid must reach the socket.
     sock_dir = Path(tempfile.mkdtemp(prefix="runyard-peer-", dir="/tmp"))

@@ -17,11 +17,18 @@ import pytest
 from daemonkit import wait_for
 from test_bundle_kit import REPO, bin_file, make_tree
 
-from runtime.audit import audit_path, verify_chain
-from runtime.bundle import BundleError, Prefix, decide_action, install_bundle, pack_bundle, rollback
-from runtime.manifest import load_manifest
-from runtime.tree import RuntimeTree
-from runtime.verify import verify_installed
+from runyard.runtime.acquisition.drift import verify_installed
+from runyard.runtime.bundle import (
+    BundleError,
+    Prefix,
+    decide_action,
+    install_bundle,
+    pack_bundle,
+    rollback,
+)
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit import audit_path, verify_chain
 
 FORMATS = ["tar.gz", "zip"]
 
@@ -197,7 +204,7 @@ def test_version_policy(current, new, migrate, force, action) -> None:
 def test_concurrent_installs_take_turns(bundles, tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
     script = (
-        "import sys, json; from runtime.bundle import install_bundle;"
+        "import sys, json; from runyard.runtime.bundle import install_bundle;"
         "r = install_bundle(sys.argv[1], sys.argv[2]); print(r.action)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -247,7 +254,16 @@ def test_sigkill_during_install_leaves_current_as_it_was(bundles, tmp_path: Path
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "bundle", "install", str(fifo), "--prefix", str(prefix)],
+        [
+            sys.executable,
+            "-m",
+            "runyard.daemon",
+            "bundle",
+            "install",
+            str(fifo),
+            "--prefix",
+            str(prefix),
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -347,8 +363,8 @@ def test_license_survives_upgrade_and_rollback(bundles, tmp_path: Path) -> None:
     import datetime
     import shutil
 
-    from runtime.keys import generate_signing_key
-    from runtime.license import issuer_dir, license_path, sign_license, tree_license
+    from runyard.runtime.ops.license import issuer_dir, license_path, sign_license, tree_license
+    from runyard.runtime.signing.keys import generate_signing_key
 
     today = datetime.datetime.now(datetime.UTC).date()
     doc = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from daemonkit import build_tree, program
 
 from archives import Raw, make_raw_archive, read_raw_archive
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def cli(
     full["XDG_CONFIG_HOME"] = str(cwd / "xdg")
     full.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd,
         env=full,
         capture_output=True,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_bundle_kit import bin_file, make_tree
 
-from runtime.bundle import BundleError, pack_bundle
-from runtime.bundle.pack import resolve_created_at
-from runtime.manifest import load_manifest, parse_manifest
+from runyard.runtime.bundle import BundleError, pack_bundle
+from runyard.runtime.bundle.pack import resolve_created_at
+from runyard.runtime.core.manifest import load_manifest, parse_manifest
 
 
 def sha(path: Path) -> str:
@@ -244,7 +244,7 @@ def test_manifest_json_is_the_tree_manifest_shape(tree, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_with_wheels_packs_the_wheelhouse_and_install_sh(tree, tmp_path: Path) -> None:
-    wheels = pytest.importorskip("runtime.bundle.wheels")
+    wheels = pytest.importorskip("runyard.runtime.bundle.wheels")
     out = tmp_path / "b.tar.gz"
     try:
         result = pack_bundle(tree, out, version="1.0.0", with_wheels=True)
@@ -259,7 +259,7 @@ def test_with_wheels_packs_the_wheelhouse_and_install_sh(tree, tmp_path: Path) -
     assert "install.sh" in manifest.bundle.executables
     assert set(whl) <= set(manifest.bundle.files)
     assert not list(tmp_path.glob(".b.tar.gz.wheels-*"))  # the scratch wheelhouse is gone
-    from runtime.bundle import verify_bundle_file
+    from runyard.runtime.bundle import verify_bundle_file
 
     assert verify_bundle_file(result.path).ok
 

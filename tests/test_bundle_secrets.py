@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_bundle_kit import make_tree
 
-from runtime.bundle import SecretsFound, pack_bundle
-from runtime.bundle.secrets import scan_config_text, scan_content, scan_name, secret_name
-from runtime.keys import generate_curve_key, generate_signing_key
+from runyard.runtime.bundle import SecretsFound, pack_bundle
+from runyard.runtime.bundle.secrets import scan_config_text, scan_content, scan_name, secret_name
+from runyard.runtime.signing.keys import generate_curve_key, generate_signing_key
 
 SECRET_VALUE = "hunter2-do-not-print"
 
@@ -304,7 +304,7 @@ def test_private_key_inside_a_config_file_is_refused(tmp_path: Path) -> None:
 def test_config_files_of_1_mib_or_more_are_value_scanned(tmp_path: Path) -> None:
     """A config file of 1 MiB or more was read through mmap for its sha256 and never
     value-scanned: ``password: ...`` after a megabyte of comments was packed."""
-    from runtime.bundle.secrets import MAX_CONFIG_SCAN
+    from runyard.runtime.bundle.secrets import MAX_CONFIG_SCAN
 
     tree = make_tree(tmp_path / "src")
     web = tree.config_dir / "web"
@@ -381,7 +381,7 @@ def test_config_files_with_no_known_suffix_are_value_scanned(tmp_path: Path) -> 
 
 
 def test_a_thousand_findings_make_one_readable_line_not_a_wall() -> None:
-    from runtime.bundle.layout import SHOWN_FINDINGS, Finding
+    from runyard.runtime.bundle.layout import SHOWN_FINDINGS, Finding
 
     findings = [Finding(f"config/svc/c{i}.txt", "holds a value") for i in range(972)]
     exc = SecretsFound(findings)

@@ -11,9 +11,9 @@ import pytest
 from test_bundle_kit import edit_manifest, make_tree, rewrite
 
 from archives import Raw, make_raw_archive
-from runtime.bundle import BundleError, install_bundle, pack_bundle, verify_bundle_file
-from runtime.errors import UnsafeArchiveError
-from runtime.keys import generate_signing_key
+from runyard.runtime.bundle import BundleError, install_bundle, pack_bundle, verify_bundle_file
+from runyard.runtime.core.errors import UnsafeArchiveError
+from runyard.runtime.signing.keys import generate_signing_key
 
 FORMATS = ["tar.gz", "zip"]
 
@@ -67,8 +67,8 @@ def test_wrong_key_is_refused(signed, tmp_path: Path, fmt: str) -> None:
 
 
 def _fingerprint(pub: Path) -> str:
-    from runtime.ed25519 import fingerprint
-    from runtime.keys import load_public_key
+    from runyard.runtime.signing.ed25519 import fingerprint
+    from runyard.runtime.signing.keys import load_public_key
 
     return fingerprint(load_public_key(pub))
 
@@ -121,9 +121,9 @@ def test_tampered_manifest_breaks_the_signature(signed, tmp_path: Path, fmt: str
 def test_resigned_by_another_key_is_refused_with_pubkey(signed, tmp_path: Path, fmt: str) -> None:
     """An attacker who re-signs a tampered manifest with their own key passes only without
     --pubkey, and then only as "not checked against a trusted key"."""
-    from runtime.bundle.signing import signing_payload
-    from runtime.ed25519 import key_identity, sign_base64
-    from runtime.keys import load_signing_key
+    from runyard.runtime.bundle.signing import signing_payload
+    from runyard.runtime.signing.ed25519 import key_identity, sign_base64
+    from runyard.runtime.signing.keys import load_signing_key
 
     theirs = load_signing_key(signed["other_key"])
 
@@ -312,7 +312,7 @@ def rewrite_manifest(bundle: Path) -> bytes:
 def test_copy_member_stops_at_the_declared_size() -> None:
     import io
 
-    from runtime.bundle.reader import copy_member
+    from runyard.runtime.bundle.reader import copy_member
 
     got: list[bytes] = []
     with pytest.raises(UnsafeArchiveError, match="more than its declared 10 bytes"):
@@ -375,12 +375,12 @@ def test_a_huge_integer_in_the_manifest_is_one_failed_check(
 
 
 def test_the_signature_check_never_raises_on_a_manifest_without_canonical_form(signed) -> None:
-    from runtime.bundle.signing import check_signature
+    from runyard.runtime.bundle.signing import check_signature
 
     doc = json.loads(rewrite_manifest(signed["zip"]))
     doc["services"][0]["size"] = 2**64  # as if validation had let it through
     for pubkey in (None, signed["pub"]):
-        from runtime.keys import load_public_key
+        from runyard.runtime.signing.keys import load_public_key
 
         sig = check_signature(doc, load_public_key(pubkey) if pubkey else None)
         assert (sig.ok, sig.state) == (False, "invalid")

@@ -33,7 +33,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from runtime.bundle.wheels import parse_lock
+from runyard.runtime.bundle.wheels import parse_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "wheels"
@@ -162,8 +162,8 @@ def snapshot_source(dest: Path, source: Path = ROOT) -> Path:
 COLLECT = """
 import json, sys
 from pathlib import Path
-import runtime.bundle.wheels as w
-from runtime.errors import RunyardError
+import runyard.runtime.bundle.wheels as w
+from runyard.runtime.core.errors import RunyardError
 here = Path(w.__file__).resolve()
 assert here.is_relative_to(Path(sys.argv[1]).resolve()), here
 try:
@@ -353,7 +353,7 @@ def test_install_offline_then_runyard_works(
 
     env = plain_env()
     runyard = str(venv / "bin" / "runyard")
-    where = run([str(venv / "bin" / "python"), "-c", "import runtime; print(runtime.__file__)"],
+    where = run([str(venv / "bin" / "python"), "-c", "import runyard.runtime as runtime; print(runtime.__file__)"],
                 env=env, cwd=tmp_path, timeout=60)  # fmt: skip
     assert where.stdout.startswith(str(venv)), where.stdout  # the wheel, not this checkout
     assert run([runyard, "--help"], env=env, cwd=tmp_path, timeout=60).returncode == 0
@@ -432,9 +432,9 @@ def test_pack_with_wheels_installs_offline(
     pack_module = pytest.importorskip(
         "runtime.bundle.pack", reason="runtime/bundle/pack.py is not there yet"
     )
-    import runtime
     from archives import publish, write_catalog
-    from runtime.tree import RuntimeTree
+    from runyard import runtime
+    from runyard.runtime.core.tree import RuntimeTree
 
     tree = RuntimeTree(tmp_path / "tree")
     tree.init()

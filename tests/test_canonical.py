@@ -28,8 +28,8 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime import canonical
-from runtime.canonical import canonical_bytes, canonical_sha256, loads_canonical_check
+from runyard.runtime.core import canonical
+from runyard.runtime.core.canonical import canonical_bytes, canonical_sha256, loads_canonical_check
 
 DATA = Path(__file__).parent / "data" / "rfc8785"
 VECTORS = sorted(p.stem for p in (DATA / "input").glob("*.json"))

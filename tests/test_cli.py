@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from archives import publish, write_catalog
-from runtime.platform import current_arch, current_os
+from runyard.runtime.core.platform import current_arch, current_os
 
 PLATFORM = f"{current_os()}-{current_arch()}"
 
@@ -23,7 +23,7 @@ def run(
     full_env["XDG_CONFIG_HOME"] = str(cwd / "xdg")
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

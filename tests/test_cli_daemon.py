@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, short_root, wait_for
 
-from protocol.client import Client, DaemonUnreachable
+from runyard.protocol.client import Client, DaemonUnreachable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +28,7 @@ while True:
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

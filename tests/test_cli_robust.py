@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, runyard_env, short_root, wait_for
 
-from protocol.client import AsyncClient, DaemonUnreachable
-from runtime.tree import RuntimeTree
+from runyard.protocol.client import AsyncClient, DaemonUnreachable
+from runyard.runtime.core.tree import RuntimeTree
 
 #: Prints 1,000 lines of 200 bytes (more than a pipe holds), then idles until TERM.
 CHATTY = """
@@ -34,7 +34,7 @@ while True:
 
 def runyard(cwd: Path, *args: str, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", *args], cwd=cwd, env=runyard_env(), **kw
+        [sys.executable, "-m", "runyard.daemon", *args], cwd=cwd, env=runyard_env(), **kw
     )
 
 

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 import zmq
 
-from protocol.client import (
+from runyard.protocol.client import (
     REMOTE_ERRORS,
     AsyncClient,
     BadRequest,
@@ -39,8 +39,8 @@ from protocol.client import (
     UnsupportedVersion,
     Verdict,
 )
-from protocol.endpoints import endpoints_for, prepare_socket_dir
-from protocol.messages import (
+from runyard.protocol.endpoints import endpoints_for, prepare_socket_dir
+from runyard.protocol.messages import (
     DuReply,
     ErrorReply,
     Event,
@@ -669,8 +669,8 @@ async def test_async_events_open_by_await_and_close_with_client(root: Path) -> N
 
 def test_a_new_daemon_epoch_resets_the_seqs() -> None:
     """After a daemon restart seqs start at 1 again: they must not be dropped as old."""
-    from protocol.gaps import StreamCore
-    from protocol.messages import DaemonEvent, StatusReply, encode
+    from runyard.protocol.gaps import StreamCore
+    from runyard.protocol.messages import DaemonEvent, StatusReply, encode
 
     core = StreamCore(
         StatusReply(
@@ -685,8 +685,8 @@ def test_a_new_daemon_epoch_resets_the_seqs() -> None:
 
 
 def test_a_request_over_the_size_limit_is_refused_before_sending(tmp_path) -> None:
-    from protocol.client import Client, TooLarge
-    from protocol.messages import MAX_MESSAGE_BYTES
+    from runyard.protocol.client import Client, TooLarge
+    from runyard.protocol.messages import MAX_MESSAGE_BYTES
 
     with Client(tmp_path, timeout=0.2) as client, pytest.raises(TooLarge, match="over"):
         client.status(["x" * (MAX_MESSAGE_BYTES + 1)])
@@ -701,7 +701,7 @@ def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
 
     import zmq
 
-    from protocol.client import BadRequest, Client
+    from runyard.protocol.client import BadRequest, Client
 
     root = Path(tempfile.mkdtemp(prefix="ry-"))
     (root / "temp").mkdir(mode=0o700)
@@ -734,7 +734,7 @@ def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
 def test_a_failed_handshake_is_not_a_dead_daemon_and_a_refused_key_says_so() -> None:
     """The link watch: a disconnect counts as a death only after the link was up; a Curve
     refusal is its own verdict (it used to read as "the daemon went away")."""
-    from protocol.link import LinkFailure, LinkWatch
+    from runyard.protocol.link import LinkFailure, LinkWatch
 
     watch = LinkWatch()
     assert watch.feed(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 32) is None

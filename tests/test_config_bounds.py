@@ -10,10 +10,10 @@ import msgspec
 import pytest
 from daemonkit import SLEEPER, build_tree, daemon_refuses, short_root
 
-from protocol.errors import RemoteError
-from runtime.errors import ProjectError
-from runtime.project import load_service_template, parse_project
-from runtime.supervision import RANGES, Backoff, Supervision
+from runyard.protocol.errors import RemoteError
+from runyard.runtime.config.project import load_service_template, parse_project
+from runyard.runtime.config.supervision import RANGES, Backoff, Supervision
+from runyard.runtime.core.errors import ProjectError
 
 
 @pytest.mark.parametrize(
@@ -94,8 +94,8 @@ def test_reload_with_out_of_range_value_changes_nothing_and_says_why(daemons) ->
     ],
 )
 def test_readiness_probe_numbers_have_ranges(key: str, value: object, problem: str) -> None:
-    from daemon.readiness import parse_readiness
-    from runtime.supervision import SupervisionError
+    from runyard.daemon.readiness import parse_readiness
+    from runyard.runtime.config.supervision import SupervisionError
 
     table = {"kind": "tcp", "port": 8080, key: value}
     with pytest.raises(SupervisionError) as info:
@@ -105,8 +105,8 @@ def test_readiness_probe_numbers_have_ranges(key: str, value: object, problem: s
 
 
 def test_bad_probe_in_service_toml_names_service_toml(root: Path) -> None:
-    from daemon.spec import ConfigError, load_specs
-    from runtime.project import load_project
+    from runyard.daemon.spec import ConfigError, load_specs
+    from runyard.runtime.config.project import load_project
 
     tree = build_tree(root, {"web": SLEEPER})
     template = tree.config_dir / "web" / "service.toml"

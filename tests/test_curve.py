@@ -13,10 +13,10 @@ import pytest
 import zmq
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
-from protocol import messages as m
-from protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
-from runtime.keys import CurveKeyFiles, generate_curve_key
-from runtime.tree import RuntimeTree
+from runyard.protocol import messages as m
+from runyard.protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.signing.keys import CurveKeyFiles, generate_curve_key
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -195,7 +195,7 @@ def run_daemon(tree: RuntimeTree) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "daemon",
+            "runyard.daemon",
             "daemon",
             "--root",
             str(tree.root),

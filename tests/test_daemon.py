@@ -15,7 +15,7 @@ import psutil
 import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
-from protocol.client import Conflict, DaemonUnreachable, NotFound, OperationFailed
+from runyard.protocol.client import Conflict, DaemonUnreachable, NotFound, OperationFailed
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -219,7 +219,7 @@ def test_second_daemon_exits_naming_the_first(root, daemons) -> None:
     tree = build_tree(root, {"a": SLEEPER})
     d = daemons(tree).start()
     out = subprocess.run(
-        [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)],
+        [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(tree.root)],
         capture_output=True,
         text=True,
         timeout=30,

@@ -13,9 +13,9 @@ import urllib.request
 import pytest
 from daemonkit import SLEEPER, Daemon, build_tree, daemon_refuses, wait_for
 
-from daemon.spec import load_specs
-from runtime.errors import RunyardError
-from runtime.project import load_project
+from runyard.daemon.spec import load_specs
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.errors import RunyardError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,7 +71,7 @@ def test_sd_notify_ready_after_the_socket_answers(root) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
         env["NOTIFY_SOCKET"] = sock_path
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)],
+            [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(tree.root)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -121,7 +121,7 @@ def _get(url: str) -> tuple[int, dict]:
 
 
 def test_daemon_idle_rss_regression_no_crypto_or_jsonschema_at_start() -> None:
-    """The daemon process (`python -m daemon daemon` imports the whole CLI) must not load
+    """The daemon process (`python -m runyard.daemon daemon` imports the whole CLI) must not load
     cryptography, jsonschema or textual until a run, a key or the TUI asks for them (idle RSS)."""
     code = (
         "import sys, daemon.cli, daemon.main; "

@@ -20,10 +20,10 @@ import psutil
 import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
-from daemon.spec import ServiceSpec, load_specs
-from protocol.client import ClientError, Conflict
-from runtime.manifest import load_manifest, save_manifest
-from runtime.project import load_project
+from runyard.daemon.spec import ServiceSpec, load_specs
+from runyard.protocol.client import ClientError, Conflict
+from runyard.runtime.config.project import load_project
+from runyard.runtime.core.manifest import load_manifest, save_manifest
 
 #: Takes a while to stop: SIGTERM is answered after 1.5 s.
 SLOW_STOPPER = """
@@ -113,8 +113,8 @@ def test_one_start_publishes_one_event_per_transition(root, daemons) -> None:
 
 
 def test_reload_digest_covers_every_field_of_the_spec(tmp_path: Path) -> None:
-    from daemon.spec import spec_digest
-    from runtime.tree import RuntimeTree
+    from runyard.daemon.spec import spec_digest
+    from runyard.runtime.core.tree import RuntimeTree
 
     tree = build_tree(short := tmp_path / "rt", {"a": SLEEPER})
     assert isinstance(tree, RuntimeTree)
@@ -250,8 +250,8 @@ def test_fatal_and_operator_stop_survive_a_new_daemon(root, daemons) -> None:
 
 
 def test_state_file_of_an_older_daemon_still_decodes(tree) -> None:
-    from daemon.fsm import Wanted
-    from daemon.state import load_state, state_path
+    from runyard.daemon.fsm import Wanted
+    from runyard.daemon.state import load_state, state_path
 
     old = {"version": 1, "daemon_pid": 7, "services": {"a": {"wanted": "up", "pid": 5}}}
     state_path(tree).write_text(json.dumps(old))

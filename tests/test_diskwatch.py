@@ -12,11 +12,11 @@ import psutil
 import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
-from daemon.diskwatch import INTERVAL, DiskWatch
-from daemon.events import EventBus
-from protocol.payloads import DiskReport
-from runtime.du import disk_usage
-from runtime.tree import RuntimeTree
+from runyard.daemon.diskwatch import INTERVAL, DiskWatch
+from runyard.daemon.events import EventBus
+from runyard.protocol.payloads import DiskReport
+from runyard.runtime.core.du import disk_usage
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
 

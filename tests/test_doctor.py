@@ -21,10 +21,10 @@ import pytest
 from daemonkit import SLEEPER, build_tree, daemon_refuses, program, runyard_env, wait_for
 
 from archives import archive_record, make_tar, write_catalog
-from runtime.acquire import ensure_service
-from runtime.license import license_path
-from runtime.manifest import load_manifest
-from runtime.tree import RuntimeTree
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import license_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def doctor(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", "doctor", "--root", str(root), *extra],
+        [sys.executable, "-m", "runyard.daemon", "doctor", "--root", str(root), *extra],
         cwd=REPO,
         env=runyard_env(),
         capture_output=True,
@@ -283,8 +283,8 @@ def test_checksums_cover_the_whole_installed_bundle(tmp_path: Path) -> None:
 
     from test_bundle_kit import make_tree
 
-    from runtime.bundle import install_bundle, pack_bundle
-    from runtime.doctor import run_checks
+    from runyard.runtime.bundle import install_bundle, pack_bundle
+    from runyard.runtime.ops.doctor import run_checks
 
     src = make_tree(tmp_path / "src", version="v1")
     bundle = pack_bundle(src, tmp_path / "b-1.0.0.tar.gz", version="1.0.0").path

@@ -9,10 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import runtime.du as du_module
-from runtime.du import DiskReport, ServiceUsage, Usage, disk_usage, scan_usage
-from runtime.manifest import RuntimeManifest, ServiceEntry, save_manifest
-from runtime.tree import RuntimeTree
+import runyard.runtime.core.du as du_module
+from runyard.runtime.core.du import DiskReport, ServiceUsage, Usage, disk_usage, scan_usage
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, save_manifest
+from runyard.runtime.core.tree import RuntimeTree
 
 
 def put(path: Path, size: int) -> int:

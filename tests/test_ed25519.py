@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.ed25519 import (
+from runyard.runtime.signing.ed25519 import (
     fingerprint,
     key_identity,
     public_key_from_hex,

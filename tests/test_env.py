@@ -10,12 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from runtime.env import resolve_service_env, select_entry, service_env
-from runtime.errors import ProjectError, ResolveError
-from runtime.manifest import PortDef, RuntimeManifest, ServiceEntry, load_manifest, save_manifest
-from runtime.platform import current_arch, current_os
-from runtime.project import Project, ProjectService, load_project, load_user_config, project_root
-from runtime.tree import RuntimeTree
+from runyard.runtime.config.env import resolve_service_env, select_entry, service_env
+from runyard.runtime.config.project import (
+    Project,
+    ProjectService,
+    load_project,
+    load_user_config,
+    project_root,
+)
+from runyard.runtime.core.errors import ProjectError, ResolveError
+from runyard.runtime.core.manifest import (
+    PortDef,
+    RuntimeManifest,
+    ServiceEntry,
+    load_manifest,
+    save_manifest,
+)
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
 
 OTHER_OS = "darwin" if current_os() != "darwin" else "linux"
 

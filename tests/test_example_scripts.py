@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, Daemon, build_tree, short_root, wait_for
 
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(60)
 

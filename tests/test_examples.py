@@ -315,7 +315,7 @@ def test_catalog_defaults(catalog: dict[str, object]) -> None:
 
 def test_catalog_loads_in_runyard(dist: Path) -> None:
     """The runtime's own catalog reader accepts the file and resolves the newest hello-http."""
-    runtime_catalog = pytest.importorskip("runtime.catalog")
+    runtime_catalog = pytest.importorskip("runyard.runtime.acquisition.catalog")
     loaded = runtime_catalog.load_catalog(str(dist / "catalog.json"))
     for arch in ("amd64", "arm64"):
         assert loaded.resolve("hello-http", "*", "linux", arch).version == "1.1.0"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from archives import Raw, make_raw_archive
-from runtime.errors import TreeError, UnsafeArchiveError
-from runtime.extract import archive_format, extract_archive
+from runyard.runtime.acquisition.extract import archive_format, extract_archive
+from runyard.runtime.core.errors import TreeError, UnsafeArchiveError
 
 
 @dataclass

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from daemon.fsm import TRANSITIONS, IllegalTransition, ServiceState, Trigger, next_state
-from daemon.policy import BackoffPolicy, backoff_delay, decide_restart
+from runyard.daemon.fsm import TRANSITIONS, IllegalTransition, ServiceState, Trigger, next_state
+from runyard.daemon.policy import BackoffPolicy, backoff_delay, decide_restart
 
 S, T = ServiceState, Trigger
 

@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import messages as m
-from protocol.endpoints import endpoints_for
+from runyard.protocol import messages as m
+from runyard.protocol.endpoints import endpoints_for
 
 SERVICE = "sleeper"
 #: Requests of these ops only read; a valid one may reach the daemon.

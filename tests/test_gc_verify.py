@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import runtime
 from archives import archive_record, make_tar, program, write_catalog
-from runtime.cache import collect_garbage, load_index
-from runtime.manifest import load_manifest, save_manifest
-from runtime.verify import verify_installed
+from runyard import runtime
+from runyard.runtime.acquisition.cache import collect_garbage, load_index
+from runyard.runtime.acquisition.drift import verify_installed
+from runyard.runtime.core.manifest import load_manifest, save_manifest
 
 
 def published(repo: Path, name: str, version: str, pad: int) -> dict:

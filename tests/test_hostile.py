@@ -25,7 +25,7 @@ from conftest import CountingServer
 from test_bundle_kit import bin_file, cli, make_tree, rewrite
 
 from archives import archive_record, make_tar, program, publish, write_catalog
-from runtime.bundle import pack_bundle
+from runyard.runtime.bundle import pack_bundle
 
 # --- 1: a full disk during runtime ensure -----------------------------------------------------
 
@@ -196,8 +196,8 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed (unsigned) heat1d run."""
     from test_runs_kit import SAMPLE, build_catalogs, install
 
-    from runtime.runs import execute_and_seal
-    from runtime.tree import RuntimeTree
+    from runyard.runtime.core.tree import RuntimeTree
+    from runyard.runtime.runs import execute_and_seal
 
     with pytest.MonkeyPatch.context() as mp:
         base = tmp_path_factory.mktemp("runs")

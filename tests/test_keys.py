@@ -1,4 +1,4 @@
-"""``runyard keys gen`` and runtime/keys.py: Ed25519 signing keys and CurveZMQ certificates."""
+"""``runyard keys gen`` and runtime/signing/keys.py: Ed25519 signing keys and CurveZMQ certificates."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemon.cli import main
-from runtime.keys import (
+from runyard.daemon.cli import main
+from runyard.runtime.signing.keys import (
     KeyFileError,
     curve_client_options,
     generate_curve_key,

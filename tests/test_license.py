@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
-from daemon.spec import admit
-from protocol.client import Client, DaemonUnreachable
-from runtime.keys import SigningKeyFiles, generate_signing_key
-from runtime.license import (
+from runyard.daemon.spec import admit
+from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import (
     COMMUNITY_LIMITS,
     check_license,
     issuer_dir,
@@ -31,7 +31,7 @@ from runtime.license import (
     sign_license,
     tree_license,
 )
-from runtime.tree import RuntimeTree
+from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key
 
 REPO = Path(__file__).resolve().parent.parent
 TODAY = datetime.datetime.now(datetime.UTC).date()
@@ -40,7 +40,7 @@ TODAY = datetime.datetime.now(datetime.UTC).date()
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.logs import (
+from runyard.daemon.logs import (
     LineSplitter,
     LogFile,
     LogLine,
@@ -296,7 +296,7 @@ def test_ring_is_bounded_with_monotonic_seq() -> None:
 def test_ring_lines_are_the_wire_type(tmp_path: Path) -> None:
     import msgspec
 
-    from protocol.messages import LogLine as WireLogLine
+    from runyard.protocol.messages import LogLine as WireLogLine
 
     assert LogLine is WireLogLine
     line = LogRing(3).append_many("err", 1.5, [b"x"])[0]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
-from daemon.logs import ServiceLog, daemon_logger
-from daemon.spec import ConfigError, load_specs
-from runtime.project import load_project
-from runtime.supervision import SupervisionError, parse_log_mode
+from runyard.daemon.logs import ServiceLog, daemon_logger
+from runyard.daemon.spec import ConfigError, load_specs
+from runyard.runtime.config.project import load_project
+from runyard.runtime.config.supervision import SupervisionError, parse_log_mode
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,15 +7,15 @@ import os
 
 import pytest
 
-from runtime.errors import ManifestError, TreeError
-from runtime.manifest import (
+from runyard.runtime.core.errors import ManifestError, TreeError
+from runyard.runtime.core.manifest import (
     RuntimeManifest,
     ServiceEntry,
     load_manifest,
     parse_manifest,
     save_manifest,
 )
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 SHA = "a" * 64
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.own_version import UNKNOWN_VERSION, installed_version, runyard_version
+from runyard.runtime.core.own_version import UNKNOWN_VERSION, installed_version, runyard_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def test_runyard_version_is_the_installed_distributions() -> None:
 def test_runyard_version_from_a_bare_source_tree_is_0_unknown() -> None:
     """Without site-packages there is no runyard distribution metadata: the one fallback."""
     code = (
-        "from runtime.own_version import installed_version, runyard_version;"
+        "from runyard.runtime.core.own_version import installed_version, runyard_version;"
         "print(installed_version(), runyard_version())"
     )
     out = subprocess.run(

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon.process import (
+from runyard.daemon.process import (
     ProcessHandle,
     SpawnError,
     adopt,

@@ -16,7 +16,7 @@ import msgspec
 import psutil
 import pytest
 
-from daemon.readiness import (
+from runyard.daemon.readiness import (
     LogMatcher,
     Readiness,
     ReadinessMonitor,

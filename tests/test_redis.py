@@ -18,9 +18,9 @@ import pytest
 from conftest import require_tool
 from daemonkit import Daemon, wait_for
 
-import runtime
 from archives import archive_record, make_tar, write_catalog
-from runtime.tree import RuntimeTree
+from runyard import runtime
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
 

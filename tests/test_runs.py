@@ -37,9 +37,9 @@ from test_runs_kit import (
     wait_gone,
 )
 
-from runtime.canonical import canonical_bytes
-from runtime.keys import SigningKeyFiles, generate_signing_key
-from runtime.runs import (
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.runs import (
     RunError,
     RunRejected,
     execute_and_seal,
@@ -48,8 +48,8 @@ from runtime.runs import (
     show_run,
     verify_bundle,
 )
-from runtime.runs.sanitize import REDACTED, looks_secret, sanitize_context
-from runtime.tree import RuntimeTree
+from runyard.runtime.runs.sanitize import REDACTED, looks_secret, sanitize_context
+from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key
 
 
 @pytest.fixture(scope="session")
@@ -645,8 +645,8 @@ def test_cancel_from_another_thread(engines: RuntimeTree, tmp_path: Path) -> Non
 
 KILLER = """
 import sys
-from runtime.runs import execute_and_seal
-from runtime.tree import RuntimeTree
+from runyard.runtime.runs import execute_and_seal
+from runyard.runtime.core.tree import RuntimeTree
 execute_and_seal(RuntimeTree(sys.argv[1]), "chaos", {"mode": "sleep", "pidfile": sys.argv[2]})
 """
 
@@ -780,7 +780,7 @@ def test_list_and_show_runs(engines: RuntimeTree) -> None:
 def test_staging_dir_is_never_swept_while_its_builder_lives(tmp_path: Path) -> None:
     """Regression: a sweeper took a new staging dir's lock between the builder's open and flock
     and removed the dir under it (FileNotFoundError in concurrent runs)."""
-    from runtime.runs.layout import Staging, sweep_stale
+    from runyard.runtime.runs.layout import Staging, sweep_stale
 
     parent = tmp_path / "runs"
     with Staging(parent, "live") as staging:

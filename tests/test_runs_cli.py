@@ -24,7 +24,7 @@ from test_runs_kit import (
     wait_gone,
 )
 
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 SAMPLE_FILE = EXAMPLES / "engines" / "heat1d" / "sample-input.json"
 
@@ -250,7 +250,7 @@ def test_stopping_the_cli_mid_run_leaves_no_partial_bundle(work: Path, sig: sign
     pidfile = work / "engine.pid"
     name = write_input(work, {**KILL_INPUT, "pidfile": str(pidfile)})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", "chaos", "--input", name],
+        [sys.executable, "-m", "runyard.daemon", "run", "chaos", "--input", name],
         cwd=work,
         env={**clean_cli_env(work), "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,

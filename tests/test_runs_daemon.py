@@ -15,9 +15,9 @@ import pytest
 from daemonkit import Daemon, short_root
 from test_runs_kit import SAMPLE, SAMPLE_OUTPUTS, build_catalogs, install
 
-from protocol.client import NotFound
-from protocol.messages import RunEvent
-from runtime.tree import RuntimeTree
+from runyard.protocol.client import NotFound
+from runyard.protocol.messages import RunEvent
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +89,7 @@ def test_cli_run_goes_through_the_daemon(daemon, tmp_path) -> None:
         [
             sys.executable,
             "-m",
-            "daemon",
+            "runyard.daemon",
             "run",
             "heat1d",
             "--input",

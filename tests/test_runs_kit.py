@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from archives import archive_record, make_tar, write_catalog
-from runtime.acquire import ensure_service
-from runtime.runs.jsonio import canonical
-from runtime.runs.sealing import list_files, role_of, sums_bytes
-from runtime.tree import RuntimeTree
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.runs.jsonio import canonical
+from runyard.runtime.runs.sealing import list_files, role_of, sums_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -339,7 +339,7 @@ def cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "runyard.daemon", *args],
         cwd=cwd,
         env=env or clean_cli_env(cwd),
         capture_output=True,

@@ -26,10 +26,10 @@ from test_runs_kit import (
     reseal,
 )
 
-from runtime.canonical import canonical_bytes
-from runtime.keys import SigningKeyFiles, generate_signing_key, load_signing_key
-from runtime.runs import execute_and_seal, replay_bundle, verify_bundle
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.runs import execute_and_seal, replay_bundle, verify_bundle
+from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key, load_signing_key
 
 PROFILE_SHA = hashlib.sha256(SAMPLE_PROFILE).hexdigest()
 OPTIONAL = ["artifacts/summary.csv", "logs/engine.stderr", f"inputs/{PROFILE_SHA}"]

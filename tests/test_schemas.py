@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import schemas
+from runyard import schemas
 
 
 @pytest.mark.parametrize("name", sorted(schemas.schema_sources()))

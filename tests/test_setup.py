@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-import schemas
+from runyard import schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Installed by venv itself or the project: not pinned by a lock.

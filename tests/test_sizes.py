@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 KIB, MIB, GIB, TIB = 1024, 1024**2, 1024**3, 1024**4
 

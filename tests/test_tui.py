@@ -7,12 +7,12 @@ from daemonkit import SLEEPER, build_tree
 from textual.widgets import DataTable
 from tuikit import select, states, until
 
-from tui.app import RunyardApp
-from tui.banner import UNREACHABLE, Banner
-from tui.dialogs import ConfirmDialog
-from tui.logs_screen import LogsScreen
-from tui.services_screen import STALE
-from tui.services_table import ServicesTable
+from runyard.tui.app import RunyardApp
+from runyard.tui.banner import UNREACHABLE, Banner
+from runyard.tui.dialogs import ConfirmDialog
+from runyard.tui.logs_screen import LogsScreen
+from runyard.tui.services_screen import STALE
+from runyard.tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(60)
 

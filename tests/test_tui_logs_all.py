@@ -10,11 +10,11 @@ import pytest
 from daemonkit import build_tree
 from tuikit import LOGS, scripted_app, states, until
 
-from tui.app import RunyardApp
-from tui.banner import Banner
-from tui.bridge import ALL_LOGS
-from tui.log_view import LogView
-from tui.logs_screen import LogsScreen
+from runyard.tui.app import RunyardApp
+from runyard.tui.banner import Banner
+from runyard.tui.bridge import ALL_LOGS
+from runyard.tui.log_view import LogView
+from runyard.tui.logs_screen import LogsScreen
 
 pytestmark = pytest.mark.timeout(120)
 

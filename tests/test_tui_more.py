@@ -10,10 +10,10 @@ from daemonkit import SLEEPER, build_tree
 from textual.pilot import Pilot
 from tuikit import select, states, until
 
-from protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
-from tui.app import RunyardApp
-from tui.dialogs import InputDialog
-from tui.logs_screen import LogsScreen
+from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
+from runyard.tui.app import RunyardApp
+from runyard.tui.dialogs import InputDialog
+from runyard.tui.logs_screen import LogsScreen
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,11 +11,11 @@ from daemonkit import SLEEPER, build_tree, short_root
 from test_runs_kit import SAMPLE, build_catalogs, install
 from tuikit import until
 
-from runtime.sizes import ByteStyle, format_bytes
-from runtime.tree import RuntimeTree
-from tui.app import RunyardApp
-from tui.disk_screen import DiskScreen
-from tui.runs_screen import RunsScreen
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.tui.app import RunyardApp
+from runyard.tui.disk_screen import DiskScreen
+from runyard.tui.runs_screen import RunsScreen
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -174,8 +174,8 @@ def test_runs_show_reply_artifacts_decode_both_ways() -> None:
     predates it decodes a reply that has it (wire messages tolerate unknown fields)."""
     import msgspec
 
-    from protocol.messages import RunShowReply, decode_reply, encode
-    from protocol.payloads import ArtifactEntry, RunDetails
+    from runyard.protocol.messages import RunShowReply, decode_reply, encode
+    from runyard.protocol.payloads import ArtifactEntry, RunDetails
 
     old_reply = b'{"reply":"runs.show","id":"1","run":{"summary":{}}}'
     decoded = decode_reply(old_reply)
@@ -193,7 +193,7 @@ def test_runs_show_reply_artifacts_decode_both_ways() -> None:
 
 def test_runs_show_artifacts_from_a_broken_index_are_empty(tmp_path) -> None:
     """Showing a run never fails on its index (verify is what reports a broken bundle)."""
-    from daemon.handlers.runs_show import artifact_entries
+    from runyard.daemon.handlers.runs_show import artifact_entries
 
     assert artifact_entries(tmp_path) == []  # no index
     (tmp_path / "ARTIFACT_INDEX.json").write_text("{not json")

@@ -16,11 +16,11 @@ import pytest
 from textual.pilot import Pilot
 from tuikit import LOGS, RUN_ID, SERVICES, scripted_app, until
 
-from tui.dialogs import HelpDialog
-from tui.disk_screen import DiskScreen
-from tui.logs_screen import LogsScreen
-from tui.runs_screen import RunsScreen
-from tui.services_table import ServicesTable
+from runyard.tui.dialogs import HelpDialog
+from runyard.tui.disk_screen import DiskScreen
+from runyard.tui.logs_screen import LogsScreen
+from runyard.tui.runs_screen import RunsScreen
+from runyard.tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -77,7 +77,9 @@ def test_tui_in_tmux_shows_services_logs_and_quits(root: Path) -> None:
     daemon = Daemon(tree)
     try:
         daemon.start()
-        tmux.start(f"{sys.executable} -m daemon tui --root {tree.root}", cwd=tree.root.parent)
+        tmux.start(
+            f"{sys.executable} -m runyard.daemon tui --root {tree.root}", cwd=tree.root.parent
+        )
 
         until(
             tmux,
@@ -113,7 +115,7 @@ def test_logs_warn_sets_the_disk_panel_threshold(root: Path) -> None:
     daemon = Daemon(tree)
     try:
         daemon.start()
-        argv = f"{sys.executable} -m daemon tui --root {tree.root} --logs-warn 1MiB"
+        argv = f"{sys.executable} -m runyard.daemon tui --root {tree.root} --logs-warn 1MiB"
         tmux.start(argv, cwd=tree.root.parent)
         until(tmux, lambda s: "running" in service_row(s, "alpha"), "alpha shown running")
         tmux.keys("d")
@@ -135,7 +137,16 @@ def test_logs_warn_sets_the_disk_panel_threshold(root: Path) -> None:
 def test_a_bad_logs_warn_is_a_one_line_usage_error(size: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     done = subprocess.run(
-        [sys.executable, "-m", "daemon", "tui", "--root", str(tmp_path), "--logs-warn", size],
+        [
+            sys.executable,
+            "-m",
+            "runyard.daemon",
+            "tui",
+            "--root",
+            str(tmp_path),
+            "--logs-warn",
+            size,
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.versions import Version, VersionSpec, pick_highest
+from runyard.runtime.core.versions import Version, VersionSpec, pick_highest
 
 nums = st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=4)
 versions = nums.map(lambda n: ".".join(map(str, n)))

@@ -19,10 +19,10 @@ import pytest
 import zmq
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
-import protocol
-from protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
-from protocol.endpoints import endpoints_for
-from protocol.messages import (
+from runyard import protocol
+from runyard.protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
+from runyard.protocol.endpoints import endpoints_for
+from runyard.protocol.messages import (
     EventUnion,
     LogLine,
     ReplyUnion,
@@ -34,9 +34,9 @@ from protocol.messages import (
     decode_reply,
     encode,
 )
-from protocol.payloads import Check, Port, ReplayReport, RunStep
-from protocol.transport import interpret
-from runtime.tree import RuntimeTree
+from runyard.protocol.payloads import Check, Port, ReplayReport, RunStep
+from runyard.protocol.transport import interpret
+from runyard.runtime.core.tree import RuntimeTree
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -148,7 +148,7 @@ def test_protocol_imports_nothing_from_runtime() -> None:
     """The wire contract (messages, payloads) imports nothing from runtime: no struct of a file we
     own can leak onto the wire. The client helpers may use three runtime modules, none of which
     defines a wire shape: the error base, root resolution, and Curve key files."""
-    allowed = {"runtime.errors", "runtime.tree", "runtime.keys"}
+    allowed = {"runtime.core.errors", "runtime.core.tree", "runtime.signing.keys"}
     wire_contract = {"messages.py", "payloads.py"}
     package = Path(protocol.__file__).parent
     for path in sorted(package.glob("*.py")):

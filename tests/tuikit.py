@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 from textual.pilot import Pilot
 
-from protocol.messages import LogLine, RunShowReply, RunsReply, ServiceStatus, StatusReply
-from protocol.payloads import ArtifactEntry, DiskReport, Port, RunDetails, RunSummary
-from tui.app import RunyardApp
-from tui.bridge import ALL_LOGS, Bridge, BridgeTarget
-from tui.services_table import ServicesTable
+from runyard.protocol.messages import LogLine, RunShowReply, RunsReply, ServiceStatus, StatusReply
+from runyard.protocol.payloads import ArtifactEntry, DiskReport, Port, RunDetails, RunSummary
+from runyard.tui.app import RunyardApp
+from runyard.tui.bridge import ALL_LOGS, Bridge, BridgeTarget
+from runyard.tui.services_table import ServicesTable
 
 
 async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]

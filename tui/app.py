@@ -18,8 +18,8 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 
-from protocol.client import ClientError
-from protocol.payloads import DiskReport
+from runyard.protocol.client import ClientError
+from runyard.protocol.payloads import DiskReport
 
 from .bridge import Bridge, BridgeTarget
 from .dialogs import HelpDialog

@@ -32,8 +32,8 @@ from typing import Protocol
 
 from textual.message import Message
 
-from protocol.client import AsyncClient, AsyncEventStream, ClientError, NotFound
-from protocol.messages import (
+from runyard.protocol.client import AsyncClient, AsyncEventStream, ClientError, NotFound
+from runyard.protocol.messages import (
     ActionReply,
     DaemonEvent,
     DuEvent,
@@ -46,7 +46,7 @@ from protocol.messages import (
     StateEvent,
     StatusReply,
 )
-from protocol.payloads import Binary, DiskReport, ReplayReport, RunSummary, VerifyReport
+from runyard.protocol.payloads import Binary, DiskReport, ReplayReport, RunSummary, VerifyReport
 
 __all__ = ["ACTIONS", "ALL_LOGS", "Bridge", "BridgeTarget"]
 

@@ -15,8 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from protocol.payloads import DiskReport
-from runtime.sizes import ByteStyle, format_bytes
+from runyard.protocol.payloads import DiskReport
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter

@@ -37,7 +37,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 __all__ = ["FLUSH", "MAX_LINES", "LogView", "clean"]
 

@@ -14,7 +14,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 from .banner import Banner
 from .bridge import ALL_LOGS

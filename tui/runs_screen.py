@@ -19,10 +19,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from protocol.client import ClientError
-from protocol.messages import RunShowReply
-from protocol.payloads import Check, ReplayReport, RunSummary, VerifyReport
-from runtime.sizes import ByteStyle, format_bytes
+from runyard.protocol.client import ClientError
+from runyard.protocol.messages import RunShowReply
+from runyard.protocol.payloads import Check, ReplayReport, RunSummary, VerifyReport
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter

@@ -12,8 +12,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
-from protocol.messages import ServiceStatus
-from runtime.sizes import ByteStyle, format_bytes
+from runyard.protocol.messages import ServiceStatus
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 __all__ = ["COLUMNS", "ServicesTable", "cells", "state_label"]
 

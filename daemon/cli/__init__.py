@@ -16,8 +16,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from protocol.client import DaemonUnreachable
-from runtime.errors import RunyardError
+from runyard.protocol.client import DaemonUnreachable
+from runyard.runtime.core.errors import RunyardError
 
 from . import (
     audit_cmd,

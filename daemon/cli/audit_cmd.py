@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from runtime.audit import audit_path, tail, verify_chain
+from runyard.runtime.ops.audit import audit_path, tail, verify_chain
 
 from .common import UsageError, open_tree
 from .output import print_json, print_table

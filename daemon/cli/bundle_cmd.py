@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.sizes import format_bytes
+from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table
@@ -108,9 +108,9 @@ def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from runtime.bundle import SecretsFound, pack_bundle
-    from runtime.bundle.layout import BundleError, bundle_format
-    from runtime.bundle.pack import check_version
+    from runyard.runtime.bundle import SecretsFound, pack_bundle
+    from runyard.runtime.bundle.layout import BundleError, bundle_format
+    from runyard.runtime.bundle.pack import check_version
 
     project = open_project(args)
     version = args.bundle_version or getattr(project, "version", None)
@@ -162,7 +162,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.bundle import verify_bundle_file
+    from runyard.runtime.bundle import verify_bundle_file
 
     report = verify_bundle_file(args.file, args.pubkey)
     if args.json:
@@ -191,7 +191,7 @@ def _signature_note(state: str, signed_by: str) -> str | None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from runtime.bundle import install_bundle
+    from runyard.runtime.bundle import install_bundle
 
     result = install_bundle(
         args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
@@ -216,7 +216,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from runtime.bundle import rollback
+    from runyard.runtime.bundle import rollback
 
     result = rollback(args.prefix)
     if args.json:
@@ -229,7 +229,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from runtime.bundle import Prefix
+    from runyard.runtime.bundle import Prefix
 
     rows = Prefix(args.prefix).describe()
     if args.json:

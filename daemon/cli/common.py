@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from runtime.errors import RunyardError
-from runtime.project import Project, load_project, project_root
-from runtime.tree import RuntimeTree, resolve_root
+from runyard.runtime.config.project import Project, load_project, project_root
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.tree import RuntimeTree, resolve_root
 
 __all__ = ["UsageError", "common_options", "open_project", "open_tree"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import msgspec
 
-from protocol.client import Client, DaemonUnreachable
-from protocol.messages import LogEvent, LogLine, ServiceStatus
-from runtime.errors import RunyardError
-from runtime.sizes import format_bytes
+from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.sizes import format_bytes
 
 from .common import UsageError, open_tree
 from .output import print_json, print_table, stdout_closed
@@ -112,7 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _over_limit(tree.root)
     except DaemonUnreachable:
         pass
-    argv = [sys.executable, "-m", "daemon", "daemon", "--root", str(tree.root)]
+    argv = [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(tree.root)]
     project = args.project or ("runyard.toml" if os.path.isfile("runyard.toml") else None)
     if project:
         argv += ["--project", os.path.abspath(project)]

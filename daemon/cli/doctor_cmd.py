@@ -1,4 +1,4 @@
-"""``runyard doctor``: the startup checks of an installed tree (runtime/doctor.py), as a table.
+"""``runyard doctor``: the startup checks of an installed tree (runtime/ops/doctor.py), as a table.
 
 Exit 0 when nothing fails (warnings allowed), 1 on any failed check.
 """
@@ -33,7 +33,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from runtime.doctor import run_checks
+    from runyard.runtime.ops.doctor import run_checks
 
     tree = open_tree(args).require()
     report = run_checks(tree, license_file=args.license)

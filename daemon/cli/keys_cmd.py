@@ -1,4 +1,4 @@
-"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/keys.py)."""
+"""``runyard keys gen``: Ed25519 signing key pairs and CurveZMQ key pairs (runtime/signing/keys.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from runtime.keys import generate_curve_key, generate_signing_key  # loads cryptography
+    from runyard.runtime.signing.keys import (  # loads cryptography
+        generate_curve_key,
+        generate_signing_key,
+    )
 
     if args.curve:
         curve = generate_curve_key(args.out, force=args.force)

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.atomic import atomic_write_text
-from runtime.capped import SMALL_FILE, read_capped
-from runtime.errors import FileRefused, RunyardError
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_write_text
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_tree
 from .output import print_json
@@ -87,7 +87,7 @@ def _print(status: Any) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from runtime.license import tree_license
+    from runyard.runtime.ops.license import tree_license
 
     tree = open_tree(args)
     status = tree_license(tree, args.license)
@@ -99,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.license import check_license, trusted_issuers
+    from runyard.runtime.ops.license import check_license, trusted_issuers
 
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file}: no such license file")
@@ -124,7 +124,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from runtime.license import sign_license
+    from runyard.runtime.ops.license import sign_license
 
     try:
         doc = json.loads(read_capped(args.file, SMALL_FILE))

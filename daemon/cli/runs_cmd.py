@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.capped import RUN_FILE, read_capped
-from runtime.errors import FileRefused
-from runtime.tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json, print_table
 
 if TYPE_CHECKING:
-    from runtime.runs import RunRejected, RunResult
+    from runyard.runtime.runs import RunRejected, RunResult
 
 # runtime.runs (jsonschema, cryptography) is imported inside the commands: every `runyard`
 # process, the daemon included, imports this module, and only these commands need it.
@@ -165,7 +165,7 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runtime.runs import RunRejected, execute_and_seal
+    from runyard.runtime.runs import RunRejected, execute_and_seal
 
     inputs, params, context = _read_input(args.input)
     params.update(_pairs(args.param, "--param", as_json=True))
@@ -206,11 +206,11 @@ def _run_via_daemon(
     params: dict[str, Any],
     context: dict[str, Any],
 ) -> int | None:
-    from runtime.runs import RunRejected, RunResult
+    from runyard.runtime.runs import RunRejected, RunResult
 
     """Ask the tree's daemon to execute and seal; None when no daemon answers (the caller
     then runs in this process: the bundle is the same either way)."""
-    from protocol.client import Client, DaemonUnreachable
+    from runyard.protocol.client import Client, DaemonUnreachable
 
     try:
         with Client(tree.root, timeout=2.0) as client:
@@ -279,9 +279,9 @@ def _builtins(value: Any) -> dict[str, Any]:
 
 
 def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree | None]:
-    from runtime.runs import find_run
-    from runtime.runs.layout import RUN_ID_RE
-    from runtime.runs.verify import guess_tree
+    from runyard.runtime.runs import find_run
+    from runyard.runtime.runs.layout import RUN_ID_RE
+    from runyard.runtime.runs.verify import guess_tree
 
     """A bundle dir given as a path, or as a run id of the tree."""
     path = Path(text)
@@ -295,7 +295,7 @@ def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.runs import verify_bundle
+    from runyard.runtime.runs import verify_bundle
 
     path, tree = _bundle_path(args, args.bundle)
     report = verify_bundle(path, args.pubkey, tree=tree)
@@ -313,7 +313,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from runtime.runs import replay_bundle
+    from runyard.runtime.runs import replay_bundle
 
     path, tree = _bundle_path(args, args.bundle)
     project = open_project(args)
@@ -339,7 +339,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from runtime.runs import list_runs
+    from runyard.runtime.runs import list_runs
 
     tree = open_tree(args).require()
     runs = list_runs(tree, args.engine, include_rejected=args.rejected)

@@ -7,14 +7,14 @@ import os
 import sys
 from typing import Any
 
-from runtime.acquire import ensure_service
-from runtime.cache import cache_owner, collect_garbage
-from runtime.du import disk_usage
-from runtime.env import resolve_service_env
-from runtime.manifest import load_manifest
-from runtime.sizes import format_bytes
-from runtime.tree import RuntimeTree
-from runtime.verify import verify_installed
+from runyard.runtime.acquisition.cache import cache_owner, collect_garbage
+from runyard.runtime.acquisition.drift import verify_installed
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.config.env import resolve_service_env
+from runyard.runtime.core.du import disk_usage
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.sizes import format_bytes
+from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
 from .output import parse_bytes, print_json, print_table

@@ -35,7 +35,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
         logs_warn = parse_bytes(args.logs_warn)
     except ValueError as exc:
         raise UsageError(f"--logs-warn: {exc}") from None
-    from tui.app import RunyardApp  # textual loads only for this command
+    from runyard.tui.app import RunyardApp  # textual loads only for this command
 
     RunyardApp(open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn).run()
     return 0

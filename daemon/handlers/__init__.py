@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from protocol import messages as m
+from runyard.protocol import messages as m
 
 from . import (
     du,

@@ -20,8 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from protocol import messages as m
-from runtime.audit import audit_path, record
+from runyard.protocol import messages as m
+from runyard.runtime.ops.audit import audit_path, record
 
 __all__ = ["AUDITED", "AuditWriter", "describe"]
 

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from protocol.messages import ErrorCode
-from runtime.tree import RuntimeTree
+from runyard.protocol.messages import ErrorCode
+from runyard.runtime.core.tree import RuntimeTree
 
 from ..supervisor import Supervisor
 

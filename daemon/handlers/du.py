@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import messages as m
-from protocol.payloads import DiskReport, from_runtime
-from runtime.cache import cache_owner
-from runtime.du import disk_usage
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import DiskReport, from_runtime
+from runyard.runtime.acquisition.cache import cache_owner
+from runyard.runtime.core.du import disk_usage
 
 from .context import Context
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
-from protocol.payloads import Binary, from_runtime
-from runtime.acquire import ensure_service
-from runtime.errors import RunyardError
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import Binary, from_runtime
+from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.core.errors import RunyardError
 
 from .context import Context, HandlerError
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import messages as m
-from protocol.payloads import ReplayReport, from_runtime
-from runtime.project import load_project
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import ReplayReport, from_runtime
+from runyard.runtime.config.project import load_project
 
 from .context import Context
 from .run import event_forwarder
@@ -15,7 +15,7 @@ from .runs_common import bundle_path
 
 async def handle(ctx: Context, req: m.ReplayRun) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import replay_bundle
+    from runyard.runtime.runs import replay_bundle
 
     path = bundle_path(ctx, req.bundle)
     loop = asyncio.get_running_loop()

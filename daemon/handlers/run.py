@@ -8,14 +8,14 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from protocol import messages as m
-from protocol.payloads import RunOutcome, RunStep, from_runtime
-from runtime.project import load_project
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import RunOutcome, RunStep, from_runtime
+from runyard.runtime.config.project import load_project
 
 from .context import Context, HandlerError
 
 if TYPE_CHECKING:  # runtime.runs is imported only when a run is asked for (see handle)
-    from runtime.runs import RunEvent
+    from runyard.runtime.runs import RunEvent
 
 
 def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[RunEvent], object]:
@@ -42,7 +42,7 @@ def event_forwarder(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[
 
 async def handle(ctx: Context, req: m.Run) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import RunRejected, execute_and_seal
+    from runyard.runtime.runs import RunRejected, execute_and_seal
 
     if ctx.supervisor.shutting_down:
         raise HandlerError("conflict", "the daemon is shutting down")

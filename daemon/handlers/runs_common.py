@@ -9,8 +9,8 @@ from .context import Context, HandlerError
 
 def bundle_path(ctx: Context, text: str) -> Path:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import RunError, find_run
-    from runtime.runs.layout import RUN_ID_RE
+    from runyard.runtime.runs import RunError, find_run
+    from runyard.runtime.runs.layout import RUN_ID_RE
 
     path = Path(text)
     if path.is_absolute() and path.is_dir():

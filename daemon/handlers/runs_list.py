@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import messages as m
-from protocol.payloads import RunSummary, from_runtime
-from runtime.tree import check_name
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import RunSummary, from_runtime
+from runyard.runtime.core.tree import check_name
 
 from .context import Context, HandlerError
 
 
 async def handle(ctx: Context, req: m.RunsList) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import list_runs
+    from runyard.runtime.runs import list_runs
 
     # An engine is a name under data/, never a path: "../x" or "/etc" would list elsewhere.
     if req.engine is not None and (problem := check_name(req.engine, "engine name")):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import msgspec
 
-from protocol import messages as m
-from protocol.payloads import ArtifactEntry, RunDetails, from_runtime
-from runtime.capped import RUN_FILE, read_capped
-from runtime.errors import FileRefused
-from runtime.tree import RuntimeTree
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import ArtifactEntry, RunDetails, from_runtime
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
 
 from .context import Context, HandlerError
 
@@ -26,7 +26,7 @@ def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
     """The entries of ``bundle``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
     (``verify`` is what reports a broken bundle; showing one must not fail)."""
 
-    from runtime.runs.layout import INDEX_FILE
+    from runyard.runtime.runs.layout import INDEX_FILE
 
     try:
         doc = json.loads(read_capped(bundle / INDEX_FILE, RUN_FILE, follow_symlinks=False))
@@ -45,7 +45,7 @@ def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
 
 
 def _show(tree: RuntimeTree, run_id: str) -> tuple[RunDetails, list[ArtifactEntry]]:
-    from runtime.runs import find_run, show_run
+    from runyard.runtime.runs import find_run, show_run
 
     run = show_run(tree, run_id)
     return from_runtime(run, RunDetails), artifact_entries(find_run(tree, run_id))
@@ -53,7 +53,7 @@ def _show(tree: RuntimeTree, run_id: str) -> tuple[RunDetails, list[ArtifactEntr
 
 async def handle(ctx: Context, req: m.RunsShow) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import RunError
+    from runyard.runtime.runs import RunError
 
     try:
         run, artifacts = await asyncio.to_thread(_show, ctx.tree, req.run_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
+from runyard.protocol import messages as m
 
 from .context import Context
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
-from runtime.supervision import SupervisionError, parse_signal
+from runyard.protocol import messages as m
+from runyard.runtime.config.supervision import SupervisionError, parse_signal
 
 from .context import Context, HandlerError
 

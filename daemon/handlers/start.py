@@ -6,7 +6,7 @@ every service within the limit and says how many were left out.
 
 from __future__ import annotations
 
-from protocol import messages as m
+from runyard.protocol import messages as m
 
 from ..license_cap import OverLimit
 from .context import Context, HandlerError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import messages as m
+from runyard.protocol import messages as m
 
 from .context import Context, HandlerError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import messages as m
-from protocol.payloads import VerifyReport, from_runtime
+from runyard.protocol import messages as m
+from runyard.protocol.payloads import VerifyReport, from_runtime
 
 from .context import Context
 from .runs_common import bundle_path
@@ -13,7 +13,7 @@ from .runs_common import bundle_path
 
 async def handle(ctx: Context, req: m.VerifyRun) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runtime.runs import verify_bundle
+    from runyard.runtime.runs import verify_bundle
 
     path = bundle_path(ctx, req.bundle)
     report = await asyncio.to_thread(verify_bundle, path, req.pubkey, tree=ctx.tree)

@@ -18,7 +18,7 @@ the asyncio side) and ``daemon_log`` (``daemon_logger``, the daemon's own
 
 from __future__ import annotations
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 from .daemon_log import daemon_logger
 from .fifo import ChildFds, LogPipes

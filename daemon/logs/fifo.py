@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from runtime.tree import check_name
+from runyard.runtime.core.tree import check_name
 
 __all__ = ["PIPE_SIZE", "STREAMS", "ChildFds", "LogPipes"]
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.atomic import fsync_dir
+from runyard.runtime.core.atomic import fsync_dir
 
 __all__ = ["DEFAULT_MODE", "LogFile", "find_log_file", "format_stamp"]
 

@@ -7,7 +7,7 @@ import enum
 import logging
 from collections.abc import Callable
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 from .fifo import STREAMS, LogPipes
 from .service_log import ServiceLog

@@ -6,7 +6,7 @@ import collections
 from collections.abc import Sequence
 from itertools import repeat
 
-from protocol.messages import LogLine
+from runyard.protocol.messages import LogLine
 
 __all__ = ["LogRing"]
 

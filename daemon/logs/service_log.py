@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from protocol.messages import LogLine
-from runtime.tree import check_name
+from runyard.protocol.messages import LogLine
+from runyard.runtime.core.tree import check_name
 
 from .fifo import STREAMS
 from .history import read_history

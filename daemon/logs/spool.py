@@ -32,7 +32,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from runtime.tree import check_name
+from runyard.runtime.core.tree import check_name
 
 from .fifo import STREAMS
 

@@ -1,6 +1,6 @@
 """Runtime bundles: a tree packed into one deterministic, signed file that installs offline.
 
-    from runtime.bundle import pack_bundle, verify_bundle_file, install_bundle, rollback
+    from runyard.runtime.bundle import pack_bundle, verify_bundle_file, install_bundle, rollback
 
     pack_bundle(tree, "rt-1.4.0.tar.gz", version="1.4.0", sign_key="release.key")
     verify_bundle_file("rt-1.4.0.tar.gz", pubkey="release.pub").ok

@@ -26,10 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive_rules import Entry, check_plan
-from ..errors import UnsafeArchiveError
-from ..manifest import RuntimeManifest
-from ..tree import RuntimeTree
+from runyard.runtime.acquisition.archive_rules import Entry, check_plan
+from runyard.runtime.core.errors import UnsafeArchiveError
+from runyard.runtime.core.manifest import RuntimeManifest
+from runyard.runtime.core.tree import RuntimeTree
+
 from .layout import DIR_MODE, EXEC_MODE, FILE_MODE, INSTALL_SH, BundleError, Finding
 from .secrets import MAX_CONFIG_SCAN, scan_config_text, scan_content, scan_name
 
@@ -78,7 +79,7 @@ def select_manifest(manifest: RuntimeManifest, services: Iterable[str] | None) -
 
 def schema_files() -> list[Path]:
     """Runyard's generated JSON Schemas (the ``schemas`` package: installed or the checkout)."""
-    import schemas
+    from runyard import schemas
 
     return sorted(Path(schemas.SCHEMA_DIR).glob("*.schema.json"))
 

@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import fsync_dir
-from ..canonical import canonical_bytes
-from ..capped import MANIFEST_FILE, read_json_capped
-from ..errors import ManifestError, RunyardError, UnsafeArchiveError
-from ..manifest import parse_manifest
-from ..sizes import ByteStyle, format_bytes
-from ..space import free_bytes, on_disk
-from ..versions import Version
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.core.capped import MANIFEST_FILE, read_json_capped
+from runyard.runtime.core.errors import ManifestError, RunyardError, UnsafeArchiveError
+from runyard.runtime.core.manifest import parse_manifest
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
+from runyard.runtime.core.space import free_bytes, on_disk
+from runyard.runtime.core.versions import Version
+
 from .layout import DIR_MODE, MANIFEST, BundleError
 from .plan import BundlePlan
 from .prefix import Prefix
@@ -125,7 +126,7 @@ def _check_free_space(p: Prefix, plan: BundlePlan, manifest: bytes, label: str) 
 
 
 def _audit(prefix: Prefix, action: str, version: str, result: str, detail: dict[str, Any]) -> None:
-    from ..audit import record
+    from runyard.runtime.ops.audit import record
 
     record(prefix.root / "logs", action, target=version, result=result, detail=detail)
 
@@ -160,7 +161,7 @@ def install_bundle(
     """Install ``bundle`` into ``prefix`` and make it current (see the module doc)."""
     public = None
     if pubkey is not None:
-        from ..keys import load_public_key
+        from runyard.runtime.signing.keys import load_public_key
 
         public = load_public_key(pubkey)
     p = Prefix(prefix)

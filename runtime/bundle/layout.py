@@ -22,8 +22,8 @@ from pathlib import Path
 import msgspec
 from msgspec import UNSET
 
-from ..errors import RunyardError
-from ..manifest import BundleInfo
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.manifest import BundleInfo
 
 __all__ = [
     "DIR_MODE",

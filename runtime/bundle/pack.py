@@ -26,10 +26,17 @@ from pathlib import Path
 
 import msgspec
 
-from ..ed25519 import key_identity, sign_base64
-from ..errors import ManifestError
-from ..manifest import SEMVER_RE, BundleInfo, encode_manifest, load_manifest, validate_manifest
-from ..tree import RuntimeTree
+from runyard.runtime.core.errors import ManifestError
+from runyard.runtime.core.manifest import (
+    SEMVER_RE,
+    BundleInfo,
+    encode_manifest,
+    load_manifest,
+    validate_manifest,
+)
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.signing.ed25519 import key_identity, sign_base64
+
 from .collect import Member, collect_members, select_manifest
 from .layout import EXEC_MODE, MANIFEST, BundleError, Finding, SecretsFound, bundle_format
 from .secrets import scan_env
@@ -149,7 +156,7 @@ def pack_bundle(
     version = check_version(version)
     key = None
     if sign_key is not None:
-        from ..keys import load_signing_key
+        from runyard.runtime.signing.keys import load_signing_key
 
         key = load_signing_key(sign_key)
     manifest = select_manifest(load_manifest(tree.require()), services)

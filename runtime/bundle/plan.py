@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from msgspec import UNSET
 
-from ..archive_rules import Entry, check_plan, clean_name
-from ..errors import UnsafeArchiveError
-from ..manifest import RuntimeManifest
+from runyard.runtime.acquisition.archive_rules import Entry, check_plan, clean_name
+from runyard.runtime.core.errors import UnsafeArchiveError
+from runyard.runtime.core.manifest import RuntimeManifest
+
 from .layout import MANIFEST, contents_of, member_problem
 
 __all__ = ["BundlePlan"]

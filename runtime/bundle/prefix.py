@@ -39,13 +39,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomic import fsync_dir
-from ..capped import MANIFEST_FILE, read_json_capped
-from ..errors import FileRefused
-from ..locking import tree_lock
-from ..manifest import SEMVER_RE
-from ..tree import RuntimeTree
-from ..versions import Version
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.capped import MANIFEST_FILE, read_json_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.locking import tree_lock
+from runyard.runtime.core.manifest import SEMVER_RE
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.core.versions import Version
+
 from .layout import OWN_CONFIG, SHARED_DIRS, BundleError
 
 __all__ = ["LOCK_NAME", "Prefix"]

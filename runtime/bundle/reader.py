@@ -21,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..archive_rules import Entry, reading, tar_entry, zip_entry
-from ..errors import UnsafeArchiveError
+from runyard.runtime.acquisition.archive_rules import Entry, reading, tar_entry, zip_entry
+from runyard.runtime.core.errors import UnsafeArchiveError
+
 from .layout import MANIFEST, BundleError, bundle_format
 
 __all__ = ["MAX_MANIFEST_BYTES", "BundleReader", "Item"]

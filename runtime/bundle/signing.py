@@ -29,8 +29,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..canonical import canonical_bytes
-from ..ed25519 import fingerprint, public_key_from_hex, verifies
+from runyard.runtime.core.canonical import canonical_bytes
+from runyard.runtime.signing.ed25519 import fingerprint, public_key_from_hex, verifies
 
 __all__ = ["SignatureCheck", "check_signature", "signing_payload"]
 

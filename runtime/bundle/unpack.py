@@ -21,9 +21,10 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-from ..atomic import atomic_write_bytes, fsync_dir
-from ..errors import UnsafeArchiveError
-from ..tree import TOP_DIRS
+from runyard.runtime.core.atomic import atomic_write_bytes, fsync_dir
+from runyard.runtime.core.errors import UnsafeArchiveError
+from runyard.runtime.core.tree import TOP_DIRS
+
 from .layout import DIR_MODE, EXEC_MODE, FILE_MODE, MANIFEST, SHARED_DIRS, BundleError
 from .plan import BundlePlan
 from .reader import BundleReader, copy_member

@@ -24,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from ..checks import Check
-from ..errors import ManifestError, UnsafeArchiveError
-from ..manifest import parse_manifest
+from runyard.runtime.core.checks import Check
+from runyard.runtime.core.errors import ManifestError, UnsafeArchiveError
+from runyard.runtime.core.manifest import parse_manifest
+
 from .layout import MANIFEST, BundleError
 from .plan import BundlePlan
 from .reader import BundleReader, copy_member
@@ -80,7 +81,7 @@ def verify_bundle_file(
     path = Path(path)
     public = None
     if pubkey is not None:
-        from ..keys import load_public_key
+        from runyard.runtime.signing.keys import load_public_key
 
         public = load_public_key(pubkey)
     if not path.is_file() and not path.is_fifo():

@@ -39,10 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_output, fsync_dir
-from ..capped import SMALL_FILE, read_capped, read_toml_capped
-from ..errors import FileRefused, RunyardError
-from ..own_version import installed_version
+from runyard.runtime.core.atomic import atomic_output, fsync_dir
+from runyard.runtime.core.capped import SMALL_FILE, read_capped, read_toml_capped
+from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.own_version import installed_version
 
 __all__ = ["WheelhouseError", "collect_wheels", "install_script"]
 

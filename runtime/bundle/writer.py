@@ -31,7 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ..atomic import atomic_output
+from runyard.runtime.core.atomic import atomic_output
+
 from .collect import Member
 from .layout import DIR_MODE, MANIFEST, BundleError
 

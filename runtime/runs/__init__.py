@@ -4,7 +4,7 @@ Importable without the daemon; every function is synchronous and thread-safe, so
 handler runs it with ``asyncio.to_thread`` and forwards ``on_event`` callbacks as ``run.<id>``
 events::
 
-    from runtime.runs import execute_and_seal, verify_bundle, replay_bundle
+    from runyard.runtime.runs import execute_and_seal, verify_bundle, replay_bundle
 
     result = execute_and_seal(tree, "heat1d", {"cells": 5, "steps": 3}, on_event=print)
     report = verify_bundle(result.bundle)             # report.ok, report.checks

@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..capped import RUN_FILE, read_capped
-from ..errors import FileRefused
-from ..tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
+
 from .artifact_index import ArtifactIndexError, read_artifact_index
 from .definitions import EngineDefinitions, artifact_accepted
 from .jsonio import JSONInputError, strict_loads

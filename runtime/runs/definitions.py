@@ -23,11 +23,12 @@ from typing import Any
 
 import jsonschema
 
-from ..atomic import atomic_write_bytes
-from ..capped import SMALL_FILE, read_capped
-from ..errors import FileRefused
-from ..manifest import ServiceEntry
-from ..tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.manifest import ServiceEntry
+from runyard.runtime.core.tree import RuntimeTree
+
 from .jsonio import JSONInputError, canonical, make_validator, schema_problem, strict_loads
 from .layout import (
     COUPLING_RULES,

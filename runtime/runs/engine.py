@@ -33,12 +33,13 @@ from typing import Any
 
 import msgspec
 
-from ..capped import read_capped
-from ..env import RESERVED_PREFIX, resolve_service_env
-from ..manifest import ServiceEntry
-from ..platform import current_arch, current_os
-from ..project import Project
-from ..tree import RuntimeTree
+from runyard.runtime.config.env import RESERVED_PREFIX, resolve_service_env
+from runyard.runtime.config.project import Project
+from runyard.runtime.core.capped import read_capped
+from runyard.runtime.core.manifest import ServiceEntry
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
+
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import Staging, now_rfc3339
 from .model import RunError, RunRejected

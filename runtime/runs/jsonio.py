@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from ..canonical import canonical_bytes
+from runyard.runtime.core.canonical import canonical_bytes
 
 __all__ = [
     "JSONInputError",

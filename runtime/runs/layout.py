@@ -36,8 +36,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..atomic import fsync_dir
-from ..tree import RuntimeTree
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.tree import RuntimeTree
+
 from .model import RunError
 
 __all__ = [

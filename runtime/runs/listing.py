@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..capped import RUN_FILE, read_capped
-from ..errors import FileRefused
-from ..tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.tree import RuntimeTree
+
 from .jsonio import JSONInputError, strict_loads
 from .layout import REJECTION_FILE, RUN_ID_RE, RUN_INPUT, RUN_META, SIG_FILE, find_run
 from .model import RunError, RunSummary

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..checks import Check
-from ..errors import RunyardError
+from runyard.runtime.core.checks import Check
+from runyard.runtime.core.errors import RunyardError
 
 __all__ = [
     "Check",

@@ -28,13 +28,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..capped import RUN_FILE, read_capped
-from ..errors import FileRefused, RunyardError
-from ..manifest import ServiceEntry, load_manifest
-from ..own_version import runyard_version
-from ..platform import current_arch, current_os
-from ..project import Project
-from ..tree import RuntimeTree
+from runyard.runtime.config.project import Project
+from runyard.runtime.core.capped import RUN_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.manifest import ServiceEntry, load_manifest
+from runyard.runtime.core.own_version import runyard_version
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree
+
 from .chain import UpstreamArtifact, copy_inputs
 from .engine import (
     DEFAULT_TIMEOUT,

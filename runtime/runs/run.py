@@ -16,7 +16,7 @@ Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in t
 an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
 threading.Event) kills the engine and rejects the run.
 
-Each seal and each rejection is appended to the tree's audit trail (runtime/audit.py) as
+Each seal and each rejection is appended to the tree's audit trail (runtime/ops/audit.py) as
 ``run.sealed`` / ``run.rejected``, with ids, hashes and the reason, never inputs or context;
 the actor is the daemon's client when a daemon runs it, else this process (``cli``). A failed
 append is a warning on the ``runyard.audit`` logger: the run stands.
@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..audit import record as audit_record
-from ..keys import load_signing_key
-from ..manifest import ServiceEntry, load_manifest
-from ..own_version import runyard_version
-from ..project import Project
-from ..tree import RuntimeTree
+from runyard.runtime.config.project import Project
+from runyard.runtime.core.manifest import ServiceEntry, load_manifest
+from runyard.runtime.core.own_version import runyard_version
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.audit import record as audit_record
+from runyard.runtime.signing.keys import load_signing_key
+
 from .chain import FromRun, UpstreamArtifact, copy_inputs, resolve_from_runs
 from .definitions import EngineDefinitions, engine_definitions
 from .engine import (
@@ -104,7 +105,7 @@ def emit(on_event: EventCallback | None, kind: Any, run_id: str, engine: str, **
 
 
 def select_engine(tree: RuntimeTree, engine: str, project: Project | None) -> ServiceEntry:
-    from ..env import select_entry
+    from runyard.runtime.config.env import select_entry
 
     entry = select_entry(load_manifest(tree), engine, project)
     if entry.kind != "engine":

@@ -26,8 +26,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..atomic import fsync_dir
-from ..ed25519 import key_identity, sign
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.signing.ed25519 import key_identity, sign
+
 from .jsonio import canonical
 from .layout import (
     ARTIFACTS_DIR,

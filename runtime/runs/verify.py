@@ -37,12 +37,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..capped import RUN_FILE, SMALL_FILE, check_capped, read_capped
-from ..ed25519 import fingerprint, public_key_from_hex, verifies
-from ..errors import FileRefused, RunyardError
-from ..keys import load_public_key
-from ..manifest import load_manifest
-from ..tree import RuntimeTree
+from runyard.runtime.core.capped import RUN_FILE, SMALL_FILE, check_capped, read_capped
+from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.signing.ed25519 import fingerprint, public_key_from_hex, verifies
+from runyard.runtime.signing.keys import load_public_key
+
 from .artifact_index import ArtifactIndexError, index_entries
 from .definitions import EngineDefinitions, definitions_for_version, load_definitions
 from .jsonio import JSONInputError, canonical, strict_loads

@@ -14,8 +14,8 @@ import sys
 import time
 from argparse import ArgumentParser, RawDescriptionHelpFormatter
 
-from protocol.client import Client, DaemonUnreachable, RemoteError
-from protocol.messages import ServiceStatus
+from runyard.protocol.client import Client, DaemonUnreachable, RemoteError
+from runyard.protocol.messages import ServiceStatus
 
 #: (name, pid) -> since when that process is unready; None: seen ready, not unready since.
 Seen = dict[tuple[str, int | None], float | None]

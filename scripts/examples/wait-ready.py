@@ -15,8 +15,8 @@ import sys
 import time
 from argparse import ArgumentParser, RawDescriptionHelpFormatter
 
-from protocol.client import Client, DaemonUnreachable
-from protocol.messages import ServiceStatus, StateEvent
+from runyard.protocol.client import Client, DaemonUnreachable
+from runyard.protocol.messages import ServiceStatus, StateEvent
 
 
 def is_ready(s: ServiceStatus) -> bool:

@@ -34,10 +34,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .archive_rules import Entry, check_plan, clean_name, fail, reading, tar_entry, zip_entry
-from .atomic import fsync_dir
-from .errors import TreeError, UnsafeArchiveError
-from .space import on_disk
+from runyard.runtime.acquisition.archive_rules import (
+    Entry,
+    check_plan,
+    clean_name,
+    fail,
+    reading,
+    tar_entry,
+    zip_entry,
+)
+from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.errors import TreeError, UnsafeArchiveError
+from runyard.runtime.core.space import on_disk
 
 __all__ = ["CHUNK_SIZE", "archive_format", "extract_archive"]
 

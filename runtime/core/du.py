@@ -38,9 +38,9 @@ from typing import Any
 
 import msgspec
 
-from .errors import RunyardError
-from .manifest import load_manifest
-from .tree import RESERVED_NAMES, TOP_DIRS, RuntimeTree
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RESERVED_NAMES, TOP_DIRS, RuntimeTree
 
 __all__ = ["DiskReport", "ServiceUsage", "Usage", "disk_usage", "scan_usage"]
 
@@ -141,7 +141,7 @@ def main():
     sys.stdout.buffer.write(marshal.dumps([scan(path) for path in paths]))
 '''
 
-_scanner: dict[str, Any] = {"__name__": "runtime.du._scanner"}
+_scanner: dict[str, Any] = {"__name__": "runyard.runtime.core.du._scanner"}
 exec(compile(_SCANNER_SOURCE, "<runtime.du scanner>", "exec"), _scanner)
 _scan: Callable[..., tuple[int, int, list[tuple[int, int, int]]]] = _scanner["scan"]
 

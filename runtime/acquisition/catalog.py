@@ -26,13 +26,13 @@ from typing import Literal
 
 import msgspec
 
-from .atomic import atomic_write_bytes
-from .capped import SMALL_FILE, read_capped
-from .errors import CatalogError, CatalogUnreachable, FileRefused, ResolveError
-from .manifest import HEX64, PortDef, decode_error_message, unsafe_relative_path
-from .platform import ARCHES, OSES, normalize_arch, normalize_os
-from .tree import RESERVED_NAMES, RuntimeTree, check_name
-from .versions import Version, VersionSpec, pick_highest
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import CatalogError, CatalogUnreachable, FileRefused, ResolveError
+from runyard.runtime.core.manifest import HEX64, PortDef, decode_error_message, unsafe_relative_path
+from runyard.runtime.core.platform import ARCHES, OSES, normalize_arch, normalize_os
+from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree, check_name
+from runyard.runtime.core.versions import Version, VersionSpec, pick_highest
 
 __all__ = [
     "Catalog",

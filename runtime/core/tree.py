@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import TreeError
+from runyard.runtime.core.errors import TreeError
 
 __all__ = [
     "RESERVED_NAMES",
@@ -119,7 +119,7 @@ class RuntimeTree:
 
     def init(self) -> bool:
         """Lay out the tree; idempotent. Returns True when the manifest was created."""
-        from .manifest import RuntimeManifest, save_manifest
+        from runyard.runtime.core.manifest import RuntimeManifest, save_manifest
 
         if self.root.exists() and not self.root.is_dir():
             raise TreeError(f"{self.root} exists and is not a directory")

@@ -21,8 +21,8 @@ import errno
 import os
 from collections.abc import Iterable, Iterator
 
-from .errors import NoSpaceError
-from .sizes import ByteStyle, format_bytes
+from runyard.runtime.core.errors import NoSpaceError
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 __all__ = ["free_bytes", "no_space_as_error", "on_disk", "require_space"]
 

@@ -6,7 +6,7 @@ when the daemon must not start on it (``Check.fatal``); the others go to the dae
     check      what                                                      fatal at daemon start
     manifest   manifest.json decodes and validates                       yes
     checksums  every installed file matches its sha256 in the manifest   yes (changed, vanished,
-               (services[].files, runtime/verify.py); in an installed    appeared, not a file)
+               (services[].files, runtime/acquisition/drift.py); in an installed    appeared, not a file)
                bundle also bundle.files: config/ (not config/runyard),
                schemas/, wheels/, install.sh, and nothing else appeared
                under bin/ config/ schemas/ wheels/
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RunyardError
-from .license import LicenseStatus, tree_license
-from .tree import RuntimeTree
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 __all__ = [
     "DISK_FAIL_BYTES",
@@ -119,7 +119,7 @@ def _named(items: list[str]) -> str:
 
 
 def check_manifest(tree: RuntimeTree) -> tuple[Check, Any]:
-    from .manifest import load_manifest
+    from runyard.runtime.core.manifest import load_manifest
 
     try:
         manifest = load_manifest(tree)
@@ -147,7 +147,7 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
     """
     from msgspec import UNSET
 
-    from .fetch import hash_file
+    from runyard.runtime.acquisition.fetch import hash_file
 
     files = manifest.bundle.files
     if files is UNSET or not files:
@@ -197,12 +197,12 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
 
 
 def check_checksums(tree: RuntimeTree, manifest: Any = None) -> Check:
-    from .verify import verify_installed
+    from runyard.runtime.acquisition.drift import verify_installed
 
     try:
         report = verify_installed(tree)
         if manifest is None:
-            from .manifest import load_manifest
+            from runyard.runtime.core.manifest import load_manifest
 
             manifest = load_manifest(tree)
         bundle_checked, bundle_problems = _bundle_drift(tree, manifest)

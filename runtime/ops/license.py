@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .capped import SMALL_FILE, read_capped
-from .errors import FileRefused, RunyardError
-from .tree import RuntimeTree
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused, RunyardError
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = [
     "COMMUNITY_LIMITS",
@@ -243,8 +243,10 @@ def _claims(doc: Any) -> dict[str, Any]:
 
 def _verifier(issuers: list[Path], data: bytes, signature: bytes) -> tuple[str | None, list[str]]:
     """(the issuer file whose key verifies, problems reading the others)."""
-    from .ed25519 import verifies  # cryptography: only with a license to check
-    from .keys import KeyFileError, load_public_key
+    from runyard.runtime.signing.ed25519 import (
+        verifies,  # cryptography: only with a license to check
+    )
+    from runyard.runtime.signing.keys import KeyFileError, load_public_key
 
     problems: list[str] = []
     for path in issuers:
@@ -285,7 +287,9 @@ def check_license(
             "malformed", f"{p}: malformed: JSON nested deeper than {MAX_DEPTH} levels", p
         )
     claims = _claims(doc)
-    from .canonical import canonical_bytes  # rfc8785: only with a license to check
+    from runyard.runtime.core.canonical import (
+        canonical_bytes,  # rfc8785: only with a license to check
+    )
 
     try:
         body, signature, expires = _shape(doc)
@@ -345,9 +349,9 @@ def tree_license(
 
 def sign_license(doc: Mapping[str, Any], key_path: str | os.PathLike[str]) -> dict[str, Any]:
     """``doc`` with ``signature`` set (replaced) by the Ed25519 private key at ``key_path``."""
-    from .canonical import canonical_bytes
-    from .ed25519 import sign_base64
-    from .keys import load_signing_key
+    from runyard.runtime.core.canonical import canonical_bytes
+    from runyard.runtime.signing.ed25519 import sign_base64
+    from runyard.runtime.signing.keys import load_signing_key
 
     body = {k: v for k, v in doc.items() if k != "signature"}
     try:

@@ -25,8 +25,8 @@ import stat
 import tomllib
 from typing import Any
 
-from .errors import FileRefused
-from .sizes import ByteStyle, format_bytes
+from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 __all__ = [
     "MANIFEST_FILE",

@@ -25,8 +25,13 @@ from pathlib import Path
 
 import msgspec
 
-from .cache import CacheEntry, archive_file_name, record_use, record_use_of
-from .catalog import (
+from runyard.runtime.acquisition.cache import (
+    CacheEntry,
+    archive_file_name,
+    record_use,
+    record_use_of,
+)
+from runyard.runtime.acquisition.catalog import (
     CatalogArchive,
     LoadedCatalog,
     load_catalog,
@@ -36,15 +41,20 @@ from .catalog import (
     save_catalog_copy,
     source_url,
 )
-from .errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
-from .extract import extract_archive
-from .fetch import Progress, fetch_into_cache, tty_progress
-from .locking import tree_lock
-from .manifest import RuntimeManifest, ServiceEntry, load_manifest, save_manifest
-from .platform import current_arch, current_os
-from .space import no_space_as_error, require_space
-from .tree import RuntimeTree, resolve_root
-from .versions import Version, VersionSpec
+from runyard.runtime.acquisition.extract import extract_archive
+from runyard.runtime.acquisition.fetch import Progress, fetch_into_cache, tty_progress
+from runyard.runtime.core.errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
+from runyard.runtime.core.locking import tree_lock
+from runyard.runtime.core.manifest import (
+    RuntimeManifest,
+    ServiceEntry,
+    load_manifest,
+    save_manifest,
+)
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.space import no_space_as_error, require_space
+from runyard.runtime.core.tree import RuntimeTree, resolve_root
+from runyard.runtime.core.versions import Version, VersionSpec
 
 __all__ = ["MANIFEST_LOCK", "ServiceBinary", "ensure_service", "get_manifest", "open_tree"]
 

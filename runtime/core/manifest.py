@@ -17,11 +17,11 @@ from typing import Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from .atomic import atomic_write_bytes
-from .capped import MANIFEST_FILE, read_capped
-from .errors import ManifestError
-from .platform import ARCHES, OSES
-from .tree import RESERVED_NAMES, RuntimeTree, check_name
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import MANIFEST_FILE, read_capped
+from runyard.runtime.core.errors import ManifestError
+from runyard.runtime.core.platform import ARCHES, OSES
+from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree, check_name
 
 __all__ = [
     "MAX_INT",

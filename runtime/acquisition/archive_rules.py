@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import UnsafeArchiveError
+from runyard.runtime.core.errors import UnsafeArchiveError
 
 __all__ = [
     "READ_ERRORS",

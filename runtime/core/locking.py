@@ -11,7 +11,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from .tree import RuntimeTree
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["tree_lock"]
 

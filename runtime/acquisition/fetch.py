@@ -18,11 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from .atomic import atomic_output
-from .errors import AcquisitionError, ChecksumMismatch
-from .locking import tree_lock
-from .space import no_space_as_error, on_disk, require_space
-from .tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_output
+from runyard.runtime.core.errors import AcquisitionError, ChecksumMismatch
+from runyard.runtime.core.locking import tree_lock
+from runyard.runtime.core.space import no_space_as_error, on_disk, require_space
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["Progress", "fetch_into_cache", "hash_file", "open_source"]
 

@@ -8,7 +8,7 @@
     version = "1.2.x"         # optional pin: a VersionSpec the running version must match
     needs = ["redis"]         # optional: these services' bin dirs join the PATH of web
     env = { PORT = "8080" }   # optional; applied after [env]
-    restart = "always"        # optional supervision settings: see runtime/supervision.py
+    restart = "always"        # optional supervision settings: see runtime/config/supervision.py
 
 Env values may be strings, integers, floats or booleans; they become strings (``true``/``false``).
 Tables, arrays and dates are refused. Every problem is one ``ProjectError`` line naming the file and
@@ -33,12 +33,12 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from .capped import SMALL_FILE, read_toml_capped
-from .errors import FileRefused, ProjectError
-from .manifest import decode_error_message
-from .supervision import Supervision, range_problem
-from .tree import RESERVED_NAMES, check_name, find_project_file
-from .versions import VersionSpec
+from runyard.runtime.config.supervision import Supervision, range_problem
+from runyard.runtime.core.capped import SMALL_FILE, read_toml_capped
+from runyard.runtime.core.errors import FileRefused, ProjectError
+from runyard.runtime.core.manifest import decode_error_message
+from runyard.runtime.core.tree import RESERVED_NAMES, check_name, find_project_file
+from runyard.runtime.core.versions import VersionSpec
 
 __all__ = [
     "DaemonSettings",

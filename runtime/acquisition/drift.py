@@ -9,9 +9,9 @@ from typing import Literal
 
 import msgspec
 
-from .fetch import hash_file
-from .manifest import load_manifest
-from .tree import RuntimeTree
+from runyard.runtime.acquisition.fetch import hash_file
+from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["Drift", "verify_installed"]
 

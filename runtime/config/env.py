@@ -42,12 +42,18 @@ from pathlib import Path
 
 import msgspec
 
-from .errors import ProjectError, ResolveError
-from .manifest import RuntimeManifest, ServiceEntry, load_manifest
-from .platform import current_arch, current_os
-from .project import Project, load_env_table, load_project, load_user_config, project_root
-from .tree import RuntimeTree, resolve_root
-from .versions import VersionSpec, pick_highest
+from runyard.runtime.config.project import (
+    Project,
+    load_env_table,
+    load_project,
+    load_user_config,
+    project_root,
+)
+from runyard.runtime.core.errors import ProjectError, ResolveError
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, load_manifest
+from runyard.runtime.core.platform import current_arch, current_os
+from runyard.runtime.core.tree import RuntimeTree, resolve_root
+from runyard.runtime.core.versions import VersionSpec, pick_highest
 
 __all__ = [
     "RESERVED_PREFIX",

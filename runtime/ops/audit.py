@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .atomic import atomic_write_bytes
-from .capped import SMALL_FILE, read_capped
-from .errors import FileRefused
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import FileRefused
 
 __all__ = [
     "AUDIT_RELPATH",

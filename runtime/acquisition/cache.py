@@ -13,12 +13,12 @@ import time
 
 import msgspec
 
-from .atomic import atomic_write_bytes
-from .capped import SMALL_FILE, read_capped
-from .errors import ManifestError
-from .locking import tree_lock
-from .manifest import decode_error_message, load_manifest
-from .tree import RuntimeTree
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import ManifestError
+from runyard.runtime.core.locking import tree_lock
+from runyard.runtime.core.manifest import decode_error_message, load_manifest
+from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = [
     "CacheEntry",

@@ -35,10 +35,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from zmq.utils import z85
 
-from .atomic import atomic_write_bytes
-from .capped import SMALL_FILE, read_capped
-from .ed25519 import fingerprint
-from .errors import RunyardError
+from runyard.runtime.core.atomic import atomic_write_bytes
+from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.errors import RunyardError
+from runyard.runtime.signing.ed25519 import fingerprint
 
 __all__ = [
     "CurveKeyFiles",

@@ -1,0 +1,1 @@
+"""Project configuration: ``runyard.toml``, supervision settings and the merged service environment."""

@@ -1,0 +1,1 @@
+"""Operations: the hash-chained audit trail, licenses and the startup checks (doctor)."""
