@@ -115,6 +115,106 @@ def _log_checks(report: DoctorReport, log: logging.Logger, seconds: float) -> No
         (log.info if lic.ok else log.warning)("%s", lic.summary())
 
 
+def _actor(client: str = "daemon") -> dict[str, object]:
+    """Who the audit trail says acted: the daemon itself, or the signal that moved it."""
+    return {"uid": os.getuid(), "client": client}
+
+
+class _StopRequest:
+    """Why and when the daemon stops: TERM or INT (``stop``), or a shutdown request (seen by
+    ``wait``). The reason goes to the audit trail; "crashed" until one comes."""
+
+    def __init__(self) -> None:
+        self.reason = "crashed"
+        self._signalled = asyncio.Event()
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self._signalled.set()
+
+    async def wait(self, ctx: Context) -> None:
+        waiters = [
+            asyncio.create_task(self._signalled.wait()),
+            asyncio.create_task(ctx.shutdown_requested.wait()),
+        ]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        if ctx.shutdown_requested.is_set() and self.reason == "crashed":
+            self.reason = "shutdown request"
+
+
+def _handle_signals(
+    sup: Supervisor, audit: AuditWriter, log: logging.Logger, stop: _StopRequest
+) -> None:
+    """TERM and INT stop every service, then the daemon; HUP reloads (audited as a reload)."""
+    loop = asyncio.get_running_loop()
+
+    def on_term(signame: str) -> None:
+        log.info("%s: stopping every service, then the daemon", signame)
+        audit.submit("shutdown", target="daemon", actor=_actor(signame))
+        stop.stop(signame)
+
+    def reloaded(t: asyncio.Task[str]) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is not None:
+            log.error("reload failed: %s", exc)
+        result, detail = ("failed", {"error": str(exc)[:300]}) if exc else ("ok", {})
+        if exc is None:
+            detail = {"summary": t.result()}
+        audit.submit(
+            "reload",
+            target="daemon",
+            result=result,
+            detail=detail,
+            actor=_actor("SIGHUP"),
+        )
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading")
+        loop.create_task(sup.reload()).add_done_callback(reloaded)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+def _audit_start(audit: AuditWriter, ctx: Context, license: LicenseStatus | None) -> None:
+    sup = ctx.supervisor
+    audit.submit(
+        "daemon.start",
+        target=str(ctx.tree.root),
+        detail={
+            "pid": os.getpid(),
+            "version": ctx.version,
+            "tier": sup.cap.tier,
+            "license": license.status if license is not None else "missing",
+            "services": len(sup.order),
+            "over_limit": len(sup.cap.blocked),
+        },
+        actor=_actor(),
+    )
+
+
+async def _audit_exit(audit: AuditWriter, tree: RuntimeTree, reason: str) -> None:
+    """The last audit entry, then the trail closed (its writes done, off the loop)."""
+    audit.submit("daemon.exit", target=str(tree.root), detail={"reason": reason}, actor=_actor())
+    await asyncio.to_thread(audit.close)
+
+
+def _publish(bus: EventBus, kind: str) -> None:
+    bus.publish("daemon", lambda seq, ts: DaemonEvent(topic="daemon", seq=seq, ts=ts, kind=kind))
+
+
+def _announce_ready(bus: EventBus, log: logging.Logger, tree: RuntimeTree, endpoint: str) -> None:
+    """Serving: the daemon event for clients, a log line, READY=1 for systemd (Type=notify)."""
+    _publish(bus, "started")
+    log.info("daemon %d serving %s on %s", os.getpid(), tree.root, endpoint)
+    _sd_notify("READY=1")
+
+
 async def _serve(
     tree: RuntimeTree,
     project_file: Path | None,
@@ -122,10 +222,10 @@ async def _serve(
     license: LicenseStatus | None = None,
     license_file: Path | None = None,
 ) -> None:
-    loop = asyncio.get_running_loop()
     project = load_project(project_file)
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
     tcp = tcp_listener(project.daemon, project.path)
+    endpoints = endpoints_for(tree.root)
     bus = EventBus()
     sup = Supervisor(
         tree,
@@ -135,7 +235,6 @@ async def _serve(
         license=license,
         license_loader=lambda: tree_license(tree, license_file),
     )
-    endpoints = endpoints_for(tree.root)
     audit = AuditWriter(tree.logs_dir, log)
     ctx = Context(
         tree=tree,
@@ -148,85 +247,23 @@ async def _serve(
     server = ControlServer(endpoints, ctx, log, tcp)
     server.bind()
     server.start()
-    health = None
+    health = HealthServer(sup, project.daemon.health_port) if project.daemon.health_port else None
     diskwatch = DiskWatch(tree, bus, log)
-    me = {"uid": os.getuid(), "client": "daemon"}
-    stop_reason = "crashed"
+    stop = _StopRequest()
     try:
         await sup.boot()
-        audit.submit(
-            "daemon.start",
-            target=str(tree.root),
-            detail={
-                "pid": os.getpid(),
-                "version": ctx.version,
-                "tier": sup.tier,
-                "license": license.status if license is not None else "missing",
-                "services": len(sup.order),
-                "over_limit": len(sup.blocked),
-            },
-            actor=me,
-        )
+        _audit_start(audit, ctx, license)
         diskwatch.start()
-        if project.daemon.health_port:
-            health = HealthServer(sup, project.daemon.health_port)
+        if health is not None:
             await health.start()
-        bus.publish(
-            "daemon", lambda seq, ts: DaemonEvent(topic="daemon", seq=seq, ts=ts, kind="started")
-        )
-        log.info("daemon %d serving %s on %s", os.getpid(), tree.root, endpoints.control)
-        _sd_notify("READY=1")
-
-        stopping = asyncio.Event()
-
-        def on_term(signame: str) -> None:
-            nonlocal stop_reason
-            log.info("%s: stopping every service, then the daemon", signame)
-            stop_reason = signame
-            audit.submit("shutdown", target="daemon", actor={**me, "client": signame})
-            stopping.set()
-
-        def reloaded(t: asyncio.Task[str]) -> None:
-            if t.cancelled():
-                return
-            exc = t.exception()
-            if exc is not None:
-                log.error("reload failed: %s", exc)
-            result, detail = ("failed", {"error": str(exc)[:300]}) if exc else ("ok", {})
-            if exc is None:
-                detail = {"summary": t.result()}
-            audit.submit(
-                "reload",
-                target="daemon",
-                result=result,
-                detail=detail,
-                actor={**me, "client": "SIGHUP"},
-            )
-
-        def on_hup() -> None:
-            log.info("SIGHUP: reloading")
-            loop.create_task(sup.reload()).add_done_callback(reloaded)
-
-        loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-
-        waiters = [
-            loop.create_task(stopping.wait()),
-            loop.create_task(ctx.shutdown_requested.wait()),
-        ]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
-        if ctx.shutdown_requested.is_set() and stop_reason == "crashed":
-            stop_reason = "shutdown request"
+        _announce_ready(bus, log, tree, endpoints.control)
+        _handle_signals(sup, audit, log, stop)
+        await stop.wait(ctx)
         _sd_notify("STOPPING=1")
         # The same shutdown as a request's (the one order's last operation; asking again waits
         # for it), after whatever operation was under way or queued before it.
         await sup.shutdown()
-        bus.publish(
-            "daemon", lambda seq, ts: DaemonEvent(topic="daemon", seq=seq, ts=ts, kind="stopping")
-        )
+        _publish(bus, "stopping")
         # Let the shutdown reply leave before the sockets close.
         await asyncio.sleep(0.05)
     finally:
@@ -235,8 +272,7 @@ async def _serve(
             await health.close()
         await sup.close()
         await server.close()
-        audit.submit("daemon.exit", target=str(tree.root), detail={"reason": stop_reason}, actor=me)
-        await asyncio.to_thread(audit.close)
+        await _audit_exit(audit, tree, stop.reason)
         log.info("daemon %d exits", os.getpid())
 
 

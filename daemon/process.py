@@ -21,7 +21,7 @@ Why it is built this way:
   ``stop_process`` also follows parentage: it snapshots the tree before signalling and keeps
   rescanning it while it waits, signalling newcomers too. The scans read ``/proc/PID/stat``
   directly: one read gives parent, group, state and start time together (psutil exposes no
-  process group), at a quarter of the cost of ``psutil.process_iter``.
+  process group), at a quarter of the cost of ``psutil.process_iter`` (``proctable``).
 
 Limit: a process that double-forks out of both the tree and the group between two scans
 (5 to 100 ms apart) escapes; only a cgroup would close that hole.
@@ -36,14 +36,15 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import psutil
 
 from runyard.runtime.core.errors import SpawnError
+
+from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
 
 __all__ = [
     "ProcessHandle",
@@ -63,7 +64,6 @@ __all__ = [
 _SAME_START = 0.01
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.1
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -224,18 +224,18 @@ def signal_group(handle: ProcessHandle, sig: int) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """Pids of the live (not zombie) processes in process group ``pgid``."""
-    return sorted(pid for pid, p in _proc_table().items() if p.pgid == pgid and not p.zombie)
+    return sorted(pid for pid, p in proc_table().items() if p.pgid == pgid and not p.zombie)
 
 
 def descendants(pid: int) -> list[tuple[int, float]]:
     """(pid, create_time) of every live descendant of ``pid``, parents before their children."""
-    table = _proc_table()
+    table = proc_table()
     if pid not in table:
         return []
     boot = psutil.boot_time()
     return [
-        (d, _create_time(table[d].start, boot))
-        for d in _tree(table, [pid])
+        (d, create_time_of(table[d].start, boot))
+        for d in subtree(table, [pid])
         if d != pid and not table[d].zombie
     ]
 
@@ -283,14 +283,16 @@ class _Sweep:
     def __init__(self, handle: ProcessHandle) -> None:
         self.handle = handle
         self.tracked: dict[int, int] = {}  # pid -> start ticks
-        table = _proc_table(_TABLE_MAX_AGE)
+        table = proc_table(TABLE_MAX_AGE)
         leader = table.get(handle.pid)
         child = _children.get(handle)
         if leader is None:
             self.leader_start: int | None = None
         elif child is not None and not child.reaped:
             self.leader_start = leader.start  # our unreaped child: the pid cannot be recycled
-        elif abs(_create_time(leader.start, psutil.boot_time()) - handle.create_time) < _SAME_START:
+        elif (
+            abs(create_time_of(leader.start, psutil.boot_time()) - handle.create_time) < _SAME_START
+        ):
             self.leader_start = leader.start
         else:  # the pid was recycled: never follow a stranger's children
             self.leader_start = None
@@ -300,7 +302,7 @@ class _Sweep:
         """``sig`` to the group, and one by one to every tracked process outside it."""
         with contextlib.suppress(PermissionError):  # not one member is ours to signal
             signal_group(self.handle, sig)
-        table = _proc_table(_TABLE_MAX_AGE)
+        table = proc_table(TABLE_MAX_AGE)
         for pid, start in self.tracked.items():
             p = table.get(pid)
             if p is not None and p.start == start and p.pgid != self.handle.pgid:
@@ -313,7 +315,7 @@ class _Sweep:
         """
         delay = _FIRST_POLL
         while True:
-            table = _proc_table(_TABLE_MAX_AGE)
+            table = proc_table(TABLE_MAX_AGE)
             for pid, start in self._discover(table):
                 _signal_exact(pid, start, sig)
                 if sig not in (signal.SIGKILL, signal.SIGCONT):
@@ -330,12 +332,12 @@ class _Sweep:
             delay = min(delay * 2, _MAX_POLL)
 
     def survivors(self, leader_gone: bool) -> list[int]:
-        alive = set(self._alive(_proc_table()))
+        alive = set(self._alive(proc_table()))
         if not leader_gone:
             alive.add(self.handle.pid)
         return sorted(alive)
 
-    def _discover(self, table: dict[int, _Proc]) -> list[tuple[int, int]]:
+    def _discover(self, table: dict[int, Proc]) -> list[tuple[int, int]]:
         """Track the group and the trees below the leader, the group and every tracked process.
 
         Returns the processes tracked for the first time.
@@ -346,7 +348,7 @@ class _Sweep:
         if leader is not None and leader.start == self.leader_start:
             roots.append(self.handle.pid)
         new = []
-        for pid in _tree(table, roots):
+        for pid in subtree(table, roots):
             p = table[pid]
             if pid == self.handle.pid or p.zombie or self.tracked.get(pid) == p.start:
                 continue
@@ -354,7 +356,7 @@ class _Sweep:
             new.append((pid, p.start))
         return new
 
-    def _alive(self, table: dict[int, _Proc]) -> list[int]:
+    def _alive(self, table: dict[int, Proc]) -> list[int]:
         alive = [pid for pid in self.tracked if self._is_live(table, pid)]
         alive += [
             pid
@@ -363,83 +365,9 @@ class _Sweep:
         ]
         return alive
 
-    def _is_live(self, table: dict[int, _Proc], pid: int) -> bool:
+    def _is_live(self, table: dict[int, Proc], pid: int) -> bool:
         p = table.get(pid)
         return p is not None and not p.zombie and p.start == self.tracked[pid]
-
-
-class _Proc(NamedTuple):
-    """The fields of /proc/PID/stat this module needs, read together in one go."""
-
-    ppid: int
-    pgid: int
-    start: int  # clock ticks after boot: with the pid, names one process for good
-    zombie: bool
-
-
-def _read_stat(pid: int) -> _Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:  # gone (or hidden from us)
-        return None
-    # The command name (field 2) may hold spaces and parentheses; what follows its last ')' is
-    # fixed: state, ppid, pgrp, ... with starttime 19 fields after pgrp (proc(5)).
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return _Proc(
-            ppid=int(fields[1]),
-            pgid=int(fields[2]),
-            start=int(fields[19]),
-            zombie=fields[0] in (b"Z", b"X"),
-        )
-    except (IndexError, ValueError):
-        return None
-
-
-#: A scan younger than this is reused: 50 concurrent stops polling every few ms would otherwise
-#: each read every /proc/PID/stat (a bench found 77% of a "stop 50" there). Callers poll again,
-#: so a table this fresh never hides a process for good.
-_TABLE_MAX_AGE = 0.003
-_table_cache: tuple[float, dict[int, _Proc]] = (-1.0, {})
-
-
-def _proc_table(max_age: float = 0.0) -> dict[int, _Proc]:
-    """Every process's stat line; ``max_age`` > 0 accepts a scan that recent (stop polling)."""
-    global _table_cache
-    now = time.monotonic()
-    taken, cached = _table_cache
-    if max_age and now - taken < max_age:
-        return cached
-    table = {}
-    for pid in psutil.pids():
-        p = _read_stat(pid)
-        if p is not None:
-            table[pid] = p
-    _table_cache = (time.monotonic(), table)
-    return table
-
-
-def _tree(table: dict[int, _Proc], roots: Iterable[int]) -> list[int]:
-    """The roots present in ``table`` and all their descendants, each once, parents first."""
-    children: dict[int, list[int]] = {}
-    for pid, p in table.items():
-        children.setdefault(p.ppid, []).append(pid)
-    seen: set[int] = set()
-    order: list[int] = []
-    stack = [pid for pid in roots if pid in table]
-    while stack:
-        pid = stack.pop()
-        if pid in seen:  # a pid recycled during the scan can make a cycle
-            continue
-        seen.add(pid)
-        order.append(pid)
-        stack.extend(children.get(pid, ()))
-    return order
-
-
-def _create_time(start_ticks: int, boot: float) -> float:
-    return float(start_ticks) / _CLK_TCK + boot  # psutil's own formula, so values compare
 
 
 def _open_pidfd(pid: int, create_time: float) -> int | None:
@@ -466,7 +394,7 @@ def _signal_exact(pid: int, start: int, sig: int) -> bool:
     except ProcessLookupError:
         return False
     try:
-        p = _read_stat(pid)
+        p = read_stat(pid)
         if p is None or p.start != start:
             return False
         signal.pidfd_send_signal(pidfd, sig)

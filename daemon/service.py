@@ -13,7 +13,8 @@ wanted up is handled by the restart policy; a start that meets a stop under way 
 honoured when the stop is done, never dropped.
 
 Everything here runs on the daemon's single asyncio loop, so no locks are needed; the one long
-operation (stop) is a task that concurrent callers share.
+operation (stop) is a task that concurrent callers share. What runs beside a process (its log
+reader, its readiness probe) is carried by ``ServiceIO`` (daemon/service_io.py).
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ import contextlib
 import os
 import time
 
-from runyard.protocol.messages import LogLine, ServiceStatus
+from runyard.protocol.messages import ServiceStatus
 from runyard.protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
-from .logs import LogPipes, LogReader, ServiceLog
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
-from .readiness import ReadinessMonitor
+from .service_io import ServiceIO
 from .spec import ServiceSpec
 from .state import ServiceRecord
 
@@ -67,21 +67,16 @@ class ServiceRunner:
         self.last_exit: int | None = None
         self.last_exit_at: float | None = None
         self.next_start_at: float | None = None
-        self.ready: bool | None = None
-        self.ready_detail = ""
         self.cpu_percent: float | None = None
         self.rss: int | None = None
-        self.pipes = LogPipes(sup.fifo_dir, spec.name)
-        self.log = ServiceLog(
-            spec.name,
+        #: Its FIFOs and log (for good), a reader and probe (while a process runs).
+        self.io = ServiceIO(
+            spec,
             sup.tree.logs_dir,
-            max_bytes=spec.log_max_bytes,
-            backups=spec.log_backups,
-            mode=spec.log_mode,
-            spool_dir=sup.fifo_dir,
+            sup.fifo_dir,
+            on_lines=lambda lines: sup.on_log(self, lines),
+            on_ready=self._commit,
         )
-        self._reader: LogReader | None = None
-        self._monitor: ReadinessMonitor | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
@@ -137,7 +132,7 @@ class ServiceRunner:
     def is_ready(self) -> bool:
         if self.state is not S.RUNNING:
             return False
-        return True if self.spec.readiness is None else bool(self.ready)
+        return True if self.spec.readiness is None else bool(self.io.ready)
 
     def satisfies(self, condition: str) -> bool:
         if condition == "completed":
@@ -163,8 +158,8 @@ class ServiceRunner:
             version=self.spec.version,
             state=str(self.state),
             wanted=str(self.wanted),
-            ready=None if self.spec.readiness is None else bool(self.ready),
-            ready_detail=self.ready_detail,
+            ready=None if self.spec.readiness is None else bool(self.io.ready),
+            ready_detail=self.io.ready_detail,
             pid=self.handle.pid if self.handle else None,
             pgid=self.handle.pgid if self.handle else None,
             started_at=self.started_at,
@@ -221,13 +216,9 @@ class ServiceRunner:
     def reconfigure(self, spec: ServiceSpec) -> None:
         """Take a new definition (reload) with everything that depends on it: the log file's
         limits at once, the readiness probe for the next process (or now, if one runs)."""
-        self.log.set_limits(
-            max_bytes=spec.log_max_bytes, backups=spec.log_backups, mode=spec.log_mode
-        )
         old = self.spec
         self._commit(spec=spec)
-        if self._monitor is not None and spec.readiness != old.readiness:
-            asyncio.get_running_loop().create_task(self._replace_monitor())
+        self.io.reconfigure(old, spec)
 
     def restore(self, record: ServiceRecord) -> None:
         """What the previous daemon recorded: wanted, restarts, and fatal (kept, not retried)."""
@@ -253,7 +244,7 @@ class ServiceRunner:
         self._cancel_timers()
         spec = self.spec
         os.makedirs(spec.cwd, exist_ok=True)
-        fds = self.pipes.prepare()
+        fds = self.io.pipes.prepare()
         try:
             handle = spawn(
                 list(spec.argv),
@@ -264,12 +255,12 @@ class ServiceRunner:
                 keep_fds=fds.keep,
             )
         except SpawnError as exc:
-            self.pipes.close_child_fds()
+            self.io.pipes.close_child_fds()
             self.sup.log.warning("%s: %s", self.name, exc)
             self._commit(T.START, reason="")  # there never was a pid to show
             self._after_exit(SPAWN_FAILED, str(exc))
             return
-        self.pipes.close_child_fds()
+        self.io.pipes.close_child_fds()
         self._attach(handle, started_at=time.time())
         self._commit(T.START, reason="")
         if spec.start_secs <= 0:
@@ -279,7 +270,7 @@ class ServiceRunner:
 
     def adopt(self, handle: ProcessHandle) -> None:
         """Take over a process found alive after a daemon restart."""
-        self.pipes.reattach()
+        self.io.pipes.reattach()
         self._attach(handle, started_at=handle.create_time)
         self._commit(T.ADOPT, wanted=Wanted.UP, reason="adopted after daemon restart")
 
@@ -293,38 +284,9 @@ class ServiceRunner:
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
         self.started_at = started_at
-        loop = asyncio.get_running_loop()
-        self._reader = LogReader()
-        self._reader.attach(loop, self.pipes, self.log, self._on_lines)
-        if self.spec.readiness is not None:
-            self.ready = False
-            self.ready_detail = "waiting for the first probe"
-            self._monitor = self._new_monitor()
+        self.io.attach(self.spec)
         self._later(self.spec.stable_secs, self._stable, handle)
-        self._watch = loop.create_task(self._watch_exit(handle))
-
-    def _new_monitor(self) -> ReadinessMonitor:
-        assert self.spec.readiness is not None
-        monitor = ReadinessMonitor(
-            self.spec.readiness,
-            port=_probe_port(self.spec),
-            env=self.spec.env,
-            cwd=self.spec.cwd,
-            on_change=self._on_ready,
-        )
-        monitor.start()
-        return monitor
-
-    async def _replace_monitor(self) -> None:
-        old, self._monitor = self._monitor, None
-        if old is not None:
-            await old.stop()
-        if self.handle is not None and self.spec.readiness is not None:
-            self.ready, self.ready_detail = False, "waiting for the first probe"
-            self._monitor = self._new_monitor()
-        else:
-            self.ready, self.ready_detail = None, ""
-        self._commit()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
     def _started(self, handle: ProcessHandle) -> None:
         if self.handle is handle and self.state is S.STARTING:
@@ -334,37 +296,15 @@ class ServiceRunner:
         if self.handle is handle and self.state is S.RUNNING:
             self.failures = 0
 
-    def _on_ready(self, ready: bool, detail: str) -> None:
-        self.ready = ready
-        self.ready_detail = detail
-        self._commit()
-
-    def _on_lines(self, lines: list[LogLine]) -> None:
-        if self._monitor is not None and lines:
-            self._monitor.feed_log([line.line for line in lines])
-        self.sup.on_log(self, lines)
-
     # --- exits -------------------------------------------------------------------------------
 
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await wait_exit(handle)
-        await self._detach_io()
+        await self.io.detach(self.spec)
         if self.handle is not handle or self.state is S.STOPPING:
             return  # a stop owns this exit
         self.handle = None
         self._after_exit(code, None)
-
-    async def _detach_io(self) -> None:
-        if self._reader is not None:
-            # The last lines a process wrote are kept: drain before reporting the exit.
-            await self._reader.drain(timeout=2.0)
-            self._reader.detach()
-            self._reader = None
-            self.log.flush()
-        if self._monitor is not None:
-            await self._monitor.stop()
-            self._monitor = None
-        self.ready = None if self.spec.readiness is None else False
 
     def _after_exit(self, code: int | None, spawn_error: str | None) -> None:
         self._cancel_timers()
@@ -436,7 +376,7 @@ class ServiceRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         else:
-            await self._detach_io()
+            await self.io.detach(self.spec)
         self.handle = None
         self.started_at = None
         self.last_exit = result.exit_code
@@ -464,20 +404,6 @@ class ServiceRunner:
     async def close(self) -> None:
         """Release what this runner holds without touching a live process (daemon exit)."""
         self._cancel_timers()
-        if self._reader is not None:
-            self._reader.detach()
-            self._reader = None
-        if self._monitor is not None:
-            await self._monitor.stop()
-            self._monitor = None
         if self._watch is not None:
             self._watch.cancel()
-        self.log.close()
-        self.pipes.close()
-
-
-def _probe_port(spec: ServiceSpec) -> int | None:
-    from .readiness import resolve_port
-
-    assert spec.readiness is not None
-    return resolve_port(spec.readiness, spec.port_map)
+        await self.io.close()

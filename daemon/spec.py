@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -91,19 +93,25 @@ def with_digest(spec: ServiceSpec) -> ServiceSpec:
     return msgspec.structs.replace(spec, digest=spec_digest(spec))
 
 
-def _build(
-    tree: RuntimeTree, manifest: RuntimeManifest, name: str, project: Project
-) -> ServiceSpec:
-    entry = select_entry(manifest, name, project)
-    template_path = tree.config_dir / name / "service.toml"
-    template = load_service_template(template_path)
-    settings = merge(template, project.service(name).supervise)
-    where = f"{project.path or 'runyard.toml'}: services.{name}"
-    # A readiness table replaces the template's whole: name the file it came from.
-    from_template = project.service(name).supervise.readiness is None
-    probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
-    resolved = resolve_service_env(tree, name, project=project)
-    ports = tuple(entry.default_ports)
+class _Checked(NamedTuple):
+    """The merged settings that needed more than their type: parsed and checked."""
+
+    readiness: Readiness | None
+    stop_signal: signal.Signals
+    log_mode: int
+    cwd: Path
+
+
+def _check_settings(
+    tree: RuntimeTree,
+    name: str,
+    settings: Mapping[str, Any],
+    ports: Sequence[PortDef],
+    where: str,
+    probe_where: str,
+) -> _Checked:
+    """Parse the probe, the stop signal and the file mode, keep cwd inside the tree, check the
+    ranges; a bad value is one ConfigError naming where it came from."""
     readiness = None
     if settings["readiness"] is not None:
         try:
@@ -124,22 +132,36 @@ def _build(
     cwd_path = tree.root / cwd if cwd else tree.data_dir / name
     if not tree.contains(cwd_path):
         raise ConfigError(f"{where}.cwd: {cwd!r} leaves the runtime tree")
-    args = settings["args"] if settings["args"] is not None else entry.args
-    b = settings["backoff"]
-    for key, value in (
-        ("stop_timeout", settings["stop_timeout"]),
-        ("start_secs", settings["start_secs"]),
-    ):
-        if value < 0:
-            raise ConfigError(f"{where}.{key}: must be >= 0, got {value}")
+    for key in ("stop_timeout", "start_secs"):
+        if settings[key] < 0:
+            raise ConfigError(f"{where}.{key}: must be >= 0, got {settings[key]}")
     if settings["max_restarts"] < 0:
         raise ConfigError(f"{where}.max_restarts: must be >= 0")
+    return _Checked(readiness, stop_signal, log_mode, cwd_path)
+
+
+def _build(
+    tree: RuntimeTree, manifest: RuntimeManifest, name: str, project: Project
+) -> ServiceSpec:
+    entry = select_entry(manifest, name, project)
+    template_path = tree.config_dir / name / "service.toml"
+    template = load_service_template(template_path)
+    settings = merge(template, project.service(name).supervise)
+    where = f"{project.path or 'runyard.toml'}: services.{name}"
+    # A readiness table replaces the template's whole: name the file it came from.
+    from_template = project.service(name).supervise.readiness is None
+    probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
+    resolved = resolve_service_env(tree, name, project=project)
+    ports = tuple(entry.default_ports)
+    checked = _check_settings(tree, name, settings, ports, where, probe_where)
+    args = settings["args"] if settings["args"] is not None else entry.args
+    b = settings["backoff"]
     spec = ServiceSpec(
         name=name,
         version=entry.version,
         argv=(str(tree.root / entry.bin_path), *args),
         env=resolved.env,
-        cwd=str(cwd_path),
+        cwd=str(checked.cwd),
         ports=ports,
         autostart=settings["autostart"],
         restart=settings["restart"],
@@ -147,13 +169,13 @@ def _build(
         stable_secs=settings["stable_secs"],
         start_secs=settings["start_secs"],
         max_restarts=settings["max_restarts"],
-        stop_signal=stop_signal,
+        stop_signal=checked.stop_signal,
         stop_timeout=settings["stop_timeout"],
         depends_on=dict(settings["depends_on"]),
-        readiness=readiness,
+        readiness=checked.readiness,
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
-        log_mode=log_mode,
+        log_mode=checked.log_mode,
     )
     return with_digest(spec)
 

@@ -17,11 +17,10 @@ cannot record state: no space left on device``; a process spawned whose pid coul
 recorded is stopped again. The write is retried every second, and once it works the blocked
 starts go ahead. A new daemon after a ``kill -9`` thus never starts a duplicate.
 
-A license's ``max_services`` (community: no cap) caps how many services run: those beyond it
-(``spec.admit``: start order, a service only with its dependencies, at reload the admitted ones
-keep their place) are never started, their status reason says why, and a ``start`` naming one
-is refused (``OverLimit``). A process of such a service found alive at boot is stopped, as one
-of a service no longer configured is. Reload reads the license again.
+A license's ``max_services`` (community: no cap) caps how many services run: ``LicenseCap``
+(daemon/license_cap.py) decides which and why, the supervisor blocks and unblocks its runners
+accordingly. A process of such a service found alive at boot is stopped, as one of a service no
+longer configured is. Reload reads the license again.
 """
 
 from __future__ import annotations
@@ -38,16 +37,16 @@ from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEve
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
 from runyard.runtime.core.tree import RuntimeTree
-from runyard.runtime.ops.license import COMMUNITY_LIMITS, LicenseStatus
+from runyard.runtime.ops.license import LicenseStatus
 
 from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted
+from .license_cap import LicenseCap
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
 from .spec import (
     ServiceSpec,
-    admit,
     dependency_levels,
     load_specs,
     start_order,
@@ -78,11 +77,8 @@ class Supervisor:
         self.project_file = project_file
         self.bus = bus
         self.log = log
-        #: The license in force (None: community limits); reload asks license_loader again.
-        self.license = license
-        self.license_loader = license_loader
-        #: Services over max_services -> why they are not started.
-        self.blocked: dict[str, str] = {}
+        #: The license's max_services: ``cap.blocked`` are the services it leaves out.
+        self.cap = LicenseCap(license, license_loader, log)
         self.fifo_dir = tree.temp_dir / "fifo"
         self.runners: dict[str, ServiceRunner] = {}
         self.order: list[str] = []
@@ -113,58 +109,23 @@ class Supervisor:
 
     # --- the license's max_services ---------------------------------------------------------
 
-    @property
-    def max_services(self) -> int | None:
-        if self.license is not None:
-            return self.license.max_services
-        return COMMUNITY_LIMITS.get("max_services")
-
-    @property
-    def tier(self) -> str:
-        return self.license.tier if self.license is not None else "community"
-
     def _admit(self, keep: Iterable[str] = ()) -> list[str]:
-        """Decide which services may run; returns the ones newly over the limit."""
-        limit = self.max_services
+        """Block what the license leaves out, unblock what it admits again; returns the services
+        newly over the limit."""
         deps = {n: tuple(r.spec.depends_on) for n, r in self.runners.items()}
-        admitted = set(admit(self.order, deps, limit, frozenset(keep)))
-        before = self.blocked
-        self.blocked = {}
-        for position, name in enumerate(self.order, start=1):
-            if name in admitted:
-                continue
-            self.blocked[name] = (
-                f"not started: over the {self.tier} tier's limit of {limit} services "
-                f"(max_services); this is service {position} of {len(self.order)} in start order"
-            )
+        before = self.cap.admit(self.order, deps, keep)
         for name, runner in self.runners.items():
-            reason = self.blocked.get(name)
+            reason = self.cap.blocked.get(name)
             if reason is not None:
                 runner.block(reason)
             elif name in before:
                 runner.unblock()
-        if self.blocked:
-            first = next(iter(self.blocked))
-            self.log.warning(
-                "%d service(s) over the %s tier's limit of %s (max_services) are not started: %s%s",
-                len(self.blocked),
-                self.tier,
-                limit,
-                first,
-                f" and {len(self.blocked) - 1} more" if len(self.blocked) > 1 else "",
-            )
-        return [n for n in self.blocked if n not in before]
-
-    def over_limit(self, names: Iterable[str]) -> list[str]:
-        """The services among ``names`` (dependencies included) that may not start."""
-        return [n for n in self._with_dependencies(names) if n in self.blocked]
+        return [n for n in self.cap.blocked if n not in before]
 
     def refuse_over_limit(self, names: Iterable[str]) -> None:
-        """Raise OverLimit naming the first service of ``names`` beyond the limit."""
-        over = self.over_limit(names)
-        if over:
-            more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
-            raise OverLimit(f"{over[0]}: {self.blocked[over[0]]}{more}")
+        """Raise OverLimit naming the first service of ``names`` (or of their dependencies)
+        beyond the limit."""
+        self.cap.refuse(self._with_dependencies(names))
 
     async def boot(self) -> None:
         """Load the services, take back live processes from state.json, start what is wanted."""
@@ -182,14 +143,14 @@ class Supervisor:
             if record.pid and record.create_time is not None:
                 handle = adopt(record.pid, record.create_time, record.pgid or record.pid)
             runner = self.runners.get(name)
-            if handle is not None and (runner is None or name in self.blocked):
+            if handle is not None and (runner is None or name in self.cap.blocked):
                 # Alive but no longer configured (or over the limit): never leave an unmanaged
                 # child behind.
                 why = "no longer configured" if runner is None else "over the service limit"
                 self.log.warning("%s: recorded pid %d is %s; stopping it", name, handle.pid, why)
                 await stop_process(handle, stop_timeout=10.0)
                 continue
-            if runner is None or name in self.blocked:
+            if runner is None or name in self.cap.blocked:
                 continue
             runner.restore(record)  # wanted, restarts, fatal: what the operator left
             if handle is not None:
@@ -199,7 +160,11 @@ class Supervisor:
                 runner.want_up()
         for name in self.order:
             runner = self.runners[name]
-            if name not in recorded.services and runner.spec.autostart and name not in self.blocked:
+            if (
+                name not in recorded.services
+                and runner.spec.autostart
+                and name not in self.cap.blocked
+            ):
                 runner.want_up()
         self._schedule()
         self.recorder.write()
@@ -273,7 +238,7 @@ class Supervisor:
         names, self._unrecorded = self._unrecorded, set()
         for name in names:
             runner = self.runners.get(name)
-            if runner is not None and name not in self.blocked:
+            if runner is not None and name not in self.cap.blocked:
                 runner.unblock()
         self.request_schedule()
 
@@ -322,7 +287,7 @@ class Supervisor:
     async def _start(self, names: Sequence[str]) -> list[ServiceStatus]:
         names = self.resolve(names, all_=False)  # a reload before this may have removed one
         for name in self._with_dependencies(names):
-            if name not in self.blocked:
+            if name not in self.cap.blocked:
                 self.runners[name].want_up()
         self._schedule()
         return self.status(names)
@@ -354,24 +319,6 @@ class Supervisor:
         chosen = names or self.order
         return [self.runners[n].status() for n in chosen if n in self.runners]
 
-    def _reload_license(self) -> None:
-        if self.license_loader is None:
-            return
-        try:
-            new = self.license_loader()
-        except Exception as exc:  # a license problem never breaks a reload
-            self.log.error("license: cannot read it again: %s; keeping the current one", exc)
-            return
-        old = self.license
-        if old is None or (new.status, new.tier, dict(new.limits)) != (
-            old.status,
-            old.tier,
-            dict(old.limits),
-        ):
-            log = self.log.info if new.ok else self.log.warning
-            log("%s", new.summary())
-        self.license = new
-
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""
         return await self.operations.run("reload", self._reload)
@@ -379,9 +326,9 @@ class Supervisor:
     async def _reload(self) -> str:
         specs = self._load_specs()
         order = start_order(specs)
-        self._reload_license()
-        admitted_before = [n for n in self.order if n not in self.blocked]
-        blocked_before = set(self.blocked)
+        self.cap.reload()
+        admitted_before = [n for n in self.order if n not in self.cap.blocked]
+        blocked_before = set(self.cap.blocked)
         removed = [n for n in self.order if n not in specs]
         added = [n for n in order if n not in self.runners]
         changed = [
@@ -411,13 +358,13 @@ class Supervisor:
         if going:  # the limit went down (a license expired or was replaced)
             await self._stop(going, ordered=True)
         for name in restart:
-            if name not in self.blocked:
+            if name not in self.cap.blocked:
                 self.runners[name].want_up()
         for name in order:  # the limit went up: what it now admits starts as at boot
-            if name in blocked_before and name not in self.blocked and specs[name].autostart:
+            if name in blocked_before and name not in self.cap.blocked and specs[name].autostart:
                 self.runners[name].want_up()
         for name in added:
-            if specs[name].autostart and name not in self.blocked:
+            if specs[name].autostart and name not in self.cap.blocked:
                 self.runners[name].want_up()
             else:
                 self.on_commit(self.runners[name])  # a new service, shown as it is

@@ -1,33 +1,34 @@
 """``AsyncClient`` and its ``AsyncEventStream``: the asyncio twin of ``sync_client``.
 
 An ``AsyncClient`` owns one zmq Context and destroys it on ``close()``. It is for one event loop,
-where concurrent requests are fine: one reader task hands each reply to its waiter by id. What
-it shares with ``Client`` lives in ``transport`` (control channel), ``streams`` and ``gaps``.
+where concurrent requests are fine: one reader task hands each reply to its waiter by id, and
+ends every waiter at once when the socket's monitor says the daemon died or refused this client
+(``link``). What it shares with ``Client`` lives in ``transport`` (control channel), ``link``,
+``streams`` and ``gaps``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import signal as signal_module
-import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from .errors import ClientError, ProtocolError
-from .gaps import StreamCore
+from .async_events import AsyncEventStream
+from .errors import ClientError, DaemonUnreachable, ProtocolError
+from .link import MONITORED_EVENTS, LinkFailure, LinkWatch
 from .messages import (
     ActionReply,
     Du,
     DuReply,
     Ensure,
     EnsureReply,
-    Event,
     Hello,
     HelloReply,
     LogsReply,
@@ -52,24 +53,24 @@ from .messages import (
     VerifyReply,
     VerifyRun,
 )
-from .streams import StreamBase, StreamState, subscribe
 from .transport import (
+    HEARTBEAT_MS,
     SLOW_ACTION_TIMEOUT,
     RequestIds,
     curve_options,
+    daemon_died,
     expect,
     interpret,
+    key_refused,
     loose,
-    no_connection,
     no_reply,
-    remaining_ms,
     require_socket_file,
     resolve_endpoints,
     run_request,
     signal_name,
 )
 
-__all__ = ["AsyncClient", "AsyncEventStream"]
+__all__ = ["AsyncClient", "AsyncEventStream"]  # the stream lives in async_events.py
 
 
 class AsyncClient:
@@ -99,7 +100,9 @@ class AsyncClient:
             self._ctx.setsockopt(option, value)
         self._dealer: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[bytes]] = {}
+        #: Each request in flight, by id: the future its reply goes to, and the request.
+        self._waiters: dict[str, tuple[asyncio.Future[bytes], Request]] = {}
+        self._link = LinkWatch()
         self._ids = RequestIds()
         self._streams: set[AsyncEventStream] = set()
         self._closed = False
@@ -140,9 +143,15 @@ class AsyncClient:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # As in Client: heartbeats and a monitor, so that a waiting request ends within
+            # 2 s of the daemon's death (link.py), not at its timeout.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            monitor = sock.get_monitor_socket(MONITORED_EVENTS)
             sock.connect(self.endpoint)
-            self._dealer = sock
-            self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
+            self._dealer, self._link = sock, LinkWatch()
+            reader = self._read_replies(sock, monitor)
+            self._reader = asyncio.get_running_loop().create_task(reader)
         return self._dealer
 
     def _drop_control(self) -> asyncio.Task[None] | None:
@@ -150,33 +159,63 @@ class AsyncClient:
         if reader is not None:
             reader.cancel()
         if self._dealer is not None:
-            self._dealer.close(linger=0)
+            self._dealer.close(linger=0)  # the monitor is closed by the reader as it ends
             self._dealer = None
         return reader
 
-    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
-        """Hand each reply to the request waiting for its id; drop the rest (stale replies)."""
+    async def _read_replies(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
+        """Hand each reply to the request waiting for its id; drop the rest (stale replies).
+        A link failure ends every request waiting then (a drop with none waiting is no news)."""
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while True:
                 # poll, then recv without blocking: cancelling a poll can never lose a message.
-                await sock.poll(None, zmq.POLLIN)
-                while True:
-                    try:
-                        data = await sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    routed = loose(data)
-                    waiter = None
-                    if routed is not None:
-                        waiter = self._waiters.get(routed.id)
-                        if waiter is None and routed.id == "" and len(self._waiters) == 1:
-                            # An error the daemon could not address: with one request in
-                            # flight it is that request's answer.
-                            (waiter,) = self._waiters.values()
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(data)
+                ready = dict(await poller.poll())
+                if sock in ready:
+                    await self._route_replies(sock)
+                if monitor in ready:
+                    await self._watch_link(sock, monitor)
         except zmq.ZMQError:
             return  # the socket was closed under us
+        finally:
+            monitor.close(linger=0)
+
+    async def _watch_link(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)
+            failure = self._link.feed(event["event"], event["value"])
+            if failure is None:
+                continue
+            await self._route_replies(sock)  # a reply that came before the drop still counts
+            for waiter, req in self._waiters.values():
+                if not waiter.done():
+                    if failure is LinkFailure.REFUSED:
+                        waiter.set_exception(key_refused(self.endpoint))
+                    else:
+                        waiter.set_exception(daemon_died(self.endpoint, req))
+
+    async def _route_replies(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                data = await sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            routed = loose(data)
+            found = None
+            if routed is not None:
+                found = self._waiters.get(routed.id)
+                if found is None and routed.id == "" and len(self._waiters) == 1:
+                    # An error the daemon could not address: with one request in
+                    # flight it is that request's answer.
+                    (found,) = self._waiters.values()
+            if found is not None and not found[0].done():
+                found[0].set_result(data)
 
     async def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
@@ -184,17 +223,20 @@ class AsyncClient:
         sock = self._control()
         waited = self.timeout if timeout is None else timeout
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiters[req.id] = waiter
+        self._waiters[req.id] = (waiter, req)
         try:
             await sock.send(data, zmq.NOBLOCK)
             raw = await asyncio.wait_for(waiter, waited)
-        except (zmq.Again, TimeoutError):
+        except (zmq.Again, TimeoutError, DaemonUnreachable) as exc:
             del self._waiters[req.id]
+            handshake_failed = self._link.handshake_failed
             # Start afresh only when nobody else waits on this socket; otherwise their replies
             # would be lost, and a late reply to this request is dropped by id anyway.
             if not self._waiters:
                 self._drop_control()
-            raise no_reply(self.endpoint, waited) from None
+            if isinstance(exc, DaemonUnreachable):  # the link failed (_watch_link)
+                raise exc from None
+            raise no_reply(self.endpoint, waited, handshake_failed=handshake_failed) from None
         except BaseException:
             self._waiters.pop(req.id, None)
             raise
@@ -330,96 +372,3 @@ class AsyncClient:
     ) -> AsyncEventStream:
         """A stream of ``topics`` (prefixes); it opens on ``async with`` or ``await``."""
         return AsyncEventStream(self, topics, timeout)
-
-
-class AsyncEventStream(StreamBase):
-    """The asyncio twin of EventStream: ``async with client.events() as s: async for e in s``.
-
-    ``stream = await client.events()`` opens it too; close it with ``close()`` from the task
-    that reads it (closing a socket cancels the reads pending on it).
-    """
-
-    def __init__(
-        self, client: AsyncClient, topics: Sequence[str] | str, timeout: float | None
-    ) -> None:
-        super().__init__(topics, timeout)
-        self._client = client
-        self._sub: zmq.asyncio.Socket | None = None
-
-    def __await__(self) -> Generator[Any, None, Self]:
-        return self.open().__await__()
-
-    async def open(self) -> Self:
-        """Subscribe, wait for the connection, take the snapshot. Idempotent."""
-        if self.state is StreamState.OPEN:
-            return self
-        if self.state is StreamState.CLOSED:
-            raise ClientError("the event stream is closed")
-        client = self._client
-        client._require_open()
-        require_socket_file(client.events_endpoint)
-        sub = client._ctx.socket(zmq.SUB)
-        try:
-            subscribe(sub, self.topics)
-            monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-            try:
-                sub.connect(client.events_endpoint)
-                if not await monitor.poll(math.ceil(client.timeout * 1000), zmq.POLLIN):
-                    raise no_connection(client.events_endpoint, client.timeout)
-            finally:
-                sub.disable_monitor()
-                monitor.close(linger=0)
-            self._core = StreamCore(await client.status())
-        except BaseException:
-            sub.close(linger=0)
-            raise
-        self._sub = sub
-        self.state = StreamState.OPEN
-        client._streams.add(self)
-        return self
-
-    async def get(self, timeout: float | None = None) -> Event | None:
-        """The next event; None when none came within ``timeout`` seconds (None: wait forever)."""
-        core = self._require_core()
-        assert self._sub is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not core.pending:
-            if not await self._sub.poll(remaining_ms(deadline), zmq.POLLIN):
-                return None
-            step = core.take(await self._sub.recv_multipart(zmq.NOBLOCK))
-            if step is None:
-                continue
-            live, gap = step
-            if gap is None:
-                return live
-            req = core.backfill_request(gap, live)
-            reply = None
-            if req is not None:
-                try:
-                    reply = await self._client.request(req)
-                except ClientError:
-                    reply = None  # counted in .unfilled; the live event still goes out
-            core.fill(gap, live, reply)
-        return core.pending.popleft()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self.state is StreamState.CLOSED:
-            raise StopAsyncIteration
-        event = await self.get(self.timeout)
-        if event is None:
-            raise TimeoutError(f"no event within {self.timeout:g}s")
-        return event
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -16,9 +16,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from .errors import ClientError
 from .gaps import StreamCore
+from .link import MONITORED_EVENTS, LinkFailure, LinkWatch
 from .messages import (
     ActionReply,
     Du,
@@ -59,6 +61,7 @@ from .transport import (
     daemon_died,
     expect,
     interpret,
+    key_refused,
     no_connection,
     no_reply,
     remaining_ms,
@@ -98,6 +101,7 @@ class Client:
             self._ctx.setsockopt(option, value)
         self._dealer: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
+        self._link = LinkWatch()
         self._ids = RequestIds()
         self._streams: set[EventStream] = set()
         self._closed = False
@@ -138,10 +142,11 @@ class Client:
             sock.setsockopt(zmq.LINGER, 0)
             # A daemon that dies closes the connection (ipc, tcp); one whose host vanishes
             # stops answering heartbeats. Either way the monitor reports a disconnect, so a
-            # request stops waiting within DEAD_DAEMON_SECS of the death, not at its timeout.
+            # request stops waiting within 2 s of the death, not at its timeout (link.py).
             sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
-            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._monitor = sock.get_monitor_socket(MONITORED_EVENTS)
+            self._link = LinkWatch()
             sock.connect(self.endpoint)
             self._dealer = sock
         return self._dealer
@@ -155,13 +160,15 @@ class Client:
             self._dealer.close(linger=0)
             self._dealer = None
 
-    def _disconnected(self) -> bool:
-        """Whether the daemon's connection dropped since the last look (drains the monitor)."""
-        seen = False
+    def _link_failure(self) -> LinkFailure | None:
+        """What the monitor reported since the last look (drains it); the worst of it."""
+        worst = None
         while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
-            self._monitor.recv_multipart()
-            seen = True
-        return seen
+            event = parse_monitor_message(self._monitor.recv_multipart())
+            failure = self._link.feed(event["event"], event["value"])
+            if failure is LinkFailure.REFUSED or worst is None:
+                worst = failure
+        return worst
 
     def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` (with a fresh id) and return its reply; raise RemoteError for an error."""
@@ -169,7 +176,10 @@ class Client:
         sock = self._control()
         waited = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + waited
-        self._disconnected()  # a drop before this request (a daemon restarted) is no news
+        if self._link_failure() is LinkFailure.REFUSED:  # libzmq gave up reconnecting
+            self._drop_control()
+            sock = self._control()
+        # (a drop before this request, a daemon restarted, is no news)
         try:
             sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
@@ -179,22 +189,27 @@ class Client:
         poller.register(sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
+        failure: LinkFailure | None = None
         while True:
             ms = remaining_ms(deadline)
             ready = dict(poller.poll(ms)) if ms else {}
-            if sock not in ready:
-                if ready and self._disconnected():
-                    self._drop_control()
-                    raise daemon_died(self.endpoint, req)
-                if ready:
-                    continue
-                self._drop_control()
-                raise no_reply(self.endpoint, waited)
-            # One request at a time per socket (a timeout replaces the socket): an id-less
-            # error can only be this request's.
-            reply = interpret(sock.recv(), req.id, self.endpoint, sole=True)
-            if reply is not None:
-                return reply
+            if sock in ready:
+                # One request at a time per socket (a timeout replaces the socket): an id-less
+                # error can only be this request's.
+                reply = interpret(sock.recv(), req.id, self.endpoint, sole=True)
+                if reply is not None:
+                    return reply
+            elif ready:
+                failure = self._link_failure() or failure
+            if ready and (failure is None or sock.poll(0, zmq.POLLIN)):
+                continue  # nothing failed yet, or a reply came before the drop: read it
+            handshake_failed = self._link.handshake_failed
+            self._drop_control()
+            if failure is LinkFailure.REFUSED:
+                raise key_refused(self.endpoint)
+            if failure is LinkFailure.DIED:
+                raise daemon_died(self.endpoint, req)
+            raise no_reply(self.endpoint, waited, handshake_failed=handshake_failed)
 
     def hello(self, *, timeout: float | None = None) -> HelloReply:
         return expect(self.request(Hello(client=self.client_name), timeout), HelloReply)

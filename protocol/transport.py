@@ -44,6 +44,7 @@ __all__ = [
     "daemon_died",
     "expect",
     "interpret",
+    "key_refused",
     "loose",
     "no_connection",
     "no_reply",
@@ -141,9 +142,21 @@ def require_socket_file(endpoint: str) -> None:
             )
 
 
-def no_reply(endpoint: str, waited: float) -> DaemonUnreachable:
+def no_reply(endpoint: str, waited: float, *, handshake_failed: bool = False) -> DaemonUnreachable:
+    if handshake_failed:  # something answers, but the CurveZMQ handshake with it broke
+        return DaemonUnreachable(
+            f"no reply from {endpoint} within {waited:g}s: the CurveZMQ handshake failed "
+            "(is the daemon's public key given to this client the right one?)"
+        )
     return DaemonUnreachable(
         f"no reply from {endpoint} within {waited:g}s: is the daemon running? (runyard up)"
+    )
+
+
+def key_refused(endpoint: str) -> DaemonUnreachable:
+    return DaemonUnreachable(
+        f"the daemon at {endpoint} refused this client's CurveZMQ key "
+        "(is its public key in the daemon's curve_authorized_dir?)"
     )
 
 

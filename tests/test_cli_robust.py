@@ -6,6 +6,7 @@ Real daemons, real pipes, real `runyard` subprocesses; each test stops what it s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from daemonkit import SLEEPER, build_tree, runyard_env, short_root, wait_for
 
+from runyard.protocol.client import AsyncClient, DaemonUnreachable
 from runyard.runtime.core.tree import RuntimeTree
 
 #: Prints 1,000 lines of 200 bytes (more than a pipe holds), then idles until TERM.
@@ -173,6 +175,41 @@ def test_stop_exits_3_within_2s_when_the_daemon_dies_under_it(daemons) -> None:
     assert waited < 2.5, waited
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "went away while stop waited" in lines[0], lines
+    for pgid in d.recorded_pgids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+async def test_async_client_requests_end_within_2s_when_the_daemon_dies_under_them(
+    daemons,
+) -> None:
+    """AsyncClient had no watch on its link: a waiting call outlived the daemon by its timeout
+    (60 s for a stop). Every request then in flight must end, each naming itself."""
+    root = short_root()
+    tree = build_tree(root, {"stubborn": STUBBORN}, "[services.stubborn]\nstop_timeout = 60\n")
+    d = daemons(tree).start()
+    async with AsyncClient(tree.root, timeout=10) as c:
+        deadline = time.monotonic() + 20
+        while (await c.status(["stubborn"])).services[0].state != "running":
+            assert time.monotonic() < deadline, "stubborn never ran"
+            await asyncio.sleep(0.05)
+        calls = [
+            asyncio.create_task(c.stop(["stubborn"])),
+            asyncio.create_task(c.restart(["stubborn"])),
+        ]
+        while (await c.status(["stubborn"])).services[0].state != "stopping":
+            assert time.monotonic() < deadline, "stubborn never stopping"
+            await asyncio.sleep(0.05)
+        assert not any(call.done() for call in calls)
+        d.kill9()
+        died = time.monotonic()
+        done, _ = await asyncio.wait(calls, timeout=10)
+        waited = time.monotonic() - died
+        assert len(done) == 2 and waited < 2.5, waited
+        for call, op in zip(calls, ("stop", "restart"), strict=True):
+            with pytest.raises(DaemonUnreachable, match=rf"went away while {op} waited"):
+                call.result()
     for pgid in d.recorded_pgids():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)

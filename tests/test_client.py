@@ -729,3 +729,55 @@ def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
         peer.join(timeout=15)
         router.close(linger=0)
         ctx.term()
+
+
+def test_a_failed_handshake_is_not_a_dead_daemon_and_a_refused_key_says_so() -> None:
+    """The link watch: a disconnect counts as a death only after the link was up; a Curve
+    refusal is its own verdict (it used to read as "the daemon went away")."""
+    from runyard.protocol.link import LinkFailure, LinkWatch
+
+    watch = LinkWatch()
+    assert watch.feed(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 32) is None
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is None  # never up: nothing died
+    assert watch.handshake_failed
+    assert watch.feed(zmq.EVENT_HANDSHAKE_SUCCEEDED) is None
+    assert not watch.handshake_failed
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is LinkFailure.DIED
+    assert watch.feed(zmq.EVENT_DISCONNECTED) is None  # said once
+    assert LinkWatch().feed(zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400) is LinkFailure.REFUSED
+
+
+def _reply_then_die(endpoint: str, ready: threading.Event) -> None:
+    """A daemon that answers one request and is gone at once."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    ready.set()
+    if router.poll(5000):
+        identity, payload = router.recv_multipart()
+        reply = msgspec.structs.replace(hello_reply(), id=decode_request(payload).id)
+        router.send_multipart([identity, encode(reply)])
+    router.close(linger=1000)  # the reply leaves, then the connection drops
+    ctx.term()
+
+
+async def test_a_reply_sent_just_before_the_daemon_dies_is_read_not_called_a_death(
+    tmp_path: Path,
+) -> None:
+    """The dead-daemon watch sees the reply and the drop at about the same moment: the reply
+    wins (a shutdown's reply, then the daemon exits), in both clients, every time."""
+    for i in range(60):
+        endpoint = f"ipc://{tmp_path}/c{i}"
+        ready = threading.Event()
+        peer = threading.Thread(target=_reply_then_die, args=(endpoint, ready), daemon=True)
+        peer.start()
+        assert ready.wait(5)
+        if i % 2:
+            with Client(endpoint=endpoint, events_endpoint=endpoint + "e", timeout=5) as c:
+                assert c.hello().pid == 1
+        else:
+            async with AsyncClient(
+                endpoint=endpoint, events_endpoint=endpoint + "e", timeout=5
+            ) as ac:
+                assert (await ac.hello()).pid == 1
+        peer.join(5)

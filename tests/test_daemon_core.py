@@ -21,7 +21,7 @@ import pytest
 from daemonkit import SLEEPER, build_tree, wait_for
 
 from runyard.daemon.spec import ServiceSpec, load_specs
-from runyard.protocol.client import Conflict, OperationFailed
+from runyard.protocol.client import ClientError, Conflict
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.manifest import load_manifest, save_manifest
 
@@ -343,28 +343,37 @@ def test_full_disk_blocks_spawn_until_state_can_be_recorded(root, daemons) -> No
 
 @pytest.mark.timeout(90)
 def test_concurrent_restart_reload_start_are_answered_never_internal(root, daemons) -> None:
-    tree = build_tree(root, {"a": SLEEPER})
+    """Requests from several clients at once, with a reload that has work to do (a service
+    removed, slow to stop): before one order, two reloads both stopped and popped ``gone``
+    (``internal``: KeyError) while restarts of ``a`` ran beside them."""
+    tree = build_tree(root, {"a": SLOW_STOPPER, "gone": SLOW_STOPPER})
     d = daemons(tree).start()
     with d.client() as c:
-        wait_for(lambda: one(c, "a").state == "running", what="running")
-        replies: list[object] = []
+        wait_for(lambda: {s.state for s in c.status().services} == {"running"}, what="running")
+        manifest = load_manifest(tree)
+        manifest.services = [s for s in manifest.services if s.name != "gone"]
+        save_manifest(tree, manifest)
+        replies: dict[int, object] = {}
 
-        def ask(op: str) -> None:
+        def ask(i: int, op: str) -> None:
             with d.client(30) as own:
                 try:
-                    replies.append(own.restart(["a"]) if op == "restart" else getattr(own, op)())
-                except (Conflict, OperationFailed) as exc:
-                    replies.append(exc)
+                    replies[i] = getattr(own, op)(["a"]) if "start" in op else own.reload()
+                except ClientError as exc:  # recorded, asserted below
+                    replies[i] = exc
 
-        ops = ["restart", "reload", "restart", "reload"]
-        threads = [threading.Thread(target=ask, args=(op,)) for op in ops]
+        ops = ["reload", "restart", "reload", "start", "restart", "reload"]
+        threads = [threading.Thread(target=ask, args=(i, op)) for i, op in enumerate(ops)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
         assert len(replies) == len(ops)
-        assert not [r for r in replies if isinstance(r, Exception)], replies
+        assert not [r for r in replies.values() if isinstance(r, Exception)], replies
+        reloads = [str(replies[i].message) for i, op in enumerate(ops) if op == "reload"]
+        assert sorted(r.split(", ")[1] for r in reloads) == ["removed 0", "removed 0", "removed 1"]
         wait_for(lambda: one(c, "a").state == "running", what="a running at the end")
+        assert [s.name for s in c.status().services] == ["a"]
 
 
 def test_runner_does_not_import_the_supervisor() -> None:

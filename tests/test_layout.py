@@ -15,25 +15,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("daemon", "protocol", "runtime", "schemas", "tui")
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
-
-# Split on another branch of issue 11 (daemon/ has its own owner).
-# Everything else is held to the limits now; these are checked by the xfail tests below.
-MODULES_BEING_SPLIT = {
-    "daemon/process.py",
-    "daemon/service.py",
-    "daemon/supervisor.py",
-}
-FUNCTIONS_BEING_SPLIT = {
-    "daemon/main.py:_serve",
-    "daemon/spec.py:_build",
-    "daemon/cli/bundle_cmd.py:register",
-}
 
 
 def _sources() -> Iterator[Path]:
@@ -188,26 +173,10 @@ def test_the_graph_counts_lazy_and_type_checking_imports() -> None:
 
 
 def test_no_module_over_450_lines() -> None:
-    over = {
-        _rel(p): n
-        for p in _sources()
-        if (n := _lines(p)) > MAX_MODULE_LINES and _rel(p) not in MODULES_BEING_SPLIT
-    }
-    assert not over, f"modules over {MAX_MODULE_LINES} lines: {over}"
-
-
-@pytest.mark.xfail(strict=False, reason=f"being split on other branches: {MODULES_BEING_SPLIT}")
-def test_modules_being_split_are_under_450_lines() -> None:
-    over = {m: n for m in MODULES_BEING_SPLIT if (n := _lines(ROOT / m)) > MAX_MODULE_LINES}
+    over = {_rel(p): n for p in _sources() if (n := _lines(p)) > MAX_MODULE_LINES}
     assert not over, f"modules over {MAX_MODULE_LINES} lines: {over}"
 
 
 def test_no_function_over_60_lines() -> None:
-    over = {f: n for f, n in _long_functions().items() if f not in FUNCTIONS_BEING_SPLIT}
-    assert not over, f"functions over {MAX_FUNCTION_LINES} lines: {over}"
-
-
-@pytest.mark.xfail(strict=False, reason=f"being split on other branches: {FUNCTIONS_BEING_SPLIT}")
-def test_functions_being_split_are_under_60_lines() -> None:
-    over = {f: n for f, n in _long_functions().items() if f in FUNCTIONS_BEING_SPLIT}
+    over = _long_functions()
     assert not over, f"functions over {MAX_FUNCTION_LINES} lines: {over}"

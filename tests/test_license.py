@@ -294,6 +294,37 @@ def test_max_services_leaves_the_last_in_start_order_stopped_and_refuses_it(
     assert after["alpha"] == pids["alpha"] and after["beta"] == pids["beta"]
 
 
+@pytest.mark.timeout(120)
+def test_up_under_a_capped_license_starts_the_rest_and_exits_1_naming_what_it_left_out(
+    root: Path, issuer
+) -> None:
+    """As `systemctl start a b c` or `docker compose up -d` when one cannot start: what can run
+    runs, the command exits 1 and stderr says, in one line, which service and why."""
+    doc = sign_license(document(limits={"max_services": 2}), issuer.private)
+    tree = licensed_tree(root, issuer, doc)
+    try:
+        up = cli("up", "--root", str(root))
+        assert up.returncode == 1, up
+        assert up.stdout.startswith("daemon started (pid "), up.stdout
+        assert up.stderr.splitlines() == [
+            "runyard: gamma: not started: over the professional tier's limit of 2 services "
+            "(max_services); this is service 3 of 3 in start order"
+        ]
+        with Client(tree.root, timeout=10) as c:
+            wait_for(
+                lambda: (
+                    {s.name: s.state for s in c.status().services}
+                    == {"alpha": "running", "beta": "running", "gamma": "stopped"}
+                ),
+                what="alpha and beta up, gamma left out",
+            )
+        again = cli("up", "--root", str(root))  # the daemon runs: the same answer
+        assert again.returncode == 1 and again.stderr == up.stderr, again
+    finally:
+        with contextlib.suppress(DaemonUnreachable), Client(tree.root, timeout=30) as c:
+            c.shutdown()
+
+
 def _bad(kind: str, issuer: SigningKeyFiles, stranger: SigningKeyFiles) -> dict | str:
     if kind == "expired":
         doc = document(issued="2020-01-01", expires="2020-12-31", limits={"max_services": 1})

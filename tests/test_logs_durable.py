@@ -116,25 +116,29 @@ def test_daemon_writes_logs_with_the_configured_modes(root: Path, daemons) -> No
 
 # --------------------------------------------------------------------------- finding 1: kill -9
 
-#: Numbered lines at 20,000 a second (200 every 10 ms), each batch cut at a random byte into
-#: two writes, so a read often ends inside a line; once ``stop`` exists: "end N", then idle.
+#: Numbered lines at 20,000 a second (200 every 10 ms). Every write ends inside a line, at a
+#: random byte of it, and its rest only comes with the next write 10 ms later: so at almost any
+#: moment the pipe, or a daemon that read it, holds a line's head waiting for its end (a daemon
+#: that kept it in memory lost it to kill -9). Once ``stop`` exists: the rest, "end N", then idle.
 FLOOD = """
 import os, random, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 stop = sys.argv[1]
 n = 0
+held = b""
 next_at = time.monotonic()
 while not os.path.exists(stop):
-    batch = b"".join(b"%d\\n" % i for i in range(n, n + 200))
+    batch = held + b"".join(b"%d\\n" % i for i in range(n, n + 200))
     n += 200
-    cut = random.randrange(1, len(batch))
+    last = len(b"%d\\n" % (n - 1))
+    cut = len(batch) - random.randrange(1, last)  # inside the last line, never at its end
     os.write(1, batch[:cut])
-    os.write(1, batch[cut:])
+    held = batch[cut:]
     next_at += 0.01
     delay = next_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-os.write(1, b"end %d\\n" % n)
+os.write(1, held + b"end %d\\n" % n)
 while True:
     time.sleep(1)
 """

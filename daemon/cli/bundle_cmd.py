@@ -39,7 +39,38 @@ The version is --version or `version` in the project file."""
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     bundle = sub.add_parser("bundle", help="runtime bundles: pack, verify, install, rollback")
     bsub = bundle.add_subparsers(dest="bundle_command", metavar="COMMAND", required=True)
+    _register_pack(bsub, common)
 
+    p = bsub.add_parser("verify", parents=[common], help="check a bundle file, one line a failure")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p.set_defaults(handler=cmd_verify)
+
+    p = bsub.add_parser(
+        "install", parents=[common], help="install a bundle into PREFIX/versions/ and switch"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
+    p.add_argument("--pubkey", metavar="K", help="require a signature by this Ed25519 key")
+    p.add_argument("--migrate", action="store_true", help="allow a major version upgrade")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a downgrade, or replacing an installed (not current) version",
+    )
+    p.set_defaults(handler=cmd_install)
+
+    p = bsub.add_parser("rollback", parents=[common], help="switch back to the previous version")
+    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = bsub.add_parser("ls", parents=[common], help="installed versions of a prefix")
+    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
+    p.set_defaults(handler=cmd_ls)
+
+
+def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
+    """``bundle pack``: the one subcommand with many options."""
     p = bsub.add_parser(
         "pack",
         parents=[common],
@@ -74,33 +105,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="gzip/deflate level 1-9 (default 6, as tar czf; 1: ~2x faster, 3-13%% bigger)",
     )
     p.set_defaults(handler=cmd_pack)
-
-    p = bsub.add_parser("verify", parents=[common], help="check a bundle file, one line a failure")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
-    p.set_defaults(handler=cmd_verify)
-
-    p = bsub.add_parser(
-        "install", parents=[common], help="install a bundle into PREFIX/versions/ and switch"
-    )
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
-    p.add_argument("--pubkey", metavar="K", help="require a signature by this Ed25519 key")
-    p.add_argument("--migrate", action="store_true", help="allow a major version upgrade")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="allow a downgrade, or replacing an installed (not current) version",
-    )
-    p.set_defaults(handler=cmd_install)
-
-    p = bsub.add_parser("rollback", parents=[common], help="switch back to the previous version")
-    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
-    p.set_defaults(handler=cmd_rollback)
-
-    p = bsub.add_parser("ls", parents=[common], help="installed versions of a prefix")
-    p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
-    p.set_defaults(handler=cmd_ls)
 
 
 def cmd_pack(args: argparse.Namespace) -> int:

@@ -13,6 +13,6 @@ async def handle(ctx: Context, req: m.LogsTail) -> m.Reply:
     (name,) = sup.resolve([req.service], all_=False)
     if req.n < 0:
         raise HandlerError(m.ErrorCode.BAD_REQUEST, "n must be >= 0")
-    log = sup.runners[name].log
+    log = sup.runners[name].io.log
     lines = log.tail(req.n, after_seq=req.after_seq)
     return m.LogsReply(service=name, lines=lines, last_seq=log.ring.last_seq)

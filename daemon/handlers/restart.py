@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runyard.protocol import messages as m
 
-from ..supervisor import OverLimit
+from ..license_cap import OverLimit
 from .context import Context, HandlerError
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: Context, req: m.Restart) -> m.Reply:
     if not names:
         raise HandlerError(m.ErrorCode.BAD_REQUEST, "name a service or pass all")
     if req.all:
-        names = [n for n in names if n not in sup.blocked]
+        names = [n for n in names if n not in sup.cap.blocked]
     else:
         try:
             sup.refuse_over_limit(names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from runyard.protocol import messages as m
 
-from ..supervisor import OverLimit
+from ..license_cap import OverLimit
 from .context import Context, HandlerError
 
 
@@ -21,12 +21,12 @@ async def handle(ctx: Context, req: m.Start) -> m.Reply:
         raise HandlerError(m.ErrorCode.BAD_REQUEST, "name a service or pass all")
     message = ""
     if req.all:
-        left_out = [n for n in names if n in sup.blocked]
-        names = [n for n in names if n not in sup.blocked]
+        left_out = [n for n in names if n in sup.cap.blocked]
+        names = [n for n in names if n not in sup.cap.blocked]
         if left_out:
             message = (
-                f"{len(left_out)} service(s) not started: over the {sup.tier} tier's limit of "
-                f"{sup.max_services} services (max_services)"
+                f"{len(left_out)} service(s) not started: over the {sup.cap.tier} tier's limit of "
+                f"{sup.cap.max_services} services (max_services)"
             )
     else:
         try:
