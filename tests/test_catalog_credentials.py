@@ -1,0 +1,226 @@
+"""Credentials in a catalog URL (``https://user:token@host/catalog.json``), end to end.
+
+Real http.servers on 127.0.0.1 that demand HTTP Basic auth (tests/conftest.py CountingServer)
+and record the Authorization header of every request; the real CLI in a subprocess; a real
+daemon. The password must never appear in output, in any file under the test's directory
+(tree, saved catalog, cache index, audit trail, daemon log), nor reach another host.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from archives import publish, write_catalog
+from runyard import runtime
+from runyard.runtime.acquisition.urls import redact_url, split_credentials
+from runyard.runtime.core.errors import AcquisitionError, CatalogUnreachable
+from runyard.runtime.core.tree import RuntimeTree
+
+if TYPE_CHECKING:
+    from conftest import CountingServer
+
+USER = "ci-bot"
+PASSWORD = "s3cr@t:pw/x"  # every character that must be percent-encoded in a userinfo
+USERINFO = "ci-bot:s3cr%40t%3Apw%2Fx"
+#: What must be found nowhere: the password (plain or encoded: both start so) and the header.
+SECRETS = ("s3cr", base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+
+
+@pytest.fixture
+def private(tmp_path: Path, http_server) -> tuple[Path, CountingServer]:
+    """(directory, server): files served only to ci-bot with the password."""
+    served = tmp_path / "private"
+    served.mkdir()
+    return served, http_server(served, basic_auth=(USER, PASSWORD))
+
+
+@pytest.fixture(autouse=True)
+def no_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This machine's ~/.netrc plays no part; a test that wants one writes this file."""
+    path = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(path))
+    return path
+
+
+def with_userinfo(base: str, userinfo: str = USERINFO, path: str = "/catalog.json") -> str:
+    return base.replace("http://", f"http://{userinfo}@", 1) + path
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["XDG_CONFIG_HOME"] = str(cwd / "xdg")
+    return subprocess.run(
+        [sys.executable, "-m", "runyard.daemon", *args, "--root", str(cwd / "runtime")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_secret_free(*texts: str, under: Path) -> None:
+    """No secret in ``texts`` nor in any file below ``under`` (served files excepted)."""
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, text
+    for path in under.rglob("*"):
+        if path.is_file() and not path.is_symlink() and "private" not in path.parts:
+            data = path.read_bytes()
+            for secret in SECRETS:
+                assert secret.encode() not in data, f"{path} holds a secret"
+
+
+@pytest.mark.timeout(120)
+def test_wrong_password_fails_with_one_line_naming_the_redacted_url_and_http_401(
+    tmp_path: Path, private: tuple[Path, CountingServer]
+) -> None:
+    served, server = private
+    write_catalog(served / "catalog.json", [publish(served, "hello", "1.0.0")])
+    wrong = with_userinfo(server.url, "ci-bot:s3cr-wrong")
+
+    out = cli(tmp_path, "runtime", "ensure", "hello", "--catalog", wrong)
+
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    redacted = with_userinfo(server.url, "ci-bot:***")
+    assert redacted in lines[0] and "HTTP 401" in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+    assert_secret_free(out.stdout, out.stderr, under=tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_archive_on_another_host_does_not_get_the_authorization_header(
+    tree: RuntimeTree, private: tuple[Path, CountingServer], http_dir: tuple[Path, CountingServer]
+) -> None:
+    served, server = private
+    public_dir, public = http_dir
+    record = publish(public_dir, "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
+    write_catalog(served / "catalog.json", [record])
+
+    got = runtime.ensure_service("hello", "1.x", root=tree.root, catalog=with_userinfo(server.url))
+
+    assert got.installed
+    assert server.authorizations and all(server.authorizations)
+    assert public.requests == ["/hello-1.0.0.tar.gz"]
+    assert public.authorizations == [None]
+
+
+@pytest.mark.timeout(60)
+def test_redirect_to_another_host_drops_the_authorization_header(
+    tree: RuntimeTree, private: tuple[Path, CountingServer], http_dir: tuple[Path, CountingServer]
+) -> None:
+    served, server = private
+    public_dir, public = http_dir
+    record = publish(public_dir, "hello", "1.0.0")  # url: hello-1.0.0.tar.gz, on the private host
+    write_catalog(served / "catalog.json", [record])
+    # A same-origin redirect keeps the header (the private server would answer 401 otherwise),
+    # the next one, to another host, drops it.
+    server.redirects["/hello-1.0.0.tar.gz"] = "/moved/hello-1.0.0.tar.gz"
+    server.redirects["/moved/hello-1.0.0.tar.gz"] = f"{public.url}/hello-1.0.0.tar.gz"
+
+    got = runtime.ensure_service("hello", "1.x", root=tree.root, catalog=with_userinfo(server.url))
+
+    assert got.installed
+    assert server.requests == ["/catalog.json", "/hello-1.0.0.tar.gz", "/moved/hello-1.0.0.tar.gz"]
+    assert all(server.authorizations)
+    assert public.requests == ["/hello-1.0.0.tar.gz"]
+    assert public.authorizations == [None]
+
+
+@pytest.mark.timeout(60)
+def test_archive_401_names_the_redacted_url(
+    tree: RuntimeTree, private: tuple[Path, CountingServer], tmp_path: Path
+) -> None:
+    """Credentials written into an archive URL of the catalog are used and never shown."""
+    served, server = private
+    archive_url = with_userinfo(server.url, "ci-bot:s3cr-nope", "/hello-1.0.0.tar.gz")
+    write_catalog(served / "catalog.json", [publish(served, "hello", "1.0.0", url=archive_url)])
+
+    with pytest.raises(AcquisitionError) as caught:
+        runtime.ensure_service("hello", "1.x", root=tree.root, catalog=with_userinfo(server.url))
+
+    message = str(caught.value)
+    assert with_userinfo(server.url, "ci-bot:***", "/hello-1.0.0.tar.gz") in message
+    assert "HTTP 401" in message
+    assert_secret_free(message, under=tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_netrc_supplies_credentials_for_its_machine_only(
+    tree: RuntimeTree,
+    private: tuple[Path, CountingServer],
+    http_dir: tuple[Path, CountingServer],
+    no_netrc: Path,
+) -> None:
+    served, server = private
+    public_dir, public = http_dir
+    record = publish(public_dir, "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
+    write_catalog(served / "catalog.json", [record])
+    # 127.0.0.1 is named; "localhost" (which the public server is not reached by) is not, and
+    # a default entry is never used.
+    no_netrc.write_text(
+        f"machine 127.0.0.1 login {USER} password {PASSWORD}\n"
+        "default login someone password s3cr-default\n"
+    )
+    no_netrc.chmod(0o600)
+
+    got = runtime.ensure_service(
+        "hello", "1.x", root=tree.root, catalog=f"{server.url}/catalog.json"
+    )
+
+    assert got.installed
+    assert all(server.authorizations)
+    # netrc names machines, not ports: the public server on 127.0.0.1 gets them too, as curl
+    # would send them; the default entry's password went nowhere.
+    assert all("s3cr-default" not in (a or "") for a in public.authorizations)
+
+
+@pytest.mark.timeout(60)
+def test_without_credentials_a_401_says_where_they_may_come_from(
+    tree: RuntimeTree, private: tuple[Path, CountingServer]
+) -> None:
+    served, server = private
+    write_catalog(served / "catalog.json", [publish(served, "hello", "1.0.0")])
+
+    with pytest.raises(CatalogUnreachable) as caught:
+        runtime.ensure_service("hello", root=tree.root, catalog=f"{server.url}/catalog.json")
+
+    message = str(caught.value)
+    assert "HTTP 401" in message and "no credentials sent" in message, message
+    assert "NETRC" in message, message  # $NETRC, as the fixture sets it
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@host/c.json", "https://user:***@host/c.json"),
+        ("https://token@host:8443/c.json", "https://***@host:8443/c.json"),
+        ("https://u:p@ss@host/c.json", "https://u:***@host/c.json"),
+        ("https://host/c.json?x=a@b", "https://host/c.json?x=a@b"),
+        ("/srv/catalog.json", "/srv/catalog.json"),
+        (
+            "catalog http://a:b@h/x: HTTP 401 (see http://c:d@i/y)",
+            "catalog http://a:***@h/x: HTTP 401 (see http://c:***@i/y)",
+        ),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_split_credentials_decodes_and_strips_the_userinfo() -> None:
+    url, creds = split_credentials(f"http://{USERINFO}@127.0.0.1:8080/c.json")
+    assert url == "http://127.0.0.1:8080/c.json"
+    assert creds is not None and (creds.user, creds.password) == (USER, PASSWORD)
+    assert PASSWORD not in repr(creds)
+    assert split_credentials("http://127.0.0.1/c.json") == ("http://127.0.0.1/c.json", None)
