@@ -9,6 +9,7 @@ daemon. The password must never appear in output, in any file under the test's d
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from archives import publish, write_catalog
 from runyard import runtime
+from runyard.runtime.acquisition.catalog import remembered_catalog
 from runyard.runtime.acquisition.urls import redact_url, split_credentials
 from runyard.runtime.core.errors import AcquisitionError, CatalogUnreachable
 from runyard.runtime.core.tree import RuntimeTree
@@ -77,6 +79,39 @@ def assert_secret_free(*texts: str, under: Path) -> None:
             data = path.read_bytes()
             for secret in SECRETS:
                 assert secret.encode() not in data, f"{path} holds a secret"
+
+
+@pytest.mark.timeout(120)
+def test_catalog_url_with_credentials_works_and_never_prints_the_password(
+    tmp_path: Path, private: tuple[Path, CountingServer]
+) -> None:
+    served, server = private
+    write_catalog(
+        served / "catalog.json", [publish(served, "hello", v) for v in ("1.0.0", "1.2.0")]
+    )
+    catalog = with_userinfo(server.url)
+
+    out = cli(tmp_path, "runtime", "ensure", "hello", "1.x", "--catalog", catalog)
+
+    assert out.returncode == 0, out.stderr
+    assert "installed hello 1.2.0" in out.stdout
+    # The catalog and the archive (relative to it, so on the same origin) both got the header.
+    assert server.requests == ["/catalog.json", "/hello-1.2.0.tar.gz"]
+    assert all(a and a.startswith("Basic ") for a in server.authorizations)
+    # Remembered without its credentials, and the user is told so.
+    tree = RuntimeTree(tmp_path / "runtime")
+    assert remembered_catalog(tree) == f"{server.url}/catalog.json"
+    assert "credentials" in out.stderr and "not stored" in out.stderr
+    saved = json.loads((tree.own_config_dir / "catalog-copy.json").read_bytes())
+    assert saved["source"] == f"{server.url}/catalog.json"
+    index = json.loads(tree.cache_index_path.read_bytes())
+    assert [e["url"] for e in index["archives"].values()] == [f"{server.url}/hello-1.2.0.tar.gz"]
+
+    again = cli(tmp_path, "runtime", "ensure", "hello", "1.0.0", "--catalog", catalog, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["version"] == "1.0.0"
+
+    assert_secret_free(out.stdout, out.stderr, again.stdout, again.stderr, under=tmp_path)
 
 
 @pytest.mark.timeout(120)
@@ -198,6 +233,38 @@ def test_without_credentials_a_401_says_where_they_may_come_from(
     message = str(caught.value)
     assert "HTTP 401" in message and "no credentials sent" in message, message
     assert "NETRC" in message, message  # $NETRC, as the fixture sets it
+
+
+@pytest.mark.timeout(120)
+def test_daemon_ensure_with_credentials_keeps_the_password_out_of_logs_and_audit(
+    root: Path, daemons, private: tuple[Path, CountingServer], no_netrc: Path
+) -> None:
+    from daemonkit import build_tree
+
+    served, server = private
+    records = [publish(served, "hello", "1.0.0"), publish(served, "other", "1.0.0")]
+    write_catalog(served / "catalog.json", records)
+    tree = build_tree(root, {"idle": "import time\ntime.sleep(60)\n"})
+    daemon = daemons(tree).start()
+    try:
+        with daemon.client() as c:
+            binary = c.ensure("hello", "1.x", catalog=with_userinfo(server.url)).binary
+            assert binary.version == "1.0.0"
+            # The catalog refuses the wrong password, its saved copy stands in, and the
+            # archive is refused too: the error names the archive URL, redacted.
+            with pytest.raises(Exception) as caught:
+                c.ensure("other", "1.x", catalog=with_userinfo(server.url, "ci-bot:s3cr-bad"))
+            message = str(caught.value)
+    finally:
+        daemon.stop()
+
+    assert "HTTP 401" in message and "ci-bot:***@" in message, message
+    audit = [json.loads(line) for line in (tree.logs_dir / "runyard" / "audit.jsonl").open()]
+    ensures = [e for e in audit if e["action"] == "ensure"]
+    assert [e["result"] for e in ensures] == ["ok", "failed"]
+    assert ensures[0]["detail"]["catalog"] == with_userinfo(server.url, "ci-bot:***")
+    assert "ci-bot:***@" in ensures[1]["detail"]["error"]
+    assert_secret_free(message, under=root.parent)
 
 
 @pytest.mark.parametrize(
