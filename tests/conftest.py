@@ -47,7 +47,8 @@ def tree(tmp_path: Path) -> RuntimeTree:
 
 
 class CountingServer:
-    """A real http.server on 127.0.0.1 serving one directory, counting the requests it gets.
+    """A real http.server on loopback (127.0.0.1, or ``host``) serving one directory, counting
+    the requests it gets.
 
     ``authorizations`` holds the Authorization header of every request (None when absent).
     With ``basic_auth=(user, password)`` a request without exactly those credentials gets
@@ -58,6 +59,7 @@ class CountingServer:
         self,
         directory: Path,
         *,
+        host: str = "127.0.0.1",
         basic_auth: tuple[str, str] | None = None,
         redirects: dict[str, str] | None = None,
     ) -> None:
@@ -96,7 +98,7 @@ class CountingServer:
                 super().do_GET()
 
         handler = functools.partial(Handler, directory=str(directory))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -134,12 +134,14 @@ def test_wrong_password_fails_with_one_line_naming_the_redacted_url_and_http_401
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", ["127.0.0.2", "127.0.0.1"], ids=["other-host", "other-port"])
 def test_archive_on_another_host_does_not_get_the_authorization_header(
-    tree: RuntimeTree, private: tuple[Path, CountingServer], http_dir: tuple[Path, CountingServer]
+    tree: RuntimeTree, private: tuple[Path, CountingServer], http_server, tmp_path: Path, host: str
 ) -> None:
     served, server = private
-    public_dir, public = http_dir
-    record = publish(public_dir, "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
+    (tmp_path / "public").mkdir()
+    public = http_server(tmp_path / "public", host=host)
+    record = publish(tmp_path / "public", "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
     write_catalog(served / "catalog.json", [record])
 
     got = runtime.ensure_service("hello", "1.x", root=tree.root, catalog=with_userinfo(server.url))
@@ -152,16 +154,20 @@ def test_archive_on_another_host_does_not_get_the_authorization_header(
 
 @pytest.mark.timeout(60)
 def test_redirect_to_another_host_drops_the_authorization_header(
-    tree: RuntimeTree, private: tuple[Path, CountingServer], http_dir: tuple[Path, CountingServer]
+    tree: RuntimeTree, private: tuple[Path, CountingServer], http_server, tmp_path: Path
 ) -> None:
     served, server = private
-    public_dir, public = http_dir
-    record = publish(public_dir, "hello", "1.0.0")  # url: hello-1.0.0.tar.gz, on the private host
+    (tmp_path / "public").mkdir()
+    public = http_server(tmp_path / "public", host="127.0.0.2")
+    record = publish(tmp_path / "public", "hello", "1.0.0")  # url relative: the private host
     write_catalog(served / "catalog.json", [record])
-    # A same-origin redirect keeps the header (the private server would answer 401 otherwise),
-    # the next one, to another host, drops it.
+    # A same-origin redirect keeps the header (the private server would answer 401 otherwise);
+    # the next one, to another host, drops it, and the userinfo that server put in its
+    # Location is not sent either.
     server.redirects["/hello-1.0.0.tar.gz"] = "/moved/hello-1.0.0.tar.gz"
-    server.redirects["/moved/hello-1.0.0.tar.gz"] = f"{public.url}/hello-1.0.0.tar.gz"
+    server.redirects["/moved/hello-1.0.0.tar.gz"] = with_userinfo(
+        public.url, "intruder:s3cr-theirs", "/hello-1.0.0.tar.gz"
+    )
 
     got = runtime.ensure_service("hello", "1.x", root=tree.root, catalog=with_userinfo(server.url))
 
@@ -194,15 +200,16 @@ def test_archive_401_names_the_redacted_url(
 def test_netrc_supplies_credentials_for_its_machine_only(
     tree: RuntimeTree,
     private: tuple[Path, CountingServer],
-    http_dir: tuple[Path, CountingServer],
+    http_server,
+    tmp_path: Path,
     no_netrc: Path,
 ) -> None:
     served, server = private
-    public_dir, public = http_dir
-    record = publish(public_dir, "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
+    (tmp_path / "public").mkdir()
+    public = http_server(tmp_path / "public", host="127.0.0.2")
+    record = publish(tmp_path / "public", "hello", "1.0.0", url=f"{public.url}/hello-1.0.0.tar.gz")
     write_catalog(served / "catalog.json", [record])
-    # 127.0.0.1 is named; "localhost" (which the public server is not reached by) is not, and
-    # a default entry is never used.
+    # 127.0.0.1 is named, 127.0.0.2 is not; the default entry is never used.
     no_netrc.write_text(
         f"machine 127.0.0.1 login {USER} password {PASSWORD}\n"
         "default login someone password s3cr-default\n"
@@ -214,10 +221,8 @@ def test_netrc_supplies_credentials_for_its_machine_only(
     )
 
     assert got.installed
-    assert all(server.authorizations)
-    # netrc names machines, not ports: the public server on 127.0.0.1 gets them too, as curl
-    # would send them; the default entry's password went nowhere.
-    assert all("s3cr-default" not in (a or "") for a in public.authorizations)
+    assert server.authorizations and all(server.authorizations)
+    assert public.authorizations == [None]
 
 
 @pytest.mark.timeout(60)
