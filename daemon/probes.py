@@ -21,6 +21,7 @@ from urllib.parse import quote
 __all__ = [
     "ProbeTarget",
     "check_target",
+    "end_task",
     "probe_exec",
     "probe_http",
     "probe_tcp",
@@ -221,3 +222,16 @@ async def probe_exec(
             name = f"signal {-code}"
         return False, f"{where}: killed by {name}"
     return False, f"{where}: exit {code}"
+
+
+async def end_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a monitor's probe loop and wait for it (a running exec probe is killed and reaped)."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves, not just our task

@@ -32,7 +32,15 @@ import msgspec
 from runyard.runtime.config.supervision import SupervisionError, range_problem
 from runyard.runtime.core.manifest import decode_error_message
 
-from .probes import check_target, probe_exec, probe_http, probe_tcp, resolve_port, run_probe
+from .probes import (
+    check_target,
+    end_task,
+    probe_exec,
+    probe_http,
+    probe_tcp,
+    resolve_port,
+    run_probe,
+)
 
 __all__ = [
     "LogMatcher",
@@ -209,15 +217,7 @@ class ReadinessMonitor:
         """Cancel the probe loop and wait for it (a running exec probe is killed and reaped)."""
         self.phase = MonitorPhase.STOPPED
         task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # we are being cancelled ourselves, not just our task
+        await end_task(task)
 
     async def probe_once(self) -> tuple[bool, str]:
         """One probe of the configured kind; never raises for what it probes."""
