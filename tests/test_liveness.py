@@ -135,8 +135,9 @@ def test_exec_liveness_restarts_a_service_whose_check_fails(root, daemons) -> No
         first = wait_for(lambda: (s := status(c, "app")).live and s, what="app live")
         sick.write_text("")
         seen = wait_for(
-            lambda: (s := status(c, "app")).reason.startswith("liveness failed 2 times: exec")
-            and s,
+            lambda: (
+                (s := status(c, "app")).reason.startswith("liveness failed 2 times: exec") and s
+            ),
             what="the liveness reason",
         )
         assert "exit 1" in seen.reason
