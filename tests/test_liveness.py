@@ -225,3 +225,17 @@ def test_monitor_counts_failures_only_after_the_grace_or_once_armed(tmp_path: Pa
         assert deaths == ["liveness failed 2 times: exec false: exit 1"] and m.dead
 
     asyncio.run(main())
+
+
+def test_a_liveness_cause_is_a_failure_whatever_the_exit_code() -> None:
+    from runyard.daemon.fsm import Trigger
+    from runyard.daemon.policy import BackoffPolicy, decide_restart
+
+    cause = "liveness failed 3 times: tcp 127.0.0.1:1: timeout after 1s"
+    common = {"failures": 1, "max_restarts": 5, "backoff": BackoffPolicy(jitter=0)}
+    plain = decide_restart(restart="on-failure", exit_code=0, **common)
+    assert plain.trigger is Trigger.EXIT_DONE
+    failed = decide_restart(restart="on-failure", exit_code=0, cause=cause, **common)
+    assert (failed.trigger, failed.reason, failed.delay) == (Trigger.EXIT_RETRY, cause, 0.5)
+    never = decide_restart(restart="never", exit_code=-15, cause=cause, **common)
+    assert (never.trigger, never.reason) == (Trigger.EXIT_DONE, cause)
