@@ -239,3 +239,15 @@ def test_a_liveness_cause_is_a_failure_whatever_the_exit_code() -> None:
     assert (failed.trigger, failed.reason, failed.delay) == (Trigger.EXIT_RETRY, cause, 0.5)
     never = decide_restart(restart="never", exit_code=-15, cause=cause, **common)
     assert (never.trigger, never.reason) == (Trigger.EXIT_DONE, cause)
+
+
+def test_a_bad_liveness_setting_is_refused_in_one_line_naming_it(root) -> None:
+    from daemonkit import daemon_refuses
+
+    project = """
+    [services.web]
+    liveness = { kind = "tcp", port = 8080, start_period = nan }
+    """
+    build_tree(root, {"web": SLEEPER}, project)
+    line = daemon_refuses(root)
+    assert "services.web.liveness.start_period" in line and "0 to 3600" in line, line
