@@ -6,7 +6,7 @@ and ``spec``, and the only place that tells the supervisor, which publishes one 
 records temp/state.json: one commit per transition, made once the facts of that transition are
 in place (a start is announced once, ``starting`` with its pid). The supervisor never assigns a
 runner's attributes: it asks (``want_up``, ``stop``, ``start_now``, ``hold``, ``block``,
-``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``).
+``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``, ``fail``).
 
 s6's rules: *wanted* (`Wanted`) is kept apart from *actual*; a process that goes down while
 wanted up is handled by the restart policy; a start that meets a stop under way is queued and
@@ -76,6 +76,8 @@ class ServiceRunner:
             sup.fifo_dir,
             on_lines=lambda lines: sup.on_log(self, lines),
             on_ready=self._commit,
+            on_live=self._shown,
+            on_dead=self.fail,
         )
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -83,6 +85,9 @@ class ServiceRunner:
         self._status: ServiceStatus | None = None
         #: Changed but not announced yet (a start request, announced with the start itself).
         self._unannounced = False
+        #: Why the daemon is ending the current process (``fail``); "" when it is not.
+        self._failing = ""
+        self._ending: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -173,11 +178,17 @@ class ServiceRunner:
             ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
             autostart=self.spec.autostart,
             depends_on=dict(self.spec.depends_on),
+            live=self.io.live,
+            live_detail=self.io.live_detail,
         )
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
         """A CPU/RSS sample: shown in status, not a transition (no event)."""
         self.cpu_percent, self.rss = cpu_percent, rss
+        self._status = None
+
+    def _shown(self) -> None:
+        """A liveness result: shown in status, not a transition (no event)."""
         self._status = None
 
     # --- what the supervisor asks ------------------------------------------------------------
@@ -284,7 +295,7 @@ class ServiceRunner:
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
         self.started_at = started_at
-        self.io.attach(self.spec)
+        self.io.attach(self.spec, age=max(0.0, time.time() - started_at))
         self._later(self.spec.stable_secs, self._stable, handle)
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
@@ -295,6 +306,25 @@ class ServiceRunner:
     def _stable(self, handle: ProcessHandle) -> None:
         if self.handle is handle and self.state is S.RUNNING:
             self.failures = 0
+
+    def fail(self, reason: str) -> None:
+        """The process is alive but failed a check of the daemon's (liveness): end it, its group
+        and tree as a stop would, and let the restart policy decide as for any exit, with
+        ``reason``. An operator's stop meanwhile takes over the exit as usual."""
+        handle = self.handle
+        if handle is None or self.state not in (S.STARTING, S.RUNNING) or self._failing:
+            return
+        self.sup.log.warning("%s: %s; ending it", self.name, reason)
+        self._failing = reason
+        self._commit(reason=f"{reason}; ending it")
+        self._ending = asyncio.get_running_loop().create_task(self._end(handle))
+
+    async def _end(self, handle: ProcessHandle) -> None:
+        result = await stop_process(
+            handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
+        )
+        if result.survivors:
+            self.sup.log.warning("%s: survivors after ending it: %s", self.name, result.survivors)
 
     # --- exits -------------------------------------------------------------------------------
 
@@ -312,12 +342,14 @@ class ServiceRunner:
         self.last_exit_at = time.time()
         self.started_at = None
         self.failures += 1
+        cause, self._failing = self._failing, ""
         decision = decide_restart(
             restart=self.spec.restart,
             exit_code=code,
             failures=self.failures,
             max_restarts=self.spec.max_restarts,
             backoff=self.spec.backoff,
+            cause=cause,
         )
         reason = spawn_error or decision.reason
         restarts = self.restarts
@@ -379,6 +411,7 @@ class ServiceRunner:
             await self.io.detach(self.spec)
         self.handle = None
         self.started_at = None
+        self._failing = ""
         self.last_exit = result.exit_code
         self.last_exit_at = time.time()
         how = "killed after stop_timeout" if result.killed else "stopped"
@@ -406,4 +439,6 @@ class ServiceRunner:
         self._cancel_timers()
         if self._watch is not None:
             self._watch.cancel()
+        if self._ending is not None:
+            self._ending.cancel()
         await self.io.close()

@@ -8,16 +8,23 @@ the process wrote, so its last lines are kept before its exit is reported.
 
 Readiness (``ready``, ``ready_detail``) is a fact about the current process, not a transition:
 it is set here and the runner is told (``on_ready``), which announces it with its one commit.
+
+Liveness (``live``, ``live_detail``) is carried the same way: a monitor per process, started by
+``attach`` and stopped by ``detach`` (so no probe outlives its process); each result is only
+shown (``on_live``), and the one verdict that matters, ``on_dead(reason)``, goes to the runner,
+which ends the process through its own path. The last result stays shown after the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from runyard.protocol.messages import LogLine
 
+from .liveness import LivenessMonitor
 from .logs import LogPipes, LogReader, ServiceLog
 from .readiness import ReadinessMonitor, resolve_port
 from .spec import ServiceSpec
@@ -39,6 +46,8 @@ class ServiceIO:
         fifo_dir: Path,
         on_lines: Callable[[list[LogLine]], None],
         on_ready: Callable[[], None],
+        on_live: Callable[[], None] = lambda: None,
+        on_dead: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.pipes = LogPipes(fifo_dir, spec.name)
         self.log = ServiceLog(
@@ -55,9 +64,21 @@ class ServiceIO:
         self._on_ready = on_ready
         self._reader: LogReader | None = None
         self._monitor: ReadinessMonitor | None = None
+        self.live: bool | None = None
+        self.live_detail = ""
+        self._on_live = on_live
+        self._on_dead = on_dead
+        self._liveness: LivenessMonitor | None = None
+        self._attached_at = 0.0  # monotonic start of the current process
 
-    def attach(self, spec: ServiceSpec) -> None:
-        """A process runs (spawned, or adopted): read its output, probe it if the spec says so."""
+    def attach(self, spec: ServiceSpec, age: float = 0.0) -> None:
+        """A process runs (spawned, or adopted ``age`` seconds after its start): read its
+        output, probe it if the spec says so."""
+        self._attached_at = time.monotonic() - max(0.0, age)
+        if spec.liveness is not None:
+            self._liveness = self._new_liveness(spec)
+        else:
+            self.live, self.live_detail = None, ""
         self._reader = LogReader()
         self._reader.attach(asyncio.get_running_loop(), self.pipes, self.log, self._lines)
         if spec.readiness is not None:
@@ -76,6 +97,7 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
+        await self._stop_liveness()
         self.ready = None if spec.readiness is None else False
 
     def reconfigure(self, old: ServiceSpec, new: ServiceSpec) -> None:
@@ -84,6 +106,8 @@ class ServiceIO:
         self.log.set_limits(max_bytes=new.log_max_bytes, backups=new.log_backups, mode=new.log_mode)
         if self._monitor is not None and new.readiness != old.readiness:
             asyncio.get_running_loop().create_task(self._replace_monitor(new))
+        if self._reader is not None and new.liveness != old.liveness:
+            asyncio.get_running_loop().create_task(self._replace_liveness(new))
 
     async def close(self) -> None:
         """Release everything without touching a live process (daemon exit)."""
@@ -93,6 +117,7 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
+        await self._stop_liveness()
         self.log.close()
         self.pipes.close()
 
@@ -122,7 +147,44 @@ class ServiceIO:
     def _probed(self, ready: bool, detail: str) -> None:
         self.ready = ready
         self.ready_detail = detail
+        if ready and self._liveness is not None:
+            self._liveness.arm()  # shown to be up: liveness failures count from now
         self._on_ready()
+
+    # --- liveness ---
+
+    def _new_liveness(self, spec: ServiceSpec) -> LivenessMonitor:
+        assert spec.liveness is not None
+        self.live, self.live_detail = None, "not probed yet"
+        age = time.monotonic() - self._attached_at
+        monitor = LivenessMonitor(
+            spec.liveness,
+            port=resolve_port(spec.liveness, spec.port_map),
+            env=spec.env,
+            cwd=spec.cwd,
+            grace=spec.liveness.start_period - age,
+            on_result=self._live_result,
+            on_dead=self._on_dead,
+        )
+        monitor.start()
+        return monitor
+
+    async def _stop_liveness(self) -> None:
+        monitor, self._liveness = self._liveness, None
+        if monitor is not None:
+            await monitor.stop()
+
+    async def _replace_liveness(self, spec: ServiceSpec) -> None:
+        await self._stop_liveness()
+        if self._reader is not None and spec.liveness is not None:
+            self._liveness = self._new_liveness(spec)
+        elif spec.liveness is None:
+            self.live, self.live_detail = None, ""
+        self._on_live()
+
+    def _live_result(self, ok: bool, detail: str) -> None:
+        self.live, self.live_detail = ok, detail
+        self._on_live()
 
     def _lines(self, lines: list[LogLine]) -> None:
         if self._monitor is not None and lines:

@@ -32,6 +32,7 @@ from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
 from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 
+from .liveness import Liveness, parse_liveness
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness
 
@@ -67,6 +68,8 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_max_bytes: int
     log_backups: int
     log_mode: int = 0o640
+    #: The liveness probe (daemon/liveness.py), or None: no restart for not answering.
+    liveness: Liveness | None = None
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
 
@@ -100,6 +103,7 @@ class _Checked(NamedTuple):
     stop_signal: signal.Signals
     log_mode: int
     cwd: Path
+    liveness: Liveness | None = None
 
 
 def _check_settings(
@@ -140,6 +144,17 @@ def _check_settings(
     return _Checked(readiness, stop_signal, log_mode, cwd_path)
 
 
+def _check_liveness(
+    settings: Mapping[str, Any], ports: Sequence[PortDef], where: str
+) -> Liveness | None:
+    if settings["liveness"] is None:
+        return None
+    try:
+        return parse_liveness(settings["liveness"], {p.name: p.port for p in ports}, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _build(
     tree: RuntimeTree, manifest: RuntimeManifest, name: str, project: Project
 ) -> ServiceSpec:
@@ -154,6 +169,9 @@ def _build(
     resolved = resolve_service_env(tree, name, project=project)
     ports = tuple(entry.default_ports)
     checked = _check_settings(tree, name, settings, ports, where, probe_where)
+    live_own = project.service(name).supervise.liveness is not None
+    live_where = f"{where}.liveness" if live_own else f"{template_path}: liveness"
+    checked = checked._replace(liveness=_check_liveness(settings, ports, live_where))
     args = settings["args"] if settings["args"] is not None else entry.args
     b = settings["backoff"]
     spec = ServiceSpec(
@@ -176,6 +194,7 @@ def _build(
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
         log_mode=checked.log_mode,
+        liveness=checked.liveness,
     )
     return with_digest(spec)
 

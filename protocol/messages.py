@@ -257,6 +257,10 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
+    # liveness (daemon/liveness.py); defaults, so a status from an older daemon still decodes.
+    #: The last liveness probe's answer; None: no liveness probe, or none answered yet.
+    live: bool | None = None
+    live_detail: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

@@ -57,6 +57,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "initial_delay": (0.0, 3600.0),
     "threshold": (1, 1000),
     "failure_threshold": (1, 1000),
+    # the liveness table (daemon/liveness.py): interval, timeout, failure_threshold as above
+    "start_period": (0.0, 3600.0),
 }
 
 
@@ -114,6 +116,8 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    #: A liveness probe table (daemon/liveness.py): a service that stops answering is restarted.
+    liveness: dict[str, Any] | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -133,6 +137,7 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    "liveness": None,
 }
 
 
