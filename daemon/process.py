@@ -47,6 +47,7 @@ import psutil
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
+from .handle import ProcessHandle
 from .proctable import create_time_of, proc_table, subtree
 from .sweep import FIRST_POLL, SAME_START, Sweep, empty_cgroup
 
@@ -63,22 +64,6 @@ __all__ = [
     "stop_process",
     "wait_exit",
 ]
-
-
-@dataclass(frozen=True)
-class ProcessHandle:
-    """One started (or re-adopted) process and the group it leads."""
-
-    pid: int
-    pgid: int
-    create_time: float  # psutil create_time: tells this process from a later one with its pid
-    own_child: bool = True  # False once re-adopted after a daemon restart: we cannot waitpid it
-    cgroup: str | None = None  # the service's cgroup directory, when contained by one
-    service: str = ""  # subreaper containment: the name its orphans carry (SERVICE_ENV)
-
-    @property
-    def containment(self) -> str:
-        return "cgroup" if self.cgroup else "subreaper" if self.service else ""
 
 
 @dataclass(frozen=True)

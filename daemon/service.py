@@ -34,6 +34,7 @@ from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_proces
 from .service_io import ServiceIO
 from .spec import ServiceSpec
 from .state import ServiceRecord
+from .subreaper import SERVICE_ENV
 
 __all__ = ["STARTABLE", "ServiceRunner"]
 
@@ -173,6 +174,11 @@ class ServiceRunner:
             ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
             autostart=self.spec.autostart,
             depends_on=dict(self.spec.depends_on),
+            containment=(
+                self.handle.containment
+                if self.handle
+                else self.sup.containment.planned(self.spec.containment)
+            ),
         )
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
@@ -245,14 +251,17 @@ class ServiceRunner:
         spec = self.spec
         os.makedirs(spec.cwd, exist_ok=True)
         fds = self.io.pipes.prepare()
+        cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
         try:
             handle = spawn(
                 list(spec.argv),
-                env=dict(spec.env),
+                env={**spec.env, SERVICE_ENV: spec.name},  # not the probes': marks orphans
                 cwd=spec.cwd,
                 stdout=fds.stdout,
                 stderr=fds.stderr,
                 keep_fds=fds.keep,
+                cgroup=cgroup,
+                service=orphans,
             )
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
@@ -303,6 +312,7 @@ class ServiceRunner:
         await self.io.detach(self.spec)
         if self.handle is not handle or self.state is S.STOPPING:
             return  # a stop owns this exit
+        self.sup.containment.release(handle)  # what the main process left behind goes too
         self.handle = None
         self._after_exit(code, None)
 
@@ -372,6 +382,7 @@ class ServiceRunner:
         result = await stop_process(
             handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
         )
+        self.sup.containment.release(handle)
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch

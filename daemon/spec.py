@@ -67,6 +67,9 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_max_bytes: int
     log_backups: int
     log_mode: int = 0o640
+    # --- containment (issue 12) ---
+    #: ``auto`` (a cgroup when the daemon can make one) or ``subreaper``.
+    containment: str = "auto"
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
 
@@ -176,6 +179,7 @@ def _build(
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
         log_mode=checked.log_mode,
+        containment=settings["containment"],
     )
     return with_digest(spec)
 

@@ -18,16 +18,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
 from . import cgroup as cg
+from .handle import ProcessHandle
 from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
 from .subreaper import orphans_of
-
-if TYPE_CHECKING:
-    from .process import ProcessHandle
 
 __all__ = ["FIRST_POLL", "MAX_POLL", "SAME_START", "Sweep", "empty_cgroup", "signal_exact"]
 

@@ -257,6 +257,10 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
+    # --- containment (issue 12) ---
+    #: cgroup | subreaper: how the service's processes are kept from escaping a stop; "" from
+    #: a daemon that predates containment.
+    containment: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

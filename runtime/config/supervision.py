@@ -36,6 +36,9 @@ __all__ = [
 
 DependsOn = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
+#: auto: a cgroup of its own when the daemon can make one, else the subreaper; subreaper: never
+#: a cgroup (docs/ARCHITECTURE.md, "Containment").
+ContainmentMode = Literal["auto", "subreaper"]
 
 
 #: The allowed range of every number of the supervision settings (and of ``[daemon]``), inclusive.
@@ -114,6 +117,8 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    # --- containment (issue 12) ---
+    containment: ContainmentMode | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -133,6 +138,8 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    # --- containment (issue 12) ---
+    "containment": "auto",
 }
 
 
