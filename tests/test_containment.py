@@ -9,15 +9,18 @@ absent or not writable, but fail under CI=true (as conftest.require_tool does fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from daemonkit import build_tree, wait_for
+from daemonkit import build_tree, runyard_env, wait_for
 
 from runyard.daemon import cgroup as cg
 
@@ -83,8 +86,15 @@ def tree_cgroup(root: Path) -> Path | None:
 
 @pytest.fixture
 def contained_root(root: Path):
-    """``root``, and afterwards: no cgroup of its daemon left (removed, and asserted so)."""
+    """``root``, and afterwards: no escaped grandchild (killed if a test failed) and no cgroup
+    of its daemon left (removed, and asserted so)."""
     yield root
+    pids = root.parent / "escaped.pids"
+    for pid in [int(p) for p in pids.read_text().split()] if pids.exists() else []:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if str(root) in " ".join(proc.cmdline()):  # ours, not a recycled pid
+                proc.kill()
     path = tree_cgroup(root)
     if path is None or not path.exists():
         return
@@ -199,6 +209,13 @@ def test_status_json_says_the_containment(contained_root, daemons) -> None:
     with d.client() as c:
         wait_for(lambda: c.status(["esc"]).services[0].state == "running", what="running")
         assert c.status(["esc"]).services[0].containment == "subreaper"
+    cli = [sys.executable, "-m", "runyard.daemon", "status", "--root", str(tree.root)]
+    env = runyard_env()
+    table = subprocess.run(cli, capture_output=True, text=True, env=env, check=True).stdout
+    header, row = table.splitlines()[:2]
+    assert "CONTAINED" in header.split() and "subreaper" in row.split()
+    out = subprocess.run([*cli, "--json"], capture_output=True, text=True, env=env, check=True)
+    assert json.loads(out.stdout)[0]["containment"] == "subreaper"
     d.stop()
 
 
