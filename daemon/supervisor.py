@@ -158,6 +158,7 @@ class Supervisor:
                 why = "no longer configured" if runner is None else "over the service limit"
                 self.log.warning("%s: recorded pid %d is %s; stopping it", name, handle.pid, why)
                 await stop_process(handle, stop_timeout=10.0)
+                self.containment.release(handle)
                 continue
             if runner is None or name in self.cap.blocked:
                 continue
