@@ -228,3 +228,20 @@ def test_cgroup2_mount_is_read_from_mountinfo(tmp_path: Path) -> None:
     assert cg.cgroup2_mount(str(info)) == Path("/sys/fs/cgroup/un ified")
     info.write_text("25 30 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n")
     assert cg.cgroup2_mount(str(info)) is None
+
+
+def test_what_an_exited_main_process_left_in_its_cgroup_is_killed(contained_root, daemons) -> None:
+    require_cgroup2()
+    pids_file = contained_root.parent / "escaped.pids"
+    source = ESCAPER.format(n=1, delay=0, pids=str(pids_file)).replace(
+        'print("escaped", flush=True)', "sys.exit(0)"
+    )
+    tree = build_tree(contained_root, {"esc": source}, '[services.esc]\nrestart = "never"\n')
+    d = daemons(tree).start()
+    with d.client() as c:
+        (grandchild,) = escaped(pids_file, 1)
+        wait_for(lambda: c.status(["esc"]).services[0].state == "exited", what="exited")
+        wait_for(lambda: not running(grandchild), 10, "the leftover killed")
+        service_cgroup = tree_cgroup(contained_root) / "esc"
+        wait_for(lambda: not service_cgroup.exists(), 10, "the service's cgroup removed")
+    d.stop()
