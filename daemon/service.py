@@ -25,15 +25,16 @@ import os
 import time
 
 from runyard.protocol.messages import ServiceStatus
-from runyard.protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
 from .service_io import ServiceIO
+from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
+from .subreaper import SERVICE_ENV
 
 __all__ = ["STARTABLE", "ServiceRunner"]
 
@@ -151,36 +152,8 @@ class ServiceRunner:
         request), except in backoff, where the countdown moves."""
         if self._status is not None and self.state is not S.BACKOFF:
             return self._status
-        self._status = self._build_status()
+        self._status = build_status(self)
         return self._status
-
-    def _build_status(self) -> ServiceStatus:
-        next_in = None
-        if self.state is S.BACKOFF and self.next_start_at is not None:
-            next_in = max(0.0, self.next_start_at - time.monotonic())
-        return ServiceStatus(
-            name=self.name,
-            version=self.spec.version,
-            state=str(self.state),
-            wanted=str(self.wanted),
-            ready=None if self.spec.readiness is None else bool(self.io.ready),
-            ready_detail=self.io.ready_detail,
-            pid=self.handle.pid if self.handle else None,
-            pgid=self.handle.pgid if self.handle else None,
-            started_at=self.started_at,
-            restarts=self.restarts,
-            last_exit=self.last_exit,
-            last_exit_at=self.last_exit_at,
-            reason=self.reason,
-            next_start_in=next_in,
-            cpu_percent=self.cpu_percent,
-            rss=self.rss,
-            ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
-            autostart=self.spec.autostart,
-            depends_on=dict(self.spec.depends_on),
-            live=self.io.live,
-            live_detail=self.io.live_detail,
-        )
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
         """A CPU/RSS sample: shown in status, not a transition (no event)."""
@@ -256,14 +229,17 @@ class ServiceRunner:
         spec = self.spec
         os.makedirs(spec.cwd, exist_ok=True)
         fds = self.io.pipes.prepare()
+        cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
         try:
             handle = spawn(
                 list(spec.argv),
-                env=dict(spec.env),
+                env={**spec.env, SERVICE_ENV: spec.name},  # not the probes': marks orphans
                 cwd=spec.cwd,
                 stdout=fds.stdout,
                 stderr=fds.stderr,
                 keep_fds=fds.keep,
+                cgroup=cgroup,
+                service=orphans,
             )
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
@@ -333,6 +309,7 @@ class ServiceRunner:
         await self.io.detach(self.spec)
         if self.handle is not handle or self.state is S.STOPPING:
             return  # a stop owns this exit
+        self.sup.containment.release(handle)  # what the main process left behind goes too
         self.handle = None
         self._after_exit(code, None)
 
@@ -404,6 +381,7 @@ class ServiceRunner:
         result = await stop_process(
             handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
         )
+        self.sup.containment.release(handle)
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch

@@ -70,6 +70,9 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_mode: int = 0o640
     #: The liveness probe (daemon/liveness.py), or None: no restart for not answering.
     liveness: Liveness | None = None
+    # --- containment (issue 12) ---
+    #: ``auto`` (a cgroup when the daemon can make one) or ``subreaper``.
+    containment: str = "auto"
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
 
@@ -195,6 +198,7 @@ def _build(
         log_backups=settings["log_backups"],
         log_mode=checked.log_mode,
         liveness=checked.liveness,
+        containment=settings["containment"],
     )
     return with_digest(spec)
 

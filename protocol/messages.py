@@ -261,6 +261,10 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     #: The last liveness probe's answer; None: no liveness probe, or none answered yet.
     live: bool | None = None
     live_detail: str = ""
+    # --- containment (issue 12) ---
+    #: cgroup | subreaper: how the service's processes are kept from escaping a stop; "" from
+    #: a daemon that predates containment.
+    containment: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

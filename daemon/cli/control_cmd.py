@@ -207,6 +207,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
             "-" if s.rss is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
+            s.containment or "-",
             s.reason or (f"not answering: {s.live_detail}" if s.live is False else ""),
         )
         for s in services
@@ -223,6 +224,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "CPU%",
             "RSS",
             "PORTS",
+            "CONTAINED",
             "INFO",
         ],
         rows,

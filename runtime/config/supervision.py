@@ -36,6 +36,9 @@ __all__ = [
 
 DependsOn = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
+#: auto: a cgroup of its own when the daemon can make one, else the subreaper; subreaper: never
+#: a cgroup (docs/ARCHITECTURE.md, "Containment").
+ContainmentMode = Literal["auto", "subreaper"]
 
 
 #: The allowed range of every number of the supervision settings (and of ``[daemon]``), inclusive.
@@ -118,6 +121,8 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_mode: int | str | None = None
     #: A liveness probe table (daemon/liveness.py): a service that stops answering is restarted.
     liveness: dict[str, Any] | None = None
+    # --- containment (issue 12) ---
+    containment: ContainmentMode | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -138,6 +143,8 @@ DEFAULTS: dict[str, Any] = {
     "log_backups": 5,
     "log_mode": 0o640,
     "liveness": None,
+    # --- containment (issue 12) ---
+    "containment": "auto",
 }
 
 
