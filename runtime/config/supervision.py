@@ -57,6 +57,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "initial_delay": (0.0, 3600.0),
     "threshold": (1, 1000),
     "failure_threshold": (1, 1000),
+    # resource limits (runtime/config/limits.py): a size string or percentage is parsed, then
+    # held to the same range
+    "memory_max": (1 << 20, 1 << 50),
+    "cpu_max": (0.01, 1024.0),
+    "tasks_max": (1, 4_194_304),
+    "nofile": (16, 1 << 20),
+    "core": (0, 1 << 50),
 }
 
 
@@ -114,6 +121,14 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    # --- resource limits: a size ("64MiB") or share ("50%") string is parsed by
+    # runtime/config/limits.py, which documents each ---
+    memory_max: _int("memory_max") | str | None = None
+    cpu_max: _float("cpu_max") | str | None = None
+    tasks_max: _int("tasks_max") | None = None
+    nofile: _int("nofile") | None = None
+    #: Core file size: bytes, a size string, or "unlimited".
+    core: _int("core") | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -133,6 +148,12 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    # resource limits: none unless set
+    "memory_max": None,
+    "cpu_max": None,
+    "tasks_max": None,
+    "nofile": None,
+    "core": None,
 }
 
 
