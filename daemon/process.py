@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -133,14 +134,21 @@ def spawn(
     stdout: int,
     stderr: int,
     keep_fds: Sequence[int] = (),
+    rlimits: Sequence[tuple[int, int]] = (),
 ) -> ProcessHandle:
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
-    only ``keep_fds`` are inherited. Raises ``SpawnError`` when the program cannot be started.
+    only ``keep_fds`` are inherited. ``rlimits`` (resource, value) are set soft = hard in the
+    child before exec. Raises ``SpawnError`` when the program cannot be started.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
+
+    def set_rlimits() -> None:  # between fork and exec: syscalls only; a refusal fails the spawn
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
+
     try:
         popen = subprocess.Popen(
             argv,
@@ -152,6 +160,7 @@ def spawn(
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
+            preexec_fn=set_rlimits if rlimits else None,
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)

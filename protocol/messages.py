@@ -257,6 +257,9 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
+    # --- resource limits ---
+    #: A limit that is set but enforced by nothing here (cpu_max without the cpu controller).
+    limits_note: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

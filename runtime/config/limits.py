@@ -23,7 +23,7 @@ import msgspec
 
 from runyard.runtime.core.errors import SupervisionError
 
-from .supervision import RANGES, range_problem
+from .supervision import range_problem
 
 __all__ = ["LIMIT_KEYS", "UNLIMITED", "Limits", "format_size", "parse_limits", "parse_size"]
 
@@ -112,4 +112,3 @@ def parse_limits(settings: Mapping[str, Any]) -> Limits:
         nofile=got["nofile"],
         core=None if got["core"] is None else _core(got["core"]),
     )
-
