@@ -83,8 +83,9 @@ def range_problem(name: str, value: object) -> str | None:
         return None
     lo, hi = RANGES[name]
     if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
-        kind = "an integer" if isinstance(lo, int) else "a number"
-        return f"expected {kind} from {lo:g} to {hi:g}, got {value!r}"
+        if isinstance(lo, int):  # written out whole: a byte count in e-notation helps nobody
+            return f"expected an integer from {lo} to {hi}, got {value!r}"
+        return f"expected a number from {lo:g} to {hi:g}, got {value!r}"
     return None
 
 
