@@ -246,3 +246,24 @@ def test_apply_cgroup_limits_reports_controllers_not_enabled(temp_cgroup: Path) 
         assert result.applied == frozenset()
         assert oom_kills(temp_cgroup) is None  # no memory.events without the controller
         pytest.skip(f"no v2 controller enabled under {temp_cgroup.parent}: write path not run")
+
+
+def test_sigkill_is_oom_killed_only_when_memory_events_counted_one(tmp_path: Path) -> None:
+    """memory.events of the service's cgroup decides; a bare SIGKILL stays `exit -9`."""
+    import asyncio
+    import signal
+
+    from runyard.daemon.service_limits import ServiceLimits
+
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    state = ServiceLimits()
+    state.cgroup_dir = tmp_path
+    state.spawned()
+    assert asyncio.run(state.exit_cause(-signal.SIGKILL)) is None  # count unchanged: a kill -9
+    events.write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 0\n")
+    assert asyncio.run(state.exit_cause(-signal.SIGTERM)) is None
+    assert asyncio.run(state.exit_cause(-signal.SIGKILL)) == "oom-killed"
+    no_cgroup = ServiceLimits()
+    no_cgroup.spawned()
+    assert asyncio.run(no_cgroup.exit_cause(-signal.SIGKILL)) is None
