@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,34 @@ class _Child:
 _children: weakref.WeakKeyDictionary[ProcessHandle, _Child] = weakref.WeakKeyDictionary()
 
 
+def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable[[], None] | None:
+    """What the child does between fork and exec, or None (then CPython may use vfork): syscalls
+    only, a refusal fails the spawn. One write(2) joins the cgroup, so nothing the service forks
+    is outside; then the rlimits, soft = hard."""
+    if procs is None and not rlimits:
+        return None
+
+    def in_child() -> None:
+        if procs is not None:
+            os.write(procs, b"0")
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
+
+    return in_child
+
+
+def _spawn_error(exc: Exception, program: str, cwd: str | Path, cgroup: Path | None) -> SpawnError:
+    """One line for what stopped a spawn."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+            reason += f" (working directory {os.fspath(cwd)!r})"
+        return SpawnError(f"cannot start {program!r}: {reason}")
+    if isinstance(exc, subprocess.SubprocessError):  # the preexec step failed in the child
+        return SpawnError(f"cannot start {program!r} in cgroup {cgroup}: {exc}")
+    return SpawnError(f"cannot start {program!r}: {exc}")  # a NUL byte in argv, env or cwd
+
+
 def spawn(
     argv: list[str],
     *,
@@ -125,12 +154,14 @@ def spawn(
     keep_fds: Sequence[int] = (),
     cgroup: Path | None = None,
     service: str = "",
+    rlimits: Sequence[tuple[int, int]] = (),
 ) -> ProcessHandle:
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
     only ``keep_fds`` are inherited. With ``cgroup``, the child joins it before it execs, so
-    nothing it ever forks is outside. Raises ``SpawnError`` when the program cannot be started.
+    nothing it ever forks is outside. ``rlimits`` (resource, value) are set soft = hard in the
+    child before exec. Raises ``SpawnError`` when the program cannot be started.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
@@ -146,18 +177,10 @@ def spawn(
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
-            # One write(2) in the child, nothing that allocates: safe between fork and exec.
-            preexec_fn=None if procs is None else lambda: os.write(procs, b"0"),
+            preexec_fn=_in_child(procs, rlimits),
         )
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
-            reason += f" (working directory {os.fspath(cwd)!r})"
-        raise SpawnError(f"cannot start {argv[0]!r}: {reason}") from exc
-    except ValueError as exc:  # an embedded NUL byte in argv, env or cwd
-        raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from exc
-    except subprocess.SubprocessError as exc:  # the preexec write failed: no cgroup for it
-        raise SpawnError(f"cannot start {argv[0]!r} in cgroup {cgroup}: {exc}") from exc
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise _spawn_error(exc, argv[0], cwd, cgroup) from exc
     finally:
         if procs is not None:
             os.close(procs)

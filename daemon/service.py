@@ -25,12 +25,14 @@ import os
 import time
 
 from runyard.protocol.messages import ServiceStatus
+from runyard.runtime.config.limits import Limits
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
 from .service_io import ServiceIO
+from .service_limits import ServiceLimits, rlimits_of
 from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
@@ -89,6 +91,8 @@ class ServiceRunner:
         #: Why the daemon is ending the current process (``fail``); "" when it is not.
         self._failing = ""
         self._ending: asyncio.Task[None] | None = None
+        #: Its cgroup and limits' bookkeeping (daemon/service_limits.py).
+        self.limit_state = ServiceLimits()
 
     @property
     def name(self) -> str:
@@ -230,6 +234,7 @@ class ServiceRunner:
         os.makedirs(spec.cwd, exist_ok=True)
         fds = self.io.pipes.prepare()
         cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
+        self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
         try:
             handle = spawn(
                 list(spec.argv),
@@ -240,6 +245,7 @@ class ServiceRunner:
                 keep_fds=fds.keep,
                 cgroup=cgroup,
                 service=orphans,
+                rlimits=rlimits_of(spec.limits),
             )
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
@@ -271,6 +277,7 @@ class ServiceRunner:
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
         self.started_at = started_at
+        self.limit_state.spawned()
         self.io.attach(self.spec, age=max(0.0, time.time() - started_at))
         self._later(self.spec.stable_secs, self._stable, handle)
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
@@ -306,20 +313,22 @@ class ServiceRunner:
 
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await wait_exit(handle)
+        cause = await self.limit_state.exit_cause(code)
         await self.io.detach(self.spec)
         if self.handle is not handle or self.state is S.STOPPING:
             return  # a stop owns this exit
         self.sup.containment.release(handle)  # what the main process left behind goes too
         self.handle = None
-        self._after_exit(code, None)
+        self._after_exit(code, cause)
 
-    def _after_exit(self, code: int | None, spawn_error: str | None) -> None:
+    def _after_exit(self, code: int | None, cause: str | None) -> None:
+        """``cause`` (a spawn error, a limit, oom-killed) replaces what the exit code says."""
         self._cancel_timers()
         self.last_exit = code
         self.last_exit_at = time.time()
         self.started_at = None
         self.failures += 1
-        cause, self._failing = self._failing, ""
+        cause, self._failing = self._failing or cause, ""
         decision = decide_restart(
             restart=self.spec.restart,
             exit_code=code,
@@ -328,15 +337,15 @@ class ServiceRunner:
             backoff=self.spec.backoff,
             cause=cause,
         )
-        reason = spawn_error or decision.reason
+        reason = cause or decision.reason
         restarts = self.restarts
         if decision.trigger is T.EXIT_RETRY:
             restarts += 1
             self.next_start_at = time.monotonic() + decision.delay
             self._later(decision.delay, self._retry)
             reason = f"{reason}; restart in {decision.delay:.1f}s"
-        elif decision.trigger is T.EXIT_FATAL and spawn_error:
-            reason = f"{spawn_error}; gave up after {self.spec.max_restarts} restarts in a row"
+        elif decision.trigger is T.EXIT_FATAL and cause:
+            reason = f"{cause}; gave up after {self.spec.max_restarts} restarts in a row"
         self._commit(decision.trigger, reason=reason, restarts=restarts)
 
     def _retry(self) -> None:
@@ -398,6 +407,25 @@ class ServiceRunner:
         if self.wanted is Wanted.UP:
             self.pending_start = True  # a start arrived during the stop: honour it now
         self._commit(T.STOPPED, reason=self.blocked or how)
+
+    # --- limits (daemon/limit_watch.py samples what no cgroup controller applies) ------------
+
+    def limits_to_sample(self) -> tuple[Limits, frozenset[str]]:
+        """The limits, and which of them no cgroup controller applies (the watch samples those)."""
+        return self.spec.limits, self.limit_state.sampled(self.spec.limits)
+
+    def limited_pids(self) -> tuple[int, int] | None:
+        """(pid, pgid) to measure: running, and not already being killed for a limit."""
+        ok = self.state in (S.STARTING, S.RUNNING) and not self.limit_state.killing
+        return (self.handle.pid, self.handle.pgid) if ok and self.handle else None
+
+    def exceed_limit(self, reason: str) -> None:
+        """Over a limit: kill the tree; the restart policy then takes ``reason`` as the cause."""
+        if self.limited_pids() is None or self.handle is None:
+            return
+        self.limit_state.kill(self.handle, reason)
+        self.sup.log.warning("%s: %s; killing it", self.name, reason)
+        self._commit(reason=f"{reason}; killing it")
 
     def send_signal(self, sig: int) -> bool:
         return self.handle is not None and signal_group(self.handle, sig)

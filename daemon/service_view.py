@@ -47,4 +47,5 @@ def build_status(runner: Any) -> ServiceStatus:
             if runner.handle
             else runner.sup.containment.planned(runner.spec.containment)
         ),
+        limits_note=runner.limit_state.not_enforced(runner.spec.limits),
     )

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from runyard.runtime.config.env import resolve_service_env, select_entry
+from runyard.runtime.config.limits import Limits, parse_limits
 from runyard.runtime.config.project import Project, load_service_template
 from runyard.runtime.config.supervision import SupervisionError, merge, parse_log_mode, parse_signal
 from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
@@ -75,6 +76,8 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     containment: str = "auto"
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
+    # --- resource limits (runtime/config/limits.py) ---
+    limits: Limits = Limits()
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -106,6 +109,7 @@ class _Checked(NamedTuple):
     stop_signal: signal.Signals
     log_mode: int
     cwd: Path
+    limits: Limits
     liveness: Liveness | None = None
 
 
@@ -144,7 +148,11 @@ def _check_settings(
             raise ConfigError(f"{where}.{key}: must be >= 0, got {settings[key]}")
     if settings["max_restarts"] < 0:
         raise ConfigError(f"{where}.max_restarts: must be >= 0")
-    return _Checked(readiness, stop_signal, log_mode, cwd_path)
+    try:
+        limits = parse_limits(settings)
+    except SupervisionError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    return _Checked(readiness, stop_signal, log_mode, cwd_path, limits)
 
 
 def _check_liveness(
@@ -199,6 +207,7 @@ def _build(
         log_mode=checked.log_mode,
         liveness=checked.liveness,
         containment=settings["containment"],
+        limits=checked.limits,
     )
     return with_digest(spec)
 

@@ -43,6 +43,7 @@ from .containment import Containment
 from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted
 from .license_cap import LicenseCap
+from .limit_watch import watch_limits
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
@@ -95,6 +96,7 @@ class Supervisor:
         self._stats_task: asyncio.Task[None] | None = None
         #: Where each service's processes are kept (a cgroup, or the subreaper).
         self.containment = Containment(tree.root, log)
+        self._limits_task: asyncio.Task[None] | None = None
 
     @property
     def shutting_down(self) -> bool:
@@ -182,6 +184,9 @@ class Supervisor:
         self.recorder.write()
         self._stats_task = asyncio.get_running_loop().create_task(
             sample_stats(lambda: self.runners.values())
+        )
+        self._limits_task = asyncio.get_running_loop().create_task(
+            watch_limits(lambda: self.runners.values())
         )
 
     # --- change notification -----------------------------------------------------------------
@@ -407,6 +412,8 @@ class Supervisor:
         """Release everything without stopping live processes (they are adopted next time)."""
         if self._stats_task is not None:
             self._stats_task.cancel()
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         self.recorder.write()
         self.recorder.close()
         for runner in self.runners.values():

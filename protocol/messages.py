@@ -265,6 +265,9 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     #: cgroup | subreaper: how the service's processes are kept from escaping a stop; "" from
     #: a daemon that predates containment.
     containment: str = ""
+    # --- resource limits ---
+    #: A limit that is set but enforced by nothing here (cpu_max without the cpu controller).
+    limits_note: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

@@ -241,6 +241,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no services (runyard runtime ensure NAME --catalog FILE, then runyard reload)")
     else:
         print_statuses(reply.services)
+        for s in reply.services:  # a limit set but enforced by nothing: said, never hidden
+            if s.limits_note:
+                print(f"{s.name}: {s.limits_note}")
     return 0
 
 

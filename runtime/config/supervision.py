@@ -62,6 +62,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "failure_threshold": (1, 1000),
     # the liveness table (daemon/liveness.py): interval, timeout, failure_threshold as above
     "start_period": (0.0, 3600.0),
+    # resource limits (runtime/config/limits.py): a size string or percentage is parsed, then
+    # held to the same range
+    "memory_max": (1 << 20, 1 << 50),
+    "cpu_max": (0.01, 1024.0),
+    "tasks_max": (1, 4_194_304),
+    "nofile": (16, 1 << 20),
+    "core": (0, 1 << 50),
 }
 
 
@@ -81,8 +88,9 @@ def range_problem(name: str, value: object) -> str | None:
         return None
     lo, hi = RANGES[name]
     if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
-        kind = "an integer" if isinstance(lo, int) else "a number"
-        return f"expected {kind} from {lo:g} to {hi:g}, got {value!r}"
+        if isinstance(lo, int):  # written out whole: a byte count in e-notation helps nobody
+            return f"expected an integer from {lo} to {hi}, got {value!r}"
+        return f"expected a number from {lo:g} to {hi:g}, got {value!r}"
     return None
 
 
@@ -123,6 +131,14 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     liveness: dict[str, Any] | None = None
     # --- containment (issue 12) ---
     containment: ContainmentMode | None = None
+    # --- resource limits: a size ("64MiB") or share ("50%") string is parsed by
+    # runtime/config/limits.py, which documents each ---
+    memory_max: _int("memory_max") | str | None = None
+    cpu_max: _float("cpu_max") | str | None = None
+    tasks_max: _int("tasks_max") | None = None
+    nofile: _int("nofile") | None = None
+    #: Core file size: bytes, a size string, or "unlimited".
+    core: _int("core") | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -145,6 +161,12 @@ DEFAULTS: dict[str, Any] = {
     "liveness": None,
     # --- containment (issue 12) ---
     "containment": "auto",
+    # resource limits: none unless set
+    "memory_max": None,
+    "cpu_max": None,
+    "tasks_max": None,
+    "nofile": None,
+    "core": None,
 }
 
 
