@@ -17,6 +17,8 @@ Why it is built this way:
   that keeps the status, so ``wait_exit`` and ``stop_process`` (or two waiters) can race and
   both see the same exit code. ``subprocess.Popen`` is used to start the child but is kept in
   that record and told the status, so its own bookkeeping never waits on a recycled pid.
+- **Who the child runs as is set by Popen in the child, before exec** (user, group, extra
+  groups, umask; ``credentials``): the daemon never changes its own identity.
 - **A group is not a tree.** A descendant may ``setsid()`` out of the group, so
   ``stop_process`` also follows parentage: it snapshots the tree before signalling and keeps
   rescanning it while it waits, signalling newcomers too. The scans read ``/proc/PID/stat``
@@ -42,8 +44,10 @@ from pathlib import Path
 
 import psutil
 
+from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
+from .credentials import child_credentials
 from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
 
 __all__ = [
@@ -133,11 +137,16 @@ def spawn(
     stdout: int,
     stderr: int,
     keep_fds: Sequence[int] = (),
+    run_as: RunAs | None = None,
+    no_new_privileges: bool = False,
+    umask: int | None = None,
 ) -> ProcessHandle:
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
-    only ``keep_fds`` are inherited. Raises ``SpawnError`` when the program cannot be started.
+    only ``keep_fds`` are inherited. ``run_as`` (None: as the daemon), ``no_new_privileges``
+    and ``umask`` (None: the daemon's) are taken in the child before exec. Raises
+    ``SpawnError`` when the program cannot be started.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
@@ -152,6 +161,7 @@ def spawn(
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
+            **child_credentials(run_as, no_new_privileges=no_new_privileges, umask=umask),
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)
@@ -159,6 +169,8 @@ def spawn(
             reason += f" (working directory {os.fspath(cwd)!r})"
         raise SpawnError(f"cannot start {argv[0]!r}: {reason}") from exc
     except ValueError as exc:  # an embedded NUL byte in argv, env or cwd
+        raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from exc
+    except subprocess.SubprocessError as exc:  # the no_new_privs prctl failed in the child
         raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from exc
     # Popen returns after exec succeeded, so setsid() has run: the child leads its group. It is
     # not reaped yet, so its /proc entry exists even if it already exited.

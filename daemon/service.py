@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 
 from runyard.protocol.messages import ServiceStatus
 from runyard.protocol.payloads import Port
 
+from .credentials import own_data_dir
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .policy import decide_restart
@@ -243,7 +243,7 @@ class ServiceRunner:
         self.next_start_at = None
         self._cancel_timers()
         spec = self.spec
-        os.makedirs(spec.cwd, exist_ok=True)
+        own_data_dir(spec.cwd, self.sup.tree.data_dir, spec.run_as)
         fds = self.io.pipes.prepare()
         try:
             handle = spawn(
@@ -253,6 +253,9 @@ class ServiceRunner:
                 stdout=fds.stdout,
                 stderr=fds.stderr,
                 keep_fds=fds.keep,
+                run_as=spec.run_as,
+                no_new_privileges=spec.no_new_privileges,
+                umask=spec.umask,
             )
         except SpawnError as exc:
             self.io.pipes.close_child_fds()

@@ -31,6 +31,7 @@ __all__ = [
     "merge",
     "parse_log_mode",
     "parse_signal",
+    "parse_umask",
     "range_problem",
 ]
 
@@ -114,6 +115,15 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    # --- who the service runs as (runtime/config/identity.py) ---
+    #: A user name or number; default: the daemon's own user (only root may choose another).
+    user: str | int | None = None
+    #: A group name or number; default: the user's primary group.
+    group: str | int | None = None
+    #: prctl(PR_SET_NO_NEW_PRIVS) in the child: no setuid bit or file capability raises it.
+    no_new_privileges: bool | None = None
+    #: The child's umask: an octal int (``0o027``) or string (``"027"``); default: the daemon's.
+    umask: int | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -133,6 +143,10 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    "user": None,
+    "group": None,
+    "no_new_privileges": True,
+    "umask": None,
 }
 
 
@@ -190,3 +204,19 @@ def parse_log_mode(value: int | str) -> int:
             '(write it in octal: 0o640 or "0640")'
         )
     return mode
+
+
+def parse_umask(value: int | str) -> int:
+    """``0o027``, ``"027"``, ``"0027"`` or ``"0o027"`` -> 0o027, from 0 to 0o777."""
+    if isinstance(value, bool):
+        raise SupervisionError(f"{value!r} is not a umask")
+    if isinstance(value, str):
+        try:
+            mask = int(value.strip().lower().removeprefix("0o"), 8)
+        except ValueError:
+            raise SupervisionError(f'{value!r} is not an octal umask (e.g. "027")') from None
+    else:
+        mask = value
+    if not 0 <= mask <= 0o777:
+        raise SupervisionError(f'{value!r} is not a umask from 0 to 0o777 (e.g. 0o027 or "027")')
+    return mask
