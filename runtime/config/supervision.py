@@ -58,6 +58,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "initial_delay": (0.0, 3600.0),
     "threshold": (1, 1000),
     "failure_threshold": (1, 1000),
+    # who the service runs as: (uid_t)-1 means "unchanged", never an id; umask up to 0o777
+    "user": (0, 2**32 - 2),
+    "group": (0, 2**32 - 2),
+    "umask": (0, 0o777),
 }
 
 
@@ -117,13 +121,13 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_mode: int | str | None = None
     # --- who the service runs as (runtime/config/identity.py) ---
     #: A user name or number; default: the daemon's own user (only root may choose another).
-    user: str | int | None = None
+    user: str | _int("user") | None = None
     #: A group name or number; default: the user's primary group.
-    group: str | int | None = None
+    group: str | _int("group") | None = None
     #: prctl(PR_SET_NO_NEW_PRIVS) in the child: no setuid bit or file capability raises it.
     no_new_privileges: bool | None = None
     #: The child's umask: an octal int (``0o027``) or string (``"027"``); default: the daemon's.
-    umask: int | str | None = None
+    umask: _int("umask") | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
