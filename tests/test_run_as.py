@@ -223,3 +223,20 @@ def test_a_hard_link_planted_in_a_service_owned_log_dir_is_not_chowned(tmp_path:
     st = outside.stat()
     assert (st.st_uid, st.st_mode & 0o777, outside.read_text()) == (0, 0o600, "keep\n")
     assert (logs / "web.log").stat().st_uid == NOBODY.pw_uid
+
+
+@pytest.mark.timeout(90)
+def test_reload_to_another_user_restarts_the_service_as_it_and_hands_over_its_log(root, daemons):
+    tree = sh_tree(root, ["web"], "")
+    d = daemons(tree).start()
+    log = tree.logs_dir / "web" / "web.log"
+    with d.client() as c:
+        first = running_pid(c, "web")
+        wait_for(lambda: "up as 0" in log.read_text(), what="root's line in web.log")
+        (root.parent / "runyard.toml").write_text('root = "rt"\n[services.web]\nuser = "nobody"\n')
+        c.reload()
+        pid = wait_for(lambda: (p := running_pid(c, "web")) != first and p)
+        assert proc_status(pid)["Uid"].split()[0] == str(NOBODY.pw_uid)
+    wait_for(lambda: f"up as {NOBODY.pw_uid}" in log.read_text(), what="nobody's line")
+    assert log.stat().st_uid == NOBODY.pw_uid
+    assert (tree.data_dir / "web").stat().st_uid == NOBODY.pw_uid
