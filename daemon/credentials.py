@@ -13,6 +13,9 @@ Why it is built this way:
   prctl through ctypes, looked up once here at import so the forked child only calls it. It
   runs after the uid is dropped, and it is inherited by everything the service execs: no
   setuid binary or file capability gives the service back what it lost.
+- **The price is fork instead of vfork** (CPython uses vfork only with no preexec_fn and no
+  change of user): a spawn copies the daemon's page tables, 2 ms for a small daemon, about
+  10 ms with 200 MiB touched (docs/ARCHITECTURE.md), against a service's own start-up.
 - **The daemon keeps the log files and FIFOs open itself**: the child inherits file
   descriptors, never a path, so a service running as ``nobody`` writes its output through
   a FIFO it could not open. Its data directory and log files are chowned to it (log files in
