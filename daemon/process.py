@@ -17,6 +17,8 @@ Why it is built this way:
   that keeps the status, so ``wait_exit`` and ``stop_process`` (or two waiters) can race and
   both see the same exit code. ``subprocess.Popen`` is used to start the child but is kept in
   that record and told the status, so its own bookkeeping never waits on a recycled pid.
+- **Who the child runs as is set by Popen in the child, before exec** (user, group, extra
+  groups, umask; ``credentials``): the daemon never changes its own identity.
 - **A group is not a tree.** A descendant may ``setsid()`` out of the group, so
   ``stop_process`` also follows parentage: it snapshots the tree before signalling and keeps
   rescanning it while it waits, signalling newcomers too. The scans read ``/proc/PID/stat``
@@ -45,9 +47,11 @@ from pathlib import Path
 
 import psutil
 
+from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
+from .credentials import child_credentials, set_no_new_privs
 from .handle import ProcessHandle
 from .proctable import create_time_of, proc_table, subtree
 from .sweep import FIRST_POLL, SAME_START, Sweep, empty_cgroup
@@ -116,11 +120,15 @@ class _Child:
 _children: weakref.WeakKeyDictionary[ProcessHandle, _Child] = weakref.WeakKeyDictionary()
 
 
-def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable[[], None] | None:
-    """What the child does between fork and exec, or None (then CPython may use vfork): syscalls
-    only, a refusal fails the spawn. One write(2) joins the cgroup, so nothing the service forks
-    is outside; then the rlimits, soft = hard."""
-    if procs is None and not rlimits:
+def _in_child(
+    procs: int | None, rlimits: Sequence[tuple[int, int]], no_new_privileges: bool
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec, after Popen took the user, group and umask,
+    or None (then CPython may use vfork): syscalls only, a refusal fails the spawn. One write(2)
+    joins the cgroup (through the fd the daemon opened: the kernel checks the opener's
+    credentials), so nothing the service forks is outside; the rlimits, soft = hard (as the
+    service's user: a hard limit above the current one is refused); PR_SET_NO_NEW_PRIVS last."""
+    if procs is None and not rlimits and not no_new_privileges:
         return None
 
     def in_child() -> None:
@@ -128,6 +136,8 @@ def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable
             os.write(procs, b"0")
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
+        if no_new_privileges:
+            set_no_new_privs()
 
     return in_child
 
@@ -139,8 +149,9 @@ def _spawn_error(exc: Exception, program: str, cwd: str | Path, cgroup: Path | N
         if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
             reason += f" (working directory {os.fspath(cwd)!r})"
         return SpawnError(f"cannot start {program!r}: {reason}")
-    if isinstance(exc, subprocess.SubprocessError):  # the preexec step failed in the child
-        return SpawnError(f"cannot start {program!r} in cgroup {cgroup}: {exc}")
+    if isinstance(exc, subprocess.SubprocessError):  # the child's step failed (cgroup, prctl)
+        where = f" in cgroup {cgroup}" if cgroup is not None else ""
+        return SpawnError(f"cannot start {program!r}{where}: {exc}")
     return SpawnError(f"cannot start {program!r}: {exc}")  # a NUL byte in argv, env or cwd
 
 
@@ -155,13 +166,17 @@ def spawn(
     cgroup: Path | None = None,
     service: str = "",
     rlimits: Sequence[tuple[int, int]] = (),
+    run_as: RunAs | None = None,
+    no_new_privileges: bool = False,
+    umask: int | None = None,
 ) -> ProcessHandle:
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
     only ``keep_fds`` are inherited. With ``cgroup``, the child joins it before it execs, so
-    nothing it ever forks is outside. ``rlimits`` (resource, value) are set soft = hard in the
-    child before exec. Raises ``SpawnError`` when the program cannot be started.
+    nothing it ever forks is outside. ``run_as`` (None: as the daemon) and ``umask`` (None: the
+    daemon's) are taken by Popen in the child; then ``rlimits`` (resource, value, soft = hard) and
+    ``no_new_privileges`` (see ``_in_child``). Raises ``SpawnError`` when the program cannot start.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
@@ -177,7 +192,8 @@ def spawn(
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_in_child(procs, rlimits),
+            preexec_fn=_in_child(procs, rlimits, no_new_privileges),
+            **child_credentials(run_as, umask=umask),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         raise _spawn_error(exc, argv[0], cwd, cgroup) from exc

@@ -21,22 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.config.limits import Limits
 
+from .credentials import own_data_dir
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
+from .launch import launch
 from .policy import decide_restart
-from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
+from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
-from .service_limits import ServiceLimits, rlimits_of
+from .service_limits import ServiceLimits
 from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
-from .subreaper import SERVICE_ENV
 
 __all__ = ["STARTABLE", "ServiceRunner"]
 
@@ -231,22 +231,12 @@ class ServiceRunner:
         self.next_start_at = None
         self._cancel_timers()
         spec = self.spec
-        os.makedirs(spec.cwd, exist_ok=True)
+        own_data_dir(spec.cwd, self.sup.tree.data_dir, spec.run_as)
         fds = self.io.pipes.prepare()
         cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
         self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
         try:
-            handle = spawn(
-                list(spec.argv),
-                env={**spec.env, SERVICE_ENV: spec.name},  # not the probes': marks orphans
-                cwd=spec.cwd,
-                stdout=fds.stdout,
-                stderr=fds.stderr,
-                keep_fds=fds.keep,
-                cgroup=cgroup,
-                service=orphans,
-                rlimits=rlimits_of(spec.limits),
-            )
+            handle = launch(spec, fds, cgroup=cgroup, orphans=orphans)
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
             self.sup.log.warning("%s: %s", self.name, exc)

@@ -57,6 +57,7 @@ class ServiceIO:
             backups=spec.log_backups,
             mode=spec.log_mode,
             spool_dir=fifo_dir,
+            owner=_owner(spec),
         )
         self.ready: bool | None = None
         self.ready_detail = ""
@@ -104,6 +105,8 @@ class ServiceIO:
         """A reload's new definition: the log file's limits at once, the readiness probe now if
         one runs and it changed (else with the next process)."""
         self.log.set_limits(max_bytes=new.log_max_bytes, backups=new.log_backups, mode=new.log_mode)
+        if _owner(new) != _owner(old):
+            self.log.file.set_owner(_owner(new))
         if self._monitor is not None and new.readiness != old.readiness:
             asyncio.get_running_loop().create_task(self._replace_monitor(new))
         if self._reader is not None and new.liveness != old.liveness:
@@ -190,3 +193,8 @@ class ServiceIO:
         if self._monitor is not None and lines:
             self._monitor.feed_log([line.line for line in lines])
         self._on_lines(lines)
+
+
+def _owner(spec: ServiceSpec) -> tuple[int, int] | None:
+    """Who the service's log files belong to: the user and group it runs as."""
+    return None if spec.run_as is None else (spec.run_as.uid, spec.run_as.gid)

@@ -26,9 +26,16 @@ from typing import Any, NamedTuple
 import msgspec
 
 from runyard.runtime.config.env import resolve_service_env, select_entry
+from runyard.runtime.config.identity import RunAs, resolve_run_as
 from runyard.runtime.config.limits import Limits, parse_limits
 from runyard.runtime.config.project import Project, load_service_template
-from runyard.runtime.config.supervision import SupervisionError, merge, parse_log_mode, parse_signal
+from runyard.runtime.config.supervision import (
+    SupervisionError,
+    merge,
+    parse_log_mode,
+    parse_signal,
+    parse_umask,
+)
 from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
 from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
@@ -74,6 +81,12 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     # --- containment (issue 12) ---
     #: ``auto`` (a cgroup when the daemon can make one) or ``subreaper``.
     containment: str = "auto"
+    # --- who the service runs as (runtime/config/identity.py) ---
+    #: The credentials the child takes before exec; None (a spec made by hand): the daemon's.
+    run_as: RunAs | None = None
+    no_new_privileges: bool = True
+    #: The child's umask; None: the daemon's.
+    umask: int | None = None
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
     # --- resource limits (runtime/config/limits.py) ---
@@ -166,6 +179,22 @@ def _check_liveness(
         raise ConfigError(str(exc)) from None
 
 
+def _check_identity(settings: Mapping[str, Any], where: str) -> tuple[RunAs, int | None]:
+    """The user and group as numbers (refused when unknown, or when only root could take
+    them), and the umask; a bad value is one ConfigError naming the service's setting."""
+    try:
+        run_as = resolve_run_as(settings["user"], settings["group"])
+    except SupervisionError as exc:  # its text starts with "user: " or "group: "
+        raise ConfigError(f"{where}.{exc}") from None
+    umask = None
+    if settings["umask"] is not None:
+        try:
+            umask = parse_umask(settings["umask"])
+        except SupervisionError as exc:
+            raise ConfigError(f"{where}.umask: {exc}") from None
+    return run_as, umask
+
+
 def _build(
     tree: RuntimeTree, manifest: RuntimeManifest, name: str, project: Project
 ) -> ServiceSpec:
@@ -183,6 +212,7 @@ def _build(
     live_own = project.service(name).supervise.liveness is not None
     live_where = f"{where}.liveness" if live_own else f"{template_path}: liveness"
     checked = checked._replace(liveness=_check_liveness(settings, ports, live_where))
+    run_as, umask = _check_identity(settings, where)
     args = settings["args"] if settings["args"] is not None else entry.args
     b = settings["backoff"]
     spec = ServiceSpec(
@@ -208,6 +238,9 @@ def _build(
         liveness=checked.liveness,
         containment=settings["containment"],
         limits=checked.limits,
+        run_as=run_as,
+        no_new_privileges=settings["no_new_privileges"],
+        umask=umask,
     )
     return with_digest(spec)
 

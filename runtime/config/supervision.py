@@ -31,6 +31,7 @@ __all__ = [
     "merge",
     "parse_log_mode",
     "parse_signal",
+    "parse_umask",
     "range_problem",
 ]
 
@@ -69,6 +70,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "tasks_max": (1, 4_194_304),
     "nofile": (16, 1 << 20),
     "core": (0, 1 << 50),
+    # who the service runs as: (uid_t)-1 means "unchanged", never an id; umask up to 0o777
+    "user": (0, 2**32 - 2),
+    "group": (0, 2**32 - 2),
+    "umask": (0, 0o777),
 }
 
 
@@ -139,6 +144,15 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     nofile: _int("nofile") | None = None
     #: Core file size: bytes, a size string, or "unlimited".
     core: _int("core") | str | None = None
+    # --- who the service runs as (runtime/config/identity.py) ---
+    #: A user name or number; default: the daemon's own user (only root may choose another).
+    user: str | _int("user") | None = None
+    #: A group name or number; default: the user's primary group.
+    group: str | _int("group") | None = None
+    #: prctl(PR_SET_NO_NEW_PRIVS) in the child: no setuid bit or file capability raises it.
+    no_new_privileges: bool | None = None
+    #: The child's umask: an octal int (``0o027``) or string (``"027"``); default: the daemon's.
+    umask: _int("umask") | str | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -167,6 +181,10 @@ DEFAULTS: dict[str, Any] = {
     "tasks_max": None,
     "nofile": None,
     "core": None,
+    "user": None,
+    "group": None,
+    "no_new_privileges": True,
+    "umask": None,
 }
 
 
@@ -224,3 +242,19 @@ def parse_log_mode(value: int | str) -> int:
             '(write it in octal: 0o640 or "0640")'
         )
     return mode
+
+
+def parse_umask(value: int | str) -> int:
+    """``0o027``, ``"027"``, ``"0027"`` or ``"0o027"`` -> 0o027, from 0 to 0o777."""
+    if isinstance(value, bool):
+        raise SupervisionError(f"{value!r} is not a umask")
+    if isinstance(value, str):
+        try:
+            mask = int(value.strip().lower().removeprefix("0o"), 8)
+        except ValueError:
+            raise SupervisionError(f'{value!r} is not an octal umask (e.g. "027")') from None
+    else:
+        mask = value
+    if not 0 <= mask <= 0o777:
+        raise SupervisionError(f'{value!r} is not a umask from 0 to 0o777 (e.g. 0o027 or "027")')
+    return mask
