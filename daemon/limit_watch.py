@@ -26,7 +26,7 @@ from runyard.runtime.config.limits import Limits, format_size
 
 from .proctable import proc_table, subtree
 
-__all__ = ["LIMIT_INTERVAL", "Usage", "measure", "over_limit", "watch_limits"]
+__all__ = ["LIMIT_INTERVAL", "TreeUsage", "measure", "over_limit", "watch_limits"]
 
 #: Crossing a limit to the kill takes at most this plus one scan; the target is under 1 s.
 LIMIT_INTERVAL = 0.2
@@ -35,7 +35,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SHARED_SCAN = 0.05
 
 
-class Usage(NamedTuple):
+class TreeUsage(NamedTuple):
     rss: int  # bytes, summed over the service's processes
     tasks: int  # threads of those processes, summed
 
@@ -63,7 +63,7 @@ def _rss_and_threads(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def measure(pid: int, pgid: int) -> Usage:
+def measure(pid: int, pgid: int) -> TreeUsage:
     """RSS and tasks of the leader ``pid``, its group ``pgid`` and all their descendants."""
     table = proc_table(_SHARED_SCAN)
     roots = [p for p, proc in table.items() if proc.pgid == pgid]
@@ -75,10 +75,10 @@ def measure(pid: int, pgid: int) -> Usage:
         r, t = _rss_and_threads(member)
         rss += r
         tasks += t
-    return Usage(rss, tasks)
+    return TreeUsage(rss, tasks)
 
 
-def over_limit(limits: Limits, usage: Usage, sampled: Iterable[str]) -> str | None:
+def over_limit(limits: Limits, usage: TreeUsage, sampled: Iterable[str]) -> str | None:
     """The reason a service over one of its ``sampled`` limits is stopped; None when within."""
     sampled = set(sampled)
     memory, tasks = limits.memory_max, limits.tasks_max

@@ -16,7 +16,7 @@ from daemonkit import SLEEPER, build_tree, daemon_refuses, wait_for
 
 from runyard.daemon.cgroup import cgroup2_mount
 from runyard.daemon.cgroup_limits import apply_cgroup_limits, oom_kills
-from runyard.daemon.limit_watch import Usage, over_limit
+from runyard.daemon.limit_watch import TreeUsage, over_limit
 from runyard.runtime.config.limits import UNLIMITED, Limits, format_size, parse_limits
 from runyard.runtime.config.project import parse_project
 from runyard.runtime.config.supervision import DEFAULTS, SupervisionError, merge
@@ -94,13 +94,13 @@ def test_daemon_refuses_a_bad_limit_string_in_one_line(root: Path) -> None:
 def test_over_limit_reasons_are_worded_as_the_issue_says() -> None:
     lim = Limits(memory_max=64 * MiB, tasks_max=20)
     both = {"memory_max", "tasks_max"}
-    assert over_limit(lim, Usage(int(70.6 * MiB), 3), both) == (
+    assert over_limit(lim, TreeUsage(int(70.6 * MiB), 3), both) == (
         "memory limit 64 MiB exceeded (rss 71 MiB)"
     )
-    assert over_limit(lim, Usage(MiB, 27), both) == "tasks limit 20 exceeded (27 tasks)"
-    assert over_limit(lim, Usage(64 * MiB, 20), both) is None
+    assert over_limit(lim, TreeUsage(MiB, 27), both) == "tasks limit 20 exceeded (27 tasks)"
+    assert over_limit(lim, TreeUsage(64 * MiB, 20), both) is None
     # a limit a cgroup controller applies is not sampled
-    assert over_limit(lim, Usage(100 * MiB, 1), {"tasks_max"}) is None
+    assert over_limit(lim, TreeUsage(100 * MiB, 1), {"tasks_max"}) is None
 
 
 # --- real daemon, real processes -------------------------------------------------------------
