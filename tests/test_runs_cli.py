@@ -85,7 +85,7 @@ def test_run_verify_replay_and_list(work: Path) -> None:
     assert lines[0].split()[:2] == ["OK", "required-files"]
     assert any(ln.split()[:2] == ["OK", "schemas-current"] for ln in lines)
     assert any(ln.split()[:2] == ["SKIPPED", "signature"] for ln in lines)
-    assert lines[-1] == f"bundle OK: {run_dir}"
+    assert lines[-1] == f"sealed run OK: {run_dir}"
     out = cli("verify", sealed["run_id"], "--json", cwd=work)
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["ok"] is True
@@ -153,7 +153,7 @@ def test_signed_chain_verifies_with_pubkey_and_openssl(work: Path) -> None:
     out = cli("verify", str(down), "--pubkey", "keys/other.pub", cwd=work)
     assert out.returncode == 1
     assert any(ln.split()[:2] == ["FAILED", "signature"] for ln in out.stdout.splitlines())
-    assert "bundle INVALID: 1 check(s) failed" in out.stderr
+    assert "sealed run INVALID: 1 check(s) failed" in out.stderr
 
     proc = subprocess.run(
         [

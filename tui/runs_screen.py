@@ -174,7 +174,7 @@ def detail_lines(shown: RunShowReply) -> list[str]:
     if summary.signed:
         lines.append("  signed: yes")
     if summary.path:
-        lines.append(f"  bundle: {escape(summary.path)}")
+        lines.append(f"  run_dir: {escape(summary.path)}")
     hashes: list[tuple[str, str]] = []
     for part in DOCUMENTS:
         _hashes(getattr(run, part), part, hashes)

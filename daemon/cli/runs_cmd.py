@@ -42,8 +42,8 @@ _REQUEST_KEYS = {"inputs", "parameters", "context"}
 
 RUN_HELP = """\
 Execute ENGINE once and seal the run into
-data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the bundle path. The
-tree's daemon executes it when one answers (--local: always this process).
+data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the run directory.
+The tree's daemon executes it when one answers (--local: always this process).
 
 --input FILE.json (- for stdin) is a JSON object: either a whole request with only
 the members inputs (an object), parameters and context (like the engine's
@@ -77,7 +77,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "run",
         parents=[_run_common()],
-        help="execute an engine and seal the run into a bundle",
+        help="execute an engine and seal the run into its run directory",
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,14 +104,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("verify", parents=[common], help="check a sealed run bundle")
-    p.add_argument("run_dir", metavar="BUNDLE", help="bundle directory or run id")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p = sub.add_parser("verify", parents=[common], help="check a sealed run")
+    p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("replay", parents=[common], help="re-execute a run, demand identical bytes")
-    p.add_argument("run_dir", metavar="BUNDLE", help="bundle directory or run id")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p = sub.add_parser("replay", parents=[common], help="re-execute a sealed run, demand identical bytes")
+    p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     p.set_defaults(handler=cmd_replay)
 
@@ -264,7 +264,7 @@ def _print_sealed(args: argparse.Namespace, result: RunResult) -> None:
         print_json(with_old_keys({"status": "sealed", **_builtins(result)}))
         return
     print(f"sealed {result.engine} run {result.run_id}")
-    print(f"  bundle        {result.run_dir}")
+    print(f"  run_dir       {result.run_dir}")
     print(f"  outputs_hash  {result.outputs_hash}")
     print(f"  files         {result.files} ({result.bytes} bytes), {result.duration:.3f} s")
     if result.signed_by:
@@ -308,7 +308,7 @@ def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     if RUN_ID_RE.match(text):
         tree = open_tree(args).require()
         return find_run(tree, text), tree
-    raise UsageError(f"{text}: no such bundle directory (or run id)")
+    raise UsageError(f"{text}: no such run directory (or run id)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -323,9 +323,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         state = "SKIPPED" if check.skipped else ("OK" if check.ok else "FAILED")
         print(f"{state:<8} {check.name:<16} {check.detail}")
     if report.ok:
-        print(f"bundle OK: {path}")
+        print(f"sealed run OK: {path}")
         return 0
-    print(f"bundle INVALID: {len(report.failed)} check(s) failed: {path}", file=sys.stderr)
+    print(f"sealed run INVALID: {len(report.failed)} check(s) failed: {path}", file=sys.stderr)
     return 1
 
 

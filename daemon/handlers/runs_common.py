@@ -23,5 +23,5 @@ def run_dir_of(ctx: Context, text: str) -> Path:
         except RunError as exc:
             raise HandlerError(m.ErrorCode.NOT_FOUND, str(exc)) from None
     raise HandlerError(
-        m.ErrorCode.NOT_FOUND, f"no run bundle {text!r} (an absolute path or a run id)"
+        m.ErrorCode.NOT_FOUND, f"no sealed run {text!r} (an absolute path or a run id)"
     )
