@@ -109,7 +109,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("replay", parents=[common], help="re-execute a sealed run, demand identical bytes")
+    p = sub.add_parser(
+        "replay", parents=[common], help="re-execute a sealed run, demand identical bytes"
+    )
     p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
     p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
