@@ -62,7 +62,8 @@ def from_runtime(obj: object, kind: type[W]) -> W:
 
 
 def _wire_keyed(data: Any, kind: Any) -> Any:
-    """``data`` (keyed by Python names) keyed as ``kind`` is on the wire, nested structs too."""
+    """``data`` (keyed by Python names) keyed as ``kind`` is on the wire, nested structs too.
+    Structs inside lists or unions are passed as they are: none has a renamed field today."""
     if not (isinstance(data, dict) and isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
         return data
     return {
