@@ -354,15 +354,15 @@ class AsyncClient:
         return expect(await self.request(RunsShow(run_id=run_id), timeout), RunShowReply)
 
     async def verify(
-        self, bundle: str | Path, pubkey: str | Path | None = None, *, timeout: float = 120.0
+        self, run_dir: str | Path, pubkey: str | Path | None = None, *, timeout: float = 120.0
     ) -> VerifyReply:
-        req = VerifyRun(bundle=str(bundle), pubkey=str(pubkey) if pubkey else None)
+        req = VerifyRun(run_dir=str(run_dir), pubkey=str(pubkey) if pubkey else None)
         return expect(await self.request(req, timeout), VerifyReply)
 
     async def replay(
-        self, bundle: str | Path, *, run_timeout: float = 600.0, timeout: float | None = None
+        self, run_dir: str | Path, *, run_timeout: float = 600.0, timeout: float | None = None
     ) -> ReplayReply:
-        req = ReplayRun(bundle=str(bundle), timeout=run_timeout)
+        req = ReplayRun(run_dir=str(run_dir), timeout=run_timeout)
         return expect(
             await self.request(req, run_timeout + 30 if timeout is None else timeout), ReplayReply
         )

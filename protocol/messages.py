@@ -38,6 +38,7 @@ from .payloads import (
     RunStep,
     RunSummary,
     VerifyReport,
+    run_dir_field,
 )
 
 __all__ = [
@@ -99,7 +100,7 @@ class ErrorCode(enum.StrEnum):
 
     BAD_REQUEST = "bad_request"  # malformed frame, wrong types, unknown op, a bad name
     UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol we do not speak
-    NOT_FOUND = "not_found"  # no such service (run, bundle)
+    NOT_FOUND = "not_found"  # no such service (or sealed run)
     CONFLICT = "conflict"  # the request contradicts the current state (start while shutting down)
     TOO_LARGE = "too_large"  # message over MAX_MESSAGE_BYTES
     FAILED = "failed"  # the operation ran and failed (ensure: checksum mismatch, ...)
@@ -197,13 +198,14 @@ class RunsShow(Request, tag="runs.show"):
 
 
 class VerifyRun(Request, tag="verify"):
-    #: A bundle directory or a run id of the daemon's tree.
-    bundle: str
+    #: A sealed run: its directory or its run id in the daemon's tree (sent as "bundle").
+    run_dir: str = run_dir_field()
     pubkey: str | None = None
 
 
 class ReplayRun(Request, tag="replay"):
-    bundle: str
+    #: Like ``VerifyRun.run_dir`` (sent as "bundle").
+    run_dir: str = run_dir_field()
     timeout: float = 600.0
 
 
@@ -344,7 +346,7 @@ class RunsReply(Reply, tag="runs"):
 
 class RunShowReply(Reply, tag="runs.show"):
     run: RunDetails
-    #: The bundle's ARTIFACT_INDEX.json entries, in index order; empty from a daemon that
+    #: The run directory's ARTIFACT_INDEX.json entries, in index order; empty from a daemon that
     #: predates the field or when the index is unreadable.
     artifacts: list[ArtifactEntry] = []
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 __all__ = [
+    "RUN_DIR_WIRE_KEY",
     "ArtifactEntry",
     "Binary",
     "Check",
@@ -30,6 +31,7 @@ __all__ = [
     "VerifyReport",
     "WireStruct",
     "from_runtime",
+    "run_dir_field",
 ]
 
 
@@ -40,11 +42,35 @@ class WireStruct(msgspec.Struct, kw_only=True):
 
 W = TypeVar("W", bound=WireStruct)
 
+#: The key a sealed run's directory travels under. Runyard once called a sealed run a "bundle",
+#: before the word was kept for runtime bundles; the Python name is ``run_dir`` everywhere, but
+#: the wire keeps the old key, so that clients and daemons of either age still read each other
+#: (docs/ARCHITECTURE.md, "Names on the wire"). Never reuse it for anything else.
+RUN_DIR_WIRE_KEY = "bundle"
+
+
+def run_dir_field(default: Any = msgspec.NODEFAULT) -> Any:
+    """A ``run_dir`` field, sent and read under ``RUN_DIR_WIRE_KEY``."""
+    return msgspec.field(default=default, name=RUN_DIR_WIRE_KEY)
+
 
 def from_runtime(obj: object, kind: type[W]) -> W:
     """``obj`` (a runtime struct, or plain data) as the wire struct ``kind``: fields are matched
-    by name, and one ``kind`` does not have is left out."""
-    return msgspec.convert(msgspec.to_builtins(obj), kind)
+    by their Python name (``run_dir`` too, whatever key it travels under), and one ``kind``
+    does not have is left out."""
+    return msgspec.convert(_wire_keyed(msgspec.to_builtins(obj), kind), kind)
+
+
+def _wire_keyed(data: Any, kind: Any) -> Any:
+    """``data`` (keyed by Python names) keyed as ``kind`` is on the wire, nested structs too.
+    Structs inside lists or unions are passed as they are: none has a renamed field today."""
+    if not (isinstance(data, dict) and isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+        return data
+    return {
+        f.encode_name: _wire_keyed(data[f.name], f.type)
+        for f in msgspec.structs.fields(kind)
+        if f.name in data
+    }
 
 
 class Port(WireStruct):
@@ -98,7 +124,7 @@ class Binary(WireStruct):
 
 
 class RunOutcome(WireStruct):
-    """What ``run`` answers. Sealed: the run's facts (bundle, hashes, files); rejected:
+    """What ``run`` answers. Sealed: the run's facts (run_dir, hashes, files); rejected:
     ``stage``, ``reason`` and ``record`` (the rejection record's path, if one was written)."""
 
     run_id: str = ""
@@ -106,7 +132,7 @@ class RunOutcome(WireStruct):
     engine_code: str = ""
     engine_version: str = ""
     project_id: str = ""
-    bundle: str = ""
+    run_dir: str = run_dir_field("")
     inputs_hash: str = ""
     outputs_hash: str = ""
     files: int = 0
@@ -119,7 +145,7 @@ class RunOutcome(WireStruct):
 
 
 class RunSummary(WireStruct):
-    """One line of ``runs.list``: a sealed bundle or a rejected record."""
+    """One line of ``runs.list``: a sealed run or a rejected record."""
 
     run_id: str = ""
     engine: str = ""
@@ -136,7 +162,7 @@ class RunSummary(WireStruct):
 
 
 class RunDetails(WireStruct):
-    """One sealed run (``runs.show``): its summary and the bundle's own JSON documents, which
+    """One sealed run (``runs.show``): its summary and the run directory's own JSON documents, which
     are the engine's to shape (so plain JSON, not structs)."""
 
     summary: RunSummary = msgspec.field(default_factory=RunSummary)
@@ -146,7 +172,7 @@ class RunDetails(WireStruct):
 
 
 class ArtifactEntry(WireStruct):
-    """One ARTIFACT_INDEX.json entry of a bundle."""
+    """One ARTIFACT_INDEX.json entry of a sealed run."""
 
     path: str = ""
     size: int | None = None
@@ -162,7 +188,7 @@ class Check(WireStruct):
 
 
 class VerifyReport(WireStruct):
-    bundle: str = ""
+    run_dir: str = run_dir_field("")
     checks: list[Check] = []
     run_id: str = ""
     engine: str = ""
@@ -173,7 +199,7 @@ class VerifyReport(WireStruct):
 class ReplayReport(WireStruct):
     """Replayable only when verify passed and the re-executed RUN_OUTPUT is byte-identical."""
 
-    bundle: str = ""
+    run_dir: str = run_dir_field("")
     run_id: str = ""
     engine: str = ""
     engine_version: str = ""
@@ -190,11 +216,11 @@ class ReplayReport(WireStruct):
 
 class RunStep(WireStruct):
     """What a ``run.<run_id>`` event says beyond its kind; each kind fills some fields:
-    started (engine_version), sealed (bundle, outputs_hash), rejected (stage, reason),
+    started (engine_version), sealed (run_dir, outputs_hash), rejected (stage, reason),
     replay_started (replay_id), replayed (replay_id, replayable, reason)."""
 
     engine_version: str = ""
-    bundle: str = ""
+    run_dir: str = run_dir_field("")
     outputs_hash: str = ""
     stage: str = ""
     reason: str = ""

@@ -9,9 +9,9 @@ Each round runs execute_and_seal (unsigned) and times, by wrapping them in runti
 (no code changed), `_seal` (the sealing work: RUN_META/RUN_CONDITIONS, moving the outputs in,
 writing the run and definition files, hashing + fsyncing every artifact, ARTIFACT_INDEX.json,
 SHA256SUMS.txt, the directory fsyncs, chmod, the rename into runs/) and, within it,
-`seal_bundle`. Then plain hashlib.sha256 reads the bundle's artifacts (page cache, 1 MiB
-reads, one thread) and its digests are checked against ARTIFACT_INDEX.json; the bundle is
-deleted. The artifacts were just written by the engine, so the seal's fsync writes them out:
+`seal_run`. Then plain hashlib.sha256 reads the run directory's artifacts (page cache, 1 MiB
+reads, one thread) and its digests are checked against ARTIFACT_INDEX.json; the run directory
+is deleted. The artifacts were just written by the engine, so the seal's fsync writes them out:
 the disk is part of the measurement, as it is of a real seal. Round 0 warms up and is not kept.
 Target: seal throughput >= 60% of plain sha256 (medians) for each layout, full size.
 """
@@ -135,34 +135,34 @@ def bench_layout(tree: Any, source: Path, size: int, runs: int) -> tuple[bool, f
     """Time ``runs`` sealed runs copying ``source``; (digests all matched, ratio)."""
     import runyard.runtime.runs.run as run_module
 
-    times: dict[str, list[float]] = {k: [] for k in ("plain", "seal", "bundle", "whole")}
-    real = run_module._seal, run_module.seal_bundle
+    times: dict[str, list[float]] = {k: [] for k in ("plain", "seal", "seal_run", "whole")}
+    real = run_module._seal, run_module.seal_run
     run_module._seal = timed(times["seal"], real[0])
-    run_module.seal_bundle = timed(times["bundle"], real[1])
+    run_module.seal_run = timed(times["seal_run"], real[1])
     same = True
     try:
         for _ in range(runs + 1):  # round 0 warms up and is dropped below
             started = time.perf_counter()
             result = run_module.execute_and_seal(tree, ENGINE, {"source": str(source)})
             times["whole"].append(time.perf_counter() - started)
-            bundle = Path(result.bundle)
-            arts = sorted((bundle / "artifacts").iterdir())
+            run_dir = Path(result.run_dir)
+            arts = sorted((run_dir / "artifacts").iterdir())
             started = time.perf_counter()
             digests = plain_sha256(arts)
             times["plain"].append(time.perf_counter() - started)
-            index = json.loads((bundle / "ARTIFACT_INDEX.json").read_bytes())["files"]
+            index = json.loads((run_dir / "ARTIFACT_INDEX.json").read_bytes())["files"]
             sealed = {e["path"].removeprefix("artifacts/"): e["sha256"] for e in index}
             same &= (
                 digests.items() <= sealed.items() and sum(p.stat().st_size for p in arts) == size
             )
-            shutil.rmtree(bundle)
+            shutil.rmtree(run_dir)
     finally:
-        run_module._seal, run_module.seal_bundle = real
+        run_module._seal, run_module.seal_run = real
     times = {key: spent[1:] for key, spent in times.items()}
     rows = {
         "plain hashlib.sha256 (page cache)": "plain",
         "seal (run._seal)": "seal",
-        "  of which seal_bundle": "bundle",
+        "  of which seal_run": "seal_run",
         "execute_and_seal (engine copy too)": "whole",
     }
     print(f"    {'contender':36} {'median ms':>10} {'min ms':>8} {'MiB/s':>7}")

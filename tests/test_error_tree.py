@@ -146,14 +146,14 @@ def test_old_import_paths_still_give_the_same_classes() -> None:
     from runyard.runtime.config.supervision import SupervisionError as supervision_error
     from runyard.runtime.runs.jsonio import JSONInputError
     from runyard.runtime.runs.model import RunError, RunRejected
-    from runyard.runtime.runs.sealing import BundleFileError
+    from runyard.runtime.runs.sealing import SealedFileError
 
     assert handlers_error is HandlerError and order_shutting_down is ShuttingDown
     assert supervision_error is SupervisionError
     assert SHOWN_FINDINGS == errors_module.SHOWN_FINDINGS
     for cls in (UsageError, ClientError, NotFound, SocketDirError, BundleError, SecretsFound):
         assert cls.__module__ == "runyard.runtime.core.errors"
-    for cls in (JSONInputError, RunError, RunRejected, BundleFileError):
+    for cls in (JSONInputError, RunError, RunRejected, SealedFileError):
         assert cls.__module__ == "runyard.runtime.core.errors"
 
 
@@ -162,7 +162,7 @@ def test_old_import_paths_still_give_the_same_classes() -> None:
     [
         ("SupervisionError", ValueError),
         ("JSONInputError", ValueError),
-        ("BundleFileError", ValueError),
+        ("SealedFileError", ValueError),
         ("SocketDirError", OSError),
         ("IllegalTransition", RuntimeError),
     ],

@@ -1,8 +1,8 @@
 """Nothing half written, even when the world is hostile: a full disk, a huge or endless file
-where JSON should be, a catalog host that is down, a tampered bundle of an installed version.
+where JSON should be, a catalog host that is down, a tampered runtime bundle of an installed version.
 
 Each test is named after the finding it guards and failed before its fix. Everything is real:
-a tmpfs mounted for the test (root only), a loopback http.server, real archives and bundles.
+a tmpfs mounted for the test (root only), a loopback http.server, real archives and runtime bundles.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def run_capped(args: list[str], cwd: Path) -> tuple[int, str, str, int]:
 
 
 @pytest.fixture(scope="module")
-def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sealed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed (unsigned) heat1d run."""
     from test_runs_kit import SAMPLE, build_catalogs, install
 
@@ -207,7 +207,7 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         init_tree(tree)
         install(tree, build_catalogs(tmp_path_factory), "heat1d")
         done = execute_and_seal(tree, "heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
-        return Path(done.bundle)
+        return Path(done.run_dir)
 
 
 def _huge(path: Path) -> None:
@@ -224,16 +224,16 @@ def _dev_zero(path: Path) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("hostile", [_huge, _dev_zero], ids=["sparse-2GiB", "symlink-dev-zero"])
 def test_verify_of_a_huge_or_endless_run_meta_refuses_it_unread(
-    run_bundle: Path, tmp_path: Path, hostile
+    sealed_run: Path, tmp_path: Path, hostile
 ) -> None:
-    """`runyard verify` of a run bundle whose RUN_META.json was a 2 GiB sparse file (or a
+    """`runyard verify` of a sealed run whose RUN_META.json was a 2 GiB sparse file (or a
     symlink to /dev/zero) read it whole: MemoryError at 2-3 GiB RSS. It is now named under
-    required-files, never read or hashed, and no link is followed out of the bundle."""
-    from test_runs_kit import copy_bundle
+    required-files, never read or hashed, and no link is followed out of the run directory."""
+    from test_runs_kit import copy_run_dir
 
-    bundle = copy_bundle(run_bundle, tmp_path / "bundle")
-    hostile(bundle / "RUN_META.json")
-    code, out, err, rss = run_capped(["verify", str(bundle), "--json"], tmp_path)
+    run_dir = copy_run_dir(sealed_run, tmp_path / "run")
+    hostile(run_dir / "RUN_META.json")
+    code, out, err, rss = run_capped(["verify", str(run_dir), "--json"], tmp_path)
     assert code == 1, err
     report = json.loads(out)
     (required,) = [c for c in report["checks"] if c["name"] == "required-files"]
@@ -329,7 +329,7 @@ def test_offline_ensure_resolves_against_the_saved_catalog_and_exact_needs_none(
     assert "already installed" in out.stdout
 
 
-# --- 4: a tampered bundle of the installed, current version ------------------------------------
+# --- 4: a tampered runtime bundle of the installed, current version--------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ def test_the_graph_counts_lazy_and_type_checking_imports() -> None:
     assert "runtime/runs/verify.py" in graph["runtime/runs/chain.py"]
     # `from . import x` is the module x when there is one, else the package's __init__.py.
     assert "daemon/handlers/start.py" in graph["daemon/handlers/__init__.py"]
-    assert "runtime/runs/__init__.py" in graph["daemon/handlers/replay.py"]  # replay_bundle
+    assert "runtime/runs/__init__.py" in graph["daemon/handlers/replay.py"]  # replay_run
 
 
 def test_no_module_over_450_lines() -> None:

@@ -27,11 +27,11 @@ from test_runs_kit import (
     SAMPLE_OUTPUTS,
     SAMPLE_PROFILE,
     build_catalogs,
-    bundles,
     install,
     isolate_user_config,
     kill_if_alive,
     pid_alive,
+    run_dirs,
     tree_digest,
     wait_for_file,
     wait_gone,
@@ -45,9 +45,9 @@ from runyard.runtime.runs import (
     RunRejected,
     execute_and_seal,
     list_runs,
-    replay_bundle,
+    replay_run,
     show_run,
-    verify_bundle,
+    verify_run,
 )
 from runyard.runtime.runs.sanitize import REDACTED, looks_secret, sanitize_context
 from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key
@@ -89,18 +89,18 @@ def files_of(folder: Path) -> set[str]:
 def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: RuntimeTree) -> None:
     events = []
     result = heat1d_run(engines, context={"user": "ada"}, on_event=events.append)
-    bundle = Path(result.bundle)
-    assert bundle == engines.data_dir / "heat1d" / "runs" / result.run_id
-    assert files_of(bundle) == set(REQUIRED) | {"artifacts/profile.csv", "logs/engine.stderr"}
-    assert (bundle / "artifacts" / "profile.csv").read_bytes() == SAMPLE_PROFILE
+    run_dir = Path(result.run_dir)
+    assert run_dir == engines.data_dir / "heat1d" / "runs" / result.run_id
+    assert files_of(run_dir) == set(REQUIRED) | {"artifacts/profile.csv", "logs/engine.stderr"}
+    assert (run_dir / "artifacts" / "profile.csv").read_bytes() == SAMPLE_PROFILE
     assert [e.kind for e in events] == ["started", "sealed"]
     assert all(e.run_id == result.run_id for e in events)
 
-    for name in [p for p in files_of(bundle) if p.endswith(".json")]:
-        data = (bundle / name).read_bytes()
+    for name in [p for p in files_of(run_dir) if p.endswith(".json")]:
+        data = (run_dir / name).read_bytes()
         assert canonical_bytes(json.loads(data)) == data, name
 
-    run_input = json.loads((bundle / "RUN_INPUT.json").read_bytes())
+    run_input = json.loads((run_dir / "RUN_INPUT.json").read_bytes())
     assert run_input == {
         "context": {"user": "ada"},
         "engine_code": "HEAT1D",
@@ -110,22 +110,22 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
         "project_id": "default",
         "run_id": result.run_id,
     }
-    out = json.loads((bundle / "RUN_OUTPUT.json").read_bytes())
+    out = json.loads((run_dir / "RUN_OUTPUT.json").read_bytes())
     assert set(out) == {"run_id", "engine", "outputs", "metrics", "inputs_hash", "outputs_hash"}
     assert out["engine"] == {"engine_code": "HEAT1D", "engine_version": "1.0.0"}
     assert out["outputs"] == SAMPLE_OUTPUTS
     assert out["metrics"]["total_heat_final"] == "12"
     assert (
-        out["inputs_hash"] == hashlib.sha256((bundle / "RUN_INPUT.json").read_bytes()).hexdigest()
+        out["inputs_hash"] == hashlib.sha256((run_dir / "RUN_INPUT.json").read_bytes()).hexdigest()
     )
     without = {k: v for k, v in out.items() if k != "outputs_hash"}
     assert out["outputs_hash"] == hashlib.sha256(canonical_bytes(without)).hexdigest()
     assert result.outputs_hash == out["outputs_hash"]
 
-    meta = json.loads((bundle / "RUN_META.json").read_bytes())
+    meta = json.loads((run_dir / "RUN_META.json").read_bytes())
     assert meta["replay_of"] is None and meta["exit_code"] == 0
     assert {"started_at", "finished_at", "duration", "host", "pid", "runyard_version"} <= set(meta)
-    cond = json.loads((bundle / "RUN_CONDITIONS.json").read_bytes())
+    cond = json.loads((run_dir / "RUN_CONDITIONS.json").read_bytes())
     assert {
         "os",
         "arch",
@@ -138,26 +138,26 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
     binary = engines.root / "bin/heat1d/1.0.0" / f"{cond['os']}-{cond['arch']}" / "bin/heat1d"
     assert cond["engine_binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
 
-    index = json.loads((bundle / "ARTIFACT_INDEX.json").read_bytes())
+    index = json.loads((run_dir / "ARTIFACT_INDEX.json").read_bytes())
     indexed = {e["path"]: e for e in index["files"]}
-    assert set(indexed) == files_of(bundle) - {"ARTIFACT_INDEX.json", "SHA256SUMS.txt"}
+    assert set(indexed) == files_of(run_dir) - {"ARTIFACT_INDEX.json", "SHA256SUMS.txt"}
     assert indexed["artifacts/profile.csv"]["role"] == "artifact"
     assert indexed["logs/engine.stderr"]["role"] == "log"
     assert indexed["RUN_META.json"]["role"] == "run"
     assert indexed["SEALING_SPEC.md"]["role"] == "definition"
     for rel, e in indexed.items():
-        data = (bundle / rel).read_bytes()
+        data = (run_dir / rel).read_bytes()
         assert (e["sha256"], e["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
 
-    sums = (bundle / "SHA256SUMS.txt").read_text()
+    sums = (run_dir / "SHA256SUMS.txt").read_text()
     lines = sums.splitlines()
     assert [ln.split("  ", 1)[1] for ln in lines] == sorted(
-        files_of(bundle) - {"SHA256SUMS.txt"}, key=str.encode
+        files_of(run_dir) - {"SHA256SUMS.txt"}, key=str.encode
     )
     sha256sum = require_tool("sha256sum")
     proc = subprocess.run(
         [sha256sum, "-c", "--strict", "SHA256SUMS.txt"],
-        cwd=bundle,
+        cwd=run_dir,
         capture_output=True,
         text=True,
         timeout=30,
@@ -165,11 +165,11 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(": OK\n") == len(lines)
 
-    report = verify_bundle(bundle)
+    report = verify_run(run_dir)
     assert report.ok, report.failed
     names = {c.name for c in report.checks}
     assert {"required-files", "hashes", "schemas-current", "outputs-hash", "signature"} <= names
-    assert not any(p.name.startswith(".tmp-") for p in bundle.parent.iterdir())
+    assert not any(p.name.startswith(".tmp-") for p in run_dir.parent.iterdir())
 
 
 @pytest.mark.timeout(60)
@@ -188,12 +188,12 @@ def test_definitions_are_installed_lazily_and_operator_edits_are_kept(
         "ENGINE_GOVERNANCE.md",
         "PHYSICS_CAPABILITIES.md",
     }
-    bundled = (Path(result.bundle) / "INPUT_SCHEMA.json").read_bytes()
-    assert bundled == canonical_bytes(json.loads((config / "INPUT_SCHEMA.json").read_bytes()))
+    sealed_bytes = (Path(result.run_dir) / "INPUT_SCHEMA.json").read_bytes()
+    assert sealed_bytes == canonical_bytes(json.loads((config / "INPUT_SCHEMA.json").read_bytes()))
     (config / "ENGINE_GOVERNANCE.md").write_text("# edited by the operator\n")
     second = heat1d_run(engines)
     assert (config / "ENGINE_GOVERNANCE.md").read_text() == "# edited by the operator\n"
-    assert (Path(second.bundle) / "ENGINE_GOVERNANCE.md").read_text() == (
+    assert (Path(second.run_dir) / "ENGINE_GOVERNANCE.md").read_text() == (
         "# edited by the operator\n"
     )
 
@@ -212,13 +212,13 @@ def test_definitions_naming_another_version_refuse_to_run(engines: RuntimeTree) 
 @pytest.mark.timeout(60)
 def test_heavier_artifacts_with_odd_names_are_sealed(engines: RuntimeTree) -> None:
     result = execute_and_seal(engines, "chaos", {"mode": "artifacts"})
-    bundle = Path(result.bundle)
-    assert "artifacts/sub dir/a b.txt" in files_of(bundle)
-    assert (bundle / "artifacts" / "big.bin").stat().st_size == 1024 * 1024
-    assert verify_bundle(bundle).ok
+    run_dir = Path(result.run_dir)
+    assert "artifacts/sub dir/a b.txt" in files_of(run_dir)
+    assert (run_dir / "artifacts" / "big.bin").stat().st_size == 1024 * 1024
+    assert verify_run(run_dir).ok
     proc = subprocess.run(
         [require_tool("sha256sum"), "-c", "--strict", "--quiet", "SHA256SUMS.txt"],
-        cwd=bundle,
+        cwd=run_dir,
         capture_output=True,
         timeout=30,
     )
@@ -235,13 +235,13 @@ def test_replay_of_heat1d_and_heatstats_is_identical_and_never_touches_the_origi
     up = heat1d_run(engines)
     down = execute_and_seal(engines, "heatstats", {"column": "final_exact"}, from_runs=[up.run_id])
     for result in (up, down):
-        bundle = Path(result.bundle)
-        before = tree_digest(bundle)
+        run_dir = Path(result.run_dir)
+        before = tree_digest(run_dir)
         events = []
-        report = replay_bundle(engines, bundle, on_event=events.append)
+        report = replay_run(engines, run_dir, on_event=events.append)
         assert report.replayable, report.reason
         assert report.differences == [] and report.artifact_differences == []
-        assert tree_digest(bundle) == before
+        assert tree_digest(run_dir) == before
         assert [e.kind for e in events] == ["replay_started", "replayed"]
         record = Path(report.record or "")
         assert record.parent == engines.data_dir / result.engine / "replays"
@@ -252,7 +252,7 @@ def test_replay_of_heat1d_and_heatstats_is_identical_and_never_touches_the_origi
         assert verdict["replayable"] is True
         assert verdict["replay_outputs_hash"] == verdict["original_outputs_hash"]
         assert (record / "RUN_OUTPUT.json").read_bytes() == (
-            bundle / "RUN_OUTPUT.json"
+            run_dir / "RUN_OUTPUT.json"
         ).read_bytes()
         proc = subprocess.run(
             [require_tool("sha256sum"), "-c", "--strict", "--quiet", "SHA256SUMS.txt"],
@@ -268,10 +268,10 @@ def test_nondeterministic_engine_replay_is_rejected_with_the_differing_paths(
     engines: RuntimeTree,
 ) -> None:
     result = execute_and_seal(engines, "chaos", {"mode": "random"})
-    bundle = Path(result.bundle)
-    assert verify_bundle(bundle).ok
-    before = tree_digest(bundle)
-    report = replay_bundle(engines, bundle)
+    run_dir = Path(result.run_dir)
+    assert verify_run(run_dir).ok
+    before = tree_digest(run_dir)
+    report = replay_run(engines, run_dir)
     assert not report.replayable
     assert report.verify.ok
     assert "$.outputs.value" in report.differences
@@ -280,7 +280,7 @@ def test_nondeterministic_engine_replay_is_rejected_with_the_differing_paths(
     assert "$.outputs.stable" not in report.differences
     assert report.artifact_differences == ["artifacts/noise.txt"]
     assert "$.outputs.value" in report.reason
-    assert tree_digest(bundle) == before
+    assert tree_digest(run_dir) == before
     verdict = json.loads((Path(report.record or "") / "REPLAY.json").read_bytes())
     assert verdict["replayable"] is False and "$.outputs.value" in verdict["differences"]
 
@@ -294,18 +294,18 @@ def test_replay_names_the_missing_engine_version_and_how_to_get_it(
     init_tree(other)
     install(other, catalogs, "chaos")
     with pytest.raises(RunError) as err:
-        replay_bundle(other, result.bundle)
+        replay_run(other, result.run_dir)
     assert "heat1d 1.0.0 is not installed" in str(err.value)
     assert "runyard runtime ensure heat1d 1.0.0" in str(err.value)
 
 
 @pytest.mark.timeout(60)
-def test_replay_refuses_a_bundle_that_fails_verification(engines: RuntimeTree) -> None:
+def test_replay_refuses_a_sealed_run_that_fails_verification(engines: RuntimeTree) -> None:
     result = heat1d_run(engines)
-    bundle = Path(result.bundle)
-    (bundle / "artifacts" / "profile.csv").chmod(0o644)
-    (bundle / "artifacts" / "profile.csv").write_bytes(b"forged\n")
-    report = replay_bundle(engines, bundle)
+    run_dir = Path(result.run_dir)
+    (run_dir / "artifacts" / "profile.csv").chmod(0o644)
+    (run_dir / "artifacts" / "profile.csv").write_bytes(b"forged\n")
+    report = replay_run(engines, run_dir)
     assert not report.replayable and report.record is None
     assert "hashes" in report.reason and "artifacts/profile.csv" in report.reason
     assert not (engines.data_dir / "heat1d" / "replays").exists() or not [
@@ -327,8 +327,8 @@ def test_heatstats_consumes_heat1d_artifacts_routed_by_the_runtime(engines: Runt
         parameters={"decimals": 4},
         from_runs=[f"{up.run_id}:*.csv"],
     )
-    bundle = Path(down.bundle)
-    run_input = json.loads((bundle / "RUN_INPUT.json").read_bytes())
+    run_dir = Path(down.run_dir)
+    run_input = json.loads((run_dir / "RUN_INPUT.json").read_bytes())
     assert run_input["input_artifact_index"] == [
         {
             "engine_code": "HEAT1D",
@@ -337,12 +337,12 @@ def test_heatstats_consumes_heat1d_artifacts_routed_by_the_runtime(engines: Runt
             "sha256": profile_sha,
         }
     ]
-    assert (bundle / "inputs" / profile_sha).read_bytes() == SAMPLE_PROFILE
-    index = json.loads((bundle / "ARTIFACT_INDEX.json").read_bytes())
+    assert (run_dir / "inputs" / profile_sha).read_bytes() == SAMPLE_PROFILE
+    index = json.loads((run_dir / "ARTIFACT_INDEX.json").read_bytes())
     roles = {e["path"]: e["role"] for e in index["files"]}
     assert roles[f"inputs/{profile_sha}"] == "input"
     assert roles["artifacts/summary.csv"] == "artifact"
-    combined = json.loads((bundle / "RUN_OUTPUT.json").read_bytes())["outputs"]["combined"]
+    combined = json.loads((run_dir / "RUN_OUTPUT.json").read_bytes())["outputs"]["combined"]
     assert combined == {
         "count": 5,
         "max": "5",
@@ -355,9 +355,9 @@ def test_heatstats_consumes_heat1d_artifacts_routed_by_the_runtime(engines: Runt
         "variance": "207/50",
         "variance_decimal": "4.1400",
     }
-    assert verify_bundle(bundle).ok
-    # The upstream bundle was only read.
-    assert verify_bundle(up.bundle).ok
+    assert verify_run(run_dir).ok
+    # The upstream run was only read.
+    assert verify_run(up.run_dir).ok
 
 
 @pytest.mark.timeout(60)
@@ -367,14 +367,14 @@ def test_engine_env_holds_no_runyard_variable_but_its_own_dirs(
     monkeypatch.setenv("RUNYARD_ROOT", str(engines.root))
     monkeypatch.setenv("RUNYARD_CONTROL", "ipc:///nowhere")
     result = execute_and_seal(engines, "chaos", {"mode": "env"})
-    outputs = json.loads((Path(result.bundle) / "RUN_OUTPUT.json").read_bytes())["outputs"]
+    outputs = json.loads((Path(result.run_dir) / "RUN_OUTPUT.json").read_bytes())["outputs"]
     assert outputs["runyard_vars"] == ["RUNYARD_ARTIFACTS_DIR"]
     up = heat1d_run(engines)
     # CHAOS accepts only *.txt from HEAT1D: no artifact of the upstream fits, so no inputs.
     result = execute_and_seal(engines, "chaos", {"mode": "env"}, from_runs=[up.run_id])
-    run_input = json.loads((Path(result.bundle) / "RUN_INPUT.json").read_bytes())
+    run_input = json.loads((Path(result.run_dir) / "RUN_INPUT.json").read_bytes())
     assert run_input["input_artifact_index"] == []
-    cond = json.loads((Path(result.bundle) / "RUN_CONDITIONS.json").read_bytes())
+    cond = json.loads((Path(result.run_dir) / "RUN_CONDITIONS.json").read_bytes())
     assert "RUNYARD_ROOT" not in cond["env_names"]
     assert "RUNYARD_ARTIFACTS_DIR" in cond["env_names"]
 
@@ -410,7 +410,7 @@ def test_misbehaving_engine_is_rejected_and_nothing_is_sealed(
         execute_and_seal(engines, "chaos", {"mode": mode}, on_event=events.append)
     rej = err.value
     assert reason in rej.reason
-    assert bundles(engines, "chaos") == []
+    assert run_dirs(engines, "chaos") == []
     assert [p.name for p in (engines.data_dir / "chaos" / "runs").iterdir()] == []
     record = Path(rej.record or "")
     assert record == engines.data_dir / "chaos" / "rejected" / rej.run_id
@@ -431,7 +431,7 @@ def test_input_schema_failure_is_rejected_before_execution(engines: RuntimeTree)
             engines, "heat1d", {**SAMPLE["inputs"], "cells": 2}, on_event=events.append
         )
     assert [e.kind for e in events] == ["rejected"]
-    assert bundles(engines, "heat1d") == []
+    assert run_dirs(engines, "heat1d") == []
 
 
 @pytest.mark.timeout(60)
@@ -440,7 +440,7 @@ def test_inputs_that_cannot_be_canonicalized_are_rejected(engines: RuntimeTree) 
         execute_and_seal(engines, "chaos", {"mode": "ok", "x": float("nan")})
     with pytest.raises(RunRejected, match=r"outside"):
         execute_and_seal(engines, "chaos", {"mode": "ok", "x": 2**60})
-    assert bundles(engines, "chaos") == []
+    assert run_dirs(engines, "chaos") == []
 
 
 @pytest.mark.timeout(60)
@@ -448,7 +448,7 @@ def test_requires_input_artifacts_without_upstream_is_refused(engines: RuntimeTr
     with pytest.raises(RunRejected, match="requires input artifacts") as err:
         execute_and_seal(engines, "heatstats", {"column": "final"})
     assert err.value.stage == "input"
-    assert bundles(engines, "heatstats") == []
+    assert run_dirs(engines, "heatstats") == []
     assert Path(err.value.record or "").is_dir()
 
 
@@ -464,17 +464,17 @@ def test_coupling_rules_refuse_other_engines_and_other_artifacts(engines: Runtim
         execute_and_seal(engines, "heatstats", {}, from_runs=[f"{up.run_id}:nope.csv"])
     with pytest.raises(RunError, match="no sealed run"):
         execute_and_seal(engines, "heatstats", {}, from_runs=["20990101T000000.000000Z-00000000"])
-    assert bundles(engines, "heatstats") == []
+    assert run_dirs(engines, "heatstats") == []
 
 
 @pytest.mark.timeout(60)
 def test_a_tampered_upstream_is_refused(engines: RuntimeTree) -> None:
-    up = Path(heat1d_run(engines).bundle)
+    up = Path(heat1d_run(engines).run_dir)
     (up / "artifacts" / "profile.csv").chmod(0o644)
     (up / "artifacts" / "profile.csv").write_bytes(b"cell,final_exact\n0,1000\n")
     with pytest.raises(RunRejected, match=r"fails verification: hashes: artifacts/profile.csv"):
         execute_and_seal(engines, "heatstats", {}, from_runs=[up.name])
-    assert bundles(engines, "heatstats") == []
+    assert run_dirs(engines, "heatstats") == []
 
 
 @pytest.mark.timeout(60)
@@ -488,7 +488,7 @@ def test_an_engine_that_modifies_its_inputs_is_rejected(
     up = heat1d_run(engines)
     with pytest.raises(RunRejected, match=r"modified its input artifact|changed"):
         execute_and_seal(engines, "chaos", {"mode": "inputs"}, from_runs=[up.run_id])
-    assert verify_bundle(up.bundle).ok
+    assert verify_run(up.run_dir).ok
 
 
 # --- secrets ------------------------------------------------------------------------------------
@@ -533,7 +533,7 @@ def test_sanitize_context_is_recursive_and_catches_values() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_secret_in_context_or_env_never_reaches_any_file_of_the_bundle(
+def test_a_secret_in_context_or_env_never_reaches_any_file_of_the_sealed_run(
     engines: RuntimeTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env_secret = "envsecret-7f3a9c1e"
@@ -550,23 +550,23 @@ def test_a_secret_in_context_or_env_never_reaches_any_file_of_the_bundle(
             "note": f"copied {env_secret} by mistake",
         },
     )
-    bundle = Path(result.bundle)
-    stderr_log = (bundle / "logs" / "engine.stderr").read_text()
+    run_dir = Path(result.run_dir)
+    stderr_log = (run_dir / "logs" / "engine.stderr").read_text()
     assert "MY_API_TOKEN=[redacted]" in stderr_log  # the engine printed its env: scrubbed
-    for path in bundle.rglob("*"):
+    for path in run_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             assert env_secret.encode() not in data, path
             assert ctx_secret.encode() not in data, path
-    run_input = json.loads((bundle / "RUN_INPUT.json").read_bytes())
+    run_input = json.loads((run_dir / "RUN_INPUT.json").read_bytes())
     assert run_input["context"] == {
         "api_key": REDACTED,
         "deploy": {"password": REDACTED, "who": "ci"},
         "note": REDACTED,
     }
-    names = json.loads((bundle / "RUN_CONDITIONS.json").read_bytes())["env_names"]
+    names = json.loads((run_dir / "RUN_CONDITIONS.json").read_bytes())["env_names"]
     assert "MY_API_TOKEN" in names  # names only
-    assert verify_bundle(bundle).ok
+    assert verify_run(run_dir).ok
 
 
 @pytest.mark.timeout(60)
@@ -577,7 +577,7 @@ def test_an_engine_that_outputs_a_secret_is_rejected_and_the_record_is_scrubbed(
     monkeypatch.setenv("LEAK_TOKEN", secret)
     with pytest.raises(RunRejected, match="secret-looking environment variable") as err:
         execute_and_seal(engines, "chaos", {"mode": "leak"})
-    assert bundles(engines, "chaos") == []
+    assert run_dirs(engines, "chaos") == []
     record = Path(err.value.record or "")
     stdout = (record / "logs" / "engine.stdout").read_bytes()
     assert b'"leaked": "[redacted]"' in stdout
@@ -600,7 +600,7 @@ def test_timeout_kills_the_engine_and_rejects(engines: RuntimeTree, tmp_path: Pa
     finally:
         kill_if_alive(pid)
     assert err.value.stage == "engine"
-    assert bundles(engines, "chaos") == []
+    assert run_dirs(engines, "chaos") == []
 
 
 @pytest.mark.timeout(60)
@@ -653,7 +653,7 @@ execute_and_seal(RuntimeTree(sys.argv[1]), "chaos", {"mode": "sleep", "pidfile":
 
 
 @pytest.mark.timeout(60)
-def test_killing_the_runner_mid_run_leaves_no_partial_bundle(
+def test_killing_the_runner_mid_run_leaves_no_partial_run_dir(
     engines: RuntimeTree, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "engine.pid"
@@ -668,7 +668,7 @@ def test_killing_the_runner_mid_run_leaves_no_partial_bundle(
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=10)
         runs = engines.data_dir / "chaos" / "runs"
-        assert bundles(engines, "chaos") == []
+        assert run_dirs(engines, "chaos") == []
         staging = [p for p in runs.iterdir() if p.name.startswith(".tmp-")]
         assert len(staging) == 1  # what the dead runner left, never renamed into place
     finally:
@@ -686,17 +686,17 @@ def test_killing_the_runner_mid_run_leaves_no_partial_bundle(
 
 
 @pytest.mark.timeout(60)
-def test_signed_bundle_verifies_with_cryptography_and_openssl(
+def test_signed_run_verifies_with_cryptography_and_openssl(
     engines: RuntimeTree, signing_key: SigningKeyFiles, tmp_path: Path
 ) -> None:
     result = heat1d_run(engines, sign_key=signing_key.private)
-    bundle = Path(result.bundle)
+    run_dir = Path(result.run_dir)
     assert result.signed_by == signing_key.fingerprint
-    meta = json.loads((bundle / "RUN_META.json").read_bytes())
+    meta = json.loads((run_dir / "RUN_META.json").read_bytes())
     assert meta["signing_key_fingerprint"] == signing_key.fingerprint
-    assert len((bundle / "SHA256SUMS.txt.sig").read_bytes()) == 64
-    assert "SHA256SUMS.txt.sig" not in (bundle / "SHA256SUMS.txt").read_text()
-    report = verify_bundle(bundle, signing_key.public)
+    assert len((run_dir / "SHA256SUMS.txt.sig").read_bytes()) == 64
+    assert "SHA256SUMS.txt.sig" not in (run_dir / "SHA256SUMS.txt").read_text()
+    report = verify_run(run_dir, signing_key.public)
     assert report.ok, report.failed
     assert "valid Ed25519 signature" in next(
         c.detail for c in report.checks if c.name == "signature"
@@ -717,7 +717,7 @@ def test_signed_bundle_verifies_with_cryptography_and_openssl(
             "-sigfile",
             "SHA256SUMS.txt.sig",
         ],
-        cwd=bundle,
+        cwd=run_dir,
         capture_output=True,
         text=True,
         timeout=30,
@@ -726,17 +726,17 @@ def test_signed_bundle_verifies_with_cryptography_and_openssl(
     assert "Signature Verified Successfully" in proc.stdout
 
     other = generate_signing_key(tmp_path / "other")
-    report = verify_bundle(bundle, other.public)
+    report = verify_run(run_dir, other.public)
     assert report.failed_names() == {"signature"}
     unsigned = heat1d_run(engines)
-    assert verify_bundle(unsigned.bundle, signing_key.public).failed_names() == {"signature"}
+    assert verify_run(unsigned.run_dir, signing_key.public).failed_names() == {"signature"}
 
 
 # --- concurrency, listing -----------------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
-def test_concurrent_runs_in_threads_each_seal_their_own_bundle(engines: RuntimeTree) -> None:
+def test_concurrent_runs_in_threads_each_seal_their_own_run_dir(engines: RuntimeTree) -> None:
     heat1d_run(engines)  # definitions installed once, before the race
     results: list = []
     errors: list = []
@@ -755,7 +755,7 @@ def test_concurrent_runs_in_threads_each_seal_their_own_bundle(engines: RuntimeT
     assert not errors
     assert len({r.run_id for r in results}) == 6
     for r in results:
-        assert verify_bundle(r.bundle).ok
+        assert verify_run(r.run_dir).ok
 
 
 @pytest.mark.timeout(60)

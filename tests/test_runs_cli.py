@@ -15,11 +15,11 @@ from test_runs_kit import (
     EXAMPLES,
     REPO,
     build_catalogs,
-    bundles,
     clean_cli_env,
     cli,
     install,
     kill_if_alive,
+    run_dirs,
     wait_for_file,
     wait_gone,
 )
@@ -65,9 +65,10 @@ def test_run_verify_replay_and_list(work: Path) -> None:
     assert out.returncode == 0, out.stderr
     sealed = json.loads(out.stdout)
     assert sealed["status"] == "sealed" and sealed["engine_code"] == "HEAT1D"
-    bundle = Path(sealed["bundle"])
-    assert bundle.parent == work / "runtime" / "data" / "heat1d" / "runs"
-    run_input = json.loads((bundle / "RUN_INPUT.json").read_bytes())
+    run_dir = Path(sealed["run_dir"])
+    assert run_dir.parent == work / "runtime" / "data" / "heat1d" / "runs"
+    assert sealed["bundle"] == sealed["run_dir"]  # the deprecated alias older scripts read
+    run_input = json.loads((run_dir / "RUN_INPUT.json").read_bytes())
     assert run_input["project_id"] == "demo" and run_input["context"] == {"who": "ada"}
     assert run_input["parameters"] == {"boundary": "fixed", "decimals": 3}
 
@@ -75,24 +76,33 @@ def test_run_verify_replay_and_list(work: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("sealed heat1d run ")
     second = out.stdout.split()[3]
-    doc = json.loads((bundles_of(work, "heat1d")[-1] / "RUN_INPUT.json").read_bytes())
+    doc = json.loads((run_dirs_of(work, "heat1d")[-1] / "RUN_INPUT.json").read_bytes())
     assert doc["parameters"]["decimals"] == 5 and doc["run_id"] == second
 
-    out = cli("verify", str(bundle), cwd=work)
+    out = cli("verify", str(run_dir), cwd=work)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:2] == ["OK", "required-files"]
     assert any(ln.split()[:2] == ["OK", "schemas-current"] for ln in lines)
     assert any(ln.split()[:2] == ["SKIPPED", "signature"] for ln in lines)
-    assert lines[-1] == f"bundle OK: {bundle}"
+    assert lines[-1] == f"sealed run OK: {run_dir}"
     out = cli("verify", sealed["run_id"], "--json", cwd=work)
-    assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["ok"] is True
+    assert (
+        Path(report["run_dir"]).name == sealed["run_id"] and report["bundle"] == report["run_dir"]
+    )
 
-    out = cli("replay", str(bundle), cwd=work)
+    out = cli("replay", str(run_dir), cwd=work)
     assert out.returncode == 0, out.stderr
     assert "replayable: " in out.stdout and "identical canonical RUN_OUTPUT.json" in out.stdout
     out = cli("replay", sealed["run_id"], "--json", cwd=work)
-    assert out.returncode == 0 and json.loads(out.stdout)["replayable"] is True
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["replayable"] is True
+    assert (
+        Path(report["run_dir"]).name == sealed["run_id"] and report["bundle"] == report["run_dir"]
+    )
+    assert report["verify"]["bundle"] == report["verify"]["run_dir"] == report["run_dir"]
 
     out = cli("runs", cwd=work)
     assert out.returncode == 0
@@ -105,15 +115,15 @@ def test_run_verify_replay_and_list(work: Path) -> None:
 
     proc = subprocess.run(
         [require_tool("sha256sum"), "-c", "--strict", "SHA256SUMS.txt"],
-        cwd=bundle,
+        cwd=run_dir,
         capture_output=True,
         timeout=30,
     )
     assert proc.returncode == 0
 
 
-def bundles_of(work: Path, engine: str) -> list[Path]:
-    return bundles(RuntimeTree(work / "runtime"), engine)
+def run_dirs_of(work: Path, engine: str) -> list[Path]:
+    return run_dirs(RuntimeTree(work / "runtime"), engine)
 
 
 @pytest.mark.timeout(120)
@@ -133,7 +143,7 @@ def test_signed_chain_verifies_with_pubkey_and_openssl(work: Path) -> None:
         "--sign", "keys/signer.key", "--json", cwd=work,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    down = Path(json.loads(out.stdout)["bundle"])
+    down = Path(json.loads(out.stdout)["run_dir"])
     index = json.loads((down / "RUN_INPUT.json").read_bytes())["input_artifact_index"]
     assert index[0]["run_id"] == up["run_id"] and index[0]["path"] == "artifacts/profile.csv"
 
@@ -143,7 +153,7 @@ def test_signed_chain_verifies_with_pubkey_and_openssl(work: Path) -> None:
     out = cli("verify", str(down), "--pubkey", "keys/other.pub", cwd=work)
     assert out.returncode == 1
     assert any(ln.split()[:2] == ["FAILED", "signature"] for ln in out.stdout.splitlines())
-    assert "bundle INVALID: 1 check(s) failed" in out.stderr
+    assert "sealed run INVALID: 1 check(s) failed" in out.stderr
 
     proc = subprocess.run(
         [
@@ -176,8 +186,8 @@ def test_rejections_exit_1_with_the_reason_and_seal_nothing(work: Path) -> None:
     out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--param", "cells=2", cwd=work)
     assert out.returncode == 1
     assert "INPUT_SCHEMA.json: $.parameters.cells: 2 is less than the minimum of 3" in out.stderr
-    assert bundles_of(work, "chaos") == bundles_of(work, "heatstats") == []
-    assert bundles_of(work, "heat1d") == []
+    assert run_dirs_of(work, "chaos") == run_dirs_of(work, "heatstats") == []
+    assert run_dirs_of(work, "heat1d") == []
 
     out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--param", "novalue", cwd=work)
     assert out.returncode == 2 and "expected KEY=VALUE" in one_line_error(out)
@@ -193,24 +203,24 @@ def test_rejections_exit_1_with_the_reason_and_seal_nothing(work: Path) -> None:
 @pytest.mark.timeout(120)
 def test_verify_names_the_tampered_file_and_replay_the_differing_paths(work: Path) -> None:
     out = cli("run", "heat1d", "--input", str(SAMPLE_FILE), "--json", cwd=work)
-    bundle = Path(json.loads(out.stdout)["bundle"])
-    profile = bundle / "artifacts" / "profile.csv"
+    run_dir = Path(json.loads(out.stdout)["run_dir"])
+    profile = run_dir / "artifacts" / "profile.csv"
     profile.chmod(0o644)
     profile.write_bytes(profile.read_bytes().replace(b"3.500", b"3.501", 1))
-    out = cli("verify", str(bundle), cwd=work)
+    out = cli("verify", str(run_dir), cwd=work)
     assert out.returncode == 1
     failed = [ln for ln in out.stdout.splitlines() if ln.startswith("FAILED")]
     assert any(
         ln.split()[1] == "hashes" and "artifacts/profile.csv: expected" in ln and ", got " in ln
         for ln in failed
     ), failed
-    out = cli("replay", str(bundle), cwd=work)
+    out = cli("replay", str(run_dir), cwd=work)
     assert out.returncode == 1 and "NOT replayable" in out.stderr
 
     out = cli("run", "chaos", "--input", write_input(work, {"mode": "random"}), "--json", cwd=work)
     assert out.returncode == 0, out.stderr
-    random_bundle = json.loads(out.stdout)["bundle"]
-    out = cli("replay", random_bundle, cwd=work)
+    random_run_dir = json.loads(out.stdout)["run_dir"]
+    out = cli("replay", random_run_dir, cwd=work)
     assert out.returncode == 1
     assert "NOT replayable" in out.stderr
     assert "  differs: $.outputs.value" in out.stderr.splitlines()
@@ -218,7 +228,7 @@ def test_verify_names_the_tampered_file_and_replay_the_differing_paths(work: Pat
 
 
 @pytest.mark.timeout(120)
-def test_secrets_from_context_and_env_never_reach_the_bundle(work: Path) -> None:
+def test_secrets_from_context_and_env_never_reach_the_sealed_run(work: Path) -> None:
     env_secret = "envsecret-cli-5d1c0a77"
     ctx_secret = "ctxsecret-cli-8e4b2f19"
     env = clean_cli_env(work, GITHUB_TOKEN=env_secret)
@@ -229,16 +239,16 @@ def test_secrets_from_context_and_env_never_reach_the_bundle(work: Path) -> None
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert env_secret not in out.stdout and ctx_secret not in out.stdout
-    bundle = Path(json.loads(out.stdout)["bundle"])
+    run_dir = Path(json.loads(out.stdout)["run_dir"])
     seen = 0
-    for path in bundle.rglob("*"):
+    for path in run_dir.rglob("*"):
         if path.is_file():
             seen += 1
             data = path.read_bytes()
             assert env_secret.encode() not in data, path
             assert ctx_secret.encode() not in data, path
     assert seen == 14  # 13 required files + logs/engine.stderr
-    context = json.loads((bundle / "RUN_INPUT.json").read_bytes())["context"]
+    context = json.loads((run_dir / "RUN_INPUT.json").read_bytes())["context"]
     assert context == {"note": "[redacted]", "password": "[redacted]", "who": "ada"}
 
 
@@ -247,7 +257,9 @@ KILL_INPUT = {"mode": "sleep", "seconds": 60}
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "interrupt"])
-def test_stopping_the_cli_mid_run_leaves_no_partial_bundle(work: Path, sig: signal.Signals) -> None:
+def test_stopping_the_cli_mid_run_leaves_no_partial_run_dir(
+    work: Path, sig: signal.Signals
+) -> None:
     pidfile = work / "engine.pid"
     name = write_input(work, {**KILL_INPUT, "pidfile": str(pidfile)})
     proc = subprocess.Popen(
@@ -264,7 +276,7 @@ def test_stopping_the_cli_mid_run_leaves_no_partial_bundle(work: Path, sig: sign
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         runs = work / "runtime" / "data" / "chaos" / "runs"
-        assert bundles_of(work, "chaos") == []
+        assert run_dirs_of(work, "chaos") == []
         if sig == signal.SIGINT:
             assert proc.returncode == 130 and "interrupted" in err
             assert wait_gone(engine_pid), "the engine outlived an interrupted CLI"

@@ -46,8 +46,8 @@ def test_run_in_the_daemon_with_events_then_chain_list_show_verify_replay(daemon
         reply = c.run("heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
         assert reply.status == "sealed", reply.result
         run_id = reply.result.run_id
-        bundle = reply.result.bundle
-        assert bundle.startswith(str(daemon.tree.data_dir / "heat1d" / "runs"))
+        run_dir = reply.result.run_dir
+        assert run_dir.startswith(str(daemon.tree.data_dir / "heat1d" / "runs"))
         kinds = []
         while "sealed" not in kinds:
             event = events.get(timeout=10)
@@ -55,7 +55,7 @@ def test_run_in_the_daemon_with_events_then_chain_list_show_verify_replay(daemon
             if isinstance(event, RunEvent) and event.run_id == run_id:
                 kinds.append(event.kind)
         assert kinds[0] == "started"
-        output = json.loads((Path(bundle) / "RUN_OUTPUT.json").read_bytes())
+        output = json.loads((Path(run_dir) / "RUN_OUTPUT.json").read_bytes())
         assert output["outputs"] == SAMPLE_OUTPUTS
 
         down = c.run("heatstats", {"column": "final"}, from_runs=[run_id])
@@ -70,7 +70,7 @@ def test_run_in_the_daemon_with_events_then_chain_list_show_verify_replay(daemon
 
         report = c.verify(run_id).report
         assert report.ok is True and report.checks
-        replay = c.replay(bundle).report
+        replay = c.replay(run_dir).report
         assert replay.replayable is True and replay.verify.ok
 
 
@@ -108,5 +108,5 @@ def test_cli_run_goes_through_the_daemon(daemon, tmp_path) -> None:
     assert "running in this process" not in out.stderr
     sealed = json.loads(out.stdout)
     assert sealed["status"] == "sealed"
-    meta = json.loads((Path(sealed["bundle"]) / "RUN_META.json").read_bytes())
+    meta = json.loads((Path(sealed["run_dir"]) / "RUN_META.json").read_bytes())
     assert meta["pid"] == daemon.proc.pid  # sealed by the daemon, not by the CLI process

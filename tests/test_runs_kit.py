@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 SAMPLE = json.loads((EXAMPLES / "engines" / "heat1d" / "sample-input.json").read_bytes())
 
-#: The files every bundle must hold (run bundle spec §3), spelled out here rather than taken
+#: The files every sealed run must hold (sealed-run spec §3), spelled out here rather than taken
 #: from runtime.runs so that the tests catch the code drifting from the spec.
 REQUIRED = (
     "RUN_INPUT.json",
@@ -253,8 +253,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
     return out
 
 
-def bundles(tree: RuntimeTree, engine: str) -> list[Path]:
-    """Sealed bundle dirs of ``engine`` (staging dirs excluded)."""
+def run_dirs(tree: RuntimeTree, engine: str) -> list[Path]:
+    """Run directories of ``engine`` (staging dirs excluded)."""
     runs = tree.data_dir / engine / "runs"
     if not runs.is_dir():
         return []
@@ -262,7 +262,7 @@ def bundles(tree: RuntimeTree, engine: str) -> list[Path]:
 
 
 def writable(folder: Path) -> None:
-    """Sealed bundles are read-only; tamper tests make them writable first."""
+    """Sealed runs are read-only; tamper tests make them writable first."""
     for path in [folder, *folder.rglob("*")]:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -349,7 +349,7 @@ def cli(
     )
 
 
-def copy_bundle(src: Path, dest: Path) -> Path:
+def copy_run_dir(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest, symlinks=True)
     writable(dest)
     return dest

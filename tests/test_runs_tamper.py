@@ -1,7 +1,7 @@
-"""The tamper suite: every way of changing a sealed bundle fails ``verify_bundle`` with the
+"""The tamper suite: every way of changing a sealed run fails ``verify_run`` with the
 right check named.
 
-One signed, chained bundle (heatstats fed by heat1d: it holds every role, inputs/ included)
+One signed, chained sealed run (heatstats fed by heat1d: it holds every role, inputs/ included)
 is sealed per module; each test tampers with its own copy.
 """
 
@@ -21,7 +21,7 @@ from test_runs_kit import (
     SAMPLE,
     SAMPLE_PROFILE,
     build_catalogs,
-    copy_bundle,
+    copy_run_dir,
     install,
     reseal,
 )
@@ -29,7 +29,7 @@ from test_runs_kit import (
 from runyard.runtime.core.canonical import canonical_bytes
 from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
-from runyard.runtime.runs import execute_and_seal, replay_bundle, verify_bundle
+from runyard.runtime.runs import execute_and_seal, replay_run, verify_run
 from runyard.runtime.signing.keys import SigningKeyFiles, generate_signing_key, load_signing_key
 
 PROFILE_SHA = hashlib.sha256(SAMPLE_PROFILE).hexdigest()
@@ -41,7 +41,7 @@ ALL_FILES = [*REQUIRED, *OPTIONAL, SIG]
 @dataclass
 class Sealed:
     tree: RuntimeTree
-    bundle: Path
+    run_dir: Path
     keys: SigningKeyFiles
     key: Ed25519PrivateKey
 
@@ -69,17 +69,17 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
             from_runs=[up.run_id],
             sign_key=keys.private,
         )
-        yield Sealed(tree, Path(down.bundle), keys, load_signing_key(keys.private))
+        yield Sealed(tree, Path(down.run_dir), keys, load_signing_key(keys.private))
 
 
 @pytest.fixture
 def copy(sealed: Sealed, tmp_path: Path) -> Path:
-    return copy_bundle(sealed.bundle, tmp_path / "bundle")
+    return copy_run_dir(sealed.run_dir, tmp_path / "run")
 
 
-def failed(sealed: Sealed, bundle: Path, pubkey: object = "given") -> set[str]:
+def failed(sealed: Sealed, run_dir: Path, pubkey: object = "given") -> set[str]:
     key = sealed.keys.public if pubkey == "given" else pubkey
-    return verify_bundle(bundle, key, tree=sealed.tree).failed_names()
+    return verify_run(run_dir, key, tree=sealed.tree).failed_names()
 
 
 def rewrite_json(path: Path, change) -> None:
@@ -88,16 +88,16 @@ def rewrite_json(path: Path, change) -> None:
     path.write_bytes(canonical_bytes(doc))
 
 
-def test_the_pristine_bundle_and_its_copy_verify(sealed: Sealed, copy: Path) -> None:
+def test_the_pristine_run_and_its_copy_verify(sealed: Sealed, copy: Path) -> None:
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == sorted(
         ALL_FILES
     )
-    for bundle in (sealed.bundle, copy):
-        report = verify_bundle(bundle, sealed.keys.public, tree=sealed.tree)
+    for run_dir in (sealed.run_dir, copy):
+        report = verify_run(run_dir, sealed.keys.public, tree=sealed.tree)
         assert report.ok, report.failed
         assert not any(c.skipped for c in report.checks)
     # Without the tree the schema comparison is skipped with a note, everything else passes.
-    report = verify_bundle(copy)
+    report = verify_run(copy)
     assert report.ok
     assert [c.name for c in report.checks if c.skipped] == ["schemas-current"]
 
@@ -119,7 +119,7 @@ def test_changing_one_byte_of_any_file_fails(sealed: Sealed, copy: Path, name: s
         assert names & {"hashes", "sums-format", "sums-coverage"}
     else:
         assert "hashes" in names
-        report = verify_bundle(copy, sealed.keys.public, tree=sealed.tree)
+        report = verify_run(copy, sealed.keys.public, tree=sealed.tree)
         details = " ".join(c.detail for c in report.checks if c.name == "hashes" and not c.ok)
         assert name in details and "expected" in details and "got" in details
     # Unsigned verification (no --pubkey) catches it too.
@@ -132,7 +132,7 @@ def test_deleting_any_file_fails(sealed: Sealed, copy: Path, name: str) -> None:
     names = failed(sealed, copy)
     if name in REQUIRED:
         assert "required-files" in names
-        detail = next(c.detail for c in verify_bundle(copy).checks if c.name == "required-files")
+        detail = next(c.detail for c in verify_run(copy).checks if c.name == "required-files")
         assert name in detail
     elif name == SIG:
         assert names == {"signature"}
@@ -152,7 +152,7 @@ def test_adding_a_file_fails(sealed: Sealed, copy: Path, extra: str) -> None:
     path.write_bytes(b"not sealed\n")
     names = failed(sealed, copy)
     assert "sums-coverage" in names
-    detail = next(c.detail for c in verify_bundle(copy).checks if c.name == "sums-coverage")
+    detail = next(c.detail for c in verify_run(copy).checks if c.name == "sums-coverage")
     assert extra in detail
 
 
@@ -182,9 +182,7 @@ def test_schemas_that_are_not_the_engines_current_ones_fail(sealed: Sealed, copy
     reseal(copy, sealed.key)
     assert failed(sealed, copy) == {"schemas-current"}
     detail = next(
-        c.detail
-        for c in verify_bundle(copy, tree=sealed.tree).checks
-        if c.name == "schemas-current"
+        c.detail for c in verify_run(copy, tree=sealed.tree).checks if c.name == "schemas-current"
     )
     assert "INPUT_SCHEMA.json" in detail and "config/heatstats" in detail
 
@@ -199,7 +197,7 @@ def test_forged_outputs_under_the_old_hash_fail(sealed: Sealed, copy: Path) -> N
     rewrite_json(copy / "RUN_OUTPUT.json", lambda d: d["outputs"]["combined"].update(sum="13"))
     reseal(copy, sealed.key)
     assert failed(sealed, copy) == {"outputs-hash"}
-    detail = next(c.detail for c in verify_bundle(copy).checks if c.name == "outputs-hash")
+    detail = next(c.detail for c in verify_run(copy).checks if c.name == "outputs-hash")
     assert "recomputed" in detail
 
 
@@ -207,7 +205,7 @@ def test_a_complete_forgery_is_caught_by_the_signature_and_by_replay(
     sealed: Sealed, copy: Path, tmp_path: Path
 ) -> None:
     """A forger who changes a value, recomputes every hash and signs with their own key gets a
-    self-consistent bundle: only the expected public key or a replay exposes it."""
+    self-consistent sealed run: only the expected public key or a replay exposes it."""
 
     def forge(doc: dict) -> None:
         doc["outputs"]["combined"]["sum"] = "13"
@@ -227,10 +225,10 @@ def test_a_complete_forgery_is_caught_by_the_signature_and_by_replay(
     reseal(copy, forger_key)
     assert failed(sealed, copy) == {"signature"}
     assert failed(sealed, copy, None) == set()  # self-consistent: authenticity needs --pubkey
-    report = replay_bundle(sealed.tree, copy)
+    report = replay_run(sealed.tree, copy)
     assert report.verify.ok and not report.replayable
     assert "$.outputs.combined.sum" in report.differences
-    report = replay_bundle(sealed.tree, copy, pubkey=sealed.keys.public)
+    report = replay_run(sealed.tree, copy, pubkey=sealed.keys.public)
     assert not report.replayable and report.record is None
     assert "signature" in report.reason
 
@@ -247,7 +245,7 @@ def test_non_canonical_json_fails(sealed: Sealed, copy: Path) -> None:
     reseal(copy, sealed.key)
     names = failed(sealed, copy)
     assert names == {"canonical-json"}
-    detail = next(c.detail for c in verify_bundle(copy).checks if c.name == "canonical-json")
+    detail = next(c.detail for c in verify_run(copy).checks if c.name == "canonical-json")
     assert "RUN_META.json" in detail
 
 
@@ -293,10 +291,10 @@ def test_corrupt_signature_fails(sealed: Sealed, copy: Path, tmp_path: Path, how
 
 def test_verification_never_writes(sealed: Sealed) -> None:
     before = {
-        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sealed.bundle.rglob("*") if p.is_file()
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sealed.run_dir.rglob("*") if p.is_file()
     }
-    verify_bundle(sealed.bundle, sealed.keys.public, tree=sealed.tree)
+    verify_run(sealed.run_dir, sealed.keys.public, tree=sealed.tree)
     after = {
-        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sealed.bundle.rglob("*") if p.is_file()
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sealed.run_dir.rglob("*") if p.is_file()
     }
     assert before == after

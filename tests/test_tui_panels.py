@@ -114,9 +114,9 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         await until(pilot, lambda: "hashes" in screen.detail_text, "the run's details")
         assert run_id in screen.detail_text
         assert "outputs_hash" in screen.detail_text or "hash" in screen.detail_text
-        # The file list is the bundle's ARTIFACT_INDEX: every entry, with role, size, sha256.
-        bundle = next(heat_tree.data_dir.glob(f"*/runs/{run_id}"))
-        index = json.loads((bundle / "ARTIFACT_INDEX.json").read_text())["files"]
+        # The file list is the run directory's ARTIFACT_INDEX: every entry, with role, size, sha256.
+        run_dir = next(heat_tree.data_dir.glob(f"*/runs/{run_id}"))
+        index = json.loads((run_dir / "ARTIFACT_INDEX.json").read_text())["files"]
         assert f"files ({len(index)}," in screen.detail_text
         shown = screen.detail_text.splitlines()
         for entry in index:
@@ -193,7 +193,7 @@ def test_runs_show_reply_artifacts_decode_both_ways() -> None:
 
 
 def test_runs_show_artifacts_from_a_broken_index_are_empty(tmp_path) -> None:
-    """Showing a run never fails on its index (verify is what reports a broken bundle)."""
+    """Showing a run never fails on its index (verify is what reports a broken sealed run)."""
     from runyard.daemon.handlers.runs_show import artifact_entries
 
     assert artifact_entries(tmp_path) == []  # no index

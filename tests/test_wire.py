@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import msgspec.inspect as mi
 import psutil
 import pytest
@@ -20,6 +21,7 @@ import zmq
 from daemonkit import SLEEPER, Daemon, build_tree, wait_for
 
 from runyard import protocol
+from runyard.protocol import messages, payloads
 from runyard.protocol.client import AsyncClient, BadRequest, Client, RemoteError, parse_event
 from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import (
@@ -127,6 +129,33 @@ def test_newer_daemon_messages_decode_with_todays_client() -> None:
     assert (
         parse_event([b"future.x", b'{"event":"future","topic":"future.x","seq":1,"ts":1}']) is None
     )
+
+
+def test_a_sealed_runs_directory_keeps_its_wire_key_bundle() -> None:
+    """A sealed run's directory is ``run_dir`` in Python; on the wire it keeps the key it had when
+    a sealed run was called a bundle, so clients and daemons of either age read each other."""
+    for op in ("verify", "replay"):
+        sent = json.dumps({"op": op, "id": "1", "bundle": "/runs/r1"}).encode()
+        request = msgspec.json.decode(sent, type=RequestUnion)
+        assert request.run_dir == "/runs/r1"  # type: ignore[union-attr]
+        assert json.loads(encode(request))["bundle"] == "/runs/r1"
+    # Every struct that carries one sends it under the old key (found by a walk, not by hand).
+    carriers = [
+        cls
+        for module in (messages, payloads)
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, msgspec.Struct)
+        and any(f.name == "run_dir" for f in msgspec.structs.fields(cls))
+    ]  # fmt: skip
+    assert {messages.VerifyRun, messages.ReplayRun, payloads.RunOutcome, RunStep} <= set(carriers)
+    for cls in carriers:
+        names = {f.name: f.encode_name for f in msgspec.structs.fields(cls)}
+        assert names["run_dir"] == payloads.RUN_DIR_WIRE_KEY == "bundle", cls
+    # The daemon's conversion from the runtime's structs finds it by its Python name, nested too.
+    report = {"run_dir": "/runs/r1", "checks": [], "ok": True}
+    replay = payloads.from_runtime({"run_dir": "/runs/r1", "verify": report}, ReplayReport)
+    assert replay.run_dir == replay.verify.run_dir == "/runs/r1"
+    assert json.loads(msgspec.json.encode(replay))["verify"]["bundle"] == "/runs/r1"
 
 
 def test_status_port_with_a_newer_field_decodes() -> None:

@@ -196,7 +196,7 @@ class Bridge:
         return list((await self._client().runs_list(include_rejected=True)).runs)
 
     async def runs_show(self, run_id: str) -> RunShowReply:
-        """One run (summary and documents) and its bundle's ARTIFACT_INDEX entries ([] from an
+        """One run (summary and documents) and its run directory's ARTIFACT_INDEX entries ([] from an
         older daemon)."""
         return await self._client().runs_show(run_id)
 

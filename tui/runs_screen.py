@@ -1,7 +1,7 @@
 """Sealed and rejected runs: a list, one run's details, and verify / replay per check.
 
 The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); ``enter`` shows
-``runs.show``'s hashes and the bundle's file list (its ARTIFACT_INDEX: role, size, sha256 and
+``runs.show``'s hashes and the run directory's file list (its ARTIFACT_INDEX: role, size, sha256 and
 path of every file); ``v`` verifies (it only reads: allowed in read-only mode);
 ``p`` replays (it re-executes the engine: refused in read-only mode).
 """
@@ -99,7 +99,7 @@ def replay_lines(run_id: str, report: ReplayReport) -> list[str]:
 
 
 def _hashes(doc: Any, path: str, out: list[tuple[str, str]]) -> None:
-    """Every ``*hash`` / ``sha256`` string in ``doc`` (a bundle's own JSON document), with
+    """Every ``*hash`` / ``sha256`` string in ``doc`` (a sealed run's own JSON document), with
     where it was found."""
     if isinstance(doc, dict):
         for key, value in doc.items():
@@ -114,7 +114,7 @@ def _hashes(doc: Any, path: str, out: list[tuple[str, str]]) -> None:
 
 
 def _files(doc: Any, out: list[dict[str, Any]]) -> None:
-    """Every ``{path, sha256|size}`` record in ``doc`` (artifact lists of a bundle's JSON)."""
+    """Every ``{path, sha256|size}`` record in ``doc`` (artifact lists of a sealed run's JSON)."""
     if isinstance(doc, dict):
         if isinstance(doc.get("path"), str) and ("sha256" in doc or "size" in doc):
             out.append(doc)
@@ -129,12 +129,12 @@ def _files(doc: Any, out: list[dict[str, Any]]) -> None:
 #: Hex digits of a file's sha256 shown in the list (the full one is in ARTIFACT_INDEX.json).
 SHA_SHOWN = 12
 
-#: The bundle's own JSON documents a run's details show (engine-shaped, so plain JSON).
+#: The sealed run's own JSON documents its details show (engine-shaped, so plain JSON).
 DOCUMENTS = ("run_input", "run_output", "run_meta")
 
 
 def file_lines(shown: RunShowReply) -> list[str]:
-    """The bundle's files from ``runs.show``'s ARTIFACT_INDEX entries: role, size, the start of
+    """The run directory's files from ``runs.show``'s ARTIFACT_INDEX entries: role, size, the start of
     the sha256 and the path, in columns that fit 80 cells; from an older daemon (no entries),
     the file records found in the run's documents."""
     entries = shown.artifacts
@@ -174,7 +174,7 @@ def detail_lines(shown: RunShowReply) -> list[str]:
     if summary.signed:
         lines.append("  signed: yes")
     if summary.path:
-        lines.append(f"  bundle: {escape(summary.path)}")
+        lines.append(f"  run_dir: {escape(summary.path)}")
     hashes: list[tuple[str, str]] = []
     for part in DOCUMENTS:
         _hashes(getattr(run, part), part, hashes)

@@ -27,7 +27,7 @@ __all__ = ["register"]
 
 PACK_HELP = """\
 Pack the runtime tree (--root, RUNYARD_ROOT, the project's root...) into one
-deterministic bundle FILE: manifest.json, the services' bin/ install dirs, their
+deterministic runtime bundle FILE: manifest.json, the services' bin/ install dirs, their
 config/ surface and Runyard's schemas/ (--with-wheels: also Runyard's wheel and its
 locked dependency wheels, with install.sh). Packing the same tree twice gives the
 same bytes. Secret-looking files and values are refused, all listed in one error;
@@ -37,17 +37,23 @@ The version is --version or `version` in the project file."""
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    bundle = sub.add_parser("bundle", help="runtime bundles: pack, verify, install, rollback")
+    bundle = sub.add_parser("bundle", help="runtime bundles: pack, verify, install, rollback, ls")
     bsub = bundle.add_subparsers(dest="bundle_command", metavar="COMMAND", required=True)
     _register_pack(bsub, common)
 
-    p = bsub.add_parser("verify", parents=[common], help="check a bundle file, one line a failure")
+    p = bsub.add_parser(
+        "verify", parents=[common], help="check a runtime bundle file, one line a failure"
+    )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p.add_argument(
+        "--pubkey", metavar="K", help="Ed25519 public key the runtime bundle must be signed by"
+    )
     p.set_defaults(handler=cmd_verify)
 
     p = bsub.add_parser(
-        "install", parents=[common], help="install a bundle into PREFIX/versions/ and switch"
+        "install",
+        parents=[common],
+        help="install a runtime bundle into PREFIX/versions/ and switch",
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
@@ -74,11 +80,13 @@ def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
     p = bsub.add_parser(
         "pack",
         parents=[common],
-        help="pack the tree into a deterministic, optionally signed bundle",
+        help="pack the tree into a deterministic, optionally signed runtime bundle",
         description=PACK_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle file to write")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="runtime bundle file to write"
+    )
     p.add_argument("--format", choices=("tar.gz", "zip"), help="default: from FILE's suffix")
     p.add_argument("--services", metavar="A,B", help="only these services (default: all)")
     p.add_argument("--with-wheels", action="store_true", help="add wheels/ and install.sh")

@@ -1,8 +1,8 @@
 """``runyard run | verify | replay | runs``: sealed engine runs (runtime/runs/).
 
 ``run`` asks the tree's daemon to execute and seal (``run`` operation) when one answers, and
-otherwise (or with ``--local``) runs the same library call in this process: the bundle is the
-same either way. ``verify``, ``replay`` and ``runs`` work on the files, with no daemon needed.
+otherwise (or with ``--local``) runs the same library call in this process: the sealed run is
+the same either way. ``verify``, ``replay`` and ``runs`` work on the files, with no daemon needed.
 
 ``run ENGINE --input FILE.json``: FILE (``-`` for stdin) is a JSON object. When its members are
 only ``inputs`` (an object), ``parameters`` and ``context``, it is a whole request (like
@@ -42,8 +42,8 @@ _REQUEST_KEYS = {"inputs", "parameters", "context"}
 
 RUN_HELP = """\
 Execute ENGINE once and seal the run into
-data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the bundle path. The
-tree's daemon executes it when one answers (--local: always this process).
+data/ENGINE/runs/RUN_ID/ of the tree; prints the run id and the run directory.
+The tree's daemon executes it when one answers (--local: always this process).
 
 --input FILE.json (- for stdin) is a JSON object: either a whole request with only
 the members inputs (an object), parameters and context (like the engine's
@@ -77,7 +77,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "run",
         parents=[_run_common()],
-        help="execute an engine and seal the run into a bundle",
+        help="execute an engine and seal the run into its run directory",
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,14 +104,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("verify", parents=[common], help="check a sealed run bundle")
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or run id")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p = sub.add_parser("verify", parents=[common], help="check a sealed run")
+    p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("replay", parents=[common], help="re-execute a run, demand identical bytes")
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or run id")
-    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the bundle must be signed by")
+    p = sub.add_parser(
+        "replay", parents=[common], help="re-execute a sealed run, demand identical bytes"
+    )
+    p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
+    p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     p.set_defaults(handler=cmd_replay)
 
@@ -209,7 +211,7 @@ def _run_via_daemon(
     from runyard.runtime.runs import RunRejected, RunResult
 
     """Ask the tree's daemon to execute and seal; None when no daemon answers (the caller
-    then runs in this process: the bundle is the same either way)."""
+    then runs in this process: the sealed run is the same either way)."""
     from runyard.protocol.client import Client, DaemonUnreachable
 
     try:
@@ -242,9 +244,9 @@ def _run_via_daemon(
         if args.json:
             print_json(_rejected_json(rej))
         raise rej
-    # The wire's outcome as the runtime's RunResult: fields matched by name, so the output is
-    # the same as a run in this process.
-    _print_sealed(args, msgspec.convert(msgspec.to_builtins(outcome), RunResult))
+    # The wire's outcome as the runtime's RunResult: fields matched by their Python name (the
+    # wire sends run_dir as "bundle"), so the output is the same as a run in this process.
+    _print_sealed(args, msgspec.convert(outcome, RunResult, from_attributes=True))
     return 0
 
 
@@ -261,14 +263,31 @@ def _rejected_json(rej: RunRejected) -> dict[str, Any]:
 
 def _print_sealed(args: argparse.Namespace, result: RunResult) -> None:
     if args.json:
-        print_json({"status": "sealed", **_builtins(result)})
+        print_json(with_old_keys({"status": "sealed", **_builtins(result)}))
         return
     print(f"sealed {result.engine} run {result.run_id}")
-    print(f"  bundle        {result.bundle}")
+    print(f"  run_dir       {result.run_dir}")
     print(f"  outputs_hash  {result.outputs_hash}")
     print(f"  files         {result.files} ({result.bytes} bytes), {result.duration:.3f} s")
     if result.signed_by:
         print(f"  signed by     {result.signed_by}")
+
+
+#: ``--json`` keys from before a sealed run had its own name, and the key each stands for:
+#: deprecated aliases, kept for older scripts (they read ``bundle``; new ones read ``run_dir``).
+OLD_JSON_KEYS = {"bundle": "run_dir"}
+
+
+def with_old_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (and a ``verify`` report nested in it) with each of ``OLD_JSON_KEYS`` beside the
+    key it stands for, holding the same value."""
+    out = dict(doc)
+    for old, new in OLD_JSON_KEYS.items():
+        if new in out:
+            out[old] = out[new]
+    if isinstance(out.get("verify"), dict):
+        out["verify"] = with_old_keys(out["verify"])
+    return out
 
 
 def _builtins(value: Any) -> dict[str, Any]:
@@ -278,12 +297,12 @@ def _builtins(value: Any) -> dict[str, Any]:
     return out
 
 
-def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree | None]:
+def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree | None]:
     from runyard.runtime.runs import find_run
     from runyard.runtime.runs.layout import RUN_ID_RE
     from runyard.runtime.runs.verify import guess_tree
 
-    """A bundle dir given as a path, or as a run id of the tree."""
+    """A run directory given as a path, or as a run id of the tree."""
     path = Path(text)
     if path.is_dir():
         tree = open_tree(args).require() if args.root else guess_tree(path)
@@ -291,37 +310,37 @@ def _bundle_path(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     if RUN_ID_RE.match(text):
         tree = open_tree(args).require()
         return find_run(tree, text), tree
-    raise UsageError(f"{text}: no such bundle directory (or run id)")
+    raise UsageError(f"{text}: no such run directory (or run id)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runyard.runtime.runs import verify_bundle
+    from runyard.runtime.runs import verify_run
 
-    path, tree = _bundle_path(args, args.bundle)
-    report = verify_bundle(path, args.pubkey, tree=tree)
+    path, tree = _run_dir_arg(args, args.run_dir)
+    report = verify_run(path, args.pubkey, tree=tree)
     if args.json:
-        print_json(report.to_builtins())
+        print_json(with_old_keys(report.to_builtins()))
         return 0 if report.ok else 1
     for check in report.checks:
         state = "SKIPPED" if check.skipped else ("OK" if check.ok else "FAILED")
         print(f"{state:<8} {check.name:<16} {check.detail}")
     if report.ok:
-        print(f"bundle OK: {path}")
+        print(f"sealed run OK: {path}")
         return 0
-    print(f"bundle INVALID: {len(report.failed)} check(s) failed: {path}", file=sys.stderr)
+    print(f"sealed run INVALID: {len(report.failed)} check(s) failed: {path}", file=sys.stderr)
     return 1
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from runyard.runtime.runs import replay_bundle
+    from runyard.runtime.runs import replay_run
 
-    path, tree = _bundle_path(args, args.bundle)
+    path, tree = _run_dir_arg(args, args.run_dir)
     project = open_project(args)
     if tree is None:
         tree = open_tree(args, project).require()
-    report = replay_bundle(tree, path, pubkey=args.pubkey, timeout=args.timeout, project=project)
+    report = replay_run(tree, path, pubkey=args.pubkey, timeout=args.timeout, project=project)
     if args.json:
-        print_json(report.to_builtins())
+        print_json(with_old_keys(report.to_builtins()))
         return 0 if report.replayable else 1
     for check in report.verify.failed:
         print(f"FAILED   {check.name:<16} {check.detail}")

@@ -8,7 +8,7 @@ server records in one place (``ControlServer._dispatch``), after the handler, wi
 ``ok`` or the error code, unless the action recorded itself inside the request (an ensure, a
 run, a replay: the library functions the CLI calls too, runtime/ops/audit_action.py): then the
 request's entry here would be a second one, and none is written. What is left for these:
-a request refused before the action began (the daemon shutting down, no such bundle).
+a request refused before the action began (the daemon shutting down, no such sealed run).
 
 ``AuditWriter`` appends off the event loop, in one thread so entries keep the order in which
 requests finished; a failed append is logged (``audit: cannot append ...``) and the daemon
@@ -88,7 +88,7 @@ def _replay(req: m.ReplayRun, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {}
     if isinstance(reply, m.ReplayReply):
         detail["replayable"] = reply.report.replayable
-    return req.bundle, detail
+    return req.run_dir, detail
 
 
 AUDITED: dict[type[m.Request], tuple[str, Describe]] = {

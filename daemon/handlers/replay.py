@@ -1,4 +1,4 @@
-"""``replay``: verify, re-execute with the bundled input, compare canonical output bytes."""
+"""``replay``: verify, re-execute with the sealed input, compare canonical output bytes."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from runyard.runtime.config.project import load_project
 
 from .context import Context
 from .run import event_forwarder
-from .runs_common import bundle_path
+from .runs_common import run_dir_of
 
 
 async def handle(ctx: Context, req: m.ReplayRun) -> m.Reply:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
-    from runyard.runtime.runs import replay_bundle
+    from runyard.runtime.runs import replay_run
 
-    path = bundle_path(ctx, req.bundle)
+    path = run_dir_of(ctx, req.run_dir)
     loop = asyncio.get_running_loop()
     report = await asyncio.to_thread(
-        replay_bundle,
+        replay_run,
         ctx.tree,
         path,
         on_event=event_forwarder(ctx, loop),

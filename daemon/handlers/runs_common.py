@@ -1,4 +1,4 @@
-"""What the run handlers share: naming a bundle by path or by run id."""
+"""What the run handlers share: naming a sealed run by its directory or by its run id."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from runyard.protocol import messages as m
 from .context import Context, HandlerError
 
 
-def bundle_path(ctx: Context, text: str) -> Path:
+def run_dir_of(ctx: Context, text: str) -> Path:
     # runtime.runs loads jsonschema and cryptography: only once runs are used.
     from runyard.runtime.runs import RunError, find_run
     from runyard.runtime.runs.layout import RUN_ID_RE
@@ -23,5 +23,5 @@ def bundle_path(ctx: Context, text: str) -> Path:
         except RunError as exc:
             raise HandlerError(m.ErrorCode.NOT_FOUND, str(exc)) from None
     raise HandlerError(
-        m.ErrorCode.NOT_FOUND, f"no run bundle {text!r} (an absolute path or a run id)"
+        m.ErrorCode.NOT_FOUND, f"no sealed run {text!r} (an absolute path or a run id)"
     )

@@ -1,5 +1,5 @@
 """``runs.show``: one run's records (input, output, meta, conditions) and its file list (the
-bundle's ARTIFACT_INDEX.json entries: path, size, sha256, role)."""
+run directory's ARTIFACT_INDEX.json entries: path, size, sha256, role)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from .context import Context, HandlerError
 ENTRY_KEYS = ("path", "size", "sha256", "role")
 
 
-def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
-    """The entries of ``bundle``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
-    (``verify`` is what reports a broken bundle; showing one must not fail)."""
+def artifact_entries(run_dir: Path) -> list[ArtifactEntry]:
+    """The entries of ``run_dir``'s ARTIFACT_INDEX.json; [] when it is missing or malformed
+    (``verify`` is what reports a broken sealed run; showing one must not fail)."""
 
     from runyard.runtime.runs.layout import INDEX_FILE
 
     try:
-        doc = json.loads(read_capped(bundle / INDEX_FILE, RUN_FILE, follow_symlinks=False))
+        doc = json.loads(read_capped(run_dir / INDEX_FILE, RUN_FILE, follow_symlinks=False))
     except (OSError, ValueError, FileRefused):
         return []
     files = doc.get("files") if isinstance(doc, dict) else None
@@ -38,7 +38,7 @@ def artifact_entries(bundle: Path) -> list[ArtifactEntry]:
     entries = []
     for f in files:
         if isinstance(f, dict) and isinstance(f.get("path"), str):
-            # A malformed member is left out: showing a bundle must not fail.
+            # A malformed member is left out: showing a sealed run must not fail.
             with contextlib.suppress(msgspec.ValidationError):
                 entries.append(from_runtime({k: f[k] for k in ENTRY_KEYS if k in f}, ArtifactEntry))
     return entries

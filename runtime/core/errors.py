@@ -23,8 +23,8 @@
     ├── FastPathRefused             the JCS fast path cannot take a value (never leaves canonical.py)
     ├── RunError                    a run cannot be attempted (setup, not a verdict on the work)
     │   ├── RunRejected             a run refused at a stage; ``reason`` and ``record`` say why
-    │   └── ArtifactIndexError      a run bundle's ARTIFACT_INDEX.json cannot be read
-    ├── BundleFileError             a run bundle file that cannot be sealed (also a ValueError)
+    │   └── ArtifactIndexError      a sealed run's ARTIFACT_INDEX.json cannot be read
+    ├── SealedFileError             a file of a run directory that cannot be sealed (also a ValueError)
     ├── BundleError                 a runtime bundle cannot be packed, verified, installed, rolled back
     │   └── SecretsFound            packing refused: secret-looking files or values
     ├── WheelhouseError             the wheels of a runtime bundle cannot be collected
@@ -74,7 +74,6 @@ __all__ = [
     "AuditUnwritten",
     "BadRequest",
     "BundleError",
-    "BundleFileError",
     "CatalogError",
     "CatalogUnreachable",
     "ChecksumMismatch",
@@ -106,6 +105,7 @@ __all__ = [
     "RunError",
     "RunRejected",
     "RunyardError",
+    "SealedFileError",
     "SecretsFound",
     "ShuttingDown",
     "SocketDirError",
@@ -275,15 +275,15 @@ class ArtifactIndexError(RunError):
     """ARTIFACT_INDEX.json cannot be read or has no files array; the message names the file."""
 
 
-class BundleFileError(RunyardError, ValueError):
-    """A file of a bundle dir that cannot be sealed (a symlink, a device, a bad name...)."""
+class SealedFileError(RunyardError, ValueError):
+    """A file of a run directory that cannot be sealed (a symlink, a device, a bad name...)."""
 
 
 # --- runtime bundles -----------------------------------------------------------------------------
 
 
 class BundleError(RunyardError):
-    """A bundle cannot be packed, verified, installed or rolled back; str() is one line."""
+    """A runtime bundle cannot be packed, verified, installed or rolled back; str() is one line."""
 
 
 #: How many findings the one-line error names; `--json` (and ``.findings``) has them all.
@@ -312,7 +312,7 @@ class SecretsFound(BundleError):
 
 
 class WheelhouseError(RunyardError):
-    """The wheels of a bundle cannot be collected; str() says what is missing, on one line."""
+    """The wheels of a runtime bundle cannot be collected; str() says what is missing, on one line."""
 
 
 # --- the daemon ----------------------------------------------------------------------------------
@@ -407,7 +407,7 @@ class UnsupportedVersion(RemoteError):
 
 
 class NotFound(RemoteError):
-    """``not_found``: no such service, run or bundle."""
+    """``not_found``: no such service or sealed run."""
 
 
 class Conflict(RemoteError):

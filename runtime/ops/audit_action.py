@@ -6,7 +6,7 @@ shutdown/signal) is recorded by ``record_action``, directly or through ``audited
 calls ``runtime.audit.record`` (tests/test_audit_once.py holds that line).
 
 **Once, whichever way it came.** An action is recorded where it is done: ``ensure_service``,
-``collect_garbage``, ``execute_and_seal``, ``replay_bundle`` and the bundle installer open an
+``collect_garbage``, ``execute_and_seal``, ``replay_run`` and the bundle installer open an
 ``audited`` block themselves, so the CLI's local path and the daemon's handler (which call the
 same functions) write the same entry. The daemon's dispatch opens a ``request_scope`` around
 each request and writes its own entry (``daemon/handlers/audited.py``) only when nothing inside

@@ -1,14 +1,14 @@
-"""Sealed engine runs: execute, seal, verify, replay (the run bundle spec, RFC 8785 + SHA-256).
+"""Sealed engine runs: execute, seal, verify, replay (the sealed-run spec, RFC 8785 + SHA-256).
 
 Importable without the daemon; every function is synchronous and thread-safe, so a daemon
 handler runs it with ``asyncio.to_thread`` and forwards ``on_event`` callbacks as ``run.<id>``
 events::
 
-    from runyard.runtime.runs import execute_and_seal, verify_bundle, replay_bundle
+    from runyard.runtime.runs import execute_and_seal, verify_run, replay_run
 
     result = execute_and_seal(tree, "heat1d", {"cells": 5, "steps": 3}, on_event=print)
-    report = verify_bundle(result.bundle)             # report.ok, report.checks
-    replay = replay_bundle(tree, result.bundle)       # replay.replayable, replay.differences
+    report = verify_run(result.run_dir)            # report.ok, report.checks
+    replay = replay_run(tree, result.run_dir)      # replay.replayable, replay.differences
 
 Modules (one concept each):
 
@@ -17,7 +17,7 @@ Modules (one concept each):
     sanitize     secrets out of context and logs               process    one engine process
     engine       the engine contract, RUN_OUTPUT, conditions   chain      --from-run routing
     sealing      hashes, ARTIFACT_INDEX, SHA256SUMS, signature run        execute_and_seal
-    verify       verify_bundle                                 replay     replay_bundle
+    verify       verify_run                                 replay     replay_run
     listing      list_runs, show_run
 """
 
@@ -37,10 +37,10 @@ from .model import (
     RunSummary,
     VerifyReport,
 )
-from .replay import replay_bundle
+from .replay import replay_run
 from .run import execute_and_seal
 from .sanitize import sanitize_context
-from .verify import verify_bundle
+from .verify import verify_run
 
 __all__ = [
     "Check",
@@ -59,8 +59,8 @@ __all__ = [
     "load_definitions",
     "new_run_id",
     "parse_from_run",
-    "replay_bundle",
+    "replay_run",
     "sanitize_context",
     "show_run",
-    "verify_bundle",
+    "verify_run",
 ]

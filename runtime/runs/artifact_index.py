@@ -2,10 +2,10 @@
 
     {"files": [{"path": ..., "role": ..., "sha256": ..., "size": ...}, ...], "run_id": ...}
 
-written (canonical JSON) by ``sealing.seal_bundle``. ``index_entries`` takes a parsed document
+written (canonical JSON) by ``sealing.seal_run``. ``index_entries`` takes a parsed document
 and returns the entries that have a path, in index order, with the count of those that do not;
 a document without a ``files`` array is an ``ArtifactIndexError``. ``read_artifact_index``
-reads a bundle's file (strict JSON, ``jsonio.strict_loads``) and does the same. Whether the
+reads a run directory's file (strict JSON, ``jsonio.strict_loads``) and does the same. Whether the
 entries are *right* (hashes, sizes, roles) is ``verify``'s question, not this module's.
 """
 
@@ -31,10 +31,10 @@ def index_entries(doc: Any) -> tuple[list[dict[str, Any]], int]:
     return entries, len(files) - len(entries)
 
 
-def read_artifact_index(bundle: Path) -> list[dict[str, Any]]:
-    """The entries of ``bundle``'s ARTIFACT_INDEX.json (those with a path)."""
+def read_artifact_index(run_dir: Path) -> list[dict[str, Any]]:
+    """The entries of ``run_dir``'s ARTIFACT_INDEX.json (those with a path)."""
     try:
-        doc = strict_loads((bundle / INDEX_FILE).read_bytes())
+        doc = strict_loads((run_dir / INDEX_FILE).read_bytes())
     except OSError as exc:
         raise ArtifactIndexError(f"{INDEX_FILE}: cannot read: {exc.strerror or exc}") from None
     except JSONInputError as exc:

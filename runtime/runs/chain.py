@@ -1,17 +1,17 @@
 """Chained runs: upstream artifacts routed by the runtime, never by an engine.
 
-``--from-run RUN_ID[:PATH]`` names a sealed upstream bundle (``data/*/runs/RUN_ID``) and,
+``--from-run RUN_ID[:PATH]`` names a sealed upstream run (``data/*/runs/RUN_ID``) and,
 optionally, an fnmatch glob or a path selecting among its artifacts (``profile.csv``,
 ``*.csv`` or ``artifacts/profile.csv``). For each one, before the engine runs:
 
-1. the upstream bundle is verified (``verify_bundle``); a bundle that fails is refused;
+1. the upstream run is verified (``verify_run``); a run that fails is refused;
 2. its engine_code must be accepted by this engine's COUPLING_RULES.json, and every selected
    artifact must match the rule's ``artifacts`` patterns (a rule without them accepts all);
    without PATH, the artifacts the rule accepts are taken;
 3. the selected artifacts (role ``artifact`` only) are copied into the downstream
    ``inputs/{sha256}`` (content-addressed; the copy is hashed as it is written and must match
    the upstream index) and listed in ``input_artifact_index`` as
-   ``{run_id, engine_code, path, sha256}`` with ``path`` the upstream bundle path.
+   ``{run_id, engine_code, path, sha256}`` with ``path`` the path in the upstream run directory.
 
 The engine reads them at ``$RUNYARD_INPUTS_DIR/{sha256}``, with the index in RUN_INPUT.json.
 Refusals raise RunRejected (stage ``chain``); an unknown run id is a RunError.
@@ -78,13 +78,13 @@ def _normalize(items: Iterable[str | FromRun]) -> list[FromRun]:
     return out
 
 
-def _load(bundle: Path, name: str) -> dict:
+def _load(run_dir: Path, name: str) -> dict:
     try:
-        value = strict_loads(read_capped(bundle / name, RUN_FILE, follow_symlinks=False))
+        value = strict_loads(read_capped(run_dir / name, RUN_FILE, follow_symlinks=False))
     except (OSError, FileRefused, JSONInputError) as exc:
-        raise RunRejected(f"upstream {bundle.name}: {name}: {exc}", stage="chain") from None
+        raise RunRejected(f"upstream {run_dir.name}: {name}: {exc}", stage="chain") from None
     if not isinstance(value, dict):
-        raise RunRejected(f"upstream {bundle.name}: {name} is not an object", stage="chain")
+        raise RunRejected(f"upstream {run_dir.name}: {name} is not an object", stage="chain")
     return value
 
 
@@ -95,10 +95,10 @@ def resolve_from_runs(
     selected: list[UpstreamArtifact] = []
     seen: set[tuple[str, str]] = set()
     for run_id, pattern in _normalize(from_runs):
-        bundle = _verified_upstream(tree, run_id)
-        code = str(_load(bundle, RUN_INPUT).get("engine_code", ""))
+        run_dir = _verified_upstream(tree, run_id)
+        code = str(_load(run_dir, RUN_INPUT).get("engine_code", ""))
         accepted = _accepted_patterns(defs, code, run_id)
-        for f in _select_artifacts(defs, bundle, run_id, code, pattern, accepted):
+        for f in _select_artifacts(defs, run_dir, run_id, code, pattern, accepted):
             key = (run_id, f["path"])
             if key in seen:
                 continue
@@ -110,25 +110,25 @@ def resolve_from_runs(
                     path=f["path"],
                     sha256=f["sha256"],
                     size=int(f["size"]),
-                    source=bundle / f["path"],
+                    source=run_dir / f["path"],
                 )
             )
     return selected
 
 
 def _verified_upstream(tree: RuntimeTree, run_id: str) -> Path:
-    """Step 1: the sealed bundle of ``run_id``, refused unless it verifies."""
-    from .verify import verify_bundle  # verify imports this package's modules, not chain
+    """Step 1: the run directory of ``run_id``, refused unless it verifies."""
+    from .verify import verify_run  # verify imports this package's modules, not chain
 
-    bundle = find_run(tree, run_id)
-    report = verify_bundle(bundle, tree=tree)
+    run_dir = find_run(tree, run_id)
+    report = verify_run(run_dir, tree=tree)
     if not report.ok:
         first = report.failed[0]
         raise RunRejected(
             f"upstream run {run_id} fails verification: {first.name}: {first.detail}",
             stage="chain",
         )
-    return bundle
+    return run_dir
 
 
 def _accepted_patterns(defs: EngineDefinitions, code: str, run_id: str) -> list[str]:
@@ -147,7 +147,7 @@ def _accepted_patterns(defs: EngineDefinitions, code: str, run_id: str) -> list[
 
 def _select_artifacts(
     defs: EngineDefinitions,
-    bundle: Path,
+    run_dir: Path,
     run_id: str,
     code: str,
     pattern: str | None,
@@ -156,9 +156,9 @@ def _select_artifacts(
     """Step 2 (cont.): the index entries of the artifacts taken: those matching ``pattern``
     (every one of which the rule must accept), or without one all the rule accepts."""
     try:
-        files = read_artifact_index(bundle)
+        files = read_artifact_index(run_dir)
     except ArtifactIndexError as exc:
-        raise RunRejected(f"upstream {bundle.name}: {exc}", stage="chain") from None
+        raise RunRejected(f"upstream {run_dir.name}: {exc}", stage="chain") from None
     artifacts = [f for f in files if f.get("role") == "artifact"]
     if pattern is None:
         return [f for f in artifacts if artifact_accepted(accepted, f["path"])]

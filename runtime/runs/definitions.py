@@ -8,7 +8,7 @@
 
 An engine's archive ships them under ``definitions/``; ``install_definitions`` copies the missing
 ones into ``config/{engine}/`` (a file already there is the operator's and is kept). The JSON
-files go into a bundle as canonical bytes, the Markdown files as they are.
+files go into a sealed run as canonical bytes, the Markdown files as they are.
 
 Schemas are validated with the ``jsonschema`` library, Draft 2020-12 unless a schema names
 another ``$schema``. Remote ``$ref``s are never fetched.
@@ -83,14 +83,14 @@ _coupling_validator = jsonschema.Draft202012Validator(_COUPLING_SCHEMA)
 
 @dataclass
 class EngineDefinitions:
-    """The loaded definitions of one engine, from a config dir or a bundle."""
+    """The loaded definitions of one engine, from a config dir or a run directory."""
 
     directory: Path
     manifest: dict[str, Any]
     input_schema: Any
     output_schema: Any
     coupling: dict[str, Any]
-    #: name -> the bytes that go into a bundle (JSON canonical, Markdown as read).
+    #: name -> the bytes that go into a sealed run (JSON canonical, Markdown as read).
     files: dict[str, bytes]
     input_validator: Any = field(repr=False, default=None)
     output_validator: Any = field(repr=False, default=None)
@@ -127,10 +127,10 @@ class EngineDefinitions:
 
 
 def artifact_accepted(patterns: list[str], path: str) -> bool:
-    """Whether a bundle path (``artifacts/profile.csv``) matches one of ``patterns``.
+    """Whether a path in a run directory (``artifacts/profile.csv``) matches one of ``patterns``.
 
     A pattern is an fnmatch glob matched against the path below ``artifacts/`` (``*.csv``)
-    or against the whole bundle path (``artifacts/*.csv``).
+    or against the whole path (``artifacts/*.csv``).
     """
     rel = path.removeprefix("artifacts/")
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(path, p) for p in patterns)
@@ -160,7 +160,7 @@ def _json(directory: Path, name: str, data: bytes) -> Any:
 def load_definitions(directory: str | Path, *, follow_symlinks: bool = True) -> EngineDefinitions:
     """Read and check the seven definition files of ``directory``; RunError names the file.
 
-    Each is capped (``runtime.core.capped``); ``follow_symlinks`` False (a sealed bundle) refuses
+    Each is capped (``runtime.core.capped``); ``follow_symlinks`` False (a sealed run) refuses
     a definition file that is a symlink.
     """
     directory = Path(directory)

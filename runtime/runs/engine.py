@@ -16,7 +16,7 @@ Contract (ENGINE side):
   ``RUNYARD_*`` variable except those two: no control endpoint, so no engine can call another.
 
 Outputs must canonicalize (RFC 8785): no NaN/Infinity, integers within ±(2**53-1), no lone
-surrogates; whatever does not is a rejection, never a sealed bundle.
+surrogates; whatever does not is a rejection, never a sealed run.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .layout import Staging, now_rfc3339
 from .model import RunError, RunRejected
 from .process import EngineCall, EngineExit, exit_description, run_engine
 from .sanitize import scrub_file, secret_values
-from .sealing import BundleFileError, file_digest, list_files
+from .sealing import SealedFileError, file_digest, list_files
 
 __all__ = [
     "ARTIFACTS_VAR",
@@ -168,7 +168,7 @@ def build_run_output(
 def _check_artifacts(staging: Staging) -> None:
     try:
         list_files(staging.artifacts)
-    except BundleFileError as exc:
+    except SealedFileError as exc:
         raise RunRejected(f"artifacts: {exc}", stage="artifacts") from None
 
 
@@ -176,7 +176,7 @@ def _check_inputs(staging: Staging, expected: set[str]) -> None:
     os.chmod(staging.inputs, 0o755)
     try:
         present = set(list_files(staging.inputs))
-    except BundleFileError as exc:
+    except SealedFileError as exc:
         raise RunRejected(f"inputs: {exc}", stage="artifacts") from None
     if present != expected:
         raise RunRejected("the engine changed $RUNYARD_INPUTS_DIR", stage="artifacts")

@@ -1,11 +1,11 @@
-"""Where runs live, what a bundle holds, run ids, and the staging dirs bundles are built in.
+"""Where runs live, what a sealed run holds, run ids, and the staging dirs runs are sealed in.
 
-    data/{engine}/runs/{run_id}/          a sealed bundle (appears only when complete)
-    data/{engine}/runs/.tmp-{run_id}/     one being built: .lock, bundle/, work/, stdout
+    data/{engine}/runs/{run_id}/          a sealed run's directory (appears only when complete)
+    data/{engine}/runs/.tmp-{run_id}/     one being built: .lock, run/, work/, stdout
     data/{engine}/rejected/{run_id}/      REJECTION.json + whatever the run produced
     data/{engine}/replays/{replay_id}/    the record of one replay (REPLAY.json, ...)
 
-A bundle:
+A run directory:
 
     RUN_INPUT.json RUN_OUTPUT.json RUN_META.json RUN_CONDITIONS.json          role "run"
     ENGINE_MANIFEST.json INPUT_SCHEMA.json OUTPUT_SCHEMA.json COUPLING_RULES.json
@@ -20,7 +20,7 @@ A bundle:
 A staging dir holds an flock on ``.lock`` while its builder lives (it is made as ``.new-*``,
 locked, then renamed to ``.tmp-*``, so no ``.tmp-*`` dir is ever unlocked while its builder
 lives); any later build sweeps the ``.tmp-*`` dirs whose lock is free (their builder died) and
-``.new-*`` dirs older than a minute, so a kill mid-run leaves nothing that looks like a bundle,
+``.new-*`` dirs older than a minute, so a kill mid-run leaves nothing that looks like a sealed run,
 and no garbage for long.
 """
 
@@ -124,7 +124,7 @@ def replays_dir(tree: RuntimeTree, engine: str) -> Path:
 
 
 def find_run(tree: RuntimeTree, run_id: str) -> Path:
-    """The sealed bundle ``data/*/runs/{run_id}``; RunError when there is none."""
+    """The sealed run ``data/*/runs/{run_id}``; RunError when there is none."""
     if not RUN_ID_RE.match(run_id):
         raise RunError(f"{run_id!r} is not a run id (like 20260521T101112.123456Z-3f9a1c2b)")
     found = sorted(tree.data_dir.glob(f"*/runs/{run_id}"))
@@ -132,7 +132,9 @@ def find_run(tree: RuntimeTree, run_id: str) -> Path:
     if not found:
         rejected = sorted(tree.data_dir.glob(f"*/rejected/{run_id}"))
         if rejected:
-            raise RunError(f"run {run_id} was rejected (record: {rejected[0]}); it has no bundle")
+            raise RunError(
+                f"run {run_id} was rejected (record: {rejected[0]}); it was never sealed"
+            )
         raise RunError(f"no sealed run {run_id} under {tree.data_dir}/*/runs/")
     if len(found) > 1:
         raise RunError(f"run {run_id} exists under several engines: {', '.join(map(str, found))}")
@@ -184,7 +186,7 @@ class Staging:
     """A ``.tmp-{id}`` dir next to where the result will land, locked while we live.
 
     While the engine runs it sees only ``work/`` (its cwd), ``artifacts/`` and ``inputs/``;
-    ``bundle/`` is made after it exited (so it never had a path to it), filled, sealed and
+    ``run/`` is made after it exited (so it never had a path to it), filled, sealed and
     renamed into place by ``publish``.
     """
 
@@ -203,7 +205,7 @@ class Staging:
             raise RunError(f"{pending}: cannot lock the staging dir")
         os.rename(pending, self.root)  # the lock is on the file, not its name: still ours
         self._lock: FileLock | None = lock
-        self.bundle = self.root / "bundle"
+        self.run_dir = self.root / "run"
         self.work = self.root / "work"
         self.artifacts = self.root / "artifacts"
         self.inputs = self.root / "inputs"
@@ -214,11 +216,11 @@ class Staging:
         self.inputs.mkdir()
 
     def publish(self, dest: Path) -> Path:
-        """Rename ``bundle`` to ``dest`` (fsynced by the caller) and fsync the parent."""
+        """Rename ``run/`` to ``dest`` (fsynced by the caller) and fsync the parent."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             raise RunError(f"{dest}: already exists")
-        os.rename(self.bundle, dest)
+        os.rename(self.run_dir, dest)
         fsync_dir(dest.parent)
         return dest
 

@@ -1,6 +1,6 @@
 """Listing and showing runs (for ``runyard runs`` and the daemon's ``runs.list`` / ``runs.show``).
 
-Reads only what is on disk: sealed bundles under ``data/*/runs/`` and, on request, rejection
+Reads only what is on disk: sealed runs under ``data/*/runs/`` and, on request, rejection
 records under ``data/*/rejected/``. Staging dirs (``.tmp-*``) are never listed.
 """
 

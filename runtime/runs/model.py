@@ -1,4 +1,4 @@
-"""What the run-bundle library hands back: errors, events, results and reports.
+"""What the sealed-run library hands back: errors, events, results and reports.
 
 The errors are defined in ``runtime.core.errors`` (where the whole tree is drawn) and re-exported
 here: `RunError`, a run cannot be attempted (engine not installed, bad definitions, unknown
@@ -60,19 +60,19 @@ class RunResult(msgspec.Struct, kw_only=True):
     engine_version: str
     project_id: str
     #: Absolute path of data/{engine}/runs/{run_id}.
-    bundle: str
+    run_dir: str
     inputs_hash: str
     outputs_hash: str
-    #: Files in the bundle (SHA256SUMS.txt and the signature included) and their total size.
+    #: Files in the run directory (SHA256SUMS.txt and the signature included) and their total size.
     files: int
     bytes: int
     duration: float
-    #: Fingerprint of the signing key when the bundle is signed.
+    #: Fingerprint of the signing key when the run is signed.
     signed_by: str | None = None
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
-    bundle: str
+    run_dir: str
     checks: list[Check]
     run_id: str = ""
     engine: str = ""
@@ -95,10 +95,10 @@ class VerifyReport(msgspec.Struct, kw_only=True):
 
 
 class ReplayReport(msgspec.Struct, kw_only=True):
-    """The verdict of ``replay_bundle``: replayable only when ``verify`` passed and the
+    """The verdict of ``replay_run``: replayable only when ``verify`` passed and the
     re-executed RUN_OUTPUT.json is byte-identical."""
 
-    bundle: str
+    run_dir: str
     run_id: str
     engine: str
     engine_version: str
@@ -120,7 +120,7 @@ class ReplayReport(msgspec.Struct, kw_only=True):
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
-    """One line of ``runs``: a sealed bundle or a rejected record."""
+    """One line of ``runs``: a sealed run or a rejected record."""
 
     run_id: str
     engine: str

@@ -39,8 +39,8 @@ def file_rejection(
     """Keep what the run produced, with REJECTION.json, under data/{engine}/rejected/{run_id}."""
     record = staging.root / "record"
     try:
-        if staging.bundle.exists():
-            os.rename(staging.bundle, record)
+        if staging.run_dir.exists():
+            os.rename(staging.run_dir, record)
         record.mkdir(exist_ok=True)
         for path in record.rglob("*"):
             if path.is_file():

@@ -1,22 +1,22 @@
-"""``replay_bundle``: verify a bundle, re-execute its engine on the bundled RUN_INPUT.json and
+"""``replay_run``: verify a sealed run, re-execute its engine on its sealed RUN_INPUT.json and
 demand byte-identical canonical RUN_OUTPUT.json (the spec's replay rule).
 
 The engine version recorded in RUN_INPUT.json must be installed in the tree for this os/arch
 (else RunError naming it and ``runyard runtime ensure ENGINE VERSION``). The engine runs under
-the same contract as a run: the bundled RUN_INPUT bytes on stdin, the bundled ``inputs/`` as
+the same contract as a run: the sealed RUN_INPUT bytes on stdin, the sealed ``inputs/`` as
 ``$RUNYARD_INPUTS_DIR``, a fresh ``$RUNYARD_ARTIFACTS_DIR``.
 
-Every replay that executes writes its own record, sealed like a bundle (ARTIFACT_INDEX.json,
+Every replay that executes writes its own record, sealed like a run (ARTIFACT_INDEX.json,
 SHA256SUMS.txt) but not one:
 
     data/{engine}/replays/{replay_id}/
         REPLAY.json          verdict: replay_of, replayable, identical, differences, reason, hashes
-        RUN_INPUT.json       the bundled bytes it ran with
+        RUN_INPUT.json       the sealed bytes it ran with
         RUN_OUTPUT.json      what the replay produced (absent when the engine was rejected)
         RUN_META.json        times, host, pids, exit code, replay_of = the original run id
         RUN_CONDITIONS.json  artifacts/  logs/engine.stderr
 
-The original bundle is only read, never written.
+The original run directory is only read, never written.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ from .layout import (
     replays_dir,
 )
 from .model import ReplayReport, RunError, RunRejected
-from .run import EventCallback, emit, move_outputs_into, write_bundle_files
-from .sealing import BundleFileError, file_digest, list_files, make_read_only, seal_bundle
-from .verify import verify_bundle
+from .run import EventCallback, emit, move_outputs_into, write_run_files
+from .sealing import SealedFileError, file_digest, list_files, make_read_only, seal_run
+from .verify import verify_run
 
-__all__ = ["replay_bundle"]
+__all__ = ["replay_run"]
 
 
 def installed_entry(tree: RuntimeTree, engine: str, version: str) -> ServiceEntry:
@@ -88,18 +88,18 @@ def installed_entry(tree: RuntimeTree, engine: str, version: str) -> ServiceEntr
     return found[0]
 
 
-def _load(bundle: Path, name: str) -> tuple[bytes, dict[str, Any]]:
+def _load(run_dir: Path, name: str) -> tuple[bytes, dict[str, Any]]:
     try:
-        data = read_capped(bundle / name, RUN_FILE, follow_symlinks=False)
+        data = read_capped(run_dir / name, RUN_FILE, follow_symlinks=False)
         doc = strict_loads(data)
     except (OSError, FileRefused, JSONInputError) as exc:
-        raise RunyardError(f"{bundle / name}: {exc}") from None
+        raise RunyardError(f"{run_dir / name}: {exc}") from None
     if not isinstance(doc, dict):
-        raise RunyardError(f"{bundle / name}: not a JSON object")
+        raise RunyardError(f"{run_dir / name}: not a JSON object")
     return data, doc
 
 
-def replay_bundle(
+def replay_run(
     tree: RuntimeTree,
     path: str | os.PathLike[str],
     *,
@@ -126,26 +126,26 @@ def replay_bundle(
 
 def _replay(
     tree: RuntimeTree,
-    bundle: Path,
+    run_dir: Path,
     pubkey: Any,
     on_event: EventCallback | None,
     timeout: float,
     project: Project | None,
     cancel: threading.Event | None,
 ) -> ReplayReport:
-    verdict, meta, input_bytes, run_input = _read_bundle(tree, bundle, pubkey)
+    verdict, meta, input_bytes, run_input = _read_sealed(tree, run_dir, pubkey)
     if not verdict.verify.ok:
         first = verdict.verify.failed[0]
-        verdict.reason = f"the bundle fails verification: {first.name}: {first.detail}"
+        verdict.reason = f"the sealed run fails verification: {first.name}: {first.detail}"
         return verdict
     run_id, engine = verdict.run_id, verdict.engine
     entry = installed_entry(tree, engine, verdict.engine_version)
     env = engine_env(tree, entry, project)
-    original_output = read_capped(bundle / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
+    original_output = read_capped(run_dir / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
     replay_id = new_run_id()
     verdict.replay_id = replay_id
     with Staging(replays_dir(tree, engine), replay_id) as staging:
-        inputs = _bundled_inputs(bundle, run_input)
+        inputs = _sealed_inputs(run_dir, run_input)
         copy_inputs(inputs, staging.inputs)
         emit(on_event, "replay_started", run_id, engine, replay_id=replay_id)
         result, replay_output = _re_execute(
@@ -153,7 +153,7 @@ def _replay(
         )
         if replay_output is not None:
             _compare_outputs(verdict, original_output, replay_output)
-        verdict.artifact_differences = _artifact_differences(bundle, staging)
+        verdict.artifact_differences = _artifact_differences(run_dir, staging)
         record = _write_record(
             tree, entry, staging, verdict, meta, input_bytes, replay_output, result
         )
@@ -170,18 +170,18 @@ def _replay(
     return verdict
 
 
-def _read_bundle(
-    tree: RuntimeTree, bundle: Path, pubkey: Any
+def _read_sealed(
+    tree: RuntimeTree, run_dir: Path, pubkey: Any
 ) -> tuple[ReplayReport, dict[str, Any], bytes, dict[str, Any]]:
-    """Verify the bundle and read what a replay needs from it: (verdict so far, RUN_META,
+    """Verify the sealed run and read what a replay needs from it: (verdict so far, RUN_META,
     RUN_INPUT bytes, RUN_INPUT)."""
-    report = verify_bundle(bundle, pubkey, tree=tree)
-    _, meta = _load(bundle, RUN_META) if (bundle / RUN_META).is_file() else (b"", {})
-    input_bytes, run_input = _load(bundle, RUN_INPUT)
+    report = verify_run(run_dir, pubkey, tree=tree)
+    _, meta = _load(run_dir, RUN_META) if (run_dir / RUN_META).is_file() else (b"", {})
+    input_bytes, run_input = _load(run_dir, RUN_INPUT)
     verdict = ReplayReport(
-        bundle=str(bundle),
+        run_dir=str(run_dir),
         run_id=str(run_input.get("run_id", "")),
-        engine=str(meta.get("engine") or bundle.resolve().parent.parent.name),
+        engine=str(meta.get("engine") or run_dir.resolve().parent.parent.name),
         engine_version=str(run_input.get("engine_version", "")),
         verify=report,
         replayable=False,
@@ -190,8 +190,8 @@ def _read_bundle(
     return verdict, meta, input_bytes, run_input
 
 
-def _bundled_inputs(bundle: Path, run_input: dict[str, Any]) -> list[UpstreamArtifact]:
-    """The upstream artifacts the original run read, as the bundle's inputs/ holds them."""
+def _sealed_inputs(run_dir: Path, run_input: dict[str, Any]) -> list[UpstreamArtifact]:
+    """The upstream artifacts the original run read, as the run directory's inputs/ holds them."""
     return [
         UpstreamArtifact(
             run_id=e["run_id"],
@@ -199,7 +199,7 @@ def _bundled_inputs(bundle: Path, run_input: dict[str, Any]) -> list[UpstreamArt
             path=e["path"],
             sha256=e["sha256"],
             size=0,
-            source=bundle / "inputs" / e["sha256"],
+            source=run_dir / "inputs" / e["sha256"],
         )
         for e in run_input.get("input_artifact_index") or []
     ]
@@ -217,7 +217,7 @@ def _re_execute(
     timeout: float,
     cancel: threading.Event | None,
 ) -> tuple[EngineRun | None, bytes | None]:
-    """Run the engine on the bundled input: (its run, its canonical RUN_OUTPUT bytes); a
+    """Run the engine on the sealed input: (its run, its canonical RUN_OUTPUT bytes); a
     rejected engine run has no output, and the reason in ``verdict``."""
     result: EngineRun | None = None
     try:
@@ -252,7 +252,7 @@ def _compare_outputs(verdict: ReplayReport, original: bytes, replayed: bytes) ->
     )
 
 
-def _artifact_differences(bundle: Path, staging: Staging) -> list[str]:
+def _artifact_differences(run_dir: Path, staging: Staging) -> list[str]:
     def hashes(root: Path) -> dict[str, str]:
         if not root.is_dir():
             return {}
@@ -261,7 +261,7 @@ def _artifact_differences(bundle: Path, staging: Staging) -> list[str]:
         except (OSError, ValueError):
             return {}
 
-    old = hashes(bundle / "artifacts")
+    old = hashes(run_dir / "artifacts")
     new = hashes(staging.artifacts)
     return sorted(f"artifacts/{p}" for p in set(old) | set(new) if old.get(p) != new.get(p))
 
@@ -287,22 +287,22 @@ def _write_record(
         files[RUN_CONDITIONS] = canonical(
             run_conditions(tree, entry, result.env, result.binary_sha256)
         )
-    bundle = staging.bundle
-    move_outputs_into(staging, bundle)
+    run_dir = staging.run_dir
+    move_outputs_into(staging, run_dir)
     if staging.stdout.exists() and result is None:
-        (bundle / "logs").mkdir(exist_ok=True)
-        os.rename(staging.stdout, bundle / "logs" / "engine.stdout")
+        (run_dir / "logs").mkdir(exist_ok=True)
+        os.rename(staging.stdout, run_dir / "logs" / "engine.stdout")
     known: dict[str, tuple[str, int]] = {}
-    write_bundle_files(bundle, files, known)
+    write_run_files(run_dir, files, known)
     try:
-        seal_bundle(bundle, known, run_id=str(verdict.replay_id))
-    except BundleFileError:
+        seal_run(run_dir, known, run_id=str(verdict.replay_id))
+    except SealedFileError:
         # A rejected replay may have left artifacts a record cannot hold: drop them.
-        shutil.rmtree(bundle / "artifacts", ignore_errors=True)
+        shutil.rmtree(run_dir / "artifacts", ignore_errors=True)
         for name in (INDEX_FILE, SUMS_FILE):
-            (bundle / name).unlink(missing_ok=True)
-        seal_bundle(bundle, known, run_id=str(verdict.replay_id))
-    make_read_only(bundle)
+            (run_dir / name).unlink(missing_ok=True)
+        seal_run(run_dir, known, run_id=str(verdict.replay_id))
+    make_read_only(run_dir)
     return staging.publish(replays_dir(tree, entry.name) / str(verdict.replay_id))
 
 
@@ -311,7 +311,7 @@ def _replay_doc(
 ) -> dict[str, Any]:
     """REPLAY.json: the verdict with both outputs hashes."""
     original_output = strict_loads(
-        read_capped(Path(verdict.bundle) / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
+        read_capped(Path(verdict.run_dir) / RUN_OUTPUT, RUN_FILE, follow_symlinks=False)
     )
     return {
         "differences": verdict.differences,

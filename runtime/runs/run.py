@@ -1,4 +1,4 @@
-"""``execute_and_seal``: one engine run, from inputs to a sealed bundle or a rejection record.
+"""``execute_and_seal``: one engine run, from inputs to a sealed run or a rejection record.
 
 Order (each step fails before the next starts):
 
@@ -6,11 +6,11 @@ Order (each step fails before the next starts):
     installed lazily) · merged env · run id + staging dir data/{engine}/runs/.tmp-{run_id}/ ·
     upstream artifacts (chain.py) · RUN_INPUT (context sanitized) canonical + INPUT_SCHEMA ·
     requires_input_artifacts · event "started" · execute (engine.py) · RUN_OUTPUT canonical +
-    OUTPUT_SCHEMA · bundle/ assembled · hashed + fsynced · ARTIFACT_INDEX, SHA256SUMS, .sig ·
+    OUTPUT_SCHEMA · run/ assembled · hashed + fsynced · ARTIFACT_INDEX, SHA256SUMS, .sig ·
     one rename to data/{engine}/runs/{run_id}/ · event "sealed"
 
 A rejection moves what the run produced to data/{engine}/rejected/{run_id}/ with REJECTION.json
-(never a SHA256SUMS.txt: it is not a bundle), emits "rejected" and raises RunRejected.
+(never a SHA256SUMS.txt: it is not a sealed run), emits "rejected" and raises RunRejected.
 
 Thread-safe: a daemon calls it from a worker thread; ``on_event`` is called in that thread and
 an exception it raises is swallowed (a broken subscriber never breaks a run); ``cancel`` (a
@@ -72,9 +72,9 @@ from .layout import (
 from .model import RunError, RunMilestone, RunRejected, RunResult
 from .sanitize import sanitize_context
 from .sealing import (
-    BundleFileError,
+    SealedFileError,
     make_read_only,
-    seal_bundle,
+    seal_run,
     signer_identity,
     write_synced,
 )
@@ -109,24 +109,24 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-def write_bundle_files(
-    bundle: Path, files: Mapping[str, bytes], known: dict[str, tuple[str, int]]
+def write_run_files(
+    run_dir: Path, files: Mapping[str, bytes], known: dict[str, tuple[str, int]]
 ) -> None:
     """Write (and fsync) files we produced, recording their digests in ``known``."""
     for rel, data in files.items():
-        write_synced(bundle / rel, data)
+        write_synced(run_dir / rel, data)
         known[rel] = (hashlib.sha256(data).hexdigest(), len(data))
 
 
-def move_outputs_into(staging: Staging, bundle: Path) -> None:
-    """artifacts/, inputs/ (when used) and the stderr log go into the bundle dir."""
-    bundle.mkdir(exist_ok=True)
-    os.rename(staging.artifacts, bundle / "artifacts")
+def move_outputs_into(staging: Staging, run_dir: Path) -> None:
+    """artifacts/, inputs/ (when used) and the stderr log go into the run directory."""
+    run_dir.mkdir(exist_ok=True)
+    os.rename(staging.artifacts, run_dir / "artifacts")
     if any(staging.inputs.iterdir()):
-        os.rename(staging.inputs, bundle / INPUTS_DIR)
+        os.rename(staging.inputs, run_dir / INPUTS_DIR)
     if staging.stderr.exists():
-        (bundle / "logs").mkdir(exist_ok=True)
-        os.rename(staging.stderr, bundle / STDERR_LOG)
+        (run_dir / "logs").mkdir(exist_ok=True)
+        os.rename(staging.stderr, run_dir / STDERR_LOG)
 
 
 def execute_and_seal(
@@ -226,7 +226,9 @@ def _execute_and_seal(
             record = file_rejection(tree, engine, staging, run_id, rej, run_input, defs)
             raise _rejected(act, engine, run_id, rej, record, on_event) from None
     _audit_sealed(act, sealed)
-    emit(on_event, "sealed", run_id, engine, bundle=sealed.bundle, outputs_hash=sealed.outputs_hash)
+    emit(
+        on_event, "sealed", run_id, engine, run_dir=sealed.run_dir, outputs_hash=sealed.outputs_hash
+    )
     return sealed
 
 
@@ -354,8 +356,8 @@ def _seal(
     run_id = run_input["run_id"]
     meta = _run_meta(entry, defs, run_input, result, signer)
     conditions = run_conditions(tree, entry, result.env, result.binary_sha256)
-    bundle = staging.bundle
-    move_outputs_into(staging, bundle)
+    run_dir = staging.run_dir
+    move_outputs_into(staging, run_dir)
     known: dict[str, tuple[str, int]] = {}
     files = {
         RUN_INPUT: input_bytes,
@@ -364,12 +366,12 @@ def _seal(
         RUN_CONDITIONS: canonical(conditions),
         **defs.files,
     }
-    write_bundle_files(bundle, files, known)
+    write_run_files(run_dir, files, known)
     try:
-        entries, _sums = seal_bundle(bundle, known, run_id=run_id, signer=signer)
-    except BundleFileError as exc:
+        entries, _sums = seal_run(run_dir, known, run_id=run_id, signer=signer)
+    except SealedFileError as exc:
         raise RunRejected(f"cannot seal: {exc}", stage="seal") from None
-    make_read_only(bundle)
+    make_read_only(run_dir)
     dest = staging.publish(runs_dir(tree, entry.name) / run_id)
     extra = [INDEX_FILE, SUMS_FILE] + ([SIG_FILE] if signer is not None else [])
     total = sum(e["size"] for e in entries) + sum((dest / n).stat().st_size for n in extra)
@@ -379,7 +381,7 @@ def _seal(
         engine_code=defs.engine_code,
         engine_version=defs.engine_version,
         project_id=run_input["project_id"],
-        bundle=str(dest),
+        run_dir=str(dest),
         inputs_hash=hashlib.sha256(input_bytes).hexdigest(),
         outputs_hash=strict_loads(output_bytes)["outputs_hash"],
         files=len(entries) + len(extra),

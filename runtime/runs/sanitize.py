@@ -1,4 +1,4 @@
-"""Keep secrets out of bundles: the context of RUN_INPUT.json is sanitized, logs are scrubbed.
+"""Keep secrets out of sealed runs: the context of RUN_INPUT.json is sanitized, logs are scrubbed.
 
 A *secret-looking name* is a key or variable name with a word (split on ``_ - . /``, spaces and
 camelCase) among secret, token, password, passwd, pwd, pass, passphrase, key, apikey, auth,
@@ -16,7 +16,7 @@ accesskey anywhere (``GITHUB_TOKEN``, ``apiKey``, ``db-password``, ``X_AUTH``, `
 
 Only ``context`` is sanitized: ``inputs`` and ``parameters`` are what the engine computes with
 and are sealed as given. Secrets an engine needs go in its environment, whose values never
-reach a bundle (RUN_CONDITIONS.json lists variable names only); its stderr is scrubbed of those
+reach a sealed run (RUN_CONDITIONS.json lists variable names only); its stderr is scrubbed of those
 values before it is sealed as ``logs/engine.stderr``.
 """
 

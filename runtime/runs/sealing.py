@@ -1,10 +1,10 @@
-"""Sealing a bundle dir: hash every file (fsyncing it on the way), write ARTIFACT_INDEX.json and
+"""Sealing a run directory: hash every file (fsyncing it on the way), write ARTIFACT_INDEX.json and
 SHA256SUMS.txt, sign, fsync the directories. And the readers of those two files for verify.
 
 SHA256SUMS.txt is exactly what ``sha256sum -c --strict`` accepts: one ``<64 lowercase hex>
 <two spaces><path>\\n`` line per file, sorted by the path's UTF-8 bytes, covering every file of
-the bundle except itself and ``SHA256SUMS.txt.sig``. Paths that GNU would have to escape
-(backslash, newline, any control character) or that are not UTF-8 are refused in a bundle.
+the run directory except itself and ``SHA256SUMS.txt.sig``. Paths that GNU would have to escape
+(backslash, newline, any control character) or that are not UTF-8 are refused in a sealed run.
 
 Hashing reads each file once (through mmap from 1 MiB up) on a small thread pool, while
 another thread fsyncs the same files (hashlib and fsync release the GIL).
@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from runyard.runtime.core.atomic import fsync_dir
-from runyard.runtime.core.errors import BundleFileError
+from runyard.runtime.core.errors import SealedFileError
 from runyard.runtime.signing.ed25519 import key_identity, sign
 
 from .jsonio import canonical
@@ -43,13 +43,13 @@ from .layout import (
 )
 
 __all__ = [
-    "BundleFileError",
+    "SealedFileError",
     "file_digest",
     "list_files",
     "parse_sums",
     "path_problem",
     "role_of",
-    "seal_bundle",
+    "seal_run",
     "sums_bytes",
     "write_synced",
 ]
@@ -60,7 +60,7 @@ _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def path_problem(rel: str) -> str | None:
-    """Why ``rel`` cannot be a bundle path, or None."""
+    """Why ``rel`` cannot be a path in a sealed run, or None."""
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
@@ -73,7 +73,7 @@ def path_problem(rel: str) -> str | None:
 
 
 def role_of(rel: str) -> str | None:
-    """The role of a bundle path in ARTIFACT_INDEX.json; None for a file a bundle cannot hold."""
+    """The role of a path in ARTIFACT_INDEX.json; None for a file a sealed run cannot hold."""
     if rel in RUN_FILES:
         return "run"
     if rel in DEFINITION_FILES:
@@ -89,7 +89,7 @@ def role_of(rel: str) -> str | None:
 def list_files(root: Path) -> list[str]:
     """Every regular file under ``root`` as a posix path, sorted by UTF-8 bytes.
 
-    BundleFileError for a symlink, a device, a FIFO, a socket or a path that cannot be sealed.
+    SealedFileError for a symlink, a device, a FIFO, a socket or a path that cannot be sealed.
     """
     found: list[str] = []
     for dirpath, dirs, files in os.walk(root):
@@ -99,12 +99,12 @@ def list_files(root: Path) -> list[str]:
             rel = path.relative_to(root).as_posix()
             problem = path_problem(rel)
             if problem:
-                raise BundleFileError(f"{rel!r} {problem}")
+                raise SealedFileError(f"{rel!r} {problem}")
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
-                raise BundleFileError(f"{rel} is a symlink (only regular files can be sealed)")
+                raise SealedFileError(f"{rel} is a symlink (only regular files can be sealed)")
             if name in files and not stat.S_ISREG(mode):
-                raise BundleFileError(f"{rel} is not a regular file")
+                raise SealedFileError(f"{rel} is not a regular file")
             if name in files:
                 found.append(rel)
     found.sort(key=lambda p: p.encode("utf-8"))
@@ -186,7 +186,7 @@ def digests(root: Path, rels: list[str], sync: bool) -> dict[str, tuple[str, int
 
 
 def write_synced(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a new file and fsync it (its dir is fsynced when the bundle is sealed)."""
+    """Write a new file and fsync it (its dir is fsynced when the run is sealed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -231,7 +231,7 @@ def _sync_dirs(root: Path) -> None:
         fsync_dir(dirpath)
 
 
-def seal_bundle(
+def seal_run(
     root: Path,
     known: dict[str, tuple[str, int]],
     *,
@@ -243,19 +243,19 @@ def seal_bundle(
 
     ``known`` holds the digests of files the caller wrote (and fsynced) itself; every other
     file is hashed and fsynced here. Returns (index entries, SHA256SUMS.txt bytes).
-    BundleFileError for a file a bundle cannot hold.
+    SealedFileError for a file a sealed run cannot hold.
     """
     rels = list_files(root)
     for reserved in (INDEX_FILE, SUMS_FILE, SIG_FILE):
         if reserved in rels:
-            raise BundleFileError(f"{reserved} exists before sealing")
+            raise SealedFileError(f"{reserved} exists before sealing")
     unknown = [r for r in rels if r not in known]
     found = {**{r: known[r] for r in rels if r in known}, **digests(root, unknown, sync=True)}
     entries: list[dict[str, Any]] = []
     for rel in rels:
         role = roles(rel)
         if role is None:
-            raise BundleFileError(f"{rel} has no place in a bundle")
+            raise SealedFileError(f"{rel} has no place in a sealed run")
         sha, size = found[rel]
         entries.append({"path": rel, "role": role, "sha256": sha, "size": size})
     index = canonical({"files": entries, "run_id": run_id})
@@ -277,7 +277,7 @@ def signer_identity(signer: Ed25519PrivateKey) -> dict[str, str]:
 
 
 def make_read_only(root: Path) -> None:
-    """Sealed files are 0444: a bundle is not edited in place (dirs stay removable)."""
+    """Sealed files are 0444: a sealed run is not edited in place (dirs stay removable)."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             os.chmod(os.path.join(dirpath, name), 0o444)

@@ -1,18 +1,18 @@
-"""``verify_bundle``: every check a sealed bundle must pass, each reported on its own.
+"""``verify_run``: every check a sealed run must pass, each reported on its own.
 
     required-files   the 13 required files exist as regular files
     sums-format      SHA256SUMS.txt is strictly `<64 hex>  <path>` lines, sorted, no repeats
-    sums-coverage    it lists every file of the bundle (but itself and the .sig), and no other
+    sums-coverage    it lists every file of the run directory (but itself and the .sig), and no other
     hashes           every listed file has the listed sha256 (one failure per file)
     artifact-index   ARTIFACT_INDEX.json lists the same files with their sha256, size and role
     canonical-json   RUN_*.json, ARTIFACT_INDEX.json and the definition JSON are RFC 8785 bytes
-    definitions      the bundled definitions load (ENGINE_MANIFEST, schemas, coupling rules)
+    definitions      the sealed definitions load (ENGINE_MANIFEST, schemas, coupling rules)
     identity         run id, engine code and version agree across RUN_* and ENGINE_MANIFEST
-    schemas-current  the bundled INPUT/OUTPUT schemas are the engine's schemas in the tree
+    schemas-current  the sealed INPUT/OUTPUT schemas are the engine's schemas in the tree
                      (config/{engine}/ for that engine_version, else what that installed
                      version ships); skipped with a note when no tree or version is known
-    input-schema     RUN_INPUT.json validates against the bundled INPUT_SCHEMA.json
-    output-schema    RUN_OUTPUT.json validates against the bundled OUTPUT_SCHEMA.json
+    input-schema     RUN_INPUT.json validates against the sealed INPUT_SCHEMA.json
+    output-schema    RUN_OUTPUT.json validates against the sealed OUTPUT_SCHEMA.json
     inputs-hash      RUN_OUTPUT.inputs_hash = sha256(RUN_INPUT.json)
     outputs-hash     RUN_OUTPUT.outputs_hash = sha256(canonical RUN_OUTPUT without outputs_hash)
     input-artifacts  input_artifact_index matches inputs/{sha256}; non-empty when the engine
@@ -21,9 +21,9 @@
                      must be RUN_META's; without: the public key RUN_META names). Required when
                      RUN_META names a signing key or a pubkey is given.
 
-Verification only reads: it never writes to the bundle or the tree. Every file it parses (the
+Verification only reads: it never writes to the run directory or the tree. Every file it parses (the
 RUN_*, index and definition JSON, the sums and the signature) is read through
-``runtime.core.capped`` with ``O_NOFOLLOW``: a symlink is never followed out of the bundle, and a
+``runtime.core.capped`` with ``O_NOFOLLOW``: a symlink is never followed out of the run directory, and a
 file over its cap (or not a regular file) is named under required-files and never read, nor
 hashed.
 """
@@ -61,14 +61,14 @@ from .layout import (
     SUMS_FILE,
 )
 from .model import Check, VerifyReport
-from .sealing import BundleFileError, digests, list_files, parse_sums, role_of
+from .sealing import SealedFileError, digests, list_files, parse_sums, role_of
 
-__all__ = ["guess_tree", "verify_bundle"]
+__all__ = ["guess_tree", "verify_run"]
 
 
-def guess_tree(bundle: Path) -> RuntimeTree | None:
-    """The tree holding ``bundle`` when it sits at {tree}/data/{engine}/runs/{run_id}."""
-    p = bundle.resolve()
+def guess_tree(run_dir: Path) -> RuntimeTree | None:
+    """The tree holding ``run_dir`` when it sits at {tree}/data/{engine}/runs/{run_id}."""
+    p = run_dir.resolve()
     if len(p.parents) >= 4 and p.parent.name == "runs" and p.parents[2].name == "data":
         root = p.parents[3]
         if (root / "manifest.json").is_file():
@@ -85,8 +85,8 @@ _CAPS = {
 
 
 class _Verifier:
-    def __init__(self, bundle: Path) -> None:
-        self.bundle = bundle
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.checks: list[Check] = []
         self.docs: dict[str, Any] = {}
         #: Files refused unread (over their cap, not regular, a symlink): name -> why.
@@ -94,7 +94,7 @@ class _Verifier:
 
     def read(self, name: str) -> bytes:
         """A file verify parses, capped, never through a symlink (OSError / FileRefused)."""
-        return read_capped(self.bundle / name, _CAPS[name], follow_symlinks=False)
+        return read_capped(self.run_dir / name, _CAPS[name], follow_symlinks=False)
 
     def add(self, name: str, ok: bool, detail: str, skipped: bool = False) -> bool:
         self.checks.append(Check(name=name, ok=ok, detail=detail, skipped=skipped))
@@ -114,23 +114,25 @@ class _Verifier:
         return value if isinstance(value, dict) else {}
 
 
-def verify_bundle(
+def verify_run(
     path: str | os.PathLike[str],
     pubkey: str | os.PathLike[str] | Ed25519PublicKey | None = None,
     *,
     tree: RuntimeTree | None = None,
 ) -> VerifyReport:
-    """Run every check on the bundle dir ``path``; see the module doc. Never raises for a bad
-    bundle (only for a missing dir or an unreadable pubkey file)."""
-    bundle = Path(path)
-    if not bundle.is_dir():
-        raise RunyardError(f"{bundle}: not a bundle directory")
+    """Run every check on the run directory ``path``; see the module doc. Never raises for a bad
+    sealed run (only for a missing dir or an unreadable pubkey file)."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunyardError(f"{run_dir}: not a run directory")
     key = load_public_key(pubkey) if isinstance(pubkey, str | os.PathLike) else pubkey
-    v = _Verifier(bundle)
-    missing = [n for n in REQUIRED_FILES if not (bundle / n).is_file() or (bundle / n).is_symlink()]
+    v = _Verifier(run_dir)
+    missing = [
+        n for n in REQUIRED_FILES if not (run_dir / n).is_file() or (run_dir / n).is_symlink()
+    ]
     for name, cap in _CAPS.items():
         try:
-            problem = check_capped(bundle / name, cap, follow_symlinks=False)
+            problem = check_capped(run_dir / name, cap, follow_symlinks=False)
         except OSError:
             continue  # absent: listed as missing when required
         if problem:
@@ -143,8 +145,8 @@ def verify_bundle(
         "; ".join(problems) or f"all {len(REQUIRED_FILES)} present",
     )
     try:
-        v.docs["__present__"] = [p for p in list_files(bundle) if p not in (SUMS_FILE, SIG_FILE)]
-    except BundleFileError as exc:
+        v.docs["__present__"] = [p for p in list_files(run_dir) if p not in (SUMS_FILE, SIG_FILE)]
+    except SealedFileError as exc:
         v.docs["__present__"] = []
         v.docs["__bad_file__"] = str(exc)
     _check_sums(v)
@@ -153,13 +155,13 @@ def verify_bundle(
     _check_canonical(v)
     defs = _check_definitions(v)
     _check_identity(v, defs)
-    _check_schemas_current(v, defs, tree if tree is not None else guess_tree(bundle))
+    _check_schemas_current(v, defs, tree if tree is not None else guess_tree(run_dir))
     _check_schema_validity(v, defs)
     _check_input_artifacts(v, defs)
     _check_signature(v, key)
     inp = v.obj(RUN_INPUT)
     return VerifyReport(
-        bundle=str(bundle),
+        run_dir=str(run_dir),
         checks=v.checks,
         run_id=str(inp.get("run_id", "")),
         engine=str(v.obj(RUN_META).get("engine", "")),
@@ -181,7 +183,7 @@ def _check_sums(v: _Verifier) -> None:
     )
     present: list[str] = v.docs["__present__"]
     if "__bad_file__" in v.docs:
-        v.add("sums-coverage", False, f"the bundle holds {v.docs['__bad_file__']}")
+        v.add("sums-coverage", False, f"the run directory holds {v.docs['__bad_file__']}")
         v.docs["__sums__"] = sums
         return
     unlisted = sorted(set(present) - set(sums))
@@ -199,7 +201,7 @@ def _check_hashes(v: _Verifier) -> None:
     sums: dict[str, str] = v.docs.get("__sums__") or {}
     present = set(v.docs.get("__present__") or [])
     listed = [p for p in sums if p in present and p not in v.refused]
-    actual = digests(v.bundle, listed, sync=False)
+    actual = digests(v.run_dir, listed, sync=False)
     bad = 0
     for rel in listed:
         if actual[rel][0] != sums[rel]:
@@ -231,7 +233,7 @@ def _check_index(v: _Verifier) -> None:
         problems.append(f"files not in the index: {', '.join(extra)}")
     if gone:
         problems.append(f"indexed but missing: {', '.join(gone)}")
-    actual = digests(v.bundle, sorted(set(listed) & set(present) - set(v.refused)), sync=False)
+    actual = digests(v.run_dir, sorted(set(listed) & set(present) - set(v.refused)), sync=False)
     for rel, (sha, size) in actual.items():
         e = listed[rel]
         if e.get("sha256") != sha or e.get("size") != size:
@@ -263,7 +265,7 @@ def _check_canonical(v: _Verifier) -> None:
 
 def _check_definitions(v: _Verifier) -> EngineDefinitions | None:
     try:
-        defs = load_definitions(v.bundle, follow_symlinks=False)
+        defs = load_definitions(v.run_dir, follow_symlinks=False)
     except RunyardError as exc:
         v.add("definitions", False, str(exc))
         return None
@@ -298,7 +300,7 @@ def _check_schemas_current(
     engine = str(v.obj(RUN_META).get("engine", ""))
     version = str(v.obj(RUN_INPUT).get("engine_version", ""))
     if tree is None or not engine or not version:
-        v.add("schemas-current", True, "skipped: the bundle is not in a known tree", True)
+        v.add("schemas-current", True, "skipped: the run directory is not in a known tree", True)
         return
     try:
         entries = load_manifest(tree).find(engine)
@@ -311,12 +313,12 @@ def _check_schemas_current(
     problems = []
     for name in (INPUT_SCHEMA, OUTPUT_SCHEMA):
         try:
-            bundled = v.read(name)
+            sealed_bytes = v.read(name)
         except (OSError, FileRefused):
             problems.append(f"{name}: missing")
             continue
-        if bundled != current.files[name]:
-            got = hashlib.sha256(bundled).hexdigest()
+        if sealed_bytes != current.files[name]:
+            got = hashlib.sha256(sealed_bytes).hexdigest()
             want = hashlib.sha256(current.files[name]).hexdigest()
             problems.append(f"{name}: sha256 {got} differs from {where}/{name} ({want})")
     v.add("schemas-current", not problems, "; ".join(problems) or f"same as {where}")
@@ -329,7 +331,7 @@ def _check_schema_validity(v: _Verifier, defs: EngineDefinitions | None) -> None
     ):
         doc = v.doc(name)
         if validate is None:
-            v.add(check, False, f"{name}: no valid bundled schema to validate against")
+            v.add(check, False, f"{name}: no valid sealed schema to validate against")
         elif doc is None:
             v.add(check, False, f"{name}: not readable as strict JSON")
         else:
@@ -383,13 +385,13 @@ def _check_input_artifacts(v: _Verifier, defs: EngineDefinitions | None) -> None
 def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
     meta = v.obj(RUN_META)
     named = meta.get("signing_key_fingerprint")
-    sig_path = v.bundle / SIG_FILE
+    sig_path = v.run_dir / SIG_FILE
     if not sig_path.exists():
         if key is not None or named:
             why = "a --pubkey was given" if key is not None else f"{RUN_META} names key {named}"
             v.add("signature", False, f"{SIG_FILE}: missing, but {why}")
         else:
-            v.add("signature", True, "unsigned bundle", True)
+            v.add("signature", True, "unsigned run", True)
         return
     if key is None:
         try:
