@@ -29,6 +29,7 @@ from runyard.protocol.payloads import Port
 
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
+from .notify import notify_address
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
 from .service_io import ServiceIO
@@ -76,6 +77,8 @@ class ServiceRunner:
             sup.fifo_dir,
             on_lines=lambda lines: sup.on_log(self, lines),
             on_ready=self._commit,
+            notify_address=notify_address(sup.tree.temp_dir, spec.name),
+            on_fail=self._fail,
         )
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -83,6 +86,9 @@ class ServiceRunner:
         self._status: ServiceStatus | None = None
         #: Changed but not announced yet (a start request, announced with the start itself).
         self._unannounced = False
+        #: Why the running process is being ended as failed (``_fail``: watchdog timeout).
+        self._fail_reason = ""
+        self._fail_task: asyncio.Task[object] | None = None
 
     @property
     def name(self) -> str:
@@ -132,7 +138,7 @@ class ServiceRunner:
     def is_ready(self) -> bool:
         if self.state is not S.RUNNING:
             return False
-        return True if self.spec.readiness is None else bool(self.io.ready)
+        return True if not self.spec.has_readiness else bool(self.io.ready)
 
     def satisfies(self, condition: str) -> bool:
         if condition == "completed":
@@ -158,7 +164,7 @@ class ServiceRunner:
             version=self.spec.version,
             state=str(self.state),
             wanted=str(self.wanted),
-            ready=None if self.spec.readiness is None else bool(self.io.ready),
+            ready=None if not self.spec.has_readiness else bool(self.io.ready),
             ready_detail=self.io.ready_detail,
             pid=self.handle.pid if self.handle else None,
             pgid=self.handle.pgid if self.handle else None,
@@ -173,6 +179,7 @@ class ServiceRunner:
             ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
             autostart=self.spec.autostart,
             depends_on=dict(self.spec.depends_on),
+            notify_status=self.io.notify_status,
         )
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
@@ -246,9 +253,10 @@ class ServiceRunner:
         os.makedirs(spec.cwd, exist_ok=True)
         fds = self.io.pipes.prepare()
         try:
+            argv, env = self.io.launch(spec)
             handle = spawn(
-                list(spec.argv),
-                env=dict(spec.env),
+                argv,
+                env=env,
                 cwd=spec.cwd,
                 stdout=fds.stdout,
                 stderr=fds.stderr,
@@ -284,7 +292,8 @@ class ServiceRunner:
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
         self.started_at = started_at
-        self.io.attach(self.spec)
+        self._fail_reason = ""  # a failure a stop overtook belongs to the process before
+        self.io.attach(self.spec, handle)
         self._later(self.spec.stable_secs, self._stable, handle)
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
@@ -306,7 +315,21 @@ class ServiceRunner:
         self.handle = None
         self._after_exit(code, None)
 
+    def _fail(self, reason: str) -> None:
+        """The process is alive but failed (its watchdog expired): end it as a stop would; its
+        exit then goes through the restart policy as a failure, with this reason."""
+        handle = self.handle
+        if handle is None or self.state not in (S.STARTING, S.RUNNING) or self._fail_reason:
+            return
+        self._fail_reason = reason
+        self.sup.log.warning("%s: %s; ending pid %d", self.name, reason, handle.pid)
+        spec = self.spec
+        self._fail_task = asyncio.get_running_loop().create_task(
+            stop_process(handle, stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout)
+        )
+
     def _after_exit(self, code: int | None, spawn_error: str | None) -> None:
+        failed, self._fail_reason = self._fail_reason, ""
         self._cancel_timers()
         self.last_exit = code
         self.last_exit_at = time.time()
@@ -314,20 +337,20 @@ class ServiceRunner:
         self.failures += 1
         decision = decide_restart(
             restart=self.spec.restart,
-            exit_code=code,
+            exit_code=None if failed else code,  # a failure whatever the code its end gave
             failures=self.failures,
             max_restarts=self.spec.max_restarts,
             backoff=self.spec.backoff,
         )
-        reason = spawn_error or decision.reason
+        reason = spawn_error or failed or decision.reason
         restarts = self.restarts
         if decision.trigger is T.EXIT_RETRY:
             restarts += 1
             self.next_start_at = time.monotonic() + decision.delay
             self._later(decision.delay, self._retry)
             reason = f"{reason}; restart in {decision.delay:.1f}s"
-        elif decision.trigger is T.EXIT_FATAL and spawn_error:
-            reason = f"{spawn_error}; gave up after {self.spec.max_restarts} restarts in a row"
+        elif decision.trigger is T.EXIT_FATAL and (spawn_error or failed):
+            reason = f"{reason}; gave up after {self.spec.max_restarts} restarts in a row"
         self._commit(decision.trigger, reason=reason, restarts=restarts)
 
     def _retry(self) -> None:

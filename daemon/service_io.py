@@ -8,6 +8,10 @@ the process wrote, so its last lines are kept before its exit is reported.
 
 Readiness (``ready``, ``ready_detail``) is a fact about the current process, not a transition:
 it is set here and the runner is told (``on_ready``), which announces it with its one commit.
+
+A ``notify`` service also has its sd_notify socket here (daemon/notify.py): bound for good
+before its first spawn, read while a process is attached; READY=1 sets ``ready`` when no probe
+is configured, STATUS= sets ``notify_status``, a watchdog that expires calls ``on_fail``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 from runyard.protocol.messages import LogLine
 
 from .logs import LogPipes, LogReader, ServiceLog
+from .notify import NotifyChannel, NotifyMonitor, watchdog_argv
+from .process import ProcessHandle, SpawnError
 from .readiness import ReadinessMonitor, resolve_port
 from .spec import ServiceSpec
 
@@ -39,6 +45,9 @@ class ServiceIO:
         fifo_dir: Path,
         on_lines: Callable[[list[LogLine]], None],
         on_ready: Callable[[], None],
+        *,
+        notify_address: str = "",
+        on_fail: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.pipes = LogPipes(fifo_dir, spec.name)
         self.log = ServiceLog(
@@ -55,8 +64,31 @@ class ServiceIO:
         self._on_ready = on_ready
         self._reader: LogReader | None = None
         self._monitor: ReadinessMonitor | None = None
+        #: sd_notify: the socket (for good), what the current process said, its STATUS= text.
+        self.notify = NotifyChannel(notify_address) if notify_address else None
+        self.notify_status = ""
+        self._notified: NotifyMonitor | None = None
+        self._on_fail = on_fail
 
-    def attach(self, spec: ServiceSpec) -> None:
+    def launch(self, spec: ServiceSpec) -> tuple[list[str], dict[str, str]]:
+        """argv and env of the next spawn: with NOTIFY_SOCKET (bound now, so a program that
+        speaks at once is heard) and the WATCHDOG_* variables when the spec asks for them."""
+        argv, env = list(spec.argv), dict(spec.env)
+        if not spec.notify or self.notify is None:
+            return argv, env
+        try:
+            self.notify.bind()
+        except OSError as exc:
+            raise SpawnError(
+                f"cannot bind the notify socket {self.notify.address}: {exc}"
+            ) from None
+        env["NOTIFY_SOCKET"] = self.notify.address
+        if spec.watchdog_sec > 0:
+            env["WATCHDOG_USEC"] = str(round(spec.watchdog_sec * 1e6))
+            argv = watchdog_argv(argv)
+        return argv, env
+
+    def attach(self, spec: ServiceSpec, handle: ProcessHandle) -> None:
         """A process runs (spawned, or adopted): read its output, probe it if the spec says so."""
         self._reader = LogReader()
         self._reader.attach(asyncio.get_running_loop(), self.pipes, self.log, self._lines)
@@ -64,6 +96,26 @@ class ServiceIO:
             self.ready = False
             self.ready_detail = "waiting for the first probe"
             self._monitor = self._new_monitor(spec)
+        if spec.notify and self.notify is not None:
+            self._attach_notify(spec, handle)
+
+    def _attach_notify(self, spec: ServiceSpec, handle: ProcessHandle) -> None:
+        # A re-adopted process sent READY=1 to the previous daemon (if ever): trusted to have.
+        adopted = not handle.own_child
+        self.notify_status = ""
+        if spec.notify_ready:
+            self.ready = adopted
+            self.ready_detail = "adopted; READY=1 assumed" if adopted else "waiting for READY=1"
+        self._notified = NotifyMonitor(
+            self.notify,
+            handle,
+            watchdog_sec=spec.watchdog_sec,
+            assume_ready=adopted,
+            on_change=self._probed if spec.notify_ready else lambda ready, detail: None,
+            on_status=self._status_said,
+            on_fail=self._on_fail,
+        )
+        self._notified.start()
 
     async def detach(self, spec: ServiceSpec) -> None:
         """The process exited: keep what it wrote, stop probing it."""
@@ -76,7 +128,10 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
-        self.ready = None if spec.readiness is None else False
+        if self._notified is not None:
+            self._notified.stop()
+            self._notified = None
+        self.ready = None if not spec.has_readiness else False
 
     def reconfigure(self, old: ServiceSpec, new: ServiceSpec) -> None:
         """A reload's new definition: the log file's limits at once, the readiness probe now if
@@ -93,6 +148,11 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
+        if self._notified is not None:
+            self._notified.stop()
+            self._notified = None
+        if self.notify is not None:
+            self.notify.close()
         self.log.close()
         self.pipes.close()
 
@@ -122,6 +182,11 @@ class ServiceIO:
     def _probed(self, ready: bool, detail: str) -> None:
         self.ready = ready
         self.ready_detail = detail
+        self._on_ready()
+
+    def _status_said(self) -> None:
+        if self._notified is not None:
+            self.notify_status = self._notified.status
         self._on_ready()
 
     def _lines(self, lines: list[LogLine]) -> None:

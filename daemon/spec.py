@@ -69,6 +69,19 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_mode: int = 0o640
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
+    # --- sd_notify (daemon/notify.py) ---
+    notify: bool = False
+    watchdog_sec: float = 0.0
+
+    @property
+    def notify_ready(self) -> bool:
+        """READY=1 is this service's readiness: notify on, and no probe configured."""
+        return self.notify and self.readiness is None
+
+    @property
+    def has_readiness(self) -> bool:
+        """Running is not enough to be ready: a probe or READY=1 decides."""
+        return self.readiness is not None or self.notify_ready
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -135,6 +148,8 @@ def _check_settings(
     for key in ("stop_timeout", "start_secs"):
         if settings[key] < 0:
             raise ConfigError(f"{where}.{key}: must be >= 0, got {settings[key]}")
+    if settings["watchdog_sec"] > 0 and not settings["notify"]:
+        raise ConfigError(f"{where}.watchdog_sec: needs notify = true (WATCHDOG=1 comes over it)")
     if settings["max_restarts"] < 0:
         raise ConfigError(f"{where}.max_restarts: must be >= 0")
     return _Checked(readiness, stop_signal, log_mode, cwd_path)
@@ -176,6 +191,8 @@ def _build(
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
         log_mode=checked.log_mode,
+        notify=settings["notify"],
+        watchdog_sec=settings["watchdog_sec"],
     )
     return with_digest(spec)
 

@@ -257,6 +257,9 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
+    # --- sd_notify ---
+    #: The last STATUS= text the service sent over NOTIFY_SOCKET ("" when none).
+    notify_status: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

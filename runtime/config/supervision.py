@@ -57,6 +57,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "initial_delay": (0.0, 3600.0),
     "threshold": (1, 1000),
     "failure_threshold": (1, 1000),
+    # sd_notify (daemon/notify.py)
+    "watchdog_sec": (0.0, 86400.0),
 }
 
 
@@ -114,6 +116,11 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    # --- sd_notify (daemon/notify.py) ---
+    #: The service gets NOTIFY_SOCKET; READY=1 is its readiness unless a probe is configured.
+    notify: bool | None = None
+    #: With notify: restart the service when no WATCHDOG=1 arrives for this long (0: off).
+    watchdog_sec: _float("watchdog_sec") | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -133,6 +140,9 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    # sd_notify
+    "notify": False,
+    "watchdog_sec": 0.0,
 }
 
 
