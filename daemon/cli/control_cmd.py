@@ -194,6 +194,11 @@ def _ready(s: ServiceStatus) -> str:
     return "yes" if s.ready else "no"
 
 
+def _info(s: ServiceStatus) -> str:
+    """Why the service is as it is, then what it says of itself (sd_notify STATUS=)."""
+    return "; ".join(text for text in (s.reason, s.notify_status) if text)
+
+
 def print_statuses(services: list[ServiceStatus]) -> None:
     rows = [
         (
@@ -207,7 +212,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
             "-" if s.rss is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
-            s.reason,
+            _info(s),
         )
         for s in services
     ]
