@@ -221,3 +221,93 @@ def test_a_datagram_from_a_foreign_pid_is_ignored(root, daemons) -> None:
         assert one(c, "quiet").notify_status == "mine"
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     assert "ignored a datagram from pid" in log
+
+
+#: Says READY=1, WATCHDOG=1 and a numbered STATUS= every 0.1 s with its own socket code (it
+#: must outlive a daemon's death, when nobody reads: systemd-notify's barrier would fail then).
+TICKER = """
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+address = os.environ["NOTIFY_SOCKET"]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n = 0
+while True:
+    n += 1
+    try:
+        sock.sendto(f"READY=1\\nWATCHDOG=1\\nSTATUS=tick {n}".encode(), address)
+    except OSError:
+        pass  # no daemon reads right now
+    time.sleep(0.1)
+"""
+
+
+def _tick(s) -> int:
+    return int(s.notify_status.split()[1]) if s.notify_status.startswith("tick ") else 0
+
+
+@pytest.mark.timeout(120)
+def test_a_readopted_notify_service_is_heard_by_the_new_daemon(root, daemons) -> None:
+    project = "[services.ticker]\nnotify = true\nwatchdog_sec = 1.0\nstart_secs = 0\n"
+    tree = build_tree(root, {"ticker": TICKER}, project)
+    d = daemons(tree).start()
+    with d.client() as c:
+        pid = wait_for(lambda: (s := one(c, "ticker")).ready and _tick(s) and s.pid)
+    d.kill9()
+    d2 = daemons(tree).start()
+    with d2.client() as c:
+        s = one(c, "ticker")
+        assert s.pid == pid and s.ready is True and "adopted" in s.reason
+        # The new daemon hears it (the address is the same), for longer than two watchdog
+        # periods: the pings reach it, so the watchdog never fires.
+        start = wait_for(lambda: _tick(one(c, "ticker")), what="a STATUS= heard after adoption")
+        wait_for(lambda: _tick(one(c, "ticker")) > start + 25, what="2.5 s more of ticks")
+        s = one(c, "ticker")
+        assert s.pid == pid and s.restarts == 0 and s.state == "running", s
+
+
+def test_watchdog_sec_without_notify_is_refused(root) -> None:
+    from daemonkit import daemon_refuses
+
+    build_tree(root, {"a": "import time\ntime.sleep(60)\n"}, "[services.a]\nwatchdog_sec = 5\n")
+    line = daemon_refuses(root)
+    assert "services.a.watchdog_sec: needs notify = true" in line, line
+
+
+async def test_monitor_stopping_withdraws_ready_and_trigger_fails_at_once(tmp_path: Path) -> None:
+    """NotifyMonitor's rules, fed messages directly (the socket path is covered above)."""
+    import asyncio
+
+    from runyard.daemon.notify import NotifyMessage, NotifyMonitor
+
+    said: list[tuple[bool, str]] = []
+    failed: list[str] = []
+    me = ProcessHandle(pid=os.getpid(), pgid=os.getpgid(0), create_time=0.0)
+    channel = NotifyChannel(str(tmp_path / "n.sock"))
+    m = NotifyMonitor(
+        channel,
+        me,
+        watchdog_sec=3600.0,
+        on_change=lambda ready, detail: said.append((ready, detail)),
+        on_status=lambda: None,
+        on_fail=failed.append,
+    )
+    m.start()
+    try:
+        m.apply(NotifyMessage(ready=True))
+        m.apply(NotifyMessage(stopping=True))
+        assert said == [(True, "the service said READY=1"), (False, "the service said STOPPING=1")]
+        m.apply(NotifyMessage(ready=True))  # once stopping, never ready again
+        assert len(said) == 2 and m._timer is None  # and the watchdog is disarmed
+        m.stopping = False
+        m.apply(NotifyMessage(watchdog_sec=0.05))  # WATCHDOG_USEC= shortens it: it fires
+        deadline = asyncio.get_running_loop().time() + 5
+        while not failed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert failed == ["watchdog timeout"]
+        failed.clear()
+        m.start()
+        m.apply(NotifyMessage(watchdog="trigger"))
+        assert failed == ["watchdog triggered by the service (WATCHDOG=trigger)"]
+    finally:
+        m.stop()
+        channel.close()
