@@ -15,6 +15,8 @@ from typing import Protocol, TypeVar
 from runyard.protocol.messages import LogLine
 from runyard.runtime.core.tree import RuntimeTree
 
+from .containment import Containment
+
 __all__ = ["RunnerHost"]
 
 R_contra = TypeVar("R_contra", contravariant=True)
@@ -24,6 +26,7 @@ class RunnerHost(Protocol[R_contra]):
     tree: RuntimeTree  # the service's logs live in tree.logs_dir
     fifo_dir: Path  # its FIFOs and log spools
     log: logging.Logger  # the daemon's log
+    containment: Containment  # where its processes are kept (a cgroup, or the subreaper)
 
     def on_commit(self, runner: R_contra) -> None:
         """A transition was committed: publish it once, have state.json written."""

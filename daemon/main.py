@@ -81,7 +81,9 @@ def _sd_notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
-def startup_checks(tree: RuntimeTree, license_file: Path | None = None) -> DoctorReport:
+def startup_checks(
+    tree: RuntimeTree, license_file: Path | None = None, project_file: Path | None = None
+) -> DoctorReport:
     """The doctor's checks, before the tree is touched; StartupCheckFailed on a fatal one.
 
     The default ports of services recorded with a pid in temp/state.json are not checked:
@@ -89,7 +91,11 @@ def startup_checks(tree: RuntimeTree, license_file: Path | None = None) -> Docto
     """
     recorded, _ = load_state(tree)
     adopted = [name for name, r in recorded.services.items() if r.pid]
-    report = run_checks(tree, license_file=license_file, skip_ports_of=adopted)
+    try:
+        project = load_project(project_file)
+    except RunyardError:
+        project = None  # refused on its own line when the daemon loads it
+    report = run_checks(tree, license_file=license_file, skip_ports_of=adopted, project=project)
     fatal = report.fatal
     if fatal:
         more = f" (and {len(fatal) - 1} more fatal check(s))" if len(fatal) > 1 else ""
@@ -288,7 +294,7 @@ def run_daemon(
     setproctitle.setproctitle(f"runyard daemon {tree.root}")
     began = time.monotonic()
     try:
-        report = startup_checks(tree, license_file)
+        report = startup_checks(tree, license_file, project_file)
     except StartupCheckFailed as exc:
         _log_refusal(tree, exc)
         raise

@@ -50,15 +50,18 @@ def decide_restart(
     max_restarts: int,
     backoff: BackoffPolicy,
     rng: random.Random | None = None,
+    cause: str = "",
 ) -> RestartDecision:
     """What to do after an unrequested exit.
 
     ``failures`` counts consecutive failed runs including this one (reset once a run stays up
     ``stable_secs``). ``exit_code`` None means unknown (a re-adopted process): it counts as a
-    failure. ``restart`` is always | on-failure | never.
+    failure. ``restart`` is always | on-failure | never. ``cause``: the daemon ended the process
+    because it failed a check (liveness): a failure whatever its exit code, and the reason.
     """
-    clean = exit_code == 0
+    clean = exit_code == 0 and not cause
     described = "exit status unknown" if exit_code is None else f"exited with {exit_code}"
+    described = cause or described
     if restart == "never" or (restart == "on-failure" and clean):
         return RestartDecision(Trigger.EXIT_DONE, reason=described)
     if failures > max_restarts:

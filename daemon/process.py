@@ -17,34 +17,44 @@ Why it is built this way:
   that keeps the status, so ``wait_exit`` and ``stop_process`` (or two waiters) can race and
   both see the same exit code. ``subprocess.Popen`` is used to start the child but is kept in
   that record and told the status, so its own bookkeeping never waits on a recycled pid.
+- **Who the child runs as is set by Popen in the child, before exec** (user, group, extra
+  groups, umask; ``credentials``): the daemon never changes its own identity.
 - **A group is not a tree.** A descendant may ``setsid()`` out of the group, so
   ``stop_process`` also follows parentage: it snapshots the tree before signalling and keeps
   rescanning it while it waits, signalling newcomers too. The scans read ``/proc/PID/stat``
   directly: one read gives parent, group, state and start time together (psutil exposes no
   process group), at a quarter of the cost of ``psutil.process_iter`` (``proctable``).
 
-Limit: a process that double-forks out of both the tree and the group between two scans
-(5 to 100 ms apart) escapes; only a cgroup would close that hole.
+- **Containment closes the rest.** A process that double-forks out of both the tree and the
+  group between two scans would escape them, so a handle carries its containment: a cgroup
+  (the child writes itself into ``cgroup.procs`` before it execs; a stop also signals every
+  member and ends with ``cgroup.kill``, see ``cgroup``) or, without one, the service name its
+  orphans carry to the subreaper daemon (``subreaper``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
-from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
+from . import cgroup as cg
+from .credentials import child_credentials, set_no_new_privs
+from .handle import ProcessHandle
+from .proctable import create_time_of, proc_table, subtree
+from .sweep import FIRST_POLL, SAME_START, Sweep, empty_cgroup
 
 __all__ = [
     "ProcessHandle",
@@ -55,25 +65,10 @@ __all__ = [
     "group_members",
     "signal_group",
     "spawn",
+    "spawned_pids",
     "stop_process",
     "wait_exit",
 ]
-
-# Two readings of one process's create_time may differ by float rounding (and psutil adds the
-# boot time, re-read each call); a recycled pid starts at least one clock tick (10 ms) later.
-_SAME_START = 0.01
-_FIRST_POLL = 0.005
-_MAX_POLL = 0.1
-
-
-@dataclass(frozen=True)
-class ProcessHandle:
-    """One started (or re-adopted) process and the group it leads."""
-
-    pid: int
-    pgid: int
-    create_time: float  # psutil create_time: tells this process from a later one with its pid
-    own_child: bool = True  # False once re-adopted after a daemon restart: we cannot waitpid it
 
 
 @dataclass(frozen=True)
@@ -125,6 +120,41 @@ class _Child:
 _children: weakref.WeakKeyDictionary[ProcessHandle, _Child] = weakref.WeakKeyDictionary()
 
 
+def _in_child(
+    procs: int | None, rlimits: Sequence[tuple[int, int]], no_new_privileges: bool
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec, after Popen took the user, group and umask,
+    or None (then CPython may use vfork): syscalls only, a refusal fails the spawn. One write(2)
+    joins the cgroup (through the fd the daemon opened: the kernel checks the opener's
+    credentials), so nothing the service forks is outside; the rlimits, soft = hard (as the
+    service's user: a hard limit above the current one is refused); PR_SET_NO_NEW_PRIVS last."""
+    if procs is None and not rlimits and not no_new_privileges:
+        return None
+
+    def in_child() -> None:
+        if procs is not None:
+            os.write(procs, b"0")
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
+        if no_new_privileges:
+            set_no_new_privs()
+
+    return in_child
+
+
+def _spawn_error(exc: Exception, program: str, cwd: str | Path, cgroup: Path | None) -> SpawnError:
+    """One line for what stopped a spawn."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+            reason += f" (working directory {os.fspath(cwd)!r})"
+        return SpawnError(f"cannot start {program!r}: {reason}")
+    if isinstance(exc, subprocess.SubprocessError):  # the child's step failed (cgroup, prctl)
+        where = f" in cgroup {cgroup}" if cgroup is not None else ""
+        return SpawnError(f"cannot start {program!r}{where}: {exc}")
+    return SpawnError(f"cannot start {program!r}: {exc}")  # a NUL byte in argv, env or cwd
+
+
 def spawn(
     argv: list[str],
     *,
@@ -133,14 +163,24 @@ def spawn(
     stdout: int,
     stderr: int,
     keep_fds: Sequence[int] = (),
+    cgroup: Path | None = None,
+    service: str = "",
+    rlimits: Sequence[tuple[int, int]] = (),
+    run_as: RunAs | None = None,
+    no_new_privileges: bool = False,
+    umask: int | None = None,
 ) -> ProcessHandle:
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
-    only ``keep_fds`` are inherited. Raises ``SpawnError`` when the program cannot be started.
+    only ``keep_fds`` are inherited. With ``cgroup``, the child joins it before it execs, so
+    nothing it ever forks is outside. ``run_as`` (None: as the daemon) and ``umask`` (None: the
+    daemon's) are taken by Popen in the child; then ``rlimits`` (resource, value, soft = hard) and
+    ``no_new_privileges`` (see ``_in_child``). Raises ``SpawnError`` when the program cannot start.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
+    procs = cg.open_procs(cgroup) if cgroup is not None else None
     try:
         popen = subprocess.Popen(
             argv,
@@ -152,38 +192,54 @@ def spawn(
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_in_child(procs, rlimits, no_new_privileges),
+            **child_credentials(run_as, umask=umask),
         )
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
-            reason += f" (working directory {os.fspath(cwd)!r})"
-        raise SpawnError(f"cannot start {argv[0]!r}: {reason}") from exc
-    except ValueError as exc:  # an embedded NUL byte in argv, env or cwd
-        raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from exc
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise _spawn_error(exc, argv[0], cwd, cgroup) from exc
+    finally:
+        if procs is not None:
+            os.close(procs)
     # Popen returns after exec succeeded, so setsid() has run: the child leads its group. It is
     # not reaped yet, so its /proc entry exists even if it already exited.
     handle = ProcessHandle(
-        pid=popen.pid, pgid=popen.pid, create_time=psutil.Process(popen.pid).create_time()
+        pid=popen.pid,
+        pgid=popen.pid,
+        create_time=psutil.Process(popen.pid).create_time(),
+        cgroup=None if cgroup is None else str(cgroup),
+        service=service,
     )
     _children[handle] = _Child(popen.pid, popen)
     return handle
 
 
-def adopt(pid: int, create_time: float, pgid: int) -> ProcessHandle | None:
+def adopt(
+    pid: int, create_time: float, pgid: int, cgroup: str | None = None, service: str = ""
+) -> ProcessHandle | None:
     """A handle on a process recorded before a daemon restart, or None when it is gone.
 
     Gone means: no such pid, a zombie, a different start time (the pid was recycled), or a
-    different process group (a session leader cannot change group, so it is not ours).
+    different process group (a session leader cannot change group, so it is not ours). The
+    recorded ``cgroup`` is kept when the process is still in it.
     """
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= _SAME_START:
+        if abs(proc.create_time() - create_time) >= SAME_START:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE or os.getpgid(pid) != pgid:
             return None
     except (psutil.Error, ProcessLookupError):
         return None
-    return ProcessHandle(pid=pid, pgid=pgid, create_time=create_time, own_child=False)
+    if cgroup is not None and pid not in cg.members(Path(cgroup)):
+        cgroup = None
+    return ProcessHandle(
+        pid=pid,
+        pgid=pgid,
+        create_time=create_time,
+        own_child=False,
+        cgroup=cgroup,
+        service=service,
+    )
 
 
 async def wait_exit(handle: ProcessHandle) -> int | None:
@@ -209,7 +265,7 @@ async def wait_exit(handle: ProcessHandle) -> int | None:
         await _readable(pidfd)
         if not child.try_reap():
             # Readable but not yet waitable should not happen; never spin if it does.
-            await asyncio.sleep(_FIRST_POLL)
+            await asyncio.sleep(FIRST_POLL)
     return child.code
 
 
@@ -256,7 +312,8 @@ async def stop_process(
     started = time.monotonic()
     leader = asyncio.ensure_future(wait_exit(handle))
     try:
-        sweep = _Sweep(handle)  # before any signal: a descendant may leave the group on SIGTERM
+        # Before any signal: a descendant may leave the group on SIGTERM.
+        sweep = Sweep(handle, _unreaped(handle), spawned_pids)
         sweep.broadcast(stop_signal)
         if stop_signal not in (signal.SIGKILL, signal.SIGCONT):
             sweep.broadcast(signal.SIGCONT)
@@ -265,6 +322,8 @@ async def stop_process(
         if killed:
             sweep.broadcast(signal.SIGKILL)
             gone = await sweep.settle(leader, signal.SIGKILL, time.monotonic() + kill_timeout)
+        if handle.cgroup is not None:
+            gone, killed = await empty_cgroup(Path(handle.cgroup), gone, killed, kill_timeout)
         survivors = [] if gone else sweep.survivors(leader.done())
         exit_code = leader.result() if leader.done() else None
     finally:
@@ -277,97 +336,15 @@ async def stop_process(
     )
 
 
-class _Sweep:
-    """What one stop must see gone: the leader's group and its tree, tracked by start time."""
+def _unreaped(handle: ProcessHandle) -> bool:
+    """Our own child, not reaped yet: its pid cannot have been recycled."""
+    child = _children.get(handle)
+    return child is not None and not child.reaped
 
-    def __init__(self, handle: ProcessHandle) -> None:
-        self.handle = handle
-        self.tracked: dict[int, int] = {}  # pid -> start ticks
-        table = proc_table(TABLE_MAX_AGE)
-        leader = table.get(handle.pid)
-        child = _children.get(handle)
-        if leader is None:
-            self.leader_start: int | None = None
-        elif child is not None and not child.reaped:
-            self.leader_start = leader.start  # our unreaped child: the pid cannot be recycled
-        elif (
-            abs(create_time_of(leader.start, psutil.boot_time()) - handle.create_time) < _SAME_START
-        ):
-            self.leader_start = leader.start
-        else:  # the pid was recycled: never follow a stranger's children
-            self.leader_start = None
-        self._discover(table)
 
-    def broadcast(self, sig: int) -> None:
-        """``sig`` to the group, and one by one to every tracked process outside it."""
-        with contextlib.suppress(PermissionError):  # not one member is ours to signal
-            signal_group(self.handle, sig)
-        table = proc_table(TABLE_MAX_AGE)
-        for pid, start in self.tracked.items():
-            p = table.get(pid)
-            if p is not None and p.start == start and p.pgid != self.handle.pgid:
-                _signal_exact(pid, start, sig)
-
-    async def settle(self, leader: asyncio.Future[int | None], sig: int, deadline: float) -> bool:
-        """Wait until everything is gone (True) or the deadline passes (False).
-
-        Processes that appear meanwhile are tracked and sent ``sig``: they missed the broadcast.
-        """
-        delay = _FIRST_POLL
-        while True:
-            table = proc_table(TABLE_MAX_AGE)
-            for pid, start in self._discover(table):
-                _signal_exact(pid, start, sig)
-                if sig not in (signal.SIGKILL, signal.SIGCONT):
-                    _signal_exact(pid, start, signal.SIGCONT)
-            if leader.done() and not self._alive(table):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if leader.done():
-                await asyncio.sleep(min(delay, remaining))
-            else:  # wakes at once when the leader exits
-                await asyncio.wait((leader,), timeout=min(delay, remaining))
-            delay = min(delay * 2, _MAX_POLL)
-
-    def survivors(self, leader_gone: bool) -> list[int]:
-        alive = set(self._alive(proc_table()))
-        if not leader_gone:
-            alive.add(self.handle.pid)
-        return sorted(alive)
-
-    def _discover(self, table: dict[int, Proc]) -> list[tuple[int, int]]:
-        """Track the group and the trees below the leader, the group and every tracked process.
-
-        Returns the processes tracked for the first time.
-        """
-        roots = [pid for pid, p in table.items() if p.pgid == self.handle.pgid]
-        roots += [pid for pid in self.tracked if self._is_live(table, pid)]
-        leader = table.get(self.handle.pid)
-        if leader is not None and leader.start == self.leader_start:
-            roots.append(self.handle.pid)
-        new = []
-        for pid in subtree(table, roots):
-            p = table[pid]
-            if pid == self.handle.pid or p.zombie or self.tracked.get(pid) == p.start:
-                continue
-            self.tracked[pid] = p.start
-            new.append((pid, p.start))
-        return new
-
-    def _alive(self, table: dict[int, Proc]) -> list[int]:
-        alive = [pid for pid in self.tracked if self._is_live(table, pid)]
-        alive += [
-            pid
-            for pid, p in table.items()
-            if p.pgid == self.handle.pgid and not p.zombie and pid not in self.tracked
-        ]
-        return alive
-
-    def _is_live(self, table: dict[int, Proc], pid: int) -> bool:
-        p = table.get(pid)
-        return p is not None and not p.zombie and p.start == self.tracked[pid]
+def spawned_pids() -> set[int]:
+    """Pids of the service processes this daemon started (which the subreaper must not reap)."""
+    return {h.pid for h in list(_children)}  # a copy: the GC may drop a key meanwhile
 
 
 def _open_pidfd(pid: int, create_time: float) -> int | None:
@@ -378,31 +355,13 @@ def _open_pidfd(pid: int, create_time: float) -> int | None:
         return None
     # The pidfd pins the process: checked after opening, the start time cannot change under us.
     try:
-        same = abs(psutil.Process(pid).create_time() - create_time) < _SAME_START
+        same = abs(psutil.Process(pid).create_time() - create_time) < SAME_START
     except psutil.Error:
         same = False
     if not same:
         os.close(pidfd)
         return None
     return pidfd
-
-
-def _signal_exact(pid: int, start: int, sig: int) -> bool:
-    """Send ``sig`` to ``pid`` only if it is still the process that started at ``start``."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
-        p = read_stat(pid)
-        if p is None or p.start != start:
-            return False
-        signal.pidfd_send_signal(pidfd, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-    finally:
-        os.close(pidfd)
 
 
 async def _readable(pidfd: int) -> None:

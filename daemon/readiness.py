@@ -12,30 +12,35 @@ monitor that runs one of them for one spawned process.
     threshold = 2          # consecutive successes to become ready
     failure_threshold = 3  # consecutive failures, once ready, to become not ready
 
-A probe never raises for a failure of what it probes: it answers ``(ok, detail)`` and the detail
-is one line saying what it saw. A ``log`` probe runs no loop; the daemon feeds it captured lines
+The tcp, http and exec probes themselves live in daemon/probes.py (liveness runs them too) and
+are re-exported here. A ``log`` probe runs no loop; the daemon feeds it captured lines
 and the first match makes the service ready for the rest of that process's life.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import math
-import os
 import re
-import shlex
-import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote
 
 import msgspec
 
 from runyard.runtime.config.supervision import SupervisionError, range_problem
 from runyard.runtime.core.manifest import decode_error_message
+
+from .probes import (
+    check_target,
+    end_task,
+    probe_exec,
+    probe_http,
+    probe_tcp,
+    resolve_port,
+    run_probe,
+)
 
 __all__ = [
     "LogMatcher",
@@ -94,19 +99,6 @@ def parse_readiness(table: Mapping[str, Any], ports: Mapping[str, int], where: s
     return spec
 
 
-def resolve_port(r: Readiness, ports: Mapping[str, int]) -> int | None:
-    """The port number ``r.port`` stands for, or None (unset, or an unknown name)."""
-    port = r.port
-    if isinstance(port, bool) or port is None:
-        return None
-    if isinstance(port, int):
-        return port
-    if port in ports:
-        return ports[port]
-    # "8080" written as a string is a number, unless the service names a port "8080".
-    return int(port) if port.isascii() and port.isdigit() else None
-
-
 def validate_readiness(r: Readiness, ports: Mapping[str, int], where: str) -> None:
     """Check what types cannot; SupervisionError (a ValueError) names ``where`` and the field."""
 
@@ -123,165 +115,14 @@ def validate_readiness(r: Readiness, ports: Mapping[str, int], where: str) -> No
         if getattr(r, field) < 1:
             raise fail(field, f"expected a count >= 1, got {getattr(r, field)}")
 
-    if r.kind in ("tcp", "http"):
-        if not r.host:
-            raise fail("host", "must not be empty")
-        if r.port is None:
-            raise fail("port", f"kind {r.kind!r} needs a port (a defaultPorts name or a number)")
-        port = resolve_port(r, ports)
-        if port is None:
-            known = ", ".join(sorted(ports)) or "none: the service declares no defaultPorts"
-            raise fail("port", f"unknown port name {r.port!r} (known: {known})")
-        if not 0 < port < 65536:
-            raise fail("port", f"expected 1-65535, got {port}")
-    if r.kind == "http":
-        if not r.path.startswith("/"):
-            raise fail("path", f"must start with '/', got {r.path!r}")
-        if not 100 <= r.status <= 599:
-            raise fail("status", f"expected an HTTP status 100-599, got {r.status}")
-    elif r.kind == "exec":
-        if not r.command or not r.command[0]:
-            raise fail("command", "kind 'exec' needs a non-empty command (argv list)")
-    elif r.kind == "log":
+    check_target(r, ports, fail)
+    if r.kind == "log":
         if not r.pattern:
             raise fail("pattern", "kind 'log' needs a non-empty regex")
         try:
             re.compile(r.pattern)
         except re.error as exc:
             raise fail("pattern", f"not a valid regex: {exc}") from None
-
-
-# --- probes -------------------------------------------------------------------------------------
-
-
-def _os_reason(exc: OSError) -> str:
-    # asyncio's connect errors carry "Connect call failed (...)" as strerror; the errno says more.
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if exc.errno:
-        return os.strerror(exc.errno).lower()
-    return str(exc) or type(exc).__name__
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def probe_tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
-    """Ready when a TCP connection opens within ``timeout``; it is closed at once."""
-    target = f"tcp {_netloc(host, port)}"
-
-    async def connect() -> None:
-        _, writer = await asyncio.open_connection(host, port)
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-    try:
-        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that lands
-        # as the inner call completes, and the monitor's stop() then waits forever.
-        async with asyncio.timeout(timeout):
-            await connect()
-    except TimeoutError:
-        return False, f"{target}: timeout after {timeout:g}s"
-    except OSError as exc:
-        return False, f"{target}: {_os_reason(exc)}"
-    return True, f"{target}: connected"
-
-
-async def probe_http(
-    host: str, port: int, path: str, status: int, timeout: float
-) -> tuple[bool, str]:
-    """Ready when ``GET path`` answers ``status``; only the status line is read."""
-    netloc = _netloc(host, port)
-    # Percent-encode anything that could break the request line (spaces, CR/LF, non-ASCII).
-    target = quote(path, safe="!#$%&'()*+,/:;=?@[]~")
-    where = f"http GET http://{netloc}{target}"
-    request = (
-        f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\nUser-Agent: runyard-readiness\r\n"
-        "Accept: */*\r\nConnection: close\r\n\r\n"
-    ).encode("ascii")
-
-    async def status_line() -> bytes:
-        reader, writer = await asyncio.open_connection(host, port, limit=16 * 1024)
-        try:
-            writer.write(request)
-            await writer.drain()
-            return await reader.readline()
-        finally:
-            writer.close()
-
-    try:
-        async with asyncio.timeout(timeout):
-            line = await status_line()
-    except TimeoutError:
-        return False, f"{where}: timeout after {timeout:g}s"
-    except OSError as exc:
-        return False, f"{where}: {_os_reason(exc)}"
-    except ValueError:  # the StreamReader's line limit
-        return False, f"{where}: status line too long"
-    if not line:
-        return False, f"{where}: connection closed before a response"
-    text = line.decode("latin-1").rstrip("\r\n")
-    parts = text.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not re.fullmatch(r"\d{3}", parts[1]):
-        return False, f"{where}: malformed status line {text[:80]!r}"
-    got = int(parts[1])
-    answer = " ".join(parts[1:])
-    if got != status:
-        return False, f"{where}: {answer} (expected {status})"
-    return True, f"{where}: {answer}"
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-async def probe_exec(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, timeout: float
-) -> tuple[bool, str]:
-    """Ready when ``argv`` exits 0 within ``timeout``.
-
-    The command runs in a session of its own; whatever it leaves in its process group (on
-    timeout, on cancellation, or stragglers after it exits) is killed, and the command reaped.
-    ``env`` None inherits the daemon's environment.
-    """
-    if not argv:
-        return False, "exec: empty command"
-    shown = shlex.join(argv)
-    where = f"exec {shown[:77] + '...' if len(shown) > 80 else shown}"
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return False, f"{where}: cannot start: {exc}"
-    try:
-        async with asyncio.timeout(timeout):
-            code = await proc.wait()
-    except TimeoutError:
-        return False, f"{where}: timeout after {timeout:g}s (killed)"
-    finally:
-        # Runs on timeout and on cancellation too: nothing the probe started outlives it.
-        _kill_group(proc.pid)
-        if proc.returncode is None:
-            await proc.wait()
-    if code == 0:
-        return True, f"{where}: exit 0"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return False, f"{where}: killed by {name}"
-    return False, f"{where}: exit {code}"
 
 
 class LogMatcher:
@@ -376,28 +217,13 @@ class ReadinessMonitor:
         """Cancel the probe loop and wait for it (a running exec probe is killed and reaped)."""
         self.phase = MonitorPhase.STOPPED
         task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # we are being cancelled ourselves, not just our task
+        await end_task(task)
 
     async def probe_once(self) -> tuple[bool, str]:
         """One probe of the configured kind; never raises for what it probes."""
-        s = self.spec
-        if s.kind == "tcp":
-            assert self.port is not None
-            return await probe_tcp(s.host, self.port, s.timeout)
-        if s.kind == "http":
-            assert self.port is not None
-            return await probe_http(s.host, self.port, s.path, s.status, s.timeout)
-        if s.kind == "exec":
-            return await probe_exec(s.command, self._env, self._cwd, s.timeout)
-        return (self._matcher is not None and self._matcher.matched), self.last_detail
+        if self._matcher is not None:
+            return self._matcher.matched, self.last_detail
+        return await run_probe(self.spec, self.port, self._env, self._cwd)
 
     async def _probe_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ and ``spec``, and the only place that tells the supervisor, which publishes one 
 records temp/state.json: one commit per transition, made once the facts of that transition are
 in place (a start is announced once, ``starting`` with its pid). The supervisor never assigns a
 runner's attributes: it asks (``want_up``, ``stop``, ``start_now``, ``hold``, ``block``,
-``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``).
+``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``, ``fail``).
 
 s6's rules: *wanted* (`Wanted`) is kept apart from *actual*; a process that goes down while
 wanted up is handled by the restart policy; a start that meets a stop under way is queued and
@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 
 from runyard.protocol.messages import ServiceStatus
-from runyard.protocol.payloads import Port
+from runyard.runtime.config.limits import Limits
 
+from .credentials import own_data_dir
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
+from .launch import launch
 from .notify import notify_address
 from .policy import decide_restart
-from .process import ProcessHandle, SpawnError, signal_group, spawn, stop_process, wait_exit
+from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
+from .service_limits import ServiceLimits
+from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
 
@@ -77,8 +80,9 @@ class ServiceRunner:
             sup.fifo_dir,
             on_lines=lambda lines: sup.on_log(self, lines),
             on_ready=self._commit,
+            on_live=self._shown,
+            on_dead=self.fail,
             notify_address=notify_address(sup.tree.temp_dir, spec.name),
-            on_fail=self._fail,
         )
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -86,9 +90,11 @@ class ServiceRunner:
         self._status: ServiceStatus | None = None
         #: Changed but not announced yet (a start request, announced with the start itself).
         self._unannounced = False
-        #: Why the running process is being ended as failed (``_fail``: watchdog timeout).
-        self._fail_reason = ""
-        self._fail_task: asyncio.Task[object] | None = None
+        #: Why the daemon is ending the current process (``fail``); "" when it is not.
+        self._failing = ""
+        self._ending: asyncio.Task[None] | None = None
+        #: Its cgroup and limits' bookkeeping (daemon/service_limits.py).
+        self.limit_state = ServiceLimits()
 
     @property
     def name(self) -> str:
@@ -152,39 +158,16 @@ class ServiceRunner:
         request), except in backoff, where the countdown moves."""
         if self._status is not None and self.state is not S.BACKOFF:
             return self._status
-        self._status = self._build_status()
+        self._status = build_status(self)
         return self._status
-
-    def _build_status(self) -> ServiceStatus:
-        next_in = None
-        if self.state is S.BACKOFF and self.next_start_at is not None:
-            next_in = max(0.0, self.next_start_at - time.monotonic())
-        return ServiceStatus(
-            name=self.name,
-            version=self.spec.version,
-            state=str(self.state),
-            wanted=str(self.wanted),
-            ready=None if not self.spec.has_readiness else bool(self.io.ready),
-            ready_detail=self.io.ready_detail,
-            pid=self.handle.pid if self.handle else None,
-            pgid=self.handle.pgid if self.handle else None,
-            started_at=self.started_at,
-            restarts=self.restarts,
-            last_exit=self.last_exit,
-            last_exit_at=self.last_exit_at,
-            reason=self.reason,
-            next_start_in=next_in,
-            cpu_percent=self.cpu_percent,
-            rss=self.rss,
-            ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in self.spec.ports],
-            autostart=self.spec.autostart,
-            depends_on=dict(self.spec.depends_on),
-            notify_status=self.io.notify_status,
-        )
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
         """A CPU/RSS sample: shown in status, not a transition (no event)."""
         self.cpu_percent, self.rss = cpu_percent, rss
+        self._status = None
+
+    def _shown(self) -> None:
+        """A liveness result: shown in status, not a transition (no event)."""
         self._status = None
 
     # --- what the supervisor asks ------------------------------------------------------------
@@ -250,18 +233,13 @@ class ServiceRunner:
         self.next_start_at = None
         self._cancel_timers()
         spec = self.spec
-        os.makedirs(spec.cwd, exist_ok=True)
+        own_data_dir(spec.cwd, self.sup.tree.data_dir, spec.run_as)
         fds = self.io.pipes.prepare()
+        cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
+        self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
         try:
-            argv, env = self.io.launch(spec)
-            handle = spawn(
-                argv,
-                env=env,
-                cwd=spec.cwd,
-                stdout=fds.stdout,
-                stderr=fds.stderr,
-                keep_fds=fds.keep,
-            )
+            argv, env = self.io.launch(spec)  # NOTIFY_SOCKET, WATCHDOG_* (daemon/notify.py)
+            handle = launch(spec, fds, cgroup=cgroup, orphans=orphans, argv=argv, env=env)
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
             self.sup.log.warning("%s: %s", self.name, exc)
@@ -292,8 +270,8 @@ class ServiceRunner:
     def _attach(self, handle: ProcessHandle, started_at: float) -> None:
         self.handle = handle
         self.started_at = started_at
-        self._fail_reason = ""  # a failure a stop overtook belongs to the process before
-        self.io.attach(self.spec, handle)
+        self.limit_state.spawned()
+        self.io.attach(self.spec, age=max(0.0, time.time() - started_at), handle=handle)
         self._later(self.spec.stable_secs, self._stable, handle)
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
@@ -305,52 +283,62 @@ class ServiceRunner:
         if self.handle is handle and self.state is S.RUNNING:
             self.failures = 0
 
+    def fail(self, reason: str) -> None:
+        """The process is alive but failed a check of the daemon's (liveness): end it, its group
+        and tree as a stop would, and let the restart policy decide as for any exit, with
+        ``reason``. An operator's stop meanwhile takes over the exit as usual."""
+        handle = self.handle
+        if handle is None or self.state not in (S.STARTING, S.RUNNING) or self._failing:
+            return
+        self.sup.log.warning("%s: %s; ending it", self.name, reason)
+        self._failing = reason
+        self._commit(reason=f"{reason}; ending it")
+        self._ending = asyncio.get_running_loop().create_task(self._end(handle))
+
+    async def _end(self, handle: ProcessHandle) -> None:
+        result = await stop_process(
+            handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
+        )
+        if result.survivors:
+            self.sup.log.warning("%s: survivors after ending it: %s", self.name, result.survivors)
+
     # --- exits -------------------------------------------------------------------------------
 
     async def _watch_exit(self, handle: ProcessHandle) -> None:
         code = await wait_exit(handle)
+        cause = await self.limit_state.exit_cause(code)
         await self.io.detach(self.spec)
         if self.handle is not handle or self.state is S.STOPPING:
             return  # a stop owns this exit
+        self.sup.containment.release(handle)  # what the main process left behind goes too
         self.handle = None
-        self._after_exit(code, None)
+        self._after_exit(code, cause)
 
-    def _fail(self, reason: str) -> None:
-        """The process is alive but failed (its watchdog expired): end it as a stop would; its
-        exit then goes through the restart policy as a failure, with this reason."""
-        handle = self.handle
-        if handle is None or self.state not in (S.STARTING, S.RUNNING) or self._fail_reason:
-            return
-        self._fail_reason = reason
-        self.sup.log.warning("%s: %s; ending pid %d", self.name, reason, handle.pid)
-        spec = self.spec
-        self._fail_task = asyncio.get_running_loop().create_task(
-            stop_process(handle, stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout)
-        )
-
-    def _after_exit(self, code: int | None, spawn_error: str | None) -> None:
-        failed, self._fail_reason = self._fail_reason, ""
+    def _after_exit(self, code: int | None, cause: str | None) -> None:
+        """``cause`` (a spawn error, a limit, oom-killed) replaces what the exit code says."""
         self._cancel_timers()
         self.last_exit = code
         self.last_exit_at = time.time()
         self.started_at = None
         self.failures += 1
+        cause, self._failing = self._failing or cause, ""
         decision = decide_restart(
             restart=self.spec.restart,
-            exit_code=None if failed else code,  # a failure whatever the code its end gave
+            exit_code=code,
             failures=self.failures,
             max_restarts=self.spec.max_restarts,
             backoff=self.spec.backoff,
+            cause=cause,
         )
-        reason = spawn_error or failed or decision.reason
+        reason = cause or decision.reason
         restarts = self.restarts
         if decision.trigger is T.EXIT_RETRY:
             restarts += 1
             self.next_start_at = time.monotonic() + decision.delay
             self._later(decision.delay, self._retry)
             reason = f"{reason}; restart in {decision.delay:.1f}s"
-        elif decision.trigger is T.EXIT_FATAL and (spawn_error or failed):
-            reason = f"{reason}; gave up after {self.spec.max_restarts} restarts in a row"
+        elif decision.trigger is T.EXIT_FATAL and cause:
+            reason = f"{cause}; gave up after {self.spec.max_restarts} restarts in a row"
         self._commit(decision.trigger, reason=reason, restarts=restarts)
 
     def _retry(self) -> None:
@@ -395,6 +383,7 @@ class ServiceRunner:
         result = await stop_process(
             handle, stop_signal=self.spec.stop_signal, stop_timeout=self.spec.stop_timeout
         )
+        self.sup.containment.release(handle)
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
@@ -402,6 +391,7 @@ class ServiceRunner:
             await self.io.detach(self.spec)
         self.handle = None
         self.started_at = None
+        self._failing = ""
         self.last_exit = result.exit_code
         self.last_exit_at = time.time()
         how = "killed after stop_timeout" if result.killed else "stopped"
@@ -410,6 +400,25 @@ class ServiceRunner:
         if self.wanted is Wanted.UP:
             self.pending_start = True  # a start arrived during the stop: honour it now
         self._commit(T.STOPPED, reason=self.blocked or how)
+
+    # --- limits (daemon/limit_watch.py samples what no cgroup controller applies) ------------
+
+    def limits_to_sample(self) -> tuple[Limits, frozenset[str]]:
+        """The limits, and which of them no cgroup controller applies (the watch samples those)."""
+        return self.spec.limits, self.limit_state.sampled(self.spec.limits)
+
+    def limited_pids(self) -> tuple[int, int] | None:
+        """(pid, pgid) to measure: running, and not already being killed for a limit."""
+        ok = self.state in (S.STARTING, S.RUNNING) and not self.limit_state.killing
+        return (self.handle.pid, self.handle.pgid) if ok and self.handle else None
+
+    def exceed_limit(self, reason: str) -> None:
+        """Over a limit: kill the tree; the restart policy then takes ``reason`` as the cause."""
+        if self.limited_pids() is None or self.handle is None:
+            return
+        self.limit_state.kill(self.handle, reason)
+        self.sup.log.warning("%s: %s; killing it", self.name, reason)
+        self._commit(reason=f"{reason}; killing it")
 
     def send_signal(self, sig: int) -> bool:
         return self.handle is not None and signal_group(self.handle, sig)
@@ -429,4 +438,6 @@ class ServiceRunner:
         self._cancel_timers()
         if self._watch is not None:
             self._watch.cancel()
+        if self._ending is not None:
+            self._ending.cancel()
         await self.io.close()

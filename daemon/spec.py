@@ -26,12 +26,21 @@ from typing import Any, NamedTuple
 import msgspec
 
 from runyard.runtime.config.env import resolve_service_env, select_entry
+from runyard.runtime.config.identity import RunAs, resolve_run_as
+from runyard.runtime.config.limits import Limits, parse_limits
 from runyard.runtime.config.project import Project, load_service_template
-from runyard.runtime.config.supervision import SupervisionError, merge, parse_log_mode, parse_signal
+from runyard.runtime.config.supervision import (
+    SupervisionError,
+    merge,
+    parse_log_mode,
+    parse_signal,
+    parse_umask,
+)
 from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
 from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 
+from .liveness import Liveness, parse_liveness
 from .policy import BackoffPolicy
 from .readiness import Readiness, parse_readiness
 
@@ -67,8 +76,21 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_max_bytes: int
     log_backups: int
     log_mode: int = 0o640
+    #: The liveness probe (daemon/liveness.py), or None: no restart for not answering.
+    liveness: Liveness | None = None
+    # --- containment (issue 12) ---
+    #: ``auto`` (a cgroup when the daemon can make one) or ``subreaper``.
+    containment: str = "auto"
+    # --- who the service runs as (runtime/config/identity.py) ---
+    #: The credentials the child takes before exec; None (a spec made by hand): the daemon's.
+    run_as: RunAs | None = None
+    no_new_privileges: bool = True
+    #: The child's umask; None: the daemon's.
+    umask: int | None = None
     #: spec_digest of every other field; set once by ``with_digest``.
     digest: str = ""
+    # --- resource limits (runtime/config/limits.py) ---
+    limits: Limits = Limits()
     # --- sd_notify (daemon/notify.py) ---
     notify: bool = False
     watchdog_sec: float = 0.0
@@ -113,6 +135,8 @@ class _Checked(NamedTuple):
     stop_signal: signal.Signals
     log_mode: int
     cwd: Path
+    limits: Limits
+    liveness: Liveness | None = None
 
 
 def _check_settings(
@@ -152,7 +176,38 @@ def _check_settings(
         raise ConfigError(f"{where}.watchdog_sec: needs notify = true (WATCHDOG=1 comes over it)")
     if settings["max_restarts"] < 0:
         raise ConfigError(f"{where}.max_restarts: must be >= 0")
-    return _Checked(readiness, stop_signal, log_mode, cwd_path)
+    try:
+        limits = parse_limits(settings)
+    except SupervisionError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    return _Checked(readiness, stop_signal, log_mode, cwd_path, limits)
+
+
+def _check_liveness(
+    settings: Mapping[str, Any], ports: Sequence[PortDef], where: str
+) -> Liveness | None:
+    if settings["liveness"] is None:
+        return None
+    try:
+        return parse_liveness(settings["liveness"], {p.name: p.port for p in ports}, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_identity(settings: Mapping[str, Any], where: str) -> tuple[RunAs, int | None]:
+    """The user and group as numbers (refused when unknown, or when only root could take
+    them), and the umask; a bad value is one ConfigError naming the service's setting."""
+    try:
+        run_as = resolve_run_as(settings["user"], settings["group"])
+    except SupervisionError as exc:  # its text starts with "user: " or "group: "
+        raise ConfigError(f"{where}.{exc}") from None
+    umask = None
+    if settings["umask"] is not None:
+        try:
+            umask = parse_umask(settings["umask"])
+        except SupervisionError as exc:
+            raise ConfigError(f"{where}.umask: {exc}") from None
+    return run_as, umask
 
 
 def _build(
@@ -169,6 +224,10 @@ def _build(
     resolved = resolve_service_env(tree, name, project=project)
     ports = tuple(entry.default_ports)
     checked = _check_settings(tree, name, settings, ports, where, probe_where)
+    live_own = project.service(name).supervise.liveness is not None
+    live_where = f"{where}.liveness" if live_own else f"{template_path}: liveness"
+    checked = checked._replace(liveness=_check_liveness(settings, ports, live_where))
+    run_as, umask = _check_identity(settings, where)
     args = settings["args"] if settings["args"] is not None else entry.args
     b = settings["backoff"]
     spec = ServiceSpec(
@@ -191,6 +250,12 @@ def _build(
         log_max_bytes=settings["log_max_bytes"],
         log_backups=settings["log_backups"],
         log_mode=checked.log_mode,
+        liveness=checked.liveness,
+        containment=settings["containment"],
+        limits=checked.limits,
+        run_as=run_as,
+        no_new_privileges=settings["no_new_privileges"],
+        umask=umask,
         notify=settings["notify"],
         watchdog_sec=settings["watchdog_sec"],
     )

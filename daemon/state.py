@@ -60,6 +60,8 @@ class ServiceRecord(msgspec.Struct, kw_only=True):
     #: Why, when fatal; and the last exit status seen.
     reason: str = ""
     last_exit: int | None = None
+    #: The cgroup directory of the live process, when contained by one: found again on adoption.
+    cgroup: str | None = None
 
 
 class DaemonState(msgspec.Struct, kw_only=True):

@@ -39,9 +39,11 @@ from runyard.runtime.core.errors import OverLimit, UnknownService
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus
 
+from .containment import Containment
 from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted
 from .license_cap import LicenseCap
+from .limit_watch import watch_limits
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
@@ -92,6 +94,9 @@ class Supervisor:
         self.started_at = time.time()
         self._schedule_pending = False
         self._stats_task: asyncio.Task[None] | None = None
+        #: Where each service's processes are kept (a cgroup, or the subreaper).
+        self.containment = Containment(tree.root, log)
+        self._limits_task: asyncio.Task[None] | None = None
 
     @property
     def shutting_down(self) -> bool:
@@ -141,7 +146,13 @@ class Supervisor:
         for name, record in recorded.services.items():
             handle = None
             if record.pid and record.create_time is not None:
-                handle = adopt(record.pid, record.create_time, record.pgid or record.pid)
+                handle = adopt(
+                    record.pid,
+                    record.create_time,
+                    record.pgid or record.pid,
+                    cgroup=record.cgroup,
+                    service="" if record.cgroup else name,
+                )
             runner = self.runners.get(name)
             if handle is not None and (runner is None or name in self.cap.blocked):
                 # Alive but no longer configured (or over the limit): never leave an unmanaged
@@ -149,6 +160,7 @@ class Supervisor:
                 why = "no longer configured" if runner is None else "over the service limit"
                 self.log.warning("%s: recorded pid %d is %s; stopping it", name, handle.pid, why)
                 await stop_process(handle, stop_timeout=10.0)
+                self.containment.release(handle)
                 continue
             if runner is None or name in self.cap.blocked:
                 continue
@@ -158,6 +170,8 @@ class Supervisor:
                 runner.adopt(handle)
             elif record.wanted is Wanted.UP and not record.fatal:
                 runner.want_up()
+            if handle is None and record.cgroup:  # the leader died with the daemon: no leftovers
+                self.containment.clear(record.cgroup)
         for name in self.order:
             runner = self.runners[name]
             if (
@@ -170,6 +184,9 @@ class Supervisor:
         self.recorder.write()
         self._stats_task = asyncio.get_running_loop().create_task(
             sample_stats(lambda: self.runners.values())
+        )
+        self._limits_task = asyncio.get_running_loop().create_task(
+            watch_limits(lambda: self.runners.values())
         )
 
     # --- change notification -----------------------------------------------------------------
@@ -251,6 +268,7 @@ class Supervisor:
                 pid=r.handle.pid if r.handle else None,
                 pgid=r.handle.pgid if r.handle else None,
                 create_time=r.handle.create_time if r.handle else None,
+                cgroup=r.handle.cgroup if r.handle else None,
                 version=r.spec.version,
                 digest=r.spec.digest,
                 restarts=r.restarts,
@@ -394,7 +412,10 @@ class Supervisor:
         """Release everything without stopping live processes (they are adopted next time)."""
         if self._stats_task is not None:
             self._stats_task.cancel()
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         self.recorder.write()
         self.recorder.close()
         for runner in self.runners.values():
             await runner.close()
+        await self.containment.close()

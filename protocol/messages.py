@@ -257,6 +257,17 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     ports: list[Port] = []
     autostart: bool = True
     depends_on: dict[str, str] = {}
+    # liveness (daemon/liveness.py); defaults, so a status from an older daemon still decodes.
+    #: The last liveness probe's answer; None: no liveness probe, or none answered yet.
+    live: bool | None = None
+    live_detail: str = ""
+    # --- containment (issue 12) ---
+    #: cgroup | subreaper: how the service's processes are kept from escaping a stop; "" from
+    #: a daemon that predates containment.
+    containment: str = ""
+    # --- resource limits ---
+    #: A limit that is set but enforced by nothing here (cpu_max without the cpu controller).
+    limits_note: str = ""
     # --- sd_notify ---
     #: The last STATUS= text the service sent over NOTIFY_SOCKET ("" when none).
     notify_status: str = ""

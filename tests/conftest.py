@@ -47,15 +47,34 @@ def tree(tmp_path: Path) -> RuntimeTree:
 
 
 class CountingServer:
-    """A real http.server on 127.0.0.1 serving one directory, counting the requests it gets."""
+    """A real http.server on loopback (127.0.0.1, or ``host``) serving one directory, counting
+    the requests it gets.
 
-    def __init__(self, directory: Path) -> None:
+    ``authorizations`` holds the Authorization header of every request (None when absent).
+    With ``basic_auth=(user, password)`` a request without exactly those credentials gets
+    401; ``redirects`` maps a request path to the Location of a 302 answering it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        basic_auth: tuple[str, str] | None = None,
+        redirects: dict[str, str] | None = None,
+    ) -> None:
+        import base64
         import functools
         import http.server
         import threading
 
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
+        self.redirects = redirects if redirects is not None else {}
         outer = self
+        expected = None
+        if basic_auth is not None:
+            expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def log_message(self, *args: object) -> None:  # keep test output clean
@@ -63,10 +82,23 @@ class CountingServer:
 
             def do_GET(self) -> None:
                 outer.requests.append(self.path)
+                outer.authorizations.append(self.headers.get("Authorization"))
+                if expected is not None and self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="runyard-test"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path in outer.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 super().do_GET()
 
         handler = functools.partial(Handler, directory=str(directory))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -90,6 +122,22 @@ def http_dir(tmp_path: Path):
     try:
         yield served, server
     finally:
+        server.close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[..., CountingServer]]:
+    """``http_server(directory, basic_auth=..., redirects=...)``: a CountingServer closed when
+    the test ends."""
+    started: list[CountingServer] = []
+
+    def make(directory: Path, **options: object) -> CountingServer:
+        server = CountingServer(directory, **options)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
         server.close()
 
 

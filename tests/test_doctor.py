@@ -75,6 +75,7 @@ def test_clean_tree_passes(root: Path) -> None:
         "disk",
         "ports",
         "license",
+        "users",
     ]
     for name in ("manifest", "checksums", "bin", "temp", "data", "logs", "license"):
         assert got[name]["status"] == "pass", got[name]

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from runyard.protocol.client import DaemonUnreachable
+from runyard.runtime.acquisition.urls import redact_url
 from runyard.runtime.core.errors import InvariantBroken, RunyardError
 
 from . import (
@@ -98,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, exc: BaseException, code: int, internal: bool = False) -> int:
     if args.debug:
         traceback.print_exc()
-    text = str(exc).replace("\n", " ") or type(exc).__name__
+    # Our messages show URLs redacted already; this is the last line of defence for others.
+    text = redact_url(str(exc).replace("\n", " ")) or type(exc).__name__
     if internal:
         text = f"internal error: {type(exc).__name__}: {text} (run with --debug for details)"
     print(f"runyard: {text}", file=sys.stderr)

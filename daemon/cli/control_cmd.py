@@ -196,7 +196,8 @@ def _ready(s: ServiceStatus) -> str:
 
 def _info(s: ServiceStatus) -> str:
     """Why the service is as it is, then what it says of itself (sd_notify STATUS=)."""
-    return "; ".join(text for text in (s.reason, s.notify_status) if text)
+    why = s.reason or (f"not answering: {s.live_detail}" if s.live is False else "")
+    return "; ".join(text for text in (why, s.notify_status) if text)
 
 
 def print_statuses(services: list[ServiceStatus]) -> None:
@@ -212,6 +213,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
             "-" if s.rss is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
+            s.containment or "-",
             _info(s),
         )
         for s in services
@@ -228,6 +230,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "CPU%",
             "RSS",
             "PORTS",
+            "CONTAINED",
             "INFO",
         ],
         rows,
@@ -244,6 +247,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no services (runyard runtime ensure NAME --catalog FILE, then runyard reload)")
     else:
         print_statuses(reply.services)
+        for s in reply.services:  # a limit set but enforced by nothing: said, never hidden
+            if s.limits_note:
+                print(f"{s.name}: {s.limits_note}")
     return 0
 
 

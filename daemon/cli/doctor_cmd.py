@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import open_tree
+from .common import open_project, open_tree
 from .output import print_json, print_table
 
 __all__ = ["register"]
@@ -24,7 +24,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description=(
             "The checks the daemon runs at start: manifest, checksums of installed files, "
             "permissions of bin/ and temp/, writable data/ and logs/, free disk, default ports, "
-            "license. Exit 1 on any failed check; 'fatal' marks those the daemon refuses to "
+            "license, services that run as root. Exit 1 on any failed check; 'fatal' marks those the daemon refuses to "
             "start on."
         ),
     )
@@ -35,8 +35,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from runyard.runtime.ops.doctor import run_checks
 
-    tree = open_tree(args).require()
-    report = run_checks(tree, license_file=args.license)
+    project = open_project(args)
+    tree = open_tree(args, project).require()
+    report = run_checks(tree, license_file=args.license, project=project)
     if args.json:
         print_json(report.to_dict())
     else:

@@ -10,6 +10,7 @@ from typing import Any
 from runyard.runtime.acquisition.cache import cache_owner, collect_garbage
 from runyard.runtime.acquisition.drift import verify_installed
 from runyard.runtime.acquisition.ensure import ensure_service
+from runyard.runtime.acquisition.urls import split_credentials
 from runyard.runtime.config.env import resolve_service_env
 from runyard.runtime.core.du import disk_usage
 from runyard.runtime.core.manifest import init_tree, load_manifest
@@ -81,6 +82,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Said when --catalog carried user:token@: the tree remembers the URL without them.
+CREDENTIALS_NOT_STORED = (
+    "runyard: note: the catalog's credentials are not stored in the tree; an ensure without "
+    "--catalog takes them from ~/.netrc, or gets HTTP 401"
+)
+
+
 def cmd_ensure(args: argparse.Namespace) -> int:
     tree = open_tree(args)
     result = ensure_service(
@@ -92,6 +100,8 @@ def cmd_ensure(args: argparse.Namespace) -> int:
     )
     if result.catalog_note:
         print(f"runyard: {result.catalog_note}", file=sys.stderr)
+    if args.catalog and split_credentials(args.catalog)[1] is not None:
+        print(CREDENTIALS_NOT_STORED, file=sys.stderr)
     if args.json:
         print_json(result)
         return 0

@@ -2,7 +2,8 @@
 
 ``AUDITED`` maps every request type that changes something to its action name and a function
 of (request, reply) giving the target and the detail. Only names go in: never the inputs,
-parameters or context of a run, never env values; a catalog URL loses its credentials. The
+parameters or context of a run, never env values; a catalog URL, in the detail or in an error
+message, is shown redacted (``user:***@host``, ``redact_url``). The
 server records in one place (``ControlServer._dispatch``), after the handler, with the result:
 ``ok`` or the error code, unless the action recorded itself inside the request (an ensure, a
 run, a replay: the library functions the CLI calls too, runtime/ops/audit_action.py): then the
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from runyard.protocol import messages as m
+from runyard.runtime.acquisition.urls import redact_url
 from runyard.runtime.ops.audit import audit_path
-from runyard.runtime.ops.audit_action import record_action, without_credentials
+from runyard.runtime.ops.audit_action import record_action
 
 __all__ = ["AUDITED", "AuditWriter", "describe"]
 
@@ -66,7 +68,7 @@ def _signal(req: m.Signal, reply: m.Reply) -> tuple[str, dict[str, Any]]:
 def _ensure(req: m.Ensure, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {"version_spec": req.version_spec}
     if req.catalog:
-        detail["catalog"] = without_credentials(req.catalog)
+        detail["catalog"] = redact_url(req.catalog)
     if isinstance(reply, m.EnsureReply):
         detail["version"] = reply.binary.version
     return req.name, detail
@@ -115,7 +117,8 @@ def describe(req: m.Request, reply: m.Reply) -> tuple[str, str, str, dict[str, A
     result = "ok"
     if isinstance(reply, m.ErrorReply):
         result = reply.code
-        detail = {**detail, "error": reply.message[:300]}
+        # Errors name URLs redacted already; this keeps one we missed out of the trail too.
+        detail = {**detail, "error": redact_url(reply.message)[:300]}
     return action, target, result, detail
 
 

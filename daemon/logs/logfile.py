@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,14 +57,19 @@ class LogFile:
         max_bytes: int = 10 * 1024 * 1024,
         backups: int = 5,
         mode: int = DEFAULT_MODE,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self._fd: int | None = None
         self.set_limits(max_bytes=max_bytes, backups=backups)
         self.mode = mode
+        #: (uid, gid) the directory and every file of this log belong to (the service's user,
+        #: who may read its own logs); None: whoever the daemon is. Only root can give files away.
+        self.owner = owner if os.geteuid() == 0 else None
         #: Called before each rotation (the spool's journal settles what was written).
         self.before_rotate: Callable[[], None] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._chown_dir()
         self._syncing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._open()
 
@@ -73,10 +79,18 @@ class LogFile:
             fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
         except FileExistsError:
             fd = os.open(self.path, flags)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                # The directory may be the service user's: a hard link planted there must not
+                # make the daemon chmod/chown (or append to) a file elsewhere. Start afresh.
+                os.close(fd)
+                os.unlink(self.path)
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
         # Exactly the configured mode, whatever the umask, and also for a file an older daemon
         # left readable by everyone.
         os.fchmod(fd, self.mode)
         self._fd = fd
+        self._chown_file()
         self.size = os.fstat(fd).st_size
 
     def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
@@ -89,6 +103,29 @@ class LogFile:
             os.fchmod(self._fd, mode)
         if mode is not None:
             self.mode = mode
+
+    def set_owner(self, owner: tuple[int, int] | None) -> None:
+        """A reload's new ``user``/``group``: the directory and the file written now change
+        hands at once (rotated files keep theirs)."""
+        self.owner = owner if os.geteuid() == 0 else None
+        self._chown_dir()
+        if self._fd is not None:
+            self._chown_file()
+
+    def _chown_dir(self) -> None:
+        if self.owner is None:
+            return
+        st = os.lstat(self.path.parent)
+        if (st.st_uid, st.st_gid) != self.owner:
+            os.lchown(self.path.parent, *self.owner)
+
+    def _chown_file(self) -> None:
+        assert self._fd is not None
+        if self.owner is None:
+            return
+        st = os.fstat(self._fd)
+        if (st.st_uid, st.st_gid) != self.owner:
+            os.fchown(self._fd, *self.owner)
 
     @property
     def closed(self) -> bool:

@@ -44,6 +44,7 @@ class ServiceLog:
         max_line: int = MAX_LINE,
         mode: int = DEFAULT_MODE,
         spool_dir: Path | None = None,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         problem = check_name(service)
         if problem:
@@ -57,7 +58,7 @@ class ServiceLog:
         self.spool = Spool(spool_dir, service) if spool_dir is not None else None
         if self.spool is not None:
             self._resolve_intent(self.spool, backups)
-        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode)
+        self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode, owner=owner)
         if self.spool is not None:
             self.file.before_rotate = self.spool.settle
             for stream in STREAMS:  # what the previous daemon took and did not write

@@ -6,6 +6,11 @@ program inside the archive, and defaults copied into the manifest on install. A 
 is relative to the catalog's own location. The catalog used last is remembered in the tree
 (``config/runyard/catalog.json``) so ``--catalog`` is needed only once.
 
+An http(s) catalog may carry credentials (``https://user:token@host/catalog.json``, see
+``urls.py``): they are sent to the catalog's origin, for the catalog and for archives on the same
+origin, and are never written down. The tree remembers the URL without them; a later ensure
+without ``--catalog`` gets them from ``~/.netrc`` or not at all.
+
 The last catalog fetched is also kept, whole, in ``config/runyard/catalog-copy.json`` (its
 source URL, when it was fetched, and the validated catalog; written atomically). When a fetch
 fails (``CatalogUnreachable``: host down, HTTP error), acquisition resolves against that copy
@@ -15,9 +20,9 @@ bytes it does not have yet.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +31,12 @@ from typing import Literal
 
 import msgspec
 
+from runyard.runtime.acquisition.urls import (
+    Credentials,
+    open_url,
+    redact_url,
+    split_credentials,
+)
 from runyard.runtime.core.atomic import atomic_write_bytes
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
 from runyard.runtime.core.errors import CatalogError, CatalogUnreachable, FileRefused, ResolveError
@@ -78,10 +89,15 @@ class Catalog(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 @dataclass(frozen=True)
 class LoadedCatalog:
-    """A validated catalog and the URL it was read from (relative archive URLs hang off it)."""
+    """A validated catalog and the URL it was read from (relative archive URLs hang off it).
+
+    ``url`` carries no credentials; those it was given with are ``credentials``, for fetching
+    archives on the same origin.
+    """
 
     url: str
     catalog: Catalog
+    credentials: Credentials | None = None
 
     def archive_url(self, archive: CatalogArchive) -> str:
         return urllib.parse.urljoin(self.url, archive.url)
@@ -96,7 +112,7 @@ class LoadedCatalog:
         if not named:
             names = sorted({a.name for a in self.catalog.archives})
             raise ResolveError(
-                f"no service {name!r} in catalog {self.url} (available: {', '.join(names) or 'none'})"
+                f"no service {name!r} in catalog {redact_url(self.url)} (available: {', '.join(names) or 'none'})"
             )
         here = [a for a in named if a.os == os_name and a.arch == arch]
         chosen = pick_highest(parsed, (a.version for a in here))
@@ -116,13 +132,14 @@ class LoadedCatalog:
 
 
 def source_url(source: str, base: Path | None = None) -> str:
-    """A catalog argument (path, file://, http://, https://) as an absolute URL."""
+    """A catalog argument (path, file://, http://, https://) as an absolute URL (an http(s)
+    URL keeps its credentials: ``split_credentials`` takes them off)."""
     scheme = urllib.parse.urlsplit(source).scheme.lower()
     if scheme in ("http", "https", "file"):
         return source
     if len(scheme) > 1:
         raise CatalogError(
-            f"catalog {source!r}: unsupported scheme {scheme!r} "
+            f"catalog {redact_url(source)!r}: unsupported scheme {scheme!r} "
             "(expected a path, file://, http:// or https://)"
         )
     path = Path(source).expanduser()
@@ -132,24 +149,24 @@ def source_url(source: str, base: Path | None = None) -> str:
 
 
 def read_url(url: str, what: str, limit: int) -> bytes:
-    """Bytes behind a file:// or http(s):// URL, at most ``limit``."""
+    """Bytes behind a file:// or http(s):// URL, at most ``limit``; credentials in the URL
+    are sent as Basic auth, and shown redacted."""
+    shown = redact_url(url)
     try:
         if url.startswith("file:"):
             path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
             data = read_capped(path, limit)
         else:
-            with urllib.request.urlopen(url, timeout=TIMEOUT_SECS) as resp:
+            with open_url(url, None, TIMEOUT_SECS, CatalogUnreachable, f"{what} ") as resp:
                 data = resp.read(limit + 1)
-    except urllib.error.HTTPError as exc:
-        raise CatalogUnreachable(f"{what} {url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise CatalogUnreachable(f"{what} {url}: {exc.reason}") from None
     except OSError as exc:
-        raise CatalogUnreachable(f"{what} {url}: {exc.strerror or exc}") from None
+        raise CatalogUnreachable(f"{what} {shown}: {exc.strerror or exc}") from None
+    except http.client.HTTPException as exc:  # the body cut short
+        raise CatalogUnreachable(f"{what} {shown}: {type(exc).__name__}") from None
     except FileRefused as exc:
         raise CatalogError(f"{what} {exc}") from None
     if len(data) > limit:
-        raise CatalogError(f"{what} {url}: larger than {limit} bytes")
+        raise CatalogError(f"{what} {shown}: larger than {limit} bytes")
     return data
 
 
@@ -187,18 +204,20 @@ def validate_catalog(catalog: Catalog) -> Catalog:
 
 
 def load_catalog(source: str, base: Path | None = None) -> LoadedCatalog:
-    """Read and validate a catalog from a path or URL."""
-    url = source_url(source, base)
-    data = read_url(url, "catalog", MAX_CATALOG_BYTES)
+    """Read and validate a catalog from a path or URL (credentials in it are split off)."""
+    given = source_url(source, base)
+    data = read_url(given, "catalog", MAX_CATALOG_BYTES)
+    shown = redact_url(given)
     try:
         catalog = _decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise CatalogError(f"catalog {url}: {decode_error_message(exc)}") from None
+        raise CatalogError(f"catalog {shown}: {decode_error_message(exc)}") from None
     try:
         validate_catalog(catalog)
     except CatalogError as exc:
-        raise CatalogError(f"catalog {url}: {exc}") from None
-    return LoadedCatalog(url, catalog)
+        raise CatalogError(f"catalog {shown}: {exc}") from None
+    url, credentials = split_credentials(given)
+    return LoadedCatalog(url, catalog, credentials)
 
 
 def _remembered_path(tree: RuntimeTree) -> Path:
@@ -206,8 +225,10 @@ def _remembered_path(tree: RuntimeTree) -> Path:
 
 
 def remember_catalog(tree: RuntimeTree, url: str) -> None:
+    """Remember ``url`` for the next ensure, without credentials: a secret is not kept at rest
+    in the tree (a later ensure gets them from ``--catalog`` again or from ~/.netrc)."""
     tree.own_config_dir.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({"source": url}, indent=2) + "\n"
+    body = json.dumps({"source": split_credentials(url)[0]}, indent=2) + "\n"
     atomic_write_bytes(_remembered_path(tree), body.encode())
 
 
@@ -264,13 +285,22 @@ def _copy_path(tree: RuntimeTree) -> Path:
 def save_catalog_copy(tree: RuntimeTree, loaded: LoadedCatalog) -> None:
     """Keep ``loaded`` as the copy to fall back on (atomic: the old copy or the new one)."""
     tree.own_config_dir.mkdir(parents=True, exist_ok=True)
-    saved = SavedCatalog(source=loaded.url, fetched_at=time.time(), catalog=loaded.catalog)
+    # Never written with credentials: the catalog's URL has none already, and those an archive
+    # URL carries are taken off (resolving against the copy, archives on the catalog's
+    # origin still get the catalog's credentials; others get netrc's or none).
+    source = split_credentials(loaded.url)[0]
+    archives = [
+        msgspec.structs.replace(a, url=split_credentials(a.url)[0]) for a in loaded.catalog.archives
+    ]
+    catalog = msgspec.structs.replace(loaded.catalog, archives=archives)
+    saved = SavedCatalog(source=source, fetched_at=time.time(), catalog=catalog)
     atomic_write_bytes(_copy_path(tree), _copy_encoder.encode(saved) + b"\n")
 
 
 def load_catalog_copy(tree: RuntimeTree, source: str) -> SavedCatalog | None:
-    """The saved copy of the catalog at ``source`` (an absolute URL), or None when the tree
-    keeps none of it (none saved, another source, or a copy that no longer validates)."""
+    """The saved copy of the catalog at ``source`` (an absolute URL, without credentials), or
+    None when the tree keeps none of it (none saved, another source, or a copy that no longer
+    validates)."""
     path = _copy_path(tree)
     try:
         data = read_capped(path, MAX_CATALOG_BYTES)

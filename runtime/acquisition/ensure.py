@@ -43,6 +43,7 @@ from runyard.runtime.acquisition.catalog import (
 )
 from runyard.runtime.acquisition.extract import extract_archive
 from runyard.runtime.acquisition.fetch import Progress, fetch_into_cache, tty_progress
+from runyard.runtime.acquisition.urls import redact_url, split_credentials
 from runyard.runtime.core.errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
 from runyard.runtime.core.locking import tree_lock
 from runyard.runtime.core.manifest import (
@@ -56,7 +57,7 @@ from runyard.runtime.core.platform import current_arch, current_os
 from runyard.runtime.core.space import no_space_as_error, require_space
 from runyard.runtime.core.tree import RuntimeTree, resolve_root
 from runyard.runtime.core.versions import Version, VersionSpec
-from runyard.runtime.ops.audit_action import audited, without_credentials
+from runyard.runtime.ops.audit_action import audited
 
 __all__ = ["MANIFEST_LOCK", "ServiceBinary", "ensure_service", "get_manifest", "open_tree"]
 
@@ -110,14 +111,17 @@ def _catalog_for(
     try:
         loaded = load_catalog(source)
     except CatalogUnreachable as exc:
-        saved = load_catalog_copy(tree, source_url(source))
+        url, credentials = split_credentials(source_url(source))
+        saved = load_catalog_copy(tree, url)
         if saved is None:
             raise CatalogUnreachable(f"{exc} (and this tree keeps no copy of it)") from None
         fetched = datetime.fromtimestamp(saved.fetched_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return saved.loaded, (str(exc), f"the copy fetched {saved.age()} ago ({fetched})")
+        # The credentials given now still open archives on the catalog's origin.
+        copy = LoadedCatalog(saved.source, saved.catalog, credentials)
+        return copy, (str(exc), f"the copy fetched {saved.age()} ago ({fetched})")
     save_catalog_copy(tree, loaded)
     if catalog:
-        remember_catalog(tree, loaded.url)
+        remember_catalog(tree, loaded.url)  # without credentials: see catalog.py
     return loaded, None
 
 
@@ -190,7 +194,7 @@ def ensure_service(
     tree = open_tree(root)
     detail = {"version_spec": version_spec}
     if catalog:
-        detail["catalog"] = without_credentials(catalog)
+        detail["catalog"] = redact_url(catalog)
     with audited(
         tree.logs_dir, "ensure", target=name, detail=detail, refusal_needs_log=True
     ) as act:
@@ -250,7 +254,9 @@ def _acquire(
     """
     name = archive.name
     url = loaded.archive_url(archive)
-    file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, url)
+    # What the cache records and names its file after: the URL without a password.
+    shown = redact_url(url)
+    file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, shown)
     what = f"{name} {archive.version}"
 
     with tree_lock(tree, f"install-{name}-{archive.version}-{archive.platform}"):
@@ -266,7 +272,14 @@ def _acquire(
             return _binary(entry, tree, fetched=False, installed=False)
 
         cached, fetched = fetch_into_cache(
-            tree, url, file_name, archive.sha256, archive.size, progress, label=what
+            tree,
+            url,
+            file_name,
+            archive.sha256,
+            archive.size,
+            progress,
+            label=what,
+            credentials=loaded.credentials,
         )
         try:
             entry = _install(tree, archive, cached)
@@ -283,7 +296,7 @@ def _acquire(
             arch=archive.arch,
             sha256=archive.sha256,
             size=archive.size,
-            url=url,
+            url=shown,
             fetched_at=now_ns,
             last_used=now_ns,
         )

@@ -31,11 +31,15 @@ __all__ = [
     "merge",
     "parse_log_mode",
     "parse_signal",
+    "parse_umask",
     "range_problem",
 ]
 
 DependsOn = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
+#: auto: a cgroup of its own when the daemon can make one, else the subreaper; subreaper: never
+#: a cgroup (docs/ARCHITECTURE.md, "Containment").
+ContainmentMode = Literal["auto", "subreaper"]
 
 
 #: The allowed range of every number of the supervision settings (and of ``[daemon]``), inclusive.
@@ -57,6 +61,19 @@ RANGES: dict[str, tuple[float, float]] = {
     "initial_delay": (0.0, 3600.0),
     "threshold": (1, 1000),
     "failure_threshold": (1, 1000),
+    # the liveness table (daemon/liveness.py): interval, timeout, failure_threshold as above
+    "start_period": (0.0, 3600.0),
+    # resource limits (runtime/config/limits.py): a size string or percentage is parsed, then
+    # held to the same range
+    "memory_max": (1 << 20, 1 << 50),
+    "cpu_max": (0.01, 1024.0),
+    "tasks_max": (1, 4_194_304),
+    "nofile": (16, 1 << 20),
+    "core": (0, 1 << 50),
+    # who the service runs as: (uid_t)-1 means "unchanged", never an id; umask up to 0o777
+    "user": (0, 2**32 - 2),
+    "group": (0, 2**32 - 2),
+    "umask": (0, 0o777),
     # sd_notify (daemon/notify.py)
     "watchdog_sec": (0.0, 86400.0),
 }
@@ -78,8 +95,9 @@ def range_problem(name: str, value: object) -> str | None:
         return None
     lo, hi = RANGES[name]
     if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
-        kind = "an integer" if isinstance(lo, int) else "a number"
-        return f"expected {kind} from {lo:g} to {hi:g}, got {value!r}"
+        if isinstance(lo, int):  # written out whole: a byte count in e-notation helps nobody
+            return f"expected an integer from {lo} to {hi}, got {value!r}"
+        return f"expected a number from {lo:g} to {hi:g}, got {value!r}"
     return None
 
 
@@ -116,6 +134,27 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     log_backups: _int("log_backups") | None = None
     #: Mode of the service's log files: an octal int (``0o640``) or string (``"0640"``).
     log_mode: int | str | None = None
+    #: A liveness probe table (daemon/liveness.py): a service that stops answering is restarted.
+    liveness: dict[str, Any] | None = None
+    # --- containment (issue 12) ---
+    containment: ContainmentMode | None = None
+    # --- resource limits: a size ("64MiB") or share ("50%") string is parsed by
+    # runtime/config/limits.py, which documents each ---
+    memory_max: _int("memory_max") | str | None = None
+    cpu_max: _float("cpu_max") | str | None = None
+    tasks_max: _int("tasks_max") | None = None
+    nofile: _int("nofile") | None = None
+    #: Core file size: bytes, a size string, or "unlimited".
+    core: _int("core") | str | None = None
+    # --- who the service runs as (runtime/config/identity.py) ---
+    #: A user name or number; default: the daemon's own user (only root may choose another).
+    user: str | _int("user") | None = None
+    #: A group name or number; default: the user's primary group.
+    group: str | _int("group") | None = None
+    #: prctl(PR_SET_NO_NEW_PRIVS) in the child: no setuid bit or file capability raises it.
+    no_new_privileges: bool | None = None
+    #: The child's umask: an octal int (``0o027``) or string (``"027"``); default: the daemon's.
+    umask: _int("umask") | str | None = None
     # --- sd_notify (daemon/notify.py) ---
     #: The service gets NOTIFY_SOCKET; READY=1 is its readiness unless a probe is configured.
     notify: bool | None = None
@@ -140,6 +179,19 @@ DEFAULTS: dict[str, Any] = {
     "log_max_bytes": 10 * 1024 * 1024,
     "log_backups": 5,
     "log_mode": 0o640,
+    "liveness": None,
+    # --- containment (issue 12) ---
+    "containment": "auto",
+    # resource limits: none unless set
+    "memory_max": None,
+    "cpu_max": None,
+    "tasks_max": None,
+    "nofile": None,
+    "core": None,
+    "user": None,
+    "group": None,
+    "no_new_privileges": True,
+    "umask": None,
     # sd_notify
     "notify": False,
     "watchdog_sec": 0.0,
@@ -200,3 +252,19 @@ def parse_log_mode(value: int | str) -> int:
             '(write it in octal: 0o640 or "0640")'
         )
     return mode
+
+
+def parse_umask(value: int | str) -> int:
+    """``0o027``, ``"027"``, ``"0027"`` or ``"0o027"`` -> 0o027, from 0 to 0o777."""
+    if isinstance(value, bool):
+        raise SupervisionError(f"{value!r} is not a umask")
+    if isinstance(value, str):
+        try:
+            mask = int(value.strip().lower().removeprefix("0o"), 8)
+        except ValueError:
+            raise SupervisionError(f'{value!r} is not an octal umask (e.g. "027")') from None
+    else:
+        mask = value
+    if not 0 <= mask <= 0o777:
+        raise SupervisionError(f'{value!r} is not a umask from 0 to 0o777 (e.g. 0o027 or "027")')
+    return mask

@@ -31,7 +31,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,18 +46,11 @@ __all__ = [
     "audited",
     "record_action",
     "request_scope",
-    "without_credentials",
 ]
 
 _log = logging.getLogger("runyard.audit")
 #: Longest error message kept in an entry's detail.
 ERROR_CHARS = 300
-_URL_CREDS = re.compile(r"(?<=//)[^/@\s]*@")
-
-
-def without_credentials(url: str) -> str:
-    """``url`` without the ``user:password@`` part: a catalog URL as the trail may keep it."""
-    return _URL_CREDS.sub("", url)
 
 
 @dataclass

@@ -26,6 +26,8 @@ when the daemon must not start on it (``StartupCheck.fatal``); the others go to 
                                                                          ones it adopts, hold them)
     license    config/runyard/license.json: valid or absent passes;      no (community limits)
                expired, forged, unverified or malformed warns
+    users      no service runs as root (``user``, or a root daemon's     no (warn only)
+               default); an unknown user or group warns too
 
 A missing data/, logs/ or temp/ is a warning: the daemon creates them. Writability is tested
 by creating a file, because ``os.access`` says yes to root whatever the modes.
@@ -42,11 +44,14 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runyard.runtime.core.errors import RunyardError, StartupCheckFailed
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus, tree_license
+
+if TYPE_CHECKING:
+    from runyard.runtime.config.project import Project
 
 __all__ = [
     "DISK_FAIL_BYTES",
@@ -371,14 +376,42 @@ def check_license(
     return StartupCheck("license", "warn", status.summary().removeprefix("license: ")), status
 
 
+def check_users(tree: RuntimeTree, manifest: Any, project: Project | None = None) -> StartupCheck:
+    """Who each installed service would run as (template < ``project``), as this process."""
+    from runyard.runtime.config.identity import resolve_run_as
+    from runyard.runtime.config.project import Project, load_service_template
+    from runyard.runtime.config.supervision import merge
+
+    project = project if project is not None else Project()
+    root: list[str] = []
+    problems: list[str] = []
+    for name in sorted({e.name for e in manifest.services if e.kind == "service"}):
+        try:
+            template = load_service_template(tree.config_dir / name / "service.toml")
+            settings = merge(template, project.service(name).supervise)
+            if resolve_run_as(settings["user"], settings["group"]).uid == 0:
+                root.append(name)
+        except RunyardError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        return StartupCheck("users", "warn", _named(problems))
+    if root:
+        return StartupCheck(
+            "users", "warn", f'runs as root: {_named(root)} (set user = "..." in runyard.toml)'
+        )
+    return StartupCheck("users", "pass", "no service runs as root")
+
+
 def run_checks(
     tree: RuntimeTree,
     *,
     license_file: str | os.PathLike[str] | None = None,
     issuers: Iterable[str] = (),
     skip_ports_of: Iterable[str] = (),
+    project: Project | None = None,
 ) -> DoctorReport:
-    """Every check of the tree, in the order of the module doc."""
+    """Every check of the tree, in the order of the module doc; ``project`` (the parsed
+    runyard.toml) tells the users check who each service runs as."""
     report = DoctorReport(tree.root)
     checks = report.checks
     manifest_check, manifest = check_manifest(tree)
@@ -400,4 +433,8 @@ def run_checks(
         checks.append(check_ports(manifest, skip_ports_of))
     license_check, report.license = check_license(tree, license_file, issuers)
     checks.append(license_check)
+    if manifest is None:
+        checks.append(StartupCheck("users", "skip", "the manifest is invalid"))
+    else:
+        checks.append(check_users(tree, manifest, project))
     return report

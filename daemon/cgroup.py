@@ -1,0 +1,173 @@
+"""Containment by cgroup v2: one cgroup per service, so nothing a service forks can leave it.
+
+This module owns the cgroup directories. ``process`` puts a child in its cgroup and ends a stop
+with ``kill``; the runner asks for a service's cgroup before a spawn and removes it after.
+
+Why it is built this way:
+
+- **The mount is found, never assumed.** cgroup v2 lives at /sys/fs/cgroup on a unified host,
+  at /sys/fs/cgroup/unified beside v1 controllers on a hybrid one, or nowhere: the first
+  ``cgroup2`` line of /proc/self/mountinfo says which.
+- **Our subtree hangs under the daemon's own cgroup**, ``<mount><own>/runyard-<hash>/<service>``
+  (the hash names the runtime tree, so two daemons on one box never share a cgroup): that is
+  where a systemd delegation (``Delegate=yes``) lets us write, and as root anywhere will do.
+  systemd names its units ``name.service`` in a slice; a plain ``<service>`` under a per-tree
+  directory is the same idea without a unit namespace we do not have.
+- **Membership is the kernel's.** ``cgroup.procs`` lists every process of the service, however
+  it double-forked, and a stop ends with ``cgroup.kill`` (SIGKILL to all, atomically, new forks
+  included) then waits for ``cgroup.events`` to say ``populated 0``.
+- **Nothing is left behind**: an empty cgroup is removed (rmdir) after each stop or exit.
+
+Where no cgroup can be made (no cgroup2 mount, not writable, or ``containment = "subreaper"``)
+the daemon is a child subreaper instead (``subreaper``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from pathlib import Path
+
+__all__ = [
+    "CgroupTree",
+    "cgroup2_mount",
+    "cgroup_of",
+    "kill",
+    "members",
+    "open_procs",
+    "populated",
+    "remove",
+    "wait_empty",
+]
+
+_FIRST_POLL = 0.002
+_MAX_POLL = 0.05
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Path | None:
+    """Where cgroup v2 is mounted, or None. (Fields: ... mount point (5th) ... - fstype ...)"""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if sep and right.split(" ", 1)[0] == "cgroup2":
+            return Path(left.split(" ")[4].replace("\\040", " "))
+    return None
+
+
+def cgroup_of(pid: int | str = "self") -> str | None:
+    """The v2 cgroup path of ``pid`` (``/`` for the root), from its ``0::`` line; None if gone."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].rstrip("\n").removesuffix(" (deleted)")
+    except OSError:
+        return None
+    return None
+
+
+class CgroupTree:
+    """The daemon's cgroup directory for one runtime tree; a service's cgroup is a child."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, root: Path) -> tuple[CgroupTree | None, str]:
+        """The tree's cgroup directory, made now; or None and why cgroups cannot be used."""
+        mount = cgroup2_mount()
+        own = cgroup_of()
+        if mount is None or own is None:
+            return None, "no cgroup v2 mount"
+        digest = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
+        path = mount / own.lstrip("/") / f"runyard-{digest}"
+        try:
+            path.mkdir(exist_ok=True)
+            probe = path / ".probe"
+            probe.mkdir(exist_ok=True)  # a directory we may create is one we may fill
+            probe.rmdir()
+        except OSError as exc:
+            return None, f"cannot create a cgroup under {path.parent}: {exc.strerror or exc}"
+        return cls(path), ""
+
+    def service(self, name: str) -> Path:
+        """The service's cgroup, created if missing (a left-over one is reused once empty)."""
+        path = self.path / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        """Remove the tree's directory if no service cgroup is left in it."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def open_procs(path: Path) -> int:
+    """An fd on ``cgroup.procs``: the child writes ``0`` to it (itself) before it execs."""
+    return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+
+def members(path: Path) -> list[int]:
+    """Pids in the cgroup (none when it is gone)."""
+    try:
+        text = (path / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(pid) for pid in text.split()]
+
+
+def populated(path: Path) -> bool:
+    """Whether any process is still in the cgroup (``cgroup.events``; False when it is gone)."""
+    try:
+        text = (path / "cgroup.events").read_text()
+    except OSError:
+        return False
+    return "populated 1" in text
+
+
+def kill(path: Path) -> None:
+    """SIGKILL every process in the cgroup, forks under way included (kernel 5.14+).
+
+    Older kernels have no ``cgroup.kill``: then each member is killed by pid, in rounds, by
+    ``wait_empty``'s caller rescanning.
+    """
+    try:
+        (path / "cgroup.kill").write_text("1")
+    except FileNotFoundError:
+        for pid in members(path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    except OSError:
+        pass  # the cgroup is gone: nothing to kill
+
+
+async def wait_empty(path: Path, deadline: float) -> bool:
+    """Wait until the cgroup is unpopulated (True) or ``deadline`` (monotonic) passes."""
+    delay = _FIRST_POLL
+    while populated(path):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if not (path / "cgroup.kill").exists():
+            kill(path)  # no cgroup.kill: newcomers are killed one by one each round
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _MAX_POLL)
+    return True
+
+
+def remove(path: Path) -> bool:
+    """Remove an empty cgroup; False when it still holds processes (or cannot be removed)."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True

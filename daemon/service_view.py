@@ -1,0 +1,52 @@
+"""A service as clients see it: the ``ServiceStatus`` of a runner, built when it changed.
+
+Apart from daemon/service.py so that the runner reads as its transitions; this module only
+reads a runner's attributes (no import of it back)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runyard.protocol.messages import Port, ServiceStatus
+
+from .fsm import ServiceState as S
+
+__all__ = ["build_status"]
+
+
+def build_status(runner: Any) -> ServiceStatus:
+    """``runner`` (a ServiceRunner, daemon/service.py) as clients see it."""
+    next_in = None
+    if runner.state is S.BACKOFF and runner.next_start_at is not None:
+        next_in = max(0.0, runner.next_start_at - time.monotonic())
+    return ServiceStatus(
+        name=runner.name,
+        version=runner.spec.version,
+        state=str(runner.state),
+        wanted=str(runner.wanted),
+        ready=None if not runner.spec.has_readiness else bool(runner.io.ready),
+        ready_detail=runner.io.ready_detail,
+        pid=runner.handle.pid if runner.handle else None,
+        pgid=runner.handle.pgid if runner.handle else None,
+        started_at=runner.started_at,
+        restarts=runner.restarts,
+        last_exit=runner.last_exit,
+        last_exit_at=runner.last_exit_at,
+        reason=runner.reason,
+        next_start_in=next_in,
+        cpu_percent=runner.cpu_percent,
+        rss=runner.rss,
+        ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in runner.spec.ports],
+        autostart=runner.spec.autostart,
+        depends_on=dict(runner.spec.depends_on),
+        live=runner.io.live,
+        live_detail=runner.io.live_detail,
+        containment=(
+            runner.handle.containment
+            if runner.handle
+            else runner.sup.containment.planned(runner.spec.containment)
+        ),
+        limits_note=runner.limit_state.not_enforced(runner.spec.limits),
+        notify_status=runner.io.notify_status,
+    )
