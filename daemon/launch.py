@@ -18,12 +18,21 @@ from .subreaper import SERVICE_ENV
 __all__ = ["launch"]
 
 
-def launch(spec: ServiceSpec, fds: Any, *, cgroup: Path | None, orphans: str) -> ProcessHandle:
+def launch(
+    spec: ServiceSpec,
+    fds: Any,
+    *,
+    cgroup: Path | None,
+    orphans: str,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> ProcessHandle:
     """Spawn ``spec``'s program; ``fds`` are its prepared log pipes (stdout, stderr, keep).
+    ``argv``/``env`` replace the spec's when given (sd_notify adds to them: ServiceIO.launch).
     Raises SpawnError as ``spawn`` does."""
     return spawn(
-        list(spec.argv),
-        env={**spec.env, SERVICE_ENV: spec.name},
+        list(spec.argv) if argv is None else argv,
+        env={**(spec.env if env is None else env), SERVICE_ENV: spec.name},
         cwd=spec.cwd,
         stdout=fds.stdout,
         stderr=fds.stderr,

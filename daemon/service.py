@@ -30,6 +30,7 @@ from .credentials import own_data_dir
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .launch import launch
+from .notify import notify_address
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
@@ -81,6 +82,7 @@ class ServiceRunner:
             on_ready=self._commit,
             on_live=self._shown,
             on_dead=self.fail,
+            notify_address=notify_address(sup.tree.temp_dir, spec.name),
         )
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -142,7 +144,7 @@ class ServiceRunner:
     def is_ready(self) -> bool:
         if self.state is not S.RUNNING:
             return False
-        return True if self.spec.readiness is None else bool(self.io.ready)
+        return True if not self.spec.has_readiness else bool(self.io.ready)
 
     def satisfies(self, condition: str) -> bool:
         if condition == "completed":
@@ -236,7 +238,8 @@ class ServiceRunner:
         cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
         self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
         try:
-            handle = launch(spec, fds, cgroup=cgroup, orphans=orphans)
+            argv, env = self.io.launch(spec)  # NOTIFY_SOCKET, WATCHDOG_* (daemon/notify.py)
+            handle = launch(spec, fds, cgroup=cgroup, orphans=orphans, argv=argv, env=env)
         except SpawnError as exc:
             self.io.pipes.close_child_fds()
             self.sup.log.warning("%s: %s", self.name, exc)
@@ -268,7 +271,7 @@ class ServiceRunner:
         self.handle = handle
         self.started_at = started_at
         self.limit_state.spawned()
-        self.io.attach(self.spec, age=max(0.0, time.time() - started_at))
+        self.io.attach(self.spec, age=max(0.0, time.time() - started_at), handle=handle)
         self._later(self.spec.stable_secs, self._stable, handle)
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 

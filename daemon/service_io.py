@@ -13,6 +13,10 @@ Liveness (``live``, ``live_detail``) is carried the same way: a monitor per proc
 ``attach`` and stopped by ``detach`` (so no probe outlives its process); each result is only
 shown (``on_live``), and the one verdict that matters, ``on_dead(reason)``, goes to the runner,
 which ends the process through its own path. The last result stays shown after the process.
+
+A ``notify`` service also has its sd_notify socket here (daemon/notify.py): bound for good
+before its first spawn, read while a process is attached; READY=1 sets ``ready`` when no probe
+is configured, STATUS= sets ``notify_status``, a watchdog that expires calls ``on_dead`` (the runner's ``fail``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from runyard.protocol.messages import LogLine
 
 from .liveness import LivenessMonitor
 from .logs import LogPipes, LogReader, ServiceLog
+from .notify import NotifyChannel, NotifyMonitor, watchdog_argv
+from .process import ProcessHandle, SpawnError
 from .readiness import ReadinessMonitor, resolve_port
 from .spec import ServiceSpec
 
@@ -48,6 +54,8 @@ class ServiceIO:
         on_ready: Callable[[], None],
         on_live: Callable[[], None] = lambda: None,
         on_dead: Callable[[str], None] = lambda reason: None,
+        *,
+        notify_address: str = "",
     ) -> None:
         self.pipes = LogPipes(fifo_dir, spec.name)
         self.log = ServiceLog(
@@ -71,8 +79,32 @@ class ServiceIO:
         self._on_dead = on_dead
         self._liveness: LivenessMonitor | None = None
         self._attached_at = 0.0  # monotonic start of the current process
+        #: sd_notify: the socket (for good), what the current process said, its STATUS= text.
+        self.notify = NotifyChannel(notify_address) if notify_address else None
+        self.notify_status = ""
+        self._notified: NotifyMonitor | None = None
 
-    def attach(self, spec: ServiceSpec, age: float = 0.0) -> None:
+    def launch(self, spec: ServiceSpec) -> tuple[list[str], dict[str, str]]:
+        """argv and env of the next spawn: with NOTIFY_SOCKET (bound now, so a program that
+        speaks at once is heard) and the WATCHDOG_* variables when the spec asks for them."""
+        argv, env = list(spec.argv), dict(spec.env)
+        if not spec.notify or self.notify is None:
+            return argv, env
+        try:
+            self.notify.bind()
+        except OSError as exc:
+            raise SpawnError(
+                f"cannot bind the notify socket {self.notify.address}: {exc}"
+            ) from None
+        env["NOTIFY_SOCKET"] = self.notify.address
+        if spec.watchdog_sec > 0:
+            env["WATCHDOG_USEC"] = str(round(spec.watchdog_sec * 1e6))
+            argv = watchdog_argv(argv)
+        return argv, env
+
+    def attach(
+        self, spec: ServiceSpec, age: float = 0.0, handle: ProcessHandle | None = None
+    ) -> None:
         """A process runs (spawned, or adopted ``age`` seconds after its start): read its
         output, probe it if the spec says so."""
         self._attached_at = time.monotonic() - max(0.0, age)
@@ -86,6 +118,26 @@ class ServiceIO:
             self.ready = False
             self.ready_detail = "waiting for the first probe"
             self._monitor = self._new_monitor(spec)
+        if spec.notify and self.notify is not None and handle is not None:
+            self._attach_notify(spec, handle)
+
+    def _attach_notify(self, spec: ServiceSpec, handle: ProcessHandle) -> None:
+        # A re-adopted process sent READY=1 to the previous daemon (if ever): trusted to have.
+        adopted = not handle.own_child
+        self.notify_status = ""
+        if spec.notify_ready:
+            self.ready = adopted
+            self.ready_detail = "adopted; READY=1 assumed" if adopted else "waiting for READY=1"
+        self._notified = NotifyMonitor(
+            self.notify,
+            handle,
+            watchdog_sec=spec.watchdog_sec,
+            assume_ready=adopted,
+            on_change=self._probed if spec.notify_ready else lambda ready, detail: None,
+            on_status=self._status_said,
+            on_fail=self._on_dead,
+        )
+        self._notified.start()
 
     async def detach(self, spec: ServiceSpec) -> None:
         """The process exited: keep what it wrote, stop probing it."""
@@ -98,8 +150,11 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
+        if self._notified is not None:
+            self._notified.stop()
+            self._notified = None
         await self._stop_liveness()
-        self.ready = None if spec.readiness is None else False
+        self.ready = None if not spec.has_readiness else False
 
     def reconfigure(self, old: ServiceSpec, new: ServiceSpec) -> None:
         """A reload's new definition: the log file's limits at once, the readiness probe now if
@@ -120,6 +175,11 @@ class ServiceIO:
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
+        if self._notified is not None:
+            self._notified.stop()
+            self._notified = None
+        if self.notify is not None:
+            self.notify.close()
         await self._stop_liveness()
         self.log.close()
         self.pipes.close()
@@ -152,6 +212,11 @@ class ServiceIO:
         self.ready_detail = detail
         if ready and self._liveness is not None:
             self._liveness.arm()  # shown to be up: liveness failures count from now
+        self._on_ready()
+
+    def _status_said(self) -> None:
+        if self._notified is not None:
+            self.notify_status = self._notified.status
         self._on_ready()
 
     # --- liveness ---

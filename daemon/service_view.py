@@ -25,7 +25,7 @@ def build_status(runner: Any) -> ServiceStatus:
         version=runner.spec.version,
         state=str(runner.state),
         wanted=str(runner.wanted),
-        ready=None if runner.spec.readiness is None else bool(runner.io.ready),
+        ready=None if not runner.spec.has_readiness else bool(runner.io.ready),
         ready_detail=runner.io.ready_detail,
         pid=runner.handle.pid if runner.handle else None,
         pgid=runner.handle.pgid if runner.handle else None,
@@ -48,4 +48,5 @@ def build_status(runner: Any) -> ServiceStatus:
             else runner.sup.containment.planned(runner.spec.containment)
         ),
         limits_note=runner.limit_state.not_enforced(runner.spec.limits),
+        notify_status=runner.io.notify_status,
     )

@@ -91,6 +91,19 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     digest: str = ""
     # --- resource limits (runtime/config/limits.py) ---
     limits: Limits = Limits()
+    # --- sd_notify (daemon/notify.py) ---
+    notify: bool = False
+    watchdog_sec: float = 0.0
+
+    @property
+    def notify_ready(self) -> bool:
+        """READY=1 is this service's readiness: notify on, and no probe configured."""
+        return self.notify and self.readiness is None
+
+    @property
+    def has_readiness(self) -> bool:
+        """Running is not enough to be ready: a probe or READY=1 decides."""
+        return self.readiness is not None or self.notify_ready
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -159,6 +172,8 @@ def _check_settings(
     for key in ("stop_timeout", "start_secs"):
         if settings[key] < 0:
             raise ConfigError(f"{where}.{key}: must be >= 0, got {settings[key]}")
+    if settings["watchdog_sec"] > 0 and not settings["notify"]:
+        raise ConfigError(f"{where}.watchdog_sec: needs notify = true (WATCHDOG=1 comes over it)")
     if settings["max_restarts"] < 0:
         raise ConfigError(f"{where}.max_restarts: must be >= 0")
     try:
@@ -241,6 +256,8 @@ def _build(
         run_as=run_as,
         no_new_privileges=settings["no_new_privileges"],
         umask=umask,
+        notify=settings["notify"],
+        watchdog_sec=settings["watchdog_sec"],
     )
     return with_digest(spec)
 

@@ -270,6 +270,9 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     # --- resource limits ---
     #: A limit that is set but enforced by nothing here (cpu_max without the cpu controller).
     limits_note: str = ""
+    # --- sd_notify ---
+    #: The last STATUS= text the service sent over NOTIFY_SOCKET ("" when none).
+    notify_status: str = ""
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

@@ -71,6 +71,7 @@ SERVICES = [
         rss=24_117_248,
         ports=[Port(name="http", port=8080, protocol="http")],
         ready=True,
+        notify_status="serving",  # its sd_notify STATUS= text
     ),
     _status(
         "db",

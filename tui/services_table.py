@@ -29,6 +29,7 @@ COLUMNS = (
     ("rss", "RSS"),
     ("ports", "PORTS"),
     ("ready", "READY"),
+    ("status", "STATUS"),
 )
 
 STATE_STYLES = {
@@ -77,6 +78,8 @@ def cells(s: ServiceStatus, now: float | None = None) -> dict[str, str | Text]:
         "rss": "-" if s.rss is None else format_bytes(s.rss, ByteStyle.TENTHS),
         "ports": ",".join(str(p.port) for p in s.ports) or "-",
         "ready": ready(s),
+        # what the service says of itself (sd_notify STATUS=)
+        "status": s.notify_status or "",
     }
 
 

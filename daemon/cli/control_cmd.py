@@ -194,6 +194,12 @@ def _ready(s: ServiceStatus) -> str:
     return "yes" if s.ready else "no"
 
 
+def _info(s: ServiceStatus) -> str:
+    """Why the service is as it is, then what it says of itself (sd_notify STATUS=)."""
+    why = s.reason or (f"not answering: {s.live_detail}" if s.live is False else "")
+    return "; ".join(text for text in (why, s.notify_status) if text)
+
+
 def print_statuses(services: list[ServiceStatus]) -> None:
     rows = [
         (
@@ -208,7 +214,7 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             "-" if s.rss is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
             s.containment or "-",
-            s.reason or (f"not answering: {s.live_detail}" if s.live is False else ""),
+            _info(s),
         )
         for s in services
     ]

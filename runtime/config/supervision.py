@@ -74,6 +74,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "user": (0, 2**32 - 2),
     "group": (0, 2**32 - 2),
     "umask": (0, 0o777),
+    # sd_notify (daemon/notify.py)
+    "watchdog_sec": (0.0, 86400.0),
 }
 
 
@@ -153,6 +155,11 @@ class Supervision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
     no_new_privileges: bool | None = None
     #: The child's umask: an octal int (``0o027``) or string (``"027"``); default: the daemon's.
     umask: _int("umask") | str | None = None
+    # --- sd_notify (daemon/notify.py) ---
+    #: The service gets NOTIFY_SOCKET; READY=1 is its readiness unless a probe is configured.
+    notify: bool | None = None
+    #: With notify: restart the service when no WATCHDOG=1 arrives for this long (0: off).
+    watchdog_sec: _float("watchdog_sec") | None = None
 
 
 #: What a service gets for every setting that neither its template nor the project sets.
@@ -185,6 +192,9 @@ DEFAULTS: dict[str, Any] = {
     "group": None,
     "no_new_privileges": True,
     "umask": None,
+    # sd_notify
+    "notify": False,
+    "watchdog_sec": 0.0,
 }
 
 
