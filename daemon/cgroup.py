@@ -79,15 +79,22 @@ class CgroupTree:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @classmethod
-    def create(cls, root: Path) -> tuple[CgroupTree | None, str]:
-        """The tree's cgroup directory, made now; or None and why cgroups cannot be used."""
+    @staticmethod
+    def path_for(root: Path) -> Path | None:
+        """Where the tree's cgroup directory is (made or not); None without cgroup v2."""
         mount = cgroup2_mount()
         own = cgroup_of()
         if mount is None or own is None:
-            return None, "no cgroup v2 mount"
+            return None
         digest = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
-        path = mount / own.lstrip("/") / f"runyard-{digest}"
+        return mount / own.lstrip("/") / f"runyard-{digest}"
+
+    @classmethod
+    def create(cls, root: Path) -> tuple[CgroupTree | None, str]:
+        """The tree's cgroup directory, made now; or None and why cgroups cannot be used."""
+        path = cls.path_for(root)
+        if path is None:
+            return None, "no cgroup v2 mount"
         try:
             path.mkdir(exist_ok=True)
             probe = path / ".probe"

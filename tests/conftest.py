@@ -151,6 +151,25 @@ def root() -> Iterator[Path]:
     shutil.rmtree(r.parent, ignore_errors=True)
 
 
+def _runyard_cgroups() -> set[Path]:
+    from runyard.daemon import cgroup as cg
+
+    mount, own = cg.cgroup2_mount(), cg.cgroup_of()
+    if mount is None or own is None:
+        return set()
+    return set((mount / own.lstrip("/")).glob("runyard-*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroup_left_behind() -> Iterator[None]:
+    """Finding: daemons killed with -9 by tests left their cgroups (runyard-HASH/SERVICE) behind
+    under the cgroup2 mount. Every cgroup a test makes is removed; the session fails otherwise."""
+    before = _runyard_cgroups()
+    yield
+    left = sorted(str(p) for p in _runyard_cgroups() - before)
+    assert not left, f"cgroups left behind by the tests: {left}"
+
+
 @pytest.fixture
 def daemons() -> Iterator[Callable[..., object]]:
     """``daemons(tree)`` makes a daemonkit.Daemon that is stopped (and its children killed)

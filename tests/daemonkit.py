@@ -171,3 +171,21 @@ class Daemon:
         for pgid in self.recorded_pgids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        remove_tree_cgroups(self.tree.root)
+
+
+def remove_tree_cgroups(root: Path, deadline: float = 10.0) -> None:
+    """The cgroups a daemon of ``root`` made and could not remove (a test killed it with -9):
+    every process in them killed, then the directories removed."""
+    from runyard.daemon import cgroup as cg
+
+    top = cg.CgroupTree.path_for(root)
+    if top is None or not top.is_dir():
+        return
+    end = time.monotonic() + deadline
+    for service in [p for p in top.iterdir() if p.is_dir()]:
+        cg.kill(service)
+        while cg.populated(service) and time.monotonic() < end:
+            time.sleep(0.02)
+        cg.remove(service)
+    cg.remove(top)
