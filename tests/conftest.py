@@ -163,9 +163,14 @@ def _runyard_cgroups() -> set[Path]:
 @pytest.fixture(scope="session", autouse=True)
 def no_cgroup_left_behind() -> Iterator[None]:
     """Finding: daemons killed with -9 by tests left their cgroups (runyard-HASH/SERVICE) behind
-    under the cgroup2 mount. Every cgroup a test makes is removed; the session fails otherwise."""
+    under the cgroup2 mount. Every cgroup a test makes is removed; the session fails otherwise.
+    The short /tmp/ry-* trees daemon tests use (daemonkit.short_root) are removed here too."""
     before = _runyard_cgroups()
     yield
+    from daemonkit import SHORT_ROOTS  # the /tmp/ry-* trees of daemon tests: gone with them
+
+    for base in SHORT_ROOTS:
+        shutil.rmtree(base, ignore_errors=True)
     left = sorted(str(p) for p in _runyard_cgroups() - before)
     assert not left, f"cgroups left behind by the tests: {left}"
 

@@ -35,9 +35,15 @@ def program(source: str) -> bytes:
     return f"#!{sys.executable}\n".encode() + textwrap.dedent(source).encode()
 
 
+#: The directories short_root made; tests/conftest.py removes them when the session ends.
+SHORT_ROOTS: list[Path] = []
+
+
 def short_root() -> Path:
     """A tree under /tmp with a short path, so ipc sockets fit in sun_path without fallback."""
-    return Path(tempfile.mkdtemp(prefix="ry-")) / "rt"
+    base = Path(tempfile.mkdtemp(prefix="ry-"))
+    SHORT_ROOTS.append(base)
+    return base / "rt"
 
 
 def build_tree(
