@@ -729,6 +729,7 @@ def test_an_error_without_id_answers_the_only_request_in_flight() -> None:
         peer.join(timeout=15)
         router.close(linger=0)
         ctx.term()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_failed_handshake_is_not_a_dead_daemon_and_a_refused_key_says_so() -> None:
