@@ -8,6 +8,7 @@ rollback is: the real systemctl fails here, and nothing may stay behind).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import stat
@@ -71,8 +72,9 @@ def _analyze(unit_text: str, name: str, tmp_path: Path, *args: str, user: bool =
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path, user: bool, where: str) -> None:
     # "far": PrivateTmp=yes and a space in the path; "tmp": a real tree under /tmp with a % in it.
     root = FAR_ROOT if where == "far" else _tree(tmp_path, "rt 100%").root
-    text = render_unit(root, daemon_argv(sys.executable, root), user=user)
+    text = render_unit(root, daemon_argv(sys.executable, root), user=user, run_as="daemon")
     assert ("PrivateTmp=yes" in text) == (where == "far" and not user)
+    assert ("User=daemon" in text) == (not user)
     out = _analyze(text, unit_name(root), tmp_path, "verify", "--man=no", user=user)
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
 
@@ -213,6 +215,25 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     assert unit_name(Path("/srv/x"), "edge") == "edge.service"
     with pytest.raises(SystemdError, match="runyard daemon --root /srv/x"):
         require_systemd(Path("/srv/x"), run_dir=tmp_path / "no-such-dir")
+
+
+def test_system_unit_runs_the_daemon_as_the_owner_of_temp(tmp_path, capsys, monkeypatch) -> None:
+    """The daemon refuses a temp/ that is not its own (doctor): a tree set up by a user gets a
+    unit that runs the daemon as that user, not as root."""
+    monkeypatch.chdir(tmp_path)
+    tree = _tree(tmp_path)
+    args = ["service", "install", "--root", str(tree.root), "--print"]
+    code, out, _ = _cli(capsys, *args)
+    assert code == 0 and "User=" not in out  # this test runs as root, or as the tree's owner
+    if os.getuid() != 0:
+        return
+    os.chown(tree.temp_dir, 65534, 65534)
+    code, out, _ = _cli(capsys, *args)
+    assert code == 0 and f"User={pwd.getpwuid(65534).pw_name}" in out.splitlines()
+    code, out, _ = _cli(capsys, *args, "--run-as", "root")
+    assert code == 0 and "User=root" in out.splitlines()
+    code, _, err = _cli(capsys, *args, "--run-as", "a b")
+    assert code == 2 and "is not a user name" in err
 
 
 def test_prefix_links_are_writable(tmp_path: Path) -> None:

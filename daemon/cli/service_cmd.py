@@ -9,6 +9,7 @@ or stale; 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import pwd
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         )
         if action != "uninstall":
             q.add_argument("--license", metavar="FILE", help="license file the daemon is given")
+            q.add_argument(
+                "--run-as",
+                metavar="USER",
+                help="User= of a system unit (default: the owner of the tree's temp/; root: none)",
+            )
         if action == "install":
             q.add_argument("--print", action="store_true", help="write the unit to stdout only")
             q.add_argument("--no-enable", action="store_true", help="do not enable at boot")
@@ -55,10 +61,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         q.set_defaults(handler=handler)
 
 
-def _unit(args: argparse.Namespace) -> tuple[Path, str, str]:
+def _unit(args: argparse.Namespace, *, require: bool = False) -> tuple[Path, str, str]:
     """The tree's root, the unit's name and the text `install` writes with these options."""
     project = open_project(args)
     tree = open_tree(args, project)
+    if require:
+        tree.require()
     license_file = None
     if args.license:
         license_file = Path(args.license).absolute()
@@ -66,7 +74,25 @@ def _unit(args: argparse.Namespace) -> tuple[Path, str, str]:
             raise UsageError(f"--license: {license_file} is not a file")
     argv = daemon_argv(sys.executable, tree.root, project.path, license_file)
     name = unit_name(tree.root, args.name)
-    return tree.root, name, render_unit(tree.root, argv, user=args.user)
+    run_as = args.run_as if args.run_as else _tree_owner(tree.temp_dir)
+    return tree.root, name, render_unit(tree.root, argv, user=args.user, run_as=run_as)
+
+
+def _tree_owner(temp_dir: Path) -> str | None:
+    """Who a system unit runs the daemon as: the owner of the tree's temp/ (or of the tree),
+    since the daemon refuses a temp/ that is not its own; None for root."""
+    for path in (temp_dir, temp_dir.parent):
+        try:
+            uid = path.stat().st_uid
+        except OSError:
+            continue
+        if uid == 0:
+            return None
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+    return None
 
 
 def _unit_path(args: argparse.Namespace, name: str) -> Path:
@@ -84,8 +110,7 @@ def _say(args: argparse.Namespace, doc: dict[str, object], text: str) -> None:
 def cmd_install(args: argparse.Namespace) -> int:
     if args.print and args.unit_dir:
         raise UsageError("--print and --unit-dir: choose one")
-    open_tree(args).require()
-    root, name, text = _unit(args)
+    root, name, text = _unit(args, require=True)
     if args.print:
         sys.stdout.write(text)
         return 0
@@ -102,12 +127,25 @@ def cmd_install(args: argparse.Namespace) -> int:
         return 0
     sd.require_systemd(root)
     enable, start = not args.no_enable, not args.no_start
-    sd.install_unit(path, text, user=args.user, enable=enable, start=start)
+    replaced = sd.install_unit(path, text, user=args.user, enable=enable, start=start)
     done = [w for w, on in (("enabled", enable), ("started", start)) if on] or ["not enabled"]
+    ctl = "systemctl --user" if args.user else "systemctl"
+    later = (
+        f"; a daemon already running keeps the old unit until `{ctl} restart {name}` "
+        "(its services keep running)"
+        if replaced
+        else ""
+    )
     _say(
         args,
-        {"unit": name, "path": str(path), "enabled": enable, "started": start},
-        f"installed {name} ({path}), {' and '.join(done)}",
+        {
+            "unit": name,
+            "path": str(path),
+            "enabled": enable,
+            "started": start,
+            "replaced": replaced,
+        },
+        f"installed {name} ({path}), {' and '.join(done)}{later}",
     )
     return 0
 

@@ -70,8 +70,8 @@ def require_systemd(root: Path, run_dir: Path = SYSTEMD_RUN_DIR) -> None:
         return
     raise SystemdError(
         f"systemd is not the init system here (PID 1 is {pid1_name()}, no {run_dir}): "
-        f"write the unit with `runyard service install --root {root} --print > FILE` for a "
-        f"systemd box, or start `runyard daemon --root {root}` from this box's init"
+        f"start `runyard daemon --root {root}` from this box's init instead, or take the unit "
+        f"from `runyard service install --root {root} --print` to a box that runs systemd"
     )
 
 
@@ -118,8 +118,11 @@ def _restore(path: Path, previous: str | None) -> None:
         atomic_write_text(path, previous, mode=0o644)
 
 
-def install_unit(path: Path, text: str, *, user: bool, enable: bool, start: bool) -> None:
-    """Write the unit, reload systemd, enable and/or start it; all or nothing (SystemdError)."""
+def install_unit(path: Path, text: str, *, user: bool, enable: bool, start: bool) -> bool:
+    """Write the unit, reload systemd, enable and/or start it; all or nothing (SystemdError).
+
+    True when it replaced a unit file that said something else: a daemon already running keeps
+    what the old one said until the unit is restarted (which its services survive)."""
     previous = path.read_text() if path.is_file() else None
     write_unit(path, text)
     enabled = False
@@ -140,6 +143,7 @@ def install_unit(path: Path, text: str, *, user: bool, enable: bool, start: bool
         with contextlib.suppress(SystemdError):
             _systemctl(["daemon-reload"], user=user)
         raise SystemdError(f"{exc}; nothing installed ({', '.join(undo)})") from None
+    return previous is not None and previous != text
 
 
 def uninstall_unit(path: Path, *, user: bool) -> bool:

@@ -46,6 +46,8 @@ _UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.\\-]+")
 #: Longest unit name systemd accepts (UNIT_NAME_MAX).
 UNIT_NAME_MAX = 255
 _PLAIN = re.compile(r"[A-Za-z0-9@%+=:,./_-]+")
+#: What User= takes: a name (useradd's rule, loosely) or a uid.
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]+")
 #: Where the unit of a tree under one of these may not see it with PrivateTmp=yes.
 _TMP_DIRS = ("/tmp", "/var/tmp")
 
@@ -130,8 +132,13 @@ def _under_tmp(paths: Sequence[Path]) -> bool:
     return any(str(p) == t or str(p).startswith(t + "/") for p in paths for t in _TMP_DIRS)
 
 
-def render_unit(root: Path, argv: Sequence[str], *, user: bool = False) -> str:
-    """The unit's text for the daemon of the tree at ``root`` started by ``argv``."""
+def render_unit(
+    root: Path, argv: Sequence[str], *, user: bool = False, run_as: str | None = None
+) -> str:
+    """The unit's text for the daemon of the tree at ``root`` started by ``argv``; a system
+    unit runs it as ``run_as`` (a user name or uid) when given, else as root."""
+    if run_as is not None and not _USER_NAME.fullmatch(run_as):
+        raise UsageError(f"--run-as: {run_as!r} is not a user name or uid")
     writable = writable_paths(root)  # each path checked by unit_word below, root included
     exec_start = " ".join(unit_word(a, command=True) for a in argv)
     lines = [
@@ -155,6 +162,7 @@ def render_unit(root: Path, argv: Sequence[str], *, user: bool = False) -> str:
         f"ExecStart={exec_start}",
         "# SIGHUP is `runyard reload`: re-read manifest and config, restart only what changed.",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        *_identity(run_as, user),
         "Restart=always",
         "RestartSec=2",
         "# Only the daemon is signalled on stop and restart. On SIGTERM it stops its services",
@@ -172,6 +180,15 @@ def render_unit(root: Path, argv: Sequence[str], *, user: bool = False) -> str:
         f"WantedBy={'default.target' if user else 'multi-user.target'}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _identity(run_as: str | None, user: bool) -> list[str]:
+    if user or run_as is None:
+        return []
+    return [
+        "# The tree's temp/ must belong to the daemon's user (the doctor's temp check).",
+        f"User={run_as}",
+    ]
 
 
 def _hardening(writable: Sequence[Path], argv: Sequence[str], user: bool) -> list[str]:
@@ -194,8 +211,8 @@ def _hardening(writable: Sequence[Path], argv: Sequence[str], user: bool) -> lis
         "ReadWritePaths=" + " ".join(unit_word(str(p)) for p in writable),
         "ProtectHome=read-only",
     ]
-    if _under_tmp([*writable, Path(argv[0])]):
-        lines.append("# PrivateTmp= left off: the tree or the interpreter lives under /tmp.")
+    if _under_tmp([*writable, *(Path(a) for a in argv if a.startswith("/"))]):
+        lines.append("# PrivateTmp= left off: the tree, or a file ExecStart names, is under /tmp.")
     else:
         lines.append("PrivateTmp=yes")
     lines += [
