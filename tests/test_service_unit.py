@@ -288,3 +288,12 @@ def test_services_do_not_inherit_the_daemons_notify_socket(root: Path) -> None:
             assert seen.read_text() == "(none)"
         finally:
             d.stop()
+
+
+def test_the_unit_in_operations_md_is_what_render_unit_writes() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md").read_text()
+    section = doc.split("## Starting at boot", 1)[1]
+    shown = section.split("```ini\n", 1)[1].split("```", 1)[0]
+    root = Path("/srv/runtime")
+    argv = daemon_argv("/opt/runyard/venv/bin/python", root)
+    assert shown == render_unit(root, argv, run_as="runyard")

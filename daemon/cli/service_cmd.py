@@ -130,9 +130,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     replaced = sd.install_unit(path, text, user=args.user, enable=enable, start=start)
     done = [w for w, on in (("enabled", enable), ("started", start)) if on] or ["not enabled"]
     ctl = "systemctl --user" if args.user else "systemctl"
+    # A restart is a SIGTERM: the daemon stops its services on the way. Killed, it is restarted
+    # (Restart=always) and re-adopts them (KillMode=process).
     later = (
-        f"; a daemon already running keeps the old unit until `{ctl} restart {name}` "
-        "(its services keep running)"
+        f"; a daemon already running keeps the old unit until restarted: `{ctl} restart {name}` "
+        f"restarts its services too, `{ctl} kill -s KILL --kill-whom=main {name}` only the "
+        "daemon (its services are re-adopted)"
         if replaced
         else ""
     )

@@ -5,10 +5,11 @@ Why the unit says what it says (docs/OPERATIONS.md, "Starting at boot", has the 
 
 - ``Type=notify``: the daemon sends READY=1 once its control socket serves (daemon/main.py), so
   units ordered ``After=`` it start when clients can talk to it, not when Python was exec'd.
-- ``KillMode=process``: a stop or a restart of the unit signals the daemon alone. On SIGTERM
-  the daemon stops its services itself, in dependency order with each one's stop signal and
-  timeout; when it crashes (or is killed) the services keep running, and the next daemon
-  re-adopts them from temp/state.json. The default (``control-group``) would kill them all.
+- ``KillMode=process``: systemd signals the daemon alone. On SIGTERM (a stop or a restart of
+  the unit) the daemon stops its services itself, in dependency order with each one's stop
+  signal and timeout; when it crashes (or is killed) the services keep running, Restart=
+  brings it back and it re-adopts them from temp/state.json. The default (``control-group``)
+  would kill them all with it.
 - ``Delegate=yes``: the daemon makes one cgroup per service under its own (daemon/cgroup.py);
   systemd must leave that subtree to it.
 - Hardening: every setting is inherited by the supervised services, so only what no sane
@@ -165,10 +166,10 @@ def render_unit(
         *_identity(run_as, user),
         "Restart=always",
         "RestartSec=2",
-        "# Only the daemon is signalled on stop and restart. On SIGTERM it stops its services",
-        "# itself (dependency order, each one's stop signal and timeout); if it crashes or is",
-        "# killed, they keep running and the next daemon re-adopts them from temp/state.json.",
-        "# The default, control-group, would kill every service with the daemon.",
+        "# Only the daemon is signalled. On SIGTERM (stop, restart) it stops its services itself",
+        "# (dependency order, each one's stop signal and timeout). If it crashes or is killed,",
+        "# its services keep running, Restart= brings it back, and it re-adopts them from",
+        "# temp/state.json. The default, control-group, would kill every service with it.",
         "KillMode=process",
         "# Services get long stop timeouts of their own; the daemon waits for them all.",
         "TimeoutStopSec=180",
