@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -297,3 +299,82 @@ def test_the_unit_in_operations_md_is_what_render_unit_writes() -> None:
     root = Path("/srv/runtime")
     argv = daemon_argv("/opt/runyard/venv/bin/python", root)
     assert shown == render_unit(root, argv, run_as="runyard")
+
+
+#: Writes into its data dir (the tree, writable) and tries /var/tmp (outside it), then idles.
+SANDBOXED = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+nnp = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs:")][0]
+try:
+    open("/var/tmp/runyard-sandbox-probe", "w").close()
+    outside = "written"
+except OSError as exc:
+    outside = type(exc).__name__ + str(exc.errno)
+with open("seen.tmp", "w") as f:
+    f.write(f"nnp={nnp} outside={outside}")
+os.replace("seen.tmp", "seen")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _sandbox_argv(tree_root: Path) -> list[str] | None:
+    """A shell line that does what the unit's ProtectSystem=strict + ReadWritePaths=TREE and
+    NoNewPrivileges=yes do (a private mount namespace, / read-only, the tree bound writable,
+    no_new_privs), then execs the unit's very ExecStart; None where namespaces are not ours."""
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if os.getuid() != 0 or unshare is None or setpriv is None:
+        return None
+    probe = subprocess.run(
+        [unshare, "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return None
+    t = shlex.quote(str(tree_root))
+    exec_start = " ".join(shlex.quote(a) for a in daemon_argv(sys.executable, tree_root))
+    script = (
+        "set -e; mount -o remount,bind,ro /; "
+        f"mount --bind {t} {t}; mount -o remount,bind,rw {t}; "
+        f"exec {shlex.quote(setpriv)} --no-new-privs {exec_start}"
+    )
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", script]
+
+
+def test_supervision_works_inside_the_units_sandbox(root: Path) -> None:
+    """The hardening must not break supervision: the daemon under a read-only / with only the
+    tree writable, and no_new_privs, reports READY=1, runs a service that writes its data,
+    answers the CLI from outside, and stops cleanly. (systemd itself is not PID 1 here: this
+    applies the same kernel mechanisms by hand.)"""
+    tree = build_tree(root, {"inside": SANDBOXED})
+    argv = _sandbox_argv(tree.root)
+    if argv is None:
+        pytest.skip("no private mount namespace here (needs root and unshare/setpriv)")
+    sock_path = str(root.parent / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(sock_path)
+        notify.settimeout(20)
+        d = Daemon(tree)
+        d.proc = subprocess.Popen(
+            argv,
+            env={**runyard_env(), "NOTIFY_SOCKET": sock_path},
+            cwd="/",
+            stdout=subprocess.DEVNULL,
+            stderr=open(root.parent / "daemon.stderr", "wb"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        try:
+            assert notify.recv(100) == b"READY=1", (root.parent / "daemon.stderr").read_text()
+            seen = tree.data_dir / "inside" / "seen"
+            wait_for(seen.exists, what="the service to write into its data dir")
+            assert seen.read_text() == "nnp=1 outside=OSError30"  # EROFS outside the tree
+            with d.client(timeout=5) as c:
+                wait_for(
+                    lambda: c.status(["inside"]).services[0].state == "running",
+                    what="inside running, seen from outside the sandbox",
+                )
+                c.shutdown()
+            assert d.proc.wait(timeout=30) == 0
+        finally:
+            d.stop()
+            Path("/var/tmp/runyard-sandbox-probe").unlink(missing_ok=True)
