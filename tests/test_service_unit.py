@@ -72,9 +72,17 @@ def _analyze(unit_text: str, name: str, tmp_path: Path, *args: str, user: bool =
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 @pytest.mark.parametrize("where", ["far", "tmp"])
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path, user: bool, where: str) -> None:
-    # "far": PrivateTmp=yes and a space in the path; "tmp": a real tree under /tmp with a % in it.
-    root = FAR_ROOT if where == "far" else _tree(tmp_path, "rt 100%").root
-    text = render_unit(root, daemon_argv(sys.executable, root), user=user, run_as="daemon")
+    # "far": PrivateTmp=yes and a space in the path; "tmp": a real tree under /tmp with a % in
+    # it, and the interpreter behind a path with a space, a $ and a %: verify looks for that
+    # very file, so a quoting mistake is an error here.
+    python = sys.executable
+    if where == "tmp":
+        odd = tmp_path / "bin $HOME 5%"
+        odd.mkdir()
+        (odd / "python").symlink_to(sys.executable)
+        python = str(odd / "python")
+    root = FAR_ROOT if where == "far" else _tree(tmp_path, "rt $x 100%").root
+    text = render_unit(root, daemon_argv(python, root), user=user, run_as="daemon")
     assert ("PrivateTmp=yes" in text) == (where == "far" and not user)
     assert ("User=daemon" in text) == (not user)
     out = _analyze(text, unit_name(root), tmp_path, "verify", "--man=no", user=user)
@@ -211,8 +219,10 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     assert code == 2 and err.count("\n") == 1 and "is not a unit name" in err
     code, _, err = _cli(capsys, "service", "install", "--root", str(tmp_path / "none"), "--print")
     assert code == 1 and err.count("\n") == 1
-    with pytest.raises(UsageError, match="cannot hold"):
-        unit_word('/srv/a"b')
+    for bad in ('/srv/a"b', "/srv/a\\b", "/srv/a'b", "/srv/a\nb", "/srv/a\tb"):
+        with pytest.raises(UsageError, match="cannot hold"):
+            unit_word(bad)
+    assert unit_word("/srv/a $b 5%", command=True) == '"/srv/a $$b 5%%"'
     assert unit_name(Path("/srv/my tree")) == "runyard-my-tree.service"
     assert unit_name(Path("/srv/x"), "edge") == "edge.service"
     with pytest.raises(SystemdError, match="runyard daemon --root /srv/x"):

@@ -18,7 +18,9 @@ Why the unit says what it says (docs/OPERATIONS.md, "Starting at boot", has the 
   them through a user namespace (PrivateUsers=), which maps every other uid to nobody.
 
 Quoting: systemd expands ``%`` specifiers everywhere and ``$`` in ExecStart, and splits on
-whitespace with C-style quotes; `unit_word` writes any path so that it comes back as it was.
+whitespace with C-style quotes; `unit_word` writes a path so that it comes back as it was, and
+refuses the few characters (quotes, backslash, control characters) whose unquoting differs from
+one setting to the next.
 """
 
 from __future__ import annotations
@@ -114,11 +116,11 @@ def writable_paths(root: Path) -> list[Path]:
 
 def unit_word(text: str, *, command: bool = False) -> str:
     """One word of a unit file line, read back by systemd as ``text``: ``%`` doubled (every
-    line expands specifiers), ``$`` doubled in a ``command`` line (ExecStart= expands
-    variables), double-quoted when it holds a space. Quotes, backslashes and control
+    line expands specifiers), ``$`` doubled in a ``command`` argument (ExecStart= expands
+    variables there, not in the executable's path), double-quoted when it holds a space. Quotes, backslashes and control
     characters are refused: a tree path does not need them, and their unquoting rules differ
     from one setting to the next."""
-    bad = sorted({c for c in text if c in "\"'" or ord(c) < 32 or ord(c) == 127})
+    bad = sorted({c for c in text if c in "\\\"'" or ord(c) < 32 or ord(c) == 127})
     if bad:
         raise UsageError(
             f"{text!r}: a path written into a unit file cannot hold {' '.join(map(repr, bad))}"
@@ -141,7 +143,9 @@ def render_unit(
     if run_as is not None and not _USER_NAME.fullmatch(run_as):
         raise UsageError(f"--run-as: {run_as!r} is not a user name or uid")
     writable = writable_paths(root)  # each path checked by unit_word below, root included
-    exec_start = " ".join(unit_word(a, command=True) for a in argv)
+    # $ is expanded in the arguments only: the executable's path is taken as it is (found by
+    # `systemd-analyze verify` looking for a path with a $ in it).
+    exec_start = " ".join([unit_word(argv[0]), *(unit_word(a, command=True) for a in argv[1:])])
     lines = [
         '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");',
         "# `runyard service status` says when it is stale.",
