@@ -246,6 +246,8 @@ def test_system_unit_runs_the_daemon_as_the_owner_of_temp(tmp_path, capsys, monk
     assert code == 0 and "User=root" in out.splitlines()
     code, _, err = _cli(capsys, *args, "--run-as", "a b")
     assert code == 2 and "is not a user name" in err
+    code, _, err = _cli(capsys, *args, "--run-as", "x", "--user")
+    assert code == 2 and "for a system unit" in err
 
 
 def test_prefix_links_are_writable(tmp_path: Path) -> None:

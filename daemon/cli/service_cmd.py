@@ -74,6 +74,8 @@ def _unit(args: argparse.Namespace, *, require: bool = False) -> tuple[Path, str
             raise UsageError(f"--license: {license_file} is not a file")
     argv = daemon_argv(sys.executable, tree.root, project.path, license_file)
     name = unit_name(tree.root, args.name)
+    if args.run_as and args.user:
+        raise UsageError("--run-as: a user unit runs as its user; it is for a system unit")
     run_as = args.run_as if args.run_as else _tree_owner(tree.temp_dir)
     return tree.root, name, render_unit(tree.root, argv, user=args.user, run_as=run_as)
 
