@@ -29,6 +29,7 @@ from . import (
     license_cmd,
     runs_cmd,
     runtime_cmd,
+    service_cmd,
     tui_cmd,
 )
 from .common import UsageError, common_options
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cmd.register(sub, common)
     license_cmd.register(sub, common)
     audit_cmd.register(sub, common)
+    service_cmd.register(sub, common)
     return parser
 
 

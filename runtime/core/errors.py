@@ -38,6 +38,7 @@
     ├── SocketDirError              the socket directory is not private to us (also an OSError)
     ├── UsageError                  bad CLI arguments that argparse cannot see
     ├── StartFailed                 ``runyard up`` could not bring the daemon up
+    ├── SystemdError                systemd is not the init system, or systemctl refused a unit
     ├── ClientError                 anything the client library refuses or cannot do
     │   ├── DaemonUnreachable       no socket file, or no reply before the deadline
     │   ├── ProtocolError           the daemon answered something this client cannot read
@@ -113,6 +114,7 @@ __all__ = [
     "StartFailed",
     "StartupCheckFailed",
     "SupervisionError",
+    "SystemdError",
     "TooLarge",
     "TreeError",
     "UnknownService",
@@ -369,6 +371,10 @@ class UsageError(RunyardError):
 
 class StartFailed(RunyardError):
     """``up`` could not bring the daemon up; the message has its last words."""
+
+
+class SystemdError(RunyardError):
+    """``service install|uninstall|status``: no systemd to talk to, or systemctl failed."""
 
 
 # --- the client library --------------------------------------------------------------------------
