@@ -35,10 +35,10 @@ same bytes. Secret-looking files and values are refused, all listed in one error
 manifest with an Ed25519 key (runyard keys gen); the key itself is never packed.
 The version is --version or `version` in the project file.
 
---format deb|rpm|run (or FILE ending in .deb .rpm .run) wraps the signed bundle
-(--sign is required) into a system package installing into /opt/runyard/NAME
-(--package-name, default runyard-TREEDIR), or a self-extracting shell installer;
-the package's script verifies the signature before switching `current`."""
+--format deb|rpm|run (or FILE ending in .deb .rpm .run) wraps the signed runtime
+bundle (--sign is required) into a system package installing into
+/opt/runyard/NAME (--package-name, default runyard-TREEDIR), or a self-extracting
+shell installer; its script verifies the signature before switching `current`."""
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -95,7 +95,7 @@ def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         choices=("tar.gz", "zip", "deb", "rpm", "run"),
-        help="default: from FILE's suffix; deb, rpm, run: a package of the signed bundle",
+        help="default: from FILE's suffix; deb, rpm, run: a package of the signed runtime bundle",
     )
     p.add_argument("--services", metavar="A,B", help="only these services (default: all)")
     p.add_argument("--with-wheels", action="store_true", help="add wheels/ and install.sh")
