@@ -361,3 +361,26 @@ def test_run_installer_verifies_and_installs_into_a_prefix(kit, tmp_path: Path) 
     assert sha(extracted) == packed["1.1.0"].bundle_sha256
     assert b"BEGIN PUBLIC KEY" in Path(f"{extracted}.pub").read_bytes()
     assert not list(tmp_path.glob("ry-run.*"))  # its work dir is gone
+
+
+@pytest.mark.timeout(60)
+def test_run_installer_service_install_failure_is_named_after_the_install(
+    kit, tmp_path: Path
+) -> None:
+    """--service-install where no systemd unit can be installed (no systemd as init here, or a
+    runyard without `service`): the bundle is installed and current, then one line says the
+    service is not, exit 1."""
+    if Path("/run/systemd/system").exists():
+        pytest.skip("systemd is the init system here: the test would install a real unit")
+    sh = require_tool("sh")
+    result = pack_package(
+        make_tree(tmp_path / "t"), tmp_path / "svc.run", "run", name="ry-svc",
+        sign_key=kit["key"], version="1.0.0", created_at=CREATED,
+    )  # fmt: skip
+    prefix = tmp_path / "prefix"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD")}
+    proc = run(sh, result.path, "--quiet", "--service-install", "--prefix", prefix,
+               "--runyard", kit["runyard"], env=env, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert f"ry-svc: installed in {prefix}, but the service could not be installed" in proc.stderr
+    assert os.readlink(prefix / "current") == "versions/1.0.0"

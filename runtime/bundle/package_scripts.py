@@ -164,7 +164,8 @@ RUN_HEADER = (
 # Checks the embedded bundle's sha256, then `runyard bundle install` into DIR (default
 # /opt/runyard/@NAME@): the signature is checked against KEY (default: the packer's key,
 # embedded) before anything is extracted, and `current` is switched last. Non-interactive.
-# --quiet: errors only. --service-install then runs `runyard service install` for DIR/current.
+# --quiet: errors only. --service-install then runs `runyard service install` for DIR/current
+# (unit @NAME@.service).
 # --extract FILE only writes the embedded bundle to FILE (and KEY beside it as FILE.pub).
 set -eu
 name=@NAME@
@@ -187,7 +188,7 @@ extract=
 quiet=
 while [ $# -gt 0 ]; do
     case $1 in
-        -h | --help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
         --prefix | --pubkey | --runyard | --extract)
             [ $# -ge 2 ] || die "$1 needs a value"
             case $1 in
@@ -223,7 +224,7 @@ if [ -n "$quiet" ]; then exec 3>/dev/null; else exec 3>&1; fi
 "$runyard" bundle install "$work/bundle.tar.gz" --prefix "$prefix" --pubkey "$pubkey" >&3 ||
     die "the bundle was not installed; $prefix/current is unchanged"
 if [ -n "$service" ]; then
-    "$runyard" service install --root "$prefix/current" >&3 ||
+    "$runyard" service install --root "$prefix/current" --name "$name" >&3 ||
         die "installed in $prefix, but the service could not be installed"
 fi
 exit 0
