@@ -21,7 +21,7 @@ from conftest import require_tool
 from test_bundle_kit import cli, edit_manifest, make_tree, rewrite
 
 from runyard.runtime.bundle import BundleError, pack_bundle
-from runyard.runtime.bundle.packages import output_format, pack_package
+from runyard.runtime.bundle.packages import check_maintainer, output_format, pack_package
 from runyard.runtime.bundle.system_package import (
     build_system_package,
     find_nfpm,
@@ -92,8 +92,15 @@ def test_output_format_from_name_or_flag() -> None:
     assert output_format("pkg", "deb") == "deb"
     with pytest.raises(BundleError, match="the name says rpm"):
         output_format("x.rpm", "deb")
-    with pytest.raises(BundleError, match="the name says a bundle"):
+    with pytest.raises(BundleError, match=r"the name says tar\.gz, --format says deb"):
         output_format("x.tar.gz", "deb")
+    with pytest.raises(BundleError, match=r"the name says deb, --format says tar\.gz"):
+        output_format("x.deb", "tar.gz")
+    with pytest.raises(BundleError, match="cannot tell the bundle format"):
+        output_format("x.bin")
+    with pytest.raises(BundleError, match="expected 'Name <user@host>' on one line"):
+        check_maintainer("Ops\nDepends: evil <ops@example.org>")
+    assert check_maintainer("Ops Team <ops@example.org>") == "Ops Team <ops@example.org>"
 
 
 def test_package_versions_sort_like_semver() -> None:
@@ -211,7 +218,8 @@ def dpkg(kit, *args: str | Path, check: bool = True) -> subprocess.CompletedProc
     deadline = time.monotonic() + 60
     while True:
         proc = run("dpkg", *args, env=env, check=False)
-        if "lock" not in proc.stderr or time.monotonic() > deadline:
+        locked = any(m in proc.stderr for m in ("frontend lock", "frontend is locked", "is locked"))
+        if not locked or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     if check and proc.returncode != 0:

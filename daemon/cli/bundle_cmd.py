@@ -138,7 +138,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import SecretsFound
     from runyard.runtime.bundle.layout import BundleError
     from runyard.runtime.bundle.pack import check_version
-    from runyard.runtime.bundle.packages import output_format
+    from runyard.runtime.bundle.packages import check_maintainer, output_format
     from runyard.runtime.bundle.system_package import package_name_problem
 
     project = open_project(args)
@@ -151,6 +151,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 f"--format {fmt} needs --sign KEY: the package's install script verifies "
                 "the bundle's signature before switching `current`"
             )
+        if args.maintainer is not None:
+            check_maintainer(args.maintainer)
         if args.package_name and package_name_problem(args.package_name):
             raise BundleError(str(package_name_problem(args.package_name)))
     except BundleError as exc:

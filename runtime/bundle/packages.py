@@ -20,7 +20,7 @@ from typing import Any
 
 from runyard.runtime.core.tree import RuntimeTree
 
-from .layout import BundleError, bundle_format
+from .layout import FORMATS, BundleError, bundle_format
 from .pack import PackResult, check_version, pack_bundle
 from .selfextract import build_run_installer
 from .system_package import (
@@ -30,34 +30,42 @@ from .system_package import (
     package_name_problem,
 )
 
-__all__ = ["default_package_name", "output_format", "pack_package"]
+__all__ = ["check_maintainer", "default_package_name", "output_format", "pack_package"]
+
+_MAINTAINER_RE = re.compile(r"[^\x00-\x1f<>]+ <[^\s<>@]+@[^\s<>@]+>")
 
 
 def output_format(path: str | os.PathLike[str], explicit: str | None = None) -> str:
     """``--format`` or the output name's suffix: a bundle format (tar.gz, zip) or a package
     format (deb, rpm, run); both must agree when both are given."""
-    suffix = Path(path).name.lower().rpartition(".")[2]
-    by_name = suffix if suffix in PACKAGE_FORMATS else None
-    if explicit in PACKAGE_FORMATS:
-        if by_name is None and bundle_format_or_none(path) is not None:
-            raise BundleError(
-                f"{Path(path).name}: the name says a bundle, --format says {explicit}"
-            )
-        if by_name is not None and by_name != explicit:
-            raise BundleError(
-                f"{Path(path).name}: the name says {by_name}, --format says {explicit}"
-            )
-        return explicit
-    if explicit is None and by_name is not None:
-        return by_name
-    return bundle_format(path, explicit)
+    name = Path(path).name
+    suffix = name.lower().rpartition(".")[2]
+    if suffix not in PACKAGE_FORMATS and explicit not in PACKAGE_FORMATS:
+        return bundle_format(path, explicit)  # its own messages, for bundles
+    by_name = suffix if suffix in PACKAGE_FORMATS else _bundle_format_or_none(path)
+    if explicit is None:
+        return suffix
+    if explicit not in (*FORMATS, *PACKAGE_FORMATS):
+        raise BundleError(
+            f"--format {explicit}: expected one of {', '.join((*FORMATS, *PACKAGE_FORMATS))}"
+        )
+    if by_name is not None and by_name != explicit:
+        raise BundleError(f"{name}: the name says {by_name}, --format says {explicit}")
+    return explicit
 
 
-def bundle_format_or_none(path: str | os.PathLike[str]) -> str | None:
+def _bundle_format_or_none(path: str | os.PathLike[str]) -> str | None:
     try:
         return bundle_format(path)
     except BundleError:
         return None
+
+
+def check_maintainer(maintainer: str) -> str:
+    """``Name <mail>`` on one line, as the Maintainer/Packager field; BundleError otherwise."""
+    if not _MAINTAINER_RE.fullmatch(maintainer):
+        raise BundleError(f"--maintainer {maintainer!r}: expected 'Name <user@host>' on one line")
+    return maintainer
 
 
 def default_package_name(tree: RuntimeTree) -> str:
@@ -91,6 +99,7 @@ def pack_package(
     if problem:
         raise BundleError(problem)
     version = check_version(version)
+    maintainer = check_maintainer(maintainer or DEFAULT_MAINTAINER)
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as scratch:
@@ -101,7 +110,7 @@ def pack_package(
         if fmt == "run":
             build_run_installer(inner, out, name)
         else:
-            build_system_package(inner, out, fmt, name, maintainer or DEFAULT_MAINTAINER)
+            build_system_package(inner, out, fmt, name, maintainer)
     with open(out, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return dataclasses.replace(
