@@ -25,6 +25,7 @@ from runyard.runtime.bundle.packages import check_maintainer, output_format, pac
 from runyard.runtime.bundle.system_package import (
     build_system_package,
     find_nfpm,
+    package_name_problem,
     package_version,
 )
 from runyard.runtime.signing.keys import generate_signing_key
@@ -101,6 +102,9 @@ def test_output_format_from_name_or_flag() -> None:
     with pytest.raises(BundleError, match="expected 'Name <user@host>' on one line"):
         check_maintainer("Ops\nDepends: evil <ops@example.org>")
     assert check_maintainer("Ops Team <ops@example.org>") == "Ops Team <ops@example.org>"
+    assert package_name_problem("runyard-rt") is None
+    for bad in ("Runyard", "rt\nDepends: x", "-rt", "r", "rt/../x"):
+        assert "use 2-63 lower-case letters" in str(package_name_problem(bad))
 
 
 def test_package_versions_sort_like_semver() -> None:
@@ -139,16 +143,17 @@ def test_same_bundle_same_package_bytes(kit, tmp_path: Path) -> None:
     need_nfpm()
     require_tool("dpkg-deb")
     cases = [("deb", "nfpm"), ("deb", "dpkg-deb"), ("rpm", "nfpm")]
-    for fmt, packager in cases:
-        first = build_system_package(
-            kit["1.0.0"], tmp_path / f"a.{fmt}", fmt, "ry-det", packager=packager
-        )
-        time.sleep(1.1)  # a clock-dependent timestamp would show up as a different second
-        (tmp_path / "again").mkdir(exist_ok=True)
-        second = build_system_package(
-            kit["1.0.0"], tmp_path / "again" / f"b.{fmt}", fmt, "ry-det", packager=packager
-        )
-        assert sha(first) == sha(second), f"{fmt} by {packager} is not deterministic"
+    built: dict[str, list[str]] = {}
+    for round_dir in ("first", "second"):
+        (tmp_path / round_dir).mkdir()
+        for fmt, packager in cases:
+            out = tmp_path / round_dir / f"{packager}.{fmt}"
+            build_system_package(kit["1.0.0"], out, fmt, "ry-det", packager=packager)
+            built.setdefault(f"{fmt} by {packager}", []).append(sha(out))
+        if round_dir == "first":
+            time.sleep(1.1)  # not a wait: a timestamp taken from the clock would differ now
+    for what, (one, two) in built.items():
+        assert one == two, f"{what} is not deterministic"
     tree = make_tree(tmp_path / "t")  # another tree, same content, other install times
     runs = [
         pack_package(tree, tmp_path / f"{i}.run", "run", name="ry-det", sign_key=kit["key"],

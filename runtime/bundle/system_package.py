@@ -34,9 +34,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from runyard.runtime.core.atomic import fsync_dir
+from runyard.runtime.core.errors import ManifestError
+from runyard.runtime.core.manifest import parse_manifest
 from runyard.runtime.signing.ed25519 import public_key_from_hex
 
-from .layout import BundleError
+from .layout import MANIFEST, BundleError
 from .package_scripts import (
     CONF_DIR,
     CONFFILE,
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 PACKAGE_FORMATS = ("deb", "rpm", "run")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,62}")
 #: The Maintainer/Packager field unless --maintainer says who: a reserved domain (RFC 2606),
 #: so no real mailbox is named by accident.
 DEFAULT_MAINTAINER = "Runyard bundle packer <packager@runyard.invalid>"
@@ -83,7 +85,7 @@ class BundleFacts:
 
 def package_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a package (Debian's rules, which rpm accepts too), or None."""
-    if _NAME_RE.match(name):
+    if _NAME_RE.fullmatch(name):
         return None
     return (
         f"package name {name!r}: use 2-63 lower-case letters, digits and + . - "
@@ -102,32 +104,34 @@ def package_version(version: str) -> str:
 
 def read_bundle_facts(bundle: Path) -> BundleFacts:
     """The manifest facts of ``bundle``; BundleError unless it is a signed tar.gz bundle whose
-    signature verifies (a package of an unsigned bundle could not be verified on the box)."""
+    manifest validates and whose signature verifies (a package of an unsigned bundle could not
+    be verified on the box). The members are checked by the install on the box."""
     with BundleReader(bundle) as reader:
         if reader.format != "tar.gz":
             raise BundleError(
                 f"{bundle.name}: a package wraps a .tar.gz bundle, not a .{reader.format}"
             )
-        doc = json.loads(reader.read_manifest())
-    info = doc.get("bundle") or {}
-    sig = check_signature(doc, None)
+        data = reader.read_manifest()
+    try:
+        manifest = parse_manifest(data, source=f"{bundle.name}: {MANIFEST}")
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
+    sig = check_signature(json.loads(data), None)
     if sig.state == "unsigned":
         raise BundleError(
             f"{bundle.name}: unsigned; a system package needs a signed bundle (pack with --sign KEY)"
         )
-    if not sig.ok:
+    if not sig.ok or not isinstance(manifest.bundle.public_key, str):
         raise BundleError(f"{bundle.name}: signature: {sig.detail}")
-    public = public_key_from_hex(info["publicKey"])
-    pem = public.public_bytes(
+    pem = public_key_from_hex(manifest.bundle.public_key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    services = doc.get("services") or []
-    arches = sorted({s["arch"] for s in services if s.get("os") == "linux"})
+    services = manifest.services
     return BundleFacts(
-        version=info["version"],
-        created_at=info["createdAt"],
-        services=tuple(sorted({s["name"] for s in services})),
-        arches=tuple(arches),
+        version=manifest.bundle.version,
+        created_at=manifest.bundle.created_at,
+        services=tuple(sorted({s.name for s in services})),
+        arches=tuple(sorted({s.arch for s in services if s.os == "linux"})),
         public_pem=pem,
     )
 
