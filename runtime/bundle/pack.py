@@ -66,6 +66,9 @@ class PackResult:
     created_at: str
     signed_by: str = ""
     allowed: list[str] = field(default_factory=list)
+    #: --format deb|rpm|run: the package name, and the sha256 of the bundle inside it.
+    package: str = ""
+    bundle_sha256: str = ""
 
 
 def check_version(version: str | None) -> str:
