@@ -93,7 +93,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="RUN_ID[:PATH]",
-        help="consume an upstream run's artifacts (PATH: a glob or path among them)",
+        help="consume an upstream run's artifacts or RUN_OUTPUT.json (PATH: a glob or path)",
     )
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (runyard keys gen)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
