@@ -42,13 +42,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from runyard.runtime.core.atomic import fsync_dir
 from runyard.runtime.core.errors import AttestationError
 from runyard.runtime.core.tree import RuntimeTree
-from runyard.runtime.signing.dsse import (
-    INTOTO_PAYLOAD_TYPE,
-    encode_envelope,
-    parse_envelope,
-    seal_envelope,
-)
 from runyard.runtime.signing.ed25519 import public_key_from_hex
+from runyard.runtime.signing.intoto import (
+    Finding,
+    attestation_bytes,
+    predicate_diff,
+    read_statement,
+    signature_finding,
+    statement,
+    subject_problems,
+)
 
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import RUN_CONDITIONS, RUN_ID_RE, RUN_INPUT, RUN_META, RUN_OUTPUT, SUMS_FILE
@@ -56,15 +59,12 @@ from .layout import RUN_CONDITIONS, RUN_ID_RE, RUN_INPUT, RUN_META, RUN_OUTPUT, 
 __all__ = [
     "ATTESTATION_FILE",
     "RUN_BUILD_TYPE",
-    "STATEMENT_TYPE",
     "attest_run",
     "check_attestation",
-    "run_statement",
+    "run_predicate",
 ]
 
 ATTESTATION_FILE = "RUN_ATTESTATION.intoto.jsonl"
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 #: Names, not links: they say which schema externalParameters and builder follow.
 RUN_BUILD_TYPE = "https://runyard.dev/provenance/sealed-run/v1"
 BUILDER_ID = "https://runyard.dev/builder/operator-box/v1"
@@ -181,17 +181,6 @@ def _argv0(cond: dict[str, Any]) -> str:
     return str(argv[0]) if isinstance(argv, list) and argv else ""
 
 
-def run_statement(subjects: dict[str, str], predicate: dict[str, Any]) -> dict[str, Any]:
-    """The in-toto Statement v1 for {path: sha256} and a predicate."""
-    ordered = sorted(subjects, key=lambda p: p.encode("utf-8"))
-    return {
-        "_type": STATEMENT_TYPE,
-        "predicate": predicate,
-        "predicateType": SLSA_PROVENANCE,
-        "subject": [{"digest": {"sha256": subjects[p]}, "name": p} for p in ordered],
-    }
-
-
 def attest_run(
     run_dir: Path,
     sums: bytes,
@@ -207,17 +196,13 @@ def attest_run(
     subjects[SUMS_FILE] = hashlib.sha256(sums).hexdigest()
     docs = {name: _doc(run_dir, name) for name in (RUN_INPUT, RUN_OUTPUT, RUN_META, RUN_CONDITIONS)}
     upstream = _upstream(docs[RUN_INPUT].get("input_artifact_index"), tree)
-    statement = run_statement(subjects, run_predicate(docs, upstream))
-    data = encode_envelope(seal_envelope(canonical(statement), INTOTO_PAYLOAD_TYPE, signer))
+    data = attestation_bytes(statement(subjects, run_predicate(docs, upstream)), signer)
     write(run_dir / ATTESTATION_FILE, data)
     fsync_dir(run_dir)
     return data
 
 
 # --- checking -----------------------------------------------------------------------------------
-
-#: (check name, ok, detail, skipped), as verify_run records them.
-Finding = tuple[str, bool, str, bool]
 
 
 def check_attestation(
@@ -244,30 +229,18 @@ def check_attestation(
         # its .sig still cover every file, so dropping the attestation hides nothing.
         return [("attestation", True, f"no {ATTESTATION_FILE} (sealed before attestations)", True)]
     try:
-        env = parse_envelope(data, ATTESTATION_FILE)
-        statement = _statement(env.payload_type, env.payload)
+        env, doc = read_statement(data, ATTESTATION_FILE)
     except AttestationError as exc:
         return [("attestation", False, str(exc), False)]
-    found = [("attestation", False, p, False) for p in _subject_problems(statement, actual)]
-    found += [("attestation", False, p, False) for p in _predicate_problems(statement, docs, tree)]
+    problems = subject_problems(doc, actual, "the run directory")
+    problems += _predicate_problems(doc, docs, tree)
+    found: list[Finding] = [("attestation", False, p, False) for p in problems]
     if not found:
-        n = len(statement["subject"])
+        n = len(doc["subject"])
         found.append(
             ("attestation", True, f"{n} subjects match the files; predicate agrees", False)
         )
-    if key is None:
-        if env.signatures:
-            found.append(
-                ("attestation-signature", False, "signed, but the run names no key", False)
-            )
-        else:
-            found.append(("attestation-signature", True, "unsigned envelope (unsigned run)", True))
-    elif env.signed_by(key):
-        found.append(("attestation-signature", True, f"DSSE signature valid, {why_key}", False))
-    else:
-        found.append(
-            ("attestation-signature", False, f"no DSSE signature verifies, {why_key}", False)
-        )
+    found.append(signature_finding(env, key, why_key))
     return found
 
 
@@ -286,55 +259,14 @@ def _run_key(
     return public_key_from_hex(raw), f"with the key {RUN_META} names"
 
 
-def _statement(payload_type: str, payload: bytes) -> dict[str, Any]:
-    if payload_type != INTOTO_PAYLOAD_TYPE:
-        raise AttestationError(f"payloadType {payload_type!r}, expected {INTOTO_PAYLOAD_TYPE}")
-    try:
-        doc = strict_loads(payload)
-    except JSONInputError as exc:
-        raise AttestationError(f"payload is not one JSON document: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
-        raise AttestationError(f"payload is not an in-toto Statement ({STATEMENT_TYPE})")
-    if doc.get("predicateType") != SLSA_PROVENANCE:
-        raise AttestationError(
-            f"predicateType {doc.get('predicateType')!r}, expected {SLSA_PROVENANCE}"
-        )
-    subjects = doc.get("subject")
-    if not isinstance(subjects, list) or not all(
-        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict)
-        for s in subjects
-    ):
-        raise AttestationError("subject is not a list of {name, digest}")
-    return doc
-
-
-def _subject_problems(statement: dict[str, Any], actual: Mapping[str, str]) -> list[str]:
-    attested: dict[str, Any] = {}
-    problems: list[str] = []
-    for s in statement["subject"]:
-        if s["name"] in attested:
-            problems.append(f"subject {s['name']} is listed twice")
-        attested[s["name"]] = s["digest"].get("sha256")
-    for name in sorted(set(attested) | set(actual)):
-        if name not in actual:
-            problems.append(f"subject {name}: no such file in the run directory")
-        elif name not in attested:
-            problems.append(f"{name}: not a subject of {ATTESTATION_FILE}")
-        elif attested[name] != actual[name]:
-            problems.append(
-                f"subject {name}: attested sha256 {attested[name]}, file has {actual[name]}"
-            )
-    return problems
-
-
 def _predicate_problems(
-    statement: dict[str, Any], docs: Mapping[str, Any], tree: RuntimeTree | None
+    doc: dict[str, Any], docs: Mapping[str, Any], tree: RuntimeTree | None
 ) -> list[str]:
     """The attested predicate must be the one the sealed RUN_* files give (an upstream run's
     SHA256SUMS digest is compared only when that run is in ``tree``)."""
     upstream = _upstream(_obj(docs, RUN_INPUT).get("input_artifact_index"), tree)
     want = run_predicate(docs, upstream)
-    got = statement.get("predicate")
+    got = doc.get("predicate")
     if isinstance(got, dict):
         got = strict_loads(canonical(got))  # a copy we may trim
         known = {d["uri"] for d in upstream if "run_sha256sums_sha256" in d["annotations"]}
@@ -345,19 +277,5 @@ def _predicate_problems(
                     notes.pop("run_sha256sums_sha256", None)
     if got == want:
         return []
-    return [f"predicate differs from the sealed RUN_* files at {', '.join(_diff(got, want))}"]
-
-
-def _diff(got: Any, want: Any, path: str = "predicate") -> list[str]:
-    if isinstance(got, dict) and isinstance(want, dict):
-        out: list[str] = []
-        for k in sorted(set(got) | set(want)):
-            out += _diff(got.get(k), want.get(k), f"{path}.{k}")
-        return out
-    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
-        return [
-            d
-            for i, (a, b) in enumerate(zip(got, want, strict=True))
-            for d in _diff(a, b, f"{path}[{i}]")
-        ]
-    return [] if got == want else [path]
+    where = ", ".join(predicate_diff(got, want))
+    return [f"predicate differs from the sealed RUN_* files at {where}"]
