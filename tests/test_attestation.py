@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,10 @@ from in_toto_attestation.v1.statement import Statement
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
+from test_bundle_kit import make_tree
 from test_runs_kit import SAMPLE, build_catalogs, cli, copy_run_dir, install
 
+from runyard.runtime.bundle import pack_bundle, verify_bundle_file
 from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.runs import execute_and_seal, verify_run
@@ -74,8 +78,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         yield Runs(tree, Path(up.run_dir), Path(down.run_dir), Path(unsigned.run_dir), keys, other)
 
 
-def envelope_doc(run_dir: Path) -> dict:
-    lines = (run_dir / ATTESTATION).read_bytes().splitlines()
+def envelope_doc(where: Path) -> dict:
+    """The envelope of a run directory's attestation, or of an .intoto.jsonl file."""
+    path = where / ATTESTATION if where.is_dir() else where
+    lines = path.read_bytes().splitlines()
     assert len(lines) == 1
     return json.loads(lines[0])
 
@@ -98,8 +104,8 @@ def sslib_key(keys: SigningKeyFiles) -> SSlibKey:
     return SSlibKey.from_crypto(public, keyid=keys.fingerprint, scheme="ed25519")
 
 
-def sslib_verify(run_dir: Path, keys: SigningKeyFiles) -> None:
-    Envelope.from_dict(envelope_doc(run_dir)).verify([sslib_key(keys)], 1)
+def sslib_verify(where: Path, keys: SigningKeyFiles) -> None:
+    Envelope.from_dict(envelope_doc(where)).verify([sslib_key(keys)], 1)
 
 
 def subject_mismatches(run_dir: Path) -> list[str]:
@@ -116,10 +122,10 @@ def subject_mismatches(run_dir: Path) -> list[str]:
 
 
 def openssl_verify(
-    run_dir: Path, keys: SigningKeyFiles, scratch: Path
+    where: Path, keys: SigningKeyFiles, scratch: Path
 ) -> subprocess.CompletedProcess[str]:
     openssl = require_tool("openssl")
-    env = envelope_doc(run_dir)
+    env = envelope_doc(where)
     scratch.mkdir(exist_ok=True)
     (scratch / "pae.bin").write_bytes(
         spec_pae(env["payloadType"], base64.b64decode(env["payload"]))
@@ -130,8 +136,9 @@ def openssl_verify(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
 
 
-def rewrite_envelope(run_dir: Path, env: dict) -> None:
-    (run_dir / ATTESTATION).write_bytes(json.dumps(env).encode() + b"\n")
+def rewrite_envelope(where: Path, env: dict) -> None:
+    path = where / ATTESTATION if where.is_dir() else where
+    path.write_bytes(json.dumps(env).encode() + b"\n")
 
 
 # --- what is written --------------------------------------------------------------------------
@@ -293,3 +300,80 @@ def test_an_unsigned_run_has_an_unsigned_envelope_and_verifies(runs: Runs) -> No
     # A key demanded by --pubkey makes the unsigned envelope a failure.
     failed = verify_run(runs.unsigned, runs.keys.public, tree=runs.tree).failed_names()
     assert failed == {"signature", "attestation-signature"}
+
+
+# --- runtime bundles: the same, in a sidecar ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundles(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("bundles")
+    tree = make_tree(base / "src")
+    one = pack_bundle(tree, base / "a" / "rt.tar.gz", version="1.0.0", sign_key=runs.keys.private)
+    two = pack_bundle(tree, base / "b" / "rt.tar.gz", version="1.0.1", sign_key=runs.keys.private)
+    assert one.attestation == str(base / "a" / "rt.tar.gz.intoto.jsonl")
+    return {"one": Path(one.path), "two": Path(two.path)}
+
+
+def sidecar(bundle: Path) -> Path:
+    return bundle.with_name(bundle.name + ".intoto.jsonl")
+
+
+@pytest.mark.timeout(60)
+def test_a_bundle_sidecar_names_the_archive_and_every_member(
+    runs: Runs, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    bundle = bundles["one"]
+    env = envelope_doc(sidecar(bundle))
+    doc = statement_of(env)
+    Statement.copy_from_pb(json_format.ParseDict(doc, statement_pb2.Statement())).validate()
+    sslib_verify(sidecar(bundle), runs.keys)
+    proc = openssl_verify(sidecar(bundle), runs.keys, tmp_path / "ossl")
+    assert proc.returncode == 0 and "Signature Verified Successfully" in proc.stdout, proc.stderr
+    digests = {s["name"]: s["digest"]["sha256"] for s in doc["subject"]}
+    assert digests.pop(bundle.name) == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    with tarfile.open(bundle) as tar:  # the members, as an auditor extracts them
+        tar.extractall(tmp_path / "x", filter="data")
+        files = {m.name for m in tar.getmembers() if m.isfile()}
+    assert set(digests) == files and "manifest.json" in files
+    for name, sha in digests.items():
+        assert hashlib.sha256((tmp_path / "x" / name).read_bytes()).hexdigest() == sha, name
+    report = verify_bundle_file(bundle, runs.keys.public)
+    assert report.ok, report.failed
+    assert {
+        c.name for c in report.checks if c.name.startswith("attestation") and not c.skipped
+    } == {
+        "attestation",
+        "attestation-signature",
+    }
+
+
+@pytest.mark.timeout(60)
+def test_a_bundle_with_a_tampered_subject_or_a_bad_signature_fails_everywhere(
+    runs: Runs, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    # Another archive under the first one's attestation: its subject no longer matches.
+    swapped = tmp_path / "rt.tar.gz"
+    shutil.copy(bundles["two"], swapped)
+    shutil.copy(sidecar(bundles["one"]), sidecar(swapped))
+    attested = {
+        s["name"]: s["digest"]["sha256"]
+        for s in statement_of(envelope_doc(sidecar(swapped)))["subject"]
+    }
+    assert attested["rt.tar.gz"] != hashlib.sha256(swapped.read_bytes()).hexdigest()
+    report = verify_bundle_file(swapped, runs.keys.public)
+    assert "attestation" in {c.name for c in report.failed}
+    assert any("rt.tar.gz" in c.detail for c in report.failed if c.name == "attestation")
+    # A bad signature on the right archive.
+    shutil.copy(bundles["one"], swapped)
+    env = envelope_doc(sidecar(swapped))
+    env["signatures"][0]["sig"] = base64.b64encode(b"\1" * 64).decode()
+    rewrite_envelope(sidecar(swapped), env)
+    with pytest.raises(VerificationError):
+        sslib_verify(sidecar(swapped), runs.keys)
+    assert openssl_verify(sidecar(swapped), runs.keys, tmp_path / "ossl").returncode != 0
+    for pub in (runs.keys.public, None):
+        report = verify_bundle_file(swapped, pub)
+        assert [c.name for c in report.failed] == ["attestation-signature"]
+    out = cli("bundle", "verify", str(swapped), cwd=tmp_path)
+    assert out.returncode == 1 and "attestation-signature" in out.stdout
