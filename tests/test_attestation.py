@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -31,7 +32,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
 from test_bundle_kit import make_tree
-from test_runs_kit import SAMPLE, build_catalogs, cli, copy_run_dir, install
+from test_runs_kit import REPO, SAMPLE, build_catalogs, cli, copy_run_dir, install
 
 from runyard.runtime.bundle import pack_bundle, verify_bundle_file
 from runyard.runtime.core.manifest import init_tree, load_manifest
@@ -300,6 +301,41 @@ def test_an_unsigned_run_has_an_unsigned_envelope_and_verifies(runs: Runs) -> No
     # A key demanded by --pubkey makes the unsigned envelope a failure.
     failed = verify_run(runs.unsigned, runs.keys.public, tree=runs.tree).failed_names()
     assert failed == {"signature", "attestation-signature"}
+
+
+def auditor_recipe() -> str:
+    """The first ```sh block of docs/PROVENANCE.md, as an auditor would paste it."""
+    text = (REPO / "docs" / "PROVENANCE.md").read_text()
+    return text.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def run_recipe(run_dir: Path, keys: SigningKeyFiles, tmp: Path) -> subprocess.CompletedProcess[str]:
+    require_tool("jq")
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "KEY": str(keys.public), "TMPDIR": str(tmp)}
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", auditor_recipe()],
+        cwd=run_dir, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_the_auditor_recipe_in_provenance_md_passes_and_catches_tampering(
+    runs: Runs, tmp_path: Path
+) -> None:
+    good = run_recipe(runs.down, runs.keys, tmp_path / "t0")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Signature Verified Successfully" in good.stdout
+    assert json.loads(good.stdout[good.stdout.index("{") :])["buildDefinition"]
+    assert run_recipe(runs.down, runs.other, tmp_path / "t1").returncode != 0  # another key
+    copy = copy_run_dir(runs.down, tmp_path / "run")
+    (copy / "RUN_OUTPUT.json").write_bytes(b"{}")
+    bad = run_recipe(copy, runs.keys, tmp_path / "t2")
+    assert bad.returncode != 0 and "RUN_OUTPUT.json: FAILED" in bad.stdout + bad.stderr
+    (copy / "RUN_OUTPUT.json").unlink()
+    shutil.copy(runs.down / "RUN_OUTPUT.json", copy / "RUN_OUTPUT.json")
+    (copy / "artifacts" / "extra.csv").write_bytes(b"not attested\n")
+    assert run_recipe(copy, runs.keys, tmp_path / "t3").returncode != 0  # an extra file
 
 
 # --- runtime bundles: the same, in a sidecar ------------------------------------------------------
