@@ -19,8 +19,8 @@ The file is one DSSE envelope (``runtime.signing.dsse``, payloadType
                    outputs_hash of RUN_OUTPUT.json (annotated, see docs/PROVENANCE.md)
 
 It is written last, after SHA256SUMS.txt (and its .sig), because it names them: SHA256SUMS.txt
-cannot list a file that lists SHA256SUMS.txt, so it does not list the attestation (the .sig is
-left out of both for the same reason). Signed with the run's key when the run is signed.
+cannot list a file that lists SHA256SUMS.txt, so it does not list the attestation (the .sig,
+a signature and not content, is in neither). Signed with the run's key when the run is signed.
 
 ``check_attestation`` is what ``verify_run`` asks: the file is one envelope holding a
 Statement v1 whose subjects are exactly the files present with their actual sha256, whose
@@ -33,7 +33,7 @@ its .sig still cover every file, so removing the attestation hides no change).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ def attest_run(
     sums: bytes,
     signer: Ed25519PrivateKey | None,
     tree: RuntimeTree | None,
-    write: Any,
+    write: Callable[[Path, bytes], None],
 ) -> bytes:
     """Write the attestation of a run just sealed (``sums``: its SHA256SUMS.txt bytes) with
     ``write(path, data)``; returns the bytes written."""
