@@ -25,6 +25,7 @@
     │   ├── RunRejected             a run refused at a stage; ``reason`` and ``record`` say why
     │   └── ArtifactIndexError      a sealed run's ARTIFACT_INDEX.json cannot be read
     ├── SealedFileError             a file of a run directory that cannot be sealed (also a ValueError)
+    ├── AttestationError            a DSSE envelope / in-toto Statement that cannot be read (also a ValueError)
     ├── BundleError                 a runtime bundle cannot be packed, verified, installed, rolled back
     │   └── SecretsFound            packing refused: secret-looking files or values
     ├── WheelhouseError             the wheels of a runtime bundle cannot be collected
@@ -72,6 +73,7 @@ __all__ = [
     "SHOWN_FINDINGS",
     "AcquisitionError",
     "ArtifactIndexError",
+    "AttestationError",
     "AuditUnwritten",
     "BadRequest",
     "BundleError",
@@ -279,6 +281,10 @@ class ArtifactIndexError(RunError):
 
 class SealedFileError(RunyardError, ValueError):
     """A file of a run directory that cannot be sealed (a symlink, a device, a bad name...)."""
+
+
+class AttestationError(RunyardError, ValueError):
+    """An attestation file that is not one DSSE envelope holding an in-toto Statement v1."""
 
 
 # --- runtime bundles -----------------------------------------------------------------------------
