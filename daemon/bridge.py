@@ -7,8 +7,8 @@ events sockets over its own stdin/stdout, which ``ssh -T BOX runyard bridge`` ca
 Frames and the reasons for byte streams rather than messages: ``protocol/relay_frames.py``.
 The bridge opens no port and holds no secret: it reaches only the sockets of its tree, as the
 user ssh logged in as, so the box's own permissions (the 0700 socket directory) decide who may
-drive the daemon, exactly as for a local ``runyard``. It ends when stdin ends (ssh went away);
-a write that cannot be made ends it too.
+drive the daemon, exactly as for a local ``runyard``. It ends when stdin ends (ssh went away), or
+when nothing comes for IDLE_LIMIT (the relay pings every 2 s, so the link is dead).
 
 Nothing but frames may reach stdout: fd 1 is moved aside at start and fd 1 then points at
 stderr, so a stray print (a warning, a library) cannot corrupt the stream.
@@ -42,6 +42,9 @@ __all__ = ["run_bridge"]
 
 #: Seconds between looks at whether the daemon's control socket is there.
 PRESENCE_POLL = 0.25
+#: Seconds without a byte from the relay (which pings every 2 s) after which the link counts as
+#: dead: a laptop that vanished without closing TCP leaves no bridge running for long.
+IDLE_LIMIT = 30.0
 #: Bytes queued towards one daemon socket before the stream is dropped (zmq reads eagerly, so
 #: only a stuck daemon gets there; dropping beats buffering without end).
 MAX_QUEUED = 8 * 1024 * 1024
@@ -106,7 +109,14 @@ class _Bridge:
 
     async def _read(self, reader: asyncio.StreamReader) -> int:
         frames = FrameReader()
-        while data := await reader.read(MAX_PAYLOAD):
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(MAX_PAYLOAD), IDLE_LIMIT)
+            except TimeoutError:  # the relay pings every 2 s: this link is dead, not idle
+                print(f"runyard bridge: nothing heard for {IDLE_LIMIT:g}s, ending", file=sys.stderr)
+                return 1
+            if not data:
+                return 0
             try:
                 batch = frames.feed(data)
             except ProtocolError as exc:
@@ -116,7 +126,6 @@ class _Bridge:
                 self._dispatch(kind, stream, payload)
             assert self.out is not None
             await self.out.drain()
-        return 0
 
     def _dispatch(self, kind: Kind, stream: int, payload: bytes) -> None:
         if kind == Kind.PING:

@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -58,6 +57,8 @@ LINK_TIMEOUT = 8.0
 BACKOFF = (0.5, 5.0)
 #: A link up this long counts as healthy: the next loss starts the backoff afresh.
 HEALTHY_AFTER = 10.0
+#: Seconds ssh gets to end by itself once its stdin is closed (then SIGTERM, then SIGKILL).
+END_GRACE = 2.0
 #: Bytes queued towards one local client before its stream is dropped.
 MAX_QUEUED = 8 * 1024 * 1024
 
@@ -354,13 +355,15 @@ async def _wait(event: asyncio.Event | None) -> str:
 
 
 async def _end(proc: subprocess.Popen[bytes]) -> int:
-    """Terminate ssh (if it still runs) and reap it; its exit status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+    """Reap ssh, its exit status. Its stdin is closed already, which ends the bridge and with
+    it ssh; one that is still there after END_GRACE is terminated, then killed."""
     loop = asyncio.get_running_loop()
-    try:
-        return await asyncio.wait_for(loop.run_in_executor(None, proc.wait), 5)
-    except TimeoutError:
-        proc.kill()
-        return await loop.run_in_executor(None, proc.wait)
+    for step in (None, proc.terminate, proc.kill):
+        if step is not None:
+            with contextlib.suppress(ProcessLookupError):
+                step()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(None, proc.wait), END_GRACE)
+        except TimeoutError:
+            continue
+    return await loop.run_in_executor(None, proc.wait)

@@ -303,3 +303,17 @@ def test_frames_round_trip_and_skip_a_chatty_login() -> None:
     assert got == [(Kind.HELLO, 0, b"{}"), (Kind.DATA, 7, b"x" * 1000)]
     with pytest.raises(ProtocolError):
         FrameReader().feed(b"\x63" + b"\0" * 8)  # an unknown kind
+
+
+@pytest.mark.timeout(60)
+def test_a_box_without_runyard_on_its_path_is_said_in_one_line(
+    root: Path,
+    sshbox: SshBox,  # noqa: F811
+) -> None:
+    env = remote_env(sshbox, root)
+    env["RUNYARD_REMOTE"] = "/nonexistent/runyard"
+    r = runyard(env, "status")
+    assert r.returncode == 3, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "/nonexistent/runyard: No such file or directory" in line
