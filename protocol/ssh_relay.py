@@ -125,14 +125,16 @@ class SshRelay:
 
     def start(self, timeout: float = 60.0) -> SshRelay:
         self._thread.start()
-        if not self._up.wait(timeout):
+        try:
+            if not self._up.wait(timeout):
+                raise DaemonUnreachable(
+                    f"ssh to {self.target.destination}: no link within {timeout:g}s"
+                )
+            if self._failure:
+                raise DaemonUnreachable(self._failure)
+        except BaseException:  # Ctrl-C while ssh logs in, too: no ssh, no directory left
             self.close()
-            raise DaemonUnreachable(
-                f"ssh to {self.target.destination}: no link within {timeout:g}s"
-            )
-        if self._failure:
-            self.close()
-            raise DaemonUnreachable(self._failure)
+            raise
         return self
 
     def close(self) -> None:
@@ -164,6 +166,8 @@ class SshRelay:
     def _thread_main(self) -> None:
         try:
             asyncio.run(self._main())
+        except Exception as exc:  # a bug: start() reports it rather than a link that is not there
+            self._failure = f"the ssh relay to {self.target.destination} failed: {exc!r}"
         finally:
             self._up.set()  # never leave start() waiting on a thread that is gone
 
@@ -205,9 +209,12 @@ class _Session:
     async def run(self) -> str:
         relay = self.relay
         relay.sessions += 1
-        proc = subprocess.Popen(
-            relay.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        try:
+            proc = subprocess.Popen(
+                relay.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            return f"cannot run {relay.argv[0]!r}: {exc.strerror or exc}"
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         loop = asyncio.get_running_loop()
         out = asyncio.StreamReader(limit=MAX_PAYLOAD * 2)

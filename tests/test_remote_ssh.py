@@ -317,3 +317,12 @@ def test_a_box_without_runyard_on_its_path_is_said_in_one_line(
     line = r.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert "/nonexistent/runyard: No such file or directory" in line
+
+
+def test_an_ssh_command_that_does_not_exist_is_one_line_exit_3(tmp_path: Path) -> None:
+    env = runyard_env()
+    env["TMPDIR"] = str(tmp_path)
+    r = runyard(env, "--host", "box", "--ssh-command", "/nonexistent/ssh", "status")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip() == "runyard: cannot run '/nonexistent/ssh': No such file or directory"
+    assert not list(tmp_path.iterdir())  # the relay's directory is gone
