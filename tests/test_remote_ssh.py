@@ -326,3 +326,30 @@ def test_an_ssh_command_that_does_not_exist_is_one_line_exit_3(tmp_path: Path) -
     assert r.returncode == 3, r.stderr
     assert r.stderr.strip() == "runyard: cannot run '/nonexistent/ssh': No such file or directory"
     assert not list(tmp_path.iterdir())  # the relay's directory is gone
+
+
+@pytest.mark.timeout(60)
+def test_status_through_a_proxyjump_bastion_in_the_operators_ssh_config(
+    boxed: tuple[Daemon, dict[str, str]],
+    sshbox: SshBox,  # noqa: F811
+) -> None:
+    """The bastion is the same sshd (a jump to itself): runyard only runs ssh, and ssh's
+    config alone sends the link through the bastion's forwarding."""
+    daemon, env = boxed
+    assert sshbox.dir is not None
+    config = sshbox.config.read_text()
+    jumped = config.split("Host ", 1)[1].split("\n", 1)[1]  # the box's settings, again
+    sshbox.config.write_text(config + f"Host behind-bastion\n  ProxyJump {sshbox.alias}\n{jumped}")
+    env = dict(env, RUNYARD_HOST=f"behind-bastion:{daemon.tree.root}")
+
+    def logins() -> tuple[int, int]:
+        log = sshbox.log.read_text()
+        return log.count("Accepted publickey"), log.count("Starting session")
+
+    before = logins()
+    r = runyard(env, "status")
+    assert r.returncode == 0, r.stderr
+    assert "alpha" in r.stdout
+    # Two logins, one session: the bastion's (a forward, no command) and the box's (the bridge).
+    after = logins()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
