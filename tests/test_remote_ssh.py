@@ -353,3 +353,9 @@ def test_status_through_a_proxyjump_bastion_in_the_operators_ssh_config(
     # Two logins, one session: the bastion's (a forward, no command) and the box's (the bridge).
     after = logins()
     assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
+
+
+def test_two_different_roots_for_the_box_are_a_usage_error() -> None:
+    r = runyard(runyard_env(), "--host", "box:/srv/a", "--root", "/srv/b", "runtime", "ls")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "runyard: two roots for box: :/srv/a and --root /srv/b"

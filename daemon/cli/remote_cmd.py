@@ -28,7 +28,7 @@ from typing import Any
 from runyard.protocol.client import DaemonUnreachable
 from runyard.protocol.ssh_relay import SshRelay, SshTarget, ssh_argv
 
-from .common import open_tree
+from .common import UsageError, open_tree
 
 __all__ = ["RELAYED", "dispatch", "register"]
 
@@ -67,6 +67,10 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if not host or args.command == "bridge":
         return int(args.handler(args) or 0)
     target = SshTarget.parse(host)
+    if args.root and target.root is not None and args.root != target.root:
+        raise UsageError(
+            f"two roots for {target.destination}: :{target.root} and --root {args.root}"
+        )
     if target.root is None and args.root:
         target = SshTarget(target.destination, args.root)
     ssh_command = getattr(args, "ssh_command", None)
