@@ -52,9 +52,12 @@ class RunyardApp(App[None]):
         logs_warn: int = LOGS_WARN,
         bridge: Callable[[Path, BridgeTarget], Bridge] = Bridge,
         clock: Callable[[], float] = time.time,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
+        #: What the title names: the root, or ``BOX:ROOT`` over ``runyard --host``.
+        self.label = label or str(self.root)
         self.read_only = read_only
         self.logs_warn = logs_warn
         #: Seconds since the epoch, now (uptimes are counted from it).
@@ -66,7 +69,7 @@ class RunyardApp(App[None]):
 
     def on_mount(self) -> None:
         self.install_screen(HelpDialog(), "help")
-        self.sub_title = str(self.root) + ("  [read-only]" if self.read_only else "")
+        self.sub_title = self.label + ("  [read-only]" if self.read_only else "")
         self.push_screen(self.services_screen)
         self.run_worker(self.bridge.run(), name="bridge", group="bridge", exit_on_error=False)
         self.call_after_refresh(self._freeze_heap)
