@@ -211,3 +211,30 @@ def test_a_bundle_that_never_becomes_ready_stops_at_the_canary_rolled_back(fleet
             p.name.startswith("rt-1.9.0") for p in (box.prefix / "incoming").iterdir()
         )
         assert not box.said("1.9.0")
+
+
+def test_the_module_documentation_parses_and_names_every_option() -> None:
+    """Finding: a ``: `` inside a description line made DOCUMENTATION invalid YAML, so
+    ``ansible-doc runyard.fleet.bundle`` refused it while the module itself ran fine."""
+    import ast
+
+    import yaml
+
+    path = COLLECTION / "plugins" / "modules" / "bundle.py"
+    tree = ast.parse(path.read_text())
+    docs = {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+    }
+    parsed = {name: yaml.safe_load(docs[name]) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+    call = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "AnsibleModule"
+    )
+    spec = next(k.value for k in call.keywords if k.arg == "argument_spec")
+    assert isinstance(spec, ast.Dict)
+    assert set(parsed["DOCUMENTATION"]["options"]) == {ast.literal_eval(k) for k in spec.keys}

@@ -18,8 +18,8 @@ description:
   - Verifies a runtime bundle file that is already on the box (C(runyard bundle verify)), then
     installs it into O(prefix) (C(runyard bundle install)), which switches C(PREFIX/current)
     atomically and keeps the version it replaced as C(PREFIX/previous).
-  - Reports changed only when the version current in O(prefix) is not the bundle's version: a
-    second run with the same bundle changes nothing.
+  - Reports changed only when the version current in O(prefix) is not the bundle's version, so
+    a second run with the same bundle changes nothing.
   - With O(state=rolled_back), makes C(previous) current again (C(runyard bundle rollback)),
     only while O(version) is current, so running it twice rolls back once.
   - The module never talks to the daemon; run C(runyard reload) afterwards (the
