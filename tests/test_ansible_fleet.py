@@ -238,3 +238,44 @@ def test_the_module_documentation_parses_and_names_every_option() -> None:
     spec = next(k.value for k in call.keywords if k.arg == "argument_spec")
     assert isinstance(spec, ast.Dict)
     assert set(parsed["DOCUMENTATION"]["options"]) == {ast.literal_eval(k) for k in spec.keys}
+
+
+def _run_module(args: dict[str, object], cwd: Path) -> dict:
+    """The module file run as Ansible runs it on a box: its arguments in a JSON file, its
+    result as JSON on stdout (no controller, no SSH: the module's own logic and the real CLI)."""
+    import json
+
+    (cwd / "args.json").write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    out = subprocess.run(
+        [sys.executable, str(COLLECTION / "plugins" / "modules" / "bundle.py"), "args.json"],
+        cwd=cwd,
+        env={**runyard_env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_the_module_refuses_a_bundle_by_another_key_and_switches_nothing(tmp_path: Path) -> None:
+    key, pub = release_key(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_pub = release_key(other)
+    first, second = release(tmp_path, "1.0.0", key), release(tmp_path, "1.1.0", key)
+    prefix = tmp_path / "opt"
+    done = _run_module({"src": str(first), "prefix": str(prefix), "pubkey": str(pub)}, tmp_path)
+    assert done["changed"] and done["action"] == "install" and done["version"] == "1.0.0", done
+    refused = _run_module(
+        {"src": str(second), "prefix": str(prefix), "pubkey": str(other_pub)}, tmp_path
+    )
+    assert refused.get("failed") and refused["msg"].startswith("bundle verify failed: signature: ")
+    assert "\n" not in refused["msg"]
+    assert os.readlink(prefix / "current") == "versions/1.0.0"
+    nothing = _run_module({"prefix": str(prefix), "state": "rolled_back"}, tmp_path)
+    assert nothing["failed"] and nothing["msg"] == f"{prefix}: no previous version to roll back to"
+    missing = _run_module(
+        {"src": str(second), "prefix": str(prefix), "runyard": "no-such-runyard"}, tmp_path
+    )
+    assert missing["failed"] and missing["msg"].startswith("no-such-runyard: not found")

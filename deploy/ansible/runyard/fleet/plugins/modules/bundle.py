@@ -126,6 +126,8 @@ class RunyardFailed(Exception):
 def run_json(module, argv):
     """Run ``runyard ARGV --json`` and decode its stdout; RunyardFailed with its reason."""
     command = shlex.split(module.params["runyard"]) + list(argv) + ["--json"]
+    if os.sep not in command[0] and module.get_bin_path(command[0]) is None:
+        raise RunyardFailed(f"{command[0]}: not found on the box's PATH (set the runyard option)")
     rc, out, err = module.run_command(command, environ_update={"LC_ALL": "C.UTF-8"})
     data = None
     if out.strip():
