@@ -48,7 +48,7 @@ class Fleet:
         for name, value in (
             ("runyard_bundle", self.bundles[bundle]),
             ("runyard_pubkey", self.pubkey),
-            ("runyard_health_retries", 6),
+            ("runyard_health_retries", 10),
             ("runyard_health_delay", 0.3),
         ):
             argv += ["-e", f"{name}={value}"]
