@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 
+from runyard.runtime.core.errors import BundleError
 from runyard.runtime.core.sizes import format_bytes
 
-from .common import UsageError, open_project, open_tree
+from .common import UsageError, open_project, open_tree, os_problem
 from .output import print_json, print_table
 
 # runtime.bundle (cryptography, tarfile, zipfile) is imported inside the commands: every
@@ -44,7 +45,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = bsub.add_parser(
         "verify", parents=[common], help="check a runtime bundle file, one line a failure"
     )
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="runtime bundle file (.tar.gz or .zip)")
     p.add_argument(
         "--pubkey", metavar="K", help="Ed25519 public key the runtime bundle must be signed by"
     )
@@ -55,7 +56,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="install a runtime bundle into PREFIX/versions/ and switch",
     )
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="runtime bundle file (.tar.gz or .zip)")
     p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
     p.add_argument("--pubkey", metavar="K", help="require a signature by this Ed25519 key")
     p.add_argument("--migrate", action="store_true", help="allow a major version upgrade")
@@ -201,9 +202,12 @@ def _signature_note(state: str, signed_by: str) -> str | None:
 def cmd_install(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import install_bundle
 
-    result = install_bundle(
-        args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
-    )
+    try:
+        result = install_bundle(
+            args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
+        )
+    except OSError as exc:  # the prefix cannot be made or written: the path and the cause
+        raise BundleError(f"cannot install into --prefix: {os_problem(exc)}") from None
     if args.json:
         print_json(msgspec.to_builtins(result))
         return 0

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from runyard.runtime.core.capped import RUN_FILE, read_capped
-from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.errors import FileRefused, RunError
 from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
@@ -81,7 +81,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("engine", metavar="ENGINE")
+    p.add_argument("engine", metavar="ENGINE", help="an installed engine (runtime ensure)")
     p.add_argument("--input", required=True, metavar="FILE.json", help="inputs (- for stdin)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter")
     p.add_argument("--context", action="append", default=[], metavar="K=V", help="context")
@@ -148,7 +148,7 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
         else:
             data = read_capped(name, RUN_FILE)
     except OSError as exc:
-        raise UsageError(f"--input {name}: {exc.strerror or exc}") from None
+        raise OSError(exc.errno, exc.strerror or str(exc), f"--input {name}") from None
     except FileRefused as exc:
         raise UsageError(f"--input {exc}") from None
     try:
@@ -310,7 +310,8 @@ def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     if RUN_ID_RE.match(text):
         tree = open_tree(args).require()
         return find_run(tree, text), tree
-    raise UsageError(f"{text}: no such run directory (or run id)")
+    # Not found is exit 1, as an unknown service is: the name is well formed, nothing has it.
+    raise RunError(f"{text}: no such run directory (or run id)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -360,7 +361,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import list_runs
 
-    tree = open_tree(args).require()
+    tree = open_tree(args, lenient=True).require()
     runs = list_runs(tree, args.engine, include_rejected=args.rejected)
     if args.json:
         print_json(runs)

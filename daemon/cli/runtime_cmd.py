@@ -14,11 +14,13 @@ from runyard.runtime.acquisition.urls import split_credentials
 from runyard.runtime.config.env import resolve_service_env
 from runyard.runtime.core.du import disk_usage
 from runyard.runtime.core.manifest import init_tree, load_manifest
+from runyard.runtime.core.errors import TreeError
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.core.versions import VersionSpec
 from runyard.runtime.ops.audit_action import audited
 
-from .common import UsageError, open_project, open_tree
+from .common import UsageError, open_project, open_tree, os_problem
 from .output import parse_bytes, print_json, print_table
 
 __all__ = ["register"]
@@ -33,7 +35,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_init)
 
     p = rsub.add_parser("ensure", parents=[common], help="install a service binary from a catalog")
-    p.add_argument("name")
+    p.add_argument("name", help="service name in the catalog")
     p.add_argument(
         "version_spec",
         nargs="?",
@@ -48,7 +50,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_ls)
 
     p = rsub.add_parser("env", parents=[common], help="the environment a service runs with")
-    p.add_argument("name")
+    p.add_argument("name", help="installed service name")
     p.add_argument("--all", action="store_true", help="also show inherited variables")
     p.set_defaults(handler=cmd_env)
 
@@ -66,14 +68,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _tree(args: argparse.Namespace) -> RuntimeTree:
-    return open_tree(args).require()
+    return open_tree(args, lenient=True).require()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    # Recorded into the tree it lays out; one already there changes nothing.
-    with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
-        created = act.changed = init_tree(tree)
+    try:
+        # Recorded into the tree it lays out; one already there changes nothing.
+        with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
+            created = act.changed = init_tree(tree)
+    except OSError as exc:  # the world refused the path: say which and why, not "internal error"
+        raise TreeError(f"cannot create the runtime tree: {os_problem(exc)}") from None
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:
@@ -90,6 +95,10 @@ CREDENTIALS_NOT_STORED = (
 
 
 def cmd_ensure(args: argparse.Namespace) -> int:
+    try:
+        VersionSpec.parse(args.version_spec)
+    except ValueError as exc:  # malformed on the command line: usage (2), not "not found" (1)
+        raise UsageError(str(exc)) from None
     tree = open_tree(args)
     result = ensure_service(
         args.name,
