@@ -146,6 +146,58 @@ def test_every_subcommand_and_argument_has_help() -> None:
                     if not choice.help:
                         missing.append(f"{path} {choice.dest}: no help in the command list")
                 continue
-            if not action.help or action.help == argparse.SUPPRESS and action.dest != "help":
+            if not action.help or (action.help == argparse.SUPPRESS and action.dest != "help"):
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, "\n".join(missing)
+
+
+@pytest.fixture
+def bundle_file(here: Path) -> Path:
+    """A packed runtime bundle of one service, named with no suffix that says its format."""
+    from daemonkit import SLEEPER, build_tree, short_root
+
+    tree = build_tree(short_root(), {"web": SLEEPER})
+    out = here / "rt-1.0.0.bundle"
+    argv = ["bundle", "pack", "-o", str(out), "--format", "tar.gz", "--version", "1.0.0"]
+    assert cli(*argv, "--root", str(tree.root)) == 0
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_bundle_verify_and_install_accept_the_format_their_messages_suggest(
+    here: Path, bundle_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert cli("bundle", "verify", str(bundle_file)) == 2
+    assert "pass --format" in capsys.readouterr().err
+    assert cli("bundle", "verify", str(bundle_file), "--format", "tar.gz") == 0
+    assert cli("bundle", "verify", str(bundle_file), "--format", "zip") == 1  # it is not
+    assert cli("bundle", "install", str(bundle_file), "--prefix", "p") == 2
+    assert cli("bundle", "install", str(bundle_file), "--prefix", "p", "--format", "tar.gz") == 0
+    assert (here / "p" / "current").is_symlink()
+
+
+@pytest.mark.timeout(60)
+def test_bundle_install_into_a_prefix_that_cannot_be_created_names_the_path_and_cause(
+    here: Path, bundle_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    argv = ["bundle", "install", str(bundle_file), "--format", "tar.gz"]
+    assert cli(*argv, "--prefix", "x/file/sub") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("runyard: cannot install into --prefix: "), err
+    assert err.endswith("x/file/sub: Not a directory") or "Not a directory" in err, err
+    assert "internal error" not in err
+
+
+def test_run_project_is_the_deprecated_spelling_of_project_id(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --project` meant a project id while every other --project is the project file."""
+    parser = build_parser()
+    new = parser.parse_args(["run", "e", "--input", "f", "--project-id", "demo"])
+    assert new.project_id == "demo" and new.old_project_id is None
+    assert cli("run", "heat1d", "--input", "good.json", "--project", "demo") == 1
+    first, *rest = capsys.readouterr().err.strip().splitlines()
+    assert first.startswith("runyard: warning: run --project ID is deprecated, use --project-id")
+    assert len(rest) == 1 and "heat1d" in rest[0]  # then the run's own error (not installed)

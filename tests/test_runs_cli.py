@@ -60,7 +60,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 def test_run_verify_replay_and_list(work: Path) -> None:
     out = cli(
         "run", "heat1d", "--input", str(SAMPLE_FILE), "--context", "who=ada",
-        "--project", "demo", "--json", cwd=work,
+        "--project-id", "demo", "--json", cwd=work,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     sealed = json.loads(out.stdout)

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable",
     )
     parser.add_argument(
-        "--version", action="version", version=f"runyard {runyard_version()}",
+        "--version",
+        action="version",
+        version=f"runyard {runyard_version()}",
         help="print Runyard's version and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -49,6 +49,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pubkey", metavar="K", help="Ed25519 public key the runtime bundle must be signed by"
     )
+    _format_option(p)
     p.set_defaults(handler=cmd_verify)
 
     p = bsub.add_parser(
@@ -65,6 +66,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a downgrade, or replacing an installed (not current) version",
     )
+    _format_option(p)
     p.set_defaults(handler=cmd_install)
 
     p = bsub.add_parser("rollback", parents=[common], help="switch back to the previous version")
@@ -74,6 +76,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = bsub.add_parser("ls", parents=[common], help="installed versions of a prefix")
     p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
     p.set_defaults(handler=cmd_ls)
+
+
+def _format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", choices=("tar.gz", "zip"), help="default: from FILE's suffix (.tar.gz, .zip)"
+    )
+
+
+def _format(args: argparse.Namespace) -> str:
+    """The bundle format of FILE: a name that says none, or says another than --format, is a
+    usage error (2), as for ``pack``."""
+    from runyard.runtime.bundle.layout import BundleError, bundle_format
+
+    try:
+        return bundle_format(args.file, args.format)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
@@ -173,7 +192,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import verify_bundle_file
 
-    report = verify_bundle_file(args.file, args.pubkey)
+    report = verify_bundle_file(args.file, args.pubkey, _format(args))
     if args.json:
         print_json(report.to_builtins())
         return 0 if report.ok else 1
@@ -204,7 +223,12 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     try:
         result = install_bundle(
-            args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
+            args.file,
+            args.prefix,
+            pubkey=args.pubkey,
+            migrate=args.migrate,
+            force=args.force,
+            fmt=_format(args),
         )
     except OSError as exc:  # the prefix cannot be made or written: the path and the cause
         raise BundleError(f"cannot install into --prefix: {os_problem(exc)}") from None

@@ -9,8 +9,10 @@ only ``inputs`` (an object), ``parameters`` and ``context``, it is a whole reque
 examples/engines/heat1d/sample-input.json); otherwise the object itself is the inputs.
 ``--param k=v`` sets ``parameters.k`` to v parsed as JSON when it is JSON (``3``, ``"1/4"``,
 ``[1,2]``, ``true``), else to the string v; ``--context k=v`` sets ``context.k`` to the string v.
-Note: after ``run``, ``--project`` is the project *id* recorded in RUN_INPUT.json; the project
-file is ``--project-file`` there (or ``runyard --project FILE run ...``).
+``--project-id ID`` is the project id recorded in RUN_INPUT.json; the project file is
+``--project-file`` there (or ``runyard --project FILE run ...``). ``run --project ID`` is the
+old spelling of ``--project-id``: it still works, with a deprecation line on stderr, for one
+release; then ``--project`` will mean the project file here too, as in every other command.
 """
 
 from __future__ import annotations
@@ -51,9 +53,17 @@ sample-input.json), or the inputs themselves.
 --param K=V sets parameters.K to V read as JSON when it is JSON (3, "1/4", [1,2],
 true), else to the string V. --context K=V sets context.K to the string V; context
 values under secret-looking keys are sealed as "[redacted]".
---project ID is the project id recorded in RUN_INPUT.json (the project file is
---project-file here, or `runyard --project FILE run ...`).
+--project-id ID is the project id recorded in RUN_INPUT.json (the project file is
+--project-file here, or `runyard --project FILE run ...`; `run --project ID` is the
+deprecated spelling of --project-id).
 Exit status: 0 sealed, 1 rejected (the reason on stderr) or failed, 2 usage."""
+
+
+#: Said once per ``run --project ID``: the flag means the project file everywhere else.
+DEPRECATED_PROJECT = (
+    "runyard: warning: run --project ID is deprecated, use --project-id ID "
+    "(--project names the project file in every other command)"
+)
 
 
 def _run_common() -> argparse.ArgumentParser:
@@ -86,7 +96,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter")
     p.add_argument("--context", action="append", default=[], metavar="K=V", help="context")
     p.add_argument(
-        "--project", dest="project_id", default="default", metavar="ID", help="project id"
+        "--project-id",
+        dest="project_id",
+        default="default",
+        metavar="ID",
+        help="project id recorded in RUN_INPUT.json (default: default)",
+    )
+    p.add_argument(
+        "--project",
+        dest="old_project_id",
+        metavar="ID",
+        help="deprecated: the old spelling of --project-id",
     )
     p.add_argument(
         "--from-run",
@@ -169,6 +189,9 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
 def cmd_run(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import RunRejected, execute_and_seal
 
+    if args.old_project_id is not None:
+        print(DEPRECATED_PROJECT, file=sys.stderr)
+        args.project_id = args.old_project_id
     inputs, params, context = _read_input(args.input)
     params.update(_pairs(args.param, "--param", as_json=True))
     context.update(_pairs(args.context, "--context", as_json=False))

@@ -13,8 +13,8 @@ from runyard.runtime.acquisition.ensure import ensure_service
 from runyard.runtime.acquisition.urls import split_credentials
 from runyard.runtime.config.env import resolve_service_env
 from runyard.runtime.core.du import disk_usage
-from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.errors import TreeError
+from runyard.runtime.core.manifest import init_tree, load_manifest
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.core.versions import VersionSpec
