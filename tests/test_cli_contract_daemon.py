@@ -106,3 +106,67 @@ def test_logs_of_several_services_and_all_are_interleaved_and_tagged(
     docs = [json.loads(ln) for ln in out.stdout.splitlines()]
     assert {doc["service"] for doc in docs} == {"web", "api", "idle"}
     assert runyard(here, "logs").returncode == 2
+
+
+#: Runs until the file named in its environment appears, then exits 3.
+UNTIL_FILE = """
+import os, sys, time
+flag = os.environ["STOP_FLAG"]
+while not os.path.exists(flag):
+    time.sleep(0.02)
+sys.exit(3)
+"""
+
+
+def _row(out: str, name: str) -> dict[str, str]:
+    lines = out.splitlines()
+    header = lines[0].split()
+    row = next(line for line in lines[1:] if line.split()[0] == name).split()
+    return dict(zip(header, row, strict=False))
+
+
+def test_status_shows_no_cpu_rss_for_a_gone_process_and_no_ready_without_a_probe(
+    daemons,
+) -> None:
+    root = short_root()
+    flag = root.parent / "stop-now"
+    project = f'[services.once]\nrestart = "never"\nenv = {{ STOP_FLAG = "{flag}" }}\n'
+    tree = build_tree(root, {"once": UNTIL_FILE, "idle": SLEEPER}, project)
+    d = daemons(tree).start()
+    here = tree.root.parent
+
+    def sampled() -> bool:
+        with d.client() as c:
+            (s,) = c.status(["once"]).services
+        return s.rss is not None
+
+    wait_for(sampled, 15, "the stats sampler to see once")
+    idle = _row(runyard(here, "status").stdout, "idle")
+    assert idle["STATE"] == "running" and idle["READY"] == "-"  # no probe: not "yes"
+    flag.write_text("")
+
+    def gone() -> bool:
+        with d.client() as c:
+            (s,) = c.status(["once"]).services
+        return s.pid is None
+
+    wait_for(gone, 15, "once to exit")
+    (doc,) = json.loads(runyard(here, "status", "once", "--json").stdout)
+    assert doc["cpu_percent"] is None and doc["rss"] is None, doc
+    row = _row(runyard(here, "status").stdout, "once")
+    assert row["CPU%"] == "-" and row["RSS"] == "-", row
+
+
+def test_runtime_remove_refuses_a_version_a_service_runs_from(tree: RuntimeTree, daemons) -> None:
+    d = daemons(tree).start()
+    here = tree.root.parent
+    with d.client() as c:
+        wait_for(lambda: c.status(["idle"]).services[0].pid, what="idle running")
+    out = runyard(here, "runtime", "remove", "idle", "1.0.0")
+    assert out.returncode == 1
+    assert "idle 1.0.0 is in use (pid " in out.stderr
+    assert (tree.root / "bin" / "idle" / "1.0.0").is_dir()
+    assert runyard(here, "stop", "idle").returncode == 0
+    out = runyard(here, "runtime", "remove", "idle", "1.0.0")
+    assert out.returncode == 0, out.stderr
+    assert not (tree.root / "bin" / "idle").exists()

@@ -21,6 +21,7 @@ __all__ = [
     "common_options",
     "missing_file",
     "open_project",
+    "open_project_leniently",
     "open_tree",
     "os_problem",
 ]
@@ -43,6 +44,15 @@ def open_project(args: argparse.Namespace) -> Project:
     return load_project(Path(args.project) if args.project else None)
 
 
+def open_project_leniently(args: argparse.Namespace) -> Project:
+    """The project file, or (when it is broken) one warning line on stderr naming the line and
+    what `load_project_leniently` could keep of it (its ``root``)."""
+    project, warning = load_project_leniently(Path(args.project) if args.project else None)
+    if warning:
+        print(f"runyard: warning: {warning} (the project file is ignored)", file=sys.stderr)
+    return project
+
+
 def open_tree(
     args: argparse.Namespace, project: Project | None = None, *, lenient: bool = False
 ) -> RuntimeTree:
@@ -52,9 +62,7 @@ def open_tree(
     file is one warning line on stderr instead of a refusal; its ``root`` is used when readable.
     """
     if project is None and lenient:
-        project, warning = load_project_leniently(Path(args.project) if args.project else None)
-        if warning:
-            print(f"runyard: warning: {warning} (the project file is ignored)", file=sys.stderr)
+        project = open_project_leniently(args)
     if project is None:
         project = open_project(args)
     return RuntimeTree(resolve_root(args.root, project_root(project)))

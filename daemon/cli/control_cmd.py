@@ -198,8 +198,9 @@ def _uptime(s: ServiceStatus) -> str:
 
 
 def _ready(s: ServiceStatus) -> str:
+    """``-`` without a readiness probe, as ``--json`` says (null): running is not ready."""
     if s.ready is None:
-        return "yes" if s.state == "running" else "-"
+        return "-"
     return "yes" if s.ready else "no"
 
 
@@ -219,8 +220,8 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             _uptime(s),
             s.restarts,
             "-" if s.last_exit is None else s.last_exit,
-            "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
-            "-" if s.rss is None else format_bytes(s.rss),
+            "-" if s.cpu_percent is None or s.pid is None else f"{s.cpu_percent:.1f}",
+            "-" if s.rss is None or s.pid is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
             s.containment or "-",
             _info(s),

@@ -13,6 +13,7 @@
     ├── AcquisitionError            fetching an archive failed
     │   └── ChecksumMismatch        the bytes we got are not the bytes the catalog promised
     ├── UnsafeArchiveError          an archive tries to write outside its directory, or worse
+    ├── InUse                       an installed version a running service uses is not removed
     ├── SupervisionError            a supervision setting types cannot refuse (also a ValueError)
     ├── KeyFileError                a key file cannot be written or read, or is the wrong kind
     ├── AuditUnwritten              an action was done, but its audit entry could not be appended
@@ -86,6 +87,7 @@ __all__ = [
     "FileRefused",
     "HandlerError",
     "IllegalTransition",
+    "InUse",
     "InternalError",
     "InvariantBroken",
     "JSONInputError",
@@ -187,6 +189,10 @@ class ChecksumMismatch(AcquisitionError):
 
 class UnsafeArchiveError(RunyardError):
     """An archive member would escape the target or carries a dangerous type or mode."""
+
+
+class InUse(RunyardError):
+    """``runtime remove`` of a version a running service was started from."""
 
 
 # --- project settings, keys, license, doctor -----------------------------------------------------
