@@ -73,15 +73,28 @@ def test_a_syntax_error_in_runyard_toml_does_not_block_status_logs_and_shutdown(
 
 
 def test_a_services_section_naming_no_installed_service_is_an_error_naming_it(
-    tree: RuntimeTree,
+    tree: RuntimeTree, daemons
 ) -> None:
     """A typo (``[services.wbe]``) silently dropped web's settings: the daemon ran it anyway."""
     here = tree.root.parent
     (here / "runyard.toml").write_text('root = "rt"\n[services.wbe]\nrestart = "never"\n')
-    out = runyard(here, "daemon")
-    assert out.returncode == 1
-    assert "[services.wbe]: no installed service or engine is named 'wbe'" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    d = daemons(tree)  # stops the daemon and its services should it start after all (the bug)
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(tree.root)],
+        cwd=here,
+        env=runyard_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = d.proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the daemon started with [services.wbe] naming nothing installed")
+    assert d.proc.returncode == 1
+    assert "[services.wbe]: no installed service or engine is named 'wbe'" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_logs_of_several_services_and_all_are_interleaved_and_tagged(
