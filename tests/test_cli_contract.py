@@ -201,3 +201,17 @@ def test_run_project_is_the_deprecated_spelling_of_project_id(
     first, *rest = capsys.readouterr().err.strip().splitlines()
     assert first.startswith("runyard: warning: run --project ID is deprecated, use --project-id")
     assert len(rest) == 1 and "heat1d" in rest[0]  # then the run's own error (not installed)
+
+
+def test_a_broken_project_file_warns_reads_and_a_missing_one_is_still_an_error(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: a syntax error in ./runyard.toml refused every command in the directory."""
+    (here / "runyard.toml").write_text('root = "rt"\n[services.web\n')
+    assert cli("runtime", "ls") == 0  # the tree found from the root = line that still reads
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("runyard: warning: ") and "line 2" in err[0], err
+    assert cli("runtime", "env", "web") == 1  # what needs the settings still refuses
+    assert "line 2" in capsys.readouterr().err
+    assert cli("runtime", "ls", "--project", "nope.toml") == 1
+    assert "nope.toml: no such file" in capsys.readouterr().err

@@ -291,8 +291,11 @@ def load_project_leniently(path: Path | None = None) -> tuple[Project, str | Non
 
     Returns the project and the warning (the ProjectError's line: the file and the line or key).
     A broken file gives an empty project, except its top-level ``root = "..."`` when that one line
-    still reads as TOML, so the tree is found as before.
+    still reads as TOML, so the tree is found as before. An explicit path that does not exist is
+    still an error: that is a mistyped ``--project``, not a file being edited.
     """
+    if path is not None and not Path(path).exists():
+        return load_project(path), None  # raises, naming the path
     try:
         return load_project(path), None
     except ProjectError as exc:
