@@ -89,6 +89,9 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("license", "verify", "missing.json"), 1, "license file missing.json: no such file"),
     (("bundle", "verify", "missing.tar.gz"), 1, "missing.tar.gz"),
     (("bundle", "rollback", "--prefix", "nowhere"), 1, "nowhere"),
+    (("bundle", "ls", "--prefix", "nowhere"), 1, "--prefix nowhere: no such directory"),
+    (("audit", "show", "--root", "nowhere"), 1, "nowhere (no such directory)"),
+    (("audit", "verify", "--root", "nowhere"), 1, "nowhere (no such directory)"),
     (("runtime", "init", "x/file/sub"), 1, "x/file/sub: Not a directory"),
 ]
 

@@ -10,6 +10,7 @@ docs/BUNDLES.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -267,6 +268,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import Prefix
 
+    if not os.path.isdir(args.prefix):  # a mistyped --prefix: not found, not "no versions"
+        raise BundleError(f"--prefix {args.prefix}: no such directory")
     rows = Prefix(args.prefix).describe()
     if args.json:
         print_json(rows)
