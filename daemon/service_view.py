@@ -35,8 +35,9 @@ def build_status(runner: Any) -> ServiceStatus:
         last_exit_at=runner.last_exit_at,
         reason=runner.reason,
         next_start_in=next_in,
-        cpu_percent=runner.cpu_percent,
-        rss=runner.rss,
+        # The sampler clears these up to STATS_INTERVAL after an exit: a gone process has none.
+        cpu_percent=runner.cpu_percent if runner.handle else None,
+        rss=runner.rss if runner.handle else None,
         ports=[Port(name=p.name, port=p.port, protocol=p.protocol) for p in runner.spec.ports],
         autostart=runner.spec.autostart,
         depends_on=dict(runner.spec.depends_on),
