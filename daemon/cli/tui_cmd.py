@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .common import UsageError, open_tree
@@ -35,7 +36,22 @@ def cmd_tui(args: argparse.Namespace) -> int:
         logs_warn = parse_bytes(args.logs_warn)
     except ValueError as exc:
         raise UsageError(f"--logs-warn: {exc}") from None
+    # Without a terminal (cron, nohup, `ssh -n`, a pipe) Textual would wait for input that never
+    # comes, spinning on a closed stdin: refuse at once instead.
+    missing = [name for name, f in (("stdin", sys.stdin), ("stdout", sys.stdout)) if not _tty(f)]
+    if missing:
+        raise UsageError(
+            f"tui needs a terminal, and {' and '.join(missing)} is not one "
+            "(scripts: runyard status / runyard logs)"
+        )
     from runyard.tui.app import RunyardApp  # textual loads only for this command
 
     RunyardApp(open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn).run()
     return 0
+
+
+def _tty(stream: Any) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # closed
+        return False
