@@ -1,4 +1,4 @@
-"""Modal dialogs: a yes/no confirmation, a one-line input and the key help."""
+"""Modal dialogs: a yes/no confirmation, a one-line input, the ensure form and the key help."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-__all__ = ["ConfirmDialog", "HelpDialog", "InputDialog"]
+__all__ = ["ConfirmDialog", "EnsureDialog", "HelpDialog", "InputDialog"]
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -83,6 +83,55 @@ class InputDialog(ModalScreen[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class EnsureDialog(ModalScreen[tuple[str, str] | None]):
+    """A version spec and a catalog (empty: the one the tree used last): ``enter`` in the
+    version moves to the catalog, ``enter`` there dismisses with both; ``escape`` with None."""
+
+    DEFAULT_CSS = """
+    EnsureDialog {
+        align: center middle;
+    }
+    EnsureDialog > Vertical {
+        width: 64;
+        max-width: 100%;
+        height: auto;
+        border: thick $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, service: str, version: str = "latest", catalog: str = "") -> None:
+        super().__init__()
+        self.service = service
+        self.version = version
+        self.catalog = catalog
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Ensure a version of [b]{self.service}[/b]", id="prompt")
+            yield Static("version (latest, 1, 1.2, 1.2.3, ~1.2)")
+            yield Input(value=self.version, id="version")
+            yield Static("catalog (path or URL; empty: the one used last)")
+            yield Input(value=self.catalog, placeholder="the catalog used last", id="catalog")
+            yield Static("[b]enter[/b] next / ok    [b]esc[/b] cancel", id="choices")
+
+    def on_mount(self) -> None:
+        self.query_one("#version", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "version":
+            self.query_one("#catalog", Input).focus()
+            return
+        version = self.query_one("#version", Input).value.strip()
+        self.dismiss((version, self.query_one("#catalog", Input).value.strip()))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -37,8 +37,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--logs-warn: {exc}") from None
     # Without a terminal (cron, nohup, `ssh -n`, a pipe) Textual would wait for input that never
-    # comes, spinning on a closed stdin: refuse at once instead.
-    missing = [name for name, f in (("stdin", sys.stdin), ("stdout", sys.stdout)) if not _tty(f)]
+    # comes, spinning on a closed stdin: refuse at once instead. Textual draws on stderr.
+    missing = [name for name, f in (("stdin", sys.stdin), ("stderr", sys.stderr)) if not _tty(f)]
     if missing:
         raise UsageError(
             f"tui needs a terminal, and {' and '.join(missing)} is not one "
