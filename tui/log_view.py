@@ -16,6 +16,10 @@ it. Search counts matches on the data, not on the screen.
 A ``tagged`` view (every service's log, interleaved) starts each line with its service's name,
 padded to the longest name, in a colour of its own: the name reads without colour, the colour
 helps the eye. Filter and search match the line's text, not the tag.
+
+Under NO_COLOR Textual turns colours into greys of the same luminance: red stderr became dark
+grey on dark grey (~1.3:1). There, stderr is told by attributes only (a reversed ``err│``
+marker, bold text) and tags are bold, so every line keeps the terminal's full contrast.
 """
 
 from __future__ import annotations
@@ -146,8 +150,11 @@ class LogView(ScrollView, can_focus=True):
         #: Looked up once a frame (render_lines), not once a row.
         self._frame_style = Style()
         self._frame_width = 0
+        self.mono = False
 
     def on_mount(self) -> None:
+        #: NO_COLOR: attributes instead of colours (see the module docstring).
+        self.mono = self.app.no_color
         self.set_interval(FLUSH, self.flush)
 
     # --- feeding ---------------------------------------------------------------------------------
@@ -418,9 +425,13 @@ class LogView(ScrollView, can_focus=True):
             text.append(stamp + " ", style="dim")
         if self.tagged:
             name = shown.service[: self.tag_width].ljust(self.tag_width)
-            text.append(name + " ", style=tag_style(shown.service))
-        text.append("err│" if err else "out│", style="bold red" if err else "dim")
-        text.append(shown.text, style="red" if err else "")
+            text.append(name + " ", style="bold" if self.mono else tag_style(shown.service))
+        if err:
+            text.append("err│", style="bold reverse" if self.mono else "bold red")
+            text.append(shown.text, style="bold" if self.mono else "red")
+        else:
+            text.append("out│", style="dim")
+            text.append(shown.text)
         if self.query_text:
             current = self.match_at is not None and self.matches[self.match_at] == shown.n
             text.highlight_words(

@@ -223,5 +223,8 @@ class DetailScreen(Screen[None]):
     def detail(self) -> ServiceDetail:
         return self.query_one(ServiceDetail)
 
+    def on_mount(self) -> None:
+        self.detail.focus()  # arrows, page keys and End scroll it
+
     def action_back(self) -> None:
         self.dismiss(None)
