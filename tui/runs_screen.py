@@ -1,9 +1,14 @@
 """Sealed and rejected runs: a list, one run's details, and verify / replay per check.
 
-The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); ``enter`` shows
-``runs.show``'s hashes and the run directory's file list (its ARTIFACT_INDEX: role, size, sha256 and
-path of every file); ``v`` verifies (it only reads: allowed in read-only mode);
-``p`` replays (it re-executes the engine: refused in read-only mode).
+The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); the details
+pane follows the cursor: ``runs.show``'s hashes and the run directory's file list (its
+ARTIFACT_INDEX: role, size, sha256 and path of every file); ``v`` verifies (it only reads:
+allowed in read-only mode); ``p`` replays (it re-executes the engine: refused in read-only mode).
+
+``v`` and ``p`` act on the run whose details are shown, which the title line names, wherever
+the focus is (Tab moves it between the list and the details; the focused pane has a thick
+accent edge): once, Tab moved the focus to the details invisibly and ``v``/``p`` acted on the
+cursor's row, another run than the one on screen (a wrong run was replayed).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ COLUMNS = (
     ("engine", "ENGINE"),
     ("version", "VERSION"),
     ("status", "STATUS"),
+    ("run_id", "RUN ID"),
 )
 STATUS_STYLES = {"sealed": "green", "rejected": "bold red"}
 READ_ONLY_REPLAY = (
@@ -198,10 +204,19 @@ class RunsScreen(Screen[None]):
     RunsScreen DataTable {
         height: 1fr;
         min-height: 4;
+        border-left: blank;
+    }
+    RunsScreen DataTable:focus {
+        border-left: thick $accent;
     }
     RunsScreen #runs-detail-box {
         height: 2fr;
         border-top: solid $accent;
+        border-left: blank;
+    }
+    RunsScreen #runs-detail-box:focus {
+        border-top: thick $accent;
+        border-left: thick $accent;
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -209,6 +224,7 @@ class RunsScreen(Screen[None]):
         Binding("g", "refresh_runs", "Refresh"),
         Binding("v", "verify", "Verify"),
         Binding("p", "replay", "Replay"),
+        Binding("tab", "app.focus_next", "Details/list", show=False),
     ]
 
     def __init__(self) -> None:
@@ -216,10 +232,12 @@ class RunsScreen(Screen[None]):
         self.runs: dict[str, RunSummary] = {}
         #: What the detail pane shows, as plain text (for tests and the curious).
         self.detail_text = ""
+        #: The run whose details are shown: what v and p act on.
+        self.shown_run: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
-        yield Static("runs · enter details · v verify · p replay · g refresh", id="runs-title")
+        yield Static("runs", id="runs-title")
         table: DataTable[Any] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         with VerticalScroll(id="runs-detail-box"):
@@ -240,6 +258,18 @@ class RunsScreen(Screen[None]):
             self.table.add_column(label, key=key)
         self.table.focus()
         self.action_refresh_runs()
+        self._title()
+
+    def on_descendant_focus(self) -> None:
+        self._title()
+
+    def _title(self) -> None:
+        """Which pane has the focus, and which run v and p act on."""
+        box = self.query_one("#runs-detail-box", VerticalScroll)
+        where = "details" if box.has_focus else "list"
+        target = f"v/p act on {self.shown_run}" if self.shown_run else "no run selected"
+        text = f"runs · {target} · focus: {where} (tab)"
+        self.query_one("#runs-title", Static).update(escape(text))
 
     def _status(self, text: str) -> None:
         self.query_one("#runs-status", Static).update(text)
@@ -290,6 +320,7 @@ class RunsScreen(Screen[None]):
                 r.engine,
                 r.engine_version or "-",
                 Text(status, style=STATUS_STYLES.get(status, "")),
+                rid,
                 key=rid,
             )
         if keep in self.runs:
@@ -299,11 +330,19 @@ class RunsScreen(Screen[None]):
 
     # --- one run --------------------------------------------------------------------------------
 
+    @on(DataTable.RowHighlighted, "#runs")
     @on(DataTable.RowSelected, "#runs")
-    def _selected(self, event: DataTable.RowSelected) -> None:
+    def _selected(self, event: DataTable.RowHighlighted | DataTable.RowSelected) -> None:
         rid = event.row_key.value
-        if rid is not None:
+        if rid is not None and (rid != self.shown_run or isinstance(event, DataTable.RowSelected)):
+            self.shown_run = rid
+            self._title()
             self.run_worker(self._show(rid), group="runs-one", exclusive=True, exit_on_error=False)
+
+    @property
+    def target(self) -> str | None:
+        """The run v and p act on: the one whose details are shown."""
+        return self.shown_run if self.shown_run in self.runs else self.selected
 
     async def _show(self, rid: str) -> None:
         summary = self.runs.get(rid)
@@ -323,7 +362,7 @@ class RunsScreen(Screen[None]):
         self._detail(detail_lines(run))
 
     def action_verify(self) -> None:
-        rid = self.selected
+        rid = self.target
         if rid is None:
             self.notify("no run selected", severity="warning")
             return
@@ -343,7 +382,7 @@ class RunsScreen(Screen[None]):
             self.notify(READ_ONLY_REPLAY, severity="warning")
             self._detail([escape(READ_ONLY_REPLAY)])
             return
-        rid = self.selected
+        rid = self.target
         if rid is None:
             self.notify("no run selected", severity="warning")
             return

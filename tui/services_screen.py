@@ -17,6 +17,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
@@ -144,8 +145,14 @@ class ServicesScreen(Screen[None]):
 
     def show_summary(self) -> None:
         """The counts line, and (narrow screens) why the selected service is as it is."""
-        table = self.table
-        self.query_one("#counts", Static).update(summary(table.services))
+        if not self.is_mounted:
+            return  # composed later, with what the app knows then
+        try:
+            table = self.table
+            counts, why_line = self.query_one("#counts", Static), self.query_one("#why", Static)
+        except NoMatches:  # being torn down
+            return
+        counts.update(summary(table.services))
         name = table.selected
         s = table.services.get(name or "")
         line = ""
@@ -153,7 +160,7 @@ class ServicesScreen(Screen[None]):
             age = self.runyard.clock() - table.received.get(s.name, self.runyard.clock())
             why = info(s, age)
             line = f"{s.name}: {s.state}" + (f", {why}" if why else "") + "  (i: details)"
-        self.query_one("#why", Static).update(line)
+        why_line.update(line)
 
     def action_detail(self) -> None:
         name = self.table.selected
