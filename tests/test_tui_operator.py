@@ -4,16 +4,23 @@ against a real daemon with real services."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from daemonkit import SLEEPER, build_tree
+from daemonkit import SLEEPER, build_tree, program
 from tuikit import select, states, until
 
+from archives import archive_record, make_tar, write_catalog
 from runyard.tui.app import RunyardApp
 from runyard.tui.banner import TOO_SMALL, Banner
+from runyard.tui.dialogs import HELP, EnsureDialog
+from runyard.tui.disk_screen import DiskScreen
 from runyard.tui.log_rings import MAX_LINES
 from runyard.tui.logs_screen import LogsScreen
+from runyard.tui.runs_screen import RunsScreen
+from runyard.tui.service_detail import DetailScreen
+from runyard.tui.services_screen import ServicesScreen
 from runyard.tui.services_table import COLUMNS, ServicesTable
 
 pytestmark = pytest.mark.timeout(90)
@@ -136,3 +143,71 @@ async def test_80_columns_long_names_status_line_and_too_small(root: Path, daemo
         assert "70x20" in str(banner.render()) and banner.display
         await pilot.resize_terminal(80, 24)
         await until(pilot, lambda: not banner.display, "the notice gone")
+
+
+async def test_read_only_is_visible_and_the_footer_offers_no_actions(root: Path, daemons) -> None:
+    """Finding: read-only mode looked exactly like read-write, and the footer still offered
+    s/x/r/R. Also: the palette (ctrl+p) has Runyard's commands, and none that act here."""
+    tree = build_tree(root, {"alpha": SLEEPER})
+    daemons(tree).start()
+    app = RunyardApp(tree.root, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: states(app).get("alpha") == "running", "alpha running")
+        screen = app.services_screen
+        banner = screen.query_one(Banner)
+        assert banner.display and "READ-ONLY" in str(banner.render())
+        shown = {k for k, b in screen.active_bindings.items() if b.binding.show}
+        assert not shown & {"s", "x", "r", "R"}, shown
+        assert {"L", "d", "u"} <= shown
+        titles = [c.title for c in app.get_system_commands(screen)]
+        assert "Logs of alpha" in titles and "All logs" in titles
+        assert not any(t.startswith(("Restart", "Stop", "Start")) for t in titles), titles
+        await pilot.press("s")  # refused, and it says why
+        await until(pilot, lambda: any("read-only" in n.message for n in app._notifications), "why")
+
+
+async def test_counts_palette_ensure_from_another_catalog_and_help(root: Path, daemons) -> None:
+    """Findings: no status bar with counts; the palette had only Textual's commands; `e`
+    always used the last catalog (an ensure from another catalog failed); the help left keys
+    out."""
+    other = root.parent / "other"
+    other.mkdir()
+    archive = make_tar(other / "alpha-2.0.0.tar.gz", {"bin/alpha": program(SLEEPER)})
+    catalog = write_catalog(other / "catalog.json", [archive_record(archive, "alpha", "2.0.0")])
+    tree = build_tree(root, {"alpha": SLEEPER, "beta": SLEEPER})
+    d = daemons(tree).start()
+    with d.client() as c:
+        c.stop(["beta"])
+    app = RunyardApp(tree.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        counts = app.services_screen.query_one("#counts")
+        await until(
+            pilot,
+            lambda: str(counts.render()) == "2 services: 1 running, 1 stopped",
+            "the counts",
+        )
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Restart alpha", "Logs of beta", "Details of alpha", "Start", "Disk"):
+            assert title in titles, titles
+
+        await select(pilot, app, "alpha")
+        await pilot.press("e")
+        dialog = await until(
+            pilot, lambda: isinstance(app.screen, EnsureDialog) and app.screen, "the dialog"
+        )
+        await pilot.press("ctrl+a", "ctrl+k", *"2.0.0", "enter", *str(catalog), "enter")
+        await until(
+            pilot,
+            lambda: any("installed 2.0.0" in n.message for n in app._notifications),
+            "alpha 2.0.0 installed from the other catalog",
+            timeout=30,
+        )
+        assert dialog is not app.screen
+
+    # Every key of every screen is in the help.
+    names = {"slash": "/", "question_mark": "?", "escape": "esc", "enter": "enter"}
+    for kind in (RunyardApp, ServicesScreen, LogsScreen, RunsScreen, DiskScreen, DetailScreen):
+        for binding in kind.BINDINGS:
+            for key in binding.key.split(","):  # type: ignore[union-attr]
+                shown = names.get(key, key)
+                assert re.search(rf"(^|\s){re.escape(shown)}(\s|$)", HELP, re.M), (kind, key)

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
@@ -142,22 +142,29 @@ HELP = """\
   ↑ ↓        move            enter   logs of the service
   s          start           x       stop (asks first)
   r          restart         R       reload the config
-  e          ensure a version (asks for it)
+  e          ensure a version (asks for it, and a catalog)
+  i          details: why, setup, last stderr lines
   /          filter by name  esc     clear the filter
   L          all services' logs, interleaved, name-tagged
   d          disk usage      u       runs
+  --read-only: s x r R e (and p) are off; the banner says so
 [b]Logs[/b]
   f          follow on/off   t       timestamps on/off
   w          wrap on/off     /       search
   n / N      next / previous match
   F          regex filter    I       invert the filter
+  ↑ PgUp Home  scroll up: stops following, nothing slides
+  ↓ PgDn End   scroll down; End follows again
+[b]Details[/b]  ↑ ↓ PgUp PgDn Home End scroll   i / esc back
 [b]Disk[/b]   bytes per service, live; ! = logs over --logs-warn
 [b]Runs[/b]
-  enter      details (hashes, files)  g   refresh
-  v          verify (reads only: allowed read-only)
-  p          replay (executes: not in read-only)
+  ↑ ↓        move; the details follow    enter  details again
+  tab        focus: list / details       g      refresh
+  v          verify the run shown (reads only: allowed read-only)
+  p          replay the run shown (executes: not in read-only)
 [b]Anywhere[/b]
   esc        back            ?       this help
+  ctrl+p     commands: every key, and start/stop/logs… of each service
   q          quit
 """
 
@@ -172,8 +179,8 @@ class HelpDialog(ModalScreen[None]):
         align: center middle;
         background: $background;
     }
-    HelpDialog > Vertical {
-        width: 64;
+    HelpDialog > VerticalScroll {
+        width: 78;
         max-width: 100%;
         height: auto;
         max-height: 100%;
@@ -185,7 +192,7 @@ class HelpDialog(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with VerticalScroll():  # taller than 24 rows: it scrolls
             yield Static(HELP.rstrip())
 
     def action_close(self) -> None:

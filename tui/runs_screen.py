@@ -225,6 +225,8 @@ class RunsScreen(Screen[None]):
         Binding("v", "verify", "Verify"),
         Binding("p", "replay", "Replay"),
         Binding("tab", "app.focus_next", "Details/list", show=False),
+        # Read-only: p is hidden from the footer (check_action) and this says why.
+        Binding("p", "replay_refused", show=False),
     ]
 
     def __init__(self) -> None:
@@ -377,10 +379,20 @@ class RunsScreen(Screen[None]):
             return
         self._detail(verify_lines(rid, report))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "replay":
+            return not self.runyard.read_only
+        if action == "replay_refused":
+            return self.runyard.read_only
+        return True
+
+    def action_replay_refused(self) -> None:
+        self.notify(READ_ONLY_REPLAY, severity="warning")
+        self._detail([escape(READ_ONLY_REPLAY)])
+
     def action_replay(self) -> None:
         if self.runyard.read_only:
-            self.notify(READ_ONLY_REPLAY, severity="warning")
-            self._detail([escape(READ_ONLY_REPLAY)])
+            self.action_replay_refused()
             return
         rid = self.target
         if rid is None:
