@@ -138,7 +138,7 @@ class ServiceDetail(VerticalScroll):
         background: $surface;
     }
     ServiceDetail > Static {
-        width: auto;
+        width: 100%;  /* long values (a bin path) wrap inside the pane */
     }
     """
 
