@@ -195,7 +195,7 @@ async def test_counts_palette_ensure_from_another_catalog_and_help(root: Path, d
         dialog = await until(
             pilot, lambda: isinstance(app.screen, EnsureDialog) and app.screen, "the dialog"
         )
-        await pilot.press("ctrl+a", "ctrl+k", *"2.0.0", "enter", *str(catalog), "enter")
+        await pilot.press("ctrl+a", "ctrl+k", *"2.0.0", "tab", *str(catalog), "enter")
         await until(
             pilot,
             lambda: any("installed 2.0.0" in n.message for n in app._notifications),

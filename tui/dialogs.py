@@ -89,8 +89,8 @@ class InputDialog(ModalScreen[str | None]):
 
 
 class EnsureDialog(ModalScreen[tuple[str, str] | None]):
-    """A version spec and a catalog (empty: the one the tree used last): ``enter`` in the
-    version moves to the catalog, ``enter`` there dismisses with both; ``escape`` with None."""
+    """A version spec (``#answer``) and a catalog (empty: the one the tree used last); ``tab``
+    moves between them, ``enter`` in either dismisses with both, ``escape`` with None."""
 
     DEFAULT_CSS = """
     EnsureDialog {
@@ -117,20 +117,17 @@ class EnsureDialog(ModalScreen[tuple[str, str] | None]):
         with Vertical():
             yield Static(f"Ensure a version of [b]{self.service}[/b]", id="prompt")
             yield Static("version (latest, 1, 1.2, 1.2.3, ~1.2)")
-            yield Input(value=self.version, id="version")
+            yield Input(value=self.version, id="answer")
             yield Static("catalog (path or URL; empty: the one used last)")
             yield Input(value=self.catalog, placeholder="the catalog used last", id="catalog")
-            yield Static("[b]enter[/b] next / ok    [b]esc[/b] cancel", id="choices")
+            yield Static("[b]enter[/b] ok    [b]tab[/b] next field    [b]esc[/b] cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#version", Input).focus()
+        self.query_one("#answer", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if event.input.id == "version":
-            self.query_one("#catalog", Input).focus()
-            return
-        version = self.query_one("#version", Input).value.strip()
+        version = self.query_one("#answer", Input).value.strip()
         self.dismiss((version, self.query_one("#catalog", Input).value.strip()))
 
     def action_cancel(self) -> None:

@@ -170,20 +170,19 @@ def _cut(text: str, cells: int) -> str:
 
 
 def status_line(v: LogView) -> str:
-    """What the view does, short enough for 80 columns: ``follow`` (or ``paused +N``: lines
-    that wait), the lines kept, time and wrap when on, the filter, the search."""
+    """What the view does, short enough for 80 columns: ``follow`` (or ``paused +N (End)``:
+    lines that wait, End follows again), the lines kept, time and wrap when on, the filter,
+    the search."""
     if v.follow:
         parts = ["follow"]
     else:
-        parts = [
-            f"paused +{v.held_count} (End: follow)" if v.held_count else "paused (End: follow)"
-        ]
+        parts = [f"paused +{v.held_count} (End)" if v.held_count else "paused (End)"]
     parts.append(f"{v.kept_count} lines")
     shown = " ".join(word for word, on in (("time", v.timestamps), ("wrap", v.wrap)) if on)
     if shown:
         parts.append(shown)
     if v.filter_label:
-        parts.append(_cut(v.filter_label, PATTERN_CELLS + 3))
+        parts.append("filter: " + _cut(v.filter_label, PATTERN_CELLS + 3))
     if v.query_text:
         at = 0 if v.match_at is None else v.match_at + 1
         parts.append(f"/{_cut(v.query_text, PATTERN_CELLS)}: {at}/{len(v.matches)} matches")
