@@ -42,7 +42,7 @@ from textual.strip import Strip
 
 from runyard.protocol.messages import LogLine
 
-from .log_rings import MAX_LINES, LogRings, Shown, clean, shown_line
+from .log_rings import MAX_LINES, PAUSED_MAX, LogRings, Shown, clean, shown_line
 from .log_style import styled_line
 
 __all__ = ["FLUSH", "MAX_LINES", "LogView", "clean"]
@@ -131,8 +131,11 @@ class LogView(ScrollView, can_focus=True):
                 self.tag_width = min(TAG_WIDTH, widest)
                 self._strips.clear()  # every tag is padded to the new width
         self.added = n + len(self.pending) - before
-        if len(self.pending) > MAX_LINES:  # a burst larger than the view: the head never shows
-            del self.pending[: len(self.pending) - MAX_LINES]
+        # A burst larger than the view: its head would never show. Every service has a ring of
+        # its own in a tagged view (the catch-up of L brings each one's tail): keep more there.
+        cap = PAUSED_MAX if self.tagged else MAX_LINES
+        if len(self.pending) > cap:
+            del self.pending[: len(self.pending) - cap]
 
     @property
     def kept(self) -> list[Shown]:
