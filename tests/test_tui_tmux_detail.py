@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,12 +144,19 @@ def test_no_color_keeps_fatal_and_stderr_readable_and_details_fit_80x24(root: Pa
         tmux.start(argv, cwd=tree.root.parent)
         colours = ["capture-pane", "-p", "-e", "-t", tmux.session]
 
-        def shown() -> str:
-            return tmux.run(*colours, check=False).stdout
+        def shown(cond: Callable[[str], bool], what: str) -> str:
+            """The screen with its colours, once its text satisfies ``cond``."""
+            deadline = time.monotonic() + 20
+            screen = ""
+            while time.monotonic() < deadline:
+                screen = tmux.run(*colours, check=False).stdout
+                if cond(plain(screen)):
+                    return screen
+                time.sleep(0.1)
+            raise AssertionError(f"timed out waiting for {what}; screen:\n{plain(screen)}")
 
-        until(tmux, lambda s: "fatal" in service_row(s, "crash"), "crash shown fatal")
-        screen = shown()
-        assert contrast_of(screen, "fatal") >= 4.5, screen
+        screen = shown(lambda s: "fatal" in service_row(s, "crash"), "crash shown fatal")
+        assert contrast_of(screen, "fatal") >= 4.5, plain(screen)
 
         # The cursor starts on crash; the next row is grumbler. Its details, on a screen.
         tmux.keys("Down")
@@ -158,16 +166,15 @@ def test_no_color_keeps_fatal_and_stderr_readable_and_details_fit_80x24(root: Pa
         assert "state      running" in text and "needs" in text, text
         assert re.search(r"bin +\S+/grumbler", text), text
         tmux.keys("End")  # 20 stderr lines and the facts are more than 24 rows: scroll
-        text = until(tmux, lambda s: "complaint 25" in s, "the last stderr line")
-        assert all(len(line) <= 80 for line in text.splitlines())
-        assert contrast_of(shown(), "complaint 25") >= 4.5
+        screen = shown(lambda s: "complaint 25" in s, "the last stderr line")
+        assert all(len(line) <= 80 for line in plain(screen).splitlines())
+        assert contrast_of(screen, "complaint 25") >= 4.5, plain(screen)
         tmux.keys("Escape")
         until(tmux, lambda s: "fatal" in service_row(s, "crash"), "back on the services")
 
         # Its log: the stderr lines at full contrast, marker and text.
         tmux.keys("Enter")
-        until(tmux, lambda s: "logs: grumbler" in s and "complaint" in s, "grumbler's log")
-        screen = shown()
+        screen = shown(lambda s: "logs: grumbler" in s and "err│" in s, "grumbler's log")
         assert contrast_of(screen, "err│") >= 4.5, plain(screen)
         assert contrast_of(screen, "complaint") >= 4.5, plain(screen)
         tmux.keys("q")

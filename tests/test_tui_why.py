@@ -21,13 +21,15 @@ pytestmark = pytest.mark.timeout(60)
 
 #: Exits 3 at once: restarts, then fatal.
 CRASHER = "import sys\nprint('crashing', file=sys.stderr, flush=True)\nsys.exit(3)\n"
-#: Prints 25 numbered stderr lines (and stdout between them), then idles.
+#: Prints 25 numbered stderr lines (and stdout between them, 10 ms apart so that the two pipes
+#: interleave in the log), then idles.
 GRUMBLER = """
 import signal, sys, time
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 for n in range(1, 26):
     print(f"complaint {n}", file=sys.stderr, flush=True)
     print(f"chatter {n}", flush=True)
+    time.sleep(0.01)
 while True:
     time.sleep(0.05)
 """
