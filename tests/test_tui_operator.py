@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from daemonkit import SLEEPER, build_tree, program
-from tuikit import select, states, until
+from tuikit import REJECTED_ID, scripted_app, select, states, until
 
 from archives import archive_record, make_tar, write_catalog
 from runyard.tui.app import RunyardApp
@@ -18,7 +18,7 @@ from runyard.tui.dialogs import HELP, EnsureDialog
 from runyard.tui.disk_screen import DiskScreen
 from runyard.tui.log_rings import MAX_LINES
 from runyard.tui.logs_screen import LogsScreen
-from runyard.tui.runs_screen import RunsScreen
+from runyard.tui.runs_screen import RunsScreen, mono_markup
 from runyard.tui.service_detail import DetailScreen
 from runyard.tui.services_screen import ServicesScreen
 from runyard.tui.services_table import COLUMNS, ServicesTable
@@ -211,3 +211,26 @@ async def test_counts_palette_ensure_from_another_catalog_and_help(root: Path, d
             for key in binding.key.split(","):  # type: ignore[union-attr]
                 shown = names.get(key, key)
                 assert re.search(rf"(^|\s){re.escape(shown)}(\s|$)", HELP, re.M), (kind, key)
+
+
+async def test_no_color_runs_tell_rejected_and_fail_by_attributes(monkeypatch) -> None:
+    """As for fatal and stderr (NO_COLOR made red dark grey on dark grey): a rejected run and
+    a FAIL in the runs panel are reversed and bold, not red; escaped text is left alone."""
+    assert mono_markup("[bold red]FAIL[/bold red] \\[green]x") == (
+        "[bold reverse]FAIL[/bold reverse] \\[green]x"
+    )
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = scripted_app()
+    assert app.no_color
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: states(app), "the fixed services")
+        await pilot.press("u")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen, "the runs screen"
+        )
+        assert isinstance(screen, RunsScreen)
+        await until(pilot, lambda: REJECTED_ID in screen.runs, "the rejected run")
+        cell = screen.table.get_cell(REJECTED_ID, "status")
+        assert str(cell.style) == "bold reverse"  # type: ignore[union-attr]
+        await pilot.press("down")
+        await until(pilot, lambda: "rejected" in screen.detail_text, "its details")

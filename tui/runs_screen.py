@@ -13,6 +13,7 @@ cursor's row, another run than the one on screen (a wrong run was replayed).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.markup import escape
@@ -45,6 +46,18 @@ COLUMNS = (
     ("run_id", "RUN ID"),
 )
 STATUS_STYLES = {"sealed": "green", "rejected": "bold red"}
+#: Under NO_COLOR (Textual turns colours into greys: red is dark grey on dark grey) the same
+#: words are told by attributes: the table's styles, and the details' colour tags.
+MONO_STATUS_STYLES = {"sealed": "bold", "rejected": "bold reverse"}
+_MONO_TAGS = {"bold red": "bold reverse", "green": "bold"}
+_COLOUR_TAG = re.compile(r"(?<!\\)\[(/?)(bold red|green)\]")
+
+
+def mono_markup(markup: str) -> str:
+    """``markup`` with its colour tags as attributes (NO_COLOR)."""
+    return _COLOUR_TAG.sub(lambda m: f"[{m.group(1)}{_MONO_TAGS[m.group(2)]}]", markup)
+
+
 READ_ONLY_REPLAY = (
     "read-only: replay re-executes the engine, so it is disabled (v verify only reads)"
 )
@@ -278,6 +291,8 @@ class RunsScreen(Screen[None]):
 
     def _detail(self, lines: list[str]) -> None:
         markup = "\n".join(lines)
+        if self.app.no_color:
+            markup = mono_markup(markup)
         self.detail_text = Text.from_markup(markup).plain
         self.query_one("#runs-detail", Static).update(markup)
         self.query_one("#runs-detail-box", VerticalScroll).scroll_home(animate=False)
@@ -311,6 +326,7 @@ class RunsScreen(Screen[None]):
         table = self.table
         table.clear()
         self.runs = {}
+        styles = MONO_STATUS_STYLES if self.app.no_color else STATUS_STYLES
         for r in reversed(runs):  # newest first
             rid = r.run_id
             if not rid or rid in self.runs:
@@ -321,7 +337,7 @@ class RunsScreen(Screen[None]):
                 short_time(r),
                 r.engine,
                 r.engine_version or "-",
-                Text(status, style=STATUS_STYLES.get(status, "")),
+                Text(status, style=styles.get(status, "")),
                 rid,
                 key=rid,
             )
