@@ -35,9 +35,9 @@ __all__ = [
     "CgroupTree",
     "cgroup2_mount",
     "cgroup_of",
+    "join",
     "kill",
     "members",
-    "open_procs",
     "populated",
     "remove",
     "wait_empty",
@@ -116,9 +116,13 @@ class CgroupTree:
             self.path.rmdir()
 
 
-def open_procs(path: Path) -> int:
-    """An fd on ``cgroup.procs``: the child writes ``0`` to it (itself) before it execs."""
-    return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+def join(path: Path, pid: int) -> None:
+    """Move ``pid`` (its whole thread group) into the cgroup: one write to ``cgroup.procs``."""
+    fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
 
 
 def members(path: Path) -> list[int]:

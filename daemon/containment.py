@@ -18,6 +18,8 @@ import logging
 import time
 from pathlib import Path
 
+from runyard.runtime.core.errors import SpawnError
+
 from . import cgroup as cg
 from .process import ProcessHandle, spawned_pids
 from .subreaper import OrphanReaper, become_subreaper
@@ -39,22 +41,31 @@ class Containment:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def planned(self, setting: str) -> str:
-        """``cgroup`` or ``subreaper``: what a service with this setting gets."""
+        """``cgroup`` or ``subreaper``: what a service with this setting gets (a forced
+        ``cgroup`` says cgroup: it gets one or does not start)."""
+        if setting == CGROUP:
+            return CGROUP
         return CGROUP if self.tree is not None and setting != SUBREAPER else SUBREAPER
 
     def place(self, name: str, setting: str) -> tuple[Path | None, str]:
-        """Where the next process of ``name`` goes: (its cgroup, "") or (None, its orphan name)."""
+        """Where the next process of ``name`` goes: (its cgroup or None, its orphan name). The
+        subreaper is on with a cgroup too: it holds what the service orphans before it joins.
+        Raises SpawnError when ``setting`` is ``cgroup`` and no cgroup can be made."""
+        self.enable_subreaper()
+        if setting == CGROUP and self.tree is None:
+            raise SpawnError(f'containment = "cgroup", but {self.why_not}')
         if self.planned(setting) == CGROUP:
             assert self.tree is not None
             try:
                 path = self.tree.service(name)
             except OSError as exc:
+                if setting == CGROUP:
+                    raise SpawnError(f'containment = "cgroup", but {exc.strerror or exc}') from exc
                 self.log.warning("%s: no cgroup (%s); contained by the subreaper", name, exc)
             else:
                 if cg.populated(path):  # left by a run no daemon saw end: not to share with
                     cg.kill(path)
-                return path, ""
-        self.enable_subreaper()
+                return path, name
         return None, name
 
     def enable_subreaper(self) -> None:

@@ -9,13 +9,12 @@ Why it is built this way:
   ``preexec_fn`` code would do the same with more to get wrong; ``extra_groups=[]`` also clears
   the daemon's own supplementary groups (setgroups(0)), so a child of root keeps no group 0.
   Nothing is passed when the service runs as the daemon itself: no call that could fail.
-- **no_new_privs is the one thing Popen lacks,** so it is the one ``preexec_fn``: a single
-  prctl through ctypes, looked up once here at import so the forked child only calls it. It
-  runs after the uid is dropped, and it is inherited by everything the service execs: no
-  setuid binary or file capability gives the service back what it lost.
-- **The price is fork instead of vfork** (CPython uses vfork only with no preexec_fn and no
-  change of user): a spawn copies the daemon's page tables, 2 ms for a small daemon, about
-  10 ms with 200 MiB touched (docs/ARCHITECTURE.md), against a service's own start-up.
+- **no_new_privs is the one thing Popen lacks,** and it needs no code in the child: the flag
+  belongs to a thread and is inherited by what it forks, so ``set_no_new_privs`` runs once on
+  the daemon's spawner thread (``process._nnp_thread``) and every service spawned from there
+  has it, and everything it execs: no setuid binary or file capability gives the service back
+  what it lost. No ``preexec_fn`` means CPython may vfork (a spawn copies none of the daemon's
+  page tables); a change of user still forks, in C.
 - **The daemon keeps the log files and FIFOs open itself**: the child inherits file
   descriptors, never a path, so a service running as ``nobody`` writes its output through
   a FIFO it could not open. Its data directory and log files are chowned to it (log files in
@@ -32,7 +31,7 @@ from typing import Any
 
 from runyard.runtime.config.identity import RunAs
 
-__all__ = ["child_credentials", "own_data_dir", "set_no_new_privs"]
+__all__ = ["child_credentials", "own_data_dir", "runs_as_other", "set_no_new_privs"]
 
 _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -42,7 +41,8 @@ _prctl.restype = ctypes.c_int
 
 
 def set_no_new_privs() -> None:
-    """In the forked child: an error here fails the spawn, never a service with privileges."""
+    """On the calling thread (the spawner's): an error fails the spawns that need it, never
+    starts a service with privileges."""
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
@@ -50,13 +50,18 @@ def set_no_new_privs() -> None:
 
 def child_credentials(run_as: RunAs | None, *, umask: int | None) -> dict[str, Any]:
     """The keyword arguments of ``subprocess.Popen`` that give the child its identity
-    (PR_SET_NO_NEW_PRIVS is the spawn's child step: ``set_no_new_privs``)."""
+    (PR_SET_NO_NEW_PRIVS comes from the spawner thread: ``set_no_new_privs``)."""
     kwargs: dict[str, Any] = {}
     if run_as is not None and _differs(run_as):
         kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=list(run_as.groups))
     if umask is not None:
         kwargs["umask"] = umask
     return kwargs
+
+
+def runs_as_other(run_as: RunAs | None) -> bool:
+    """Whether a service with ``run_as`` runs as someone other than the daemon."""
+    return run_as is not None and _differs(run_as)
 
 
 def _differs(run_as: RunAs) -> bool:

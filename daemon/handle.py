@@ -19,7 +19,7 @@ class ProcessHandle:
     create_time: float  # psutil create_time: tells this process from a later one with its pid
     own_child: bool = True  # False once re-adopted after a daemon restart: we cannot waitpid it
     cgroup: str | None = None  # the service's cgroup directory, when contained by one
-    service: str = ""  # subreaper containment: the name its orphans carry (SERVICE_ENV)
+    service: str = ""  # the name its orphans carry to the subreaper daemon (SERVICE_ENV)
 
     @property
     def containment(self) -> str:

@@ -89,20 +89,28 @@ def over_limit(limits: Limits, usage: TreeUsage, sampled: Iterable[str]) -> str 
     return None
 
 
-def check_limits(runners: Iterable[Limited]) -> None:
-    """One round: measure each limited, running service and stop the ones over a limit."""
+def check_limits(runners: Iterable[Limited]) -> int:
+    """One round: measure each limited, running service and stop the ones over a limit.
+    Returns how many were measured."""
+    measured = 0
     for runner in runners:
         limits, sampled = runner.limits_to_sample()
         pids = runner.limited_pids()
         if not sampled or pids is None:
             continue
+        measured += 1
         reason = over_limit(limits, measure(*pids), sampled)
         if reason is not None:
             runner.exceed_limit(reason)
+    return measured
 
 
-async def watch_limits(runners: Callable[[], Iterable[Limited]]) -> None:
-    """Every LIMIT_INTERVAL, `check_limits` (cheap when no service sets a sampled limit)."""
+async def watch_limits(runners: Callable[[], Iterable[Limited]], wake: asyncio.Event) -> None:
+    """Every LIMIT_INTERVAL, `check_limits`, while some running service has a sampled limit;
+    otherwise asleep until ``wake`` is set (the supervisor sets it when such a service starts):
+    a daemon with no sampled limit wakes up for none."""
     while True:
         await asyncio.sleep(LIMIT_INTERVAL)
-        check_limits(runners())
+        if not check_limits(runners()):
+            wake.clear()
+            await wake.wait()

@@ -69,9 +69,25 @@ def _log_refusal(tree: RuntimeTree, exc: StartupCheckFailed) -> None:
         daemon_logger(tree.logs_dir).error("refusing to start: %s", exc)
 
 
+#: systemd's NOTIFY_SOCKET, kept by `_claim_notify_socket` when the daemon starts.
+_notify_socket: str | None = None
+
+
+def _claim_notify_socket() -> None:
+    """Keep systemd's NOTIFY_SOCKET for the daemon alone and take it out of os.environ, as
+    sd_notify(3)'s ``unset_environment`` does. Services are spawned with a copy of the daemon's
+    environment: one that speaks sd_notify by itself (redis' ``supervised auto``) would tell
+    systemd about the daemon's unit (dropped by NotifyAccess=main, a warning per datagram)
+    instead of telling us. WATCHDOG_USEC/_PID are the daemon's too: they go with it."""
+    global _notify_socket
+    _notify_socket = os.environ.pop("NOTIFY_SOCKET", None) or None
+    for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+
+
 def _sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) we are ready; a no-op without NOTIFY_SOCKET."""
-    address = os.environ.get("NOTIFY_SOCKET")
+    address = _notify_socket
     if not address:
         return
     if address.startswith("@"):
@@ -289,6 +305,7 @@ def run_daemon(
 
     ``license_file`` replaces the tree's config/runyard/license.json.
     """
+    _claim_notify_socket()
     tree = RuntimeTree(root).require()
     # ps and top show what this is, not "python3 -m runyard.daemon daemon --root ...".
     setproctitle.setproctitle(f"runyard daemon {tree.root}")

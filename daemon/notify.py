@@ -12,9 +12,11 @@ systemd does (sd_notify(3)): newline-separated ``KEY=VALUE`` assignments, one da
   The name is a function of the tree and the service, so a daemon that re-adopts a running
   service binds the very address that service was given.
 - Who: the socket is read with SO_PASSCRED, so the kernel stamps each datagram with the sender's
-  pid (a forged pid needs CAP_SYS_ADMIN). A datagram counts only if that pid is the service's
-  process, a descendant of it, or in its process group (``belongs``); anything else is dropped
-  and logged once per sender.
+  pid (a forged pid needs CAP_SYS_ADMIN). A datagram counts only if that pid is in the service's
+  cgroup, or is the service's process, a descendant of it, or in its process group
+  (``belongs``); anything else is dropped and logged once per sender.
+- A service that runs as another user (``user =``) cannot pass the 0700 ``temp/``: it gets the
+  abstract socket, and the sender check is what keeps others out.
 - ``BARRIER=1`` (systemd-notify waits on it by default since systemd 246): the sender passes a
   pipe's end and waits for it to be closed once everything it sent before was read. Every
   descriptor received is closed after its datagram is handled, which is what honours it.
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from .cgroup import cgroup_of
 from .process import ProcessHandle
 from .proctable import read_stat
 
@@ -106,11 +109,12 @@ def parse_message(data: bytes) -> NotifyMessage:
     )
 
 
-def notify_address(temp_dir: Path, name: str) -> str:
+def notify_address(temp_dir: Path, name: str, *, other_user: bool = False) -> str:
     """The NOTIFY_SOCKET value for service ``name``: a path, or ``@...`` (abstract) when the
-    path would not fit in sun_path."""
+    path would not fit in sun_path or the service runs as another user (who cannot pass the
+    daemon's 0700 temp/ to reach a path)."""
     path = str(temp_dir / "notify" / f"{name}.sock")
-    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+    if len(os.fsencode(path)) <= SUN_PATH_MAX and not other_user:
         return path
     return "@runyard-notify-" + hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
 
@@ -120,7 +124,10 @@ def _sockaddr(address: str) -> str:
 
 
 def belongs(pid: int, handle: ProcessHandle) -> bool:
-    """Whether ``pid`` is the service's process, a descendant, or in its process group."""
+    """Whether ``pid`` is in the service's cgroup, or is its process, a descendant, or in its
+    process group."""
+    if handle.cgroup is not None and _in_cgroup(pid, handle.cgroup):
+        return True
     for _ in range(ANCESTRY_MAX):
         if pid == handle.pid:
             return True
@@ -133,6 +140,12 @@ def belongs(pid: int, handle: ProcessHandle) -> bool:
             return False
         pid = stat.ppid
     return False
+
+
+def _in_cgroup(pid: int, cgroup: str) -> bool:
+    """``cgroup`` is the directory; /proc/PID/cgroup names it from the mount."""
+    where = cgroup_of(pid)
+    return where is not None and where != "/" and cgroup.endswith(where)
 
 
 def watchdog_argv(argv: list[str]) -> list[str]:

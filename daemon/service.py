@@ -26,7 +26,7 @@ import time
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.config.limits import Limits
 
-from .credentials import own_data_dir
+from .credentials import own_data_dir, runs_as_other
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .launch import launch
@@ -82,7 +82,9 @@ class ServiceRunner:
             on_ready=self._commit,
             on_live=self._shown,
             on_dead=self.fail,
-            notify_address=notify_address(sup.tree.temp_dir, spec.name),
+            notify_address=notify_address(
+                sup.tree.temp_dir, spec.name, other_user=runs_as_other(spec.run_as)
+            ),
         )
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -235,9 +237,9 @@ class ServiceRunner:
         spec = self.spec
         own_data_dir(spec.cwd, self.sup.tree.data_dir, spec.run_as)
         fds = self.io.pipes.prepare()
-        cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
-        self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
         try:
+            cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
+            self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
             argv, env = self.io.launch(spec)  # NOTIFY_SOCKET, WATCHDOG_* (daemon/notify.py)
             handle = launch(spec, fds, cgroup=cgroup, orphans=orphans, argv=argv, env=env)
         except SpawnError as exc:

@@ -94,6 +94,11 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     # --- sd_notify (daemon/notify.py) ---
     notify: bool = False
     watchdog_sec: float = 0.0
+    # --- the installed files (issue 13) ---
+    #: sha256 of every installed file of the entry (manifest ``services[].files``): a bundle
+    #: upgrade through ``DIR/current`` that changes a program but not the service's version
+    #: keeps ``argv`` as it was, and only this tells reload that the service must restart.
+    files: Mapping[str, str] = {}
 
     @property
     def notify_ready(self) -> bool:
@@ -258,6 +263,7 @@ def _build(
         umask=umask,
         notify=settings["notify"],
         watchdog_sec=settings["watchdog_sec"],
+        files=dict(entry.files),
     )
     return with_digest(spec)
 

@@ -18,6 +18,12 @@ Why it is built this way:
   it is known as one; a zombie child of the daemon that nothing claims (an orphan that died
   before it was seen) is reaped when it is still a zombie one pass (a second) later: asyncio's
   watchers reap the daemon's own probes at once, and ``process`` keeps each service leader.
+- **Passes follow SIGCHLD, not a clock.** Every orphan's exit sends the daemon SIGCHLD; a pass
+  (one read of /proc) runs 50 ms after the first of a burst, and again a second later only while
+  an unclaimed zombie waits. An idle daemon reads nothing.
+- **With cgroups too.** A cgroup contains a service from the moment the daemon writes its pid
+  into ``cgroup.procs``, right after exec (``process.spawn``); anything it forks before that
+  write and orphans is still reparented to the daemon and found by its marker here.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import signal
 from collections.abc import Callable
 
 from .proctable import Proc, proc_table
@@ -38,6 +45,8 @@ SERVICE_ENV = "RUNYARD_SERVICE"
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 _REAP_EVERY = 1.0
+#: SIGCHLD to reaping pass: the exits of one stop-all are reaped in one pass.
+_COALESCE = 0.05
 
 _libc = ctypes.CDLL(None, use_errno=True)
 #: (pid, start ticks) -> service name ("" when it carries none): environ read once per process.
@@ -86,21 +95,46 @@ def orphans_of(service: str, table: dict[int, Proc], spawned: set[int]) -> list[
 
 
 class OrphanReaper:
-    """Reaps the zombies the daemon inherits as a subreaper, every second while it runs."""
+    """Reaps the zombies the daemon inherits as a subreaper: a pass when SIGCHLD says a child
+    changed state (a burst of exits coalesced into one pass), none while nothing happens."""
 
     def __init__(self, spawned: Callable[[], set[int]]) -> None:
         self._spawned = spawned
         self._seen: set[tuple[int, int]] = set()  # unclaimed zombies seen on the last pass
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next: asyncio.TimerHandle | None = None
+        self._poll: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop.add_signal_handler(signal.SIGCHLD, self._soon, _COALESCE)
+        except (RuntimeError, ValueError):  # not the main thread's loop: poll instead
+            self._poll = self._loop.create_task(self._run())
+        self._soon(0.0)  # what was inherited before the handler was there
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(_REAP_EVERY)
             self.reap()
+
+    def _soon(self, delay: float) -> None:
+        """A pass within ``delay`` seconds (an earlier one already planned stands)."""
+        assert self._loop is not None
+        when = self._loop.time() + delay
+        if self._next is not None:
+            if self._next.when() <= when:
+                return
+            self._next.cancel()
+        self._next = self._loop.call_at(when, self._pass)
+
+    def _pass(self) -> None:
+        self._next = None
+        self.reap()
+        if self._seen:  # an unclaimed zombie is reaped when it is still one a second later
+            self._soon(_REAP_EVERY)
 
     def reap(self) -> int:
         """Reap inherited zombies; returns how many."""
@@ -126,6 +160,13 @@ class OrphanReaper:
         return reaped
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if self._loop is not None and self._poll is None:
+            with contextlib.suppress(RuntimeError, ValueError):
+                self._loop.remove_signal_handler(signal.SIGCHLD)
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        self._loop = None

@@ -97,6 +97,7 @@ class Supervisor:
         #: Where each service's processes are kept (a cgroup, or the subreaper).
         self.containment = Containment(tree.root, log)
         self._limits_task: asyncio.Task[None] | None = None
+        self._limits_wake = asyncio.Event()  # set when a service with a sampled limit commits
 
     @property
     def shutting_down(self) -> bool:
@@ -186,13 +187,15 @@ class Supervisor:
             sample_stats(lambda: self.runners.values())
         )
         self._limits_task = asyncio.get_running_loop().create_task(
-            watch_limits(lambda: self.runners.values())
+            watch_limits(lambda: self.runners.values(), self._limits_wake)
         )
 
     # --- change notification -----------------------------------------------------------------
 
     def on_commit(self, runner: ServiceRunner) -> None:
         """A runner committed a transition: one state event, and state.json written soon."""
+        if runner.limit_state.sampled(runner.spec.limits):
+            self._limits_wake.set()  # a service the limit watch samples may run now
         status = runner.status()
         topic = f"state.{runner.name}"
         self.bus.publish(

@@ -127,11 +127,10 @@ class Sweep:
 
     def _contained(self, table: dict[int, Proc]) -> list[int]:
         """The cgroup's members, or the orphans the subreaper daemon inherited from it."""
-        if self.handle.cgroup is not None:
-            return cg.members(Path(self.handle.cgroup))
+        found = cg.members(Path(self.handle.cgroup)) if self.handle.cgroup is not None else []
         if self.handle.service:
-            return orphans_of(self.handle.service, table, self._spawned())
-        return []
+            found += orphans_of(self.handle.service, table, self._spawned())
+        return found
 
     def _alive(self, table: dict[int, Proc]) -> list[int]:
         alive = [pid for pid in self.tracked if self._is_live(table, pid)]

@@ -20,6 +20,7 @@ __all__ = [
     "Binary",
     "Check",
     "DiskReport",
+    "FileDifference",
     "Port",
     "ReplayReport",
     "RunDetails",
@@ -29,6 +30,7 @@ __all__ = [
     "ServiceSetup",
     "ServiceUsage",
     "Usage",
+    "ValueDifference",
     "VerifyReport",
     "WireStruct",
     "from_runtime",
@@ -213,6 +215,24 @@ class VerifyReport(WireStruct):
     ok: bool = False
 
 
+class ValueDifference(WireStruct):
+    """A JSON path where a replayed RUN_OUTPUT differs, both values as (truncated) JSON text."""
+
+    path: str = ""
+    original: str = ""
+    replayed: str = ""
+
+
+class FileDifference(WireStruct):
+    """An artifact whose bytes differ in a replay; None for a side without it."""
+
+    path: str = ""
+    original_size: int | None = None
+    replayed_size: int | None = None
+    original_sha256: str | None = None
+    replayed_sha256: str | None = None
+
+
 class ReplayReport(WireStruct):
     """Replayable only when verify passed and the re-executed RUN_OUTPUT is byte-identical."""
 
@@ -229,6 +249,10 @@ class ReplayReport(WireStruct):
     artifact_differences: list[str] = []
     replay_id: str | None = None
     record: str | None = None
+    #: ``differences`` with the original and the replayed value (compact JSON, truncated).
+    value_differences: list[ValueDifference] = []
+    #: ``artifact_differences`` with their sizes and digests.
+    file_differences: list[FileDifference] = []
 
 
 class RunStep(WireStruct):

@@ -12,9 +12,13 @@ Two documents shaped like an engine run's output, built in memory from random.Ra
 - `no-floats`: the same shape with every float replaced by an int.
 
 Each contender runs --runs rounds after a warm-up, the order rotating each round; the table
-shows the median and min, MB/s of the canonical output size, and ratios. Before timing, the
-output of canonical_bytes is compared with rfc8785.dumps byte for byte.
-Target: canonical_bytes >= 100 MB/s on each full-size document, and identical bytes.
+shows the wall-clock median and min, the median CPU time of this process in the same rounds,
+MB/s of the canonical output size (by CPU time) and ratios. Before timing, the output of
+canonical_bytes is compared with rfc8785.dumps byte for byte.
+
+Targets, on each full-size document: identical bytes; canonical_bytes >= 8x rfc8785.dumps
+(issue 14's bar) and >= 100 MB/s. Both are judged on CPU time: this box is shared by other jobs,
+and wall time there measures their load as much as our code (a wall-clock ratio is printed too).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ SEED = 20240601
 FULL_MB = 10.0
 QUICK_MB = 1.0
 TARGET_MBPS = 100.0
+#: canonical_bytes must be at least this many times faster than rfc8785.dumps.
+TARGET_RATIO = 8.0
 
 WORDS = [
     "alpha", "beta", "gamma", "delta", "kernel", "solver", "mesh", "node", "edge", "batch",
@@ -134,8 +140,11 @@ def walk_only(doc: Any) -> None:
         gc.enable()
 
 
-def bench_document(label: str, megabytes: float, floats: bool, runs: int) -> tuple[bool, float]:
-    """Check and time one document; (bytes identical, canonical_bytes MB/s)."""
+def bench_document(
+    label: str, megabytes: float, floats: bool, runs: int
+) -> tuple[bool, float, float]:
+    """Check and time one document; (bytes identical, canonical_bytes MB/s by CPU time, times
+    faster than rfc8785.dumps by CPU time)."""
     doc, reference = sized_document(megabytes, floats=floats)
     ours = canonical_bytes(doc)
     same = ours == reference
@@ -152,22 +161,28 @@ def bench_document(label: str, megabytes: float, floats: bool, runs: int) -> tup
         "sha256 of the bytes": lambda: hashlib.sha256(reference).digest(),
         "(the walk alone: internal)": lambda: walk_only(doc),
     }
-    times = time_rounds(contenders, runs)
-    ours_median = statistics.median(times["canonical_bytes"])
-    print(f"  {'contender':32} {'median ms':>10} {'min ms':>8} {'MB/s':>7} {'x ours':>7}")
-    for name, spent in times.items():
-        median = statistics.median(spent)
-        print(
-            f"  {name:32} {median * 1e3:10.1f} {min(spent) * 1e3:8.1f} "
-            f"{size / median / 1e6:7.0f} {median / ours_median:7.2f}"
-        )
-    msgspec_share = statistics.median(times['msgspec encode(order="sorted")']) / ours_median
+    cpu: dict[str, list[float]] = {}
+    times = time_rounds(contenders, runs, cpu)
+    ours_wall = statistics.median(times["canonical_bytes"])
+    ours_cpu = statistics.median(cpu["canonical_bytes"])
     print(
-        f"  canonical_bytes: {size / ours_median / 1e6:.0f} MB/s, "
-        f"{statistics.median(times['rfc8785.dumps']) / ours_median:.1f}x rfc8785.dumps, "
+        f"  {'contender':32} {'wall ms':>8} {'min ms':>8} {'cpu ms':>8} {'MB/s':>6} {'x ours':>7}"
+    )
+    for name, spent in times.items():
+        median_cpu = statistics.median(cpu[name])
+        print(
+            f"  {name:32} {statistics.median(spent) * 1e3:8.1f} {min(spent) * 1e3:8.1f} "
+            f"{median_cpu * 1e3:8.1f} {size / median_cpu / 1e6:6.0f} {median_cpu / ours_cpu:7.2f}"
+        )
+    ratio = statistics.median(cpu["rfc8785.dumps"]) / ours_cpu
+    wall_ratio = statistics.median(times["rfc8785.dumps"]) / ours_wall
+    msgspec_share = statistics.median(cpu['msgspec encode(order="sorted")']) / ours_cpu
+    print(
+        f"  canonical_bytes: {size / ours_cpu / 1e6:.0f} MB/s, {ratio:.1f}x rfc8785.dumps "
+        f"(wall clock: {size / ours_wall / 1e6:.0f} MB/s, {wall_ratio:.1f}x), "
         f"{msgspec_share:.2f}x the speed of msgspec's sorted encode (not JCS)"
     )
-    return same, size / ours_median / 1e6
+    return same, size / ours_cpu / 1e6, ratio
 
 
 def run(opts: Any) -> bool:
@@ -179,20 +194,19 @@ def run(opts: Any) -> bool:
         f"{cores} cores, load {os.getloadavg()[0]:.2f}, runs {runs}"
     )
     verdict = True
+    targets = f">= {TARGET_RATIO:.0f}x rfc8785.dumps and >= {TARGET_MBPS:.0f} MB/s, CPU time"
     for label, floats in (("floats", True), ("no-floats", False)):
-        same, mbps = bench_document(label, megabytes, floats, runs)
+        same, mbps, ratio = bench_document(label, megabytes, floats, runs)
         if opts.quick:
             ok = same
-            judged = (
-                f"target >= {TARGET_MBPS:.0f} MB/s is for {FULL_MB:.0f} MB: not judged with --quick"
-            )
+            judged = f"targets {targets} are for {FULL_MB:.0f} MB: not judged with --quick"
         else:
-            ok = same and mbps >= TARGET_MBPS
-            judged = f"target >= {TARGET_MBPS:.0f} MB/s"
+            ok = same and ratio >= TARGET_RATIO and mbps >= TARGET_MBPS
+            judged = f"targets {targets}"
         verdict &= ok
         print(
-            f"  {'PASS' if ok else 'FAIL'} [{label}]: canonical_bytes {mbps:.0f} MB/s ({judged})"
-            f"{'' if same else '; bytes differ from rfc8785'}"
+            f"  {'PASS' if ok else 'FAIL'} [{label}]: canonical_bytes {ratio:.1f}x rfc8785.dumps, "
+            f"{mbps:.0f} MB/s ({judged}){'' if same else '; bytes differ from rfc8785'}"
         )
     print(f"  loadavg after: {os.getloadavg()[0]:.2f}")
     return verdict

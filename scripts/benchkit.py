@@ -31,21 +31,31 @@ def build_once(base: Path, what: str, stamp: str, build: Callable[[], None]) -> 
     print(f"built in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def time_rounds(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+def time_rounds(
+    contenders: dict[str, Callable[[], Any]],
+    runs: int,
+    cpu_times: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
     """Each contender once per round, rotating the order; round 0 warms up and is not kept.
 
-    A contender may return a callable: cleanup, run untimed after it.
+    A contender may return a callable: cleanup, run untimed after it. Returns wall times; when
+    ``cpu_times`` is given it is filled with this process's CPU time of the same rounds (on a
+    box other jobs share, CPU time is what a contender costs, wall time also what it waited).
     """
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_no in range(runs + 1):
         shift = round_no % len(names)
         for name in names[shift:] + names[:shift]:
+            cpu_started = time.process_time()
             started = time.perf_counter()
             cleanup = contenders[name]()
             elapsed = time.perf_counter() - started
+            cpu_spent = time.process_time() - cpu_started
             if callable(cleanup):
                 cleanup()
             if round_no:
                 times[name].append(elapsed)
+                if cpu_times is not None:
+                    cpu_times.setdefault(name, []).append(cpu_spent)
     return times

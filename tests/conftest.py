@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -171,8 +173,33 @@ def no_cgroup_left_behind() -> Iterator[None]:
 
     for base in SHORT_ROOTS:
         shutil.rmtree(base, ignore_errors=True)
-    left = sorted(str(p) for p in _runyard_cgroups() - before)
+    # Another test session on the same machine (a second checkout) makes its own: not ours to judge.
+    deadline = time.monotonic() + (5.0 if _other_pytest_sessions() else 0.5)
+    while (left := sorted(str(p) for p in _runyard_cgroups() - before)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    if left and _other_pytest_sessions():
+        warnings.warn(f"runyard cgroups left while other test sessions run: {left}", stacklevel=1)
+        return
     assert not left, f"cgroups left behind by the tests: {left}"
+
+
+def _other_pytest_sessions() -> list[int]:
+    """Pids of pytest processes that are neither this session nor its parents or children."""
+    mine = {os.getpid(), os.getppid()}
+    others = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"pytest" in cmdline and ppid not in mine:
+            others.append(int(entry.name))
+    return others
 
 
 @pytest.fixture

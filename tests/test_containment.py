@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -245,3 +246,59 @@ def test_what_an_exited_main_process_left_in_its_cgroup_is_killed(contained_root
         service_cgroup = tree_cgroup(contained_root) / "esc"
         wait_for(lambda: not service_cgroup.exists(), 10, "the service's cgroup removed")
     d.stop()
+
+
+def test_forced_cgroup_service_runs_in_its_cgroup(contained_root, daemons) -> None:
+    """``containment = "cgroup"`` (issue 12's notes: only auto and subreaper existed)."""
+    require_cgroup2()
+    project = '[services.esc]\ncontainment = "cgroup"\n'
+    tree = build_tree(
+        contained_root, {"esc": ESCAPER.format(n=0, delay=0, pids="/dev/null")}, project
+    )
+    d = daemons(tree).start()
+    with d.client() as c:
+        wait_for(lambda: c.status(["esc"]).services[0].state == "running", what="running")
+        (s,) = c.status(["esc"]).services
+        assert s.containment == "cgroup"
+        recorded = json.loads((tree.temp_dir / "state.json").read_text())["services"]["esc"]
+        assert s.pid in cg.members(Path(recorded["cgroup"]))
+        c.stop(["esc"])
+    d.stop()
+
+
+def test_forced_cgroup_without_cgroups_refuses_with_the_reason(tmp_path: Path) -> None:
+    """Where no cgroup can be made, a forced ``cgroup`` service does not start (and says why)
+    while ``auto`` falls back to the subreaper. Run in a child process: placing a service makes
+    the caller a subreaper."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, logging
+        from pathlib import Path
+        from runyard.daemon.containment import Containment
+        from runyard.runtime.core.errors import SpawnError
+
+        async def main():
+            c = Containment(Path({str(tmp_path)!r}), logging.getLogger("t"))
+            if c.tree is not None:
+                c.tree.close()
+            c.tree, c.why_not = None, "no cgroup v2 mount"  # as on a box without cgroup2
+            assert c.planned("cgroup") == "cgroup" and c.planned("auto") == "subreaper"
+            assert c.place("web", "auto") == (None, "web")
+            try:
+                c.place("web", "cgroup")
+            except SpawnError as exc:
+                print(exc)
+            await c.close()
+
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=runyard_env(),
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 'containment = "cgroup", but no cgroup v2 mount'

@@ -240,3 +240,21 @@ def test_reload_to_another_user_restarts_the_service_as_it_and_hands_over_its_lo
     wait_for(lambda: f"up as {NOBODY.pw_uid}" in log.read_text(), what="nobody's line")
     assert log.stat().st_uid == NOBODY.pw_uid
     assert (tree.data_dir / "web").stat().st_uid == NOBODY.pw_uid
+
+
+@pytest.mark.timeout(90)
+def test_nofile_and_core_reach_a_nobody_service_spawned_without_code_in_the_child(root, daemons):
+    """The rlimits are given by the daemon right after exec (prlimit), not by Python code
+    between fork and exec (which made every spawn a fork instead of a vfork)."""
+    tree = sh_tree(root, ["web"], '[services.web]\nuser = "nobody"\nnofile = 1000\ncore = 0\n')
+    d = daemons(tree).start()
+    with d.client() as c:
+        pid = running_pid(c, "web")
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    nofile = next(line for line in limits if line.startswith("Max open files")).split()
+    assert nofile[3:5] == ["1000", "1000"]
+    core = next(line for line in limits if line.startswith("Max core file size")).split()
+    assert core[4:6] == ["0", "0"]
+    status = proc_status(pid)
+    assert status["Uid"].split()[0] == str(NOBODY.pw_uid)
+    assert status["NoNewPrivs"] == "1"

@@ -91,7 +91,11 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
     result = heat1d_run(engines, context={"user": "ada"}, on_event=events.append)
     run_dir = Path(result.run_dir)
     assert run_dir == engines.data_dir / "heat1d" / "runs" / result.run_id
-    assert files_of(run_dir) == set(REQUIRED) | {"artifacts/profile.csv", "logs/engine.stderr"}
+    assert files_of(run_dir) == set(REQUIRED) | {
+        "artifacts/profile.csv",
+        "logs/engine.stderr",
+        "RUN_ATTESTATION.intoto.jsonl",
+    }
     assert (run_dir / "artifacts" / "profile.csv").read_bytes() == SAMPLE_PROFILE
     assert [e.kind for e in events] == ["started", "sealed"]
     assert all(e.run_id == result.run_id for e in events)
@@ -140,7 +144,9 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
 
     index = json.loads((run_dir / "ARTIFACT_INDEX.json").read_bytes())
     indexed = {e["path"]: e for e in index["files"]}
-    assert set(indexed) == files_of(run_dir) - {"ARTIFACT_INDEX.json", "SHA256SUMS.txt"}
+    # RUN_ATTESTATION.intoto.jsonl lists SHA256SUMS.txt, so neither lists it (SEALING_SPEC.md).
+    outer = {"ARTIFACT_INDEX.json", "SHA256SUMS.txt", "RUN_ATTESTATION.intoto.jsonl"}
+    assert set(indexed) == files_of(run_dir) - outer
     assert indexed["artifacts/profile.csv"]["role"] == "artifact"
     assert indexed["logs/engine.stderr"]["role"] == "log"
     assert indexed["RUN_META.json"]["role"] == "run"
@@ -152,7 +158,7 @@ def test_heat1d_run_is_sealed_canonical_and_passes_gnu_sha256sum(engines: Runtim
     sums = (run_dir / "SHA256SUMS.txt").read_text()
     lines = sums.splitlines()
     assert [ln.split("  ", 1)[1] for ln in lines] == sorted(
-        files_of(run_dir) - {"SHA256SUMS.txt"}, key=str.encode
+        files_of(run_dir) - {"SHA256SUMS.txt", "RUN_ATTESTATION.intoto.jsonl"}, key=str.encode
     )
     sha256sum = require_tool("sha256sum")
     proc = subprocess.run(
@@ -727,9 +733,11 @@ def test_signed_run_verifies_with_cryptography_and_openssl(
 
     other = generate_signing_key(tmp_path / "other")
     report = verify_run(run_dir, other.public)
-    assert report.failed_names() == {"signature"}
+    # RUN_ATTESTATION.intoto.jsonl is signed by the same key: it fails with it.
+    assert report.failed_names() == {"signature", "attestation-signature"}
     unsigned = heat1d_run(engines)
-    assert verify_run(unsigned.run_dir, signing_key.public).failed_names() == {"signature"}
+    failed = verify_run(unsigned.run_dir, signing_key.public).failed_names()
+    assert failed == {"signature", "attestation-signature"}
 
 
 # --- concurrency, listing -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -153,7 +154,8 @@ def test_signed_chain_verifies_with_pubkey_and_openssl(work: Path) -> None:
     out = cli("verify", str(down), "--pubkey", "keys/other.pub", cwd=work)
     assert out.returncode == 1
     assert any(ln.split()[:2] == ["FAILED", "signature"] for ln in out.stdout.splitlines())
-    assert "sealed run INVALID: 1 check(s) failed" in out.stderr
+    # signature and attestation-signature: the attestation is signed by the same key
+    assert "sealed run INVALID: 2 check(s) failed" in out.stderr
 
     proc = subprocess.run(
         [
@@ -245,9 +247,11 @@ def test_secrets_from_context_and_env_never_reach_the_sealed_run(work: Path) -> 
         if path.is_file():
             seen += 1
             data = path.read_bytes()
+            if path.name.endswith(".intoto.jsonl"):  # its statement is base64 in the envelope
+                data = base64.b64decode(json.loads(data)["payload"])
             assert env_secret.encode() not in data, path
             assert ctx_secret.encode() not in data, path
-    assert seen == 14  # 13 required files + logs/engine.stderr
+    assert seen == 15  # 13 required files + logs/engine.stderr + RUN_ATTESTATION.intoto.jsonl
     context = json.loads((run_dir / "RUN_INPUT.json").read_bytes())["context"]
     assert context == {"note": "[redacted]", "password": "[redacted]", "who": "ada"}
 

@@ -269,9 +269,15 @@ def writable(folder: Path) -> None:
 
 
 def reseal(folder: Path, key=None) -> None:
-    """Recompute ARTIFACT_INDEX.json and SHA256SUMS.txt as a forger would (and re-sign)."""
+    """Recompute ARTIFACT_INDEX.json and SHA256SUMS.txt as a forger would (and re-sign); the
+    forger drops RUN_ATTESTATION.intoto.jsonl (tests/test_attestation.py forges that one)."""
     writable(folder)
-    for name in ("ARTIFACT_INDEX.json", "SHA256SUMS.txt", "SHA256SUMS.txt.sig"):
+    for name in (
+        "ARTIFACT_INDEX.json",
+        "SHA256SUMS.txt",
+        "SHA256SUMS.txt.sig",
+        "RUN_ATTESTATION.intoto.jsonl",
+    ):
         (folder / name).unlink(missing_ok=True)
     entries = []
     for rel in list_files(folder):

@@ -58,9 +58,12 @@ class RunyardApp(App[None]):
         logs_warn: int = LOGS_WARN,
         bridge: Callable[[Path, BridgeTarget], Bridge] = Bridge,
         clock: Callable[[], float] = time.time,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
+        #: What the title names: the root, or ``BOX:ROOT`` over ``runyard --host``.
+        self.label = label or str(self.root)
         self.read_only = read_only
         self.logs_warn = logs_warn
         #: Seconds since the epoch, now (uptimes are counted from it).
@@ -72,7 +75,7 @@ class RunyardApp(App[None]):
 
     def on_mount(self) -> None:
         self.install_screen(HelpDialog(), "help")
-        self.sub_title = str(self.root) + ("  [read-only]" if self.read_only else "")
+        self.sub_title = self.label + ("  [read-only]" if self.read_only else "")
         if self.read_only:
             self.title = "runyard (read-only)"
         self.terminal_size = (self.size.width, self.size.height)

@@ -94,6 +94,10 @@ def verify_lines(run_id: str, report: VerifyReport) -> list[str]:
     return [f"[b]verify {escape(run_id)}: {verdict}[/b]", *check_lines(report.checks)]
 
 
+def _size(size: int | None) -> str:
+    return "absent" if size is None else f"{size} bytes"
+
+
 def replay_lines(run_id: str, report: ReplayReport) -> list[str]:
     good = report.replayable
     verdict = "[green]REPLAYABLE[/green]" if good else "[bold red]NOT REPLAYABLE[/bold red]"
@@ -104,11 +108,21 @@ def replay_lines(run_id: str, report: ReplayReport) -> list[str]:
     lines.append(
         f"  [{'green' if not diffs else 'bold red'}]RUN_OUTPUT differences: {len(diffs)}[/]"
     )
-    lines += [f"    {escape(d)}" for d in diffs]
+    if report.value_differences:  # a daemon that sends the values: both, side by side
+        for d in report.value_differences:
+            lines.append(f"    {escape(d.path)}")
+            lines.append(f"      original: {escape(d.original)}")
+            lines.append(f"      replayed: {escape(d.replayed)}")
+    else:
+        lines += [f"    {escape(d)}" for d in diffs]
     art = report.artifact_differences
     if art:
         lines.append(f"  artifact differences (informational): {len(art)}")
-        lines += [f"    {escape(d)}" for d in art]
+        sizes = {f.path: (f.original_size, f.replayed_size) for f in report.file_differences}
+        for d in art:
+            old, new = sizes.get(d, (None, None))
+            shown = f" ({_size(old)} -> {_size(new)})" if d in sizes else ""
+            lines.append(f"    {escape(d)}{escape(shown)}")
     if report.replay_id:
         lines.append(f"  replay id: {escape(report.replay_id)}")
     if report.verify.checks:

@@ -27,8 +27,10 @@ from . import (
     doctor_cmd,
     keys_cmd,
     license_cmd,
+    remote_cmd,
     runs_cmd,
     runtime_cmd,
+    service_cmd,
     tui_cmd,
 )
 from .common import UsageError, common_options
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cmd.register(sub, common)
     license_cmd.register(sub, common)
     audit_cmd.register(sub, common)
+    service_cmd.register(sub, common)
+    remote_cmd.register(sub, common)
     return parser
 
 
@@ -73,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, False)
     try:
-        code = int(args.handler(args) or 0)
+        code = remote_cmd.dispatch(args, argv)  # here, or on the box of --host
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen and answered below
         return code
     except BrokenPipeError as exc:

@@ -33,7 +33,12 @@ locked dependency wheels, with install.sh). Packing the same tree twice gives th
 same bytes. Secret-looking files and values are refused, all listed in one error;
 --allow PATH lets one path in (recorded in the manifest). --sign KEY signs the
 manifest with an Ed25519 key (runyard keys gen); the key itself is never packed.
-The version is --version or `version` in the project file."""
+The version is --version or `version` in the project file.
+
+--format deb|rpm|run (or FILE ending in .deb .rpm .run) wraps the signed runtime
+bundle (--sign is required) into a system package installing into
+/opt/runyard/NAME (--package-name, default runyard-TREEDIR), or a self-extracting
+shell installer; its script verifies the signature before switching `current`."""
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -87,7 +92,11 @@ def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="runtime bundle file to write"
     )
-    p.add_argument("--format", choices=("tar.gz", "zip"), help="default: from FILE's suffix")
+    p.add_argument(
+        "--format",
+        choices=("tar.gz", "zip", "deb", "rpm", "run"),
+        help="default: from FILE's suffix; deb, rpm, run: a package of the signed runtime bundle",
+    )
     p.add_argument("--services", metavar="A,B", help="only these services (default: all)")
     p.add_argument("--with-wheels", action="store_true", help="add wheels/ and install.sh")
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (runyard keys gen)")
@@ -112,19 +121,40 @@ def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="gzip/deflate level 1-9 (default 6, as tar czf; 1: ~2x faster, 3-13%% bigger)",
     )
+    p.add_argument(
+        "--package-name",
+        metavar="NAME",
+        help="deb/rpm/run: package name and /opt/runyard/NAME (default: runyard-TREEDIR)",
+    )
+    p.add_argument(
+        "--maintainer",
+        metavar="'NAME <EMAIL>'",
+        help="deb/rpm: the Maintainer/Packager field",
+    )
     p.set_defaults(handler=cmd_pack)
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from runyard.runtime.bundle import SecretsFound, pack_bundle
-    from runyard.runtime.bundle.layout import BundleError, bundle_format
+    from runyard.runtime.bundle import SecretsFound
+    from runyard.runtime.bundle.layout import BundleError
     from runyard.runtime.bundle.pack import check_version
+    from runyard.runtime.bundle.packages import check_maintainer, output_format
+    from runyard.runtime.bundle.system_package import package_name_problem
 
     project = open_project(args)
     version = args.bundle_version or getattr(project, "version", None)
     try:
         check_version(version)
-        bundle_format(args.output, args.format)
+        fmt = output_format(args.output, args.format)
+        if fmt in ("deb", "rpm", "run") and not args.sign:
+            raise BundleError(
+                f"--format {fmt} needs --sign KEY: the package's install script verifies "
+                "the bundle's signature before switching `current`"
+            )
+        if args.maintainer is not None:
+            check_maintainer(args.maintainer)
+        if args.package_name and package_name_problem(args.package_name):
+            raise BundleError(str(package_name_problem(args.package_name)))
     except BundleError as exc:
         raise UsageError(str(exc)) from None
     services = None
@@ -134,18 +164,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             raise UsageError("--services: expected a comma-separated list of service names")
     tree = open_tree(args, project)
     try:
-        result = pack_bundle(
-            tree,
-            args.output,
-            fmt=args.format,
-            services=services,
-            with_wheels=args.with_wheels,
-            sign_key=args.sign,
-            version=version,
-            allow=args.allow,
-            created_at=args.created_at,
-            level=args.compress_level,
-        )
+        result = _pack(args, tree, fmt, services, version)
     except SecretsFound as exc:
         if args.json:
             print_json(
@@ -163,10 +182,36 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"  services    {', '.join(result.services)}")
     print(f"  files       {result.files}, {format_bytes(result.size)}")
     print(f"  sha256      {result.sha256}")
+    if result.package:
+        print(f"  package     {result.package} (bundle sha256 {result.bundle_sha256})")
     print(f"  signed by   {result.signed_by or '(unsigned)'}")
     if result.allowed:
         print(f"  allowed     {', '.join(result.allowed)}")
     return 0
+
+
+def _pack(args: argparse.Namespace, tree: Any, fmt: str, services: Any, version: str) -> Any:
+    from runyard.runtime.bundle import pack_bundle, pack_package
+
+    options = {
+        "services": services,
+        "with_wheels": args.with_wheels,
+        "allow": args.allow,
+        "created_at": args.created_at,
+        "level": args.compress_level,
+    }
+    if fmt in ("deb", "rpm", "run"):
+        return pack_package(
+            tree,
+            args.output,
+            fmt,
+            name=args.package_name,
+            maintainer=args.maintainer,
+            sign_key=args.sign,
+            version=version,
+            **options,
+        )
+    return pack_bundle(tree, args.output, fmt=fmt, sign_key=args.sign, version=version, **options)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -22,6 +22,19 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors"
     )
+    # Over ssh to another box: daemon/cli/remote_cmd.py.
+    p.add_argument(
+        "--host",
+        default=argparse.SUPPRESS,
+        metavar="[USER@]BOX[:ROOT]",
+        help="the tree and daemon on another box, over ssh (env RUNYARD_HOST; '' for this box)",
+    )
+    p.add_argument(
+        "--ssh-command",
+        default=argparse.SUPPRESS,
+        metavar="CMD",
+        help="the ssh client to run, e.g. 'ssh -F FILE' (env RUNYARD_SSH; default: ssh)",
+    )
     return p
 
 

@@ -55,6 +55,15 @@ values under secret-looking keys are sealed as "[redacted]".
 --project-file here, or `runyard --project FILE run ...`).
 Exit status: 0 sealed, 1 rejected (the reason on stderr) or failed, 2 usage."""
 
+REPLAY_HELP = """\
+Verify the sealed run RUN, re-execute its engine on the sealed RUN_INPUT.json and
+demand byte-identical canonical RUN_OUTPUT.json; a mismatch shows each differing
+JSON path with the original and the replayed value, and each differing artifact
+with both sizes. Every replay is recorded under data/ENGINE/replays/.
+--times N re-executes N times (1-100) and says whether the engine is deterministic
+on this input: RUN_OUTPUT.json and every artifact byte-identical each time.
+Exit status: 0 replayable (with --times: deterministic), 1 not, 2 usage."""
+
 
 def _run_common() -> argparse.ArgumentParser:
     """The common options without ``--project`` (which ``run`` uses for the project id)."""
@@ -93,7 +102,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="RUN_ID[:PATH]",
-        help="consume an upstream run's artifacts (PATH: a glob or path among them)",
+        help="consume an upstream run's artifacts or RUN_OUTPUT.json (PATH: a glob or path)",
     )
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (runyard keys gen)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
@@ -110,11 +119,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser(
-        "replay", parents=[common], help="re-execute a sealed run, demand identical bytes"
+        "replay",
+        parents=[common],
+        help="re-execute a sealed run, demand identical bytes",
+        description=REPLAY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
     p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p.add_argument(
+        "--times",
+        type=int,
+        metavar="N",
+        help="re-execute N times: exit 0 when every result is byte-identical (deterministic)",
+    )
     p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("runs", parents=[common], help="list sealed runs")
@@ -332,29 +351,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from runyard.runtime.runs import replay_run
+    from runyard.runtime.runs import check_determinism, replay_run
+    from runyard.runtime.runs.determinism import MAX_TIMES
+
+    from .replay_view import print_determinism, print_replay
 
     path, tree = _run_dir_arg(args, args.run_dir)
     project = open_project(args)
     if tree is None:
         tree = open_tree(args, project).require()
+    if args.times is not None:
+        if not 1 <= args.times <= MAX_TIMES:
+            raise UsageError(f"--times must be from 1 to {MAX_TIMES}, got {args.times}")
+        checked = check_determinism(
+            tree, path, args.times, pubkey=args.pubkey, timeout=args.timeout, project=project
+        )
+        if args.json:
+            print_json(msgspec.to_builtins(checked))
+            return 0 if checked.deterministic else 1
+        return print_determinism(checked)
     report = replay_run(tree, path, pubkey=args.pubkey, timeout=args.timeout, project=project)
     if args.json:
         print_json(with_old_keys(report.to_builtins()))
         return 0 if report.replayable else 1
-    for check in report.verify.failed:
-        print(f"FAILED   {check.name:<16} {check.detail}")
-    if report.record:
-        print(f"replay record: {report.record}")
-    if report.replayable:
-        print(
-            f"replayable: {report.run_id} ({report.engine} {report.engine_version}): {report.reason}"
-        )
-        return 0
-    print(f"NOT replayable: run {report.run_id} is invalid: {report.reason}", file=sys.stderr)
-    for path_ in report.differences:
-        print(f"  differs: {path_}", file=sys.stderr)
-    return 1
+    return print_replay(report)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -46,7 +46,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
         )
     from runyard.tui.app import RunyardApp  # textual loads only for this command
 
-    RunyardApp(open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn).run()
+    # Over --host the root is the relay's local directory: the title names the box's tree.
+    label = getattr(args, "remote_label", None)
+    app = RunyardApp(
+        open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn, label=label
+    )
+    app.run()
     return 0
 
 

@@ -16,6 +16,8 @@ Modules (one concept each; docs/BUNDLES.md describes the format):
     verify    verify_bundle_file                       prefix    versions/, current, previous
     unpack    members into a dir, checked as they go   install   install_bundle, rollback
     wheels    --with-wheels wheelhouse
+    packages  pack_package: --format deb|rpm|run       package_scripts  their shell text
+    system_package  .deb/.rpm (nFPM, dpkg-deb)         selfextract  the .run installer
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from .install import InstallResult, decide_action, install_bundle, rollback
 from .layout import BundleError, Finding, SecretsFound
 from .pack import PackResult, pack_bundle
+from .packages import pack_package
 from .prefix import Prefix
 from .verify import BundleReport, Check, verify_bundle_file
 
@@ -38,6 +41,7 @@ __all__ = [
     "decide_action",
     "install_bundle",
     "pack_bundle",
+    "pack_package",
     "rollback",
     "verify_bundle_file",
 ]

@@ -1,6 +1,7 @@
 """``pack_bundle``: a runtime tree (or some of its services) into one deterministic bundle file.
 
     select services ─ collect + hash + scan ─ refuse secrets ─ manifest (+ sign) ─ write
+    ─ BUNDLE.intoto.jsonl beside it (attestation.py)
 
 Nothing is written before every check has passed: an unknown service, a drifted install dir,
 a secret, a bad version or key is refused first, with one line. The version is ``version``
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import os
 import posixpath
 import tempfile
@@ -39,6 +41,7 @@ from runyard.runtime.core.manifest import (
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.signing.ed25519 import key_identity, sign_base64
 
+from .attestation import attest_bundle
 from .collect import Member, collect_members, select_manifest
 from .layout import EXEC_MODE, MANIFEST, BundleError, Finding, SecretsFound, bundle_format
 from .secrets import scan_env
@@ -66,6 +69,11 @@ class PackResult:
     created_at: str
     signed_by: str = ""
     allowed: list[str] = field(default_factory=list)
+    #: --format deb|rpm|run: the package name, and the sha256 of the bundle inside it.
+    package: str = ""
+    bundle_sha256: str = ""
+    #: The in-toto attestation written beside the bundle (attestation.py).
+    attestation: str = ""
 
 
 def check_version(version: str | None) -> str:
@@ -177,17 +185,20 @@ def pack_bundle(
         signed_by = _seal_manifest(manifest, key)
         data = encode_manifest(manifest)
         write_bundle(out, fmt, data, members, mtime=created_epoch(created), level=level)
+    sha256 = _file_sha256(out)
+    attestation = attest_bundle(out, sha256, data, json.loads(data), key)
     return PackResult(
         path=str(out),
         format=fmt,
         version=version,
-        sha256=_file_sha256(out),
+        sha256=sha256,
         size=out.stat().st_size,
         files=sum(m.kind == "file" for m in members) + 1,
         services=sorted({s.name for s in manifest.services}),
         created_at=created,
         signed_by=signed_by,
         allowed=allowed,
+        attestation=str(attestation),
     )
 
 

@@ -10,6 +10,9 @@
     sha256      every file has the sha256 the manifest lists
     complete    nothing listed is missing
     signature   see signing.py: with --pubkey the bundle must be signed by that key
+    attestation the in-toto sidecar BUNDLE.intoto.jsonl, when present: subjects are the archive
+                and its member files, predicate from the manifest (attestation.py)
+    attestation-signature  its DSSE signature, by --pubkey or the key the manifest names
 
 Verification only reads the file; it never extracts anything.
 """
@@ -28,6 +31,7 @@ from runyard.runtime.core.checks import Check
 from runyard.runtime.core.errors import ManifestError, UnsafeArchiveError
 from runyard.runtime.core.manifest import parse_manifest
 
+from .attestation import check_bundle_attestation
 from .layout import MANIFEST, BundleError
 from .plan import BundlePlan
 from .reader import BundleReader, copy_member
@@ -114,6 +118,8 @@ def verify_bundle_file(
     sig = check_signature(doc, public)
     v.report.signature, v.report.signed_by = sig.state, sig.fingerprint
     v.add("signature", sig.ok, sig.detail)
+    for name, ok, detail, skipped in check_bundle_attestation(path, data, doc, public):
+        v.add(name, ok, detail, skipped)
     return v.report
 
 

@@ -37,9 +37,10 @@ __all__ = [
 
 DependsOn = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
-#: auto: a cgroup of its own when the daemon can make one, else the subreaper; subreaper: never
-#: a cgroup (docs/ARCHITECTURE.md, "Containment").
-ContainmentMode = Literal["auto", "subreaper"]
+#: auto: a cgroup of its own when the daemon can make one, else the subreaper; cgroup: a cgroup or
+#: no start (the reason says why none can be made); subreaper: never a cgroup
+#: (docs/ARCHITECTURE.md, "Containment").
+ContainmentMode = Literal["auto", "cgroup", "subreaper"]
 
 
 #: The allowed range of every number of the supervision settings (and of ``[daemon]``), inclusive.

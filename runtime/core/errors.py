@@ -25,6 +25,7 @@
     │   ├── RunRejected             a run refused at a stage; ``reason`` and ``record`` say why
     │   └── ArtifactIndexError      a sealed run's ARTIFACT_INDEX.json cannot be read
     ├── SealedFileError             a file of a run directory that cannot be sealed (also a ValueError)
+    ├── AttestationError            a DSSE envelope / in-toto Statement that cannot be read (also a ValueError)
     ├── BundleError                 a runtime bundle cannot be packed, verified, installed, rolled back
     │   └── SecretsFound            packing refused: secret-looking files or values
     ├── WheelhouseError             the wheels of a runtime bundle cannot be collected
@@ -38,6 +39,7 @@
     ├── SocketDirError              the socket directory is not private to us (also an OSError)
     ├── UsageError                  bad CLI arguments that argparse cannot see
     ├── StartFailed                 ``runyard up`` could not bring the daemon up
+    ├── SystemdError                systemd is not the init system, or systemctl refused a unit
     ├── ClientError                 anything the client library refuses or cannot do
     │   ├── DaemonUnreachable       no socket file, or no reply before the deadline
     │   ├── ProtocolError           the daemon answered something this client cannot read
@@ -71,6 +73,7 @@ __all__ = [
     "SHOWN_FINDINGS",
     "AcquisitionError",
     "ArtifactIndexError",
+    "AttestationError",
     "AuditUnwritten",
     "BadRequest",
     "BundleError",
@@ -113,6 +116,7 @@ __all__ = [
     "StartFailed",
     "StartupCheckFailed",
     "SupervisionError",
+    "SystemdError",
     "TooLarge",
     "TreeError",
     "UnknownService",
@@ -279,6 +283,10 @@ class SealedFileError(RunyardError, ValueError):
     """A file of a run directory that cannot be sealed (a symlink, a device, a bad name...)."""
 
 
+class AttestationError(RunyardError, ValueError):
+    """An attestation file that is not one DSSE envelope holding an in-toto Statement v1."""
+
+
 # --- runtime bundles -----------------------------------------------------------------------------
 
 
@@ -369,6 +377,10 @@ class UsageError(RunyardError):
 
 class StartFailed(RunyardError):
     """``up`` could not bring the daemon up; the message has its last words."""
+
+
+class SystemdError(RunyardError):
+    """``service install|uninstall|status``: no systemd to talk to, or systemctl failed."""
 
 
 # --- the client library --------------------------------------------------------------------------

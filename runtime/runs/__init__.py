@@ -18,17 +18,20 @@ Modules (one concept each):
     engine       the engine contract, RUN_OUTPUT, conditions   chain      --from-run routing
     sealing      hashes, ARTIFACT_INDEX, SHA256SUMS, signature run        execute_and_seal
     verify       verify_run                                 replay     replay_run
-    listing      list_runs, show_run
+    listing      list_runs, show_run                           explain    replay differences shown
+    determinism  check_determinism (replay --times N)
 """
 
 from __future__ import annotations
 
 from .chain import parse_from_run
 from .definitions import EngineDefinitions, install_definitions, load_definitions
+from .determinism import check_determinism
 from .layout import find_run, new_run_id
 from .listing import list_runs, show_run
 from .model import (
     Check,
+    DeterminismReport,
     ReplayReport,
     RunError,
     RunMilestone,
@@ -44,6 +47,7 @@ from .verify import verify_run
 
 __all__ = [
     "Check",
+    "DeterminismReport",
     "EngineDefinitions",
     "ReplayReport",
     "RunError",
@@ -52,6 +56,7 @@ __all__ = [
     "RunResult",
     "RunSummary",
     "VerifyReport",
+    "check_determinism",
     "execute_and_seal",
     "find_run",
     "install_definitions",

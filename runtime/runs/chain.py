@@ -1,17 +1,25 @@
-"""Chained runs: upstream artifacts routed by the runtime, never by an engine.
+"""Chained runs: upstream products routed by the runtime, never by an engine.
 
 ``--from-run RUN_ID[:PATH]`` names a sealed upstream run (``data/*/runs/RUN_ID``) and,
-optionally, an fnmatch glob or a path selecting among its artifacts (``profile.csv``,
-``*.csv`` or ``artifacts/profile.csv``). For each one, before the engine runs:
+optionally, an fnmatch glob or a path selecting among what it offers (``profile.csv``,
+``*.csv``, ``artifacts/profile.csv`` or ``RUN_OUTPUT.json``). A run offers two routable roles:
+
+    artifact   the files under ``artifacts/`` (ARTIFACT_INDEX role ``artifact``)
+    output     its RUN_OUTPUT.json (ARTIFACT_INDEX role ``run``): the product of an engine that
+               writes only JSON outputs, and the outputs_hash its run is known by
+
+For each ``--from-run``, before the engine runs:
 
 1. the upstream run is verified (``verify_run``); a run that fails is refused;
 2. its engine_code must be accepted by this engine's COUPLING_RULES.json, and every selected
-   artifact must match the rule's ``artifacts`` patterns (a rule without them accepts all);
-   without PATH, the artifacts the rule accepts are taken;
-3. the selected artifacts (role ``artifact`` only) are copied into the downstream
-   ``inputs/{sha256}`` (content-addressed; the copy is hashed as it is written and must match
-   the upstream index) and listed in ``input_artifact_index`` as
-   ``{run_id, engine_code, path, sha256}`` with ``path`` the path in the upstream run directory.
+   file must match the rule's ``artifacts`` patterns (a rule without them accepts all, so also
+   RUN_OUTPUT.json; ``"artifacts": ["*.csv"]`` refuses it). Without PATH, the artifacts the rule
+   accepts are taken, and RUN_OUTPUT.json too when the rule names it exactly or when no artifact
+   was taken and the rule accepts it (an upstream without artifact files still feeds a run);
+3. the selected files are copied into the downstream ``inputs/{sha256}`` (content-addressed;
+   the copy is hashed as it is written and must match the upstream index) and listed in
+   ``input_artifact_index`` as ``{run_id, engine_code, path, sha256}`` with ``path`` the path in
+   the upstream run directory (``artifacts/profile.csv``, ``RUN_OUTPUT.json``).
 
 The engine reads them at ``$RUNYARD_INPUTS_DIR/{sha256}``, with the index in RUN_INPUT.json.
 Refusals raise RunRejected (stage ``chain``); an unknown run id is a RunError.
@@ -33,10 +41,16 @@ from runyard.runtime.core.tree import RuntimeTree
 from .artifact_index import ArtifactIndexError, read_artifact_index
 from .definitions import EngineDefinitions, artifact_accepted
 from .jsonio import JSONInputError, strict_loads
-from .layout import RUN_INPUT, find_run
+from .layout import RUN_INPUT, RUN_OUTPUT, find_run
 from .model import RunError, RunRejected
 
-__all__ = ["FromRun", "UpstreamArtifact", "copy_inputs", "parse_from_run", "resolve_from_runs"]
+__all__ = [
+    "FromRun",
+    "UpstreamArtifact",
+    "copy_inputs",
+    "parse_from_run",
+    "resolve_from_runs",
+]
 
 FromRun = tuple[str, str | None]
 
@@ -145,6 +159,27 @@ def _accepted_patterns(defs: EngineDefinitions, code: str, run_id: str) -> list[
     return accepted
 
 
+def _routable(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The index entries a downstream run may consume: the artifacts, then RUN_OUTPUT.json."""
+    artifacts = [f for f in files if f.get("role") == "artifact"]
+    output = [f for f in files if f.get("path") == RUN_OUTPUT and f.get("role") == "run"]
+    return artifacts + output
+
+
+def _default_selection(routable: list[dict[str, Any]], accepted: list[str]) -> list[dict[str, Any]]:
+    """Without PATH: the accepted artifacts; RUN_OUTPUT.json when the rule names it exactly,
+    or when no artifact was taken and the rule accepts it."""
+    taken = [
+        f for f in routable if f["path"] != RUN_OUTPUT and artifact_accepted(accepted, f["path"])
+    ]
+    for f in routable:
+        if f["path"] == RUN_OUTPUT and (
+            RUN_OUTPUT in accepted or (not taken and artifact_accepted(accepted, RUN_OUTPUT))
+        ):
+            taken.append(f)
+    return taken
+
+
 def _select_artifacts(
     defs: EngineDefinitions,
     run_dir: Path,
@@ -153,20 +188,20 @@ def _select_artifacts(
     pattern: str | None,
     accepted: list[str],
 ) -> list[dict[str, Any]]:
-    """Step 2 (cont.): the index entries of the artifacts taken: those matching ``pattern``
-    (every one of which the rule must accept), or without one all the rule accepts."""
+    """Step 2 (cont.): the index entries of the files taken: those matching ``pattern``
+    (every one of which the rule must accept), or without one see ``_default_selection``."""
     try:
         files = read_artifact_index(run_dir)
     except ArtifactIndexError as exc:
         raise RunRejected(f"upstream {run_dir.name}: {exc}", stage="chain") from None
-    artifacts = [f for f in files if f.get("role") == "artifact"]
+    routable = _routable(files)
     if pattern is None:
-        return [f for f in artifacts if artifact_accepted(accepted, f["path"])]
-    chosen = [f for f in artifacts if artifact_accepted([pattern], f["path"])]
+        return _default_selection(routable, accepted)
+    chosen = [f for f in routable if artifact_accepted([pattern], f["path"])]
     if not chosen:
-        names = ", ".join(f["path"] for f in artifacts) or "none"
+        names = ", ".join(f["path"] for f in routable) or "none"
         raise RunRejected(
-            f"run {run_id} has no artifact matching {pattern!r} (artifacts: {names})",
+            f"run {run_id} has no artifact matching {pattern!r} (routable: {names})",
             stage="chain",
         )
     refused = [f["path"] for f in chosen if not artifact_accepted(accepted, f["path"])]

@@ -18,9 +18,11 @@ from runyard.runtime.core.canonical import canonical_bytes
 from runyard.runtime.core.errors import JSONInputError
 
 __all__ = [
+    "ABSENT",
     "JSONInputError",
     "canonical",
     "diff_paths",
+    "diff_values",
     "json_path",
     "make_validator",
     "schema_problem",
@@ -103,21 +105,31 @@ def schema_problem(validator: jsonschema.protocols.Validator, doc: Any, what: st
     return f"{what}: {json_path(error.absolute_path)}: {message}"
 
 
+#: The value of a path that one side of a diff lacks.
+ABSENT: Any = object()
+
+
 def diff_paths(a: Any, b: Any, path: str = "$", limit: int = 50) -> list[str]:
     """The JSON paths where ``a`` and ``b`` differ (at most ``limit``), deepest first found."""
-    out: list[str] = []
+    return [p for p, _, _ in diff_values(a, b, path, limit)]
+
+
+def diff_values(a: Any, b: Any, path: str = "$", limit: int = 50) -> list[tuple[str, Any, Any]]:
+    """(path, value in ``a``, value in ``b``) where they differ (at most ``limit``), in the
+    order of ``diff_paths``; ``ABSENT`` for a side that lacks the path."""
+    out: list[tuple[str, Any, Any]] = []
     _diff(a, b, path, out, limit)
     return out
 
 
-def _diff(a: Any, b: Any, path: str, out: list[str], limit: int) -> None:
+def _diff(a: Any, b: Any, path: str, out: list[tuple[str, Any, Any]], limit: int) -> None:
     if len(out) >= limit:
         return
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             sub = json_path([key]).replace("$", path, 1)
             if key not in a or key not in b:
-                out.append(sub)
+                out.append((sub, a.get(key, ABSENT), b.get(key, ABSENT)))
             else:
                 _diff(a[key], b[key], sub, out, limit)
             if len(out) >= limit:
@@ -127,11 +139,11 @@ def _diff(a: Any, b: Any, path: str, out: list[str], limit: int) -> None:
         for i in range(max(len(a), len(b))):
             sub = f"{path}[{i}]"
             if i >= len(a) or i >= len(b):
-                out.append(sub)
+                out.append((sub, a[i] if i < len(a) else ABSENT, b[i] if i < len(b) else ABSENT))
             else:
                 _diff(a[i], b[i], sub, out, limit)
             if len(out) >= limit:
                 return
         return
     if type(a) is not type(b) or a != b:
-        out.append(path)
+        out.append((path, a, b))

@@ -16,6 +16,8 @@ A run directory:
     ARTIFACT_INDEX.json  every file above: path, sha256, size, role
     SHA256SUMS.txt       every file but itself and the signature, `sha256sum -c --strict` format
     SHA256SUMS.txt.sig   optional: raw Ed25519 signature of SHA256SUMS.txt
+    RUN_ATTESTATION.intoto.jsonl  DSSE envelope of an in-toto Statement naming every file above
+                         but the .sig (attestation.py); written last, so SHA256SUMS omits it
 
 A staging dir holds an flock on ``.lock`` while its builder lives (it is made as ``.new-*``,
 locked, then renamed to ``.tmp-*``, so no ``.tmp-*`` dir is ever unlocked while its builder

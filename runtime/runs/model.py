@@ -21,13 +21,17 @@ from runyard.runtime.core.errors import RunError, RunRejected
 
 __all__ = [
     "Check",
+    "DeterminismReport",
     "EventKind",
+    "FileDifference",
+    "ReplayAttempt",
     "ReplayReport",
     "RunError",
     "RunMilestone",
     "RunRejected",
     "RunResult",
     "RunSummary",
+    "ValueDifference",
     "VerifyReport",
 ]
 
@@ -94,6 +98,26 @@ class VerifyReport(msgspec.Struct, kw_only=True):
         return out
 
 
+class ValueDifference(msgspec.Struct, kw_only=True):
+    """One JSON path where a replayed RUN_OUTPUT.json differs, with both values as compact JSON
+    text, truncated (``runs/explain.py``); ``(absent)`` for a side that lacks the path."""
+
+    path: str
+    original: str
+    replayed: str
+
+
+class FileDifference(msgspec.Struct, kw_only=True):
+    """An artifact whose bytes differ between a sealed run and its replay; a side without the
+    file has None for its size and sha256."""
+
+    path: str
+    original_size: int | None
+    replayed_size: int | None
+    original_sha256: str | None
+    replayed_sha256: str | None
+
+
 class ReplayReport(msgspec.Struct, kw_only=True):
     """The verdict of ``replay_run``: replayable only when ``verify`` passed and the
     re-executed RUN_OUTPUT.json is byte-identical."""
@@ -112,11 +136,47 @@ class ReplayReport(msgspec.Struct, kw_only=True):
     replay_id: str | None = None
     #: data/{engine}/replays/{replay_id}, when the engine was re-executed.
     record: str | None = None
+    #: ``differences`` with the original and the replayed value side by side.
+    value_differences: list[ValueDifference] = []
+    #: ``artifact_differences`` with their sizes and digests.
+    file_differences: list[FileDifference] = []
 
     def to_builtins(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)
         out["verify"] = self.verify.to_builtins()
         return out
+
+
+class ReplayAttempt(msgspec.Struct, kw_only=True):
+    """One re-execution of ``check_determinism``: identical when its RUN_OUTPUT.json and every
+    artifact are byte-identical to the sealed run's."""
+
+    replay_id: str | None
+    record: str | None
+    identical: bool
+    #: Which distinct result it gave (0: the sealed run's; 1, 2...: others, in order seen).
+    variant: int
+    reason: str
+
+
+class DeterminismReport(msgspec.Struct, kw_only=True):
+    """The verdict of ``runyard replay RUN --times N``: deterministic when the sealed run and
+    all N re-executions are byte-identical (RUN_OUTPUT.json and every artifact)."""
+
+    run_dir: str
+    run_id: str
+    engine: str
+    engine_version: str
+    times: int
+    deterministic: bool
+    reason: str
+    #: Re-executions byte-identical to the sealed run, and distinct results seen (1: all same).
+    identical: int = 0
+    variants: int = 0
+    attempts: list[ReplayAttempt] = []
+    #: The differences of every attempt that differed, each path and file once (first seen).
+    value_differences: list[ValueDifference] = []
+    file_differences: list[FileDifference] = []
 
 
 class RunSummary(msgspec.Struct, kw_only=True):

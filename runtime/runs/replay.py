@@ -10,7 +10,8 @@ Every replay that executes writes its own record, sealed like a run (ARTIFACT_IN
 SHA256SUMS.txt) but not one:
 
     data/{engine}/replays/{replay_id}/
-        REPLAY.json          verdict: replay_of, replayable, identical, differences, reason, hashes
+        REPLAY.json          verdict: replay_of, replayable, differences (paths, and values and
+                             files side by side), reason, both outputs hashes
         RUN_INPUT.json       the sealed bytes it ran with
         RUN_OUTPUT.json      what the replay produced (absent when the engine was rejected)
         RUN_META.json        times, host, pids, exit code, replay_of = the original run id
@@ -27,6 +28,8 @@ import socket
 import threading
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from runyard.runtime.config.project import Project
 from runyard.runtime.core.capped import RUN_FILE, read_capped
@@ -47,7 +50,8 @@ from .engine import (
     execute_engine,
     run_conditions,
 )
-from .jsonio import JSONInputError, canonical, diff_paths, strict_loads
+from .explain import file_differences, value_differences
+from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import (
     INDEX_FILE,
     REPLAY_FILE,
@@ -63,7 +67,7 @@ from .layout import (
 )
 from .model import ReplayReport, RunError, RunRejected
 from .run import EventCallback, emit, move_outputs_into, write_run_files
-from .sealing import SealedFileError, file_digest, list_files, make_read_only, seal_run
+from .sealing import SealedFileError, make_read_only, seal_run
 from .verify import verify_run
 
 __all__ = ["replay_run"]
@@ -153,7 +157,8 @@ def _replay(
         )
         if replay_output is not None:
             _compare_outputs(verdict, original_output, replay_output)
-        verdict.artifact_differences = _artifact_differences(run_dir, staging)
+        verdict.file_differences = file_differences(run_dir / "artifacts", staging.artifacts)
+        verdict.artifact_differences = [d.path for d in verdict.file_differences]
         record = _write_record(
             tree, entry, staging, verdict, meta, input_bytes, replay_output, result
         )
@@ -239,31 +244,19 @@ def _re_execute(
 
 
 def _compare_outputs(verdict: ReplayReport, original: bytes, replayed: bytes) -> None:
-    """The replay rule: byte-identical canonical RUN_OUTPUT.json, else where it differs."""
+    """The replay rule: byte-identical canonical RUN_OUTPUT.json, else where it differs (with
+    both values, ``explain.py``)."""
     if replayed == original:
         verdict.replayable = True
         verdict.reason = "identical canonical RUN_OUTPUT.json bytes"
         return
-    verdict.differences = diff_paths(strict_loads(original), strict_loads(replayed))
+    verdict.value_differences = value_differences(strict_loads(original), strict_loads(replayed))
+    verdict.differences = [d.path for d in verdict.value_differences]
     verdict.reason = (
         "RUN_OUTPUT.json differs at " + ", ".join(verdict.differences[:10])
         if verdict.differences
         else "RUN_OUTPUT.json bytes differ"
     )
-
-
-def _artifact_differences(run_dir: Path, staging: Staging) -> list[str]:
-    def hashes(root: Path) -> dict[str, str]:
-        if not root.is_dir():
-            return {}
-        try:
-            return {rel: file_digest(root / rel)[0] for rel in list_files(root)}
-        except (OSError, ValueError):
-            return {}
-
-    old = hashes(run_dir / "artifacts")
-    new = hashes(staging.artifacts)
-    return sorted(f"artifacts/{p}" for p in set(old) | set(new) if old.get(p) != new.get(p))
 
 
 def _write_record(
@@ -316,6 +309,8 @@ def _replay_doc(
     return {
         "differences": verdict.differences,
         "artifact_differences": verdict.artifact_differences,
+        "file_differences": [msgspec.to_builtins(d) for d in verdict.file_differences],
+        "value_differences": [msgspec.to_builtins(d) for d in verdict.value_differences],
         "engine": entry.name,
         "engine_version": entry.version,
         "original_outputs_hash": original_output.get("outputs_hash"),

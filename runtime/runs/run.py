@@ -7,6 +7,7 @@ Order (each step fails before the next starts):
     upstream artifacts (chain.py) · RUN_INPUT (context sanitized) canonical + INPUT_SCHEMA ·
     requires_input_artifacts · event "started" · execute (engine.py) · RUN_OUTPUT canonical +
     OUTPUT_SCHEMA · run/ assembled · hashed + fsynced · ARTIFACT_INDEX, SHA256SUMS, .sig ·
+    RUN_ATTESTATION.intoto.jsonl (attestation.py) ·
     one rename to data/{engine}/runs/{run_id}/ · event "sealed"
 
 A rejection moves what the run produced to data/{engine}/rejected/{run_id}/ with REJECTION.json
@@ -42,6 +43,7 @@ from runyard.runtime.ops.audit_action import AuditedAction, audited
 from runyard.runtime.runs.rejection import file_rejection
 from runyard.runtime.signing.keys import load_signing_key
 
+from .attestation import ATTESTATION_FILE, attest_run
 from .chain import FromRun, UpstreamArtifact, copy_inputs, resolve_from_runs
 from .definitions import EngineDefinitions, engine_definitions
 from .engine import (
@@ -368,12 +370,13 @@ def _seal(
     }
     write_run_files(run_dir, files, known)
     try:
-        entries, _sums = seal_run(run_dir, known, run_id=run_id, signer=signer)
+        entries, sums = seal_run(run_dir, known, run_id=run_id, signer=signer)
     except SealedFileError as exc:
         raise RunRejected(f"cannot seal: {exc}", stage="seal") from None
+    attest_run(run_dir, sums, signer, tree, write_synced)
     make_read_only(run_dir)
     dest = staging.publish(runs_dir(tree, entry.name) / run_id)
-    extra = [INDEX_FILE, SUMS_FILE] + ([SIG_FILE] if signer is not None else [])
+    extra = [INDEX_FILE, SUMS_FILE, ATTESTATION_FILE] + ([SIG_FILE] if signer is not None else [])
     total = sum(e["size"] for e in entries) + sum((dest / n).stat().st_size for n in extra)
     return RunResult(
         run_id=run_id,

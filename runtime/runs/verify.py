@@ -17,6 +17,10 @@
     outputs-hash     RUN_OUTPUT.outputs_hash = sha256(canonical RUN_OUTPUT without outputs_hash)
     input-artifacts  input_artifact_index matches inputs/{sha256}; non-empty when the engine
                      requires input artifacts
+    attestation      RUN_ATTESTATION.intoto.jsonl is one DSSE envelope of an in-toto Statement v1
+                     whose subjects are the files present with their sha256 and whose SLSA
+                     predicate is what the RUN_* files say (attestation.py); skipped when absent
+    attestation-signature  its DSSE signature verifies with the run's key (as for signature)
     signature        SHA256SUMS.txt.sig verifies (with --pubkey: that key, whose fingerprint
                      must be RUN_META's; without: the public key RUN_META names). Required when
                      RUN_META names a signing key or a pubkey is given.
@@ -30,6 +34,7 @@ hashed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -45,6 +50,7 @@ from runyard.runtime.signing.ed25519 import fingerprint, public_key_from_hex, ve
 from runyard.runtime.signing.keys import load_public_key
 
 from .artifact_index import ArtifactIndexError, index_entries
+from .attestation import ATTESTATION_FILE, check_attestation
 from .definitions import EngineDefinitions, definitions_for_version, load_definitions
 from .jsonio import JSONInputError, canonical, strict_loads
 from .layout import (
@@ -81,7 +87,10 @@ _CAPS = {
     **dict.fromkeys((*RUN_FILES, INDEX_FILE, SUMS_FILE), RUN_FILE),
     **dict.fromkeys(DEFINITION_FILES, SMALL_FILE),
     SIG_FILE: SMALL_FILE,
+    ATTESTATION_FILE: RUN_FILE,
 }
+#: Files outside SHA256SUMS.txt and ARTIFACT_INDEX.json (they sign or attest to those).
+_OUTER = (SUMS_FILE, SIG_FILE, ATTESTATION_FILE)
 
 
 class _Verifier:
@@ -145,7 +154,7 @@ def verify_run(
         "; ".join(problems) or f"all {len(REQUIRED_FILES)} present",
     )
     try:
-        v.docs["__present__"] = [p for p in list_files(run_dir) if p not in (SUMS_FILE, SIG_FILE)]
+        v.docs["__present__"] = [p for p in list_files(run_dir) if p not in _OUTER]
     except SealedFileError as exc:
         v.docs["__present__"] = []
         v.docs["__bad_file__"] = str(exc)
@@ -159,6 +168,7 @@ def verify_run(
     _check_schema_validity(v, defs)
     _check_input_artifacts(v, defs)
     _check_signature(v, key)
+    _check_attestation(v, key, tree if tree is not None else guess_tree(run_dir))
     inp = v.obj(RUN_INPUT)
     return VerifyReport(
         run_dir=str(run_dir),
@@ -414,3 +424,25 @@ def _check_signature(v: _Verifier, key: Ed25519PublicKey | None) -> None:
         v.add("signature", False, f"{SIG_FILE}: does not verify over {SUMS_FILE} {how}")
         return
     v.add("signature", True, f"{SIG_FILE}: valid Ed25519 signature by {fp} {how}")
+
+
+def _check_attestation(
+    v: _Verifier, key: Ed25519PublicKey | None, tree: RuntimeTree | None
+) -> None:
+    try:
+        data: bytes | None = v.read(ATTESTATION_FILE)
+    except FileNotFoundError:
+        data = None
+    except (OSError, FileRefused) as exc:
+        v.add("attestation", False, f"{ATTESTATION_FILE}: cannot be read: {exc}")
+        return
+    actual = {rel: sha for rel, (sha, _size) in (v.docs.get("__digests__") or {}).items()}
+    present = [p for p in v.docs.get("__present__") or [] if p not in v.refused]
+    rest = digests(v.run_dir, [p for p in present if p not in actual], sync=False)
+    actual.update({rel: sha for rel, (sha, _size) in rest.items()})
+    if SUMS_FILE not in v.refused:
+        with contextlib.suppress(OSError, FileRefused):
+            actual[SUMS_FILE] = hashlib.sha256(v.read(SUMS_FILE)).hexdigest()
+    docs = {name: v.obj(name) for name in RUN_FILES}
+    for name, ok, detail, skipped in check_attestation(data, docs, actual, key, tree):
+        v.add(name, ok, detail, skipped)
