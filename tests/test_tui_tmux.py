@@ -156,3 +156,17 @@ def test_a_bad_logs_warn_is_a_one_line_usage_error(size: str, tmp_path: Path) ->
     assert done.returncode == 2, done
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("runyard: --logs-warn: ")
+
+
+@pytest.mark.timeout(30)
+def test_tui_without_a_terminal_refuses_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    """`runyard tui </dev/null` (cron, nohup, ssh -n) used to spin at 100% CPU forever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    argv = [sys.executable, "-m", "runyard.daemon", "tui", "--root", str(tmp_path)]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=20, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "needs a terminal" in done.stderr and "stdin" in done.stderr
