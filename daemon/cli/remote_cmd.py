@@ -77,7 +77,11 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.command in RELAYED:
         return _relayed(args, target, ssh_command)
     remote = _strip_local(list(sys.argv[1:] if argv is None else argv))
-    code = subprocess.call(ssh_argv(target, ssh_command, remote))
+    argv = ssh_argv(target, ssh_command, remote)
+    try:
+        code = subprocess.call(argv)
+    except OSError as exc:  # as the relay says it for the relayed commands
+        raise DaemonUnreachable(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     if code == SSH_FAILED:
         raise DaemonUnreachable(f"ssh to {target.destination} failed (exit {code}, said above)")
     return code

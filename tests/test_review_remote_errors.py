@@ -1,0 +1,47 @@
+"""Review finding: a command run on the box of ``--host`` (not relayed: ``runtime ls``,
+``bundle ...``) with an ssh client that cannot be run, or an ``--ssh-command`` that does not
+split, ended in "internal error: FileNotFoundError" / "ValueError: No closing quotation"; the
+relayed commands already said "cannot run 'ssh'" (exit 3) for the same cause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from daemonkit import runyard_env
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _runyard(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = runyard_env()
+    env["TMPDIR"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "runyard.daemon", *args],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=50,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("command", [["runtime", "ls"], ["status"]])
+def test_an_ssh_client_that_cannot_run_is_one_line_exit_3(tmp_path: Path, command) -> None:
+    missing = str(tmp_path / "no-such-ssh")
+    r = _runyard(tmp_path, "--host", "box", "--ssh-command", missing, *command)
+    assert r.returncode == 3, r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert f"cannot run {missing!r}" in line
+
+
+@pytest.mark.parametrize("command", [["runtime", "ls"], ["status"]])
+def test_an_ssh_command_that_does_not_split_is_a_usage_error(tmp_path: Path, command) -> None:
+    r = _runyard(tmp_path, "--host", "box", "--ssh-command", "ssh -F 'unclosed", *command)
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("runyard: --ssh-command"), line
