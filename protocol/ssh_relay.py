@@ -74,9 +74,11 @@ class SshTarget:
     @classmethod
     def parse(cls, text: str) -> SshTarget:
         destination, sep, root = text.partition(":")
-        if destination.startswith("[") and "]" in text:  # [v6::addr]:ROOT
-            host, _, rest = text[1:].partition("]")
-            destination, root, sep = host, rest.removeprefix(":"), ":" if rest else ""
+        user_at, bracket, inside = text.partition("[")
+        user_ok = user_at == "" or (user_at.endswith("@") and ":" not in user_at)
+        if bracket and "]" in inside and user_ok:
+            host, _, rest = inside.partition("]")  # [USER@][v6::addr][:ROOT]
+            destination, root, sep = user_at + host, rest.removeprefix(":"), ":" if rest else ""
         user, _, host = destination.rpartition("@")
         if not host or (user == "" and "@" in destination):
             raise UsageError(f"--host {text!r}: give [USER@]BOX[:ROOT]")

@@ -45,3 +45,20 @@ def test_an_ssh_command_that_does_not_split_is_a_usage_error(tmp_path: Path, com
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("runyard: --ssh-command"), line
+
+
+@pytest.mark.parametrize(
+    ("text", "destination", "root"),
+    [
+        ("ops@[::1]:/srv/rt", "ops@::1", "/srv/rt"),
+        ("ops@[fe80::1%eth0]", "ops@fe80::1%eth0", None),
+        ("[::1]:/srv/rt", "::1", "/srv/rt"),
+        ("box:/srv/[x]", "box", "/srv/[x]"),
+    ],
+)
+def test_user_at_a_bracketed_ipv6_address_parses(text: str, destination: str, root) -> None:
+    """Review finding: ``ops@[::1]:/srv/rt`` split at the first ':' inside the brackets and
+    gave the ssh destination ``ops@[`` (only a bare ``[v6]`` was understood)."""
+    from runyard.protocol.ssh_relay import SshTarget
+
+    assert SshTarget.parse(text) == SshTarget(destination, root)
