@@ -62,3 +62,25 @@ def test_user_at_a_bracketed_ipv6_address_parses(text: str, destination: str, ro
     from runyard.protocol.ssh_relay import SshTarget
 
     assert SshTarget.parse(text) == SshTarget(destination, root)
+
+
+@pytest.mark.parametrize(
+    ("argv", "remote"),
+    [
+        (["--hos", "box", "runtime", "ls"], ["runtime", "ls"]),
+        (["--ho=box", "runtime", "ls"], ["runtime", "ls"]),
+        (["runtime", "ls", "--ssh-c", "ssh -F x", "--host", "box"], ["runtime", "ls"]),
+        (["--host", "box", "runs", "--", "--host"], ["runs", "--", "--host"]),
+    ],
+)
+def test_the_box_gets_no_local_option_even_abbreviated(argv: list[str], remote: list[str]) -> None:
+    """Review finding: argparse takes ``--hos box`` for ``--host box``, but only the full
+    spellings were kept from the command run on the box, whose runyard then went over ssh
+    again (to ``box`` from the box itself)."""
+    from runyard.daemon.cli import build_parser
+    from runyard.daemon.cli.remote_cmd import _strip_local
+
+    if "--" not in argv:
+        args = build_parser().parse_args(argv)
+        assert args.host == "box"  # what argparse made of it
+    assert _strip_local(argv) == remote

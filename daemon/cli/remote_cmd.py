@@ -119,15 +119,23 @@ def _ended_by_signals() -> Iterator[None]:
 
 
 def _strip_local(argv: list[str]) -> list[str]:
-    """``argv`` without --host / --ssh-command (and their values): the box's runyard runs
-    there, not over another hop."""
+    """``argv`` without --host / --ssh-command (and their values), spelled in full or
+    abbreviated as argparse takes them (``--hos``): the box's runyard runs there, not over
+    another hop. What follows ``--`` is not an option and goes as it is."""
     out: list[str] = []
     skip = False
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if skip:
             skip = False
-        elif arg in _LOCAL_OPTIONS:
-            skip = True
-        elif not arg.startswith(tuple(f"{o}=" for o in _LOCAL_OPTIONS)):
+        elif arg == "--":
+            return out + argv[i:]
+        elif _is_local(arg.partition("=")[0]):
+            skip = "=" not in arg
+        else:
             out.append(arg)
     return out
+
+
+def _is_local(name: str) -> bool:
+    """``name`` is one of _LOCAL_OPTIONS, or a prefix argparse expands to one ("--ho")."""
+    return len(name) >= 4 and any(option.startswith(name) for option in _LOCAL_OPTIONS)
