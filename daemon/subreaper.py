@@ -21,9 +21,8 @@ Why it is built this way:
 - **Passes follow SIGCHLD, not a clock.** Every orphan's exit sends the daemon SIGCHLD; a pass
   (one read of /proc) runs 50 ms after the first of a burst, and again a second later only while
   an unclaimed zombie waits. An idle daemon reads nothing.
-- **With cgroups too.** A cgroup contains a service from the moment the daemon writes its pid
-  into ``cgroup.procs``, right after exec (``process.spawn``); anything it forks before that
-  write and orphans is still reparented to the daemon and found by its marker here.
+- **With cgroups too.** The daemon is a subreaper in both modes; a service in a cgroup joined it
+  before it exec'd (``process.spawn``), so its orphans are also in its cgroup.
 """
 
 from __future__ import annotations
