@@ -72,7 +72,7 @@ class PackResult:
     #: --format deb|rpm|run: the package name, and the sha256 of the bundle inside it.
     package: str = ""
     bundle_sha256: str = ""
-    #: The in-toto attestation written beside the bundle (attestation.py).
+    #: The in-toto attestation written beside the bundle (attestation.py); "" for a package.
     attestation: str = ""
 
 

@@ -59,10 +59,12 @@ def unit_name(root: Path, name: str | None = None) -> str:
     """``runyard-ROOTNAME.service``, or ``name`` (``.service`` added); UsageError if invalid.
 
     A root name with characters systemd does not take in a unit name has them replaced by ``-``
-    (``my tree`` -> ``runyard-my-tree.service``); ``--name`` is taken as given or refused.
+    (``my tree`` -> ``runyard-my-tree.service``); an install prefix's ``DIR/current`` is named
+    after DIR (every prefix has a ``current``); ``--name`` is taken as given or refused.
     """
     if name is None:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "tree"
+        base = root.parent.name if root.name == "current" and root.parent.name else root.name
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "tree"
         return f"runyard-{stem}.service"
     full = name if name.endswith(".service") else f"{name}.service"
     if not _UNIT_CHARS.fullmatch(full) or full.startswith(".") or len(full) > UNIT_NAME_MAX:
