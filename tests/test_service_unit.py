@@ -16,6 +16,8 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,13 +71,30 @@ def _analyze(unit_text: str, name: str, tmp_path: Path, *args: str, user: bool =
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
 
 
+@pytest.fixture
+def far_python() -> Iterator[str]:
+    """This interpreter, named by a path outside /tmp and /var/tmp: a checkout under /tmp (a CI
+    clone) would otherwise leave PrivateTmp off, by design."""
+    if not str(sys.executable).startswith(("/tmp/", "/var/tmp/")):
+        yield sys.executable
+        return
+    here = Path(tempfile.mkdtemp(prefix="runyard-unit-", dir="/dev/shm"))
+    try:
+        (here / "python").symlink_to(sys.executable)
+        yield str(here / "python")
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 @pytest.mark.parametrize("where", ["far", "tmp"])
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path, user: bool, where: str) -> None:
+def test_unit_passes_systemd_analyze_verify(
+    tmp_path: Path, user: bool, where: str, far_python: str
+) -> None:
     # "far": PrivateTmp=yes and a space in the path; "tmp": a real tree under /tmp with a % in
     # it, and the interpreter behind a path with a space, a $ and a %: verify looks for that
     # very file, so a quoting mistake is an error here.
-    python = sys.executable
+    python = far_python
     if where == "tmp":
         odd = tmp_path / "bin $HOME 5%"
         odd.mkdir()
@@ -99,13 +118,13 @@ def test_verify_does_see_a_broken_unit(tmp_path: Path) -> None:
     assert out.returncode != 0 and "/nonexistent/python3" in said and "bogus" in said, said
 
 
-def test_security_score(tmp_path: Path) -> None:
+def test_security_score(tmp_path: Path, far_python: str) -> None:
     exe = require_tool("systemd-analyze")
     helptext = subprocess.run([exe, "security", "--help"], capture_output=True, text=True).stdout
     if "--offline" not in helptext:
         pytest.skip("systemd-analyze security has no --offline here (systemd < 250)")
     name = unit_name(FAR_ROOT)
-    text = render_unit(FAR_ROOT, daemon_argv(sys.executable, FAR_ROOT))
+    text = render_unit(FAR_ROOT, daemon_argv(far_python, FAR_ROOT))
     out = _analyze(text, name, tmp_path, "security", "--offline=true", "--no-pager")
     m = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d)", out.stdout)
     assert m, out.stdout[-500:] + out.stderr
