@@ -61,6 +61,7 @@ from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
+from .cgroup_join import check_program, join_argv, shell_usable
 from .credentials import child_credentials, set_no_new_privs
 from .handle import ProcessHandle
 from .proctable import create_time_of, proc_table, subtree
@@ -171,6 +172,23 @@ def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable
     return in_child
 
 
+def _joining(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | Path,
+    procs: int | None,
+    rlimits: Sequence[tuple[int, int]],
+    credentials: dict[str, Any],
+) -> tuple[list[str], int, int | None]:
+    """(command, stdin, the procs fd for the child step): a service that needs no other child
+    step joins its cgroup through the shell step of ``cgroup_join`` (so CPython may vfork);
+    raises the OSError execve would give for a program it could not run."""
+    if procs is not None and not rlimits and "user" not in credentials and shell_usable():
+        check_program(argv[0], env, cwd)
+        return join_argv(argv), procs, None
+    return argv, subprocess.DEVNULL, procs
+
+
 def _open_procs(cgroup: Path, program: str) -> int:
     """The daemon's descriptor on ``cgroup.procs`` that the child writes itself into."""
     try:
@@ -220,19 +238,21 @@ def spawn(
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
     procs = None if cgroup is None else _open_procs(cgroup, argv[0])
+    credentials = child_credentials(run_as, umask=umask)
     try:
+        command, stdin, procs_in_child = _joining(argv, env, cwd, procs, rlimits, credentials)
         popen = _spawner(no_new_privileges)(
-            argv,
+            command,
             env=env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_in_child(procs, rlimits),
-            **child_credentials(run_as, umask=umask),
+            preexec_fn=_in_child(procs_in_child, rlimits),
+            **credentials,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         raise _spawn_error(exc, argv[0], cwd, cgroup) from exc

@@ -1,0 +1,89 @@
+"""Into a service's cgroup before its program runs, with no Python in the child.
+
+The child must be in its cgroup before the program's first instruction: what a program forks
+before a move from outside stays behind (``sh -c 'a & exec b'`` left ``a`` outside nearly every
+time). A ``preexec_fn`` does it, but makes CPython fork (the daemon's page tables copied, Python's
+fork handlers run) instead of vfork. So a service that needs nothing else in the child is
+started through one ``/bin/sh`` step instead: ``echo 0`` into the ``cgroup.procs`` descriptor the
+daemon opened and gave as stdin (the kernel checked the daemon's credentials at open), then
+``exec`` the program with /dev/null as stdin, in the same process. vfork + two execs costs less than one fork of the daemon.
+
+What a direct ``execve`` would have refused, the daemon checks first (``check_program``), so a
+missing, non-executable or foreign file is still a one-line ``SpawnError``: ``sh`` would run a
+file it cannot exec (ENOEXEC) as a shell script, a binary built for another machine included.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["SHELL", "check_program", "join_argv", "shell_usable"]
+
+SHELL = "/bin/sh"
+#: ``platform.machine()`` -> the ELF e_machine values this kernel runs.
+_MACHINES = {
+    "x86_64": {62, 3},
+    "i686": {3},
+    "aarch64": {183, 40},
+    "armv7l": {40},
+    "riscv64": {243},
+    "ppc64le": {21},
+    "s390x": {22},
+}
+#: Exit code of the step when the cgroup refused the write (the reason is on the service's stderr).
+JOIN_FAILED = 125
+
+
+@functools.cache
+def shell_usable() -> bool:
+    return os.access(SHELL, os.X_OK)
+
+
+def join_argv(argv: list[str]) -> list[str]:
+    """``argv`` run after the shell step wrote ``0`` (itself) to its stdin, which the caller
+    makes the ``cgroup.procs`` descriptor (fd 0: dash takes no two-digit fd in a redirection);
+    the program gets /dev/null as stdin, as every service does."""
+    step = (
+        "echo 0 >&0 2>/dev/null || "
+        f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
+        'exec "$0" "$@" </dev/null'
+    )
+    return [SHELL, "-c", step, *argv]
+
+
+def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None:
+    """Raise the OSError execve would give for ``program`` (ENOENT, EACCES, ENOEXEC)."""
+    if "/" in program:
+        path = os.path.join(os.fspath(cwd), program)
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        path = found
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError as exc:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program) from exc
+    if head.startswith(b"#!"):
+        return
+    if head.startswith(b"\x7fELF") and len(head) == 20 and _runs_here(head):
+        return
+    raise OSError(errno.ENOEXEC, "Exec format error (not a program for this machine)", program)
+
+
+def _runs_here(head: bytes) -> bool:
+    order = "little" if head[5] == 1 else "big"
+    machine = int.from_bytes(head[18:20], order)
+    allowed = _MACHINES.get(platform.machine())
+    return allowed is None or machine in allowed
