@@ -45,14 +45,16 @@ def shell_usable() -> bool:
     return os.access(SHELL, os.X_OK)
 
 
-def join_argv(argv: list[str]) -> list[str]:
+def join_argv(argv: list[str], env: Mapping[str, str]) -> list[str]:
     """``argv`` run after the shell step wrote ``0`` (itself) to its stdin, which the caller
     makes the ``cgroup.procs`` descriptor (fd 0: dash takes no two-digit fd in a redirection);
-    the program gets /dev/null as stdin, as every service does."""
+    the program gets /dev/null as stdin, as every service does, and the environment it was
+    given: dash exports a PWD of its own, taken back out when ``env`` had none."""
     step = (
         "echo 0 >&0 2>/dev/null || "
         f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
-        'exec "$0" "$@" </dev/null'
+        + ("" if "PWD" in env else "unset PWD; ")
+        + 'exec "$0" "$@" </dev/null'
     )
     return [SHELL, "-c", step, *argv]
 

@@ -185,7 +185,7 @@ def _joining(
     raises the OSError execve would give for a program it could not run."""
     if procs is not None and not rlimits and "user" not in credentials and shell_usable():
         check_program(argv[0], env, cwd)
-        return join_argv(argv), procs, None
+        return join_argv(argv, env), procs, None
     return argv, subprocess.DEVNULL, procs
 
 

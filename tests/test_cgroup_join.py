@@ -62,6 +62,10 @@ def test_the_program_runs_in_its_cgroup_with_dev_null_and_no_procs_fd(service_cg
         }
         assert os.readlink(f"/proc/{handle.pid}/fd/0") == "/dev/null"
         assert not any("cgroup" in target for target in fds), fds
+        environ = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+        assert [e for e in environ if e] == [
+            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}".encode()
+        ]
     finally:
         asyncio.run(stop_process(handle, stop_timeout=2))
 
