@@ -142,6 +142,7 @@ HELP = """\
   e          ensure a version (asks for it, and a catalog)
   i          details: why, setup, last stderr lines
   /          filter by name  esc     clear the filter
+  o          sort by the next column (header: ▲ ▼)   O   reverse the sort
   L          all services' logs, interleaved, name-tagged
   d          disk usage      u       runs
   --read-only: s x r R e (and p) are off; the banner says so
