@@ -5,7 +5,9 @@ timestamps and wrap, the same in both."""
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on
 from textual.app import ComposeResult
@@ -18,9 +20,13 @@ from runyard.protocol.messages import LogLine
 
 from .banner import Banner
 from .bridge import ALL_LOGS
-from .dialogs import InputDialog
+from .dialogs import InputDialog, ServicesDialog
 from .footer import KeysFooter
+from .log_tools import default_save_path, first_at_or_after, format_saved, parse_time, save_lines
 from .log_view import LogView
+
+if TYPE_CHECKING:
+    from .host import ScreenHost
 
 __all__ = ["LogsScreen", "status_line"]
 
@@ -48,6 +54,9 @@ class LogsScreen(Screen[None]):
         Binding("w", "wrap", "Wrap"),
         Binding("F", "filter", "Filter"),
         Binding("I", "invert_filter", "Invert"),
+        Binding("v", "services", "Show/hide services", show=False),
+        Binding("s", "save", "Save visible lines", show=False),
+        Binding("g", "goto", "Go to a time", show=False),
     ]
 
     def __init__(self, service: str) -> None:
@@ -150,6 +159,70 @@ class LogsScreen(Screen[None]):
         self.view.next_match(step)
         self._status()
 
+    # --- services, save, go to a time -------------------------------------------------------------
+
+    def action_services(self) -> None:
+        if not self.all_services:
+            self.notify("v: in the view of every service (L)", severity="warning", timeout=3)
+            return
+        view = self.view
+        names = sorted(set(view.rings.rings) | view.hidden)
+
+        def answered(hidden: frozenset[str] | None) -> None:
+            if hidden is not None:
+                view.set_hidden(hidden)
+
+        self.app.push_screen(ServicesDialog(names, view.hidden), answered)
+
+    def action_save(self) -> None:
+        self.view.flush()
+        rows = [*self.view.rows]
+        default = default_save_path(cast("ScreenHost", self.app).root, self.service)
+
+        def answered(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path.strip()).expanduser()
+            if target.is_dir():
+                target /= default.name
+            try:
+                written = save_lines(target, format_saved(rows, self.all_services))
+            except OSError as exc:
+                cause = exc.strerror or type(exc).__name__
+                self.notify(f"cannot save to {target}: {cause}", severity="error", timeout=6)
+                return
+            self.notify(f"saved {len(rows)} lines to {written}", timeout=6)
+
+        prompt = f"Save the {len(rows)} visible lines to (a file, or a directory)"
+        self.app.push_screen(InputDialog(prompt, str(default)), answered)
+
+    def action_goto(self) -> None:
+        def answered(text: str | None) -> None:
+            if text:
+                self.go_to(text)
+
+        self.app.push_screen(
+            InputDialog("Go to the first line at or after (HH:MM[:SS] or ISO time)"), answered
+        )
+
+    def go_to(self, text: str) -> None:
+        try:
+            ts = parse_time(text)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", timeout=4)
+            return
+        view = self.view
+        view.flush()
+        index = first_at_or_after(view.rows, ts)
+        if index is None:
+            newest = _clock(view.rows[-1].line.ts) if view.rows else "none"
+            self.notify(f"no line at or after {text} (the newest: {newest})", timeout=4)
+            return
+        view.scroll_to_row(index)
+        if index == 0 and view.rows[0].line.ts > ts:
+            self.notify(f"the oldest kept line is at {_clock(view.rows[0].line.ts)}", timeout=4)
+        self._status()
+
     @on(Input.Submitted, "#search")
     def _search(self, event: Input.Submitted) -> None:
         event.input.display = False
@@ -163,6 +236,10 @@ class LogsScreen(Screen[None]):
         if text != self._status_text:  # ten flushes a second mostly change nothing here
             self._status_text = text
             self.query_one("#logs-status", Static).update(text, layout=False)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S")
 
 
 def _cut(text: str, cells: int) -> str:
@@ -181,6 +258,8 @@ def status_line(v: LogView) -> str:
     shown = " ".join(word for word, on in (("time", v.timestamps), ("wrap", v.wrap)) if on)
     if shown:
         parts.append(shown)
+    if v.hidden:
+        parts.append("hidden: " + _cut(",".join(sorted(v.hidden)), PATTERN_CELLS))
     if v.filter_label:
         parts.append("filter: " + _cut(v.filter_label, PATTERN_CELLS + 3))
     if v.query_text:
