@@ -297,9 +297,10 @@ class AsyncClient:
         n: int = 100,
         after_seq: int | None = None,
         *,
+        before_seq: int | None = None,
         timeout: float | None = None,
     ) -> LogsReply:
-        req = LogsTail(service=service, n=n, after_seq=after_seq)
+        req = LogsTail(service=service, n=n, after_seq=after_seq, before_seq=before_seq)
         return expect(await self.request(req, timeout), LogsReply)
 
     async def du(self, *, timeout: float | None = None) -> DuReply:

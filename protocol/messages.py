@@ -158,6 +158,10 @@ class LogsTail(Request, tag="logs.tail"):
     n: int = 100
     #: Only lines with a larger seq (backfill after a gap).
     after_seq: int | None = None
+    #: Only lines with a smaller seq: the ``n`` lines before it, from the ring and the log files
+    #: (rotated ones too), for scrolling back. An older daemon ignores it (and sends the newest
+    #: lines): a client keeps only the lines below it.
+    before_seq: int | None = None
 
 
 class Du(Request, tag="du"):

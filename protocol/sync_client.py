@@ -260,9 +260,10 @@ class Client:
         n: int = 100,
         after_seq: int | None = None,
         *,
+        before_seq: int | None = None,
         timeout: float | None = None,
     ) -> LogsReply:
-        req = LogsTail(service=service, n=n, after_seq=after_seq)
+        req = LogsTail(service=service, n=n, after_seq=after_seq, before_seq=before_seq)
         return expect(self.request(req, timeout), LogsReply)
 
     def du(self, *, timeout: float | None = None) -> DuReply:

@@ -41,8 +41,10 @@ async def test_column_sorting_cycles_and_the_header_shows_it(root, daemons) -> N
     async with app.run_test(size=(100, 24)) as pilot:
         await until(
             pilot,
-            lambda: states(app).get("alpha") == "running"
-            and states(app).get("zeta") not in (None, "starting", "running"),
+            lambda: (
+                states(app).get("alpha") == "running"
+                and states(app).get("zeta") not in (None, "starting", "running")
+            ),
             "alpha running, zeta down",
         )
         assert order(app) == ["alpha", "zeta"]  # by name, the default: the header is plain

@@ -228,6 +228,15 @@ class Bridge:
         reply = await self._client().logs_tail(service, n=STDERR_SCAN)
         return [line for line in reply.lines if line.stream in ("err", "stderr")][-n:]
 
+    async def older_lines(
+        self, service: str, before_seq: int, n: int = TAIL_LINES
+    ) -> list[LogLine]:
+        """The ``n`` lines of ``service`` before ``before_seq`` (the daemon reads its rotated
+        files past its ring); an older daemon ignores ``before_seq``: its newer lines are left
+        out here."""
+        reply = await self._client().logs_tail(service, n=n, before_seq=before_seq)
+        return [line for line in reply.lines if line.seq < before_seq]
+
     def stop(self) -> None:
         self._stopping = True
         self._retopic.set()

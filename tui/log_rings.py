@@ -104,6 +104,17 @@ class LogRings:
                 ring.popleft()
         self.count = sum(len(ring) for ring in self.rings.values())
 
+    def prepend(self, service: str, lines: list[LogLine], low: int, room: int) -> int:
+        """Put ``lines`` (older, oldest first) before ``service``'s ring, numbered below
+        ``low`` (the smallest ``n`` so far); at most ``room`` of them, the newest. Returns
+        how many were kept."""
+        lines = lines[-room:] if room > 0 else []
+        ring = self.rings.setdefault(service, deque())
+        start = low - len(lines)
+        ring.extendleft(reversed([shown_line(start + i, x, service) for i, x in enumerate(lines)]))
+        self.count += len(lines)
+        return len(lines)
+
     def merged(self) -> list[Shown]:
         """Every kept line, in the order they arrived."""
         if len(self.rings) == 1:

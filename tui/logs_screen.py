@@ -1,6 +1,11 @@
 """The logs of one service, or of every service interleaved (``ALL_LOGS``, each line tagged with
 its service): a tail, then live lines; follow, search, a regex filter (and its inverse),
-timestamps and wrap, the same in both."""
+timestamps and wrap, the same in both.
+
+One service's view scrolls back past what it holds: paused at the top line, it asks the daemon
+for the lines before it (``logs.tail`` with ``before_seq``: the daemon's ring, then its rotated
+log files) and puts them above, the line on top staying on top, until the files have no more
+or the ring is at PAUSED_MAX."""
 
 from __future__ import annotations
 
@@ -16,12 +21,14 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
+from runyard.protocol.client import ClientError
 from runyard.protocol.messages import LogLine
 
 from .banner import Banner
 from .bridge import ALL_LOGS
 from .dialogs import InputDialog, ServicesDialog
 from .footer import KeysFooter
+from .log_rings import PAUSED_MAX
 from .log_tools import default_save_path, first_at_or_after, format_saved, parse_time, save_lines
 from .log_view import LogView
 
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LogsScreen", "status_line"]
 
+#: Seconds between looks at whether the view is paused at its top line (scrollback).
+SCROLLBACK_EVERY = 0.2
 #: The most cells of a filter or search text the status line shows.
 PATTERN_CELLS = 12
 
@@ -66,6 +75,9 @@ class LogsScreen(Screen[None]):
         self._status_text = ""
         #: Lines that came before the view was mounted (the bridge can be that quick).
         self._early: list[tuple[list[LogLine], bool, list[str] | None]] | None = []
+        #: Scrollback: a request is out; the oldest seq the daemon had nothing before.
+        self._older_busy = False
+        self._older_end: int | None = None
 
     @property
     def all_services(self) -> bool:
@@ -91,6 +103,8 @@ class LogsScreen(Screen[None]):
         for lines, reset, sources in early:
             self.add_lines(lines, reset, sources)
         self._status()
+        if not self.all_services:
+            self.set_interval(SCROLLBACK_EVERY, self._maybe_older)
 
     def add_lines(
         self, lines: list[LogLine], reset: bool, sources: list[str] | None = None
@@ -158,6 +172,44 @@ class LogsScreen(Screen[None]):
     def action_next_match(self, step: int) -> None:
         self.view.next_match(step)
         self._status()
+
+    # --- scrollback ------------------------------------------------------------------------------
+
+    def _maybe_older(self) -> None:
+        view = self.view
+        ring = view.rings.rings.get("")
+        if view.follow or view.scroll_y > 0 or self._older_busy or not ring:
+            return
+        oldest = ring[0]
+        if oldest.line.seq == self._older_end or len(ring) >= PAUSED_MAX:
+            return
+        self._older_busy = True
+        self.run_worker(
+            self._load_older(oldest.line.seq, oldest.n), group="older", exit_on_error=False
+        )
+
+    async def _load_older(self, seq: int, low: int) -> None:
+        host = cast("ScreenHost", self.app)
+        try:
+            lines = await host.bridge.older_lines(self.service, seq)
+        except ClientError as exc:
+            self.notify(f"older lines: {exc}", severity="error", timeout=4)
+            self._older_end = seq  # not again for this line (the banner says the rest)
+            return
+        finally:
+            self._older_busy = False
+        view = self.view
+        ring = view.rings.rings.get("")
+        if not ring or ring[0].n != low:  # reset or cut back meanwhile: ask again later
+            return
+        if not lines:
+            self._older_end = seq
+            self.notify("the start of the log: no older lines in its files", timeout=3)
+            return
+        before = view.virtual_size.height
+        view.rings.prepend("", lines, low, PAUSED_MAX - len(ring))
+        view.rerender()
+        view.scroll_to(y=view.virtual_size.height - before, animate=False, immediate=True)
 
     # --- services, save, go to a time -------------------------------------------------------------
 
