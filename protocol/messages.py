@@ -6,7 +6,6 @@
 Requests are a tagged union on ``op``, replies on ``reply``, events on ``event``. A tag is never
 reused; new fields always get defaults; decoders tolerate unknown fields so an older client can
 talk to a newer daemon (the protocol version in ``hello`` says what each side speaks).
-
 Events carry ``topic`` and a per-topic ``seq`` (1, 2, 3, ...). A client subscribes first, then
 asks for ``status``, whose reply holds the current ``seq`` of every topic: events at or below
 it are already in the snapshot, a jump above ``last + 1`` is a gap to backfill (``logs.tail``
@@ -38,6 +37,7 @@ from .payloads import (
     RunStep,
     RunSummary,
     ServiceSetup,
+    StatSample,
     VerifyReport,
     run_dir_field,
 )
@@ -106,9 +106,6 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"  # message over MAX_MESSAGE_BYTES
     FAILED = "failed"  # the operation ran and failed (ensure: checksum mismatch, ...)
     INTERNAL = "internal"  # a bug in the daemon; it is logged with its traceback
-
-
-# --- requests ----------------------------------------------------------------------------------
 
 
 class Request(msgspec.Struct, tag_field="op", kw_only=True):
@@ -214,6 +211,10 @@ class ReplayRun(Request, tag="replay"):
     timeout: float = 600.0
 
 
+class Stats(Request, tag="stats"):
+    services: list[str] = []  # empty: every service
+
+
 RequestUnion = (
     Hello
     | Status
@@ -231,9 +232,8 @@ RequestUnion = (
     | RunsShow
     | VerifyRun
     | ReplayRun
+    | Stats
 )
-
-# --- shared shapes -----------------------------------------------------------------------------
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):
@@ -287,9 +287,6 @@ class LogLine(msgspec.Struct, array_like=True, gc=False):
     ts: float
     stream: str
     line: str
-
-
-# --- replies -----------------------------------------------------------------------------------
 
 
 class Reply(msgspec.Struct, tag_field="reply", kw_only=True):
@@ -369,6 +366,10 @@ class ReplayReply(Reply, tag="replay"):
     report: ReplayReport
 
 
+class StatsReply(Reply, tag="stats"):
+    samples: dict[str, list[StatSample]] = {}  # oldest first, every 2 s, the last 3 minutes
+
+
 ReplyUnion = (
     ErrorReply
     | HelloReply
@@ -382,9 +383,8 @@ ReplyUnion = (
     | RunShowReply
     | VerifyReply
     | ReplayReply
+    | StatsReply
 )
-
-# --- events ------------------------------------------------------------------------------------
 
 
 class Event(msgspec.Struct, tag_field="event", kw_only=True):

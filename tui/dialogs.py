@@ -188,7 +188,7 @@ HELP = """\
   e          ensure a version (asks for it, and a catalog)
   i          details: why, setup, last stderr lines
   /          filter by name  esc     clear the filter
-  o          sort by the next column (header: ▲ ▼)   O   reverse the sort
+  o / O      sort by the next column / reverse it (header: ▲ ▼)
   L          all services' logs, interleaved, name-tagged
   d          disk usage      u       runs
   --read-only: s x r R e (and p) are off; the banner says so
@@ -202,7 +202,7 @@ HELP = """\
   g          go to a time: HH:MM[:SS] or ISO; the first line at or after
   ↑ PgUp Home  scroll up: stops following, nothing slides
   ↓ PgDn End   scroll down; End follows again
-  (one service's log) paused at the top: older lines from its rotated files
+  at the top of one service's log: older lines from its rotated files
 [b]Details[/b]  ↑ ↓ PgUp PgDn Home End scroll   i / esc back
 [b]Disk[/b]   bytes per service, live; ! = logs over --logs-warn
 [b]Runs[/b]

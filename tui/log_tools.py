@@ -88,8 +88,10 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 def first_at_or_after(rows: Sequence[Shown], ts: float) -> int | None:
     """The index of the first of ``rows`` stamped at or after ``ts`` (None: none is). Rows
-    are in arrival order, which interleaved services keep only roughly by time: a scan."""
+    are in arrival order, which interleaved services keep only roughly by time: a scan. Times
+    are compared to the microsecond (an ISO time has no more; a float stamp rounds either way)."""
+    ts = round(ts, 6)
     for index, shown in enumerate(rows):
-        if shown.line.ts >= ts:
+        if round(shown.line.ts, 6) >= ts:
             return index
     return None
