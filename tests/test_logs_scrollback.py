@@ -104,3 +104,50 @@ async def test_tui_scrolls_back_into_rotated_files(root, daemons) -> None:
         await pilot.press("end")  # following again: back to the newest, the ring cut back
         await until(pilot, lambda: view.follow, "following")
         assert view.plain_lines()[-1] == "line 3000"
+
+
+def counter(prefix: str) -> str:
+    return COUNT.replace('f"line {n}', f'f"{prefix} {{n}}')
+
+
+async def test_all_logs_scroll_back_every_service_merged_by_time(root, daemons) -> None:
+    project = "".join(
+        f"[services.{n}]\nlog_max_bytes = 20000\nlog_backups = 30\n" for n in ("aa", "bb")
+    )
+    tree = build_tree(root, {"aa": counter("aa"), "bb": counter("bb")}, project)
+    daemons(tree).start()
+    app = RunyardApp(tree.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(
+            pilot, lambda: states(app) == {"aa": "running", "bb": "running"}, "both running"
+        )
+        await pilot.press("L")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, LogsScreen) and app.screen, "the all-logs view"
+        )
+        assert isinstance(screen, LogsScreen)
+        view = screen.view
+
+        def of(prefix: str) -> list[int]:
+            return [int(x.split()[1]) for x in view.plain_lines() if x.startswith(prefix + " ")]
+
+        await until(
+            pilot, lambda: of("aa")[-1:] == [3000] and of("bb")[-1:] == [3000], "both tails"
+        )
+        assert len(of("aa")) == len(of("bb")) == 1000
+        await pilot.press("home")
+        await until(pilot, lambda: len(view.plain_lines()) == 4000, "older lines of both")
+        await pilot.press("home")
+        await until(pilot, lambda: len(view.plain_lines()) == 6000, "the oldest of both")
+        assert of("aa") == of("bb") == list(range(1, 3001))
+        # Each page (the 1,000 lines before each service's oldest) is merged by time.
+        stamps = [s.line.ts for s in view.kept]
+        for page in (stamps[:2000], stamps[2000:4000]):
+            assert page == sorted(page)
+        assert {s.service for s in view.kept[:10]} <= {"aa", "bb"}
+        await pilot.press("home")
+        await until(
+            pilot,
+            lambda: any("the start of the log" in n.message for n in app._notifications),
+            "the notice that there is no more",
+        )

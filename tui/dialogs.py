@@ -202,7 +202,7 @@ HELP = """\
   g          go to a time: HH:MM[:SS] or ISO; the first line at or after
   ↑ PgUp Home  scroll up: stops following, nothing slides
   ↓ PgDn End   scroll down; End follows again
-  at the top of one service's log: older lines from its rotated files
+  paused at the top: older lines, from the rotated log files too
 [b]Details[/b]  ↑ ↓ PgUp PgDn Home End scroll   i / esc back
 [b]Disk[/b]   bytes per service, live; ! = logs over --logs-warn
 [b]Runs[/b]

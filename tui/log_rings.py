@@ -104,16 +104,16 @@ class LogRings:
                 ring.popleft()
         self.count = sum(len(ring) for ring in self.rings.values())
 
-    def prepend(self, service: str, lines: list[LogLine], low: int, room: int) -> int:
-        """Put ``lines`` (older, oldest first) before ``service``'s ring, numbered below
-        ``low`` (the smallest ``n`` so far); at most ``room`` of them, the newest. Returns
-        how many were kept."""
-        lines = lines[-room:] if room > 0 else []
-        ring = self.rings.setdefault(service, deque())
-        start = low - len(lines)
-        ring.extendleft(reversed([shown_line(start + i, x, service) for i, x in enumerate(lines)]))
-        self.count += len(lines)
-        return len(lines)
+    def prepend(self, older: list[tuple[str, LogLine]], low: int) -> None:
+        """Put ``older`` ((service, line), oldest first, every line older than those kept)
+        before the rings, numbered below ``low`` (the smallest ``n`` kept) in that order."""
+        start = low - len(older)
+        per: dict[str, list[Shown]] = {}
+        for i, (service, line) in enumerate(older):
+            per.setdefault(service, []).append(shown_line(start + i, line, service))
+        for service, shown in per.items():
+            self.rings.setdefault(service, deque()).extendleft(reversed(shown))
+        self.count += len(older)
 
     def merged(self) -> list[Shown]:
         """Every kept line, in the order they arrived."""

@@ -2,10 +2,10 @@
 its service): a tail, then live lines; follow, search, a regex filter (and its inverse),
 timestamps and wrap, the same in both.
 
-One service's view scrolls back past what it holds: paused at the top line, it asks the daemon
-for the lines before it (``logs.tail`` with ``before_seq``: the daemon's ring, then its rotated
-log files) and puts them above, the line on top staying on top, until the files have no more
-or the ring is at PAUSED_MAX."""
+Both scroll back past what they hold: paused at the top line, the view asks the daemon for the
+lines before each service's oldest (``logs.tail`` with ``before_seq``: the daemon's ring, then
+its rotated log files) and puts them above, merged by time, the line on top staying on top,
+until the files have no more or a ring is at PAUSED_MAX."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
-from runyard.protocol.client import ClientError
+from runyard.protocol.client import ClientError, NotFound
 from runyard.protocol.messages import LogLine
 
 from .banner import Banner
@@ -75,9 +75,10 @@ class LogsScreen(Screen[None]):
         self._status_text = ""
         #: Lines that came before the view was mounted (the bridge can be that quick).
         self._early: list[tuple[list[LogLine], bool, list[str] | None]] | None = []
-        #: Scrollback: a request is out; the oldest seq the daemon had nothing before.
+        #: Scrollback: a request is out; the oldest (service, seq)s the daemon had nothing
+        #: before.
         self._older_busy = False
-        self._older_end: int | None = None
+        self._older_end: tuple[tuple[str, int], ...] | None = None
 
     @property
     def all_services(self) -> bool:
@@ -103,8 +104,7 @@ class LogsScreen(Screen[None]):
         for lines, reset, sources in early:
             self.add_lines(lines, reset, sources)
         self._status()
-        if not self.all_services:
-            self.set_interval(SCROLLBACK_EVERY, self._maybe_older)
+        self.set_interval(SCROLLBACK_EVERY, self._maybe_older)
 
     def add_lines(
         self, lines: list[LogLine], reset: bool, sources: list[str] | None = None
@@ -176,38 +176,51 @@ class LogsScreen(Screen[None]):
     # --- scrollback ------------------------------------------------------------------------------
 
     def _maybe_older(self) -> None:
-        view = self.view
-        ring = view.rings.rings.get("")
-        if view.follow or view.scroll_y > 0 or self._older_busy or not ring:
+        try:
+            view = self.view
+        except NoMatches:
+            return  # the screen is closing
+        heads = {svc: ring[0] for svc, ring in view.rings.rings.items() if ring}
+        if view.follow or view.scroll_y > 0 or self._older_busy or not heads:
             return
-        oldest = ring[0]
-        if oldest.line.seq == self._older_end or len(ring) >= PAUSED_MAX:
+        key = tuple(sorted((svc, head.line.seq) for svc, head in heads.items()))
+        if key == self._older_end or max(map(len, view.rings.rings.values())) >= PAUSED_MAX:
             return
         self._older_busy = True
-        self.run_worker(
-            self._load_older(oldest.line.seq, oldest.n), group="older", exit_on_error=False
-        )
+        low = min(head.n for head in heads.values())
+        self.run_worker(self._load_older(key, low), group="older", exit_on_error=False)
 
-    async def _load_older(self, seq: int, low: int) -> None:
-        host = cast("ScreenHost", self.app)
+    async def _load_older(self, key: tuple[tuple[str, int], ...], low: int) -> None:
+        """The lines before each service's oldest, merged by time, above every kept line."""
+        bridge = cast("ScreenHost", self.app).bridge
+        older: list[tuple[float, int, str, LogLine]] = []
         try:
-            lines = await host.bridge.older_lines(self.service, seq)
+            for svc, seq in key:
+                try:
+                    lines = await bridge.older_lines(svc or self.service, seq)
+                except NotFound:  # gone after a reload
+                    continue
+                older += [(x.ts, len(older) + i, svc, x) for i, x in enumerate(lines)]
         except ClientError as exc:
             self.notify(f"older lines: {exc}", severity="error", timeout=4)
-            self._older_end = seq  # not again for this line (the banner says the rest)
+            self._older_end = key  # not again for these lines (the banner says the rest)
             return
         finally:
             self._older_busy = False
-        view = self.view
-        ring = view.rings.rings.get("")
-        if not ring or ring[0].n != low:  # reset or cut back meanwhile: ask again later
+        try:
+            view = self.view
+        except NoMatches:
+            return  # the screen is closing
+        heads = [ring[0].n for ring in view.rings.rings.values() if ring]
+        if not heads or min(heads) != low:  # reset or cut back meanwhile: ask again later
             return
-        if not lines:
-            self._older_end = seq
+        if not older:
+            self._older_end = key
             self.notify("the start of the log: no older lines in its files", timeout=3)
             return
+        older.sort(key=lambda item: (item[0], item[1]))
         before = view.virtual_size.height
-        view.rings.prepend("", lines, low, PAUSED_MAX - len(ring))
+        view.rings.prepend([(svc, line) for _, _, svc, line in older], low)
         view.rerender()
         view.scroll_to(y=view.virtual_size.height - before, animate=False, immediate=True)
 
