@@ -19,11 +19,13 @@ import errno
 import functools
 import os
 import platform
+import re
+import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["SHELL", "check_program", "join_argv", "shell_usable"]
+__all__ = ["SHELL", "check_program", "join_argv", "shell_keeps", "shell_usable"]
 
 SHELL = "/bin/sh"
 #: ``platform.machine()`` -> the ELF e_machine values this kernel runs.
@@ -36,6 +38,10 @@ _MACHINES = {
     "ppc64le": {21},
     "s390x": {22},
 }
+#: What dash passes on unchanged: it drops an environment entry whose name is not a shell name
+#: (``a.b``, ``1X``, ``A-B``) and sets these on start-up (PWD is put back by the step itself).
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHELL_SETS = frozenset({"PPID", "OPTIND", "IFS"})
 #: Exit code of the step when the cgroup refused the write (the reason is on the service's stderr).
 JOIN_FAILED = 125
 
@@ -45,15 +51,21 @@ def shell_usable() -> bool:
     return os.access(SHELL, os.X_OK)
 
 
+def shell_keeps(env: Mapping[str, str]) -> bool:
+    """Whether the program gets ``env`` unchanged through the shell step (else the child step)."""
+    return all(_SHELL_NAME.fullmatch(name) for name in env) and not _SHELL_SETS & env.keys()
+
+
 def join_argv(argv: list[str], env: Mapping[str, str]) -> list[str]:
     """``argv`` run after the shell step wrote ``0`` (itself) to its stdin, which the caller
     makes the ``cgroup.procs`` descriptor (fd 0: dash takes no two-digit fd in a redirection);
     the program gets /dev/null as stdin, as every service does, and the environment it was
-    given: dash exports a PWD of its own, taken back out when ``env`` had none."""
+    given (``shell_keeps``): dash exports a PWD of its own (the cwd's, even over a PWD the env
+    had), so the env's PWD is put back, or PWD taken out when ``env`` had none."""
     step = (
         "echo 0 >&0 2>/dev/null || "
         f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
-        + ("" if "PWD" in env else "unset PWD; ")
+        + (f"PWD={shlex.quote(env['PWD'])}; export PWD; " if "PWD" in env else "unset PWD; ")
         + 'exec "$0" "$@" </dev/null'
     )
     return [SHELL, "-c", step, *argv]

@@ -109,3 +109,50 @@ def test_a_script_and_a_relative_program_still_run_joined(service_cgroup, tmp_pa
         assert marker.read_text() == "./bin/job a b c\n"
     finally:
         asyncio.run(stop_process(handle, stop_timeout=2))
+
+
+def _environ_of_joined(service_cgroup, env: dict[str, str], cwd: Path | str = "/") -> list[bytes]:
+    """The environment the program (``sleep``) got after the shell step."""
+    handle = spawn(
+        ["sleep", "30"],
+        env=env,
+        cwd=cwd,
+        stdout=2,
+        stderr=2,
+        cgroup=service_cgroup,
+        service="joined",
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if Path(f"/proc/{handle.pid}/exe").resolve().name == "sleep":
+                break
+            time.sleep(0.002)
+        assert handle.pid in cg.members(service_cgroup)
+        return sorted(e for e in Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0") if e)
+    finally:
+        asyncio.run(stop_process(handle, stop_timeout=2))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"spring.profiles.active": "prod", "1ST": "x", "A-B": "y"},
+        {"PPID": "1", "OPTIND": "a", "IFS": ","},
+    ],
+    ids=["not-shell-names", "names-dash-sets"],
+)
+def test_env_the_shell_would_drop_or_set_reaches_the_program(service_cgroup, extra) -> None:
+    env = {"PATH": "/usr/bin:/bin", **extra}
+    assert _environ_of_joined(service_cgroup, env) == sorted(
+        f"{k}={v}".encode() for k, v in env.items()
+    )
+
+
+def test_a_pwd_in_the_env_that_is_not_the_cwd_reaches_the_program_unchanged(
+    service_cgroup, tmp_path: Path
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PWD": "/somewhere/else it's $HOME"}
+    assert _environ_of_joined(service_cgroup, env, cwd=tmp_path) == sorted(
+        f"{k}={v}".encode() for k, v in env.items()
+    )
