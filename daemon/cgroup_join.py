@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -66,6 +65,8 @@ def join_argv(argv: list[str], env: Mapping[str, str]) -> list[str]:
         "echo 0 >&0 2>/dev/null || "
         f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
         + (f"PWD={shlex.quote(env['PWD'])}; export PWD; " if "PWD" in env else "unset PWD; ")
+        # no PATH in env: dash would search its own default, not Popen's os.defpath (unexported)
+        + ("" if "PATH" in env else f"PATH={shlex.quote(os.defpath)}; ")
         + 'exec "$0" "$@" </dev/null'
     )
     return [SHELL, "-c", step, *argv]
@@ -76,7 +77,7 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None
     if "/" in program:
         path = os.path.join(os.fspath(cwd), program)
     else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        found = _search(program, env, cwd)
         if found is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         path = found
@@ -94,6 +95,20 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None
     if head.startswith(b"\x7fELF") and len(head) == 20 and _runs_here(head):
         return
     raise OSError(errno.ENOEXEC, "Exec format error (not a program for this machine)", program)
+
+
+def _search(program: str, env: Mapping[str, str], cwd: str | Path) -> str | None:
+    """The file execvpe (and the shell) runs for ``program``: PATH as Popen takes it, a relative
+    or empty entry from the service's cwd (not the daemon's, as ``shutil.which`` would)."""
+    for entry in _path(env).split(os.pathsep):
+        path = os.path.join(os.fspath(cwd), entry, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _path(env: Mapping[str, str]) -> str:
+    return env.get("PATH", os.defpath)
 
 
 def _runs_here(head: bytes) -> bool:

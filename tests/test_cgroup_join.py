@@ -156,3 +156,27 @@ def test_a_pwd_in_the_env_that_is_not_the_cwd_reaches_the_program_unchanged(
     assert _environ_of_joined(service_cgroup, env, cwd=tmp_path) == sorted(
         f"{k}={v}".encode() for k, v in env.items()
     )
+
+
+def test_a_relative_path_entry_is_searched_from_the_service_cwd(service_cgroup, tmp_path) -> None:
+    """PATH=.:... finds a program in the service's cwd, as execvpe does, not in the daemon's."""
+    marker = tmp_path / "ran"
+    (tmp_path / "job-in-cwd").write_text(f"#!/bin/sh\necho ran > {marker}\n")
+    (tmp_path / "job-in-cwd").chmod(0o755)
+    assert not Path("job-in-cwd").exists()  # not in the daemon's (the test's) cwd
+    handle = spawn(
+        ["job-in-cwd"],
+        env={"PATH": ".:/usr/bin:/bin"},
+        cwd=tmp_path,
+        stdout=2,
+        stderr=2,
+        cgroup=service_cgroup,
+        service="joined",
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert marker.read_text() == "ran\n"
+    finally:
+        asyncio.run(stop_process(handle, stop_timeout=2))
