@@ -87,14 +87,30 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
     try:
         with open(path, "rb") as f:
-            head = f.read(20)
+            head = f.read(256)  # the kernel reads a #! line up to 256 bytes
     except OSError as exc:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program) from exc
     if head.startswith(b"#!"):
+        _check_interpreter(head, program, cwd)
         return
-    if head.startswith(b"\x7fELF") and len(head) == 20 and _runs_here(head):
+    if head.startswith(b"\x7fELF") and len(head) >= 20 and _runs_here(head):
         return
     raise OSError(errno.ENOEXEC, "Exec format error (not a program for this machine)", program)
+
+
+def _check_interpreter(head: bytes, program: str, cwd: str | Path) -> None:
+    """execve gives ENOENT for a script whose #! interpreter is missing (sh would run it and
+    exit 127); one level, as most scripts need."""
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        raise OSError(errno.ENOEXEC, "Exec format error (an empty #! line)", program)
+    interpreter = os.path.join(os.fsencode(cwd), words[0])
+    if not os.path.exists(interpreter):
+        reason = f"{os.strerror(errno.ENOENT)} (its interpreter {os.fsdecode(words[0])})"
+        raise FileNotFoundError(errno.ENOENT, reason, program)
+    if not os.path.isfile(interpreter) or not os.access(interpreter, os.X_OK):
+        reason = f"{os.strerror(errno.EACCES)} (its interpreter {os.fsdecode(words[0])})"
+        raise PermissionError(errno.EACCES, reason, program)
 
 
 def _search(program: str, env: Mapping[str, str], cwd: str | Path) -> str | None:

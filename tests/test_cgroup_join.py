@@ -76,10 +76,11 @@ def test_the_program_runs_in_its_cgroup_with_dev_null_and_no_procs_fd(service_cg
         (None, 0, "No such file or directory"),
         (b"#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),
         (b"echo hi\n", 0o755, "Exec format error"),  # sh would have run it as a script
+        (b"#!/nonexistent/runyard-interp -x\n", 0o755, "No such file or directory"),
         # an ELF header for a machine this kernel does not run (e_machine 0x9026: alpha)
         (b"\x7fELF\x02\x01\x01" + bytes(11) + b"\x26\x90" + bytes(44), 0o755, "Exec format error"),
     ],
-    ids=["missing", "not-executable", "no-shebang", "foreign-elf"],
+    ids=["missing", "not-executable", "no-shebang", "missing-interpreter", "foreign-elf"],
 )
 def test_what_execve_would_refuse_is_a_one_line_spawn_error(
     service_cgroup, tmp_path: Path, content: bytes | None, mode: int, reason: str
