@@ -161,3 +161,28 @@ def test_service_setup_on_the_wire_decodes_both_ways() -> None:
     wire = msgspec.json.encode(new)
     assert msgspec.json.decode(wire, type=OldServiceStatus).name == "web"
     assert msgspec.json.decode(wire, type=ServiceStatus).setup.bin == "/x/web"
+
+
+#: Writes terminal escapes (clear screen, a window title, colour) and a tab on stderr, then idles.
+ESCAPER = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("\x1b[2J\x1b]0;pwned\x07\x1b[31mboom\x1b[0m\tend", file=sys.stderr, flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_detail_pane_does_not_pass_a_services_terminal_escapes(root, daemons) -> None:
+    """Finding: the pane showed stderr lines raw (only markup escaped), so a service's escape
+    sequences reached the operator's terminal; the log view cleans them (log_rings.clean)."""
+    tree = build_tree(root, {"esc": ESCAPER})
+    daemons(tree).start()
+    app = RunyardApp(tree.root)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await until(pilot, lambda: states(app).get("esc") == "running", "esc running")
+        await select(pilot, app, "esc")
+        pane = app.services_screen.query_one("#side", ServiceDetail)
+        await until(pilot, lambda: "boom" in pane.text, "the stderr line")
+        assert "\x1b" not in pane.text and "\x07" not in pane.text, repr(pane.text)
+        assert "boom" in pane.text and "\t" not in pane.text

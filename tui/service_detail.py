@@ -26,6 +26,7 @@ from runyard.protocol.messages import LogLine, ServiceStatus
 
 from .banner import Banner
 from .footer import KeysFooter
+from .log_rings import clean
 from .services_table import info, ready, uptime
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def _setup_rows(s: ServiceStatus, services: dict[str, ServiceStatus]) -> list[st
     limits = "; ".join(x for x in (setup.limits, s.limits_note) if x)
     rows.append(_row("limits", escape(limits) or "none"))
     if s.notify_status:
-        rows.append(_row("says", escape(s.notify_status)))
+        rows.append(_row("says", escape(clean(s.notify_status))))
     return rows
 
 
@@ -124,7 +125,7 @@ def detail_lines(
         )
         for line in stderr:
             stamp = datetime.fromtimestamp(line.ts).strftime("%H:%M:%S")
-            lines.append(f"  {stamp} {escape(line.line)}")
+            lines.append(f"  {stamp} {escape(clean(line.line))}")  # no escapes of its own
     return lines
 
 
