@@ -163,20 +163,25 @@ def test_service_setup_on_the_wire_decodes_both_ways() -> None:
     assert msgspec.json.decode(wire, type=ServiceStatus).setup.bin == "/x/web"
 
 
-#: Writes terminal escapes (clear screen, a window title, colour) and a tab on stderr, then idles.
+#: Writes terminal escapes (clear screen, a window title, colour) and a tab on stderr, says them
+#: in STATUS= too, then idles.
 ESCAPER = r"""
 import signal, sys, time
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+import os, socket
 print("\x1b[2J\x1b]0;pwned\x07\x1b[31mboom\x1b[0m\tend", file=sys.stderr, flush=True)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.sendto(b"READY=1\nSTATUS=\x1b[2Jserving\x1b[5m", os.environ["NOTIFY_SOCKET"])
 while True:
     time.sleep(0.05)
 """
 
 
-async def test_detail_pane_does_not_pass_a_services_terminal_escapes(root, daemons) -> None:
-    """Finding: the pane showed stderr lines raw (only markup escaped), so a service's escape
-    sequences reached the operator's terminal; the log view cleans them (log_rings.clean)."""
-    tree = build_tree(root, {"esc": ESCAPER})
+async def test_the_tui_does_not_pass_a_services_terminal_escapes(root, daemons) -> None:
+    """Finding: the detail pane showed stderr lines, and the pane and the table the STATUS= text,
+    raw (only markup escaped), so a service's escape sequences reached the operator's terminal;
+    the log view cleans them (log_rings.clean)."""
+    tree = build_tree(root, {"esc": ESCAPER}, "[services.esc]\nnotify = true\n")
     daemons(tree).start()
     app = RunyardApp(tree.root)
     async with app.run_test(size=(130, 40)) as pilot:
@@ -186,3 +191,7 @@ async def test_detail_pane_does_not_pass_a_services_terminal_escapes(root, daemo
         await until(pilot, lambda: "boom" in pane.text, "the stderr line")
         assert "\x1b" not in pane.text and "\x07" not in pane.text, repr(pane.text)
         assert "boom" in pane.text and "\t" not in pane.text
+        await until(pilot, lambda: "serving" in info_cell(app, "esc"), "the STATUS= text")
+        assert "\x1b" not in info_cell(app, "esc"), repr(info_cell(app, "esc"))
+        await until(pilot, lambda: "serving" in pane.text, "the STATUS= text in the pane")
+        assert "\x1b" not in pane.text, repr(pane.text)
