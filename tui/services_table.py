@@ -123,7 +123,7 @@ def cells(
         "rss": "-" if s.rss is None else format_bytes(s.rss, ByteStyle.TENTHS),
         "ports": ",".join(str(p.port) for p in s.ports) or "-",
         "ready": ready(s),
-        "status": info(s, age),
+        "status": Text(info(s, age)),  # the service's own words: never markup
     }
 
 
