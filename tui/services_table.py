@@ -21,6 +21,8 @@ from textual.widgets.data_table import CellDoesNotExist
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
+from .log_rings import clean
+
 __all__ = ["COLUMNS", "NAME_CELLS", "ServicesTable", "cells", "info", "state_label"]
 
 #: (key, header) in display order; short headers so the table fits 80 columns, and what says
@@ -84,7 +86,8 @@ def info(s: ServiceStatus, age: float = 0.0) -> str:
             why = f"not ready: {s.ready_detail}"
     elif s.state == "stopped" and why in ("stopped", "stopping"):
         why = ""  # says nothing the STATE column does not
-    return "; ".join(text for text in (why, s.notify_status) if text)
+    # STATUS= is the service's own text: its escape sequences are not for our terminal.
+    return "; ".join(text for text in (why, clean(s.notify_status)) if text)
 
 
 def uptime(s: ServiceStatus, now: float | None = None) -> str:
@@ -120,7 +123,7 @@ def cells(
         "rss": "-" if s.rss is None else format_bytes(s.rss, ByteStyle.TENTHS),
         "ports": ",".join(str(p.port) for p in s.ports) or "-",
         "ready": ready(s),
-        "status": info(s, age),
+        "status": Text(info(s, age)),  # the service's own words: never markup
     }
 
 

@@ -354,10 +354,10 @@ def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     """A run directory given as a path, or as a run id of the tree."""
     path = Path(text)
     if path.is_dir():
-        tree = open_tree(args).require() if args.root else guess_tree(path)
+        tree = open_tree(args, lenient=True).require() if args.root else guess_tree(path)
         return path, tree
     if RUN_ID_RE.match(text):
-        tree = open_tree(args).require()
+        tree = open_tree(args, lenient=True).require()  # a read: a broken runyard.toml warns
         return find_run(tree, text), tree
     # Not found is exit 1, as an unknown service is: the name is well formed, nothing has it.
     raise RunError(f"{text}: no such run directory (or run id)")
