@@ -25,6 +25,7 @@ from runyard.protocol.messages import LogLine, ServiceStatus
 
 from .banner import Banner
 from .footer import KeysFooter
+from .literal import literal as _literal
 from .log_rings import clean
 from .services_table import info, ready, uptime
 
@@ -37,12 +38,6 @@ __all__ = ["WIDE", "DetailScreen", "ServiceDetail", "detail_lines"]
 WIDE = 120
 #: Seconds between two reads of the shown service's stderr lines.
 STDERR_EVERY = 2.0
-
-
-def _literal(text: str) -> str:
-    """``text`` as literal Textual markup. Rich's ``escape`` is not enough for Textual's parser:
-    an unclosed ``[`` with a digit after it (``queue [5 items``) swallowed the pane's own tags."""
-    return text.replace("[", "\\[")
 
 
 def _ago(then: float, now: float) -> str:
