@@ -204,6 +204,10 @@ def test_run_project_is_the_deprecated_spelling_of_project_id(
     first, *rest = capsys.readouterr().err.strip().splitlines()
     assert first.startswith("runyard: warning: run --project ID is deprecated, use --project-id")
     assert len(rest) == 1 and "heat1d" in rest[0]  # then the run's own error (not installed)
+    # Review finding: with both spellings the deprecated one silently won.
+    both = ("--project-id", "a", "--project", "b")
+    assert cli("run", "heat1d", "--input", "good.json", *both) == 2
+    assert "--project-id and the deprecated --project disagree" in capsys.readouterr().err
 
 
 def test_a_broken_project_file_warns_reads_and_a_missing_one_is_still_an_error(

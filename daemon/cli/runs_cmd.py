@@ -216,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import RunRejected, execute_and_seal
 
     if args.old_project_id is not None:
+        if args.project_id != "default" and args.project_id != args.old_project_id:
+            raise UsageError("--project-id and the deprecated --project disagree: give one")
         print(DEPRECATED_PROJECT, file=sys.stderr)
         args.project_id = args.old_project_id
     inputs, params, context = _read_input(args.input)
