@@ -1028,7 +1028,7 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
             ok &= passed
         else:
             verdict = "not judged"
-            ok &= not str(values.get("runyard")).startswith("n/a")
+            ok &= not str(values.get("runyard")).startswith(("n/a", "skipped"))
         cells = [num(values[c.name]) for c in CONTENDERS]
         rows.append([m.label, m.unit, *cells, *ratios, m.target.text, verdict])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) + 2)]
@@ -1053,6 +1053,8 @@ def measure(
         (flood, lambda s: fig_flood(s, lambda n: contender.log_path(flood, n), settings)),
     ):
         if phase.name not in settings.phases:
+            for key in PHASE_KEYS[phase.name]:
+                out[key] = "skipped"
             continue
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
