@@ -144,11 +144,13 @@ class LogFile:
         return self._identity
 
     def write_block(
-        self, prefix: bytes, block: bytes, count: int, before_write: BeforeWrite | None = None
+        self, prefix: bytes, block: bytes, text: bytes, before_write: BeforeWrite | None = None
     ) -> None:
-        """``write_lines`` for ``count`` lines given as one block, each line ending in ``\\n``:
-        the prefix goes in with one ``replace`` (C speed, no object per line) and one write."""
-        total = len(block) + count * len(prefix)
+        """``write_lines`` for lines given as one block, each line ending in ``\\n``, and
+        ``text``, the block with every newline followed by ``prefix`` (one C-level
+        ``replace``: no object per line); it goes out in one write."""
+        total = len(text)
+        count = (total - len(block)) // len(prefix)
         if self._fd is None or self.size + total > self.max_bytes:
             lines = block.split(b"\n")
             lines.pop()
@@ -156,9 +158,8 @@ class LogFile:
             return
         if before_write is not None:
             before_write(count, self.size, self.size + total)
-        # Each newline becomes newline + prefix: the last one's prefix is not sent (writev of
-        # a view, no copy).
-        body = memoryview(block.replace(b"\n", b"\n" + prefix))[: total - len(prefix)]
+        # The last newline's prefix is not sent (writev of a view, no copy).
+        body = memoryview(text)[: total - len(prefix)]
         written = os.writev(self._fd, (prefix, body))
         self.size += written
         if written < total:  # only on a full disk or a signal; finish byte-exact

@@ -128,10 +128,10 @@ class ServiceLog:
 
     def _process(self, stream: str, data: bytes, ts: float) -> Sequence[LogLine]:
         start = self.spool.committed[stream] if self.spool is not None else 0
-        block, count = self._splitters[stream].feed_block(data)
-        if not count:
+        block = self._splitters[stream].feed_block(data)
+        if not block:
             return []
-        return self._record(stream, block, count, ts, start)
+        return self._record(stream, block, ts, start)
 
     def eof(self, stream: str, ts: float | None = None) -> Sequence[LogLine]:
         """The stream ended: its partial last line becomes a line."""
@@ -140,7 +140,7 @@ class ServiceLog:
         lines: Sequence[LogLine] = (
             []
             if tail is None
-            else self._record(stream, tail + b"\n", 1, time.time() if ts is None else ts, start)
+            else self._record(stream, tail + b"\n", time.time() if ts is None else ts, start)
         )
         if self.spool is not None:
             try:
@@ -149,12 +149,13 @@ class ServiceLog:
                 self._give_up_spool(exc)
         return lines
 
-    def _record(
-        self, stream: str, block: bytes, count: int, ts: float, start: int
-    ) -> Sequence[LogLine]:
-        """Write and keep the ``count`` lines of ``block`` (each ending in ``\\n``): every line
-        of a read shares one prefix, so the file side is one C-level replace and one write."""
+    def _record(self, stream: str, block: bytes, ts: float, start: int) -> Sequence[LogLine]:
+        """Write and keep the lines of ``block`` (each ending in ``\\n``): every line of a
+        read shares one prefix, so the file side is one C-level replace and one write, and
+        the replace's length tells how many lines there are."""
         prefix = format_stamp(ts) + self._tags[stream]
+        text = block.replace(b"\n", b"\n" + prefix)
+        count = (len(text) - len(block)) // len(prefix)
         spool = self.spool
         before_write = None
         if spool is not None:
@@ -166,7 +167,7 @@ class ServiceLog:
                 spool.intend(Intent(stream, offset, dev, ino, size_before, size_after))
 
         try:
-            self.file.write_block(prefix, block, count, before_write)
+            self.file.write_block(prefix, block, text, before_write)
         except OSError as exc:  # disk full, I/O error: keep capturing, the ring still has them
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 1000 == 0:
