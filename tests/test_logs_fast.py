@@ -159,3 +159,15 @@ async def test_block_writes_through_the_spool_keep_every_numbered_line(
     files = sorted((logs_dir / "blocks").iterdir())
     assert len(files) >= 4 and all(p.stat().st_size <= 2_000_000 for p in files)
     assert seqs == sorted(seqs) and seqs[-1] == n + 1
+
+
+def test_the_ring_keeps_about_its_lines_of_a_flood_not_the_whole_read() -> None:
+    """A quiet service after one flood must not hold its last 1 MiB read for ever."""
+    ring = LogRing(100)
+    blob = b"".join(b"%05d\n" % i for i in range(20_000))
+    new = ring.append_chunk("out", 1.0, blob, 20_000)
+    assert [line.line for line in new] == [f"{i:05d}" for i in range(19_900, 20_000)]
+    assert [line.seq for line in ring.tail()] == list(range(19_901, 20_001))
+    assert sum(len(chunk.blob) for chunk in ring._chunks) < 2 * 100 * 6
+    ring.append_chunk("err", 2.0, b"x\n", 1)
+    assert [line.seq for line in ring.tail(2)] == [20_000, 20_001]

@@ -59,6 +59,18 @@ def last_lines(blob: bytes, count: int, k: int) -> list[bytes]:
     return blob[pos + 1 : -1].split(b"\n")
 
 
+def _trim(blob: bytes, count: int, keep: int) -> tuple[bytes, int]:
+    """About the last ``keep`` (at least) of the ``count`` lines of ``blob``: cut at a newline
+    near where the average line length says, counted again; the whole blob if that is short."""
+    guess = len(blob) - len(blob) * keep * 5 // (4 * count)
+    cut = blob.find(b"\n", max(guess, 0)) + 1
+    if cut <= 0:
+        return blob, count
+    rest = blob[cut:]
+    n = rest.count(b"\n")
+    return (rest, n) if n >= keep else (blob, count)
+
+
 class LazyLines(Sequence[LogLine]):
     """The new lines of one read, as a sequence of LogLines made on first use.
 
@@ -138,8 +150,12 @@ class LogRing:
 
     def append_chunk(self, stream: str, ts: float, blob: bytes, count: int) -> LazyLines:
         """Number the ``count`` lines of ``blob`` (each ending in ``\\n``); the new lines kept."""
-        chunk = Chunk(self._seq + 1, ts, stream, blob, count)
+        first = self._seq + 1
         self._seq += count
+        if count > 4 * self.maxlen:  # a flood's read: keep about maxlen of its lines, not 1 MiB
+            blob, count = _trim(blob, count, self.maxlen)
+            first = self._seq - count + 1
+        chunk = Chunk(first, ts, stream, blob, count)
         chunks = self._chunks
         chunks.append(chunk)
         floor = self._seq - self.maxlen + 1
