@@ -16,7 +16,9 @@ Each contender runs the same programs from the same Runyard tree, one contender 
   The same again with a block-writing child (``blockflood``: the same lines, 64 KiB per
   ``write``, as a program writing through a full stdio buffer does; capped at 3 GB).
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
-  within it. ``--only-phase flood`` measures only this phase. For reference, each child
+  within it. Each flood starts after an ``os.sync()``: several GB of earlier floods still
+  being written back would otherwise throttle whichever flood comes later (for every
+  contender, the one writing more bytes more). ``--only-phase flood`` measures only this phase. For reference, each child
   ``| cat > file`` (a plain 64 KiB pipe) is timed the same way. The child is slower per line when its reader wakes for every few writes, so MB/s
   depends on how the reader batches as much as on its speed, and it is noisy on a small VM.
 
@@ -888,6 +890,7 @@ def fig_flood(s: Session, logs: Callable[[str], Path], settings: Settings) -> di
 def quiet_flood(s: Session, log: Path, settings: Settings, name: str) -> tuple[float, float]:
     """One flood with no client calling: (payload bytes/s, daemon CPU seconds per GB)."""
     size0 = log.stat().st_size if log.exists() else 0
+    os.sync()  # the previous floods' dirty pages are written back before, not during, this one
     cpu0 = s.cpu_secs()
     s.driver.send("flood", name=name, query_secs=0.0, warmup=0)
     run = watch_flood(log, size0, settings.flood_secs + 60, s.driver)
@@ -904,6 +907,7 @@ def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
     """One flood while the driver calls `status` flat out: ns per call within the flood."""
     timeout = settings.flood_secs + 60
     size0 = log.stat().st_size if log.exists() else 0
+    os.sync()
     s.driver.send("flood", name="flood", query_secs=settings.flood_secs, warmup=settings.warmup)
     run = watch_flood(log, size0, timeout, s.driver)
     samples = s.driver.recv(timeout=timeout)
