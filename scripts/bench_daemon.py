@@ -18,8 +18,9 @@ Each contender runs the same programs from the same Runyard tree, one contender 
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
   within it. Each flood starts after an ``os.sync()``: several GB of earlier floods still
   being written back would otherwise throttle whichever flood comes later (for every
-  contender, the one writing more bytes more). ``--only-phase flood`` measures only this phase. For reference, each child
-  ``| cat > file`` (a plain 64 KiB pipe) is timed the same way. The child is slower per line when its reader wakes for every few writes, so MB/s
+  contender, the one writing more bytes more). ``--only-phase flood`` measures only this
+  phase. For reference, each child ``| cat > file`` (a plain 64 KiB pipe) is timed the same
+  way. The child is slower per line when its reader wakes for every few writes, so MB/s
   depends on how the reader batches as much as on its speed, and it is noisy on a small VM.
 
 Settings that differ from the defaults, the same for all three: nothing autostarts in the
