@@ -130,10 +130,11 @@ def enable_controllers(path: Path) -> set[str]:
         available = set((path / "cgroup.controllers").read_text().split())
     except OSError:
         return set()
-    wanted = [c for c in CONTROLLERS if c in available]
-    if wanted:
+    for controller in (c for c in CONTROLLERS if c in available):
+        # One write each: the kernel takes a line all or nothing, and cpu alone may be refused
+        # (a real-time thread in the subtree) without costing memory and pids.
         with contextlib.suppress(OSError):
-            (path / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+            (path / "cgroup.subtree_control").write_text(f"+{controller}")
     try:
         return set((path / "cgroup.subtree_control").read_text().split())
     except OSError:

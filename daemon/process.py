@@ -61,7 +61,7 @@ from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
-from .cgroup_join import check_program, join_argv, shell_usable
+from .cgroup_join import check_program, join_argv, shell_keeps, shell_usable
 from .credentials import child_credentials, set_no_new_privs
 from .handle import ProcessHandle
 from .proctable import create_time_of, proc_table, subtree
@@ -183,7 +183,8 @@ def _joining(
     """(command, stdin, the procs fd for the child step): a service that needs no other child
     step joins its cgroup through the shell step of ``cgroup_join`` (so CPython may vfork);
     raises the OSError execve would give for a program it could not run."""
-    if procs is not None and not rlimits and "user" not in credentials and shell_usable():
+    shell = shell_usable() and shell_keeps(env)
+    if procs is not None and not rlimits and "user" not in credentials and shell:
         check_program(argv[0], env, cwd)
         return join_argv(argv, env), procs, None
     return argv, subprocess.DEVNULL, procs

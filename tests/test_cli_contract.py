@@ -204,6 +204,10 @@ def test_run_project_is_the_deprecated_spelling_of_project_id(
     first, *rest = capsys.readouterr().err.strip().splitlines()
     assert first.startswith("runyard: warning: run --project ID is deprecated, use --project-id")
     assert len(rest) == 1 and "heat1d" in rest[0]  # then the run's own error (not installed)
+    # Review finding: with both spellings the deprecated one silently won.
+    both = ("--project-id", "a", "--project", "b")
+    assert cli("run", "heat1d", "--input", "good.json", *both) == 2
+    assert "--project-id and the deprecated --project disagree" in capsys.readouterr().err
 
 
 def test_a_broken_project_file_warns_reads_and_a_missing_one_is_still_an_error(
@@ -218,3 +222,22 @@ def test_a_broken_project_file_warns_reads_and_a_missing_one_is_still_an_error(
     assert "line 2" in capsys.readouterr().err
     assert cli("runtime", "ls", "--project", "nope.toml") == 1
     assert "nope.toml: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("verify", RUN_ID), ("license", "show"), ("license", "show", "--json")],
+    ids=["verify-run-id", "license-show", "license-show-json"],
+)
+def test_a_broken_project_file_does_not_block_these_reads_either(
+    here: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    """Was: a syntax error in ./runyard.toml refused `verify RUN_ID` and `license show`."""
+    good = cli(*argv)
+    good_out, good_err = capsys.readouterr()
+    (here / "runyard.toml").write_text('root = "rt"\n[services.web\n')
+    assert cli(*argv) == good
+    out, err = capsys.readouterr()
+    warning, *rest = err.splitlines()
+    assert warning.startswith("runyard: warning: ") and "line 2" in warning, err
+    assert (out, rest) == (good_out, good_err.splitlines())

@@ -183,3 +183,21 @@ def test_runtime_remove_refuses_a_version_a_service_runs_from(tree: RuntimeTree,
     out = runyard(here, "runtime", "remove", "idle", "1.0.0")
     assert out.returncode == 0, out.stderr
     assert not (tree.root / "bin" / "idle").exists()
+
+
+def test_runtime_remove_refuses_a_version_the_daemon_will_restart(daemons) -> None:
+    """Was: a service waiting in backoff has no pid, so its version was removed and the
+    daemon's next start of it could only fail (its program gone)."""
+    project = (
+        '[services.crash]\nrestart = "always"\nstart_secs = 0.2\n'
+        "backoff = { initial = 30.0, multiplier = 1.0, max = 30.0, jitter = 0.0 }\n"
+    )
+    tree = build_tree(short_root(), {"crash": "import sys\nsys.exit(3)\n"}, project)
+    d = daemons(tree).start()
+    with d.client() as c:
+        wait_for(lambda: c.status(["crash"]).services[0].state == "backoff", what="backoff")
+    here = tree.root.parent
+    out = runyard(here, "runtime", "remove", "crash", "1.0.0")
+    assert out.returncode == 1, out
+    assert "crash 1.0.0 is in use (" in out.stderr, out.stderr
+    assert (tree.root / "bin" / "crash" / "1.0.0").is_dir()

@@ -30,6 +30,7 @@ from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.systemd_install import install_unit, require_systemd, systemd_booted
 from runyard.runtime.ops.systemd_unit import (
+    UNIT_HEADER,
     daemon_argv,
     render_unit,
     unit_name,
@@ -187,7 +188,7 @@ def test_refused_with_one_line_when_systemd_is_not_init(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(systemd_booted(), reason="systemd is PID 1 here: systemctl would succeed")
-@pytest.mark.parametrize("previous", [None, "# the unit installed before\n"])
+@pytest.mark.parametrize("previous", [None, UNIT_HEADER + "\n# the unit installed before\n"])
 def test_no_half_install_when_systemctl_fails(tmp_path: Path, previous: str | None) -> None:
     """The real systemctl fails on this box (no systemd running): install must leave the unit
     directory as it found it and say so."""
@@ -227,6 +228,28 @@ def test_unit_dir_install_status_uninstall(tmp_path: Path, capsys, monkeypatch) 
     assert code == 0 and not path.exists()
     code, out, _ = _cli(capsys, "service", "status", *common)
     assert code == 1 and "missing" in out
+
+
+def test_a_unit_file_runyard_did_not_write_is_never_replaced_or_removed(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Review finding: `service install --name nginx` (or uninstall) replaced or removed any
+    unit file of that name. A unit without our first line is left as it is, in one line."""
+    monkeypatch.chdir(tmp_path)
+    root = _tree(tmp_path).root
+    units = tmp_path / "units"
+    units.mkdir()
+    nginx = units / "nginx.service"
+    nginx.write_text("[Service]\nExecStart=/usr/sbin/nginx\n")
+    common = ["--root", str(root), "--unit-dir", str(units), "--name", "nginx"]
+    for verb in ("install", "uninstall"):
+        code, _, err = _cli(capsys, "service", verb, *common)
+        assert code == 1, (verb, err)
+        assert err.count("\n") == 1 and "not written by `runyard service install`" in err
+        assert nginx.read_text() == "[Service]\nExecStart=/usr/sbin/nginx\n"
+    with pytest.raises(SystemdError, match="not written by"):
+        install_unit(nginx, "[Service]\n", user=False, enable=False, start=False)
+    assert nginx.read_text() == "[Service]\nExecStart=/usr/sbin/nginx\n"
 
 
 def test_bad_input_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:

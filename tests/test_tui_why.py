@@ -10,6 +10,7 @@ import re
 import msgspec
 import pytest
 from daemonkit import SLEEPER, build_tree
+from rich.text import Text
 from tuikit import select, states, until
 
 from runyard.tui.app import RunyardApp
@@ -161,3 +162,70 @@ def test_service_setup_on_the_wire_decodes_both_ways() -> None:
     wire = msgspec.json.encode(new)
     assert msgspec.json.decode(wire, type=OldServiceStatus).name == "web"
     assert msgspec.json.decode(wire, type=ServiceStatus).setup.bin == "/x/web"
+
+
+#: Writes terminal escapes (clear screen, a window title, colour) and a tab on stderr, says them
+#: in STATUS= too, then idles.
+ESCAPER = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+import os, socket
+print("\x1b[2J\x1b]0;pwned\x07\x1b[31mboom\x1b[0m\tend", file=sys.stderr, flush=True)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.sendto(b"READY=1\nSTATUS=\x1b[2Jserving\x1b[5m", os.environ["NOTIFY_SOCKET"])
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_the_tui_does_not_pass_a_services_terminal_escapes(root, daemons) -> None:
+    """Finding: the detail pane showed stderr lines, and the pane and the table the STATUS= text,
+    raw (only markup escaped), so a service's escape sequences reached the operator's terminal;
+    the log view cleans them (log_rings.clean)."""
+    tree = build_tree(root, {"esc": ESCAPER}, "[services.esc]\nnotify = true\n")
+    daemons(tree).start()
+    app = RunyardApp(tree.root)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await until(pilot, lambda: states(app).get("esc") == "running", "esc running")
+        await select(pilot, app, "esc")
+        pane = app.services_screen.query_one("#side", ServiceDetail)
+        await until(pilot, lambda: "boom" in pane.text, "the stderr line")
+        assert "\x1b" not in pane.text and "\x07" not in pane.text, repr(pane.text)
+        assert "boom" in pane.text and "\t" not in pane.text
+        await until(pilot, lambda: "serving" in info_cell(app, "esc"), "the STATUS= text")
+        assert "\x1b" not in info_cell(app, "esc"), repr(info_cell(app, "esc"))
+        await until(pilot, lambda: "serving" in pane.text, "the STATUS= text in the pane")
+        assert "\x1b" not in pane.text, repr(pane.text)
+
+
+#: Text with square brackets on stderr and in STATUS=: an unclosed one, tags, an action.
+BRACKETS = r"""
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("queue [5 items", file=sys.stderr, flush=True)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.sendto(b"READY=1\nSTATUS=[b]x[/b] [@click=app.quit]here[/] [3 left", os.environ["NOTIFY_SOCKET"])
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_a_services_square_brackets_are_shown_as_text(root, daemons) -> None:
+    """Finding: stderr lines and STATUS= went into Textual markup escaped for Rich only, so
+    ``queue [5 items`` broke the detail pane (MarkupError, the app ended) and a STATUS= of
+    ``[@click=app.quit]`` was markup (an action) in the why line."""
+    tree = build_tree(root, {"br": BRACKETS}, "[services.br]\nnotify = true\n")
+    daemons(tree).start()
+    app = RunyardApp(tree.root)
+    status = "[b]x[/b] [@click=app.quit]here[/] [3 left"
+    async with app.run_test(size=(130, 40)) as pilot:
+        await until(pilot, lambda: states(app).get("br") == "running", "br running")
+        await select(pilot, app, "br")
+        pane = app.services_screen.query_one("#side", ServiceDetail)
+        await until(pilot, lambda: "queue" in pane.text and "left" in pane.text, "the texts")
+        assert "queue [5 items" in pane.text and status in pane.text, pane.text
+        why = app.services_screen.query_one("#why")
+        await until(pilot, lambda: "left" in str(why.render()), "the why line")
+        assert status in str(why.render()), str(why.render())
+        cell = app.services_screen.query_one(ServicesTable).get_cell("br", "status")
+        assert isinstance(cell, Text) and status in cell.plain, repr(cell)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -32,6 +31,7 @@ from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter
+from .literal import literal as escape
 
 if TYPE_CHECKING:
     from .host import ScreenHost

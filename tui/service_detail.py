@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -28,6 +27,8 @@ from runyard.protocol.payloads import StatSample
 
 from .banner import Banner
 from .footer import KeysFooter
+from .literal import literal as _literal
+from .log_rings import clean
 from .services_table import info, ready, uptime
 from .sparkline import stats_rows
 
@@ -53,9 +54,9 @@ def _ago(then: float, now: float) -> str:
 
 def _probe(answer: bool | None, detail: str) -> str:
     if answer is None:
-        return "-" + (f"  {escape(detail)}" if detail else "  (no probe)")
+        return "-" + (f"  {_literal(detail)}" if detail else "  (no probe)")
     word = "yes" if answer else "[b]no[/b]"
-    return word + (f"  {escape(detail)}" if detail else "")
+    return word + (f"  {_literal(detail)}" if detail else "")
 
 
 def _row(label: str, value: str) -> str:
@@ -63,10 +64,10 @@ def _row(label: str, value: str) -> str:
 
 
 def _state_rows(s: ServiceStatus, now: float, age: float) -> list[str]:
-    rows = [_row("state", f"[b]{escape(s.state)}[/b]  (wanted {escape(s.wanted)})")]
+    rows = [_row("state", f"[b]{_literal(s.state)}[/b]  (wanted {_literal(s.wanted)})")]
     why = info(s, age)
     if why:
-        rows.append(_row("why", escape(why)))
+        rows.append(_row("why", _literal(why)))
     if s.state == "backoff" and s.next_start_in is not None:
         rows.append(_row("next start", f"in {max(0.0, s.next_start_in - age):.0f}s"))
     if s.last_exit is not None:
@@ -85,25 +86,25 @@ def _state_rows(s: ServiceStatus, now: float, age: float) -> list[str]:
 
 def _setup_rows(s: ServiceStatus, services: dict[str, ServiceStatus]) -> list[str]:
     setup = s.setup
-    rows = [_row("version", escape(s.version or "?"))]
+    rows = [_row("version", _literal(s.version or "?"))]
     if setup.bin:
-        rows.append(_row("bin", escape(setup.bin)))
+        rows.append(_row("bin", _literal(setup.bin)))
     ports = ", ".join(f"{p.name} {p.port}/{p.protocol}" for p in s.ports)
-    rows.append(_row("ports", escape(ports) or "-"))
+    rows.append(_row("ports", _literal(ports) or "-"))
     needs = ", ".join(f"{name} ({cond})" for name, cond in sorted(s.depends_on.items()))
-    rows.append(_row("needs", escape(needs) or "-"))
+    rows.append(_row("needs", _literal(needs) or "-"))
     users = sorted(name for name, other in services.items() if s.name in other.depends_on)
-    rows.append(_row("needed by", escape(", ".join(users)) or "-"))
+    rows.append(_row("needed by", _literal(", ".join(users)) or "-"))
     if setup.restart:
         policy = setup.restart
         if setup.restart != "never":
             policy += f", at most {setup.max_restarts} in a row, backoff {setup.backoff}"
-        rows.append(_row("restart", escape(policy)))
-    rows.append(_row("contained", escape(s.containment or "-")))
+        rows.append(_row("restart", _literal(policy)))
+    rows.append(_row("contained", _literal(s.containment or "-")))
     limits = "; ".join(x for x in (setup.limits, s.limits_note) if x)
-    rows.append(_row("limits", escape(limits) or "none"))
+    rows.append(_row("limits", _literal(limits) or "none"))
     if s.notify_status:
-        rows.append(_row("says", escape(s.notify_status)))
+        rows.append(_row("says", _literal(clean(s.notify_status))))
     return rows
 
 
@@ -118,9 +119,9 @@ def detail_lines(
     """The pane as markup lines; ``stderr`` None: not read yet; ``age``: seconds since ``s``
     came from the daemon (the backoff counts down); ``samples``: its CPU/RSS of the last
     minutes (none: no sparklines)."""
-    lines = [f"[b]{escape(s.name)}[/b] {escape(s.version)}"]
+    lines = [f"[b]{_literal(s.name)}[/b] {_literal(s.version)}"]
     lines += _state_rows(s, now, age)
-    lines += [_row(label, escape(value)) for label, value in stats_rows(samples or [])]
+    lines += [_row(label, _literal(value)) for label, value in stats_rows(samples or [])]
     lines += _setup_rows(s, services)
     if stderr is None:
         lines.append("[b]stderr[/b] (reading…)")
@@ -130,7 +131,7 @@ def detail_lines(
         )
         for line in stderr:
             stamp = datetime.fromtimestamp(line.ts).strftime("%H:%M:%S")
-            lines.append(f"  {stamp} {escape(line.line)}")
+            lines.append(f"  {stamp} {_literal(clean(line.line))}")  # no escapes of its own
     return lines
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -162,7 +163,7 @@ class ServicesScreen(Screen[None]):
             age = self.runyard.clock() - table.received.get(s.name, self.runyard.clock())
             why = info(s, age)
             line = f"{s.name}: {s.state}" + (f", {why}" if why else "") + "  (i: details)"
-        why_line.update(line)
+        why_line.update(Text(line))  # STATUS= is the service's own text: never markup
 
     def action_detail(self) -> None:
         name = self.table.selected

@@ -21,6 +21,8 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
+from .log_rings import clean
+
 __all__ = [
     "COLUMNS",
     "NAME_CELLS",
@@ -97,7 +99,8 @@ def info(s: ServiceStatus, age: float = 0.0) -> str:
             why = f"not ready: {s.ready_detail}"
     elif s.state == "stopped" and why in ("stopped", "stopping"):
         why = ""  # says nothing the STATE column does not
-    return "; ".join(text for text in (why, s.notify_status) if text)
+    # STATUS= is the service's own text: its escape sequences are not for our terminal.
+    return "; ".join(text for text in (why, clean(s.notify_status)) if text)
 
 
 def uptime(s: ServiceStatus, now: float | None = None) -> str:
@@ -150,7 +153,7 @@ def cells(
         "rss": "-" if s.rss is None else format_bytes(s.rss, ByteStyle.TENTHS),
         "ports": ",".join(str(p.port) for p in s.ports) or "-",
         "ready": ready(s),
-        "status": info(s, age),
+        "status": Text(info(s, age)),  # the service's own words: never markup
     }
 
 

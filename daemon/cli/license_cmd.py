@@ -89,7 +89,7 @@ def _print(status: Any) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from runyard.runtime.ops.license import tree_license
 
-    tree = open_tree(args)
+    tree = open_tree(args, lenient=True)  # a read: a broken runyard.toml only warns
     status = tree_license(tree, args.license)
     if args.json:
         print_json(status.to_dict())

@@ -216,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import RunRejected, execute_and_seal
 
     if args.old_project_id is not None:
+        if args.project_id != "default" and args.project_id != args.old_project_id:
+            raise UsageError("--project-id and the deprecated --project disagree: give one")
         print(DEPRECATED_PROJECT, file=sys.stderr)
         args.project_id = args.old_project_id
     inputs, params, context = _read_input(args.input)
@@ -354,10 +356,10 @@ def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     """A run directory given as a path, or as a run id of the tree."""
     path = Path(text)
     if path.is_dir():
-        tree = open_tree(args).require() if args.root else guess_tree(path)
+        tree = open_tree(args, lenient=True).require() if args.root else guess_tree(path)
         return path, tree
     if RUN_ID_RE.match(text):
-        tree = open_tree(args).require()
+        tree = open_tree(args, lenient=True).require()  # a read: a broken runyard.toml warns
         return find_run(tree, text), tree
     # Not found is exit 1, as an unknown service is: the name is well formed, nothing has it.
     raise RunError(f"{text}: no such run directory (or run id)")

@@ -180,10 +180,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     tree = open_tree(args).require()
     installed_versions(tree, args.name, args.version)  # not installed: say so before the daemon
-    running = _running_pid(tree, args.name, args.version)
+    running = _in_use(tree, args.name, args.version)
     if running is not None:
         raise InUse(
-            f"{args.name} {args.version} is in use (pid {running}); "
+            f"{args.name} {args.version} is in use ({running}); "
             f"runyard stop {args.name}, or ensure and run another version, then remove it",
         )
     gone = remove_installed(tree, args.name, args.version)
@@ -195,9 +195,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running_pid(tree: RuntimeTree, name: str, version: str) -> int | None:
-    """The pid of ``name`` when the tree's daemon runs it at ``version``; None otherwise (or
-    when no daemon answers: then nothing runs from the tree)."""
+def _in_use(tree: RuntimeTree, name: str, version: str) -> str | None:
+    """How the tree's daemon uses ``name`` at ``version`` (``pid N``, or the state of one it
+    will start again: backoff has no pid); None when it does not (or when no daemon answers:
+    then nothing runs from the tree)."""
     from runyard.protocol.client import Client, DaemonUnreachable
     from runyard.runtime.core.errors import NotFound
 
@@ -208,8 +209,10 @@ def _running_pid(tree: RuntimeTree, name: str, version: str) -> int | None:
         return None
     for s in services:
         same = Version.try_parse(s.version) == Version.try_parse(version) or s.version == version
-        if s.pid is not None and same:
-            return s.pid
+        if same and s.pid is not None:
+            return f"pid {s.pid}"
+        if same and s.state == "backoff" and s.wanted == "up":
+            return "in backoff, to be started again"
     return None
 
 

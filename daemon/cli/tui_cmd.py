@@ -49,7 +49,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
     # Over --host the root is the relay's local directory: the title names the box's tree.
     label = getattr(args, "remote_label", None)
     app = RunyardApp(
-        open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn, label=label
+        open_tree(args, lenient=True).root,
+        read_only=args.read_only,
+        logs_warn=logs_warn,
+        label=label,
     )
     app.run()
     return 0

@@ -34,6 +34,7 @@ from runyard.runtime.core.errors import UsageError
 
 __all__ = [
     "TOP_LEVEL_LINKS",
+    "UNIT_HEADER",
     "daemon_argv",
     "render_unit",
     "unit_dir",
@@ -42,6 +43,8 @@ __all__ = [
     "writable_paths",
 ]
 
+#: The first line of every unit we write: a file without it is not ours to replace or remove.
+UNIT_HEADER = '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");'
 #: Top-level entries of a tree that may be links out of it (an install prefix's shared dirs).
 TOP_LEVEL_LINKS = ("data", "logs", "cache", "temp", "config/runyard")
 #: Characters systemd allows in a unit name (unit_name_is_valid), the ``@`` of templates aside.
@@ -149,7 +152,7 @@ def render_unit(
     # `systemd-analyze verify` looking for a path with a $ in it).
     exec_start = " ".join([unit_word(argv[0]), *(unit_word(a, command=True) for a in argv[1:])])
     lines = [
-        '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");',
+        UNIT_HEADER,
         "# `runyard service status` says when it is stale.",
         "[Unit]",
         # Not a word list: taken as it is, quotes and all, but for its specifiers.
