@@ -34,6 +34,7 @@ import logging
 import os
 import time
 
+import msgspec
 from watchfiles import awatch
 
 from runyard.protocol import payloads as wire
@@ -44,7 +45,7 @@ from runyard.runtime.core.tree import RESERVED_NAMES, RuntimeTree
 
 from .events import EventBus
 
-__all__ = ["DEBOUNCE_MS", "INTERVAL", "RESYNC", "DiskWatch"]
+__all__ = ["DEBOUNCE_MS", "INTERVAL", "RESYNC", "DiskWatch", "with_free_disk"]
 
 #: Seconds between two du events, at least.
 INTERVAL = 2.0
@@ -197,7 +198,7 @@ class DiskWatch:
         else:
             self._merge(units)
             self.scans["partial"] += 1
-        return wire.from_runtime(self.report, wire.DiskReport)
+        return with_free_disk(wire.from_runtime(self.report, wire.DiskReport), self.tree.root)
 
     def _unit_path(self, category: str, name: str) -> str:
         return os.path.join(getattr(self.tree, _UNIT_DIRS[category]), name)
@@ -223,3 +224,15 @@ class DiskWatch:
         for service in report.services:
             total += service.total
         report.total = total
+
+
+def with_free_disk(report: wire.DiskReport, root: os.PathLike[str] | str) -> wire.DiskReport:
+    """``report`` with the free and total bytes of the filesystem ``root`` is on (the box's
+    free disk, for the disk panel); as it is when statvfs fails."""
+    try:
+        fs = os.statvfs(root)
+    except OSError:
+        return report
+    return msgspec.structs.replace(
+        report, disk_free=fs.f_bavail * fs.f_frsize, disk_size=fs.f_blocks * fs.f_frsize
+    )

@@ -3,7 +3,8 @@
 One read of ``/proc/PID/stat`` per service gives both (utime + stime, and resident pages), where
 psutil took a ``Process`` object and two reads: 50 services cost well under a millisecond a
 round, so sampling every ``STATS_INTERVAL`` keeps an idle daemon idle. A sample is tied to the
-process's start time, so a recycled pid never inherits another process's CPU counter.
+process's start time, so a recycled pid never inherits another process's CPU counter. The last ``HISTORY`` samples of each service are kept
+(``SampleRings``, three minutes) for the ``stats`` request: the TUI's sparklines.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .service import ServiceRunner
 
-__all__ = ["STATS_INTERVAL", "sample_stats"]
+__all__ = ["HISTORY", "STATS_INTERVAL", "SampleRings", "sample_stats"]
 
 STATS_INTERVAL = 2.0
+#: Samples kept per service: three minutes at STATS_INTERVAL.
+HISTORY = 90
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -57,12 +61,36 @@ def cpu_percent(before: _Sample, now: _Sample) -> float:
     return round((now.cpu_ticks - before.cpu_ticks) / _TICK / wall * 100, 1)
 
 
-async def sample_stats(runners: Callable[[], Iterable[ServiceRunner]]) -> None:
-    """Every STATS_INTERVAL, tell each runner its process's CPU% and RSS (``observe``)."""
+class SampleRings:
+    """(wall time, CPU %, RSS bytes) of each service, its last HISTORY samples, oldest first.
+    A service with no process has no samples for that time (a gap, not zeros)."""
+
+    def __init__(self) -> None:
+        self.rings: dict[str, deque[tuple[float, float, int]]] = {}
+
+    def add(self, name: str, cpu: float, rss: int, at: float | None = None) -> None:
+        ring = self.rings.get(name)
+        if ring is None:
+            ring = self.rings[name] = deque(maxlen=HISTORY)
+        ring.append((time.time() if at is None else at, cpu, rss))
+
+    def keep(self, names: set[str]) -> None:
+        """Forget the services that are gone (a reload removed them)."""
+        for name in set(self.rings) - names:
+            del self.rings[name]
+
+
+async def sample_stats(
+    runners: Callable[[], Iterable[ServiceRunner]], rings: SampleRings | None = None
+) -> None:
+    """Every STATS_INTERVAL, tell each runner its process's CPU% and RSS (``observe``), and
+    keep the sample in ``rings``."""
     last: dict[int, _Sample] = {}
     while True:
         await asyncio.sleep(STATS_INTERVAL)
         seen: dict[int, _Sample] = {}
+        if rings is not None:
+            rings.keep({runner.name for runner in runners()})
         for runner in runners():
             handle = runner.handle
             now = read_sample(handle.pid) if handle is not None else None
@@ -74,6 +102,9 @@ async def sample_stats(runners: Callable[[], Iterable[ServiceRunner]]) -> None:
             seen[handle.pid] = now
             before = last.get(handle.pid)
             if before is not None and before.start == now.start:
-                runner.observe(cpu_percent(before, now), now.rss)
+                cpu = cpu_percent(before, now)
+                runner.observe(cpu, now.rss)
+                if rings is not None:
+                    rings.add(runner.name, cpu, now.rss)
             # else: the first sample of this process only primes its counter
         last = seen

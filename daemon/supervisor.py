@@ -55,7 +55,7 @@ from .spec import (
     with_dependencies,
 )
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
-from .stats import sample_stats
+from .stats import SampleRings, sample_stats
 
 __all__ = ["OverLimit", "Supervisor", "UnknownService"]
 
@@ -83,6 +83,8 @@ class Supervisor:
         self.cap = LicenseCap(license, license_loader, log)
         self.fifo_dir = tree.temp_dir / "fifo"
         self.runners: dict[str, ServiceRunner] = {}
+        #: The last minutes of CPU/RSS samples per service (the ``stats`` request).
+        self.samples = SampleRings()
         self.order: list[str] = []
         #: The one order of every operation that changes what runs.
         self.operations = OperationOrder()
@@ -184,7 +186,7 @@ class Supervisor:
         self._schedule()
         self.recorder.write()
         self._stats_task = asyncio.get_running_loop().create_task(
-            sample_stats(lambda: self.runners.values())
+            sample_stats(lambda: self.runners.values(), self.samples)
         )
         self._limits_task = asyncio.get_running_loop().create_task(
             watch_limits(lambda: self.runners.values(), self._limits_wake)

@@ -47,6 +47,8 @@ from .messages import (
     Shutdown,
     Signal,
     Start,
+    Stats,
+    StatsReply,
     Status,
     StatusReply,
     Stop,
@@ -297,10 +299,17 @@ class AsyncClient:
         n: int = 100,
         after_seq: int | None = None,
         *,
+        before_seq: int | None = None,
         timeout: float | None = None,
     ) -> LogsReply:
-        req = LogsTail(service=service, n=n, after_seq=after_seq)
+        req = LogsTail(service=service, n=n, after_seq=after_seq, before_seq=before_seq)
         return expect(await self.request(req, timeout), LogsReply)
+
+    async def stats(
+        self, services: list[str] | None = None, *, timeout: float | None = None
+    ) -> StatsReply:
+        """The last minutes of CPU/RSS samples of ``services`` (None: every service)."""
+        return expect(await self.request(Stats(services=services or []), timeout), StatsReply)
 
     async def du(self, *, timeout: float | None = None) -> DuReply:
         return expect(await self.request(Du(), timeout), DuReply)

@@ -6,7 +6,6 @@
 Requests are a tagged union on ``op``, replies on ``reply``, events on ``event``. A tag is never
 reused; new fields always get defaults; decoders tolerate unknown fields so an older client can
 talk to a newer daemon (the protocol version in ``hello`` says what each side speaks).
-
 Events carry ``topic`` and a per-topic ``seq`` (1, 2, 3, ...). A client subscribes first, then
 asks for ``status``, whose reply holds the current ``seq`` of every topic: events at or below
 it are already in the snapshot, a jump above ``last + 1`` is a gap to backfill (``logs.tail``
@@ -38,6 +37,7 @@ from .payloads import (
     RunStep,
     RunSummary,
     ServiceSetup,
+    StatSample,
     VerifyReport,
     run_dir_field,
 )
@@ -108,9 +108,6 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"  # a bug in the daemon; it is logged with its traceback
 
 
-# --- requests ----------------------------------------------------------------------------------
-
-
 class Request(msgspec.Struct, tag_field="op", kw_only=True):
     #: Chosen by the client; echoed in the reply.
     id: str = ""
@@ -158,6 +155,10 @@ class LogsTail(Request, tag="logs.tail"):
     n: int = 100
     #: Only lines with a larger seq (backfill after a gap).
     after_seq: int | None = None
+    #: Only lines with a smaller seq: the ``n`` lines before it, from the ring and the log files
+    #: (rotated ones too), for scrolling back. An older daemon ignores it (and sends the newest
+    #: lines): a client keeps only the lines below it.
+    before_seq: int | None = None
 
 
 class Du(Request, tag="du"):
@@ -210,6 +211,10 @@ class ReplayRun(Request, tag="replay"):
     timeout: float = 600.0
 
 
+class Stats(Request, tag="stats"):
+    services: list[str] = []  # empty: every service
+
+
 RequestUnion = (
     Hello
     | Status
@@ -227,9 +232,8 @@ RequestUnion = (
     | RunsShow
     | VerifyRun
     | ReplayRun
+    | Stats
 )
-
-# --- shared shapes -----------------------------------------------------------------------------
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):
@@ -283,9 +287,6 @@ class LogLine(msgspec.Struct, array_like=True, gc=False):
     ts: float
     stream: str
     line: str
-
-
-# --- replies -----------------------------------------------------------------------------------
 
 
 class Reply(msgspec.Struct, tag_field="reply", kw_only=True):
@@ -365,6 +366,10 @@ class ReplayReply(Reply, tag="replay"):
     report: ReplayReport
 
 
+class StatsReply(Reply, tag="stats"):
+    samples: dict[str, list[StatSample]] = {}  # oldest first, every 2 s, the last 3 minutes
+
+
 ReplyUnion = (
     ErrorReply
     | HelloReply
@@ -378,9 +383,8 @@ ReplyUnion = (
     | RunShowReply
     | VerifyReply
     | ReplayReply
+    | StatsReply
 )
-
-# --- events ------------------------------------------------------------------------------------
 
 
 class Event(msgspec.Struct, tag_field="event", kw_only=True):

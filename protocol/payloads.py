@@ -29,6 +29,7 @@ __all__ = [
     "RunSummary",
     "ServiceSetup",
     "ServiceUsage",
+    "StatSample",
     "Usage",
     "ValueDifference",
     "VerifyReport",
@@ -123,6 +124,10 @@ class DiskReport(WireStruct):
     services: list[ServiceUsage] = []
     other: Usage = msgspec.field(default_factory=Usage)
     total: Usage = msgspec.field(default_factory=Usage)
+    #: The filesystem the tree is on: bytes free (for us) and its size; None from an older
+    #: daemon.
+    disk_free: int | None = None
+    disk_size: int | None = None
 
 
 class Binary(WireStruct):
@@ -267,3 +272,12 @@ class RunStep(WireStruct):
     reason: str = ""
     replay_id: str | None = None
     replayable: bool | None = None
+
+
+class StatSample(msgspec.Struct, array_like=True, gc=False):
+    """One CPU/RSS sample of a service (``stats`` replies): wall time, percent of one CPU,
+    resident bytes. Array-like (three numbers a sample, ninety samples a service)."""
+
+    ts: float
+    cpu_percent: float
+    rss: int

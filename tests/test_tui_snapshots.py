@@ -149,6 +149,15 @@ async def details_worker(pilot: Pilot) -> None:
     await until(pilot, lambda: "stderr, last 1 lines" in screen.detail.text, "its stderr")
 
 
+async def services_sorted(pilot: Pilot) -> None:
+    """Sorted by CPU, descending (o twice, O): the header marks CPU% with ▼."""
+    await services_shown(pilot)
+    await pilot.press("o", "o", "O")
+    table = pilot.app.screen.query_one(ServicesTable)
+    await until(pilot, lambda: table.sort_label == "cpu descending", "sorted by cpu")
+    await details_shown(pilot)
+
+
 async def help_dialog(pilot: Pilot) -> None:
     await services_shown(pilot)
     await pilot.press("question_mark")
@@ -168,6 +177,7 @@ SCREENS: dict[str, tuple[Step, dict[str, object]]] = {
     "run_details": (run_details, {}),
     "run_files": (run_files, {}),
     "help": (help_dialog, {}),
+    "services_sorted": (services_sorted, {}),
 }
 
 

@@ -19,6 +19,7 @@ from runyard.protocol.messages import (
     RunShowReply,
     RunsReply,
     ServiceStatus,
+    StatsReply,
     StatusReply,
 )
 from runyard.protocol.payloads import (
@@ -28,6 +29,7 @@ from runyard.protocol.payloads import (
     RunDetails,
     RunSummary,
     ServiceSetup,
+    StatSample,
 )
 from runyard.tui.app import RunyardApp
 from runyard.tui.bridge import ALL_LOGS, Bridge, BridgeTarget
@@ -165,6 +167,16 @@ DISK_REPORT: dict[str, Any] = {
     "services": DISK_SERVICES,
     "other": _usage(1_300_000),
     "total": _usage(sum(s["total"]["bytes"] for s in DISK_SERVICES) + 1_300_000),
+    "disk_free": 12_884_901_888,  # 12 GiB of 48 GiB
+    "disk_size": 51_539_607_552,
+}
+#: The details' CPU/RSS samples: three minutes, every 2 s, a CPU wave and a slowly growing RSS.
+SAMPLES = {
+    name: [
+        StatSample(NOW - 180 + 2 * i, float((i * 7) % 30) / 2, 20_000_000 + 50_000 * i)
+        for i in range(90)
+    ]
+    for name in ("api", "db", "worker")
 }
 
 
@@ -258,6 +270,9 @@ class FixedRunsClient:
     ) -> LogsReply:
         lines = LOGS.get(service, [])[-n:]
         return LogsReply(service=service, lines=lines, last_seq=lines[-1].seq if lines else 0)
+
+    async def stats(self, services: list[str] | None = None) -> StatsReply:
+        return StatsReply(samples={n: SAMPLES.get(n, []) for n in services or SAMPLES})
 
     async def runs_list(self, include_rejected: bool = False) -> RunsReply:
         return RunsReply(runs=msgspec.convert(RUNS, list[RunSummary]))

@@ -32,7 +32,13 @@ from typing import Protocol
 
 from textual.message import Message
 
-from runyard.protocol.client import AsyncClient, AsyncEventStream, ClientError, NotFound
+from runyard.protocol.client import (
+    AsyncClient,
+    AsyncEventStream,
+    BadRequest,
+    ClientError,
+    NotFound,
+)
 from runyard.protocol.messages import (
     ActionReply,
     DaemonEvent,
@@ -46,7 +52,14 @@ from runyard.protocol.messages import (
     StateEvent,
     StatusReply,
 )
-from runyard.protocol.payloads import Binary, DiskReport, ReplayReport, RunSummary, VerifyReport
+from runyard.protocol.payloads import (
+    Binary,
+    DiskReport,
+    ReplayReport,
+    RunSummary,
+    StatSample,
+    VerifyReport,
+)
 
 __all__ = ["ACTIONS", "ALL_LOGS", "Bridge", "BridgeTarget"]
 
@@ -227,6 +240,24 @@ class Bridge:
         """The last ``n`` stderr lines of ``service`` among its last STDERR_SCAN lines."""
         reply = await self._client().logs_tail(service, n=STDERR_SCAN)
         return [line for line in reply.lines if line.stream in ("err", "stderr")][-n:]
+
+    async def older_lines(
+        self, service: str, before_seq: int, n: int = TAIL_LINES
+    ) -> list[LogLine]:
+        """The ``n`` lines of ``service`` before ``before_seq`` (the daemon reads its rotated
+        files past its ring); an older daemon ignores ``before_seq``: its newer lines are left
+        out here."""
+        reply = await self._client().logs_tail(service, n=n, before_seq=before_seq)
+        return [line for line in reply.lines if line.seq < before_seq]
+
+    async def samples(self, service: str) -> list[StatSample]:
+        """``service``'s CPU/RSS samples of the last minutes, oldest first; none from a daemon
+        older than the ``stats`` request (it answers bad_request)."""
+        try:
+            reply = await self._client().stats([service])
+        except BadRequest:
+            return []
+        return list(reply.samples.get(service, []))
 
     def stop(self) -> None:
         self._stopping = True

@@ -8,9 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Input, SelectionList, Static
 
-__all__ = ["ConfirmDialog", "EnsureDialog", "HelpDialog", "InputDialog"]
+__all__ = ["ConfirmDialog", "EnsureDialog", "HelpDialog", "InputDialog", "ServicesDialog"]
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -134,6 +134,52 @@ class EnsureDialog(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
+class ServicesDialog(ModalScreen[frozenset[str] | None]):
+    """Which services' lines the interleaved view shows: a ticked service shows, space or
+    enter toggles the one under the cursor, ``escape`` closes with the services left unticked
+    (to hide)."""
+
+    DEFAULT_CSS = """
+    ServicesDialog {
+        align: center middle;
+    }
+    ServicesDialog > Vertical {
+        width: 50;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: thick $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    ServicesDialog SelectionList {
+        height: auto;
+        max-height: 16;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, services: list[str], hidden: frozenset[str]) -> None:
+        super().__init__()
+        self.services = services
+        self.hidden = hidden
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Services shown in the interleaved log", id="prompt")
+            yield SelectionList[str](
+                *[(name, name, name not in self.hidden) for name in self.services], id="toggles"
+            )
+            yield Static("[b]space[/b]/[b]enter[/b] show/hide    [b]esc[/b] done")
+
+    def on_mount(self) -> None:
+        self.query_one(SelectionList).focus()
+
+    def action_close(self) -> None:
+        shown = set(self.query_one(SelectionList).selected)
+        self.dismiss(frozenset(name for name in self.services if name not in shown))
+
+
 HELP = """\
 [b]Services[/b]
   ↑ ↓        move            enter   logs of the service
@@ -142,6 +188,7 @@ HELP = """\
   e          ensure a version (asks for it, and a catalog)
   i          details: why, setup, last stderr lines
   /          filter by name  esc     clear the filter
+  o / O      sort by the next column / reverse it (header: ▲ ▼)
   L          all services' logs, interleaved, name-tagged
   d          disk usage      u       runs
   --read-only: s x r R e (and p) are off; the banner says so
@@ -150,8 +197,12 @@ HELP = """\
   w          wrap on/off     /       search
   n / N      next / previous match
   F          regex filter    I       invert the filter
+  v          (L only) show/hide services: space toggles, esc done
+  s          save the visible lines to a file (asks where)
+  g          go to a time: HH:MM[:SS] or ISO; the first line at or after
   ↑ PgUp Home  scroll up: stops following, nothing slides
   ↓ PgDn End   scroll down; End follows again
+  paused at the top: older lines, from the rotated log files too
 [b]Details[/b]  ↑ ↓ PgUp PgDn Home End scroll   i / esc back
 [b]Disk[/b]   bytes per service, live; ! = logs over --logs-warn
 [b]Runs[/b]

@@ -137,6 +137,12 @@ class DiskScreen(Screen[None]):
             table.move_cursor(row=cursor)
         flagged = [n for n in sorted(rows) if self.warned(n)]
         status = f"{len(rows)} services · total {format_bytes(self.total, ByteStyle.COMPACT)}"
+        if report.disk_free is not None and report.disk_size:
+            free, size = report.disk_free, report.disk_size
+            status += (
+                f" · disk free {format_bytes(free, ByteStyle.COMPACT)}"
+                f" of {format_bytes(size, ByteStyle.COMPACT)} ({free * 100 // size}%)"
+            )
         if flagged:
             status += (
                 " · ! logs over "

@@ -9,6 +9,7 @@ inside any App that offers these).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from .bridge import Bridge
@@ -18,6 +19,8 @@ __all__ = ["ScreenHost"]
 
 class ScreenHost(Protocol):
     bridge: Bridge
+    #: The runtime tree's root (the logs' save dialog offers its temp/).
+    root: Path
     read_only: bool
     #: Seconds since the epoch, now.
     clock: Callable[[], float]

@@ -104,6 +104,17 @@ class LogRings:
                 ring.popleft()
         self.count = sum(len(ring) for ring in self.rings.values())
 
+    def prepend(self, older: list[tuple[str, LogLine]], low: int) -> None:
+        """Put ``older`` ((service, line), oldest first, every line older than those kept)
+        before the rings, numbered below ``low`` (the smallest ``n`` kept) in that order."""
+        start = low - len(older)
+        per: dict[str, list[Shown]] = {}
+        for i, (service, line) in enumerate(older):
+            per.setdefault(service, []).append(shown_line(start + i, line, service))
+        for service, shown in per.items():
+            self.rings.setdefault(service, deque()).extendleft(reversed(shown))
+        self.count += len(older)
+
     def merged(self) -> list[Shown]:
         """Every kept line, in the order they arrived."""
         if len(self.rings) == 1:

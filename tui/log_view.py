@@ -95,6 +95,8 @@ class LogView(ScrollView, can_focus=True):
         self.match_at: int | None = None  # index into matches
         self.filter_re: re.Pattern[str] | None = None
         self.filter_invert = False
+        #: Services whose lines a tagged view hides (the per-service toggles of L).
+        self.hidden: frozenset[str] = frozenset()
         #: Updates of the shown lines so far (one per flush or re-render, never one per line).
         self.writes = 0
         #: With wrap: the first screen row of each of ``rows``, and the row count after them.
@@ -171,7 +173,7 @@ class LogView(ScrollView, can_focus=True):
             self.rows = [s for s in self.rows if s.n not in dropped]
             if self.query_text:
                 self._drop_matches(dropped)
-        if self.filter_re is not None:
+        if self.filter_re is not None or self.hidden:
             shown = [s for s in shown if self._passes(s)]
         self.rows.extend(shown)
         self._widest = max(self._widest, max((s.cells for s in shown), default=0))
@@ -272,11 +274,7 @@ class LogView(ScrollView, can_focus=True):
     def rerender(self) -> None:
         """Show the kept lines again after an option changed (only the viewport is drawn)."""
         self.flush()
-        self.rows = (
-            [s for s in self.kept if self._passes(s)]
-            if self.filter_re is not None
-            else [*self.kept]
-        )
+        self.rows = [s for s in self.kept if self._passes(s)]
         self._widest = max((s.cells for s in self.rows), default=0)
         self._strips.clear()
         self._layout()
@@ -316,7 +314,21 @@ class LogView(ScrollView, can_focus=True):
             self.match_at = len(self.matches) - 1 if self.matches else None
         self.rerender()
 
+    def set_hidden(self, services: frozenset[str]) -> None:
+        """Hide the lines of ``services`` (an empty set shows every service's)."""
+        self.flush()
+        self.hidden = services
+        self._refilter()
+
+    def scroll_to_row(self, index: int) -> None:
+        """Stop following and show ``rows[index]`` at the top."""
+        self.set_follow(False)
+        row = self._starts[index] if self.wrap and index < len(self._starts) else index
+        self.scroll_to(y=row, animate=False, immediate=True)
+
     def _passes(self, shown: Shown) -> bool:
+        if shown.service in self.hidden:
+            return False
         if self.filter_re is None:
             return True
         return (self.filter_re.search(shown.text) is not None) != self.filter_invert

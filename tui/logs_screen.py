@@ -1,11 +1,18 @@
 """The logs of one service, or of every service interleaved (``ALL_LOGS``, each line tagged with
 its service): a tail, then live lines; follow, search, a regex filter (and its inverse),
-timestamps and wrap, the same in both."""
+timestamps and wrap, the same in both.
+
+Both scroll back past what they hold: paused at the top line, the view asks the daemon for the
+lines before each service's oldest (``logs.tail`` with ``before_seq``: the daemon's ring, then
+its rotated log files) and puts them above, merged by time, the line on top staying on top,
+until the files have no more or a ring is at PAUSED_MAX."""
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on
 from textual.app import ComposeResult
@@ -14,16 +21,24 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
+from runyard.protocol.client import ClientError, NotFound
 from runyard.protocol.messages import LogLine
 
 from .banner import Banner
 from .bridge import ALL_LOGS
-from .dialogs import InputDialog
+from .dialogs import InputDialog, ServicesDialog
 from .footer import KeysFooter
+from .log_rings import PAUSED_MAX
+from .log_tools import default_save_path, first_at_or_after, format_saved, parse_time, save_lines
 from .log_view import LogView
+
+if TYPE_CHECKING:
+    from .host import ScreenHost
 
 __all__ = ["LogsScreen", "status_line"]
 
+#: Seconds between looks at whether the view is paused at its top line (scrollback).
+SCROLLBACK_EVERY = 0.2
 #: The most cells of a filter or search text the status line shows.
 PATTERN_CELLS = 12
 
@@ -48,6 +63,9 @@ class LogsScreen(Screen[None]):
         Binding("w", "wrap", "Wrap"),
         Binding("F", "filter", "Filter"),
         Binding("I", "invert_filter", "Invert"),
+        Binding("v", "services", "Show/hide services", show=False),
+        Binding("s", "save", "Save visible lines", show=False),
+        Binding("g", "goto", "Go to a time", show=False),
     ]
 
     def __init__(self, service: str) -> None:
@@ -57,6 +75,10 @@ class LogsScreen(Screen[None]):
         self._status_text = ""
         #: Lines that came before the view was mounted (the bridge can be that quick).
         self._early: list[tuple[list[LogLine], bool, list[str] | None]] | None = []
+        #: Scrollback: a request is out; the oldest (service, seq)s the daemon had nothing
+        #: before.
+        self._older_busy = False
+        self._older_end: tuple[tuple[str, int], ...] | None = None
 
     @property
     def all_services(self) -> bool:
@@ -82,6 +104,7 @@ class LogsScreen(Screen[None]):
         for lines, reset, sources in early:
             self.add_lines(lines, reset, sources)
         self._status()
+        self.set_interval(SCROLLBACK_EVERY, self._maybe_older)
 
     def add_lines(
         self, lines: list[LogLine], reset: bool, sources: list[str] | None = None
@@ -150,6 +173,121 @@ class LogsScreen(Screen[None]):
         self.view.next_match(step)
         self._status()
 
+    # --- scrollback ------------------------------------------------------------------------------
+
+    def _maybe_older(self) -> None:
+        try:
+            view = self.view
+        except NoMatches:
+            return  # the screen is closing
+        heads = {svc: ring[0] for svc, ring in view.rings.rings.items() if ring}
+        if view.follow or view.scroll_y > 0 or self._older_busy or not heads:
+            return
+        key = tuple(sorted((svc, head.line.seq) for svc, head in heads.items()))
+        if key == self._older_end or max(map(len, view.rings.rings.values())) >= PAUSED_MAX:
+            return
+        self._older_busy = True
+        low = min(head.n for head in heads.values())
+        self.run_worker(self._load_older(key, low), group="older", exit_on_error=False)
+
+    async def _load_older(self, key: tuple[tuple[str, int], ...], low: int) -> None:
+        """The lines before each service's oldest, merged by time, above every kept line."""
+        bridge = cast("ScreenHost", self.app).bridge
+        older: list[tuple[float, int, str, LogLine]] = []
+        try:
+            for svc, seq in key:
+                try:
+                    lines = await bridge.older_lines(svc or self.service, seq)
+                except NotFound:  # gone after a reload
+                    continue
+                older += [(x.ts, len(older) + i, svc, x) for i, x in enumerate(lines)]
+        except ClientError as exc:
+            self.notify(f"older lines: {exc}", severity="error", timeout=4)
+            self._older_end = key  # not again for these lines (the banner says the rest)
+            return
+        finally:
+            self._older_busy = False
+        try:
+            view = self.view
+        except NoMatches:
+            return  # the screen is closing
+        heads = [ring[0].n for ring in view.rings.rings.values() if ring]
+        if not heads or min(heads) != low:  # reset or cut back meanwhile: ask again later
+            return
+        if not older:
+            self._older_end = key
+            self.notify("the start of the log: no older lines in its files", timeout=3)
+            return
+        older.sort(key=lambda item: (item[0], item[1]))
+        before = view.virtual_size.height
+        view.rings.prepend([(svc, line) for _, _, svc, line in older], low)
+        view.rerender()
+        view.scroll_to(y=view.virtual_size.height - before, animate=False, immediate=True)
+
+    # --- services, save, go to a time -------------------------------------------------------------
+
+    def action_services(self) -> None:
+        if not self.all_services:
+            self.notify("v: in the view of every service (L)", severity="warning", timeout=3)
+            return
+        view = self.view
+        names = sorted(set(view.rings.rings) | view.hidden)
+
+        def answered(hidden: frozenset[str] | None) -> None:
+            if hidden is not None:
+                view.set_hidden(hidden)
+
+        self.app.push_screen(ServicesDialog(names, view.hidden), answered)
+
+    def action_save(self) -> None:
+        self.view.flush()
+        rows = [*self.view.rows]
+        default = default_save_path(cast("ScreenHost", self.app).root, self.service)
+
+        def answered(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path.strip()).expanduser()
+            if target.is_dir():
+                target /= default.name
+            try:
+                written = save_lines(target, format_saved(rows, self.all_services))
+            except OSError as exc:
+                cause = exc.strerror or type(exc).__name__
+                self.notify(f"cannot save to {target}: {cause}", severity="error", timeout=6)
+                return
+            self.notify(f"saved {len(rows)} lines to {written}", timeout=6)
+
+        prompt = f"Save the {len(rows)} visible lines to (a file, or a directory)"
+        self.app.push_screen(InputDialog(prompt, str(default)), answered)
+
+    def action_goto(self) -> None:
+        def answered(text: str | None) -> None:
+            if text:
+                self.go_to(text)
+
+        self.app.push_screen(
+            InputDialog("Go to the first line at or after (HH:MM[:SS] or ISO time)"), answered
+        )
+
+    def go_to(self, text: str) -> None:
+        try:
+            ts = parse_time(text)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", timeout=4)
+            return
+        view = self.view
+        view.flush()
+        index = first_at_or_after(view.rows, ts)
+        if index is None:
+            newest = _clock(view.rows[-1].line.ts) if view.rows else "none"
+            self.notify(f"no line at or after {text} (the newest: {newest})", timeout=4)
+            return
+        view.scroll_to_row(index)
+        if index == 0 and view.rows[0].line.ts > ts:
+            self.notify(f"the oldest kept line is at {_clock(view.rows[0].line.ts)}", timeout=4)
+        self._status()
+
     @on(Input.Submitted, "#search")
     def _search(self, event: Input.Submitted) -> None:
         event.input.display = False
@@ -163,6 +301,10 @@ class LogsScreen(Screen[None]):
         if text != self._status_text:  # ten flushes a second mostly change nothing here
             self._status_text = text
             self.query_one("#logs-status", Static).update(text, layout=False)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S")
 
 
 def _cut(text: str, cells: int) -> str:
@@ -181,6 +323,8 @@ def status_line(v: LogView) -> str:
     shown = " ".join(word for word, on in (("time", v.timestamps), ("wrap", v.wrap)) if on)
     if shown:
         parts.append(shown)
+    if v.hidden:
+        parts.append("hidden: " + _cut(",".join(sorted(v.hidden)), PATTERN_CELLS))
     if v.filter_label:
         parts.append("filter: " + _cut(v.filter_label, PATTERN_CELLS + 3))
     if v.query_text:

@@ -3,7 +3,8 @@
 The pane sits right of the services table from ``WIDE`` columns; below that ``i`` opens it as a
 screen of its own (``DetailScreen``). It shows the status the app already has (pushed by the app
 with each change, so it is as live as the table) and asks the daemon for the service's last
-stderr lines when the service shown changes and every ``STDERR_EVERY`` seconds while shown.
+stderr lines, and its CPU/RSS samples of the last minutes (sparklines, ``sparkline.py``), when
+the service shown changes and every ``STDERR_EVERY`` seconds while shown.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from textual.widgets import Static
 
 from runyard.protocol.client import ClientError
 from runyard.protocol.messages import LogLine, ServiceStatus
+from runyard.protocol.payloads import StatSample
 
 from .banner import Banner
 from .footer import KeysFooter
 from .literal import literal as _literal
 from .log_rings import clean
 from .services_table import info, ready, uptime
+from .sparkline import stats_rows
 
 if TYPE_CHECKING:
     from .host import ScreenHost
@@ -111,11 +114,14 @@ def detail_lines(
     stderr: list[LogLine] | None,
     now: float,
     age: float = 0.0,
+    samples: list[StatSample] | None = None,
 ) -> list[str]:
     """The pane as markup lines; ``stderr`` None: not read yet; ``age``: seconds since ``s``
-    came from the daemon (the backoff counts down)."""
+    came from the daemon (the backoff counts down); ``samples``: its CPU/RSS of the last
+    minutes (none: no sparklines)."""
     lines = [f"[b]{_literal(s.name)}[/b] {_literal(s.version)}"]
     lines += _state_rows(s, now, age)
+    lines += [_row(label, _literal(value)) for label, value in stats_rows(samples or [])]
     lines += _setup_rows(s, services)
     if stderr is None:
         lines.append("[b]stderr[/b] (reading…)")
@@ -147,6 +153,7 @@ class ServiceDetail(VerticalScroll):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.service: str | None = None
         self.stderr: list[LogLine] | None = None
+        self.samples: list[StatSample] = []
         #: What the pane shows, as plain text (for tests and the curious).
         self.text = ""
         self._services: dict[str, ServiceStatus] = {}
@@ -173,6 +180,7 @@ class ServiceDetail(VerticalScroll):
         self.service, self._services, self._received = service, services, received
         if changed:
             self.stderr = None
+            self.samples = []
             self._read_stderr()
         self._redraw()
 
@@ -184,7 +192,7 @@ class ServiceDetail(VerticalScroll):
             clock = getattr(self.app, "clock", time.time)
             now = clock()
             age = now - self._received.get(s.name, now)
-            markup = "\n".join(detail_lines(s, self._services, self.stderr, now, age))
+            markup = "\n".join(detail_lines(s, self._services, self.stderr, now, age, self.samples))
         self.text = Text.from_markup(markup).plain
         self.query_one("#detail-text", Static).update(markup)
 
@@ -201,8 +209,12 @@ class ServiceDetail(VerticalScroll):
             lines = await self.runyard.bridge.stderr_tail(service)
         except ClientError:
             return  # the banner says the daemon is unreachable; keep what was shown
+        try:
+            samples = await self.runyard.bridge.samples(service)
+        except ClientError:
+            samples = []
         if service == self.service:
-            self.stderr = lines
+            self.stderr, self.samples = lines, samples
             self._redraw()
 
 

@@ -111,6 +111,8 @@ class ServicesScreen(Screen[None]):
         Binding("d", "disk", "Disk"),
         Binding("u", "runs", "Runs"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("o", "sort", "Sort by next column", show=False),
+        Binding("O", "sort_reverse", "Reverse the sort", show=False),
         # Read-only: the keys above are hidden (check_action) and these say why nothing happens.
         Binding("s,x,r,R,e", "refused", show=False),
     ]
@@ -214,6 +216,16 @@ class ServicesScreen(Screen[None]):
         box.display = False
         self.table.set_filter("")
         self.table.focus()
+
+    # --- sort -----------------------------------------------------------------------------------
+
+    def action_sort(self) -> None:
+        self.table.cycle_sort()
+        self.runyard.show_details()
+
+    def action_sort_reverse(self) -> None:
+        self.table.set_sort(self.table.sort_key, not self.table.sort_reverse)
+        self.runyard.show_details()
 
     # --- other screens ---------------------------------------------------------------------------
 

@@ -16,14 +16,23 @@ import time
 
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .log_rings import clean
 
-__all__ = ["COLUMNS", "NAME_CELLS", "ServicesTable", "cells", "info", "state_label"]
+__all__ = [
+    "COLUMNS",
+    "NAME_CELLS",
+    "SORTABLE",
+    "ServicesTable",
+    "cells",
+    "info",
+    "sort_value",
+    "state_label",
+]
 
 #: (key, header) in display order; short headers so the table fits 80 columns, and what says
 #: whether a service works (state, ready, ports) first, so a narrow screen cuts the rest.
@@ -61,6 +70,10 @@ MONO_STATE_STYLES = {
     "exited": "underline",
     "fatal": "bold reverse",
 }
+#: The columns ``o`` cycles the sort through, in that order (name, ascending, is the default).
+SORTABLE = ("name", "state", "cpu", "rss", "uptime", "restarts", "last_exit", "pid")
+#: Sorting by state puts the most worrying first.
+STATE_RANK = ("fatal", "backoff", "exited", "starting", "stopping", "running", "stopped")
 _COUNTDOWN = re.compile(r"; restart in [0-9.]+s$")
 
 
@@ -109,6 +122,23 @@ def ready(s: ServiceStatus) -> str:
     return "yes" if s.ready else "no"
 
 
+def sort_value(s: ServiceStatus, key: str) -> tuple[float, str]:
+    """What a row is sorted by in column ``key``, then its name; a missing value (no pid, no
+    CPU yet) sorts as less than any."""
+    if key == "state":
+        rank = STATE_RANK.index(s.state) if s.state in STATE_RANK else len(STATE_RANK)
+        return (rank, s.name)
+    value = {
+        "cpu": s.cpu_percent,
+        "rss": s.rss,
+        "uptime": -s.started_at if s.started_at is not None and s.pid else None,
+        "restarts": s.restarts,
+        "last_exit": s.last_exit,
+        "pid": s.pid,
+    }.get(key)
+    return (float("-inf") if value is None else float(value), s.name)
+
+
 def cells(
     s: ServiceStatus, now: float | None = None, age: float = 0.0, mono: bool = False
 ) -> dict[str, str | Text]:
@@ -140,6 +170,9 @@ class ServicesTable(DataTable[str | Text]):
         #: When (the app's clock) each service's status arrived: the backoff counts down from it.
         self.received: dict[str, float] = {}
         self.filter_text = ""
+        #: The column the rows are sorted by (one of SORTABLE), and whether descending.
+        self.sort_key = "name"
+        self.sort_reverse = False
 
     def on_mount(self) -> None:
         for key, header in COLUMNS:
@@ -186,7 +219,7 @@ class ServicesTable(DataTable[str | Text]):
         self.received[service.name] = now
         if not self._visible(service.name):
             return
-        if not known or service.name not in self.rows:
+        if not known or service.name not in self.rows or not self._in_order():
             self._rebuild()
             return
         try:
@@ -199,6 +232,45 @@ class ServicesTable(DataTable[str | Text]):
         self.filter_text = text.strip().lower()
         self._rebuild()
 
+    def cycle_sort(self) -> None:
+        """Sort by the next column of SORTABLE (ascending)."""
+        at = SORTABLE.index(self.sort_key) if self.sort_key in SORTABLE else -1
+        self.set_sort(SORTABLE[(at + 1) % len(SORTABLE)], reverse=False)
+
+    def set_sort(self, key: str, reverse: bool) -> None:
+        """Sort by column ``key`` (one of SORTABLE); the header marks it unless it is the
+        default (NAME ascending), with ▲ (ascending) or ▼ (descending)."""
+        if key not in SORTABLE:
+            raise ValueError(f"cannot sort by {key!r}: one of {', '.join(SORTABLE)}")
+        self.sort_key, self.sort_reverse = key, reverse
+        for column_key, header in COLUMNS:
+            label = header
+            if column_key == key and (key, reverse) != ("name", False):
+                label += "▼" if reverse else "▲"
+            column = self.columns[ColumnKey(column_key)]
+            column.label = Text(label)
+            column.content_width = max(column.content_width, len(label))
+        self._rebuild()
+
+    @property
+    def sort_label(self) -> str:
+        """``cpu descending``, said in words (the status line, tests)."""
+        return f"{self.sort_key} {'descending' if self.sort_reverse else 'ascending'}"
+
+    def _order(self) -> list[str]:
+        """The names of the shown services, in the order of the sort."""
+        names = [name for name in self.services if self._visible(name)]
+        if self.sort_key == "name":
+            return sorted(names, reverse=self.sort_reverse)
+        return sorted(
+            names,
+            key=lambda name: sort_value(self.services[name], self.sort_key),
+            reverse=self.sort_reverse,
+        )
+
+    def _in_order(self) -> bool:
+        return [key.value for key in self.rows] == self._order()
+
     def _visible(self, name: str) -> bool:
         return not self.filter_text or self.filter_text in name.lower()
 
@@ -206,9 +278,8 @@ class ServicesTable(DataTable[str | Text]):
         keep = self.selected
         self.clear()
         now = self._now()
-        for name in sorted(self.services):
-            if self._visible(name):
-                row = self._cells(self.services[name], now)
-                self.add_row(*(row[key] for key, _ in COLUMNS), key=name)
+        for name in self._order():
+            row = self._cells(self.services[name], now)
+            self.add_row(*(row[key] for key, _ in COLUMNS), key=name)
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep))

@@ -25,6 +25,7 @@ from . import (
     shutdown,
     signal,
     start,
+    stats,
     status,
     stop,
     verify,
@@ -52,8 +53,9 @@ HANDLERS: dict[type[m.Request], Handler] = {
     m.RunsShow: runs_show.handle,
     m.VerifyRun: verify.handle,
     m.ReplayRun: replay.handle,
+    m.Stats: stats.handle,
 }
 
 #: Answered inside the receive loop (fast, never wait); the rest run as their own tasks
 #: (start too: it waits its turn in the supervisor's one order).
-INLINE: frozenset[type[m.Request]] = frozenset({m.Hello, m.Status, m.LogsTail, m.Signal})
+INLINE: frozenset[type[m.Request]] = frozenset({m.Hello, m.Status, m.LogsTail, m.Signal, m.Stats})

@@ -78,6 +78,10 @@ class DiskReport(msgspec.Struct):
     #: logs/runyard and config/runyard, archives no index entry attributes, stray files.
     other: Usage
     total: Usage
+    #: The filesystem the tree is on, bytes free (unprivileged) and its size: filled in by the
+    #: daemon for the wire (disk_usage leaves them out: they change by the second).
+    disk_free: int | None = None
+    disk_size: int | None = None
 
 
 # The scanner is kept as source text so the helper interpreter can run it with
