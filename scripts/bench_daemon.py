@@ -85,11 +85,15 @@ class Settings:
     flood_cap: int
     floods: int  # quiet floods; the median is shown
     settle_secs: float = 2.0
+    sessions: int = 3  # fleet phases (a daemon each), shown as median (min-max)
+    launches: int = 3  # cold starts
 
 
 def settings_for(opts: Any) -> Settings:
     if opts.quick:
-        return Settings(min(opts.runs, 2), 300, 50, 3.0, 1.5, 300_000_000, floods=1)
+        return Settings(
+            min(opts.runs, 2), 300, 50, 3.0, 1.5, 300_000_000, floods=1, sessions=2, launches=2
+        )
     return Settings(opts.runs, 2000, 200, 10.0, 5.0, 1_500_000_000, floods=3)
 
 
@@ -230,7 +234,7 @@ def _until(api: Any, done: Callable[[dict[str, str]], bool], within: float, what
         time.sleep(0.005)
 
 
-def connect(kind: str, address: str, within: float) -> Any:
+def connect(kind: str, address: str, within: float, pause: float = 0.05) -> Any:
     """A client that got an answer; a fresh one per try (a failed HTTP connection is stuck)."""
     deadline = time.monotonic() + within
     while True:
@@ -243,7 +247,7 @@ def connect(kind: str, address: str, within: float) -> Any:
                 api.close()
             if time.monotonic() > deadline:
                 raise BenchError(f"no answer within {within:g}s: {exc}") from None
-            time.sleep(0.05)
+            time.sleep(pause)
 
 
 def op_wait_running(api: Any, names: list[str], within: float) -> int:
@@ -323,11 +327,66 @@ OPS: dict[str, Callable[..., Any]] = {
 }
 
 
-def driver_main(kind: str, address: str) -> int:
+class ColdStart:
+    """The cold-start driver: it launches the daemon itself, so the clock starts at the spawn
+    and no connection attempt of another process is in between (its client library is imported
+    before the clock starts)."""
+
+    def __init__(self, kind: str, address: str) -> None:
+        self.kind, self.address = kind, address
+        with contextlib.suppress(Exception):  # import the client library now, off the clock
+            APIS[kind](address).close()
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    def start(self, argv: list[str], cwd: str, log: str, ready: str, expect: int) -> dict[str, Any]:
+        """Launch, wait for the control socket file ``ready``, then poll `status` (5 ms apart)
+        until ``expect`` services run: the seconds from the spawn, and the daemon's pid."""
+        Path(ready).unlink(missing_ok=True)  # a stale socket file of a killed daemon
+        with open(log, "ab") as out:
+            started = time.perf_counter()
+            self.daemon = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120.0
+        while not os.path.exists(ready):
+            if self.daemon.poll() is not None:
+                raise BenchError(f"the daemon exited ({self.daemon.returncode}); see {log}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"no {ready} within 120s")
+            time.sleep(0.002)
+        api = connect(self.kind, self.address, within=120.0, pause=0.005)
+        try:
+            running = api.RUNNING
+
+            def all_running(states: dict[str, str]) -> bool:
+                return len(states) == expect and all(v == running for v in states.values())
+
+            _until(api, all_running, 120.0, f"{expect} services to run")
+            return {"secs": time.perf_counter() - started, "pid": self.daemon.pid}
+        finally:
+            api.close()
+
+    def stop(self) -> None:
+        """Shut the daemon down and reap it."""
+        assert self.daemon is not None
+        api = connect(self.kind, self.address, within=30.0)
+        with contextlib.suppress(Exception):  # the reply may not make it out
+            api.shutdown()
+        api.close()
+        self.daemon.wait(timeout=120)
+
+
+def driver_main(kind: str, address: str, cold: bool = False) -> int:
     """Connect, say so; then one JSON request per stdin line, one JSON reply per stdout line,
-    until stdin closes."""
+    until stdin closes. ``cold``: connect to nothing yet, take `cold_start` / `cold_stop`."""
     try:
-        api = connect(kind, address, within=30.0)
+        api = ColdStart(kind, address) if cold else connect(kind, address, within=30.0)
         print(json.dumps({"ok": "connected"}), flush=True)
     except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
@@ -335,7 +394,11 @@ def driver_main(kind: str, address: str) -> int:
     for line in sys.stdin:
         req = json.loads(line)
         try:
-            reply = {"ok": OPS[req.pop("op")](api, **req)}
+            op = req.pop("op")
+            if cold:
+                reply = {"ok": api.start(**req) if op == "cold_start" else api.stop()}
+            else:
+                reply = {"ok": OPS[op](api, **req)}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         print(json.dumps(reply), flush=True)
@@ -348,10 +411,12 @@ def driver_main(kind: str, address: str) -> int:
 class Driver:
     """A driver process, spoken to one request at a time (``send`` + ``recv`` split for floods)."""
 
-    def __init__(self, python: str, kind: str, address: str, stderr: Path) -> None:
+    def __init__(
+        self, python: str, kind: str, address: str, stderr: Path, extra: tuple[str, ...] = ()
+    ) -> None:
         with open(stderr, "ab") as err:
             self.proc = subprocess.Popen(
-                [python, str(Path(__file__).resolve()), "--driver", kind, address],
+                [python, str(Path(__file__).resolve()), "--driver", kind, address, *extra],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -921,6 +986,8 @@ class Metric:
 
 
 METRICS = (
+    Metric("cold_s", "cold start: launch -> 50 running", "s", at_least_as_good("supervisord")),
+    Metric("cold500_s", "cold start: launch -> 500 running", "s", at_most(2, "s")),
     Metric("status_p50", "status p50, 50 services", "µs", at_most(150, "µs")),
     Metric("status_p99", "status p99, 50 services", "µs", at_most(2000, "µs")),
     Metric("start_ms", "start 50 until all running", "ms", at_least_as_good("supervisord")),
@@ -946,7 +1013,21 @@ def num(value: float | str) -> str:
 
 
 def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
-    """The table as Markdown rows, and whether every judged target passed."""
+    """The table as Markdown rows, and whether every judged target passed. A figure of several
+    runs is shown as median (min-max) and judged by its median."""
+    from bench_daemon_start import fmt_runs
+
+    def shown(value: Any) -> str:
+        return fmt_runs(value, num) if isinstance(value, list) else num(value)
+
+    results = {
+        name: {
+            k: (statistics.median(v) if isinstance(v, list) and v else v, v) for k, v in res.items()
+        }
+        for name, res in results.items()
+    }
+    cells_of = {name: {k: shown(v[1]) for k, v in res.items()} for name, res in results.items()}
+    results = {name: {k: v[0] for k, v in res.items()} for name, res in results.items()}
     anchors = [c.name for c in CONTENDERS if c.name != "runyard"]
     head = ["figure", "unit", *[c.name for c in CONTENDERS], *[f"÷ {a}" for a in anchors]]
     rows = [[*head, "target", "verdict"]]
@@ -967,7 +1048,7 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
         else:
             verdict = "not judged"
             ok &= not str(values.get("runyard")).startswith("n/a")
-        cells = [num(values[c.name]) for c in CONTENDERS]
+        cells = [cells_of[c.name].get(m.key, "n/a") for c in CONTENDERS]
         rows.append([m.label, m.unit, *cells, *ratios, m.target.text, verdict])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) + 2)]
     lines = [
@@ -981,13 +1062,14 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
 
 
 def measure(
-    contender: Contender, phases: tuple[Phase, Phase], settings: Settings
+    contender: Contender, phases: tuple[Phase, Phase], settings: Settings, cold: Any
 ) -> dict[str, Any]:
     """Every figure of one contender; a phase that fails leaves ``n/a (why)`` for its figures."""
+    import bench_daemon_start
+
     fleet, flood = phases
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = bench_daemon_start.measure_start(contender, fleet, cold, settings)
     for phase, figures in (
-        (fleet, lambda s: fig_start_stop_idle_status(s, settings)),
         (flood, lambda s: fig_flood(s, contender.log_path(flood, "flood"), settings)),
     ):
         started = time.monotonic()
@@ -1012,6 +1094,8 @@ def measure(
 def run(opts: Any) -> bool:
     import platform
 
+    import bench_daemon_start
+
     settings = settings_for(opts)
     only = getattr(opts, "only", None)
     print("  anchors venv: checking ...", flush=True)
@@ -1033,6 +1117,7 @@ def run(opts: Any) -> bool:
     try:
         with reaping():
             phases = make_phases(base, settings)
+            cold = bench_daemon_start.cold_phases(base)
             try:
                 reference = f"{pipe_reference(phases[1], base, settings):.0f} MB/s"
             except BenchError as exc:
@@ -1045,7 +1130,7 @@ def run(opts: Any) -> bool:
                     results[cls.name] = {m.key: versions[package] for m in METRICS}
                 else:
                     python = anchor_python if package else sys.executable
-                    results[cls.name] = measure(cls(base, python), phases, settings)
+                    results[cls.name] = measure(cls(base, python), phases, settings, cold)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         shutil.rmtree(base, ignore_errors=True)
@@ -1070,7 +1155,13 @@ def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
         for name, res in results.items()
         if "flood_status_calls" in res
     ]
+    loads = [
+        f"{name} {what}: {'; '.join(each)}"
+        for name, res in results.items()
+        for what, each in res.get("loads", {}).items()
+    ]
     return [
+        "the box during each run (median (min-max) figures): " + (" | ".join(loads) or "-") + ";",
         f"MB/s of each quiet flood: {', '.join(runs) or '-'};",
         f"the flood child | cat > file, for reference: {reference};",
         f"status calls within the busy flood: {', '.join(calls) or '-'}.",
@@ -1080,9 +1171,10 @@ def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", nargs=2, metavar=("KIND", "ADDRESS"))
+    parser.add_argument("--cold", action="store_true", help="driver: launch the daemon itself")
     opts = parser.parse_args()
     if opts.driver:
-        return driver_main(*opts.driver)
+        return driver_main(*opts.driver, cold=opts.cold)
     parser.error("run it through scripts/bench daemon")
     return 2
 

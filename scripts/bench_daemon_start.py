@@ -1,0 +1,165 @@
+"""Benchmark `daemon`, the cold-start phase and the per-run figures (see bench_daemon.py).
+
+* cold phase: the same 50 sleepers, all autostarted. A driver that already imported its client
+  library spawns the daemon (foreground, its own session), waits for the control socket file,
+  then polls `status` 5 ms apart until every service runs: the seconds from the spawn. Then a
+  shutdown. 3 launches (2 with --quick). Runyard is launched once more with 500 sleepers (the
+  goal: all running within 2 s).
+* Every figure that comes from several runs is shown as median (min-max), and each run notes
+  the load of the box while it ran: the 1-minute load average at its end and how busy the
+  CPUs were (``/proc/stat``, every process, ours included) over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench_daemon as bd
+
+__all__ = ["BoxLoad", "cold_phases", "fig_cold", "median_range", "ready_path"]
+
+COLD_MANY = 500
+
+
+def cold_phases(base: Path) -> tuple[bd.Phase, bd.Phase]:
+    """50 and COLD_MANY autostarted sleepers, each in its own tree."""
+    out = []
+    for n in (bd.SERVICES, COLD_MANY):
+        sleepers = {f"s{i:03d}": bd.SLEEPER for i in range(n)}
+        bins = bd.build_tree(base / f"cold{n}" / "rt", sleepers)
+        programs = tuple(bd.Program(name, path, autostart=True) for name, path in bins.items())
+        out.append(bd.Phase(f"cold{n}", base / f"cold{n}" / "rt", programs))
+    return out[0], out[1]
+
+
+def ready_path(contender: bd.Contender, phase: bd.Phase) -> str:
+    """The file whose appearance says the daemon's control socket is bound."""
+    if contender.name == "runyard":
+        from runyard.protocol.endpoints import endpoints_for
+
+        return endpoints_for(phase.tree_root).control.removeprefix("ipc://")
+    return contender.address(phase).removeprefix("ipc://")
+
+
+@dataclass
+class BoxLoad:
+    """How busy the box was over one run: the CPUs (all processes) and the load average."""
+
+    started: tuple[int, int] = field(default_factory=lambda: _cpu_jiffies())
+
+    def end(self) -> str:
+        busy0, total0 = self.started
+        busy1, total1 = _cpu_jiffies()
+        pct = 100 * (busy1 - busy0) / max(1, total1 - total0)
+        return f"load {os.getloadavg()[0]:.1f}, cpus {pct:.0f}% busy"
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@contextlib.contextmanager
+def cold_driver(contender: bd.Contender, phase: bd.Phase) -> Iterator[bd.Driver]:
+    wd = contender.workdir(phase)
+    wd.mkdir(parents=True, exist_ok=True)
+    driver = bd.Driver(
+        contender.python, contender.name, contender.address(phase), wd / "driver.err", ("--cold",)
+    )
+    try:
+        driver.recv(timeout=60.0)  # ready: its client library is imported
+        yield driver
+    finally:
+        driver.close()
+
+
+def fig_cold(
+    contender: bd.Contender, phase: bd.Phase, launches: int
+) -> tuple[list[float], list[str]]:
+    """Seconds from spawn to every service running, per launch, and the box's load in each."""
+    argv = contender.configure(phase)
+    wd = contender.workdir(phase)
+    secs, loads = [], []
+    for _ in range(launches):
+        with cold_driver(contender, phase) as driver:
+            load = BoxLoad()
+            reply = driver.call(
+                "cold_start",
+                timeout=180.0,
+                argv=argv,
+                cwd=str(wd),
+                log=str(wd / "daemon.stderr"),
+                ready=ready_path(contender, phase),
+                expect=len(phase.programs),
+            )
+            loads.append(load.end())
+            secs.append(reply["secs"])
+            driver.call("cold_stop", timeout=180.0)
+        time.sleep(0.5)  # let the stopped children go before the next launch
+    return secs, loads
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_runs(values: list[float], num: Any) -> str:
+    """``median (min-max)`` of several runs; one run is shown alone."""
+    if len(values) == 1:
+        return num(values[0])
+    med, lo, hi = median_range(values)
+    return f"{num(med)} ({num(lo)}-{num(hi)})"
+
+
+def measure_start(
+    contender: bd.Contender,
+    fleet: bd.Phase,
+    cold: tuple[bd.Phase, bd.Phase],
+    settings: bd.Settings,
+) -> dict[str, Any]:
+    """The cold starts, then ``settings.sessions`` fleet phases: every figure as a list of runs
+    (``n/a (why)`` when a phase failed), and the load of each run under ``loads``."""
+    out: dict[str, Any] = {"loads": {}}
+    phases = [(cold[0], "cold_s")]
+    if contender.name == "runyard":
+        phases.append((cold[1], "cold500_s"))
+    for phase, key in phases:
+        started = time.monotonic()
+        print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
+        try:
+            out[key], out["loads"][key] = fig_cold(contender, phase, settings.launches)
+            print(f" {time.monotonic() - started:.1f}s")
+        except Exception as exc:
+            print(f" FAILED: {exc}")
+            out[key] = f"n/a ({type(exc).__name__})"
+    runs: list[dict[str, float]] = []
+    loads = []
+    for n in range(settings.sessions):
+        started = time.monotonic()
+        print(
+            f"  {contender.name}: fleet phase {n + 1}/{settings.sessions} ...", end="", flush=True
+        )
+        try:
+            load = BoxLoad()
+            with bd.serving(contender, fleet) as session:
+                runs.append(bd.fig_start_stop_idle_status(session, settings))
+            loads.append(load.end())
+            print(f" {time.monotonic() - started:.1f}s")
+        except Exception as exc:
+            print(f" FAILED: {exc}")
+            for key in bd.PHASE_KEYS["fleet"]:
+                out.setdefault(key, f"n/a ({type(exc).__name__})")
+            return out
+    for key in bd.PHASE_KEYS["fleet"]:
+        out[key] = [r[key] for r in runs]
+    out["loads"]["fleet"] = loads
+    return out
