@@ -414,9 +414,12 @@ class Driver:
     def __init__(
         self, python: str, kind: str, address: str, stderr: Path, extra: tuple[str, ...] = ()
     ) -> None:
+        script = [str(Path(__file__).resolve()), "--driver", kind, address]
+        if kind == "pm2":  # node, and the driver in bench_pm2.js
+            script = [str(HERE / "bench_pm2.js"), "driver", address]
         with open(stderr, "ab") as err:
             self.proc = subprocess.Popen(
-                [python, str(Path(__file__).resolve()), "--driver", kind, address, *extra],
+                [python, *script, *extra],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -1028,8 +1031,9 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
     }
     cells_of = {name: {k: shown(v[1]) for k, v in res.items()} for name, res in results.items()}
     results = {name: {k: v[0] for k, v in res.items()} for name, res in results.items()}
-    anchors = [c.name for c in CONTENDERS if c.name != "runyard"]
-    head = ["figure", "unit", *[c.name for c in CONTENDERS], *[f"÷ {a}" for a in anchors]]
+    names = list(results)  # runyard first, then the anchors
+    anchors = [n for n in names if n != "runyard"]
+    head = ["figure", "unit", *names, *[f"÷ {a}" for a in anchors]]
     rows = [[*head, "target", "verdict"]]
     ok = True
     for m in METRICS:
@@ -1048,7 +1052,7 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
         else:
             verdict = "not judged"
             ok &= not str(values.get("runyard")).startswith("n/a")
-        cells = [cells_of[c.name].get(m.key, "n/a") for c in CONTENDERS]
+        cells = [cells_of[n].get(m.key, "n/a") for n in names]
         rows.append([m.label, m.unit, *cells, *ratios, m.target.text, verdict])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) + 2)]
     lines = [
@@ -1100,11 +1104,12 @@ def run(opts: Any) -> bool:
     only = getattr(opts, "only", None)
     print("  anchors venv: checking ...", flush=True)
     anchor_python, versions = ensure_anchors(Path(opts.repo))
+    node, versions["pm2"] = bench_daemon_start.ensure_pm2(Path(opts.repo))
     cores = len(os.sched_getaffinity(0))
     print(
         f"  python {platform.python_version()}, {cores} cores, load "
         f"{os.getloadavg()[0]:.2f}; supervisor {versions['supervisor']}, "
-        f"circus {versions['circus']}"
+        f"circus {versions['circus']}, pm2 {versions['pm2']}"
     )
     print(
         f"  {settings.rounds} start/stop rounds, {settings.status_calls} status calls after "
@@ -1122,14 +1127,16 @@ def run(opts: Any) -> bool:
                 reference = f"{pipe_reference(phases[1], base, settings):.0f} MB/s"
             except BenchError as exc:
                 reference = f"n/a ({exc})"
-            for cls in CONTENDERS:
-                package = {"supervisord": "supervisor", "circus": "circus"}.get(cls.name)
+            for cls in (*CONTENDERS, bench_daemon_start.PM2):
+                package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
+                    cls.name
+                )
                 if only and cls.name not in only:
                     results[cls.name] = {m.key: "skipped" for m in METRICS}
                 elif package and versions[package].startswith("n/a"):
                     results[cls.name] = {m.key: versions[package] for m in METRICS}
                 else:
-                    python = anchor_python if package else sys.executable
+                    python = {"pm2": node, None: sys.executable}.get(package, anchor_python)
                     results[cls.name] = measure(cls(base, python), phases, settings, cold)
     finally:
         signal.signal(signal.SIGTERM, old_term)
