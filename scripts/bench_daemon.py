@@ -1105,6 +1105,7 @@ def run(opts: Any) -> bool:
     print("  anchors venv: checking ...", flush=True)
     anchor_python, versions = ensure_anchors(Path(opts.repo))
     node, versions["pm2"] = bench_daemon_start.ensure_pm2(Path(opts.repo))
+    bench_daemon_start.precompile(Path(opts.repo))
     cores = len(os.sched_getaffinity(0))
     print(
         f"  python {platform.python_version()}, {cores} cores, load "

@@ -246,3 +246,13 @@ class PM2(bd.Contender):
 
     def address(self, phase: bd.Phase) -> str:
         return str(self.home(phase))
+
+
+def precompile(repo: Path) -> None:
+    """Byte-compile the checkout, as installing the wheel does: with PYTHONDONTWRITEBYTECODE
+    set (CI boxes, this one) every daemon launch would compile ~100 modules from source, and
+    the anchors' venv has its .pyc files from pip."""
+    import compileall
+
+    for package in ("daemon", "protocol", "runtime", "schemas"):
+        compileall.compile_dir(str(repo / package), quiet=1)
