@@ -974,6 +974,12 @@ def at_most(limit: float, unit: str) -> Target:
     return Target(f"<= {limit:g} {unit}", lambda v: v["runyard"] <= limit)
 
 
+def at_most_part_of(part: float, anchor: str) -> Target:
+    return Target(
+        f"<= {part:g} x {anchor}", lambda v: v["runyard"] <= part * v[anchor], ("runyard", anchor)
+    )
+
+
 def at_least_as_good(anchor: str, higher_is_better: bool = False) -> Target:
     if higher_is_better:
         return Target(f">= {anchor}", lambda v: v["runyard"] >= v[anchor], ("runyard", anchor))
@@ -991,15 +997,15 @@ class Metric:
 METRICS = (
     Metric("cold_s", "cold start: launch -> 50 running", "s", at_least_as_good("supervisord")),
     Metric("cold500_s", "cold start: launch -> 500 running", "s", at_most(2, "s")),
-    Metric("status_p50", "status p50, 50 services", "µs", at_most(150, "µs")),
-    Metric("status_p99", "status p99, 50 services", "µs", at_most(2000, "µs")),
+    Metric("status_p50", "status p50, 50 services", "µs", at_most_part_of(0.5, "circus")),
+    Metric("status_p99", "status p99, 50 services", "µs", at_most(1000, "µs")),
     Metric("start_ms", "start 50 until all running", "ms", at_least_as_good("supervisord")),
     Metric("stop_ms", "stop 50, blocking", "ms", at_least_as_good("circus")),
     Metric("flood_mbps", "log capture, 100 B lines", "MB/s", at_least_as_good("supervisord", True)),
     Metric("flood_cpu_gb", "daemon CPU per GB logged", "s/GB", at_least_as_good("supervisord")),
     Metric("flood_status_p99", "status p99 while flooding", "ms", at_most(10, "ms")),
-    Metric("idle_rss", "idle RSS, 50 services", "MiB", at_most(40, "MiB")),
-    Metric("idle_cpu", "idle CPU, 50 services", "%", at_most(0.5, "%")),
+    Metric("idle_rss", "idle RSS, 50 services", "MiB", at_most(30, "MiB")),
+    Metric("idle_cpu", "idle CPU over 10 s, 50 services", "%", at_most(0.1, "%")),
 )
 PHASE_KEYS = {
     "fleet": ("status_p50", "status_p99", "start_ms", "stop_ms", "idle_rss", "idle_cpu"),
@@ -1023,9 +1029,12 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
     def shown(value: Any) -> str:
         return fmt_runs(value, num) if isinstance(value, list) else num(value)
 
+    keys = {m.key for m in METRICS}
     results = {
         name: {
-            k: (statistics.median(v) if isinstance(v, list) and v else v, v) for k, v in res.items()
+            k: (statistics.median(v) if isinstance(v, list) and v else v, v)
+            for k, v in res.items()
+            if k in keys
         }
         for name, res in results.items()
     }
@@ -1076,6 +1085,10 @@ def measure(
     for phase, figures in (
         (flood, lambda s: fig_flood(s, contender.log_path(flood, "flood"), settings)),
     ):
+        if contender.name == "pm2":  # its driver has no flood ops (yet): say so, waste no time
+            for key in PHASE_KEYS[phase.name]:
+                out[key] = "n/a (not run)"
+            continue
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
@@ -1142,6 +1155,9 @@ def run(opts: Any) -> bool:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         shutil.rmtree(base, ignore_errors=True)
+    raw = Path(opts.repo) / ".bench" / "daemon-results.json"
+    raw.write_text(json.dumps(results, indent=1, default=str))
+    print(f"  every run's figures: {raw}")
     lines, ok = render(results)
     print("\n".join("  " + line for line in lines))
     print(
