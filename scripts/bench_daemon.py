@@ -1,6 +1,9 @@
 """Benchmark `daemon`: Runyard's daemon beside supervisord and Circus, measured in one run.
 
-Each contender runs the same programs from the same Runyard tree, one contender at a time:
+Each contender runs the same programs from the same Runyard tree, one contender at a time.
+pm2 joins the cold-start and fleet phases when npm can install it; the cold-start phase, the
+fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
+bench_daemon_start.py:
 
 * fleet phase: 50 services (``#!/bin/sh`` + ``exec sleep 3600``), none started at boot.
   ``--runs`` rounds (2 with --quick) of: start all, poll status until all 50 report running;
