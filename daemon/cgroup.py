@@ -35,6 +35,7 @@ __all__ = [
     "CgroupTree",
     "cgroup2_mount",
     "cgroup_of",
+    "enable_controllers",
     "join",
     "kill",
     "members",
@@ -102,6 +103,7 @@ class CgroupTree:
             probe.rmdir()
         except OSError as exc:
             return None, f"cannot create a cgroup under {path.parent}: {exc.strerror or exc}"
+        enable_controllers(path)
         return cls(path), ""
 
     def service(self, name: str) -> Path:
@@ -114,6 +116,29 @@ class CgroupTree:
         """Remove the tree's directory if no service cgroup is left in it."""
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+#: The controllers the services' limits use (daemon/cgroup_limits.py).
+CONTROLLERS = ("memory", "pids", "cpu")
+
+
+def enable_controllers(path: Path) -> set[str]:
+    """Enable for ``path``'s children the limit controllers it has itself (``cgroup.controllers``,
+    given by its parent): the tree's directory holds no process, so the kernel's no-internal-
+    process rule allows it. Returns what is enabled; an error leaves limits to sampling."""
+    try:
+        available = set((path / "cgroup.controllers").read_text().split())
+    except OSError:
+        return set()
+    for controller in (c for c in CONTROLLERS if c in available):
+        # One write each: the kernel takes a line all or nothing, and cpu alone may be refused
+        # (a real-time thread in the subtree) without costing memory and pids.
+        with contextlib.suppress(OSError):
+            (path / "cgroup.subtree_control").write_text(f"+{controller}")
+    try:
+        return set((path / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
 
 
 def join(path: Path, pid: int) -> None:

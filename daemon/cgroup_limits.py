@@ -7,8 +7,9 @@ daemon: memory and tasks by sampling (daemon/limit_watch.py), cpu not at all (st
 we never fake a CPU quota with signals).
 
 A controller is usable in a cgroup when its name is in that cgroup's ``cgroup.controllers``
-(enabled in the parent's ``cgroup.subtree_control``). On the hybrid layout's ``unified`` mount
-none is: every limit is reported ``not enabled``.
+(enabled in the parent's ``cgroup.subtree_control``: the tree's directory enables what it is
+offered, ``cgroup.enable_controllers``). On the hybrid layout's ``unified`` mount none is: every
+limit is reported ``not enabled``.
 
 ``oom_kills`` reads ``memory.events``: the kernel's count of OOM kills in the cgroup. An exit by
 SIGKILL is called ``oom-killed`` only when that count grew during the run; a SIGKILL alone may

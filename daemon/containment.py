@@ -49,7 +49,7 @@ class Containment:
 
     def place(self, name: str, setting: str) -> tuple[Path | None, str]:
         """Where the next process of ``name`` goes: (its cgroup or None, its orphan name). The
-        subreaper is on with a cgroup too: it holds what the service orphans before it joins.
+        subreaper is on with a cgroup too (the daemon reaps the orphans it inherits).
         Raises SpawnError when ``setting`` is ``cgroup`` and no cgroup can be made."""
         self.enable_subreaper()
         if setting == CGROUP and self.tree is None:

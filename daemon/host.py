@@ -9,6 +9,7 @@ generic in the runner's type (``RunnerHost[ServiceRunner]``) so it needs no runn
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -31,7 +32,7 @@ class RunnerHost(Protocol[R_contra]):
     def on_commit(self, runner: R_contra) -> None:
         """A transition was committed: publish it once, have state.json written."""
 
-    def on_log(self, runner: R_contra, lines: list[LogLine]) -> None:
+    def on_log(self, runner: R_contra, lines: Sequence[LogLine]) -> None:
         """Lines read from the service's output."""
 
     def request_schedule(self) -> None:

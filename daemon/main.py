@@ -102,10 +102,12 @@ def _claim_notify_socket() -> None:
     sd_notify(3)'s ``unset_environment`` does. Services are spawned with a copy of the daemon's
     environment: one that speaks sd_notify by itself (redis' ``supervised auto``) would tell
     systemd about the daemon's unit (dropped by NotifyAccess=main, a warning per datagram)
-    instead of telling us. WATCHDOG_USEC/_PID are the daemon's too: they go with it."""
+    instead of telling us. WATCHDOG_USEC/_PID are the daemon's too: they go with it, and so does
+    RUNYARD_SERVICE (a daemon run as another Runyard's service would pass it to its probes,
+    whose exits its orphan reaper would then take for its own)."""
     global _notify_socket
     _notify_socket = os.environ.pop("NOTIFY_SOCKET", None) or None
-    for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
+    for name in ("WATCHDOG_USEC", "WATCHDOG_PID", "RUNYARD_SERVICE"):
         os.environ.pop(name, None)
 
 

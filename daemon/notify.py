@@ -34,6 +34,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -43,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from .cgroup import cgroup_of
+from .cgroup import cgroup2_mount, cgroup_of
 from .process import ProcessHandle
 from .proctable import read_stat
 
@@ -143,9 +144,20 @@ def belongs(pid: int, handle: ProcessHandle) -> bool:
 
 
 def _in_cgroup(pid: int, cgroup: str) -> bool:
-    """``cgroup`` is the directory; /proc/PID/cgroup names it from the mount."""
+    """``cgroup`` is the directory; /proc/PID/cgroup names it from the mount. The whole path
+    must be that directory: a cgroup whose path is only its tail (``/web``) is another one."""
     where = cgroup_of(pid)
-    return where is not None and where != "/" and cgroup.endswith(where)
+    mount = _cgroup2_mount()
+    if where is None or where == "/" or mount is None:
+        return False
+    return os.path.normpath(cgroup) == os.path.join(mount, where.lstrip("/"))
+
+
+@functools.cache
+def _cgroup2_mount() -> str | None:
+    """Where cgroup v2 is mounted (read once: it does not move under a running daemon)."""
+    mount = cgroup2_mount()
+    return None if mount is None else str(mount)
 
 
 def watchdog_argv(argv: list[str]) -> list[str]:

@@ -19,13 +19,13 @@ Why it is built this way:
   that record and told the status, so its own bookkeeping never waits on a recycled pid.
 - **Who the child runs as is set by Popen in the child, before exec** (user, group, extra
   groups, umask; ``credentials``): the daemon never changes its own identity.
-- **No Python runs in the child,** so CPython can spawn with vfork (no copy of the daemon's
-  page tables: 50 spawns took 300-450 ms with a ``preexec_fn``, 80-180 ms without, under load).
-  ``no_new_privs`` is a per-thread flag the child inherits: it is set once on the one spawner
-  thread that starts such services. The cgroup is joined from the daemon right after exec (its
-  pid written to ``cgroup.procs``), before the program's own start-up is done; what it could
-  fork in that window stays in its tree and its orphans go to the subreaper. Only ``nofile`` /
-  ``core`` still need a step in the child (``_rlimits``).
+- **No Python runs in the child unless it must,** so CPython can spawn with vfork (no copy of
+  the daemon's page tables: 50 spawns took 300-450 ms with a ``preexec_fn``, 80-180 ms without,
+  under load). ``no_new_privs`` is a per-thread flag the child inherits: it is set once on the
+  one spawner thread that starts such services. Two steps still need the child (``_in_child``):
+  joining the cgroup, which must happen before exec (a move from the daemon after exec leaves
+  behind whatever the program forked first, and ``sh -c 'a & exec b'`` forks before the daemon
+  gets there nearly every time), and ``nofile`` / ``core``.
 - **A group is not a tree.** A descendant may ``setsid()`` out of the group, so
   ``stop_process`` also follows parentage: it snapshots the tree before signalling and keeps
   rescanning it while it waits, signalling newcomers too. The scans read ``/proc/PID/stat``
@@ -61,6 +61,7 @@ from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
+from .cgroup_join import check_program, join_argv, shell_keeps, shell_usable
 from .credentials import child_credentials, set_no_new_privs
 from .handle import ProcessHandle
 from .proctable import create_time_of, proc_table, subtree
@@ -151,31 +152,63 @@ def _nnp_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="spawn-nnp", initializer=set_no_new_privs)
 
 
-def _rlimits(rlimits: Sequence[tuple[int, int]]) -> Callable[[], None] | None:
-    """The one child step, only for a service with rlimits (then CPython forks instead of
-    vforking): setrlimit, soft = hard, after Popen took the user and group. prlimit from the
-    daemon would need CAP_SYS_RESOURCE for another user's process, which containers drop."""
-    if not rlimits:
+def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable[[], None] | None:
+    """The child's own steps between fork and exec, after Popen took the user and group, or None
+    (then CPython may vfork). One write(2) of ``0`` to ``procs``, the ``cgroup.procs`` the daemon
+    opened (the kernel checks the opener's credentials): the child is in its cgroup before the
+    program runs, so nothing it forks is ever outside (a move after exec leaves what it forked
+    first behind: ``sh -c 'a & exec b'`` did, nearly every time). Then setrlimit, soft = hard:
+    prlimit from the daemon would need CAP_SYS_RESOURCE for another user's process, which
+    containers drop."""
+    if procs is None and not rlimits:
         return None
 
     def in_child() -> None:
+        if procs is not None:
+            os.write(procs, b"0")
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
 
     return in_child
 
 
+def _joining(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | Path,
+    procs: int | None,
+    rlimits: Sequence[tuple[int, int]],
+    credentials: dict[str, Any],
+) -> tuple[list[str], int, int | None]:
+    """(command, stdin, the procs fd for the child step): a service that needs no other child
+    step joins its cgroup through the shell step of ``cgroup_join`` (so CPython may vfork);
+    raises the OSError execve would give for a program it could not run."""
+    shell = shell_usable() and shell_keeps(env)
+    if procs is not None and not rlimits and "user" not in credentials and shell:
+        check_program(argv[0], env, cwd)
+        return join_argv(argv, env), procs, None
+    return argv, subprocess.DEVNULL, procs
+
+
+def _open_procs(cgroup: Path, program: str) -> int:
+    """The daemon's descriptor on ``cgroup.procs`` that the child writes itself into."""
+    try:
+        return os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SpawnError(f"cannot start {program!r} in cgroup {cgroup}: {reason}") from exc
+
+
 def _spawn_error(exc: Exception, program: str, cwd: str | Path, cgroup: Path | None) -> SpawnError:
     """One line for what stopped a spawn."""
-    if isinstance(exc, OSError) and cgroup is not None:  # joining the cgroup
-        return SpawnError(f"cannot start {program!r} in cgroup {cgroup}: {exc.strerror or exc}")
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc)
         if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
             reason += f" (working directory {os.fspath(cwd)!r})"
         return SpawnError(f"cannot start {program!r}: {reason}")
-    if isinstance(exc, subprocess.SubprocessError):  # the child's step failed (an rlimit)
-        return SpawnError(f"cannot start {program!r}: {exc}")
+    if isinstance(exc, subprocess.SubprocessError):  # the child's step failed (cgroup, rlimit)
+        where = f" in cgroup {cgroup}" if cgroup is not None else ""
+        return SpawnError(f"cannot start {program!r}{where}: {exc}")
     return SpawnError(f"cannot start {program!r}: {exc}")  # a NUL byte in argv, env or cwd
 
 
@@ -197,36 +230,36 @@ def spawn(
     """Start ``argv`` as the leader of a new session and process group.
 
     stdin is /dev/null; ``stdout``/``stderr`` are file descriptors; of the daemon's descriptors
-    only ``keep_fds`` are inherited. With ``cgroup``, the child is moved into it right after
-    exec (see the module's notes). ``run_as`` (None: as the daemon) and ``umask`` (None: the
+    only ``keep_fds`` are inherited. With ``cgroup``, the child joins it before it execs, so
+    nothing it ever forks is outside. ``run_as`` (None: as the daemon) and ``umask`` (None: the
     daemon's) are taken by Popen in the child, ``no_new_privileges`` from the spawner thread,
-    ``rlimits`` (resource, value; soft = hard) in the child. Raises ``SpawnError`` when the program cannot start.
+    then the cgroup and ``rlimits`` (resource, value; soft = hard) in the child (``_in_child``).
+    Raises ``SpawnError`` when the program cannot start.
     """
     if not argv:
         raise SpawnError("cannot start a process from an empty command line")
+    procs = None if cgroup is None else _open_procs(cgroup, argv[0])
+    credentials = child_credentials(run_as, umask=umask)
     try:
+        command, stdin, procs_in_child = _joining(argv, env, cwd, procs, rlimits, credentials)
         popen = _spawner(no_new_privileges)(
-            argv,
+            command,
             env=env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             pass_fds=tuple(keep_fds),
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_rlimits(rlimits),
-            **child_credentials(run_as, umask=umask),
+            preexec_fn=_in_child(procs_in_child, rlimits),
+            **credentials,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        raise _spawn_error(exc, argv[0], cwd, None) from exc
-    try:
-        if cgroup is not None:
-            cg.join(cgroup, popen.pid)
-    except OSError as exc:
-        popen.kill()
-        popen.wait()
         raise _spawn_error(exc, argv[0], cwd, cgroup) from exc
+    finally:
+        if procs is not None:
+            os.close(procs)
     # Popen returns after exec succeeded, so setsid() has run: the child leads its group. It is
     # not reaped yet, so its /proc entry exists even if it already exited.
     handle = ProcessHandle(

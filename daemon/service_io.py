@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runyard.protocol.messages import LogLine
@@ -50,7 +50,7 @@ class ServiceIO:
         spec: ServiceSpec,
         logs_dir: Path,
         fifo_dir: Path,
-        on_lines: Callable[[list[LogLine]], None],
+        on_lines: Callable[[Sequence[LogLine]], None],
         on_ready: Callable[[], None],
         on_live: Callable[[], None] = lambda: None,
         on_dead: Callable[[str], None] = lambda reason: None,
@@ -254,7 +254,7 @@ class ServiceIO:
         self.live, self.live_detail = ok, detail
         self._on_live()
 
-    def _lines(self, lines: list[LogLine]) -> None:
+    def _lines(self, lines: Sequence[LogLine]) -> None:
         if self._monitor is not None and lines:
             self._monitor.feed_log([line.line for line in lines])
         self._on_lines(lines)

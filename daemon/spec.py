@@ -269,15 +269,24 @@ def _build(
 
 
 def load_specs(tree: RuntimeTree, project: Project) -> tuple[dict[str, ServiceSpec], list[str]]:
-    """Every runnable service, and warnings (project sections for services not installed)."""
+    """Every runnable service, and warnings (none today).
+
+    A ``[services.NAME]`` section for a name that is neither an installed service nor an engine
+    is a ConfigError naming the section: a typo (``[services.wbe]``) would otherwise drop that
+    service's settings without a word, and it would run with the defaults.
+    """
     manifest = load_manifest(tree)
     names = sorted({s.name for s in manifest.services if s.kind == "service"})
     engines = {s.name for s in manifest.services if s.kind == "engine"}
-    warnings = [
-        f"runyard.toml: services.{n}: not installed as a service; ignored"
-        for n in sorted(project.services)
-        if n not in names and n not in engines
-    ]
+    warnings: list[str] = []
+    unknown = [n for n in sorted(project.services) if n not in names and n not in engines]
+    if unknown:
+        source = project.path or "runyard.toml"
+        raise ConfigError(
+            f"{source}: [services.{unknown[0]}]: no installed service or engine is named "
+            f"{unknown[0]!r} (installed: {', '.join(sorted([*names, *engines])) or 'none'}; "
+            "runyard runtime ensure it, or fix the name)"
+        )
     specs: dict[str, ServiceSpec] = {}
     for name in names:
         try:

@@ -21,9 +21,8 @@ Why it is built this way:
 - **Passes follow SIGCHLD, not a clock.** Every orphan's exit sends the daemon SIGCHLD; a pass
   (one read of /proc) runs 50 ms after the first of a burst, and again a second later only while
   an unclaimed zombie waits. An idle daemon reads nothing.
-- **With cgroups too.** A cgroup contains a service from the moment the daemon writes its pid
-  into ``cgroup.procs``, right after exec (``process.spawn``); anything it forks before that
-  write and orphans is still reparented to the daemon and found by its marker here.
+- **With cgroups too.** The daemon is a subreaper in both modes; a service in a cgroup joined it
+  before it exec'd (``process.spawn``), so its orphans are also in its cgroup.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from .proctable import Proc, proc_table
@@ -100,7 +100,9 @@ class OrphanReaper:
 
     def __init__(self, spawned: Callable[[], set[int]]) -> None:
         self._spawned = spawned
-        self._seen: set[tuple[int, int]] = set()  # unclaimed zombies seen on the last pass
+        #: unclaimed zombies -> when a pass first saw them (monotonic): passes follow SIGCHLD,
+        #: so "a pass later" is not "a second later"; the time is what counts.
+        self._seen: dict[tuple[int, int], float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next: asyncio.TimerHandle | None = None
         self._poll: asyncio.Task[None] | None = None
@@ -134,26 +136,30 @@ class OrphanReaper:
         self._next = None
         self.reap()
         if self._seen:  # an unclaimed zombie is reaped when it is still one a second later
-            self._soon(_REAP_EVERY)
+            due = min(self._seen.values()) + _REAP_EVERY - time.monotonic()
+            self._soon(max(due, 0.0))
 
     def reap(self) -> int:
         """Reap inherited zombies; returns how many."""
         me, spawned = os.getpid(), self._spawned()
         table = proc_table()
-        seen, reaped = set(), 0
+        now = time.monotonic()
+        seen: dict[tuple[int, int], float] = {}
+        reaped = 0
         for pid, p in table.items():
             if p.ppid != me or pid in spawned:
                 continue
             known = _owner.get((pid, p.start))
             if not p.zombie:
                 continue
-            if known or (pid, p.start) in self._seen:
+            first = self._seen.get((pid, p.start))
+            if known or (first is not None and now - first >= _REAP_EVERY):
                 with contextlib.suppress(ChildProcessError):
                     if os.waitpid(pid, os.WNOHANG)[0] == pid:
                         reaped += 1
                 _owner.pop((pid, p.start), None)
             else:
-                seen.add((pid, p.start))
+                seen[(pid, p.start)] = now if first is None else first
         self._seen = seen
         for key in [k for k in _owner if k[0] not in table]:
             del _owner[key]  # gone: forget it, its pid may come back as another process

@@ -202,15 +202,21 @@ class Supervisor:
         self.recorder.request()
         self.request_schedule()
 
-    def on_log(self, runner: ServiceRunner, lines: list[LogLine]) -> None:
+    def on_log(self, runner: ServiceRunner, lines: Sequence[LogLine]) -> None:
         if not lines:
             return
         topic = f"log.{runner.name}"
-        sent = lines[-MAX_LINES_PER_EVENT:]
+        # The lines (a LazyLines: decoded on first use) are read only when a client follows.
         self.bus.publish_lines(
             topic,
             lines[-1].seq,
-            lambda seq, ts: LogEvent(topic=topic, seq=seq, ts=ts, service=runner.name, lines=sent),
+            lambda seq, ts: LogEvent(
+                topic=topic,
+                seq=seq,
+                ts=ts,
+                service=runner.name,
+                lines=list(lines[-MAX_LINES_PER_EVENT:]),
+            ),
         )
 
     def request_schedule(self) -> None:

@@ -37,6 +37,7 @@ from .payloads import (
     RunOutcome,
     RunStep,
     RunSummary,
+    ServiceSetup,
     VerifyReport,
     run_dir_field,
 )
@@ -273,6 +274,8 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     # --- sd_notify ---
     #: The last STATUS= text the service sent over NOTIFY_SOCKET ("" when none).
     notify_status: str = ""
+    #: How it is set up (bin, restart policy, limits): the TUI's detail pane (issue 15).
+    setup: ServiceSetup = msgspec.field(default_factory=ServiceSetup)
 
 
 class LogLine(msgspec.Struct, array_like=True, gc=False):

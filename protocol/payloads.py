@@ -27,6 +27,7 @@ __all__ = [
     "RunOutcome",
     "RunStep",
     "RunSummary",
+    "ServiceSetup",
     "ServiceUsage",
     "Usage",
     "ValueDifference",
@@ -73,6 +74,22 @@ def _wire_keyed(data: Any, kind: Any) -> Any:
         for f in msgspec.structs.fields(kind)
         if f.name in data
     }
+
+
+class ServiceSetup(WireStruct):
+    """How a service is set up, beyond what its status says: what the TUI's detail pane shows.
+    Every field is empty from a daemon that predates it (issue 15)."""
+
+    #: The program the service runs (its argv[0], as the daemon resolved it).
+    bin: str = ""
+    #: always | on-failure | never
+    restart: str = ""
+    #: Restarts in a row before the service is fatal.
+    max_restarts: int | None = None
+    #: The backoff between restarts, for people: "0.5s, x2, up to 30s".
+    backoff: str = ""
+    #: The resource limits set, for people: "memory_max 256 MiB, tasks_max 64"; "" for none.
+    limits: str = ""
 
 
 class Port(WireStruct):

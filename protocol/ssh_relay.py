@@ -74,9 +74,11 @@ class SshTarget:
     @classmethod
     def parse(cls, text: str) -> SshTarget:
         destination, sep, root = text.partition(":")
-        if destination.startswith("[") and "]" in text:  # [v6::addr]:ROOT
-            host, _, rest = text[1:].partition("]")
-            destination, root, sep = host, rest.removeprefix(":"), ":" if rest else ""
+        user_at, bracket, inside = text.partition("[")
+        user_ok = user_at == "" or (user_at.endswith("@") and ":" not in user_at)
+        if bracket and "]" in inside and user_ok:
+            host, _, rest = inside.partition("]")  # [USER@][v6::addr][:ROOT]
+            destination, root, sep = user_at + host, rest.removeprefix(":"), ":" if rest else ""
         user, _, host = destination.rpartition("@")
         if not host or (user == "" and "@" in destination):
             raise UsageError(f"--host {text!r}: give [USER@]BOX[:ROOT]")
@@ -96,12 +98,20 @@ def ssh_argv(target: SshTarget, ssh_command: str | None, remote: list[str]) -> l
     ``--ssh-command`` / RUNYARD_SSH, split like a shell), and the box's runyard (``runyard`` on
     its PATH, or RUNYARD_REMOTE). The remote command is one shell-quoted string: ssh hands it to
     the box's shell, which would otherwise split a ROOT with spaces."""
-    ssh = shlex.split(ssh_command or os.environ.get("RUNYARD_SSH") or "ssh")
+    source = "--ssh-command" if ssh_command else "RUNYARD_SSH"
+    ssh = _split(source, ssh_command or os.environ.get("RUNYARD_SSH") or "ssh")
     if not ssh:
         raise UsageError("--ssh-command is empty")
-    runyard = shlex.split(os.environ.get("RUNYARD_REMOTE") or "runyard")
+    runyard = _split("RUNYARD_REMOTE", os.environ.get("RUNYARD_REMOTE") or "runyard")
     root = ["--root", target.root] if target.root else []
     return [*ssh, "-T", "--", target.destination, shlex.join([*runyard, *root, *remote])]
+
+
+def _split(what: str, text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"{what} {text!r}: {exc}") from None
 
 
 class SshRelay:

@@ -130,6 +130,8 @@ def measure_start(
 ) -> dict[str, Any]:
     """The cold starts, then ``settings.sessions`` fleet phases: every figure as a list of runs
     (``n/a (why)`` when a phase failed), and the load of each run under ``loads``."""
+    if "fleet" not in settings.phases:  # --only-phase flood
+        return {key: "skipped" for key in ("cold_s", "cold500_s", *bd.PHASE_KEYS["fleet"])}
     out: dict[str, Any] = {"loads": {}}
     phases = [(cold[0], "cold_s")]
     if contender.name == "runyard":

@@ -219,19 +219,36 @@ def time_press(tmux: TmuxControl, session: str, press: Press, samples: Samples) 
         time.sleep(POLL)
 
 
+#: Words on the help's first screen (it scrolls at 80x24), and nowhere on the logs screen.
+HELP_MARK = "reload the config"
+
+
 def tui_presses() -> Iterator[Press]:
     """t, t, w, w, ?, ? for ever: each pair leaves the view as it was (following)."""
 
     def status(word: str, on: bool) -> Callable[[str], bool]:
-        return lambda screen: f"{word} {'on' if on else 'off'}" in screen
+        """The logs status line ("follow · 5000 lines · time wrap") names what is on."""
+        return lambda screen: (f" {word}" in status_line(screen)) == on
 
     while True:
         yield Press("t (timestamps)", "t", status("time", True))
         yield Press("t (timestamps)", "t", status("time", False))
         yield Press("w (wrap)", "w", status("wrap", True))
         yield Press("w (wrap)", "w", status("wrap", False))
-        yield Press("? (help open)", "?", lambda s: "this help" in s)
-        yield Press("? (help close)", "?", lambda s: "this help" not in s and "follow on" in s)
+        yield Press("? (help open)", "?", lambda s: HELP_MARK in s)
+        yield Press("? (help close)", "?", lambda s: HELP_MARK not in s and following(s))
+
+
+def status_line(screen: str) -> str:
+    """The logs screen's status line ("follow · 5000 lines · ..."), "" when not on screen."""
+    for line in screen.splitlines():
+        if line.startswith((" follow ·", " paused")) and " lines" in line:
+            return line
+    return ""
+
+
+def following(screen: str) -> bool:
+    return status_line(screen).startswith(" follow ·")
 
 
 def anchor_presses() -> Iterator[Press]:
@@ -264,7 +281,7 @@ def measure_tui(
         "the services table with flood running",
     )
     tmux.keys(session, "Enter")
-    wait_screen(tmux, session, lambda s: "logs: flood" in s and "follow on" in s, "flood's log")
+    wait_screen(tmux, session, lambda s: "logs: flood" in s and following(s), "flood's log")
     pid = tmux.pane_pid(session)
     warm_end = time.monotonic() + warmup
     while time.monotonic() < warm_end:

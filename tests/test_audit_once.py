@@ -23,6 +23,8 @@ from daemonkit import SLEEPER, build_tree, runyard_env, wait_for
 from test_runs_kit import SAMPLE, build_catalogs
 
 from archives import publish, write_catalog
+from runyard.runtime.core.manifest import init_tree
+from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops import audit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +60,7 @@ def test_runtime_ensure_through_the_cli_is_recorded_exactly_once(tmp_path: Path,
     url = f"{server.url}/catalog.json"
     root = tmp_path / "rt"
     logs = root / "logs"
+    init_tree(RuntimeTree(root))  # not `runtime init`: its own entry is not this test's
 
     out = cli("runtime", "ensure", "hello", "--catalog", url, "--root", str(root), cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -90,6 +90,7 @@ def test_catalog_url_with_credentials_works_and_never_prints_the_password(
         served / "catalog.json", [publish(served, "hello", v) for v in ("1.0.0", "1.2.0")]
     )
     catalog = with_userinfo(server.url)
+    assert cli(tmp_path, "runtime", "init", "runtime").returncode == 0  # ensure makes no tree
 
     out = cli(tmp_path, "runtime", "ensure", "hello", "1.x", "--catalog", catalog)
 
@@ -121,6 +122,7 @@ def test_wrong_password_fails_with_one_line_naming_the_redacted_url_and_http_401
     served, server = private
     write_catalog(served / "catalog.json", [publish(served, "hello", "1.0.0")])
     wrong = with_userinfo(server.url, "ci-bot:s3cr-wrong")
+    assert cli(tmp_path, "runtime", "init", "runtime").returncode == 0  # ensure makes no tree
 
     out = cli(tmp_path, "runtime", "ensure", "hello", "--catalog", wrong)
 

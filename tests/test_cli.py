@@ -145,7 +145,7 @@ def test_root_flag_env_var_and_project_file(workdir: Path) -> None:
                 "--catalog",
                 "../repo/catalog.json",
             ],
-            1,
+            2,
             "is not a version spec",
         ),
         (

@@ -26,6 +26,8 @@ from test_bundle_kit import bin_file, cli, make_tree, rewrite
 
 from archives import archive_record, make_tar, program, publish, write_catalog
 from runyard.runtime.bundle import pack_bundle
+from runyard.runtime.core.manifest import init_tree
+from runyard.runtime.core.tree import RuntimeTree
 
 # --- 1: a full disk during runtime ensure -----------------------------------------------------
 
@@ -107,6 +109,7 @@ def test_disk_full_during_ensure_is_one_line_and_leaves_nothing(tmp_path: Path) 
     try:
         with small_disk(tmp_path / "disk", "16m", inodes=150) as disk:
             rt = disk / "rt"
+            init_tree(RuntimeTree(rt))  # only `runtime init` lays out a tree, not ensure
             url = f"{server.url}/catalog.json"
             out = cli(
                 "runtime", "ensure", "hello", "--catalog", url, "--root", str(rt), cwd=tmp_path
@@ -259,6 +262,7 @@ def test_every_json_file_of_the_tree_is_capped(tmp_path: Path, rel: str, args, h
     served.mkdir()
     write_catalog(served / "catalog.json", [publish(served, "web", "1.0.0")])
     root = tmp_path / "rt"
+    init_tree(RuntimeTree(root))  # only `runtime init` lays out a tree, not ensure
     out = cli(
         "runtime",
         "ensure",
@@ -293,6 +297,7 @@ def test_offline_ensure_resolves_against_the_saved_catalog_and_exact_needs_none(
         served / "catalog.json", [publish(served, "hello", v) for v in ("1.2.9", "1.2.10")]
     )
     root = str(tmp_path / "rt")
+    init_tree(RuntimeTree(root))  # only `runtime init` lays out a tree, not ensure
     server = CountingServer(served)
     try:
         url = f"{server.url}/catalog.json"

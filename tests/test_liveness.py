@@ -251,3 +251,24 @@ def test_a_bad_liveness_setting_is_refused_in_one_line_naming_it(root) -> None:
     build_tree(root, {"web": SLEEPER}, project)
     line = daemon_refuses(root)
     assert "services.web.liveness.start_period" in line and "0 to 3600" in line, line
+
+
+def test_a_daemon_run_as_another_runyards_service_gives_its_probes_no_marker(
+    root, daemons, monkeypatch
+) -> None:
+    """A review's concern: a daemon started as a service of another Runyard inherits its
+    RUNYARD_SERVICE; a probe carrying it would look like an orphan to the reaper. The merged
+    env already drops RUNYARD_*; the daemon also drops it from its own environment at start (as
+    NOTIFY_SOCKET), for any child spawned with the daemon's environment."""
+    seen = root.parent / "probe.env"
+    code = f"import os; open({str(seen)!r}, 'w').write(os.environ.get('RUNYARD_SERVICE', '-'))"
+    check = [sys.executable, "-c", code]
+    project = f"""
+    [services.app]
+    liveness = {{ kind = "exec", command = {msgspec.json.encode(check).decode()}, interval = 0.2 }}
+    """
+    monkeypatch.setenv("RUNYARD_SERVICE", "outer")
+    d = daemons(build_tree(root, {"app": SLEEPER}, project)).start()
+    with d.client() as c:
+        wait_for(lambda: status(c, "app").live, what="app live")
+    assert seen.read_text() == "-"

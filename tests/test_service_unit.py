@@ -16,6 +16,8 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.systemd_install import install_unit, require_systemd, systemd_booted
 from runyard.runtime.ops.systemd_unit import (
+    UNIT_HEADER,
     daemon_argv,
     render_unit,
     unit_name,
@@ -69,13 +72,30 @@ def _analyze(unit_text: str, name: str, tmp_path: Path, *args: str, user: bool =
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
 
 
+@pytest.fixture
+def far_python() -> Iterator[str]:
+    """This interpreter, named by a path outside /tmp and /var/tmp: a checkout under /tmp (a CI
+    clone) would otherwise leave PrivateTmp off, by design."""
+    if not str(sys.executable).startswith(("/tmp/", "/var/tmp/")):
+        yield sys.executable
+        return
+    here = Path(tempfile.mkdtemp(prefix="runyard-unit-", dir="/dev/shm"))
+    try:
+        (here / "python").symlink_to(sys.executable)
+        yield str(here / "python")
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 @pytest.mark.parametrize("where", ["far", "tmp"])
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path, user: bool, where: str) -> None:
+def test_unit_passes_systemd_analyze_verify(
+    tmp_path: Path, user: bool, where: str, far_python: str
+) -> None:
     # "far": PrivateTmp=yes and a space in the path; "tmp": a real tree under /tmp with a % in
     # it, and the interpreter behind a path with a space, a $ and a %: verify looks for that
     # very file, so a quoting mistake is an error here.
-    python = sys.executable
+    python = far_python
     if where == "tmp":
         odd = tmp_path / "bin $HOME 5%"
         odd.mkdir()
@@ -99,13 +119,13 @@ def test_verify_does_see_a_broken_unit(tmp_path: Path) -> None:
     assert out.returncode != 0 and "/nonexistent/python3" in said and "bogus" in said, said
 
 
-def test_security_score(tmp_path: Path) -> None:
+def test_security_score(tmp_path: Path, far_python: str) -> None:
     exe = require_tool("systemd-analyze")
     helptext = subprocess.run([exe, "security", "--help"], capture_output=True, text=True).stdout
     if "--offline" not in helptext:
         pytest.skip("systemd-analyze security has no --offline here (systemd < 250)")
     name = unit_name(FAR_ROOT)
-    text = render_unit(FAR_ROOT, daemon_argv(sys.executable, FAR_ROOT))
+    text = render_unit(FAR_ROOT, daemon_argv(far_python, FAR_ROOT))
     out = _analyze(text, name, tmp_path, "security", "--offline=true", "--no-pager")
     m = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d)", out.stdout)
     assert m, out.stdout[-500:] + out.stderr
@@ -168,7 +188,7 @@ def test_refused_with_one_line_when_systemd_is_not_init(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(systemd_booted(), reason="systemd is PID 1 here: systemctl would succeed")
-@pytest.mark.parametrize("previous", [None, "# the unit installed before\n"])
+@pytest.mark.parametrize("previous", [None, UNIT_HEADER + "\n# the unit installed before\n"])
 def test_no_half_install_when_systemctl_fails(tmp_path: Path, previous: str | None) -> None:
     """The real systemctl fails on this box (no systemd running): install must leave the unit
     directory as it found it and say so."""
@@ -208,6 +228,28 @@ def test_unit_dir_install_status_uninstall(tmp_path: Path, capsys, monkeypatch) 
     assert code == 0 and not path.exists()
     code, out, _ = _cli(capsys, "service", "status", *common)
     assert code == 1 and "missing" in out
+
+
+def test_a_unit_file_runyard_did_not_write_is_never_replaced_or_removed(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Review finding: `service install --name nginx` (or uninstall) replaced or removed any
+    unit file of that name. A unit without our first line is left as it is, in one line."""
+    monkeypatch.chdir(tmp_path)
+    root = _tree(tmp_path).root
+    units = tmp_path / "units"
+    units.mkdir()
+    nginx = units / "nginx.service"
+    nginx.write_text("[Service]\nExecStart=/usr/sbin/nginx\n")
+    common = ["--root", str(root), "--unit-dir", str(units), "--name", "nginx"]
+    for verb in ("install", "uninstall"):
+        code, _, err = _cli(capsys, "service", verb, *common)
+        assert code == 1, (verb, err)
+        assert err.count("\n") == 1 and "not written by `runyard service install`" in err
+        assert nginx.read_text() == "[Service]\nExecStart=/usr/sbin/nginx\n"
+    with pytest.raises(SystemdError, match="not written by"):
+        install_unit(nginx, "[Service]\n", user=False, enable=False, start=False)
+    assert nginx.read_text() == "[Service]\nExecStart=/usr/sbin/nginx\n"
 
 
 def test_bad_input_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:

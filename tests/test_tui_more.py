@@ -12,7 +12,7 @@ from tuikit import select, states, until
 
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.tui.app import RunyardApp
-from runyard.tui.dialogs import InputDialog
+from runyard.tui.dialogs import EnsureDialog, InputDialog
 from runyard.tui.logs_screen import LogsScreen
 
 pytestmark = pytest.mark.timeout(90)
@@ -35,12 +35,13 @@ def notices(app: RunyardApp) -> list[str]:
 
 async def answer(pilot: Pilot, app: RunyardApp, text: str | None) -> None:
     """Fill the open InputDialog with ``text`` and press enter (None: leave it as it is)."""
-    await until(pilot, lambda: isinstance(app.screen, InputDialog), "the input dialog")
+    dialogs = (InputDialog, EnsureDialog)
+    await until(pilot, lambda: isinstance(app.screen, dialogs), "the input dialog")
     if text is not None:
         box = app.screen.query_one("#answer")
         box.value = text  # type: ignore[attr-defined]
     await pilot.press("enter")
-    await until(pilot, lambda: not isinstance(app.screen, InputDialog), "the dialog closed")
+    await until(pilot, lambda: not isinstance(app.screen, dialogs), "the dialog closed")
 
 
 async def test_logs_regex_filter_and_inverse(root, daemons) -> None:
@@ -107,7 +108,8 @@ async def test_e_ensures_the_installed_version(root, daemons) -> None:
         await until(pilot, lambda: states(app).get("alpha") == "running", "alpha running")
         await select(pilot, app, "alpha")
         await pilot.press("e")
-        await until(pilot, lambda: isinstance(app.screen, InputDialog), "the ensure dialog")
+        # The ensure dialog (issue 15: with a catalog field, empty: the last one used).
+        await until(pilot, lambda: isinstance(app.screen, EnsureDialog), "the ensure dialog")
         assert app.screen.query_one("#answer").value == "latest"  # type: ignore[attr-defined]
         await answer(pilot, app, "1.0.0")
         await until(

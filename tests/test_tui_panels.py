@@ -103,11 +103,12 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         # Listed from the run.* events, without a key press.
         await until(pilot, lambda: run_id in screen.runs, "the sealed run listed", timeout=30)
         row = screen.table.get_row(run_id)
-        assert [str(c) for c in row[1:]] == [
+        assert [str(c) for c in row[1:4]] == [
             "heat1d",
             screen.runs[run_id].engine_version,
             "sealed",
         ]
+        assert str(row[4]) == run_id  # the RUN ID column (issue 15)
         assert screen.selected == run_id
 
         await pilot.press("enter")
@@ -168,6 +169,48 @@ async def test_runs_panel_lists_a_sealed_run_shows_it_and_verifies(heat_tree, da
         await until(
             pilot, lambda: f"verify {run_id}: OK" in screen.detail_text, "verify in read-only"
         )
+
+
+async def test_runs_v_and_p_act_on_the_run_shown_wherever_the_focus_is(heat_tree, daemons) -> None:
+    """Finding: in the runs panel Tab moved the focus to the details invisibly, and v/p then
+    acted on the cursor's row, another run than the one on screen (a wrong run was replayed).
+    Now the details follow the cursor, the title names the run v/p act on, the focused pane
+    is marked, and the list has a run-id column."""
+    d = daemons(heat_tree).start()
+
+    def seal() -> str:
+        with d.client(timeout=60) as c:
+            reply = c.run("heat1d", SAMPLE["inputs"], parameters=SAMPLE["parameters"])
+            assert reply.status == "sealed", reply.result
+            return reply.result.run_id
+
+    older, newer = seal(), seal()
+    app = RunyardApp(heat_tree.root)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("u")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen, "the runs screen"
+        )
+        assert isinstance(screen, RunsScreen)
+        await until(pilot, lambda: {older, newer} <= set(screen.runs), "both runs listed")
+        assert str(screen.table.get_row(newer)[-1]) == newer  # the RUN ID column
+        # The cursor is on the newest; its details show without enter.
+        await until(pilot, lambda: f"run {newer}" in screen.detail_text, "newer's details")
+        await pilot.press("enter", "down")
+        await until(pilot, lambda: f"run {older}" in screen.detail_text, "older's details")
+        title = screen.query_one("#runs-title")
+        assert f"v/p act on {older}" in str(title.render())
+        assert "focus: list" in str(title.render())
+
+        await pilot.press("tab")
+        box = screen.query_one("#runs-detail-box")
+        await until(pilot, lambda: box.has_focus, "the details focused")
+        assert "focus: details" in str(title.render())
+        assert box.styles.border_left[0] == "thick"  # the focus shows
+        shown = screen.shown_run
+        await pilot.press("v")
+        await until(pilot, lambda: "verify" in screen.detail_text, "the verdict", timeout=30)
+        assert shown == older and f"verify {older}: OK" in screen.detail_text
 
 
 def test_runs_show_reply_artifacts_decode_both_ways() -> None:

@@ -20,6 +20,7 @@ from runyard.tui.dialogs import HelpDialog
 from runyard.tui.disk_screen import DiskScreen
 from runyard.tui.logs_screen import LogsScreen
 from runyard.tui.runs_screen import RunsScreen
+from runyard.tui.service_detail import WIDE, DetailScreen, ServiceDetail
 from runyard.tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,6 +108,8 @@ async def runs_list(pilot: Pilot) -> None:
     assert isinstance(screen, RunsScreen)
     await until(pilot, lambda: len(screen.runs) == 2, "the fixed runs")
     await until(pilot, lambda: screen.selected == RUN_ID, "the newest run selected")
+    # The details follow the cursor: wait for them too, so the picture is always the same.
+    await until(pilot, lambda: "files (10," in screen.detail_text, "the run's details")
 
 
 async def run_details(pilot: Pilot) -> None:
@@ -127,14 +130,36 @@ async def run_files(pilot: Pilot) -> None:
     )
 
 
+async def details_shown(pilot: Pilot) -> None:
+    """The services with the selected one's details (beside the table from 120 columns)."""
+    await services_shown(pilot)
+    pane = pilot.app.screen.query_one(ServiceDetail)
+    if pilot.app.size.width >= WIDE:
+        await until(pilot, lambda: "stderr, last" in pane.text, "api's stderr lines")
+
+
+async def details_worker(pilot: Pilot) -> None:
+    """A backoff service's details on a screen of their own (i)."""
+    await services_shown(pilot)
+    table = pilot.app.screen.query_one(ServicesTable)
+    table.move_cursor(row=table.get_row_index("worker"))
+    await pilot.press("i")
+    screen = await on_screen(pilot, DetailScreen, "the details screen")
+    assert isinstance(screen, DetailScreen)
+    await until(pilot, lambda: "stderr, last 1 lines" in screen.detail.text, "its stderr")
+
+
 async def help_dialog(pilot: Pilot) -> None:
     await services_shown(pilot)
     await pilot.press("question_mark")
     await on_screen(pilot, HelpDialog, "the help")
 
 
-SCREENS: dict[str, tuple[Step, dict[str, str]]] = {
+SCREENS: dict[str, tuple[Step, dict[str, object]]] = {
     "services": (services, {}),
+    "services_details": (details_shown, {}),
+    "services_read_only": (services, {"read_only": True}),
+    "details_worker": (details_worker, {}),
     "services_unreachable": (unreachable, {"down": "connection refused"}),
     "logs_one": (logs_one, {}),
     "logs_all": (logs_all, {}),

@@ -14,6 +14,9 @@ import pytest
 from conftest import require_tool
 from daemonkit import SLEEPER, Daemon, build_tree
 
+from runyard.runtime.core.manifest import init_tree
+from runyard.runtime.core.tree import RuntimeTree
+
 
 class Tmux:
     """A private tmux server (its own -L socket, no user config) holding one 80x24 session."""
@@ -156,3 +159,54 @@ def test_a_bad_logs_warn_is_a_one_line_usage_error(size: str, tmp_path: Path) ->
     assert done.returncode == 2, done
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("runyard: --logs-warn: ")
+
+
+@pytest.mark.timeout(30)
+def test_tui_without_a_terminal_refuses_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    """`runyard tui </dev/null` (cron, nohup, ssh -n) used to spin at 100% CPU forever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    argv = [sys.executable, "-m", "runyard.daemon", "tui", "--root", str(tmp_path)]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=20, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "needs a terminal" in done.stderr and "stdin" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_tui_starts_beside_a_broken_project_file(tmp_path: Path) -> None:
+    """Was: a syntax error in ./runyard.toml refused `runyard tui` (a read, as status is)."""
+    init_tree(RuntimeTree(tmp_path / "rt"))
+    (tmp_path / "runyard.toml").write_text('root = "rt"\n[services.web\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["TERM"] = "xterm-256color"
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runyard.daemon", "tui", "--read-only"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 40
+        while b"\x1b[?1049h" not in seen and time.monotonic() < deadline:  # the TUI's screen
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child exited: EIO on the master
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert b"\x1b[?1049h" in seen, seen.decode(errors="replace")
+        assert b"runyard: warning: " in seen and b"line 2" in seen
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)

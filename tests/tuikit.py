@@ -13,8 +13,22 @@ from typing import Any
 import msgspec
 from textual.pilot import Pilot
 
-from runyard.protocol.messages import LogLine, RunShowReply, RunsReply, ServiceStatus, StatusReply
-from runyard.protocol.payloads import ArtifactEntry, DiskReport, Port, RunDetails, RunSummary
+from runyard.protocol.messages import (
+    LogLine,
+    LogsReply,
+    RunShowReply,
+    RunsReply,
+    ServiceStatus,
+    StatusReply,
+)
+from runyard.protocol.payloads import (
+    ArtifactEntry,
+    DiskReport,
+    Port,
+    RunDetails,
+    RunSummary,
+    ServiceSetup,
+)
 from runyard.tui.app import RunyardApp
 from runyard.tui.bridge import ALL_LOGS, Bridge, BridgeTarget
 from runyard.tui.services_table import ServicesTable
@@ -72,6 +86,15 @@ SERVICES = [
         ports=[Port(name="http", port=8080, protocol="http")],
         ready=True,
         notify_status="serving",  # its sd_notify STATUS= text
+        depends_on={"db": "ready"},
+        containment="cgroup",
+        setup=ServiceSetup(
+            bin=f"{FIXED_ROOT}/bin/api/1.0.0/linux-amd64/bin/api",
+            restart="on-failure",
+            max_restarts=5,
+            backoff="0.5s, x2, up to 30s",
+            limits="memory_max 256 MiB, nofile 4096",
+        ),
     ),
     _status(
         "db",
@@ -92,10 +115,25 @@ SERVICES = [
         restarts=3,
         last_exit=1,
         next_start_in=4.0,
-        reason="backoff 4.0s after exit 1",
+        last_exit_at=NOW - 2,
+        reason="exited with 1; restart in 4.0s",
+        setup=ServiceSetup(
+            bin=f"{FIXED_ROOT}/bin/worker/1.0.0/linux-amd64/bin/worker",
+            restart="always",
+            max_restarts=5,
+            backoff="0.5s, x2, up to 30s",
+        ),
     ),
     _status("cache", state="stopped", last_exit=0),
-    _status("mailer", state="fatal", wanted="up", restarts=6, last_exit=127, reason="exec failed"),
+    _status(
+        "mailer",
+        state="fatal",
+        wanted="up",
+        restarts=5,
+        last_exit=127,
+        last_exit_at=NOW - 300,
+        reason="exited with 127; gave up after 5 restarts in a row",
+    ),
 ]
 SNAPSHOT = StatusReply(
     services=SERVICES, seqs={}, daemon_pid=4000, daemon_started_at=NOW - 90_100, epoch=NOW
@@ -212,7 +250,14 @@ ARTIFACTS = [
 
 
 class FixedRunsClient:
-    """Answers the runs requests the bridge makes with the fixed replies above."""
+    """Answers the runs requests the bridge makes with the fixed replies above (and the logs
+    tails the details pane asks for, from LOGS)."""
+
+    async def logs_tail(
+        self, service: str, n: int = 100, after_seq: int | None = None
+    ) -> LogsReply:
+        lines = LOGS.get(service, [])[-n:]
+        return LogsReply(service=service, lines=lines, last_seq=lines[-1].seq if lines else 0)
 
     async def runs_list(self, include_rejected: bool = False) -> RunsReply:
         return RunsReply(runs=msgspec.convert(RUNS, list[RunSummary]))

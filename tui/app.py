@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from textual import on
-from textual.app import App
+from textual import events, on
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
+from textual.screen import Screen
 
 from runyard.protocol.client import ClientError
 from runyard.protocol.payloads import DiskReport
 
+from .banner import MIN_SIZE
 from .bridge import Bridge, BridgeTarget
 from .dialogs import HelpDialog
 from .disk_screen import LOGS_WARN, DiskScreen
 from .logs_screen import LogsScreen
+from .palette import runyard_commands
 from .runs_screen import RunsScreen
+from .service_detail import DetailScreen, ServiceDetail
 from .services_screen import ServicesScreen
 
 __all__ = ["RunyardApp"]
@@ -43,6 +47,8 @@ class RunyardApp(App[None]):
 
     #: Why the daemon cannot be reached; "" while it answers.
     unreachable: reactive[str] = reactive("")
+    #: (columns, rows) of the terminal: the banner says when it is too small.
+    terminal_size: reactive[tuple[int, int]] = reactive(MIN_SIZE)
 
     def __init__(
         self,
@@ -70,6 +76,9 @@ class RunyardApp(App[None]):
     def on_mount(self) -> None:
         self.install_screen(HelpDialog(), "help")
         self.sub_title = self.label + ("  [read-only]" if self.read_only else "")
+        if self.read_only:
+            self.title = "runyard (read-only)"
+        self.terminal_size = (self.size.width, self.size.height)
         self.push_screen(self.services_screen)
         self.run_worker(self.bridge.run(), name="bridge", group="bridge", exit_on_error=False)
         self.call_after_refresh(self._freeze_heap)
@@ -96,6 +105,15 @@ class RunyardApp(App[None]):
         if not isinstance(self.screen, HelpDialog):
             self.push_screen("help")
 
+    def on_resize(self, event: events.Resize) -> None:
+        self.terminal_size = (event.size.width, event.size.height)
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Runyard's own commands first (ctrl+p), then Textual's (theme, screenshot, quit)."""
+        services = self.services_screen.table.services if screen is self.services_screen else ()
+        yield from runyard_commands(self, screen, services)
+        yield from super().get_system_commands(screen)
+
     # --- what screens ask for ---------------------------------------------------------------------
 
     def open_logs(self, service: str) -> None:
@@ -113,6 +131,20 @@ class RunyardApp(App[None]):
     def open_runs(self) -> None:
         self.push_screen(RunsScreen())
 
+    def open_detail(self, service: str) -> None:
+        """The details of ``service`` on a screen of their own (narrow terminals)."""
+        self.push_screen(DetailScreen(service))
+        self.call_after_refresh(self.show_details)
+
+    def show_details(self) -> None:
+        """Give every details pane on the stack the services as they are now."""
+        table = self.services_screen.table
+        for screen in self.screen_stack:
+            for pane in screen.query(ServiceDetail):
+                name = screen.service if isinstance(screen, DetailScreen) else table.selected
+                pane.show(name, table.services, table.received)
+        self.services_screen.show_summary()
+
     def request_action(self, action: str, services: list[str]) -> None:
         self.run_worker(
             self._act(action, services), group="actions", exit_on_error=False, exclusive=False
@@ -120,6 +152,13 @@ class RunyardApp(App[None]):
 
     async def _act(self, action: str, services: list[str]) -> None:
         what = " ".join(services) or "config"
+        if self.unreachable:  # say so now, not when a request times out
+            self.notify(
+                f"{action} {what}: not sent, the daemon is unreachable ({self.unreachable})",
+                severity="error",
+                timeout=6,
+            )
+            return
         self.notify(f"{action} {what}…", timeout=2)
         try:
             reply = await self.bridge.action(action, services)
@@ -128,17 +167,28 @@ class RunyardApp(App[None]):
             return
         for status in reply.services:
             self.services_screen.table.update_service(status)
+        self.show_details()
         self.notify(f"{action} {what}: done" + (f" ({reply.message})" if reply.message else ""))
 
-    def request_ensure(self, name: str, version_spec: str) -> None:
+    def request_ensure(self, name: str, version_spec: str, catalog: str | None = None) -> None:
         self.run_worker(
-            self._ensure(name, version_spec), group="actions", exit_on_error=False, exclusive=False
+            self._ensure(name, version_spec, catalog),
+            group="actions",
+            exit_on_error=False,
+            exclusive=False,
         )
 
-    async def _ensure(self, name: str, version_spec: str) -> None:
+    async def _ensure(self, name: str, version_spec: str, catalog: str | None) -> None:
+        if self.unreachable:
+            self.notify(
+                f"ensure {name}: not sent, the daemon is unreachable ({self.unreachable})",
+                severity="error",
+                timeout=6,
+            )
+            return
         self.notify(f"ensure {name} {version_spec}…", timeout=2)
         try:
-            binary = await self.bridge.ensure(name, version_spec)
+            binary = await self.bridge.ensure(name, version_spec, catalog)
         except ClientError as exc:
             self.notify(f"ensure {name} {version_spec}: {exc}", severity="error", timeout=6)
             return
@@ -154,6 +204,7 @@ class RunyardApp(App[None]):
     def _connected(self, message: Bridge.Connected) -> None:
         self.unreachable = ""
         self.services_screen.table.replace_all(list(message.snapshot.services))
+        self.show_details()
 
     @on(Bridge.Disconnected)
     def _disconnected(self, message: Bridge.Disconnected) -> None:
@@ -162,15 +213,17 @@ class RunyardApp(App[None]):
     @on(Bridge.ServiceChanged)
     def _service_changed(self, message: Bridge.ServiceChanged) -> None:
         self.services_screen.table.update_service(message.service)
+        self.show_details()
 
     @on(Bridge.StatusRefreshed)
     def _refreshed(self, message: Bridge.StatusRefreshed) -> None:
         table = self.services_screen.table
         if {s.name for s in message.services} != set(table.services):
             table.replace_all(message.services)
-            return
-        for status in message.services:
-            table.update_service(status)
+        else:
+            for status in message.services:
+                table.update_service(status)
+        self.show_details()
 
     @on(Bridge.LogLines)
     def _log_lines(self, message: Bridge.LogLines) -> None:

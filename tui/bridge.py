@@ -71,6 +71,9 @@ ENSURE_TIMEOUT = 300.0
 ACTIONS = ("start", "stop", "restart", "reload")
 #: The log "service" standing for every service's log, interleaved (no service has this name).
 ALL_LOGS = "*"
+#: The stderr lines a service's details show, found among its last STDERR_SCAN lines.
+STDERR_LINES = 20
+STDERR_SCAN = 1000
 #: The most events drained into one LogLines message before it is posted.
 DRAIN_EVENTS = 200
 
@@ -210,11 +213,20 @@ class Bridge:
         )
         return reply.report
 
-    async def ensure(self, name: str, version_spec: str = "latest") -> Binary:
+    async def ensure(
+        self, name: str, version_spec: str = "latest", catalog: str | None = None
+    ) -> Binary:
         """Install ``name`` at ``version_spec`` unless the tree has it (``installed`` False:
-        it was already installed)."""
-        reply = await self._client().ensure(name, version_spec, timeout=ENSURE_TIMEOUT)
+        it was already installed); ``catalog`` None: the one the tree used last."""
+        reply = await self._client().ensure(
+            name, version_spec, catalog=catalog, timeout=ENSURE_TIMEOUT
+        )
         return reply.binary
+
+    async def stderr_tail(self, service: str, n: int = STDERR_LINES) -> list[LogLine]:
+        """The last ``n`` stderr lines of ``service`` among its last STDERR_SCAN lines."""
+        reply = await self._client().logs_tail(service, n=STDERR_SCAN)
+        return [line for line in reply.lines if line.stream in ("err", "stderr")][-n:]
 
     def stop(self) -> None:
         self._stopping = True

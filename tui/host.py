@@ -8,6 +8,7 @@ inside any App that offers these).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from .bridge import Bridge
@@ -18,6 +19,8 @@ __all__ = ["ScreenHost"]
 class ScreenHost(Protocol):
     bridge: Bridge
     read_only: bool
+    #: Seconds since the epoch, now.
+    clock: Callable[[], float]
 
     def open_logs(self, service: str) -> None:
         """The logs screen of ``service``, or of every service (bridge.ALL_LOGS)."""
@@ -29,5 +32,12 @@ class ScreenHost(Protocol):
     def request_action(self, action: str, services: list[str]) -> None:
         """start / stop / restart / reload ``services``, answered by a notification."""
 
-    def request_ensure(self, name: str, version_spec: str) -> None:
-        """Install ``name`` at ``version_spec`` in the background, answered by a notification."""
+    def open_detail(self, service: str) -> None:
+        """The details of ``service`` on a screen of their own."""
+
+    def show_details(self) -> None:
+        """Refresh every details pane from the services as the app knows them."""
+
+    def request_ensure(self, name: str, version_spec: str, catalog: str | None = None) -> None:
+        """Install ``name`` at ``version_spec`` (from ``catalog``; None: the last one used) in
+        the background, answered by a notification."""

@@ -8,14 +8,20 @@ buffered lines join the kept ones in one update (one refresh). The view is a Scr
 does not grow with the number of lines that arrived, and toggling timestamps or wrap, a new
 search or a new filter re-renders a screenful, not the 5,000 kept lines.
 
-The last ``MAX_LINES`` lines are kept (``kept``); ``rows`` are those the regex filter (or its
-inverse) lets through, oldest first. Wrapping folds a line at the view's width (cells, not
+The last ``MAX_LINES`` lines of each service are kept (``kept``, in ``log_rings.LogRings``,
+which also says what following on and off does to them); ``rows`` are those the regex filter
+(or its inverse) lets through, oldest first. Scrolling up (keys, wheel, scrollbar) stops
+following; End (or ``f``) follows again. Wrapping folds a line at the view's width (cells, not
 words, like a terminal), so the rows a line takes are known from its length without rendering
 it. Search counts matches on the data, not on the screen.
 
 A ``tagged`` view (every service's log, interleaved) starts each line with its service's name,
 padded to the longest name, in a colour of its own: the name reads without colour, the colour
 helps the eye. Filter and search match the line's text, not the tag.
+
+Under NO_COLOR Textual turns colours into greys of the same luminance: red stderr became dark
+grey on dark grey (~1.3:1). There, stderr is told by attributes only (a reversed ``err│``
+marker, bold text) and tags are bold, so every line keeps the terminal's full contrast.
 """
 
 from __future__ import annotations
@@ -23,25 +29,24 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-import zlib
-from collections import deque
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import NamedTuple
 
-from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 
 from runyard.protocol.messages import LogLine
 
+from .log_rings import MAX_LINES, PAUSED_MAX, LogRings, Shown, clean, shown_line
+from .log_style import styled_line
+
 __all__ = ["FLUSH", "MAX_LINES", "LogView", "clean"]
 
-MAX_LINES = 5000
 FLUSH = 0.1
 #: Cells of the widest service tag in a tagged view (longer names are cut).
 TAG_WIDTH = 16
@@ -50,50 +55,6 @@ STAMP_CELLS = 13
 STREAM_CELLS = 4
 #: Rendered lines kept for redrawing (several screens' worth); the oldest half goes when full.
 STRIP_CACHE = 1024
-#: Tag colours, picked by a stable hash of the name (the same service, the same colour); no red
-#: or magenta, which would read as stderr.
-TAG_STYLES = (
-    "bold cyan",
-    "bold green",
-    "bold blue",
-    "bold yellow",
-    "bold bright_cyan",
-    "bold bright_green",
-    "bold bright_blue",
-    "bold bright_yellow",
-)
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def tag_style(service: str) -> str:
-    return TAG_STYLES[zlib.crc32(service.encode()) % len(TAG_STYLES)]
-
-
-def clean(line: str) -> str:
-    """A line as it can be shown: tabs expanded, ANSI escape sequences dropped (a service's
-    colours are not ours to replay), other control characters as U+FFFD."""
-    if line.isprintable():
-        return line
-    line = _ESCAPES.sub("", line.expandtabs())
-    return _CONTROLS.sub("\ufffd", line)
-
-
-class Shown(NamedTuple):
-    """One kept line: ``n`` counts every line ever added (never reused); ``text`` is the line
-    as shown (``clean``) and ``cells`` its width; ``service`` is the line's service in a tagged
-    view ("" otherwise). A tuple: thousands are made a second."""
-
-    n: int
-    line: LogLine
-    text: str
-    cells: int
-    service: str = ""
-
-
-def _shown(n: int, line: LogLine, service: str = "") -> Shown:
-    text = clean(line.line)
-    return Shown(n, line, text, len(text) if text.isascii() else cell_len(text), service)
 
 
 def _n(shown: Shown) -> int:
@@ -121,7 +82,7 @@ class LogView(ScrollView, can_focus=True):
         #: Lines carry their service's name (the interleaved view of every service).
         self.tagged = tagged
         self.tag_width = 0
-        self.kept: deque[Shown] = deque(maxlen=MAX_LINES)
+        self.rings = LogRings()
         #: The kept lines the filter lets through, oldest first: what the view shows.
         self.rows: list[Shown] = []
         self.pending: list[Shown] = []
@@ -146,8 +107,11 @@ class LogView(ScrollView, can_focus=True):
         #: Looked up once a frame (render_lines), not once a row.
         self._frame_style = Style()
         self._frame_width = 0
+        self.mono = False
 
     def on_mount(self) -> None:
+        #: NO_COLOR: attributes instead of colours (see the module docstring).
+        self.mono = self.app.no_color
         self.set_interval(FLUSH, self.flush)
 
     # --- feeding ---------------------------------------------------------------------------------
@@ -156,10 +120,10 @@ class LogView(ScrollView, can_focus=True):
         """Buffer ``lines``; ``sources`` names each line's service (tagged views)."""
         n, before = self.added, len(self.pending)
         if sources is None:
-            self.pending.extend(_shown(n + i, line) for i, line in enumerate(lines))
+            self.pending.extend(shown_line(n + i, line) for i, line in enumerate(lines))
         else:
             self.pending.extend(
-                _shown(n + i, line, service)
+                shown_line(n + i, line, service)
                 for i, (line, service) in enumerate(zip(lines, sources, strict=True))
             )
             widest = max((len(name) for name in set(sources)), default=0)
@@ -167,11 +131,28 @@ class LogView(ScrollView, can_focus=True):
                 self.tag_width = min(TAG_WIDTH, widest)
                 self._strips.clear()  # every tag is padded to the new width
         self.added = n + len(self.pending) - before
-        if len(self.pending) > MAX_LINES:  # a burst larger than the view: the head never shows
-            del self.pending[: len(self.pending) - MAX_LINES]
+        # A burst larger than the view: its head would never show. Every service has a ring of
+        # its own in a tagged view (the catch-up of L brings each one's tail): keep more there.
+        cap = PAUSED_MAX if self.tagged else MAX_LINES
+        if len(self.pending) > cap:
+            del self.pending[: len(self.pending) - cap]
+
+    @property
+    def kept(self) -> list[Shown]:
+        """Every kept line (all services' rings), in the order they arrived."""
+        return self.rings.merged()
+
+    @property
+    def kept_count(self) -> int:
+        return self.rings.count
+
+    @property
+    def held_count(self) -> int:
+        """Lines that wait for the view to follow again (its ring was full)."""
+        return self.rings.held_count
 
     def reset(self) -> None:
-        self.kept.clear()
+        self.rings.clear()
         self.pending.clear()
         self.rows.clear()
         self.matches.clear()
@@ -185,30 +166,31 @@ class LogView(ScrollView, can_focus=True):
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        self.kept.extend(batch)
-        oldest = self.kept[0].n
-        gone = bisect.bisect_left(self.rows, oldest, key=_n)
-        gone_rows = self._starts[gone] if self.wrap and gone < len(self._starts) else gone
-        if gone:
-            del self.rows[:gone]
-        shown = [s for s in batch if self._passes(s)] if self.filter_re is not None else batch
+        shown, dropped = self.rings.add(batch, following=self.auto_scroll)
+        if dropped:  # only while following: the view goes to the end anyway
+            self.rows = [s for s in self.rows if s.n not in dropped]
+            if self.query_text:
+                self._drop_matches(dropped)
+        if self.filter_re is not None:
+            shown = [s for s in shown if self._passes(s)]
         self.rows.extend(shown)
         self._widest = max(self._widest, max((s.cells for s in shown), default=0))
         if self.query_text:
             self.matches.extend(s.n for s in shown if self._matches(s))
-            dropped = bisect.bisect_left(self.matches, oldest)
-            if dropped:
-                del self.matches[:dropped]
-                if self.match_at is not None:
-                    self.match_at = max(0, self.match_at - dropped)
         self._layout()
         self.writes += 1
         if self.auto_scroll:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
-        elif gone_rows:  # keep the same lines in view as the oldest ones go
-            self.scroll_to(y=max(0, self.scroll_y - gone_rows), animate=False, immediate=True)
         self.refresh()
         self.post_message(self.Changed())
+
+    def _drop_matches(self, dropped: set[int]) -> None:
+        before = len(self.matches)
+        self.matches = [n for n in self.matches if n not in dropped]
+        if self.match_at is not None:
+            self.match_at = max(0, self.match_at - (before - len(self.matches)))
+            if not self.matches:
+                self.match_at = None
 
     def plain_lines(self) -> list[str]:
         """The kept lines as plain text, without timestamps (what tests and search read)."""
@@ -238,10 +220,46 @@ class LogView(ScrollView, can_focus=True):
         return self.auto_scroll
 
     def set_follow(self, on: bool) -> None:
+        if on == self.auto_scroll:
+            return
         self.auto_scroll = on
         if on:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.flush()
+            self.rings.resume()
+            self.rerender()  # the rings were cut back: rows, matches and the end
         self.post_message(self.Changed())
+
+    # Scrolling up means "let me read": stop following (End or f follows again).
+
+    def action_scroll_up(self) -> None:
+        self.set_follow(False)
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self.set_follow(False)
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self.set_follow(False)
+        super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        self.set_follow(True)
+        super().action_scroll_end()
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if not (event.ctrl or event.shift):
+            self.set_follow(False)
+        super()._on_mouse_scroll_up(event)
+
+    def _on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar's track
+        self.set_follow(False)
+        super()._on_scroll_up(event)
+
+    def _on_scroll_to(self, message: ScrollTo) -> None:  # the scrollbar's thumb dragged
+        if message.y is not None and message.y < self.scroll_y:
+            self.set_follow(False)
+        super()._on_scroll_to(message)
 
     def set_timestamps(self, on: bool) -> None:
         self.timestamps = on
@@ -410,22 +428,8 @@ class LogView(ScrollView, can_focus=True):
         return cached
 
     def _styled(self, shown: Shown, base: Style) -> Text:
-        line = shown.line
-        err = line.stream in ("err", "stderr")
-        text = Text(style=base, no_wrap=True, end="")
-        if self.timestamps:
-            stamp = datetime.fromtimestamp(line.ts).strftime("%H:%M:%S.%f")[:-3]
-            text.append(stamp + " ", style="dim")
-        if self.tagged:
-            name = shown.service[: self.tag_width].ljust(self.tag_width)
-            text.append(name + " ", style=tag_style(shown.service))
-        text.append("err│" if err else "out│", style="bold red" if err else "dim")
-        text.append(shown.text, style="red" if err else "")
-        if self.query_text:
-            current = self.match_at is not None and self.matches[self.match_at] == shown.n
-            text.highlight_words(
-                [self.query_text],
-                style="black on yellow" if current else "reverse",
-                case_sensitive=False,
-            )
-        return text
+        current = self.match_at is not None and self.matches[self.match_at] == shown.n
+        tag = shown.service[: self.tag_width].ljust(self.tag_width) if self.tagged else None
+        return styled_line(
+            shown, base, self.timestamps, tag, self.mono, self.query_text, current=current
+        )

@@ -22,7 +22,10 @@ from .dialogs import InputDialog
 from .footer import KeysFooter
 from .log_view import LogView
 
-__all__ = ["LogsScreen"]
+__all__ = ["LogsScreen", "status_line"]
+
+#: The most cells of a filter or search text the status line shows.
+PATTERN_CELLS = 12
 
 
 class LogsScreen(Screen[None]):
@@ -31,6 +34,8 @@ class LogsScreen(Screen[None]):
         height: 1;
         background: $boost;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -154,19 +159,31 @@ class LogsScreen(Screen[None]):
 
     @on(LogView.Changed)
     def _status(self) -> None:
-        v = self.view
-        parts = [
-            f"follow {'on' if v.follow else 'off'}",
-            f"time {'on' if v.timestamps else 'off'}",
-            f"wrap {'on' if v.wrap else 'off'}",
-            f"{len(v.kept)} lines",
-        ]
-        if v.filter_label:
-            parts.append(f"filter: {v.filter_label}")
-        if v.query_text:
-            at = 0 if v.match_at is None else v.match_at + 1
-            parts.append(f"/{v.query_text}: {at}/{len(v.matches)} matches")
-        text = " · ".join(parts)
+        text = status_line(self.view)
         if text != self._status_text:  # ten flushes a second mostly change nothing here
             self._status_text = text
             self.query_one("#logs-status", Static).update(text, layout=False)
+
+
+def _cut(text: str, cells: int) -> str:
+    return text if len(text) <= cells else text[: cells - 1] + "…"
+
+
+def status_line(v: LogView) -> str:
+    """What the view does, short enough for 80 columns: ``follow`` (or ``paused +N (End)``:
+    lines that wait, End follows again), the lines kept, time and wrap when on, the filter,
+    the search."""
+    if v.follow:
+        parts = ["follow"]
+    else:
+        parts = [f"paused +{v.held_count} (End)" if v.held_count else "paused (End)"]
+    parts.append(f"{v.kept_count} lines")
+    shown = " ".join(word for word, on in (("time", v.timestamps), ("wrap", v.wrap)) if on)
+    if shown:
+        parts.append(shown)
+    if v.filter_label:
+        parts.append("filter: " + _cut(v.filter_label, PATTERN_CELLS + 3))
+    if v.query_text:
+        at = 0 if v.match_at is None else v.match_at + 1
+        parts.append(f"/{_cut(v.query_text, PATTERN_CELLS)}: {at}/{len(v.matches)} matches")
+    return " · ".join(parts)

@@ -1,16 +1,21 @@
 """Sealed and rejected runs: a list, one run's details, and verify / replay per check.
 
-The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); ``enter`` shows
-``runs.show``'s hashes and the run directory's file list (its ARTIFACT_INDEX: role, size, sha256 and
-path of every file); ``v`` verifies (it only reads: allowed in read-only mode);
-``p`` replays (it re-executes the engine: refused in read-only mode).
+The list comes from ``runs.list`` (refreshed on ``run.*`` events and on ``g``); the details
+pane follows the cursor: ``runs.show``'s hashes and the run directory's file list (its
+ARTIFACT_INDEX: role, size, sha256 and path of every file); ``v`` verifies (it only reads:
+allowed in read-only mode); ``p`` replays (it re-executes the engine: refused in read-only mode).
+
+``v`` and ``p`` act on the run whose details are shown, which the title line names, wherever
+the focus is (Tab moves it between the list and the details; the focused pane has a thick
+accent edge): once, Tab moved the focus to the details invisibly and ``v``/``p`` acted on the
+cursor's row, another run than the one on screen (a wrong run was replayed).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -26,6 +31,7 @@ from runyard.runtime.core.sizes import ByteStyle, format_bytes
 
 from .banner import Banner
 from .footer import KeysFooter
+from .literal import literal as escape
 
 if TYPE_CHECKING:
     from .host import ScreenHost
@@ -37,8 +43,21 @@ COLUMNS = (
     ("engine", "ENGINE"),
     ("version", "VERSION"),
     ("status", "STATUS"),
+    ("run_id", "RUN ID"),
 )
 STATUS_STYLES = {"sealed": "green", "rejected": "bold red"}
+#: Under NO_COLOR (Textual turns colours into greys: red is dark grey on dark grey) the same
+#: words are told by attributes: the table's styles, and the details' colour tags.
+MONO_STATUS_STYLES = {"sealed": "bold", "rejected": "bold reverse"}
+_MONO_TAGS = {"bold red": "bold reverse", "green": "bold"}
+_COLOUR_TAG = re.compile(r"(?<!\\)\[(/?)(bold red|green)\]")
+
+
+def mono_markup(markup: str) -> str:
+    """``markup`` with its colour tags as attributes (NO_COLOR)."""
+    return _COLOUR_TAG.sub(lambda m: f"[{m.group(1)}{_MONO_TAGS[m.group(2)]}]", markup)
+
+
 READ_ONLY_REPLAY = (
     "read-only: replay re-executes the engine, so it is disabled (v verify only reads)"
 )
@@ -212,10 +231,19 @@ class RunsScreen(Screen[None]):
     RunsScreen DataTable {
         height: 1fr;
         min-height: 4;
+        border-left: blank;
+    }
+    RunsScreen DataTable:focus {
+        border-left: thick $accent;
     }
     RunsScreen #runs-detail-box {
         height: 2fr;
         border-top: solid $accent;
+        border-left: blank;
+    }
+    RunsScreen #runs-detail-box:focus {
+        border-top: thick $accent;
+        border-left: thick $accent;
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -223,6 +251,9 @@ class RunsScreen(Screen[None]):
         Binding("g", "refresh_runs", "Refresh"),
         Binding("v", "verify", "Verify"),
         Binding("p", "replay", "Replay"),
+        Binding("tab", "app.focus_next", "Details/list", show=False),
+        # Read-only: p is hidden from the footer (check_action) and this says why.
+        Binding("p", "replay_refused", show=False),
     ]
 
     def __init__(self) -> None:
@@ -230,10 +261,12 @@ class RunsScreen(Screen[None]):
         self.runs: dict[str, RunSummary] = {}
         #: What the detail pane shows, as plain text (for tests and the curious).
         self.detail_text = ""
+        #: The run whose details are shown: what v and p act on.
+        self.shown_run: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
-        yield Static("runs · enter details · v verify · p replay · g refresh", id="runs-title")
+        yield Static("runs", id="runs-title")
         table: DataTable[Any] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         with VerticalScroll(id="runs-detail-box"):
@@ -254,12 +287,26 @@ class RunsScreen(Screen[None]):
             self.table.add_column(label, key=key)
         self.table.focus()
         self.action_refresh_runs()
+        self._title()
+
+    def on_descendant_focus(self) -> None:
+        self._title()
+
+    def _title(self) -> None:
+        """Which pane has the focus, and which run v and p act on."""
+        box = self.query_one("#runs-detail-box", VerticalScroll)
+        where = "details" if box.has_focus else "list"
+        target = f"v/p act on {self.shown_run}" if self.shown_run else "no run selected"
+        text = f"runs · {target} · focus: {where} (tab)"
+        self.query_one("#runs-title", Static).update(escape(text))
 
     def _status(self, text: str) -> None:
         self.query_one("#runs-status", Static).update(text)
 
     def _detail(self, lines: list[str]) -> None:
         markup = "\n".join(lines)
+        if self.app.no_color:
+            markup = mono_markup(markup)
         self.detail_text = Text.from_markup(markup).plain
         self.query_one("#runs-detail", Static).update(markup)
         self.query_one("#runs-detail-box", VerticalScroll).scroll_home(animate=False)
@@ -293,6 +340,7 @@ class RunsScreen(Screen[None]):
         table = self.table
         table.clear()
         self.runs = {}
+        styles = MONO_STATUS_STYLES if self.app.no_color else STATUS_STYLES
         for r in reversed(runs):  # newest first
             rid = r.run_id
             if not rid or rid in self.runs:
@@ -303,7 +351,8 @@ class RunsScreen(Screen[None]):
                 short_time(r),
                 r.engine,
                 r.engine_version or "-",
-                Text(status, style=STATUS_STYLES.get(status, "")),
+                Text(status, style=styles.get(status, "")),
+                rid,
                 key=rid,
             )
         if keep in self.runs:
@@ -313,11 +362,19 @@ class RunsScreen(Screen[None]):
 
     # --- one run --------------------------------------------------------------------------------
 
+    @on(DataTable.RowHighlighted, "#runs")
     @on(DataTable.RowSelected, "#runs")
-    def _selected(self, event: DataTable.RowSelected) -> None:
+    def _selected(self, event: DataTable.RowHighlighted | DataTable.RowSelected) -> None:
         rid = event.row_key.value
-        if rid is not None:
+        if rid is not None and (rid != self.shown_run or isinstance(event, DataTable.RowSelected)):
+            self.shown_run = rid
+            self._title()
             self.run_worker(self._show(rid), group="runs-one", exclusive=True, exit_on_error=False)
+
+    @property
+    def target(self) -> str | None:
+        """The run v and p act on: the one whose details are shown."""
+        return self.shown_run if self.shown_run in self.runs else self.selected
 
     async def _show(self, rid: str) -> None:
         summary = self.runs.get(rid)
@@ -337,7 +394,7 @@ class RunsScreen(Screen[None]):
         self._detail(detail_lines(run))
 
     def action_verify(self) -> None:
-        rid = self.selected
+        rid = self.target
         if rid is None:
             self.notify("no run selected", severity="warning")
             return
@@ -352,12 +409,22 @@ class RunsScreen(Screen[None]):
             return
         self._detail(verify_lines(rid, report))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "replay":
+            return not self.runyard.read_only
+        if action == "replay_refused":
+            return self.runyard.read_only
+        return True
+
+    def action_replay_refused(self) -> None:
+        self.notify(READ_ONLY_REPLAY, severity="warning")
+        self._detail([escape(READ_ONLY_REPLAY)])
+
     def action_replay(self) -> None:
         if self.runyard.read_only:
-            self.notify(READ_ONLY_REPLAY, severity="warning")
-            self._detail([escape(READ_ONLY_REPLAY)])
+            self.action_replay_refused()
             return
-        rid = self.selected
+        rid = self.target
         if rid is None:
             self.notify("no run selected", severity="warning")
             return

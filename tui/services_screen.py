@@ -1,5 +1,11 @@
 """The main screen: the services table, its filter, and the keys that act on a service.
 
+From ``WIDE`` columns the selected service's details sit right of the table; below that one
+line under the table says why the selected service is as it is, and ``i`` opens the details
+on their own screen. A status line counts the services by state. In read-only mode the action
+keys are not offered (not in the footer, not in the palette); pressed, they say why nothing
+happens.
+
 While the daemon is unreachable the table keeps the last known state, dimmed, under a line that
 says so (the dimming alone would not read without colour); both go when the daemon is back."""
 
@@ -7,24 +13,46 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import on
+from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
+from runyard.protocol.messages import ServiceStatus
+
 from .banner import Banner
 from .bridge import ALL_LOGS
-from .dialogs import ConfirmDialog, InputDialog
+from .dialogs import ConfirmDialog, EnsureDialog
 from .footer import KeysFooter
-from .services_table import ServicesTable
+from .service_detail import WIDE, ServiceDetail
+from .services_table import ServicesTable, info
 
 if TYPE_CHECKING:
     from .host import ScreenHost
 
-__all__ = ["STALE", "ServicesScreen"]
+__all__ = ["READ_ONLY_REFUSED", "STALE", "ServicesScreen", "summary"]
 
 STALE = "last known state, not live: the daemon is unreachable"
+READ_ONLY_REFUSED = "read-only: actions are disabled"
+#: The order states are counted in: the working ones first.
+STATE_ORDER = ("running", "starting", "stopping", "backoff", "exited", "fatal", "stopped")
+#: The actions read-only mode refuses.
+ACTIONS = frozenset({"act", "stop", "reload", "ensure"})
+
+
+def summary(services: dict[str, ServiceStatus]) -> str:
+    """``7 services: 5 running, 1 backoff, 1 fatal``."""
+    counts: dict[str, int] = {}
+    for s in services.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    order = [*STATE_ORDER, *sorted(set(counts) - set(STATE_ORDER))]
+    parts = [f"{counts[state]} {state}" for state in order if state in counts]
+    noun = "service" if len(services) == 1 else "services"
+    return f"{len(services)} {noun}" + (": " + ", ".join(parts) if parts else "")
 
 
 class ServicesScreen(Screen[None]):
@@ -44,6 +72,32 @@ class ServicesScreen(Screen[None]):
     ServicesScreen.-stale ServicesTable {
         opacity: 50%;
     }
+    ServicesScreen #body {
+        height: 1fr;
+    }
+    ServicesScreen ServicesTable {
+        width: 1fr;
+    }
+    ServicesScreen #side {
+        display: none;
+        width: 48;
+        border-left: solid $accent;
+    }
+    ServicesScreen.-wide #side {
+        display: block;
+    }
+    ServicesScreen #why, ServicesScreen #counts {
+        height: 1;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    ServicesScreen #counts {
+        background: $boost;
+    }
+    ServicesScreen.-wide #why {
+        display: none;
+    }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "act('start')", "Start"),
@@ -52,18 +106,69 @@ class ServicesScreen(Screen[None]):
         Binding("R", "reload", "Reload"),
         Binding("e", "ensure", "Ensure", show=False),  # rare; in the help, not the footer
         Binding("slash", "filter", "Filter"),
+        Binding("i", "detail", "Details", show=False),  # beside the table from WIDE columns
         Binding("L", "all_logs", "All logs"),
         Binding("d", "disk", "Disk"),
         Binding("u", "runs", "Runs"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        # Read-only: the keys above are hidden (check_action) and these say why nothing happens.
+        Binding("s,x,r,R,e", "refused", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
         yield Static(STALE, id="stale")
         yield Input(placeholder="filter by name (enter: keep, esc: clear)", id="filter")
-        yield ServicesTable(id="services")
+        with Horizontal(id="body"):
+            yield ServicesTable(id="services")
+            yield ServiceDetail(id="side")
+        yield Static("", id="why")
+        yield Static("", id="counts")
         yield KeysFooter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ACTIONS:
+            return not self.runyard.read_only
+        if action == "refused":
+            return self.runyard.read_only
+        return True
+
+    def action_refused(self) -> None:
+        self.notify(READ_ONLY_REFUSED, severity="warning")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width >= WIDE, "-wide")
+        self.runyard.show_details()
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self.runyard.show_details()
+
+    def show_summary(self) -> None:
+        """The counts line, and (narrow screens) why the selected service is as it is."""
+        if not self.is_mounted:
+            return  # composed later, with what the app knows then
+        try:
+            table = self.table
+            counts, why_line = self.query_one("#counts", Static), self.query_one("#why", Static)
+        except NoMatches:  # being torn down
+            return
+        counts.update(summary(table.services))
+        name = table.selected
+        s = table.services.get(name or "")
+        line = ""
+        if s is not None:
+            age = self.runyard.clock() - table.received.get(s.name, self.runyard.clock())
+            why = info(s, age)
+            line = f"{s.name}: {s.state}" + (f", {why}" if why else "") + "  (i: details)"
+        why_line.update(Text(line))  # STATUS= is the service's own text: never markup
+
+    def action_detail(self) -> None:
+        name = self.table.selected
+        if name is None:
+            self.notify("no service selected", severity="warning")
+            return
+        self.runyard.open_detail(name)
 
     @property
     def table(self) -> ServicesTable:
@@ -125,7 +230,7 @@ class ServicesScreen(Screen[None]):
 
     def _target(self) -> str | None:
         if self.runyard.read_only:
-            self.notify("read-only: actions are disabled", severity="warning")
+            self.notify(READ_ONLY_REFUSED, severity="warning")
             return None
         name = self.table.selected
         if name is None:
@@ -153,17 +258,16 @@ class ServicesScreen(Screen[None]):
         if name is None:
             return
 
-        def answered(spec: str | None) -> None:
-            if spec is not None:
-                self.runyard.request_ensure(name, spec.strip() or "latest")
+        def answered(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                spec, catalog = answer
+                self.runyard.request_ensure(name, spec or "latest", catalog or None)
 
-        self.app.push_screen(
-            InputDialog(f"Ensure a version of [b]{name}[/b] (VERSION_SPEC)", "latest"), answered
-        )
+        self.app.push_screen(EnsureDialog(name), answered)
 
     def action_reload(self) -> None:
         if self.runyard.read_only:
-            self.notify("read-only: actions are disabled", severity="warning")
+            self.notify(READ_ONLY_REFUSED, severity="warning")
             return
         self.runyard.request_action("reload", [])
 

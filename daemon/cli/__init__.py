@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.runtime.core.errors import DaemonUnreachable, InvariantBroken, RunyardError
+from runyard.runtime.core.own_version import runyard_version
 
-from .common import UsageError, common_options
+from .common import UsageError, common_options, os_problem
 from .output import silence_stdout, stdout_closed
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
@@ -39,6 +40,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, Any]:
         parents=[common],
         epilog="exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"runyard {runyard_version()}",
+        help="print Runyard's version and exit",
+    )
     return parser, common, parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
 
@@ -49,6 +56,7 @@ def daemon_parser() -> argparse.ArgumentParser:
 
     parser, common, sub = _parser()
     daemon_cmd.register(sub, common)
+    describe_commands(parser)
     return parser
 
 
@@ -88,7 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.register(sub, common)
     service_cmd.register(sub, common)
     remote_cmd.register(sub, common)
+    describe_commands(parser)
     return parser
+
+
+def describe_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand without a description its one-line help as one, so that
+    ``runyard CMD --help`` always says what CMD does (argparse does not copy it)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            if not child.description and helps.get(name):
+                child.description = f"{helps[name][0].upper()}{helps[name][1:]}."
+            describe_commands(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, exc, EXIT_FAILED, internal=True)
     except RunyardError as exc:
         return _fail(args, exc, EXIT_FAILED)
+    except OSError as exc:  # the world said no (a path, a permission, a full disk): not a bug
+        return _fail(args, exc, EXIT_FAILED, text=os_problem(exc))
     except KeyboardInterrupt:
         print("runyard: interrupted", file=sys.stderr)
         return 130
@@ -130,13 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, exc, EXIT_FAILED, internal=True)
 
 
-def _fail(args: argparse.Namespace, exc: BaseException, code: int, internal: bool = False) -> int:
+def _fail(
+    args: argparse.Namespace,
+    exc: BaseException,
+    code: int,
+    internal: bool = False,
+    text: str | None = None,
+) -> int:
     if args.debug:
         traceback.print_exc()
     # Our messages show URLs redacted already; this is the last line of defence for others.
     from runyard.runtime.acquisition.urls import redact_url
 
-    text = redact_url(str(exc).replace("\n", " ")) or type(exc).__name__
+    text = redact_url((text or str(exc)).replace("\n", " ")) or type(exc).__name__
     if internal:
         text = f"internal error: {type(exc).__name__}: {text} (run with --debug for details)"
     print(f"runyard: {text}", file=sys.stderr)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
+from runyard.runtime.core.errors import TreeError
 from runyard.runtime.ops.audit import audit_path, tail, verify_chain
 
 from .common import UsageError, open_tree
@@ -39,6 +41,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_verify)
 
 
+def _logs_dir(args: argparse.Namespace) -> Path:
+    """The logs/ of the tree (or of a bundle prefix: no manifest needed); a root that does not
+    exist at all is a mistyped --root, not an empty trail (exit 1)."""
+    tree = open_tree(args, lenient=True)
+    if not tree.root.is_dir():
+        raise TreeError(f"no runtime tree at {tree.root} (no such directory)")
+    return tree.logs_dir
+
+
 def _actor(actor: Any) -> str:
     if not isinstance(actor, dict):
         return str(actor)
@@ -57,7 +68,7 @@ def _actor(actor: Any) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError("-n must be at least 1")
-    entries = tail(open_tree(args).logs_dir, args.n)
+    entries = tail(_logs_dir(args), args.n)
     if args.json:
         print_json(entries)
         return 0
@@ -90,7 +101,7 @@ def _anchor(text: str | None) -> tuple[int, str] | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     anchor = _anchor(args.anchor)
-    path = audit_path(open_tree(args).logs_dir)
+    path = audit_path(_logs_dir(args))
     report = verify_chain(path, anchor=anchor)
     if args.json:
         print_json(report.to_dict())

@@ -10,14 +10,16 @@ docs/BUNDLES.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 import msgspec
 
+from runyard.runtime.core.errors import BundleError
 from runyard.runtime.core.sizes import format_bytes
 
-from .common import UsageError, open_project, open_tree
+from .common import UsageError, open_project, open_tree, os_problem
 from .output import print_json, print_table
 
 # runtime.bundle (cryptography, tarfile, zipfile) is imported inside the commands: every
@@ -49,10 +51,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = bsub.add_parser(
         "verify", parents=[common], help="check a runtime bundle file, one line a failure"
     )
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="runtime bundle file (.tar.gz or .zip)")
     p.add_argument(
         "--pubkey", metavar="K", help="Ed25519 public key the runtime bundle must be signed by"
     )
+    _format_option(p)
     p.set_defaults(handler=cmd_verify)
 
     p = bsub.add_parser(
@@ -60,7 +63,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="install a runtime bundle into PREFIX/versions/ and switch",
     )
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="runtime bundle file (.tar.gz or .zip)")
     p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
     p.add_argument("--pubkey", metavar="K", help="require a signature by this Ed25519 key")
     p.add_argument("--migrate", action="store_true", help="allow a major version upgrade")
@@ -69,6 +72,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a downgrade, or replacing an installed (not current) version",
     )
+    _format_option(p)
     p.set_defaults(handler=cmd_install)
 
     p = bsub.add_parser("rollback", parents=[common], help="switch back to the previous version")
@@ -78,6 +82,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = bsub.add_parser("ls", parents=[common], help="installed versions of a prefix")
     p.add_argument("--prefix", required=True, metavar="DIR", help="install prefix")
     p.set_defaults(handler=cmd_ls)
+
+
+def _format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", choices=("tar.gz", "zip"), help="default: from FILE's suffix (.tar.gz, .zip)"
+    )
+
+
+def _format(args: argparse.Namespace) -> str:
+    """The bundle format of FILE: a name that says none, or says another than --format, is a
+    usage error (2), as for ``pack``."""
+    from runyard.runtime.bundle.layout import BundleError, bundle_format
+
+    try:
+        return bundle_format(args.file, args.format)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _register_pack(bsub: Any, common: argparse.ArgumentParser) -> None:
@@ -217,7 +238,7 @@ def _pack(args: argparse.Namespace, tree: Any, fmt: str, services: Any, version:
 def cmd_verify(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import verify_bundle_file
 
-    report = verify_bundle_file(args.file, args.pubkey)
+    report = verify_bundle_file(args.file, args.pubkey, _format(args))
     if args.json:
         print_json(report.to_builtins())
         return 0 if report.ok else 1
@@ -246,9 +267,17 @@ def _signature_note(state: str, signed_by: str) -> str | None:
 def cmd_install(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import install_bundle
 
-    result = install_bundle(
-        args.file, args.prefix, pubkey=args.pubkey, migrate=args.migrate, force=args.force
-    )
+    try:
+        result = install_bundle(
+            args.file,
+            args.prefix,
+            pubkey=args.pubkey,
+            migrate=args.migrate,
+            force=args.force,
+            fmt=_format(args),
+        )
+    except OSError as exc:  # the prefix cannot be made or written: the path and the cause
+        raise BundleError(f"cannot install into --prefix: {os_problem(exc)}") from None
     if args.json:
         print_json(msgspec.to_builtins(result))
         return 0
@@ -284,6 +313,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from runyard.runtime.bundle import Prefix
 
+    if not os.path.isdir(args.prefix):  # a mistyped --prefix: not found, not "no versions"
+        raise BundleError(f"--prefix {args.prefix}: no such directory")
     rows = Prefix(args.prefix).describe()
     if args.json:
         print_json(rows)

@@ -20,13 +20,15 @@ from runyard.runtime.core.errors import StartFailed
 from runyard.runtime.core.sizes import format_bytes
 
 from . import daemon_cmd
-from .common import UsageError, open_tree
+from .common import UsageError, missing_file, open_tree
 from .daemon_cmd import license_option
 from .output import print_json, print_table, stdout_closed
 
 __all__ = ["register"]
 
 UP_TIMEOUT = 20.0
+#: The documented exit code for "the daemon is unreachable" (daemon/cli/__init__.py).
+EXIT_UNREACHABLE = 3
 #: ``logs -f`` looks this often whether its reader is still there while no line comes.
 FOLLOW_CHECK_SECS = 1.0
 
@@ -41,7 +43,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("shutdown", parents=[common], help="stop every service, then the daemon")
     p.set_defaults(handler=cmd_shutdown)
     p = sub.add_parser("status", parents=[common], help="services: state, pid, uptime, readiness")
-    p.add_argument("services", nargs="*", metavar="SVC")
+    p.add_argument("services", nargs="*", metavar="SVC", help="only these services (default: all)")
     p.set_defaults(handler=cmd_status)
     for name, helptext in (
         ("start", "start services"),
@@ -49,16 +51,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         ("restart", "restart services"),
     ):
         p = sub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument("services", nargs="*", metavar="SVC")
+        p.add_argument("services", nargs="*", metavar="SVC", help="service names")
         p.add_argument("--all", action="store_true", help="every service")
         p.set_defaults(handler=cmd_action, action=name)
     p = sub.add_parser(
         "reload", parents=[common], help="re-read manifest and config; restart only what changed"
     )
     p.set_defaults(handler=cmd_reload)
-    p = sub.add_parser("logs", parents=[common], help="a service's recent output")
-    p.add_argument("service", metavar="SVC")
-    p.add_argument("-n", type=int, default=50, help="lines (default 50)")
+    p = sub.add_parser(
+        "logs",
+        parents=[common],
+        help="services' recent output (several: interleaved by time, tagged with the name)",
+    )
+    p.add_argument("services", nargs="*", metavar="SVC", help="service names")
+    p.add_argument("--all", action="store_true", help="every service")
+    p.add_argument("-n", type=int, default=50, help="lines per service (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(handler=cmd_logs)
     p = sub.add_parser(
@@ -69,7 +76,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
     """A client that has said hello, so the daemon's audit trail names it (``runyard-cli``)."""
-    client = Client(open_tree(args).root, timeout=timeout, client_name="runyard-cli")
+    # lenient: status, logs, stop and shutdown must work while runyard.toml has a syntax error
+    # (the daemon runs with the copy it read); reload and up still refuse a broken file.
+    client = Client(open_tree(args, lenient=True).root, timeout=timeout, client_name="runyard-cli")
     try:
         client.hello()
     except BaseException:
@@ -97,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         argv += ["--project", os.path.abspath(project)]
     if args.license:
         if not os.path.isfile(args.license):
-            raise UsageError(f"--license: {args.license} is not a file")
+            raise missing_file("--license", args.license)
         argv += ["--license", os.path.abspath(args.license)]
     err_path = tree.logs_dir / "runyard" / "daemon.stderr"
     err_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,8 +177,9 @@ def _uptime(s: ServiceStatus) -> str:
 
 
 def _ready(s: ServiceStatus) -> str:
+    """``-`` without a readiness probe, as ``--json`` says (null): running is not ready."""
     if s.ready is None:
-        return "yes" if s.state == "running" else "-"
+        return "-"
     return "yes" if s.ready else "no"
 
 
@@ -189,8 +199,8 @@ def print_statuses(services: list[ServiceStatus]) -> None:
             _uptime(s),
             s.restarts,
             "-" if s.last_exit is None else s.last_exit,
-            "-" if s.cpu_percent is None else f"{s.cpu_percent:.1f}",
-            "-" if s.rss is None else format_bytes(s.rss),
+            "-" if s.cpu_percent is None or s.pid is None else f"{s.cpu_percent:.1f}",
+            "-" if s.rss is None or s.pid is None else format_bytes(s.rss),
             ",".join(str(p.port) for p in s.ports) or "-",
             s.containment or "-",
             _info(s),
@@ -255,42 +265,79 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_line(line: LogLine) -> str:
+def _fmt_line(line: LogLine, tag: str = "") -> str:
     ts = datetime.fromtimestamp(line.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-    return f"{ts}Z {line.stream} {line.line}"
+    return f"{ts}Z {tag}{line.stream} {line.line}"
+
+
+class _LogPrinter:
+    """Prints log lines once each (by seq per service); with several services, tagged."""
+
+    def __init__(self, args: argparse.Namespace, names: list[str]) -> None:
+        self.json = args.json
+        self.tagged = args.all or len(names) > 1
+        self.width = max((len(n) for n in names), default=0)
+        self.last: dict[str, int] = {}
+
+    def print(self, service: str, line: LogLine) -> None:
+        if line.seq <= self.last.get(service, -1):
+            return
+        self.last[service] = line.seq
+        if self.json:
+            text = json_line(line) if not self.tagged else json_tagged(service, line)
+        else:
+            tag = f"{service.ljust(self.width)} | " if self.tagged else ""
+            text = _fmt_line(line, tag)
+        print(text, flush=True)
+
+
+def _log_names(args: argparse.Namespace, client: Client) -> list[str]:
+    if args.all:
+        return [s.name for s in client.status().services]
+    return list(dict.fromkeys(args.services))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise UsageError("-n must be >= 0")
+    if not args.services and not args.all:
+        raise UsageError("logs: name a service or pass --all")
     with _client(args) as client:
-        topic = f"log.{args.service}"
-        stream = client.events([topic]) if args.follow else None
+        names = _log_names(args, client)
+        topics = ["log."] if args.all else [f"log.{n}" for n in names]
+        stream = client.events(topics) if args.follow else None
+        out = _LogPrinter(args, names)
         try:
-            reply = client.logs_tail(args.service, n=args.n)
-            for line in reply.lines:
-                print(json_line(line) if args.json else _fmt_line(line), flush=True)
-            if stream is None:
-                return 0
-            last = reply.last_seq
-            while True:
+            backlog, seen = [], {}
+            for name in names:
+                reply = client.logs_tail(name, n=args.n)
+                backlog += [(name, line) for line in reply.lines]
+                seen[name] = reply.last_seq
+            for name, line in sorted(backlog, key=lambda item: (item[1].ts, item[0])):
+                out.print(name, line)
+            out.last.update(seen)  # -n 0 -f: only what comes next
+            while stream is not None:
                 event = stream.get(timeout=FOLLOW_CHECK_SECS)
                 if event is None:
                     if stdout_closed():  # the reader left while no line came: end as if written
                         return 0
                     continue
-                if not isinstance(event, LogEvent):
-                    continue
-                for line in event.lines:
-                    if line.seq > last:
-                        print(json_line(line) if args.json else _fmt_line(line), flush=True)
-                        last = line.seq
+                # A topic is a prefix: log.web also brings log.web2, which was not asked for.
+                if isinstance(event, LogEvent) and (args.all or event.service in names):
+                    for line in event.lines:
+                        out.print(event.service, line)
         except KeyboardInterrupt:
             return 0
         finally:
             if stream is not None:
                 stream.close()
     return 0
+
+
+def json_tagged(service: str, line: LogLine) -> str:
+    """One line of several services' logs as a JSON object naming its service."""
+    fields = {"service": service, **msgspec.structs.asdict(line)}
+    return msgspec.json.encode(fields).decode()
 
 
 def json_line(line: LogLine) -> str:
@@ -302,8 +349,11 @@ def cmd_health(args: argparse.Namespace) -> int:
         with _client(args, timeout=5.0) as client:
             reply = client.status()
     except DaemonUnreachable as exc:
-        _say(args, {"healthy": False, "ready": False, "error": str(exc)}, f"unhealthy: {exc}")
-        return 1
+        # Exit 3 as every command says "no daemon"; --json still prints its verdict for scripts.
+        if args.json:
+            print_json({"healthy": False, "ready": False, "error": str(exc)})
+        print(f"runyard: unhealthy: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     not_ready = [
         s.name
         for s in reply.services

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import UsageError, open_tree
+from .common import missing_file, open_tree
 
 __all__ = ["cmd_daemon", "license_option", "register"]
 
@@ -42,5 +42,5 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         project = os.path.abspath("runyard.toml")
     license_file = Path(args.license).absolute() if args.license else None
     if license_file is not None and not license_file.is_file():
-        raise UsageError(f"--license: {license_file} is not a file")
+        raise missing_file("--license", license_file)
     return run_daemon(tree.root, Path(project) if project else None, license_file)

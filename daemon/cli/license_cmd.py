@@ -17,7 +17,7 @@ from runyard.runtime.core.capped import SMALL_FILE, read_capped
 from runyard.runtime.core.errors import FileRefused, RunyardError
 from runyard.runtime.core.tree import RuntimeTree
 
-from .common import UsageError, open_tree
+from .common import UsageError, missing_file, open_tree
 from .output import print_json
 
 __all__ = ["register"]
@@ -34,7 +34,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_show)
 
     p = lsub.add_parser("verify", parents=[common], help="check a license file; exit 1 if bad")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="license file (JSON)")
     p.add_argument(
         "--issuer",
         action="append",
@@ -89,7 +89,7 @@ def _print(status: Any) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from runyard.runtime.ops.license import tree_license
 
-    tree = open_tree(args)
+    tree = open_tree(args, lenient=True)  # a read: a broken runyard.toml only warns
     status = tree_license(tree, args.license)
     if args.json:
         print_json(status.to_dict())
@@ -102,12 +102,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from runyard.runtime.ops.license import check_license, trusted_issuers
 
     if not Path(args.file).is_file():
-        raise UsageError(f"{args.file}: no such license file")
+        raise missing_file("license file", args.file)
     if args.issuer:
         issuers = [Path(p) for p in args.issuer]
         for key in issuers:
             if not key.is_file():
-                raise UsageError(f"{key}: no such issuer key file")
+                raise missing_file("--issuer", key)
     else:
         issuers = trusted_issuers(_tree_or_none(args))
     status = check_license(args.file, issuers)
@@ -131,7 +131,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except FileRefused as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
+        raise OSError(exc.errno, f"cannot read: {exc.strerror or exc}", args.file) from None
     except RecursionError:
         raise UsageError(f"{args.file}: JSON nested too deeply") from None
     except ValueError as exc:

@@ -77,7 +77,11 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.command in RELAYED:
         return _relayed(args, target, ssh_command)
     remote = _strip_local(list(sys.argv[1:] if argv is None else argv))
-    code = subprocess.call(ssh_argv(target, ssh_command, remote))
+    argv = ssh_argv(target, ssh_command, remote)
+    try:
+        code = subprocess.call(argv)
+    except OSError as exc:  # as the relay says it for the relayed commands
+        raise DaemonUnreachable(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     if code == SSH_FAILED:
         raise DaemonUnreachable(f"ssh to {target.destination} failed (exit {code}, said above)")
     return code
@@ -115,15 +119,23 @@ def _ended_by_signals() -> Iterator[None]:
 
 
 def _strip_local(argv: list[str]) -> list[str]:
-    """``argv`` without --host / --ssh-command (and their values): the box's runyard runs
-    there, not over another hop."""
+    """``argv`` without --host / --ssh-command (and their values), spelled in full or
+    abbreviated as argparse takes them (``--hos``): the box's runyard runs there, not over
+    another hop. What follows ``--`` is not an option and goes as it is."""
     out: list[str] = []
     skip = False
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if skip:
             skip = False
-        elif arg in _LOCAL_OPTIONS:
-            skip = True
-        elif not arg.startswith(tuple(f"{o}=" for o in _LOCAL_OPTIONS)):
+        elif arg == "--":
+            return out + argv[i:]
+        elif _is_local(arg.partition("=")[0]):
+            skip = "=" not in arg
+        else:
             out.append(arg)
     return out
+
+
+def _is_local(name: str) -> bool:
+    """``name`` is one of _LOCAL_OPTIONS, or a prefix argparse expands to one ("--ho")."""
+    return len(name) >= 4 and any(option.startswith(name) for option in _LOCAL_OPTIONS)

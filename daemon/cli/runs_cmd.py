@@ -9,8 +9,10 @@ only ``inputs`` (an object), ``parameters`` and ``context``, it is a whole reque
 examples/engines/heat1d/sample-input.json); otherwise the object itself is the inputs.
 ``--param k=v`` sets ``parameters.k`` to v parsed as JSON when it is JSON (``3``, ``"1/4"``,
 ``[1,2]``, ``true``), else to the string v; ``--context k=v`` sets ``context.k`` to the string v.
-Note: after ``run``, ``--project`` is the project *id* recorded in RUN_INPUT.json; the project
-file is ``--project-file`` there (or ``runyard --project FILE run ...``).
+``--project-id ID`` is the project id recorded in RUN_INPUT.json; the project file is
+``--project-file`` there (or ``runyard --project FILE run ...``). ``run --project ID`` is the
+old spelling of ``--project-id``: it still works, with a deprecation line on stderr, for one
+release; then ``--project`` will mean the project file here too, as in every other command.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from runyard.runtime.core.capped import RUN_FILE, read_capped
-from runyard.runtime.core.errors import FileRefused
+from runyard.runtime.core.errors import FileRefused, RunError
 from runyard.runtime.core.tree import RuntimeTree
 
 from .common import UsageError, open_project, open_tree
@@ -51,8 +53,9 @@ sample-input.json), or the inputs themselves.
 --param K=V sets parameters.K to V read as JSON when it is JSON (3, "1/4", [1,2],
 true), else to the string V. --context K=V sets context.K to the string V; context
 values under secret-looking keys are sealed as "[redacted]".
---project ID is the project id recorded in RUN_INPUT.json (the project file is
---project-file here, or `runyard --project FILE run ...`).
+--project-id ID is the project id recorded in RUN_INPUT.json (the project file is
+--project-file here, or `runyard --project FILE run ...`; `run --project ID` is the
+deprecated spelling of --project-id).
 Exit status: 0 sealed, 1 rejected (the reason on stderr) or failed, 2 usage."""
 
 REPLAY_HELP = """\
@@ -63,6 +66,13 @@ with both sizes. Every replay is recorded under data/ENGINE/replays/.
 --times N re-executes N times (1-100) and says whether the engine is deterministic
 on this input: RUN_OUTPUT.json and every artifact byte-identical each time.
 Exit status: 0 replayable (with --times: deterministic), 1 not, 2 usage."""
+
+
+#: Said once per ``run --project ID``: the flag means the project file everywhere else.
+DEPRECATED_PROJECT = (
+    "runyard: warning: run --project ID is deprecated, use --project-id ID "
+    "(--project names the project file in every other command)"
+)
 
 
 def _run_common() -> argparse.ArgumentParser:
@@ -83,6 +93,11 @@ def _run_common() -> argparse.ArgumentParser:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    _register_run(sub)
+    _register_checks(sub, common)
+
+
+def _register_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         parents=[_run_common()],
@@ -90,12 +105,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("engine", metavar="ENGINE")
+    p.add_argument("engine", metavar="ENGINE", help="an installed engine (runtime ensure)")
     p.add_argument("--input", required=True, metavar="FILE.json", help="inputs (- for stdin)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter")
     p.add_argument("--context", action="append", default=[], metavar="K=V", help="context")
     p.add_argument(
-        "--project", dest="project_id", default="default", metavar="ID", help="project id"
+        "--project-id",
+        dest="project_id",
+        default="default",
+        metavar="ID",
+        help="project id recorded in RUN_INPUT.json (default: default)",
+    )
+    p.add_argument(
+        "--project",
+        dest="old_project_id",
+        metavar="ID",
+        help="deprecated: the old spelling of --project-id",
     )
     p.add_argument(
         "--from-run",
@@ -113,6 +138,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_run)
 
+
+def _register_checks(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="check a sealed run")
     p.add_argument("run_dir", metavar="RUN", help="a sealed run directory or run id")
     p.add_argument("--pubkey", metavar="K", help="Ed25519 public key the run must be signed by")
@@ -167,7 +194,7 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
         else:
             data = read_capped(name, RUN_FILE)
     except OSError as exc:
-        raise UsageError(f"--input {name}: {exc.strerror or exc}") from None
+        raise OSError(exc.errno, exc.strerror or str(exc), f"--input {name}") from None
     except FileRefused as exc:
         raise UsageError(f"--input {exc}") from None
     try:
@@ -188,6 +215,11 @@ def _read_input(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
 def cmd_run(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import RunRejected, execute_and_seal
 
+    if args.old_project_id is not None:
+        if args.project_id != "default" and args.project_id != args.old_project_id:
+            raise UsageError("--project-id and the deprecated --project disagree: give one")
+        print(DEPRECATED_PROJECT, file=sys.stderr)
+        args.project_id = args.old_project_id
     inputs, params, context = _read_input(args.input)
     params.update(_pairs(args.param, "--param", as_json=True))
     context.update(_pairs(args.context, "--context", as_json=False))
@@ -324,12 +356,13 @@ def _run_dir_arg(args: argparse.Namespace, text: str) -> tuple[Path, RuntimeTree
     """A run directory given as a path, or as a run id of the tree."""
     path = Path(text)
     if path.is_dir():
-        tree = open_tree(args).require() if args.root else guess_tree(path)
+        tree = open_tree(args, lenient=True).require() if args.root else guess_tree(path)
         return path, tree
     if RUN_ID_RE.match(text):
-        tree = open_tree(args).require()
+        tree = open_tree(args, lenient=True).require()  # a read: a broken runyard.toml warns
         return find_run(tree, text), tree
-    raise UsageError(f"{text}: no such run directory (or run id)")
+    # Not found is exit 1, as an unknown service is: the name is well formed, nothing has it.
+    raise RunError(f"{text}: no such run directory (or run id)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -380,7 +413,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from runyard.runtime.runs import list_runs
 
-    tree = open_tree(args).require()
+    tree = open_tree(args, lenient=True).require()
     runs = list_runs(tree, args.engine, include_rejected=args.rejected)
     if args.json:
         print_json(runs)

@@ -11,14 +11,17 @@ from runyard.runtime.acquisition.cache import cache_owner, collect_garbage
 from runyard.runtime.acquisition.drift import verify_installed
 from runyard.runtime.acquisition.ensure import ensure_service
 from runyard.runtime.acquisition.urls import split_credentials
-from runyard.runtime.config.env import resolve_service_env
+from runyard.runtime.config.env import resolve_service_env, select_entry
+from runyard.runtime.config.project import Project
 from runyard.runtime.core.du import disk_usage
-from runyard.runtime.core.manifest import init_tree, load_manifest
+from runyard.runtime.core.errors import InUse, ResolveError, TreeError
+from runyard.runtime.core.manifest import RuntimeManifest, init_tree, load_manifest
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
+from runyard.runtime.core.versions import Version, VersionSpec
 from runyard.runtime.ops.audit_action import audited
 
-from .common import UsageError, open_project, open_tree
+from .common import UsageError, open_project, open_project_leniently, open_tree, os_problem
 from .output import parse_bytes, print_json, print_table
 
 __all__ = ["register"]
@@ -33,7 +36,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_init)
 
     p = rsub.add_parser("ensure", parents=[common], help="install a service binary from a catalog")
-    p.add_argument("name")
+    p.add_argument("name", help="service name in the catalog")
     p.add_argument(
         "version_spec",
         nargs="?",
@@ -44,11 +47,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", help="catalog path or URL (remembered for next time)")
     p.set_defaults(handler=cmd_ensure)
 
-    p = rsub.add_parser("ls", parents=[common], help="list installed services")
+    p = rsub.add_parser(
+        "ls", parents=[common], help="list installed services; * marks the version that runs"
+    )
     p.set_defaults(handler=cmd_ls)
 
+    p = rsub.add_parser(
+        "remove",
+        parents=[common],
+        help="remove an installed version (refused while a service runs from it)",
+    )
+    p.add_argument("name", metavar="NAME", help="installed service or engine name")
+    p.add_argument("version", metavar="VERSION", help="the exact installed version (runtime ls)")
+    p.set_defaults(handler=cmd_remove)
+
     p = rsub.add_parser("env", parents=[common], help="the environment a service runs with")
-    p.add_argument("name")
+    p.add_argument("name", help="installed service name")
     p.add_argument("--all", action="store_true", help="also show inherited variables")
     p.set_defaults(handler=cmd_env)
 
@@ -66,14 +80,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _tree(args: argparse.Namespace) -> RuntimeTree:
-    return open_tree(args).require()
+    return open_tree(args, lenient=True).require()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     tree = RuntimeTree(args.dir) if args.dir else open_tree(args)
-    # Recorded into the tree it lays out; one already there changes nothing.
-    with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
-        created = act.changed = init_tree(tree)
+    try:
+        # Recorded into the tree it lays out; one already there changes nothing.
+        with audited(tree.logs_dir, "init", target=str(tree.root), refusal_needs_log=True) as act:
+            created = act.changed = init_tree(tree)
+    except OSError as exc:  # the world refused the path: say which and why, not "internal error"
+        raise TreeError(f"cannot create the runtime tree: {os_problem(exc)}") from None
     if args.json:
         print_json({"root": str(tree.root), "created": created})
     else:
@@ -90,7 +107,12 @@ CREDENTIALS_NOT_STORED = (
 
 
 def cmd_ensure(args: argparse.Namespace) -> int:
-    tree = open_tree(args)
+    try:
+        VersionSpec.parse(args.version_spec)
+    except ValueError as exc:  # malformed on the command line: usage (2), not "not found" (1)
+        raise UsageError(str(exc)) from None
+    # require(): a mistyped --root is an error, not a new tree (only `runtime init` makes one).
+    tree = open_tree(args).require()
     result = ensure_service(
         args.name,
         args.version_spec,
@@ -114,22 +136,31 @@ def cmd_ensure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_versions(manifest: RuntimeManifest, project: Project) -> set[int]:
+    """ids of the entries that run (the project's pin, else the newest ensured), as the daemon
+    picks them (`select_entry`)."""
+    chosen = set()
+    for name in {s.name for s in manifest.services}:
+        try:
+            chosen.add(id(select_entry(manifest, name, project)))
+        except ResolveError:  # nothing here for this platform, or the pin matches nothing
+            continue
+    return chosen
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    manifest = load_manifest(_tree(args))
-    newest = {}
-    for s in manifest.services:
-        cur = newest.get((s.name, s.platform))
-        if cur is None or s.installed_at > cur.installed_at:
-            newest[(s.name, s.platform)] = s
+    project = open_project_leniently(args)
+    manifest = load_manifest(open_tree(args, project).require())
     if args.json:
         print_json(manifest.services)
         return 0
     if not manifest.services:
         print("no services installed (runyard runtime ensure NAME VERSION --catalog FILE)")
         return 0
+    runs = _running_versions(manifest, project)
     rows = [
         (
-            ("*" if newest[(s.name, s.platform)] is s else " ") + s.name,
+            ("*" if id(s) in runs else " ") + s.name,
             s.version,
             s.platform,
             s.kind,
@@ -140,8 +171,49 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for s in manifest.services
     ]
     print_table(["NAME", "VERSION", "PLATFORM", "KIND", "ARCHIVE", "PORTS", "BINPATH"], rows, {4})
-    print("* the version that runs unless runyard.toml pins another")
+    print("* the version that runs (runyard.toml's pin, else the one ensured last)")
     return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from runyard.runtime.acquisition.remove import installed_versions, remove_installed
+
+    tree = open_tree(args).require()
+    installed_versions(tree, args.name, args.version)  # not installed: say so before the daemon
+    running = _in_use(tree, args.name, args.version)
+    if running is not None:
+        raise InUse(
+            f"{args.name} {args.version} is in use ({running}); "
+            f"runyard stop {args.name}, or ensure and run another version, then remove it",
+        )
+    gone = remove_installed(tree, args.name, args.version)
+    if args.json:
+        print_json(gone)
+    else:
+        platforms = ", ".join(e.platform for e in gone)
+        print(f"removed {args.name} {args.version} ({platforms})")
+    return 0
+
+
+def _in_use(tree: RuntimeTree, name: str, version: str) -> str | None:
+    """How the tree's daemon uses ``name`` at ``version`` (``pid N``, or the state of one it
+    will start again: backoff has no pid); None when it does not (or when no daemon answers:
+    then nothing runs from the tree)."""
+    from runyard.protocol.client import Client, DaemonUnreachable
+    from runyard.runtime.core.errors import NotFound
+
+    try:
+        with Client(tree.root, timeout=5.0, client_name="runyard-cli") as client:
+            services = client.status([name]).services
+    except (DaemonUnreachable, NotFound):
+        return None
+    for s in services:
+        same = Version.try_parse(s.version) == Version.try_parse(version) or s.version == version
+        if same and s.pid is not None:
+            return f"pid {s.pid}"
+        if same and s.state == "backoff" and s.wanted == "up":
+            return "in backoff, to be started again"
+    return None
 
 
 def cmd_env(args: argparse.Namespace) -> int:

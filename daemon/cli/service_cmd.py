@@ -162,6 +162,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     if args.unit_dir:
         removed = path.is_file()
         if removed:
+            sd.refuse_foreign(path)
             path.unlink()
     else:
         sd.require_systemd(root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .common import UsageError, open_tree
@@ -35,12 +36,30 @@ def cmd_tui(args: argparse.Namespace) -> int:
         logs_warn = parse_bytes(args.logs_warn)
     except ValueError as exc:
         raise UsageError(f"--logs-warn: {exc}") from None
+    # Without a terminal (cron, nohup, `ssh -n`, a pipe) Textual would wait for input that never
+    # comes, spinning on a closed stdin: refuse at once instead. Textual draws on stderr.
+    missing = [name for name, f in (("stdin", sys.stdin), ("stderr", sys.stderr)) if not _tty(f)]
+    if missing:
+        raise UsageError(
+            f"tui needs a terminal, and {' and '.join(missing)} is not one "
+            "(scripts: runyard status / runyard logs)"
+        )
     from runyard.tui.app import RunyardApp  # textual loads only for this command
 
     # Over --host the root is the relay's local directory: the title names the box's tree.
     label = getattr(args, "remote_label", None)
     app = RunyardApp(
-        open_tree(args).root, read_only=args.read_only, logs_warn=logs_warn, label=label
+        open_tree(args, lenient=True).root,
+        read_only=args.read_only,
+        logs_warn=logs_warn,
+        label=label,
     )
     app.run()
     return 0
+
+
+def _tty(stream: Any) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # closed
+        return False

@@ -1,12 +1,12 @@
 """Log capture for supervised services, built so that output written while the daemon is down
 is kept, and fast enough that logging never becomes what limits a chatty service.
 
-    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──splice──► spool ──► LogReader (asyncio, 256 KiB)
+    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──splice──► spool ──► LogReader (asyncio, 1 MiB)
                                                                 │
                           ServiceLog.take(stream, fd) ◄─────────┘
-                            ├─ LineSplitter   complete lines, partial tail kept, overlong lines cut
-                            ├─ LogFile        logs/{svc}/{svc}.log, one write per chunk, rotated
-                            └─ LogRing        last N lines in memory, with a per-service seq
+                            ├─ LineSplitter   the read's whole lines as one block, partial tail kept
+                            ├─ LogFile        logs/{svc}/{svc}.log, prefix by one replace, one write
+                            └─ LogRing        last N lines as chunks; LogLines made when asked
 
 One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``), ``splitter``
 (``LineSplitter``), ``ring`` (``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),

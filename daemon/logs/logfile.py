@@ -91,7 +91,9 @@ class LogFile:
         os.fchmod(fd, self.mode)
         self._fd = fd
         self._chown_file()
-        self.size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        self.size = st.st_size
+        self._identity = (st.st_dev, st.st_ino)
 
     def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
         """New limits (a reload): the next write rotates when the file is already past them."""
@@ -139,8 +141,29 @@ class LogFile:
         """(st_dev, st_ino) of the file written now: the journal names it (spool.py)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: log file is closed")
-        st = os.fstat(self._fd)
-        return st.st_dev, st.st_ino
+        return self._identity
+
+    def write_block(
+        self, prefix: bytes, block: bytes, text: bytes, before_write: BeforeWrite | None = None
+    ) -> None:
+        """``write_lines`` for lines given as one block, each line ending in ``\\n``, and
+        ``text``, the block with every newline followed by ``prefix`` (one C-level
+        ``replace``: no object per line); it goes out in one write."""
+        total = len(text)
+        count = (total - len(block)) // len(prefix)
+        if self._fd is None or self.size + total > self.max_bytes:
+            lines = block.split(b"\n")
+            lines.pop()
+            self.write_lines(prefix, lines, before_write)
+            return
+        if before_write is not None:
+            before_write(count, self.size, self.size + total)
+        # The last newline's prefix is not sent (writev of a view, no copy).
+        body = memoryview(text)[: total - len(prefix)]
+        written = os.writev(self._fd, (prefix, body))
+        self.size += written
+        if written < total:  # only on a full disk or a signal; finish byte-exact
+            self._write_all((prefix + bytes(body))[written:])
 
     def write_lines(
         self, prefix: bytes, lines: list[bytes], before_write: BeforeWrite | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from runyard.protocol.messages import LogLine
 
@@ -16,12 +16,16 @@ __all__ = ["BATCH_DELAY", "MAX_READS_PER_BATCH", "READ_CHUNK", "LogReader", "Rea
 
 _log = logging.getLogger("runyard.logs")
 
-#: Bytes asked of each take (a full 1 MiB pipe is four).
-READ_CHUNK = 256 * 1024
+#: Bytes asked of each take: a full 1 MiB pipe in one read.
+READ_CHUNK = 1024 * 1024
 #: How long a wake-up waits before reading, so a busy writer's output is read in big chunks.
 BATCH_DELAY = 0.001
-#: Reads per batch at most (each up to READ_CHUNK) before the loop serves others again.
-MAX_READS_PER_BATCH = 8
+#: Reads per batch at most (each up to READ_CHUNK) before the loop serves others again: one
+#: read of a full pipe takes a millisecond or two, and a `status` call must not wait longer.
+MAX_READS_PER_BATCH = 1
+#: A read at least this big says the writer is ahead of us: the next batch comes at the next
+#: turn of the loop, with no BATCH_DELAY (the pipe is full again by then).
+FULL_READ = 256 * 1024
 
 
 class ReaderState(enum.Enum):
@@ -41,7 +45,7 @@ class LogReader:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fds: dict[str, int] = {}
-        self._batches: dict[str, asyncio.TimerHandle] = {}
+        self._batches: dict[str, asyncio.Handle] = {}
         self.state = ReaderState.IDLE
 
     def attach(
@@ -49,7 +53,7 @@ class LogReader:
         loop: asyncio.AbstractEventLoop,
         pipes: LogPipes,
         log: ServiceLog,
-        on_lines: Callable[[list[LogLine]], None],
+        on_lines: Callable[[Sequence[LogLine]], None],
     ) -> LogReader:
         """Start reading ``pipes`` (read ends open: after ``prepare`` or ``reattach``)."""
         if self.state is not ReaderState.IDLE:
@@ -81,11 +85,17 @@ class LogReader:
     def _read_batch(self, stream: str) -> None:
         assert self._loop is not None
         self._batches.pop(stream, None)
+        behind = False
         for _ in range(MAX_READS_PER_BATCH):
-            if not self._read_once(stream):
+            behind = self._read_once(stream) and self.log.last_read >= FULL_READ
+            if not behind:
                 break
         fd = self._fds.get(stream)
-        if fd is not None and self.state is ReaderState.READING:
+        if fd is None or self.state is not ReaderState.READING:
+            return
+        if behind:  # more is waiting: read it after whatever else is ready now
+            self._batches[stream] = self._loop.call_soon(self._read_batch, stream)
+        else:
             self._loop.add_reader(fd, self._readable, stream)
 
     def _read_once(self, stream: str) -> bool:

@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from runyard.protocol.messages import LogLine
@@ -55,6 +56,8 @@ class ServiceLog:
         self._splitters = {s: LineSplitter(max_line) for s in STREAMS}
         self._tags = {s: b" " + s.encode() + b" " for s in STREAMS}
         self.write_errors = 0
+        #: Bytes the last ``take`` got (the reader's sign that a writer is ahead of it).
+        self.last_read = 0
         self.spool = Spool(spool_dir, service) if spool_dir is not None else None
         if self.spool is not None:
             self._resolve_intent(self.spool, backups)
@@ -83,7 +86,7 @@ class ServiceLog:
 
     # --- taking output -----------------------------------------------------------------------
 
-    def take(self, stream: str, fd: int, size: int) -> list[LogLine] | None:
+    def take(self, stream: str, fd: int, size: int) -> Sequence[LogLine] | None:
         """Take up to ``size`` bytes from the FIFO ``fd``; the new lines, or None at EOF.
 
         BlockingIOError when nothing is waiting.
@@ -99,6 +102,7 @@ class ServiceLog:
             except OSError as exc:
                 self._give_up_spool(exc)
                 data = os.read(fd, size)
+        self.last_read = len(data)
         if not data:
             return None
         return self._process(stream, data, time.time())
@@ -116,28 +120,27 @@ class ServiceLog:
         spool.abandon()
         spool.close()
 
-    def feed(self, stream: str, data: bytes, ts: float | None = None) -> list[LogLine]:
+    def feed(self, stream: str, data: bytes, ts: float | None = None) -> Sequence[LogLine]:
         """Take one chunk that was read from ``stream`` by other means (no spool)."""
         if self.spool is not None:
             raise RuntimeError("a spooled ServiceLog takes its input with take()")
         return self._process(stream, data, time.time() if ts is None else ts)
 
-    def _process(self, stream: str, data: bytes, ts: float) -> list[LogLine]:
-        splitter = self._splitters[stream]
+    def _process(self, stream: str, data: bytes, ts: float) -> Sequence[LogLine]:
         start = self.spool.committed[stream] if self.spool is not None else 0
-        lines = splitter.feed(data)
-        if not lines:
+        block = self._splitters[stream].feed_block(data)
+        if not block:
             return []
-        return self._record(stream, lines, ts, start)
+        return self._record(stream, block, ts, start)
 
-    def eof(self, stream: str, ts: float | None = None) -> list[LogLine]:
+    def eof(self, stream: str, ts: float | None = None) -> Sequence[LogLine]:
         """The stream ended: its partial last line becomes a line."""
         start = self.spool.committed[stream] if self.spool is not None else 0
         tail = self._splitters[stream].flush()
-        lines = (
+        lines: Sequence[LogLine] = (
             []
             if tail is None
-            else self._record(stream, [tail], time.time() if ts is None else ts, start)
+            else self._record(stream, tail + b"\n", time.time() if ts is None else ts, start)
         )
         if self.spool is not None:
             try:
@@ -146,23 +149,25 @@ class ServiceLog:
                 self._give_up_spool(exc)
         return lines
 
-    def _record(self, stream: str, lines: list[bytes], ts: float, start: int) -> list[LogLine]:
-        # Every line of a chunk shares one prefix, so the file side is a single C-level join.
+    def _record(self, stream: str, block: bytes, ts: float, start: int) -> Sequence[LogLine]:
+        """Write and keep the lines of ``block`` (each ending in ``\\n``): every line of a
+        read shares one prefix, so the file side is one C-level replace and one write, and
+        the replace's length tells how many lines there are."""
         prefix = format_stamp(ts) + self._tags[stream]
+        text = block.replace(b"\n", b"\n" + prefix)
+        count = (len(text) - len(block)) // len(prefix)
         spool = self.spool
         before_write = None
         if spool is not None:
             end = spool.end[stream] - self._splitters[stream].pending
 
             def before_write(upto: int, size_before: int, size_after: int) -> None:
-                offset = (
-                    end if upto == len(lines) else self._offset_after(stream, lines, start, upto)
-                )
+                offset = end if upto == count else self._offset_after(stream, block, start, upto)
                 dev, ino = self.file.identity
                 spool.intend(Intent(stream, offset, dev, ino, size_before, size_after))
 
         try:
-            self.file.write_lines(prefix, lines, before_write)
+            self.file.write_block(prefix, block, text, before_write)
         except OSError as exc:  # disk full, I/O error: keep capturing, the ring still has them
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 1000 == 0:
@@ -178,15 +183,16 @@ class ServiceLog:
                 spool.compact(stream)
             except OSError as exc:
                 self._give_up_spool(exc)
-        return self.ring.append_many(stream, ts, lines)
+        return self.ring.append_chunk(stream, ts, block, count)
 
-    def _offset_after(self, stream: str, lines: list[bytes], start: int, upto: int) -> int:
-        """The spool offset just past ``lines[:upto]``, which begin at ``start``: a line took
-        its bytes and its newline, a piece of an overlong line only its bytes."""
+    def _offset_after(self, stream: str, block: bytes, start: int, upto: int) -> int:
+        """The spool offset just past the first ``upto`` lines of ``block``, which begin at
+        ``start``: a line took its bytes and its newline, a piece of an overlong line only its
+        bytes. Runs only when a write is split by a rotation."""
         assert self.spool is not None
         raw = self.spool.read(stream, start, self.spool.end[stream] - start)
         pos = 0
-        for line in lines[:upto]:
+        for line in block.split(b"\n", upto)[:upto]:
             pos += len(line)
             if raw[pos : pos + 1] == b"\n":
                 pos += 1

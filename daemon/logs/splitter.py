@@ -47,6 +47,28 @@ class LineSplitter:
         self._tail = tail
         return parts
 
+    def feed_block(self, data: bytes) -> bytes:
+        """The complete lines of ``data`` (after what was held back) as one block, each line
+        ending in ``\\n``; b"" when none is complete.
+
+        The same lines as ``feed``, without a bytes object per line: a read of whole short
+        lines is returned as it is (no copy), with the partial tail held back.
+        """
+        last = data.rfind(b"\n")
+        head, m = self._tail, self.max_line
+        if (
+            last < 0
+            or len(data) - last - 1 > m
+            or (len(head) + last >= m and _has_long_line(data, len(head), m))
+        ):
+            lines = self.feed(data)
+            return b"\n".join(lines) + b"\n" if lines else b""
+        if last == len(data) - 1:
+            self._tail = b""
+            return head + data if head else data
+        self._tail = data[last + 1 :]
+        return head + data[: last + 1]
+
     def flush(self) -> bytes | None:
         """The partial line held back, as a last line (at EOF), or None."""
         tail, self._tail = self._tail, b""

@@ -120,8 +120,6 @@ def _catalog_for(
         copy = LoadedCatalog(saved.source, saved.catalog, credentials)
         return copy, (str(exc), f"the copy fetched {saved.age()} ago ({fetched})")
     save_catalog_copy(tree, loaded)
-    if catalog:
-        remember_catalog(tree, loaded.url)  # without credentials: see catalog.py
     return loaded, None
 
 
@@ -240,6 +238,10 @@ def _ensure(
         raise type(exc)(f"{exc} (resolved against {copy[1]})") from None
     if copy is not None:
         binary.catalog_note = f"{copy[0]}; using {copy[1]}"
+    elif catalog:
+        # Remembered only now: a catalog that resolves nothing (a typo'd URL of a real server,
+        # the wrong file) must not replace the one that worked for the next ensure.
+        remember_catalog(tree, loaded.url)  # without credentials: see catalog.py
     return binary
 
 

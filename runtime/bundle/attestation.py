@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from runyard.runtime.core.atomic import atomic_write_bytes
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.digest import file_sha256
 from runyard.runtime.core.errors import AttestationError, FileRefused
 from runyard.runtime.signing.ed25519 import public_key_from_hex
 from runyard.runtime.signing.intoto import (
@@ -123,14 +124,6 @@ def attest_bundle(
     return path
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_bundle_attestation(
     archive: Path, manifest: bytes, doc: Mapping[str, Any], given: Ed25519PublicKey | None
 ) -> list[Finding]:
@@ -150,7 +143,7 @@ def check_bundle_attestation(
         env, stmt = read_statement(data, path.name)
     except AttestationError as exc:
         return [("attestation", False, str(exc), False)]
-    subjects = _subjects(archive, _file_sha256(archive), manifest, doc)
+    subjects = _subjects(archive, file_sha256(archive), manifest, doc)
     problems = subject_problems(stmt, subjects, "the bundle")
     want = bundle_predicate(doc)
     if stmt.get("predicate") != want:

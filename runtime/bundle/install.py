@@ -132,8 +132,10 @@ def install_bundle(
     pubkey: str | os.PathLike[str] | None = None,
     migrate: bool = False,
     force: bool = False,
+    fmt: str | None = None,
 ) -> InstallResult:
-    """Install ``bundle`` into ``prefix`` and make it current (see the module doc)."""
+    """Install ``bundle`` into ``prefix`` and make it current (see the module doc); ``fmt``
+    names the format of a file whose name does not say it."""
     p = Prefix(prefix)
     # A forged or broken bundle is worth a line, in a prefix that has a log already.
     with audited(
@@ -144,7 +146,7 @@ def install_bundle(
             from runyard.runtime.signing.keys import load_public_key
 
             public = load_public_key(pubkey)
-        with BundleReader(bundle) as reader:
+        with BundleReader(bundle, fmt) as reader:
             data, doc, plan, sig = _read_plan(reader, public)
             version = act.target = plan.contents.version
             with p.lock():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import posixpath
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from runyard.runtime.core.digest import file_sha256
 from runyard.runtime.core.errors import ManifestError
 from runyard.runtime.core.manifest import (
     SEMVER_RE,
@@ -72,7 +72,7 @@ class PackResult:
     #: --format deb|rpm|run: the package name, and the sha256 of the bundle inside it.
     package: str = ""
     bundle_sha256: str = ""
-    #: The in-toto attestation written beside the bundle (attestation.py).
+    #: The in-toto attestation written beside the bundle (attestation.py); "" for a package.
     attestation: str = ""
 
 
@@ -185,7 +185,7 @@ def pack_bundle(
         signed_by = _seal_manifest(manifest, key)
         data = encode_manifest(manifest)
         write_bundle(out, fmt, data, members, mtime=created_epoch(created), level=level)
-    sha256 = _file_sha256(out)
+    sha256 = file_sha256(out)
     attestation = attest_bundle(out, sha256, data, json.loads(data), key)
     return PackResult(
         path=str(out),
@@ -271,11 +271,3 @@ def _seal_manifest(manifest: RuntimeManifest, key: Ed25519PrivateKey | None) -> 
     if key is not None:
         info.signature = sign_base64(key, signing_payload(msgspec.to_builtins(manifest)))
     return signed_by
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -49,6 +49,7 @@ def fill(template: str, **values: str) -> str:
 
 
 #: Finds the runyard command: $RUNYARD, else the conffile's RUNYARD, else PATH (+/usr/local).
+#: ``$how`` says where the script takes another one from (the .run reads no conffile).
 _FIND_RUNYARD = r"""
 find_runyard() {
     if [ -n "${1:-}" ]; then
@@ -58,7 +59,7 @@ find_runyard() {
     fi
     found=$(PATH=$PATH:/usr/local/bin:/usr/local/sbin command -v runyard 2>/dev/null || true)
     [ -n "$found" ] || die "runyard is not installed: install it first (pip install runyard, or a" \
-        "bundle packed --with-wheels: sh install.sh), or set RUNYARD=/path/to/runyard in $conf"
+        "bundle packed --with-wheels: sh install.sh), or $how"
     echo "$found"
 }
 """
@@ -89,6 +90,7 @@ name=@NAME@
 lib=/usr/lib/runyard/$name
 prefix=/opt/runyard/$name
 conf=/etc/runyard/packages/$name.conf
+how="set RUNYARD=/path/to/runyard in $conf"
 
 die() {
     printf '%s: %s\n' "$name" "$*" >&2
@@ -171,7 +173,7 @@ set -eu
 name=@NAME@
 payload_size=@SIZE@
 payload_sha256=@SHA256@
-conf=/etc/runyard/packages/$name.conf
+how="give --runyard /path/to/runyard"
 
 die() {
     printf '%s: %s\n' "$name" "$*" >&2

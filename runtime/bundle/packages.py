@@ -121,4 +121,5 @@ def pack_package(
         size=out.stat().st_size,
         package=name,
         bundle_sha256=result.sha256,
+        attestation="",  # the inner bundle's sidecar went with the scratch directory
     )

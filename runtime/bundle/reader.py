@@ -46,10 +46,11 @@ class Item:
 class BundleReader:
     """``with BundleReader(path) as r: r.read_manifest(); for item in r.items(): ...``"""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path)
         self.label = self.path.name
-        self.format = bundle_format(self.path)
+        #: ``fmt`` (``--format``) for a file whose name does not say it; both must agree.
+        self.format = bundle_format(self.path, fmt)
         self._stack = contextlib.ExitStack()
         self._tar: tarfile.TarFile | None = None
         self._zip: zipfile.ZipFile | None = None

@@ -78,7 +78,9 @@ class _Verifier:
 
 
 def verify_bundle_file(
-    path: str | os.PathLike[str], pubkey: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    pubkey: str | os.PathLike[str] | None = None,
+    fmt: str | None = None,
 ) -> BundleReport:
     """Check a bundle file; the report lists every failure. Raises only for a missing file,
     an unknown format or an unreadable --pubkey."""
@@ -91,7 +93,7 @@ def verify_bundle_file(
     if not path.is_file() and not path.is_fifo():
         raise BundleError(f"{path}: no such file")
     v = _Verifier(path)
-    reader = BundleReader(path)
+    reader = BundleReader(path, fmt)
     v.report.format = reader.format
     try:
         with reader:

@@ -26,7 +26,6 @@ installs on boxes older than the one that packed it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from runyard.runtime.core.atomic import atomic_output, fsync_dir
 from runyard.runtime.core.capped import read_toml_capped
+from runyard.runtime.core.digest import file_sha256
 from runyard.runtime.core.errors import FileRefused, WheelhouseError
 from runyard.runtime.core.locking import FileLock
 from runyard.runtime.core.own_version import installed_version
@@ -80,11 +80,6 @@ def source_root() -> Path | None:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def cache_dir() -> Path:
@@ -147,7 +142,7 @@ def _cached(directory: Path, pin: Pin) -> Path | None:
     for path in sorted(directory.glob("*.whl")):
         if not pin.matches(path):
             continue
-        if _sha256(path) in pin.hashes and found is None:
+        if file_sha256(path) in pin.hashes and found is None:
             found = path
         elif found is None:
             path.unlink(missing_ok=True)
@@ -172,7 +167,7 @@ def _ensure_pins(pins: tuple[Pin, ...], directory: Path, target: Target, cache: 
             _pip(args, env, f"{what} (the package index is needed once)")
             for pin in missing:
                 fresh = [
-                    p for p in got.glob("*.whl") if pin.matches(p) and _sha256(p) in pin.hashes
+                    p for p in got.glob("*.whl") if pin.matches(p) and file_sha256(p) in pin.hashes
                 ]
                 if not fresh:
                     raise WheelhouseError(
@@ -216,7 +211,7 @@ def _build_own(root: Path, lock: Lock, target: Target, cache: Path, out: Path) -
         out.mkdir(parents=True, exist_ok=True)
         _copy_atomic(wheels[0], out / wheels[0].name)
     result = out / wheels[0].name
-    _LAST_BUILT[str(root)] = (result.name, _sha256(result))
+    _LAST_BUILT[str(root)] = (result.name, file_sha256(result))
     return result
 
 
@@ -266,7 +261,7 @@ def _wheel_pins(directory: Path) -> list[Pin]:
     for path in sorted(directory.glob("*.whl")):
         parts = path.name.split("-")
         if len(parts) >= 5:
-            pins.append(Pin(normalize_name(parts[0]), parts[1], frozenset({_sha256(path)})))
+            pins.append(Pin(normalize_name(parts[0]), parts[1], frozenset({file_sha256(path)})))
     return pins
 
 
@@ -300,7 +295,7 @@ def collect_wheels(dest: Path) -> list[Path]:
         for pin, wheel in zip(lock.runtime, deps, strict=True):
             copy = dest / wheel.name
             _copy_atomic(wheel, copy)
-            if _sha256(copy) not in pin.hashes:
+            if file_sha256(copy) not in pin.hashes:
                 raise WheelhouseError(f"{copy} does not match {LOCK_FILE}'s hashes after the copy")
             copies.append(copy)
     fsync_dir(dest)

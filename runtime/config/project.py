@@ -49,6 +49,7 @@ __all__ = [
     "check_env_name",
     "load_env_table",
     "load_project",
+    "load_project_leniently",
     "load_service_template",
     "load_user_config",
     "parse_project",
@@ -282,6 +283,44 @@ def load_project(path: Path | None = None) -> Project:
             return Project()
     path = Path(path).absolute()
     return parse_project(_read_toml(path), path)
+
+
+def load_project_leniently(path: Path | None = None) -> tuple[Project, str | None]:
+    """`load_project` for commands that only read or stop: a broken file is a warning, not a
+    refusal, so ``status`` and ``shutdown`` still work while someone fixes a typo.
+
+    Returns the project and the warning (the ProjectError's line: the file and the line or key).
+    A broken file gives an empty project, except its top-level ``root = "..."`` when that one line
+    still reads as TOML, so the tree is found as before. An explicit path that does not exist is
+    still an error: that is a mistyped ``--project``, not a file being edited.
+    """
+    if path is not None and not Path(path).exists():
+        return load_project(path), None  # raises, naming the path
+    try:
+        return load_project(path), None
+    except ProjectError as exc:
+        found = Path(path).absolute() if path is not None else find_project_file()
+        root = _salvage_root(found) if found is not None else None
+        return Project(path=found, root=root), str(exc)
+
+
+def _salvage_root(path: Path) -> str | None:
+    """The top-level ``root`` of a project file that does not parse as a whole, if one line of
+    it (above the first table) does."""
+    try:
+        text = path.read_bytes()[:SMALL_FILE].decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.lstrip().startswith("["):
+            return None
+        if line.lstrip().startswith("root"):
+            try:
+                root = tomllib.loads(line).get("root")
+            except tomllib.TOMLDecodeError:
+                continue
+            return root if isinstance(root, str) else None
+    return None
 
 
 def project_root(project: Project | None) -> Path | None:

@@ -13,6 +13,7 @@
     ├── AcquisitionError            fetching an archive failed
     │   └── ChecksumMismatch        the bytes we got are not the bytes the catalog promised
     ├── UnsafeArchiveError          an archive tries to write outside its directory, or worse
+    ├── InUse                       an installed version a running service uses is not removed
     ├── SupervisionError            a supervision setting types cannot refuse (also a ValueError)
     ├── KeyFileError                a key file cannot be written or read, or is the wrong kind
     ├── AuditUnwritten              an action was done, but its audit entry could not be appended
@@ -54,15 +55,10 @@
     └── InvariantBroken             Runyard broke its own rule: a bug, answered as internal
         └── IllegalTransition       a trigger the state table does not allow (also a RuntimeError)
 
-Every message names the thing that is wrong, so the CLI prints it on one line as it is, and the
-daemon answers it as ``failed``. `InvariantBroken` is the exception: a bug is logged with its
-traceback and shown as an internal error, never dressed as a refusal.
-
-A second, standard base (ValueError, OSError, RuntimeError) is kept where callers catch that
-standard type around the code that raises. The modules that raise an error re-export its name,
-so ``from runtime.config.supervision import SupervisionError`` keeps working. This module imports
-nothing of Runyard, so every module can import it without a cycle (runtime/ never imports the
-daemon or the protocol: a `HandlerError` code is checked against ErrorCode by the server).
+Every message names what is wrong, on one line: the CLI prints it, the daemon answers it as
+``failed``; a bug (`InvariantBroken`) is logged with its traceback, shown as internal. A second,
+standard base (ValueError, OSError, RuntimeError) is kept where callers catch that type. It
+imports nothing of Runyard (no cycle; the server checks a `HandlerError` code against ErrorCode).
 """
 
 from __future__ import annotations
@@ -89,6 +85,7 @@ __all__ = [
     "FileRefused",
     "HandlerError",
     "IllegalTransition",
+    "InUse",
     "InternalError",
     "InvariantBroken",
     "JSONInputError",
@@ -191,6 +188,10 @@ class ChecksumMismatch(AcquisitionError):
 
 class UnsafeArchiveError(RunyardError):
     """An archive member would escape the target or carries a dangerous type or mode."""
+
+
+class InUse(RunyardError):
+    """``runtime remove`` of a version a running service was started from."""
 
 
 # --- project settings, keys, license, doctor -----------------------------------------------------

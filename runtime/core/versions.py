@@ -2,6 +2,8 @@
 
 A version is dotted numbers with an optional `-prerelease` and `+build` (`8.3.4`, `v1.2.0-rc.1`).
 A spec is `latest`, an exact version (`8.3.4`), or a wildcard (`8.3.x`, `8.x`, `8.3.*`).
+A partial version is a wildcard, as mise and asdf users expect: `8` is `8.x` (the newest 8),
+`8.3` is `8.3.x`; three numbers or more, or a prerelease or build, are exact.
 Wildcards and `latest` never pick a prerelease; an exact spec may name one.
 """
 
@@ -102,6 +104,8 @@ class VersionSpec:
         version = Version.try_parse(spec)
         if version is None:
             raise ValueError(f"{text!r} is not a version spec (expected latest, 8.3.4 or 8.3.x)")
+        if len(version.numbers) < 3 and not version.prerelease and not version.build:
+            return cls(spec, "wildcard", version.numbers)  # `8`: the newest 8.x
         return cls(spec, "exact", exact=version)
 
     def matches(self, version: Version | str) -> bool:

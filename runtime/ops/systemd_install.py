@@ -23,11 +23,14 @@ from pathlib import Path
 from runyard.runtime.core.atomic import atomic_write_text, fsync_dir
 from runyard.runtime.core.errors import SystemdError
 
+from .systemd_unit import UNIT_HEADER
+
 __all__ = [
     "SHOWN_PROPERTIES",
     "SYSTEMD_RUN_DIR",
     "install_unit",
     "pid1_name",
+    "refuse_foreign",
     "require_systemd",
     "systemd_booted",
     "uninstall_unit",
@@ -103,8 +106,27 @@ def _systemctl(args: Sequence[str], *, user: bool) -> str:
     return out.stdout
 
 
+def refuse_foreign(path: Path) -> None:
+    """SystemdError when ``path`` is a unit file we did not write (``--name nginx`` must never
+    replace or remove nginx's unit)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.readline().rstrip("\n")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SystemdError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if first != UNIT_HEADER:
+        raise SystemdError(
+            f"{path} was not written by `runyard service install`: left as it is "
+            "(choose another --name, or remove it yourself)"
+        )
+
+
 def write_unit(path: Path, text: str) -> None:
-    """The unit file, atomically (0644: systemd and `systemctl cat` read it as any user)."""
+    """The unit file, atomically (0644: systemd and `systemctl cat` read it as any user);
+    never over a unit file someone else wrote (``refuse_foreign``)."""
+    refuse_foreign(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text, mode=0o644)
 
@@ -150,6 +172,7 @@ def uninstall_unit(path: Path, *, user: bool) -> bool:
     """Stop and disable the unit, remove its file, reload; False when there was no file."""
     if not path.is_file():
         return False
+    refuse_foreign(path)
     props = unit_properties(path.name, user=user)
     if props.get("LoadState") == "loaded":
         _systemctl(["disable", "--now", path.name], user=user)

@@ -34,6 +34,7 @@ from runyard.runtime.core.errors import UsageError
 
 __all__ = [
     "TOP_LEVEL_LINKS",
+    "UNIT_HEADER",
     "daemon_argv",
     "render_unit",
     "unit_dir",
@@ -42,6 +43,8 @@ __all__ = [
     "writable_paths",
 ]
 
+#: The first line of every unit we write: a file without it is not ours to replace or remove.
+UNIT_HEADER = '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");'
 #: Top-level entries of a tree that may be links out of it (an install prefix's shared dirs).
 TOP_LEVEL_LINKS = ("data", "logs", "cache", "temp", "config/runyard")
 #: Characters systemd allows in a unit name (unit_name_is_valid), the ``@`` of templates aside.
@@ -59,10 +62,12 @@ def unit_name(root: Path, name: str | None = None) -> str:
     """``runyard-ROOTNAME.service``, or ``name`` (``.service`` added); UsageError if invalid.
 
     A root name with characters systemd does not take in a unit name has them replaced by ``-``
-    (``my tree`` -> ``runyard-my-tree.service``); ``--name`` is taken as given or refused.
+    (``my tree`` -> ``runyard-my-tree.service``); an install prefix's ``DIR/current`` is named
+    after DIR (every prefix has a ``current``); ``--name`` is taken as given or refused.
     """
     if name is None:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "tree"
+        base = root.parent.name if root.name == "current" and root.parent.name else root.name
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "tree"
         return f"runyard-{stem}.service"
     full = name if name.endswith(".service") else f"{name}.service"
     if not _UNIT_CHARS.fullmatch(full) or full.startswith(".") or len(full) > UNIT_NAME_MAX:
@@ -147,7 +152,7 @@ def render_unit(
     # `systemd-analyze verify` looking for a path with a $ in it).
     exec_start = " ".join([unit_word(argv[0]), *(unit_word(a, command=True) for a in argv[1:])])
     lines = [
-        '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");',
+        UNIT_HEADER,
         "# `runyard service status` says when it is stale.",
         "[Unit]",
         # Not a word list: taken as it is, quotes and all, but for its specifiers.
