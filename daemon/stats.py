@@ -10,7 +10,8 @@ every 2 s, so it keeps it going for as long as it is open). An idle daemon that 
 reads nothing and wakes for nothing. The first status after a quiet spell samples inline before
 it answers (under a millisecond for 50 services), so a one-shot ``runyard status`` shows fresh
 figures: RSS now, and CPU% averaged over the process's life, as ``ps`` shows it, since there is
-no earlier sample to take a difference from. Resource limits sample on their own
+no earlier sample to take a difference from (none for a process younger than ``LIFETIME_MIN``:
+its own start-up would dominate; the next round has a difference). Resource limits sample on their own
 (``limit_watch``), only while a limited service runs.
 """
 
@@ -29,6 +30,8 @@ __all__ = ["LINGER", "STATS_INTERVAL", "StatsSampler"]
 STATS_INTERVAL = 2.0
 #: Seconds of sampling a status request buys.
 LINGER = 5.0
+#: A lifetime CPU% is shown for processes at least this old (seconds).
+LIFETIME_MIN = 5.0
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -67,12 +70,12 @@ def cpu_percent(before: _Sample, now: _Sample) -> float:
     return round((now.cpu_ticks - before.cpu_ticks) / _TICK / wall * 100, 1)
 
 
-def lifetime_percent(now: _Sample, uptime: float) -> float:
+def lifetime_percent(now: _Sample, uptime: float) -> float | None:
     """Percent of one CPU over the process's whole life (``ps``'s %CPU), from one sample and
-    the seconds since boot."""
+    the seconds since boot; None for a process younger than LIFETIME_MIN."""
     alive = uptime - now.start / _TICK
-    if alive <= 0:
-        return 0.0
+    if alive < LIFETIME_MIN:
+        return None
     return round(now.cpu_ticks / _TICK / alive * 100, 1)
 
 

@@ -121,9 +121,32 @@ def test_the_disk_watch_starts_with_its_first_subscriber(root, daemons) -> None:
     maps = Path(f"/proc/{d.proc.pid}/maps")
     assert "_rust_notify" not in maps.read_text()
     with d.client() as c, c.events(["du"]) as stream:
+        wait_for(lambda: "_rust_notify" in maps.read_text(), 20, "the disk watch to start")
+        # The first report may race the stream's snapshot (and be taken as seen): a change
+        # makes the next one.
+        data = tree.data_dir / "a"
+        data.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + 20
         event = None
+        i = 0
         while event is None and time.monotonic() < deadline:
+            (data / f"f{i % 5}").write_bytes(b"x" * 4096)
+            i += 1
             event = stream.get(timeout=0.5)
         assert event is not None and event.topic == "du", "no du event within 20 s"
-    assert "_rust_notify" in maps.read_text()
+
+
+def test_a_young_process_gets_no_lifetime_cpu_its_start_up_would_dominate() -> None:
+    """The first status after a quiet spell showed a just-started Python service at 10-20 %
+    CPU (its interpreter's start-up over half a second of life)."""
+    import os
+
+    from runyard.daemon.stats import LIFETIME_MIN, lifetime_percent, read_sample
+
+    me = read_sample(os.getpid())
+    assert me is not None
+    tick = os.sysconf("SC_CLK_TCK")
+    born = me.start / tick
+    assert lifetime_percent(me, born + LIFETIME_MIN / 2) is None
+    old = me._replace(cpu_ticks=tick)  # one CPU second over 100 s of life
+    assert lifetime_percent(old, born + 100) == 1.0
