@@ -25,6 +25,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import setproctitle
 
@@ -39,7 +40,6 @@ from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_checks
 from runyard.runtime.ops.license import LicenseStatus, tree_license
 
-from .diskwatch import DiskWatch
 from .events import EventBus
 from .handlers import Context
 from .handlers.audited import AuditWriter
@@ -48,6 +48,9 @@ from .logs import daemon_logger
 from .server import ControlServer, tcp_listener
 from .state import load_state
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .diskwatch import DiskWatch
 
 __all__ = ["DaemonRunning", "run_daemon"]
 
@@ -61,6 +64,27 @@ def _take_lock(tree: RuntimeTree) -> FileLock:
     except LockBusy as exc:
         holder = exc.holder or "?"
         raise DaemonRunning(f"a daemon (pid {holder}) is already running for {tree.root}") from None
+
+
+class _DiskWatchOnDemand:
+    """The disk watch (daemon/diskwatch.py: watchfiles and its thread, the du walker), started
+    when a client first subscribes to topic ``du``: a daemon nobody watches the disk of
+    imports, scans and wakes for none of it. Once started it stays."""
+
+    def __init__(self, tree: RuntimeTree, bus: EventBus, log: logging.Logger) -> None:
+        self.tree, self.bus, self.log = tree, bus, log
+        self.watch: DiskWatch | None = None
+
+    def subscribed(self, prefix: bytes) -> None:
+        if self.watch is None and b"du".startswith(prefix):
+            from .diskwatch import DiskWatch
+
+            self.watch = DiskWatch(self.tree, self.bus, self.log)
+            self.watch.start()
+
+    async def close(self) -> None:
+        if self.watch is not None:
+            await self.watch.close()
 
 
 def _log_refusal(tree: RuntimeTree, exc: StartupCheckFailed) -> None:
@@ -269,15 +293,15 @@ async def _serve(
         audit=audit,
     )
     server = ControlServer(endpoints, ctx, log, tcp)
+    diskwatch = _DiskWatchOnDemand(tree, bus, log)
+    server.on_subscribe = diskwatch.subscribed
     server.bind()
     server.start()
     health = HealthServer(sup, project.daemon.health_port) if project.daemon.health_port else None
-    diskwatch = DiskWatch(tree, bus, log)
     stop = _StopRequest()
     try:
         await sup.boot()
         _audit_start(audit, ctx, license)
-        diskwatch.start()
         if health is not None:
             await health.start()
         _announce_ready(bus, log, tree, endpoints.control)

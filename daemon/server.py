@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -127,6 +128,9 @@ class ControlServer:
         self.tcp_pub: zmq.asyncio.Socket | None = None
         self.auth: AsyncioAuthenticator | None = None
         self._subscriptions: Counter[bytes] = Counter()
+        #: Told each new subscription's prefix (main starts the disk watch on the first
+        #: one that covers topic ``du``).
+        self.on_subscribe: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._serve_tasks: list[asyncio.Task[None]] = []
         #: Replies a peer could not take (gone, or not reading): counted, never waited for.
@@ -260,6 +264,8 @@ class ControlServer:
                 continue
             if frame[0] == 1:
                 self._subscriptions[frame[1:]] += 1
+                if self.on_subscribe is not None:
+                    self.on_subscribe(frame[1:])
             elif frame[0] == 0:
                 self._subscriptions[frame[1:]] -= 1
                 if self._subscriptions[frame[1:]] <= 0:

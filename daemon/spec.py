@@ -226,7 +226,7 @@ def _build(
     # A readiness table replaces the template's whole: name the file it came from.
     from_template = project.service(name).supervise.readiness is None
     probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
-    resolved = resolve_service_env(tree, name, project=project)
+    resolved = resolve_service_env(tree, name, project=project, manifest=manifest)
     ports = tuple(entry.default_ports)
     checked = _check_settings(tree, name, settings, ports, where, probe_where)
     live_own = project.service(name).supervise.liveness is not None

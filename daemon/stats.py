@@ -1,10 +1,20 @@
-"""CPU% and RSS per service, sampled in the background so a status request never waits.
+"""CPU% and RSS per service, sampled in the background while someone looks at them.
 
 One read of ``/proc/PID/stat`` per service gives both (utime + stime, and resident pages), where
-psutil took a ``Process`` object and two reads: 50 services cost well under a millisecond a
-round, so sampling every ``STATS_INTERVAL`` keeps an idle daemon idle. A sample is tied to the
-process's start time, so a recycled pid never inherits another process's CPU counter. The last ``HISTORY`` samples of each service are kept
-(``SampleRings``, three minutes) for the ``stats`` request: the TUI's sparklines.
+psutil took a ``Process`` object and two reads. A sample is tied to the process's start time, so
+a recycled pid never inherits another process's CPU counter.
+
+CPU and RSS reach a client only in a status reply, so a status request is what "someone looks"
+means: it keeps the sampler going every ``STATS_INTERVAL`` for ``LINGER`` seconds (the TUI asks
+every 2 s, so it keeps it going for as long as it is open). An idle daemon that nobody asks
+reads nothing and wakes for nothing. The first status after a quiet spell samples inline before
+it answers (under a millisecond for 50 services), so a one-shot ``runyard status`` shows fresh
+figures: RSS now, and CPU% averaged over the process's life, as ``ps`` shows it, since there is
+no earlier sample to take a difference from (none for a process younger than ``LIFETIME_MIN``:
+its own start-up would dominate; the next round has a difference). Resource limits sample on their own
+(``limit_watch``), only while a limited service runs. The last ``HISTORY`` differences of each
+service are kept (``SampleRings``, three minutes while someone looks) for the ``stats`` request,
+the TUI's sparklines; a ``stats`` request keeps the sampler going too.
 """
 
 from __future__ import annotations
@@ -18,11 +28,15 @@ from typing import NamedTuple
 
 from .service import ServiceRunner
 
-__all__ = ["HISTORY", "STATS_INTERVAL", "SampleRings", "sample_stats"]
+__all__ = ["HISTORY", "LINGER", "STATS_INTERVAL", "SampleRings", "StatsSampler"]
 
 STATS_INTERVAL = 2.0
 #: Samples kept per service: three minutes at STATS_INTERVAL.
 HISTORY = 90
+#: Seconds of sampling a status request buys.
+LINGER = 5.0
+#: A lifetime CPU% is shown for processes at least this old (seconds).
+LIFETIME_MIN = 5.0
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -61,6 +75,20 @@ def cpu_percent(before: _Sample, now: _Sample) -> float:
     return round((now.cpu_ticks - before.cpu_ticks) / _TICK / wall * 100, 1)
 
 
+def lifetime_percent(now: _Sample, uptime: float) -> float | None:
+    """Percent of one CPU over the process's whole life (``ps``'s %CPU), from one sample and
+    the seconds since boot; None for a process younger than LIFETIME_MIN."""
+    alive = uptime - now.start / _TICK
+    if alive < LIFETIME_MIN:
+        return None
+    return round(now.cpu_ticks / _TICK / alive * 100, 1)
+
+
+def _uptime() -> float:
+    with open("/proc/uptime", "rb") as f:
+        return float(f.read().split()[0])
+
+
 class SampleRings:
     """(wall time, CPU %, RSS bytes) of each service, its last HISTORY samples, oldest first.
     A service with no process has no samples for that time (a gap, not zeros)."""
@@ -80,18 +108,45 @@ class SampleRings:
             del self.rings[name]
 
 
-async def sample_stats(
-    runners: Callable[[], Iterable[ServiceRunner]], rings: SampleRings | None = None
-) -> None:
-    """Every STATS_INTERVAL, tell each runner its process's CPU% and RSS (``observe``), and
-    keep the sample in ``rings``."""
-    last: dict[int, _Sample] = {}
-    while True:
-        await asyncio.sleep(STATS_INTERVAL)
+class StatsSampler:
+    """Tells each runner its process's CPU% and RSS (``observe``) while someone looks."""
+
+    def __init__(
+        self, runners: Callable[[], Iterable[ServiceRunner]], rings: SampleRings | None = None
+    ) -> None:
+        self._runners = runners
+        self.rings = rings if rings is not None else SampleRings()
+        self._last: dict[int, _Sample] = {}
+        self._wanted_until = 0.0
+        self._task: asyncio.Task[None] | None = None
+        #: Rounds taken (for tests and the curious).
+        self.rounds = 0
+
+    def want(self) -> None:
+        """A status is asked: sample for the next LINGER seconds; after a quiet spell, once
+        now, before the answer."""
+        self._wanted_until = time.monotonic() + LINGER
+        if self._task is None:
+            self.sample(fresh=True)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while time.monotonic() < self._wanted_until:
+                await asyncio.sleep(STATS_INTERVAL)
+                self.sample()
+        finally:
+            self._task = None
+
+    def sample(self, fresh: bool = False) -> None:
+        """One round. ``fresh``: the last round is too old to take a difference from, so a CPU%
+        is the process's lifetime average."""
+        self.rounds += 1
+        uptime = _uptime() if fresh else 0.0
         seen: dict[int, _Sample] = {}
-        if rings is not None:
-            rings.keep({runner.name for runner in runners()})
-        for runner in runners():
+        runners = list(self._runners())
+        self.rings.keep({runner.name for runner in runners})
+        for runner in runners:
             handle = runner.handle
             now = read_sample(handle.pid) if handle is not None else None
             if now is None:
@@ -100,11 +155,17 @@ async def sample_stats(
                 continue
             assert handle is not None
             seen[handle.pid] = now
-            before = last.get(handle.pid)
+            before = None if fresh else self._last.get(handle.pid)
             if before is not None and before.start == now.start:
                 cpu = cpu_percent(before, now)
                 runner.observe(cpu, now.rss)
-                if rings is not None:
-                    rings.add(runner.name, cpu, now.rss)
-            # else: the first sample of this process only primes its counter
-        last = seen
+                self.rings.add(runner.name, cpu, now.rss)
+            elif fresh:
+                runner.observe(lifetime_percent(now, uptime), now.rss)
+            else:  # a process new since the last round: its counter is only primed
+                runner.observe(None, now.rss)
+        self._last = seen
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -55,7 +55,7 @@ from .spec import (
     with_dependencies,
 )
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
-from .stats import SampleRings, sample_stats
+from .stats import SampleRings, StatsSampler
 
 __all__ = ["OverLimit", "Supervisor", "UnknownService"]
 
@@ -95,7 +95,8 @@ class Supervisor:
         self._stopping_all = False
         self.started_at = time.time()
         self._schedule_pending = False
-        self._stats_task: asyncio.Task[None] | None = None
+        #: CPU/RSS of each service, sampled while status requests come (see stats.py).
+        self.stats = StatsSampler(lambda: self.runners.values(), self.samples)
         #: Where each service's processes are kept (a cgroup, or the subreaper).
         self.containment = Containment(tree.root, log)
         self._limits_task: asyncio.Task[None] | None = None
@@ -185,9 +186,6 @@ class Supervisor:
                 runner.want_up()
         self._schedule()
         self.recorder.write()
-        self._stats_task = asyncio.get_running_loop().create_task(
-            sample_stats(lambda: self.runners.values(), self.samples)
-        )
         self._limits_task = asyncio.get_running_loop().create_task(
             watch_limits(lambda: self.runners.values(), self._limits_wake)
         )
@@ -421,8 +419,7 @@ class Supervisor:
 
     async def close(self) -> None:
         """Release everything without stopping live processes (they are adopted next time)."""
-        if self._stats_task is not None:
-            self._stats_task.cancel()
+        self.stats.close()
         if self._limits_task is not None:
             self._limits_task.cancel()
         self.recorder.write()

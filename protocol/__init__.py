@@ -14,23 +14,27 @@ the most used names are re-exported here.
 
 from __future__ import annotations
 
-from .client import (
-    AsyncClient,
-    AsyncEventStream,
-    BadRequest,
-    Client,
-    ClientError,
-    Conflict,
-    DaemonUnreachable,
-    EventStream,
-    InternalError,
-    NotFound,
-    OperationFailed,
-    ProtocolError,
-    RemoteError,
-    TooLarge,
-    UnsupportedVersion,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import (
+        AsyncClient,
+        AsyncEventStream,
+        BadRequest,
+        Client,
+        ClientError,
+        Conflict,
+        DaemonUnreachable,
+        EventStream,
+        InternalError,
+        NotFound,
+        OperationFailed,
+        ProtocolError,
+        RemoteError,
+        TooLarge,
+        UnsupportedVersion,
+    )
+
 from .endpoints import endpoints_for
 from .messages import (
     PROTOCOL_VERSION,
@@ -79,3 +83,34 @@ __all__ = [
     "UnsupportedVersion",
     "endpoints_for",
 ]
+
+#: Imported on first use (PEP 562): the daemon imports ``runyard.protocol.messages`` and
+#: ``endpoints`` through this package and needs no client library (asyncio and sync clients,
+#: their event streams) in its memory.
+_FROM_CLIENT = frozenset(
+    {
+        "AsyncClient",
+        "AsyncEventStream",
+        "BadRequest",
+        "Client",
+        "ClientError",
+        "Conflict",
+        "DaemonUnreachable",
+        "EventStream",
+        "InternalError",
+        "NotFound",
+        "OperationFailed",
+        "ProtocolError",
+        "RemoteError",
+        "TooLarge",
+        "UnsupportedVersion",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CLIENT:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,28 +12,15 @@ exit 0, as ``cat`` would under SIGPIPE: what it printed was what the reader want
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
-from runyard.protocol.client import DaemonUnreachable
-from runyard.runtime.acquisition.urls import redact_url
-from runyard.runtime.core.errors import InvariantBroken, RunyardError
+from runyard.runtime.core.errors import DaemonUnreachable, InvariantBroken, RunyardError
 from runyard.runtime.core.own_version import runyard_version
 
-from . import (
-    audit_cmd,
-    bundle_cmd,
-    control_cmd,
-    doctor_cmd,
-    keys_cmd,
-    license_cmd,
-    remote_cmd,
-    runs_cmd,
-    runtime_cmd,
-    service_cmd,
-    tui_cmd,
-)
 from .common import UsageError, common_options, os_problem
 from .output import silence_stdout, stdout_closed
 
@@ -45,7 +32,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, Any]:
     common = common_options()
     parser = argparse.ArgumentParser(
         prog="runyard",
@@ -59,7 +46,45 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"runyard {runyard_version()}",
         help="print Runyard's version and exit",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    return parser, common, parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+
+def daemon_parser() -> argparse.ArgumentParser:
+    """The parser of ``runyard daemon`` alone (see daemon_cmd.py: a launch imports no other
+    command's module)."""
+    from . import daemon_cmd
+
+    parser, common, sub = _parser()
+    daemon_cmd.register(sub, common)
+    describe_commands(parser)
+    return parser
+
+
+def _local_daemon(argv: Sequence[str]) -> bool:
+    """``runyard daemon ...`` on this box: the command name first, no --host."""
+    return (
+        list(argv[:1]) == ["daemon"]
+        and not any(a == "--host" or a.startswith("--host=") for a in argv)
+        and not os.environ.get("RUNYARD_HOST")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import (
+        audit_cmd,
+        bundle_cmd,
+        control_cmd,
+        doctor_cmd,
+        keys_cmd,
+        license_cmd,
+        remote_cmd,
+        runs_cmd,
+        runtime_cmd,
+        service_cmd,
+        tui_cmd,
+    )
+
+    parser, common, sub = _parser()
     control_cmd.register(sub, common)
     runtime_cmd.register(sub, common)
     keys_cmd.register(sub, common)
@@ -89,7 +114,8 @@ def describe_commands(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    local_daemon = _local_daemon(sys.argv[1:] if argv is None else argv)
+    parser = daemon_parser() if local_daemon else build_parser()
     args = parser.parse_args(argv)
     for name in ("root", "project"):
         if not hasattr(args, name):
@@ -98,7 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, False)
     try:
-        code = remote_cmd.dispatch(args, argv)  # here, or on the box of --host
+        if local_daemon:
+            code = int(args.handler(args) or 0)
+        else:
+            from . import remote_cmd
+
+            code = remote_cmd.dispatch(args, argv)  # here, or on the box of --host
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen and answered below
         return code
     except BrokenPipeError as exc:
@@ -133,6 +164,8 @@ def _fail(
     if args.debug:
         traceback.print_exc()
     # Our messages show URLs redacted already; this is the last line of defence for others.
+    from runyard.runtime.acquisition.urls import redact_url
+
     text = redact_url((text or str(exc)).replace("\n", " ")) or type(exc).__name__
     if internal:
         text = f"internal error: {type(exc).__name__}: {text} (run with --debug for details)"

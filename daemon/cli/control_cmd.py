@@ -19,7 +19,9 @@ from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus
 from runyard.runtime.core.errors import StartFailed
 from runyard.runtime.core.sizes import format_bytes
 
+from . import daemon_cmd
 from .common import UsageError, missing_file, open_tree
+from .daemon_cmd import license_option
 from .output import print_json, print_table, stdout_closed
 
 __all__ = ["register"]
@@ -32,13 +34,11 @@ FOLLOW_CHECK_SECS = 1.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("daemon", parents=[common], help="run the daemon in the foreground")
-    _license_option(p)
-    p.set_defaults(handler=cmd_daemon)
+    daemon_cmd.register(sub, common)
     p = sub.add_parser(
         "up", parents=[common], help="start the daemon in the background (idempotent)"
     )
-    _license_option(p)
+    license_option(p)
     p.set_defaults(handler=cmd_up)
     p = sub.add_parser("shutdown", parents=[common], help="stop every service, then the daemon")
     p.set_defaults(handler=cmd_shutdown)
@@ -74,14 +74,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_health)
 
 
-def _license_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--license",
-        metavar="FILE",
-        help="license file (default: the tree's config/runyard/license.json; none: community)",
-    )
-
-
 def _client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
     """A client that has said hello, so the daemon's audit trail names it (``runyard-cli``)."""
     # lenient: status, logs, stop and shutdown must work while runyard.toml has a syntax error
@@ -93,19 +85,6 @@ def _client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
         client.close()
         raise
     return client
-
-
-def cmd_daemon(args: argparse.Namespace) -> int:
-    from ..main import run_daemon
-
-    tree = open_tree(args)
-    project = os.path.abspath(args.project) if args.project else None
-    if project is None and os.path.isfile("runyard.toml"):
-        project = os.path.abspath("runyard.toml")
-    license_file = Path(args.license).absolute() if args.license else None
-    if license_file is not None and not license_file.is_file():
-        raise missing_file("--license", license_file)
-    return run_daemon(tree.root, Path(project) if project else None, license_file)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -3,38 +3,38 @@
 A handler takes the daemon context and the decoded request and returns a Reply. It raises
 `HandlerError` (or UnknownService) for an expected failure; the server turns that into a typed
 ErrorReply in one place, and anything else into ``internal`` after logging the traceback.
+
+The handlers of requests that only some daemons ever get (disk usage, ensure, sealed runs)
+are imported on their first request (`_on_first_use`): what they pull in (archive extraction,
+HTTP fetching, the run engine, disk walking) stays out of every daemon's start and memory.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from runyard.protocol import messages as m
 
-from . import (
-    du,
-    ensure,
-    hello,
-    logs_tail,
-    reload,
-    replay,
-    restart,
-    run,
-    runs_list,
-    runs_show,
-    shutdown,
-    signal,
-    start,
-    stats,
-    status,
-    stop,
-    verify,
-)
+from . import hello, logs_tail, reload, restart, shutdown, signal, start, stats, status, stop
 from .context import Context, HandlerError
 
 __all__ = ["HANDLERS", "INLINE", "Context", "HandlerError"]
 
 Handler = Callable[[Context, m.Request], Awaitable[m.Reply]]
+
+
+def _on_first_use(module: str) -> Handler:
+    """The ``handle`` of ``daemon/handlers/<module>.py``, imported when first called."""
+
+    async def handle(ctx: Context, req: Any) -> m.Reply:
+        loaded: Handler = importlib.import_module(f"{__name__}.{module}").handle
+        return await loaded(ctx, req)
+
+    handle.__qualname__ = f"{module}.handle"
+    return handle
+
 
 HANDLERS: dict[type[m.Request], Handler] = {
     m.Hello: hello.handle,
@@ -45,14 +45,14 @@ HANDLERS: dict[type[m.Request], Handler] = {
     m.Signal: signal.handle,
     m.Reload: reload.handle,
     m.LogsTail: logs_tail.handle,
-    m.Du: du.handle,
-    m.Ensure: ensure.handle,
+    m.Du: _on_first_use("du"),
+    m.Ensure: _on_first_use("ensure"),
     m.Shutdown: shutdown.handle,
-    m.Run: run.handle,
-    m.RunsList: runs_list.handle,
-    m.RunsShow: runs_show.handle,
-    m.VerifyRun: verify.handle,
-    m.ReplayRun: replay.handle,
+    m.Run: _on_first_use("run"),
+    m.RunsList: _on_first_use("runs_list"),
+    m.RunsShow: _on_first_use("runs_show"),
+    m.VerifyRun: _on_first_use("verify"),
+    m.ReplayRun: _on_first_use("replay"),
     m.Stats: stats.handle,
 }
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from runyard.protocol import messages as m
-from runyard.runtime.acquisition.urls import redact_url
 from runyard.runtime.ops.audit import audit_path
 from runyard.runtime.ops.audit_action import record_action
 
@@ -68,6 +67,8 @@ def _signal(req: m.Signal, reply: m.Reply) -> tuple[str, dict[str, Any]]:
 def _ensure(req: m.Ensure, reply: m.Reply) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {"version_spec": req.version_spec}
     if req.catalog:
+        from runyard.runtime.acquisition.urls import redact_url  # urllib.request: on use
+
         detail["catalog"] = redact_url(req.catalog)
     if isinstance(reply, m.EnsureReply):
         detail["version"] = reply.binary.version
@@ -118,6 +119,8 @@ def describe(req: m.Request, reply: m.Reply) -> tuple[str, str, str, dict[str, A
     if isinstance(reply, m.ErrorReply):
         result = reply.code
         # Errors name URLs redacted already; this keeps one we missed out of the trail too.
+        from runyard.runtime.acquisition.urls import redact_url
+
         detail = {**detail, "error": redact_url(reply.message)[:300]}
     return action, target, result, detail
 

@@ -12,6 +12,7 @@ from .context import Context
 async def handle(ctx: Context, req: m.Status) -> m.Reply:
     sup = ctx.supervisor
     names = sup.resolve(req.services, all_=False) if req.services else []
+    sup.stats.want()  # CPU/RSS are sampled while someone asks (stats.py)
     return m.StatusReply(
         services=sup.status(names),
         seqs=dict(sup.bus.seqs),

@@ -237,14 +237,17 @@ def resolve_service_env(
     project: Project | None = None,
     user_config: Path | None = None,
     base: Mapping[str, str] | None = None,
+    manifest: RuntimeManifest | None = None,
 ) -> ResolvedEnv:
     """Merge every layer for service ``name`` of ``tree``.
 
     ``project`` None means no project file (it is not looked up here). ``user_config`` None means
     `user_config_path` (absent = no user overrides); an explicit path must exist. ``base``
-    defaults to os.environ, which is only read.
+    defaults to os.environ, which is only read. ``manifest``: the tree's, already loaded (the
+    daemon resolves every service against one load: loading it per service made a start of N
+    services cost N x N path checks).
     """
-    manifest = load_manifest(tree)
+    manifest = manifest if manifest is not None else load_manifest(tree)
     project = project if project is not None else Project()
     entry = select_entry(manifest, name, project)
     if user_config is None:

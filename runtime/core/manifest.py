@@ -189,6 +189,8 @@ def unsafe_relative_path(rel: str) -> str | None:
 def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None) -> None:
     """Check what types cannot: digests, names, platforms, and that every binPath stays inside."""
     seen: set[tuple[str, str, str, str]] = set()
+    # Resolved once: a daemon start validates the manifest of every service it has.
+    real_root = os.path.realpath(tree.root) if tree is not None else None
     for i, s in enumerate(manifest.services):
         at = f"services[{i}]"
         problem = check_name(s.name)
@@ -213,7 +215,7 @@ def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None
             raise ManifestError(
                 f"{at}.binPath: must lie under {s.install_rel}/, got {s.bin_path!r}"
             )
-        if tree is not None and not tree.contains(tree.root / s.bin_path):
+        if tree is not None and not tree.contains(tree.root / s.bin_path, real_root=real_root):
             raise ManifestError(f"{at}.binPath: {s.bin_path!r} leaves the tree through a symlink")
         for j, port in enumerate(s.default_ports):
             if not 0 < port.port < 65536:

@@ -117,15 +117,16 @@ class RuntimeTree:
             )
         return self
 
-    def contains(self, path: str | os.PathLike[str]) -> bool:
+    def contains(self, path: str | os.PathLike[str], *, real_root: str | None = None) -> bool:
         """True when ``path``, symlinks resolved, stays inside the tree.
 
         A top-level dir of the tree (``data``, ``logs``...) may itself be a symlink: an
         installed runtime bundle shares them across versions (``versions/1.2.0/data ->
         ../../data``). What resolves inside such a dir counts as inside, unless the link points
-        at the tree itself or above it (that would let everything in).
+        at the tree itself or above it (that would let everything in). ``real_root``: the
+        root's real path, resolved once by a caller that checks many paths in one go.
         """
-        real_root = os.path.realpath(self.root)
+        real_root = os.path.realpath(self.root) if real_root is None else real_root
         real = os.path.realpath(path)
         if _inside(real, real_root):
             return True

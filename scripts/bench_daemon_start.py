@@ -1,0 +1,260 @@
+"""Benchmark `daemon`, the cold-start phase and the per-run figures (see bench_daemon.py).
+
+* cold phase: the same 50 sleepers, all autostarted. A driver that already imported its client
+  library spawns the daemon (foreground, its own session), waits for the control socket file,
+  then polls `status` 5 ms apart until every service runs: the seconds from the spawn. Then a
+  shutdown. 3 launches (2 with --quick). Runyard is launched once more with 500 sleepers (the
+  goal: all running within 2 s).
+* Every figure that comes from several runs is shown as median (min-max), and each run notes
+  the load of the box while it ran: the 1-minute load average at its end and how busy the
+  CPUs were (``/proc/stat``, every process, ours included) over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench_daemon as bd
+
+__all__ = ["BoxLoad", "cold_phases", "fig_cold", "median_range", "ready_path"]
+
+COLD_MANY = 500
+
+
+def cold_phases(base: Path) -> tuple[bd.Phase, bd.Phase]:
+    """50 and COLD_MANY autostarted sleepers, each in its own tree."""
+    out = []
+    for n in (bd.SERVICES, COLD_MANY):
+        sleepers = {f"s{i:03d}": bd.SLEEPER for i in range(n)}
+        bins = bd.build_tree(base / f"cold{n}" / "rt", sleepers)
+        programs = tuple(bd.Program(name, path, autostart=True) for name, path in bins.items())
+        out.append(bd.Phase(f"cold{n}", base / f"cold{n}" / "rt", programs))
+    return out[0], out[1]
+
+
+def ready_path(contender: bd.Contender, phase: bd.Phase) -> str:
+    """The file whose appearance says the daemon's control socket is bound."""
+    if contender.name == "runyard":
+        from runyard.protocol.endpoints import endpoints_for
+
+        return endpoints_for(phase.tree_root).control.removeprefix("ipc://")
+    if contender.name == "pm2":
+        return contender.address(phase) + "/rpc.sock"
+    return contender.address(phase).removeprefix("ipc://")
+
+
+@dataclass
+class BoxLoad:
+    """How busy the box was over one run: the CPUs (all processes) and the load average."""
+
+    started: tuple[int, int] = field(default_factory=lambda: _cpu_jiffies())
+
+    def end(self) -> str:
+        busy0, total0 = self.started
+        busy1, total1 = _cpu_jiffies()
+        pct = 100 * (busy1 - busy0) / max(1, total1 - total0)
+        return f"load {os.getloadavg()[0]:.1f}, cpus {pct:.0f}% busy"
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@contextlib.contextmanager
+def cold_driver(contender: bd.Contender, phase: bd.Phase) -> Iterator[bd.Driver]:
+    wd = contender.workdir(phase)
+    wd.mkdir(parents=True, exist_ok=True)
+    driver = bd.Driver(
+        contender.python, contender.name, contender.address(phase), wd / "driver.err", ("--cold",)
+    )
+    try:
+        driver.recv(timeout=60.0)  # ready: its client library is imported
+        yield driver
+    finally:
+        driver.close()
+
+
+def fig_cold(
+    contender: bd.Contender, phase: bd.Phase, launches: int
+) -> tuple[list[float], list[str]]:
+    """Seconds from spawn to every service running, per launch, and the box's load in each."""
+    argv = contender.configure(phase)
+    wd = contender.workdir(phase)
+    secs, loads = [], []
+    for _ in range(launches):
+        with cold_driver(contender, phase) as driver:
+            load = BoxLoad()
+            reply = driver.call(
+                "cold_start",
+                timeout=180.0,
+                argv=argv,
+                cwd=str(wd),
+                log=str(wd / "daemon.stderr"),
+                ready=ready_path(contender, phase),
+                expect=len(phase.programs),
+            )
+            loads.append(load.end())
+            secs.append(reply["secs"])
+            driver.call("cold_stop", timeout=180.0)
+        time.sleep(0.5)  # let the stopped children go before the next launch
+    return secs, loads
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_runs(values: list[float], num: Any) -> str:
+    """``median (min-max)`` of several runs; one run is shown alone."""
+    if len(values) == 1:
+        return num(values[0])
+    med, lo, hi = median_range(values)
+    return f"{num(med)} ({num(lo)}-{num(hi)})"
+
+
+def measure_start(
+    contender: bd.Contender,
+    fleet: bd.Phase,
+    cold: tuple[bd.Phase, bd.Phase],
+    settings: bd.Settings,
+) -> dict[str, Any]:
+    """The cold starts, then ``settings.sessions`` fleet phases: every figure as a list of runs
+    (``n/a (why)`` when a phase failed), and the load of each run under ``loads``."""
+    if "fleet" not in settings.phases:  # --only-phase flood
+        return {key: "skipped" for key in ("cold_s", "cold500_s", *bd.PHASE_KEYS["fleet"])}
+    out: dict[str, Any] = {"loads": {}}
+    phases = [(cold[0], "cold_s")]
+    if contender.name == "runyard":
+        phases.append((cold[1], "cold500_s"))
+    for phase, key in phases:
+        started = time.monotonic()
+        print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
+        try:
+            out[key], out["loads"][key] = fig_cold(contender, phase, settings.launches)
+            print(f" {time.monotonic() - started:.1f}s")
+        except Exception as exc:
+            print(f" FAILED: {exc}")
+            out[key] = f"n/a ({type(exc).__name__})"
+    runs: list[dict[str, float]] = []
+    loads = []
+    for n in range(settings.sessions):
+        started = time.monotonic()
+        print(
+            f"  {contender.name}: fleet phase {n + 1}/{settings.sessions} ...", end="", flush=True
+        )
+        try:
+            load = BoxLoad()
+            with bd.serving(contender, fleet) as session:
+                runs.append(bd.fig_start_stop_idle_status(session, settings))
+            loads.append(load.end())
+            print(f" {time.monotonic() - started:.1f}s")
+        except Exception as exc:
+            print(f" FAILED: {exc}")
+            for key in bd.PHASE_KEYS["fleet"]:
+                out.setdefault(key, f"n/a ({type(exc).__name__})")
+            return out
+    for key in bd.PHASE_KEYS["fleet"]:
+        out[key] = [r[key] for r in runs]
+    out["loads"]["fleet"] = loads
+    return out
+
+
+# --------------------------------------------------------------------------- pm2
+
+PM2_VERSION = "7.0.4"
+
+
+def ensure_pm2(repo: Path) -> tuple[str | None, str]:
+    """node and pm2's version, installing ``pm2@PM2_VERSION`` from the npm registry into
+    .bench/pm2 on first use; (None, ``n/a (why)``) when node, npm or the registry is missing."""
+    import json
+    import shutil
+    import subprocess
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None, "n/a (no node or npm on PATH)"
+    prefix = repo / ".bench" / "pm2"
+    package = prefix / "node_modules" / "pm2" / "package.json"
+    if not package.is_file():
+        print(f"  npm install pm2@{PM2_VERSION} into {prefix} ...", flush=True)
+        prefix.mkdir(parents=True, exist_ok=True)
+        try:
+            done = subprocess.run(
+                [
+                    npm,
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(prefix),
+                    f"pm2@{PM2_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            return None, "n/a (npm install timed out)"
+        if done.returncode != 0 or not package.is_file():
+            why = (done.stderr.strip().splitlines() or ["?"])[-1][:120]
+            return None, f"n/a (npm install pm2@{PM2_VERSION} failed: {why})"
+    os.environ["BENCH_PM2_MODULE"] = str(package.parent)  # the drivers' and daemon's require()
+    return node, json.loads(package.read_text())["version"]
+
+
+class PM2(bd.Contender):
+    """pm2's God daemon in the foreground (``pm2.connect(noDaemon=true)`` in bench_pm2.js),
+    the apps in HOME/ecosystem.json: the sleeper run as is (``interpreter: none``), no
+    autorestart, stdout and stderr to files, no log timestamps."""
+
+    name = "pm2"
+
+    def home(self, phase: bd.Phase) -> Path:
+        return self.workdir(phase) / "home"
+
+    def configure(self, phase: bd.Phase) -> list[str]:
+        import json
+
+        wd, home = self.workdir(phase), self.home(phase)
+        (wd / "logs").mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        for sock in ("rpc.sock", "pub.sock"):  # a stale one would make a client spawn a daemon
+            (home / sock).unlink(missing_ok=True)
+        apps = [
+            {
+                "name": p.name,
+                "script": str(p.path),
+                "interpreter": "none",
+                "autorestart": False,
+                "out_file": str(wd / "logs" / f"{p.name}.out"),
+                "error_file": str(wd / "logs" / f"{p.name}.err"),
+                "time": False,
+            }
+            for p in phase.programs
+        ]
+        (home / "ecosystem.json").write_text(json.dumps({"apps": apps}))
+        return [self.python, str(bd.HERE / "bench_pm2.js"), "daemon", str(home)]
+
+    def address(self, phase: bd.Phase) -> str:
+        return str(self.home(phase))
+
+
+def precompile(repo: Path) -> None:
+    """Byte-compile the checkout, as installing the wheel does: with PYTHONDONTWRITEBYTECODE
+    set (CI boxes, this one) every daemon launch would compile ~100 modules from source, and
+    the anchors' venv has its .pyc files from pip."""
+    import compileall
+
+    for package in ("daemon", "protocol", "runtime", "schemas"):
+        compileall.compile_dir(str(repo / package), quiet=1)

@@ -1,0 +1,152 @@
+"""An idle daemon stays small and asleep (issue 16): what its start imports, what wakes it.
+
+Real daemons and interpreters; what a daemon reads is seen from outside, in /proc/PID/io
+(``syscr``: every read-family syscall) and /proc/PID/maps (the extension modules loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from daemonkit import build_tree, wait_for
+
+from runyard.daemon.stats import LINGER, STATS_INTERVAL
+from runyard.runtime.config import env as env_module
+from runyard.runtime.core.tree import RuntimeTree
+
+pytestmark = pytest.mark.timeout(120)
+
+SLEEPER = "import time\nwhile True:\n    time.sleep(1000)\n"
+
+#: Modules only some requests need: none may be imported by a daemon's start.
+ONLY_ON_REQUEST = (
+    "watchfiles",  # the disk watch: on the first `du` subscriber
+    "runyard.daemon.diskwatch",
+    "runyard.runtime.core.du",  # `runyard du`
+    "runyard.runtime.acquisition.ensure",  # `runyard ensure`
+    "runyard.runtime.acquisition.fetch",
+    "runyard.runtime.runs.run",  # sealed runs, verify, replay
+    "runyard.runtime.runs.verify",
+    "runyard.runtime.bundle",
+    "runyard.protocol.client",  # a client library: the daemon is the server
+    "runyard.protocol.ssh_relay",
+    "runyard.daemon.cli.control_cmd",  # other commands of the CLI
+    "importlib.metadata",  # 3 MB for the own version string
+    "urllib.request",
+    "tarfile",
+)
+
+
+def _syscr(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscr:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no syscr in /proc/{pid}/io")
+
+
+def test_a_daemon_start_imports_no_module_only_some_requests_need() -> None:
+    """What `python -m runyard.daemon daemon ...` imports before it serves: the CLI's daemon
+    parser, then runyard.daemon.main (the rest comes with requests)."""
+    code = (
+        "import json, sys\n"
+        "sys.argv = ['runyard', 'daemon', '--root', '/nonexistent']\n"
+        "from runyard.daemon import cli\n"
+        "cli.daemon_parser().parse_args(sys.argv[1:])\n"
+        "import runyard.daemon.main\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(out.stdout))
+    assert not loaded & set(ONLY_ON_REQUEST), sorted(loaded & set(ONLY_ON_REQUEST))
+
+
+def test_runyard_daemon_help_and_the_full_parser_agree_on_the_daemon_command() -> None:
+    from runyard.daemon.cli import build_parser, daemon_parser
+
+    def daemon_options(parser) -> list[str]:  # type: ignore[no-untyped-def]
+        sub = next(a for a in parser._actions if a.dest == "command")
+        return sorted(o for a in sub.choices["daemon"]._actions for o in a.option_strings)
+
+    assert daemon_options(daemon_parser()) == daemon_options(build_parser())
+
+
+def test_starting_many_services_loads_the_manifest_once(root, monkeypatch) -> None:
+    """load_specs resolved each service's env with a manifest load of its own: N loads, each
+    validating N entries (a start of 500 sleepers took 22 s)."""
+    from runyard.daemon.spec import load_specs
+    from runyard.runtime.config.project import load_project
+
+    tree: RuntimeTree = build_tree(root, {f"s{i}": SLEEPER for i in range(5)})
+    loads = []
+    real = env_module.load_manifest
+    monkeypatch.setattr(env_module, "load_manifest", lambda t: loads.append(t) or real(t))
+    specs, _ = load_specs(tree, load_project(root.parent / "runyard.toml"))
+    assert len(specs) == 5
+    assert loads == []
+
+
+def test_an_idle_daemon_reads_nothing_and_a_one_shot_status_still_shows_cpu_and_rss(
+    root, daemons
+) -> None:
+    tree = build_tree(root, {"a": SLEEPER, "b": SLEEPER})
+    d = daemons(tree).start()
+    pid = d.proc.pid
+    with d.client() as c:  # status calls: the sampler runs for LINGER seconds after the last
+        wait_for(lambda: {s.state for s in c.status().services} == {"running"}, 20, "running")
+
+    def quiet_for_an_interval() -> bool:
+        before = _syscr(pid)
+        time.sleep(STATS_INTERVAL + 0.5)  # one sampling interval, then compare
+        return _syscr(pid) == before
+
+    wait_for(quiet_for_an_interval, LINGER + 4 * STATS_INTERVAL, "the sampler to stop")
+    assert quiet_for_an_interval(), "the idle daemon read something"
+    assert "_rust_notify" not in Path(f"/proc/{pid}/maps").read_text()  # no disk watch
+
+    with d.client() as c:  # the first status after the quiet spell samples before answering
+        rows = c.status().services
+    assert all(s.cpu_percent is not None and s.rss for s in rows), rows
+
+
+def test_the_disk_watch_starts_with_its_first_subscriber(root, daemons) -> None:
+    tree = build_tree(root, {"a": SLEEPER})
+    d = daemons(tree).start()
+    maps = Path(f"/proc/{d.proc.pid}/maps")
+    assert "_rust_notify" not in maps.read_text()
+    with d.client() as c, c.events(["du"]) as stream:
+        wait_for(lambda: "_rust_notify" in maps.read_text(), 20, "the disk watch to start")
+        # The first report may race the stream's snapshot (and be taken as seen): a change
+        # makes the next one.
+        data = tree.data_dir / "a"
+        data.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 20
+        event = None
+        i = 0
+        while event is None and time.monotonic() < deadline:
+            (data / f"f{i % 5}").write_bytes(b"x" * 4096)
+            i += 1
+            event = stream.get(timeout=0.5)
+        assert event is not None and event.topic == "du", "no du event within 20 s"
+
+
+def test_a_young_process_gets_no_lifetime_cpu_its_start_up_would_dominate() -> None:
+    """The first status after a quiet spell showed a just-started Python service at 10-20 %
+    CPU (its interpreter's start-up over half a second of life)."""
+    import os
+
+    from runyard.daemon.stats import LIFETIME_MIN, lifetime_percent, read_sample
+
+    me = read_sample(os.getpid())
+    assert me is not None
+    tick = os.sysconf("SC_CLK_TCK")
+    born = me.start / tick
+    assert lifetime_percent(me, born + LIFETIME_MIN / 2) is None
+    old = me._replace(cpu_ticks=tick)  # one CPU second over 100 s of life
+    assert lifetime_percent(old, born + 100) == 1.0
