@@ -150,10 +150,10 @@ def test_status_shows_no_cpu_rss_for_a_gone_process_and_no_ready_without_a_probe
 
     def sampled() -> bool:
         with d.client() as c:
-            (s,) = c.status(["once"]).services
-        return s.rss is not None
+            once, idle = c.status(["once", "idle"]).services
+        return once.rss is not None and idle.state == "running"  # past start_secs
 
-    wait_for(sampled, 15, "the stats sampler to see once")
+    wait_for(sampled, 15, "the stats sampler to see once, and idle running")
     idle = _row(runyard(here, "status").stdout, "idle")
     assert idle["STATE"] == "running" and idle["READY"] == "-"  # no probe: not "yes"
     flag.write_text("")
@@ -201,3 +201,17 @@ def test_runtime_remove_refuses_a_version_the_daemon_will_restart(daemons) -> No
     assert out.returncode == 1, out
     assert "crash 1.0.0 is in use (" in out.stderr, out.stderr
     assert (tree.root / "bin" / "crash" / "1.0.0").is_dir()
+
+
+def test_runtime_remove_refuses_the_last_version_of_a_configured_service() -> None:
+    """Review finding: removing the last version of a service runyard.toml configures made
+    the next daemon start (and every reload) refuse the whole project, as [services.NAME] for
+    nothing installed is an error. Refused, with what to do; without the section it goes."""
+    tree = build_tree(short_root(), {"web": SLEEPER, "api": SLEEPER}, "[services.web]\n")
+    here = tree.root.parent
+    out = runyard(here, "runtime", "remove", "web", "1.0.0")
+    assert out.returncode == 1, out
+    assert "last version of [services.web]" in out.stderr and out.stderr.count("\n") == 1
+    assert (tree.root / "bin" / "web" / "1.0.0").is_dir()
+    out = runyard(here, "runtime", "remove", "api", "1.0.0")  # no section: nothing refuses it
+    assert out.returncode == 0, out.stderr

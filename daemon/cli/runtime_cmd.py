@@ -178,13 +178,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from runyard.runtime.acquisition.remove import installed_versions, remove_installed
 
-    tree = open_tree(args).require()
-    installed_versions(tree, args.name, args.version)  # not installed: say so before the daemon
+    project = open_project_leniently(args)
+    tree = open_tree(args, project).require()
+    removing = installed_versions(tree, args.name, args.version)  # not installed: say so first
     running = _in_use(tree, args.name, args.version)
     if running is not None:
         raise InUse(
             f"{args.name} {args.version} is in use ({running}); "
             f"runyard stop {args.name}, or ensure and run another version, then remove it",
+        )
+    left = {e.version for e in load_manifest(tree).find(args.name)} - {e.version for e in removing}
+    if not left and args.name in project.services:
+        raise InUse(
+            f"{args.name} {args.version} is the last version of [services.{args.name}] in the "
+            "project file, and a daemon refuses to start a section with nothing installed: "
+            "remove the section first, or ensure another version"
         )
     gone = remove_installed(tree, args.name, args.version)
     if args.json:
