@@ -7,6 +7,7 @@ several processes leave no gap, and a failing append never takes the daemon down
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -365,8 +366,19 @@ def test_a_failing_append_is_logged_and_the_daemon_goes_on(root: Path, daemons) 
     d = daemons(tree).start()
     path = audit.audit_path(tree.logs_dir)
     wait_for(path.exists, what="the daemon.start entry")
-    path.unlink()
-    path.mkdir()  # appends now fail with EISDIR
+    with d.client() as c:  # settled: no entry of the start is still on its way
+        wait_for(lambda: c.status(["web"]).services[0].state == "running", what="web running")
+
+    def swapped() -> bool:  # appends now fail with EISDIR
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        try:
+            path.mkdir()
+        except FileExistsError:  # an entry made it in between: again
+            return False
+        return True
+
+    wait_for(swapped, what="audit.jsonl replaced by a directory")
     with d.client() as c:
         c.stop(["web"])
         c.start(["web"])
