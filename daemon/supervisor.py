@@ -47,6 +47,7 @@ from .limit_watch import watch_limits
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
+from .service_view import ShownStatus
 from .spec import (
     ServiceSpec,
     dependency_levels,
@@ -343,8 +344,11 @@ class Supervisor:
         return await self.operations.run("ensure", lambda: asyncio.to_thread(acquire))
 
     def status(self, names: Sequence[str] = ()) -> list[ServiceStatus]:
-        chosen = names or self.order
-        return [self.runners[n].status() for n in chosen if n in self.runners]
+        return [shown.status for shown in self.shown(names)]
+
+    def shown(self, names: Sequence[str] = ()) -> list[ShownStatus]:
+        """Each service's status with its JSON, encoded once per change (the status reply)."""
+        return [self.runners[n].shown() for n in names or self.order if n in self.runners]
 
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""
