@@ -3,7 +3,7 @@
 Why not zmq.asyncio: there every receive is a Future resolved from a callback that wakes the
 awaiting task, and every send another Future; for a status request that layer cost 110-150 us,
 more than libzmq's own round trip (~35 us here). Here one reader callback takes every message
-queued (``recv_multipart(NOBLOCK)``) and hands each to ``on_message``, which may answer inside
+queued (received NOBLOCK) and hands each to ``on_message``, which may answer inside
 the same callback with a NOBLOCK ``send``: a fast request costs no Future, no Task, no extra
 turn of the loop.
 
@@ -31,6 +31,12 @@ __all__ = ["BATCH", "LoopSocket"]
 
 #: Messages taken in one callback before the loop gets to run anything else.
 BATCH = 64
+# Plain ints: zmq's flags are enum.Flag members, and each ``|`` or ``&`` of them is a Python
+# call (pyzmq's send_multipart and recv_multipart make several per message).
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class LoopSocket:
@@ -71,8 +77,11 @@ class LoopSocket:
     def send(self, frames: Sequence[bytes]) -> None:
         """Queue ``frames`` without waiting; raises zmq.ZMQError (zmq.Again: the peer's queue
         is full; EHOSTUNREACH: a ROUTER's peer is gone)."""
+        send = self.sock.send
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            for frame in frames[:-1]:
+                send(frame, _MORE_NOBLOCK)
+            send(frames[-1], _NOBLOCK)
         finally:
             if not self._draining:
                 self._recheck()
@@ -81,7 +90,7 @@ class LoopSocket:
         if self._scheduled or self._loop is None:
             return
         try:
-            waiting = self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+            waiting = self.sock.getsockopt(_EVENTS) & _POLLIN
         except zmq.ZMQError:
             return  # closed under us: nothing more to read
         if waiting:
@@ -92,6 +101,16 @@ class LoopSocket:
             self._scheduled = True
             self._loop.call_soon(self._drain)
 
+    def _recv(self) -> list[zmq.Frame]:
+        """One whole message (its frames arrive together: no EAGAIN after the first)."""
+        recv = self.sock.recv
+        frame = recv(_NOBLOCK, copy=False)
+        parts = [frame]
+        while frame.more:
+            frame = recv(_NOBLOCK, copy=False)
+            parts.append(frame)
+        return parts
+
     def _drain(self) -> None:
         self._scheduled = False
         if self._loop is None:
@@ -101,7 +120,7 @@ class LoopSocket:
         try:
             for _ in range(BATCH):
                 try:
-                    parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    parts = self._recv()
                 except zmq.Again:
                     return  # empty: the next arrival raises a new edge
                 except zmq.ZMQError as exc:

@@ -303,6 +303,9 @@ class ControlServer:
         # Who asked matters for the audit trail only: read it only for what is recorded.
         actor = self._actor(link, identity, parts[-1]) if type(req) in AUDITED else None
         inline = INLINE.get(type(req))
+        if inline is not None and actor is None:  # nothing to record, no scope to record in
+            self._answer(link, identity, req, self._refused_or(inline, req), None, False)
+            return
         if inline is not None:
             with request_scope(actor) as scope:
                 reply = self._refused_or(inline, req)

@@ -35,9 +35,10 @@ from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
 from .service_limits import ServiceLimits
-from .service_view import ShownStatus, build_status
+from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
+from .status_wire import ShownStatus
 
 __all__ = ["STARTABLE", "ServiceRunner"]
 

@@ -1,71 +1,21 @@
-"""A service as clients see it: the ``ServiceStatus`` of a runner, built when it changed, and
-its JSON, encoded once per change.
+"""A service as clients see it: the ``ServiceStatus`` of a runner, built when it changed (the
+runner keeps it, with its JSON, in a ``status_wire.ShownStatus``).
 
 Apart from daemon/service.py so that the runner reads as its transitions; this module only
-reads a runner's attributes (no import of it back).
-
-A status of 50 services is the hottest request. Its reply is an ``EncodedStatusReply``: the
-fields of ``StatusReply`` (derived from it, not copied), each service the JSON its runner
-already holds (``msgspec.Raw``, spliced in as it is), so a reply costs one copy of bytes
-encoded before, not 50 encodings. A client decodes it as the ``StatusReply`` it is.
-"""
+reads a runner's attributes (no import of it back)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import msgspec
-
-from runyard.protocol.messages import Port, Reply, ServiceStatus, StatusReply
+from runyard.protocol.messages import Port, ServiceStatus
 from runyard.protocol.payloads import ServiceSetup
 from runyard.runtime.config.limits import LIMIT_KEYS, UNLIMITED, format_size
 
 from .fsm import ServiceState as S
 
-__all__ = ["EncodedStatusReply", "ShownStatus", "build_status"]
-
-_encoder = msgspec.json.Encoder()
-
-
-class ShownStatus:
-    """A runner's ``ServiceStatus`` and, once asked, its JSON (both kept until it changes)."""
-
-    __slots__ = ("_json", "status")
-
-    def __init__(self, status: ServiceStatus) -> None:
-        self.status = status
-        self._json: msgspec.Raw | None = None
-
-    @property
-    def json(self) -> msgspec.Raw:
-        if self._json is None:
-            self._json = msgspec.Raw(_encoder.encode(self.status))
-        return self._json
-
-
-def _encoded_status_reply() -> type[Reply]:
-    """``StatusReply`` with ``services: list[msgspec.Raw]``: its fields, names and defaults."""
-    inherited = set(Reply.__struct_fields__)
-    fields: list[tuple[str, Any, Any]] = []
-    for f in msgspec.structs.fields(StatusReply):
-        if f.name in inherited:
-            continue
-        kind = list[msgspec.Raw] if f.name == "services" else f.type
-        default = msgspec.field(name=f.encode_name)
-        if f.default is not msgspec.NODEFAULT:
-            default = msgspec.field(default=f.default, name=f.encode_name)
-        elif f.default_factory is not msgspec.NODEFAULT:
-            default = msgspec.field(default_factory=f.default_factory, name=f.encode_name)
-        fields.append((f.name, kind, default))
-    tag = StatusReply.__struct_config__.tag
-    made: type[Reply] = msgspec.defstruct(
-        "EncodedStatusReply", fields, bases=(Reply,), tag=tag, kw_only=True, module=__name__
-    )
-    return made
-
-
-EncodedStatusReply = _encoded_status_reply()
+__all__ = ["build_status"]
 
 
 def build_status(runner: Any) -> ServiceStatus:

@@ -47,7 +47,6 @@ from .limit_watch import watch_limits
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
-from .service_view import ShownStatus
 from .spec import (
     ServiceSpec,
     dependency_levels,
@@ -57,6 +56,7 @@ from .spec import (
 )
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 from .stats import SampleRings, StatsSampler
+from .status_wire import ShownStatus
 
 __all__ = ["OverLimit", "Supervisor", "UnknownService"]
 
@@ -348,7 +348,8 @@ class Supervisor:
 
     def shown(self, names: Sequence[str] = ()) -> list[ShownStatus]:
         """Each service's status with its JSON, encoded once per change (the status reply)."""
-        return [self.runners[n].shown() for n in names or self.order if n in self.runners]
+        runners = self.runners
+        return [r.shown() for n in names or self.order if (r := runners.get(n)) is not None]
 
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""

@@ -24,7 +24,7 @@ from runyard.daemon.events import EventBus
 from runyard.daemon.handlers import HANDLERS, INLINE, Context
 from runyard.daemon.loop_socket import LoopSocket
 from runyard.daemon.server import ControlServer
-from runyard.daemon.service_view import EncodedStatusReply
+from runyard.daemon.status_wire import EncodedStatusReply
 from runyard.daemon.supervisor import Supervisor
 from runyard.protocol import messages as m
 from runyard.protocol.client import Client

@@ -1,6 +1,6 @@
 """``status``: every service (or the named ones) and the event seqs of this snapshot.
 
-Each service goes out as the JSON its runner holds since its last change (service_view.py)."""
+Each service goes out as the JSON its runner holds since its last change (status_wire.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 from runyard.protocol import messages as m
 
-from ..service_view import EncodedStatusReply
+from ..status_wire import EncodedStatusReply
 from .context import Context
 
 
