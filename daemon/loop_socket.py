@@ -11,7 +11,8 @@ ZMQ_FD is edge-triggered. It becomes readable when the socket's state *may* have
 any operation on the socket (a send, a receive, reading ZMQ_EVENTS) can consume that edge while
 messages still wait in the socket. Three rules follow, each a lost request if broken:
 
-* a drain reads until EAGAIN: only then does libzmq signal the next arrival anew;
+* a drain reads until EAGAIN, or until ZMQ_EVENTS says nothing waits: only then does libzmq
+  signal the next arrival anew;
 * a drain stops after ``BATCH`` messages (so a flood of requests cannot starve the loop) and
   schedules the next round itself (``call_soon``): no edge would come for what is left;
 * a send made outside a drain (a reply from a task, an event) reads ZMQ_EVENTS afterwards and
@@ -87,14 +88,18 @@ class LoopSocket:
                 self._recheck()
 
     def _recheck(self) -> None:
-        if self._scheduled or self._loop is None:
-            return
-        try:
-            waiting = self.sock.getsockopt(_EVENTS) & _POLLIN
-        except zmq.ZMQError:
-            return  # closed under us: nothing more to read
-        if waiting:
+        if not self._scheduled and self._waiting():
             self._schedule()
+
+    def _waiting(self) -> bool:
+        """A message waits (reading ZMQ_EVENTS processes the socket's pending commands, so
+        the next arrival raises a new edge); False once stopped or closed."""
+        if self._loop is None:
+            return False
+        try:
+            return bool(self.sock.getsockopt(_EVENTS) & _POLLIN)
+        except zmq.ZMQError:
+            return False  # closed under us: nothing more to read
 
     def _schedule(self) -> None:
         if self._loop is not None and not self._scheduled:
@@ -136,6 +141,8 @@ class LoopSocket:
                     # no longer answers is worse than one that exits, so say so and stop.
                     self.stop()
                     self.on_failure(exc)
+                    return
+                if not self._waiting():  # as good as reading to EAGAIN, without raising
                     return
             self._schedule()  # a full batch: more may wait, and no edge will say so
         finally:

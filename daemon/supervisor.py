@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
+
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
@@ -56,7 +58,6 @@ from .spec import (
 )
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 from .stats import SampleRings, StatsSampler
-from .status_wire import ShownStatus
 
 __all__ = ["OverLimit", "Supervisor", "UnknownService"]
 
@@ -344,12 +345,13 @@ class Supervisor:
         return await self.operations.run("ensure", lambda: asyncio.to_thread(acquire))
 
     def status(self, names: Sequence[str] = ()) -> list[ServiceStatus]:
-        return [shown.status for shown in self.shown(names)]
-
-    def shown(self, names: Sequence[str] = ()) -> list[ShownStatus]:
-        """Each service's status with its JSON, encoded once per change (the status reply)."""
         runners = self.runners
-        return [r.shown() for n in names or self.order if (r := runners.get(n)) is not None]
+        return [r.status() for n in names or self.order if (r := runners.get(n)) is not None]
+
+    def status_json(self, names: Sequence[str] = ()) -> list[msgspec.Raw]:
+        """``status`` as each service's JSON, encoded once per change (the status reply)."""
+        runners = self.runners
+        return [r.shown().json for n in names or self.order if (r := runners.get(n)) is not None]
 
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""

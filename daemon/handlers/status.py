@@ -17,7 +17,7 @@ def handle(ctx: Context, req: m.Status) -> m.Reply:
     names = sup.resolve(req.services, all_=False) if req.services else []
     sup.stats.want()  # CPU/RSS are sampled while someone asks (stats.py)
     return EncodedStatusReply(
-        services=[shown.json for shown in sup.shown(names)],
+        services=sup.status_json(names),
         seqs=dict(sup.bus.seqs),
         daemon_pid=os.getpid(),
         daemon_started_at=ctx.started_at,
