@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import msgspec
-
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
@@ -345,13 +343,8 @@ class Supervisor:
         return await self.operations.run("ensure", lambda: asyncio.to_thread(acquire))
 
     def status(self, names: Sequence[str] = ()) -> list[ServiceStatus]:
-        runners = self.runners
-        return [r.status() for n in names or self.order if (r := runners.get(n)) is not None]
-
-    def status_json(self, names: Sequence[str] = ()) -> list[msgspec.Raw]:
-        """``status`` as each service's JSON, encoded once per change (the status reply)."""
-        runners = self.runners
-        return [r.shown().json for n in names or self.order if (r := runners.get(n)) is not None]
+        chosen = names or self.order
+        return [self.runners[n].status() for n in chosen if n in self.runners]
 
     async def reload(self) -> str:
         """Re-read manifest and config; start added, stop removed, restart changed services."""

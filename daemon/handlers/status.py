@@ -16,8 +16,9 @@ def handle(ctx: Context, req: m.Status) -> m.Reply:
     sup = ctx.supervisor
     names = sup.resolve(req.services, all_=False) if req.services else []
     sup.stats.want()  # CPU/RSS are sampled while someone asks (stats.py)
+    runners = sup.runners  # the services of Supervisor.status, as JSON
     return EncodedStatusReply(
-        services=sup.status_json(names),
+        services=[r.shown().json for n in names or sup.order if (r := runners.get(n)) is not None],
         seqs=dict(sup.bus.seqs),
         daemon_pid=os.getpid(),
         daemon_started_at=ctx.started_at,
