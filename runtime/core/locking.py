@@ -5,6 +5,10 @@ other module calls ``fcntl.flock`` or ``lockf``):
 
 - ``tree_lock(tree, name)``: ``temp/locks/<name>.lock`` of a tree, blocking; serialises an
   install, a fetch, the manifest, the cache index, a bundle prefix;
+- an installed version's ``install_lock``: exclusive while ``ensure`` installs it and while
+  ``runtime remove`` checks that nothing uses it and removes it; shared, tried once, while the
+  daemon spawns from it (``install_hold``), so no start slips between that check and the
+  removal, and none reads a half-installed or half-removed directory;
 - the daemon's ``temp/daemon.lock``: non-blocking, with the holder's pid written in it, so a
   second daemon says which one runs (s6: a second supervisor on the same directory exits);
 - a staging dir's ``.lock`` (runs/layout.py): non-blocking, held while its builder lives, so a
@@ -35,7 +39,7 @@ from runyard.runtime.core.errors import LockBusy
 if TYPE_CHECKING:
     from runyard.runtime.core.tree import RuntimeTree
 
-__all__ = ["FileLock", "LockBusy", "lock_fd", "tree_lock"]
+__all__ = ["FileLock", "LockBusy", "install_hold", "install_lock", "lock_fd", "tree_lock"]
 
 #: Longest pause between two tries of a lock waited for with a timeout.
 _POLL_MAX = 0.05
@@ -128,3 +132,17 @@ def tree_lock(tree: RuntimeTree, name: str, *, timeout: float | None = None) -> 
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(locks / f"{name}.lock", timeout=timeout):
         yield
+
+
+def install_lock(name: str, version: str, platform: str) -> str:
+    """The ``tree_lock`` name of one installed version (``bin/NAME/VERSION/PLATFORM/``)."""
+    return f"install-{name}-{version}-{platform}"
+
+
+def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> FileLock | None:
+    """The install lock of ``name`` ``version``, held shared, or None when an install or a
+    removal holds it now. Tried once: the daemon's loop never waits on a flock."""
+    locks = tree.temp_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks / f"{install_lock(name, version, platform)}.lock", shared=True)
+    return lock if lock.try_acquire() else None
