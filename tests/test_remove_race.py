@@ -100,3 +100,25 @@ def test_a_start_between_removes_check_and_removal_does_not_run_the_removed_vers
         )
         assert s.pid is None, s
     assert processes_running_from(version_dir) == []
+
+
+def test_a_lock_file_the_daemon_cannot_open_does_not_stop_a_start(tmp_path: Path) -> None:
+    """A runtime command run as another user leaves its lock files 0600: the daemon spawns
+    without the lock then (as before there was one) rather than failing or waiting forever.
+    A directory in the lock file's place stands for the file it cannot open."""
+    from runyard.runtime.core.locking import install_hold, install_lock
+    from runyard.runtime.core.tree import RuntimeTree
+
+    tree = RuntimeTree(tmp_path)
+    (tree.temp_dir / "locks" / f"{install_lock('web', '1.0.0', 'linux-amd64')}.lock").mkdir(
+        parents=True
+    )
+    hold = install_hold(tree, "web", "1.0.0", "linux-amd64")
+    assert hold is not None and hold.fd is None
+    hold.release()
+    held = FileLock(tree.temp_dir / "locks" / "x.lock").acquire()
+    try:  # and a lock another holds is busy: None
+        (tree.temp_dir / "locks" / f"{install_lock('x', '1', 'p')}.lock").symlink_to(held.path)
+        assert install_hold(tree, "x", "1", "p") is None
+    finally:
+        held.release()

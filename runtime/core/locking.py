@@ -141,8 +141,14 @@ def install_lock(name: str, version: str, platform: str) -> str:
 
 def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> FileLock | None:
     """The install lock of ``name`` ``version``, held shared, or None when an install or a
-    removal holds it now. Tried once: the daemon's loop never waits on a flock."""
-    locks = tree.temp_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(locks / f"{install_lock(name, version, platform)}.lock", shared=True)
-    return lock if lock.try_acquire() else None
+    removal holds it now. Tried once: the daemon's loop never waits on a flock. A lock file
+    this process cannot open (made 0600 by a command run as another user) does not stop a
+    start: the lock comes back unheld, as before there was one."""
+    lock = FileLock(
+        tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock", shared=True
+    )
+    try:
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
+        return lock if lock.try_acquire() else None
+    except OSError:
+        return lock
