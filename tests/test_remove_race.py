@@ -122,3 +122,21 @@ def test_a_lock_file_the_daemon_cannot_open_does_not_stop_a_start(tmp_path: Path
         assert install_hold(tree, "x", "1", "p") is None
     finally:
         held.release()
+
+
+def test_install_locks_are_readable_by_the_daemons_user(tmp_path: Path) -> None:
+    """`sudo runyard runtime remove` on a tree whose daemon runs as its owner: the lock file
+    root makes must be one the daemon can open, or it would start unlocked. flock needs only
+    a read descriptor, and the file is 0644 (temp/ itself is 0700)."""
+    from runyard.runtime.core.locking import install_lock, tree_lock
+    from runyard.runtime.core.tree import RuntimeTree
+
+    tree = RuntimeTree(tmp_path)
+    old = os.umask(0o022)
+    try:
+        with tree_lock(tree, install_lock("web", "1.0.0", "linux-amd64")):
+            pass
+    finally:
+        os.umask(old)
+    (path,) = (tree.temp_dir / "locks").iterdir()
+    assert path.stat().st_mode & 0o777 == 0o644

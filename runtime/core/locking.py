@@ -87,7 +87,9 @@ class FileLock:
 
     def acquire(self) -> FileLock:
         """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        # flock needs no write access: a file another user made (0644) can still be locked.
+        access = os.O_RDWR if self.record_holder else os.O_RDONLY
+        fd = os.open(self.path, access | os.O_CREAT | os.O_CLOEXEC, self.mode)
         try:
             held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
             if not held:
@@ -127,10 +129,13 @@ class FileLock:
 
 @contextlib.contextmanager
 def tree_lock(tree: RuntimeTree, name: str, *, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block."""
+    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block.
+
+    The file is 0644 (temp/ is 0700: nobody else reaches it): a command run as root makes
+    a lock the daemon, run as the tree's owner, can still open and take."""
     locks = tree.temp_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(locks / f"{name}.lock", timeout=timeout):
+    with FileLock(locks / f"{name}.lock", timeout=timeout, mode=0o644):
         yield
 
 
@@ -143,10 +148,10 @@ def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> F
     """The install lock of ``name`` ``version``, held shared, or None when an install or a
     removal holds it now. Tried once: the daemon's loop never waits on a flock. A lock file
     this process cannot open (made 0600 by a command run as another user) does not stop a
-    start: the lock comes back unheld, as before there was one."""
-    lock = FileLock(
-        tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock", shared=True
-    )
+    start: the lock comes back unheld, as before there was one (tree_lock makes them 0644,
+    so only a file older than that is one)."""
+    path = tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock"
+    lock = FileLock(path, shared=True, mode=0o644)
     try:
         lock.path.parent.mkdir(parents=True, exist_ok=True)
         return lock if lock.try_acquire() else None
