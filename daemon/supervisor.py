@@ -246,28 +246,23 @@ class Supervisor:
             if unmet:
                 runner.hold("waiting for " + ", ".join(unmet))
                 continue
-            if not started and self.recorder.error is None:
-                self.recorder.write()  # the disk must take a write before anything is spawned
-            if self.recorder.error is not None:
-                self._unrecorded.add(name)
-                runner.block(f"blocked: cannot record state: {self.recorder.error}")
-                continue
-            # Never between runtime remove's check and its removal, nor into a half install.
-            spec = runner.spec
-            hold = (
-                install_hold(self.tree, name, spec.version, spec.platform)
-                if spec.platform
-                else None
-            )
-            if spec.platform and hold is None:
-                runner.hold(f"waiting: {spec.version} is being installed or removed")
+            # Never between runtime remove's check and its removal, nor into a half install;
+            # tried before the state write below, which a retry every 50 ms must not repeat.
+            hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
+            if hold is None:
+                runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
                 asyncio.get_running_loop().call_later(INSTALL_RETRY_SECS, self.request_schedule)
                 continue
             try:
+                if not started and self.recorder.error is None:
+                    self.recorder.write()  # the disk must take a write before anything is spawned
+                if self.recorder.error is not None:
+                    self._unrecorded.add(name)
+                    runner.block(f"blocked: cannot record state: {self.recorder.error}")
+                    continue
                 runner.start_now()
             finally:
-                if hold is not None:
-                    hold.release()
+                hold.release()
             started.append(runner)
         if started and self.recorder.write() is not None:
             for runner in started:

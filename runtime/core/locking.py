@@ -149,9 +149,12 @@ def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> F
     removal holds it now. Tried once: the daemon's loop never waits on a flock. A lock file
     this process cannot open (made 0600 by a command run as another user) does not stop a
     start: the lock comes back unheld, as before there was one (tree_lock makes them 0644,
-    so only a file older than that is one)."""
+    so only a file older than that is one). No ``platform`` (a service not from the
+    manifest): nothing to hold, the lock comes back unheld."""
     path = tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock"
     lock = FileLock(path, shared=True, mode=0o644)
+    if not platform:
+        return lock
     try:
         lock.path.parent.mkdir(parents=True, exist_ok=True)
         return lock if lock.try_acquire() else None
