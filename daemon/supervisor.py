@@ -36,6 +36,7 @@ from typing import TypeVar
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
+from runyard.runtime.core.locking import install_hold
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus
 
@@ -63,6 +64,8 @@ S = ServiceState
 T = TypeVar("T")
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
 MAX_LINES_PER_EVENT = 500
+#: How soon a start held back by an install or a removal of its version is tried again.
+INSTALL_RETRY_SECS = 0.05
 
 
 class Supervisor:
@@ -243,13 +246,23 @@ class Supervisor:
             if unmet:
                 runner.hold("waiting for " + ", ".join(unmet))
                 continue
-            if not started and self.recorder.error is None:
-                self.recorder.write()  # the disk must take a write before anything is spawned
-            if self.recorder.error is not None:
-                self._unrecorded.add(name)
-                runner.block(f"blocked: cannot record state: {self.recorder.error}")
+            # Never between runtime remove's check and its removal, nor into a half install;
+            # tried before the state write below, which a retry every 50 ms must not repeat.
+            hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
+            if hold is None:
+                runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
+                asyncio.get_running_loop().call_later(INSTALL_RETRY_SECS, self.request_schedule)
                 continue
-            runner.start_now()
+            try:
+                if not started and self.recorder.error is None:
+                    self.recorder.write()  # the disk must take a write before anything is spawned
+                if self.recorder.error is not None:
+                    self._unrecorded.add(name)
+                    runner.block(f"blocked: cannot record state: {self.recorder.error}")
+                    continue
+                runner.start_now()
+            finally:
+                hold.release()
             started.append(runner)
         if started and self.recorder.write() is not None:
             for runner in started:

@@ -5,6 +5,10 @@ other module calls ``fcntl.flock`` or ``lockf``):
 
 - ``tree_lock(tree, name)``: ``temp/locks/<name>.lock`` of a tree, blocking; serialises an
   install, a fetch, the manifest, the cache index, a bundle prefix;
+- an installed version's ``install_lock``: exclusive while ``ensure`` installs it and while
+  ``runtime remove`` checks that nothing uses it and removes it; shared, tried once, while the
+  daemon spawns from it (``install_hold``), so no start slips between that check and the
+  removal, and none reads a half-installed or half-removed directory;
 - the daemon's ``temp/daemon.lock``: non-blocking, with the holder's pid written in it, so a
   second daemon says which one runs (s6: a second supervisor on the same directory exits);
 - a staging dir's ``.lock`` (runs/layout.py): non-blocking, held while its builder lives, so a
@@ -35,7 +39,7 @@ from runyard.runtime.core.errors import LockBusy
 if TYPE_CHECKING:
     from runyard.runtime.core.tree import RuntimeTree
 
-__all__ = ["FileLock", "LockBusy", "lock_fd", "tree_lock"]
+__all__ = ["FileLock", "LockBusy", "install_hold", "install_lock", "lock_fd", "tree_lock"]
 
 #: Longest pause between two tries of a lock waited for with a timeout.
 _POLL_MAX = 0.05
@@ -83,7 +87,9 @@ class FileLock:
 
     def acquire(self) -> FileLock:
         """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        # flock needs no write access: a file another user made (0644) can still be locked.
+        access = os.O_RDWR if self.record_holder else os.O_RDONLY
+        fd = os.open(self.path, access | os.O_CREAT | os.O_CLOEXEC, self.mode)
         try:
             held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
             if not held:
@@ -123,8 +129,34 @@ class FileLock:
 
 @contextlib.contextmanager
 def tree_lock(tree: RuntimeTree, name: str, *, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block."""
+    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block.
+
+    The file is 0644 (temp/ is 0700: nobody else reaches it): a command run as root makes
+    a lock the daemon, run as the tree's owner, can still open and take."""
     locks = tree.temp_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(locks / f"{name}.lock", timeout=timeout):
+    with FileLock(locks / f"{name}.lock", timeout=timeout, mode=0o644):
         yield
+
+
+def install_lock(name: str, version: str, platform: str) -> str:
+    """The ``tree_lock`` name of one installed version (``bin/NAME/VERSION/PLATFORM/``)."""
+    return f"install-{name}-{version}-{platform}"
+
+
+def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> FileLock | None:
+    """The install lock of ``name`` ``version``, held shared, or None when an install or a
+    removal holds it now. Tried once: the daemon's loop never waits on a flock. A lock file
+    this process cannot open (made 0600 by a command run as another user) does not stop a
+    start: the lock comes back unheld, as before there was one (tree_lock makes them 0644,
+    so only a file older than that is one). No ``platform`` (a service not from the
+    manifest): nothing to hold, the lock comes back unheld."""
+    path = tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock"
+    lock = FileLock(path, shared=True, mode=0o644)
+    if not platform:
+        return lock
+    try:
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
+        return lock if lock.try_acquire() else None
+    except OSError:
+        return lock
