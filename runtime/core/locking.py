@@ -27,6 +27,7 @@ one line naming the file and, when the holder wrote it, its pid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -97,9 +98,14 @@ class FileLock:
 
     def acquire(self) -> FileLock:
         """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
-        # flock needs no write access: a file another user made (0644) can still be locked.
-        access = os.O_RDWR if self.record_holder else os.O_RDONLY
-        fd = os.open(self.path, access | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        flags = os.O_CREAT | os.O_CLOEXEC
+        try:  # NFS emulates flock with fcntl locks: an exclusive one needs a write descriptor
+            fd = os.open(self.path, os.O_RDWR | flags, self.mode)
+        except OSError as exc:
+            # flock needs no write access here: a file another user made (0644) can be locked.
+            if self.record_holder or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = os.open(self.path, os.O_RDONLY | flags, self.mode)
         try:
             _set_mode(fd, self.mode)
             held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
