@@ -98,6 +98,7 @@ class Supervisor:
         self._stopping_all = False
         self.started_at = time.time()
         self._schedule_pending = False
+        self._held_retry: asyncio.TimerHandle | None = None  # one for all held-back starts
         #: CPU/RSS of each service, sampled while status requests come (see stats.py).
         self.stats = StatsSampler(lambda: self.runners.values(), self.samples)
         #: Where each service's processes are kept (a cgroup, or the subreaper).
@@ -251,7 +252,7 @@ class Supervisor:
             hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
             if hold is None:
                 runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
-                asyncio.get_running_loop().call_later(INSTALL_RETRY_SECS, self.request_schedule)
+                self._retry_held()
                 continue
             try:
                 if not started and self.recorder.error is None:
@@ -271,6 +272,13 @@ class Supervisor:
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
         for runner in self.runners.values():
             runner.flush()
+
+    def _retry_held(self) -> None:
+        """One timer for the starts an install lock holds back: one per pass that met them
+        would each go on making the next, a retry loop more for every pass during the hold."""
+        loop = asyncio.get_running_loop()
+        if self._held_retry is None or self._held_retry.when() <= loop.time():
+            self._held_retry = loop.call_later(INSTALL_RETRY_SECS, self.request_schedule)
 
     def _recorded_again(self) -> None:
         """state.json can be written again: what was blocked for it may start."""

@@ -140,3 +140,29 @@ def test_install_locks_are_readable_by_the_daemons_user(tmp_path: Path) -> None:
         os.umask(old)
     (path,) = (tree.temp_dir / "locks").iterdir()
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_install_locks_made_under_a_restrictive_umask_are_still_0644(tmp_path: Path) -> None:
+    """Finding (review): the 0644 was only asked of open(2), which the umask narrows: `runyard
+    runtime remove` run by root with umask 027 or 077 (a hardened box's) made a lock file the
+    daemon, run as the tree's owner, could not open, so it spawned unlocked between remove's
+    check and its removal, and the owner's next `ensure` of that version failed on it. The
+    mode is set on the open file now, whatever the umask."""
+    from runyard.runtime.core.locking import install_hold, install_lock, tree_lock
+    from runyard.runtime.core.tree import RuntimeTree
+
+    tree = RuntimeTree(tmp_path)
+    old = os.umask(0o077)
+    try:
+        with tree_lock(tree, install_lock("web", "1.0.0", "linux-amd64")):
+            pass
+        hold = install_hold(tree, "api", "1.0.0", "linux-amd64")
+        assert hold is not None
+        hold.release()
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tree.temp_dir / "locks").iterdir()}
+    assert modes == {
+        "install-web-1.0.0-linux-amd64.lock": 0o644,
+        "install-api-1.0.0-linux-amd64.lock": 0o644,
+    }

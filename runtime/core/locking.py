@@ -27,8 +27,10 @@ one line naming the file and, when the holder wrote it, its pid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +67,15 @@ def lock_fd(fd: int, *, shared: bool = False, timeout: float | None = None) -> b
             pause = min(pause * 2, _POLL_MAX)
 
 
+def _set_mode(fd: int, mode: int) -> None:
+    """Give a lock file of ours ``mode``: open(2) takes the umask off it, so root with umask
+    077 would make a 0600 lock the daemon (run as the tree's owner) cannot open."""
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+        with contextlib.suppress(OSError):  # a file system that keeps no modes
+            os.fchmod(fd, mode)
+
+
 class FileLock:
     """A flock on ``path`` (created when missing), held from ``acquire`` until ``release``."""
 
@@ -87,10 +98,16 @@ class FileLock:
 
     def acquire(self) -> FileLock:
         """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
-        # flock needs no write access: a file another user made (0644) can still be locked.
-        access = os.O_RDWR if self.record_holder else os.O_RDONLY
-        fd = os.open(self.path, access | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        flags = os.O_CREAT | os.O_CLOEXEC
+        try:  # NFS emulates flock with fcntl locks: an exclusive one needs a write descriptor
+            fd = os.open(self.path, os.O_RDWR | flags, self.mode)
+        except OSError as exc:
+            # flock needs no write access here: a file another user made (0644) can be locked.
+            if self.record_holder or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = os.open(self.path, os.O_RDONLY | flags, self.mode)
         try:
+            _set_mode(fd, self.mode)
             held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
             if not held:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
