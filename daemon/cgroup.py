@@ -108,9 +108,16 @@ class CgroupTree:
 
     def service(self, name: str) -> Path:
         """The service's cgroup, created if missing (a left-over one is reused once empty)."""
+        return self.make_service(name)[0]
+
+    def make_service(self, name: str) -> tuple[Path, bool]:
+        """The service's cgroup and whether it was made now (then it holds no process)."""
         path = self.path / name
-        path.mkdir(exist_ok=True)
-        return path
+        try:
+            path.mkdir()
+        except FileExistsError:
+            return path, False
+        return path, True
 
     def close(self) -> None:
         """Remove the tree's directory if no service cgroup is left in it."""
