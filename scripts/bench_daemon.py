@@ -234,6 +234,7 @@ class CircusAPI:
 
 APIS: dict[str, Callable[[str], Any]] = {
     "runyard": RunyardAPI,
+    "runyard@base": RunyardAPI,  # --baseline: its own checkout's client
     "supervisord": SupervisordAPI,
     "circus": CircusAPI,
 }
@@ -1256,6 +1257,21 @@ def run(opts: Any) -> bool:
                 except BenchError as exc:
                     refs.append(f"{name} n/a ({exc})")
             reference = ", ".join(refs)
+            baseline = getattr(opts, "baseline", None)
+            if "startstop" in settings.phases:
+                picked: list[Contender] = [Runyard(base, sys.executable)]
+                if baseline is not None:
+                    python = bench_daemon_start.baseline_python(Path(baseline).resolve())
+                    picked.append(bench_daemon_start.RunyardBase(base, python))
+                picked += [
+                    cls(base, anchor_python)
+                    for cls in CONTENDERS[1:]
+                    if not (only and cls.name not in only)
+                    and not versions[
+                        {"supervisord": "supervisor"}.get(cls.name, cls.name)
+                    ].startswith("n/a")
+                ]
+                alternated = bench_daemon_start.alternate_start_stop(picked, phases[0], settings)
             for cls in (*CONTENDERS, bench_daemon_start.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
@@ -1267,6 +1283,13 @@ def run(opts: Any) -> bool:
                 else:
                     python = {"pm2": node, None: sys.executable}.get(package, anchor_python)
                     results[cls.name] = measure(cls(base, python), phases, settings, cold, scale)
+                if cls.name == "runyard" and baseline is not None:
+                    results["runyard@base"] = {m.key: "skipped" for m in METRICS}
+            if "startstop" in settings.phases:
+                for name, got in alternated.items():
+                    loads = got.pop("loads")
+                    results[name].update(got)
+                    results[name].setdefault("loads", {}).update(loads)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         shutil.rmtree(base, ignore_errors=True)
