@@ -104,6 +104,12 @@ class CgroupTree:
         except OSError as exc:
             return None, f"cannot create a cgroup under {path.parent}: {exc.strerror or exc}"
         enable_controllers(path)
+        # Empty ones a killed daemon left (their removal comes just after a stop); a populated
+        # one (a service to adopt) refuses the rmdir.
+        with contextlib.suppress(OSError):
+            for child in path.iterdir():
+                if child.is_dir():
+                    remove(child)
         return cls(path), ""
 
     def service(self, name: str) -> Path:

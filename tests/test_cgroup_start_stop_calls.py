@@ -85,3 +85,43 @@ def test_no_limit_set_reads_no_controller_file(tmp_path: Path, monkeypatch) -> N
     got = apply_cgroup_limits(tmp_path, Limits())
     assert got.applied == frozenset() and got.not_applied == {}
     assert reads == []
+
+
+def test_a_new_daemon_removes_the_empty_cgroups_a_killed_one_left(tmp_path: Path) -> None:
+    """An emptied cgroup is removed just after its stop: a daemon killed in between leaves it
+    empty; the next daemon on the tree removes it at once (a populated one stays, to adopt)."""
+    require_cgroup2()
+    first, why = cg.CgroupTree.create(tmp_path)
+    assert first is not None, why
+    stale = first.service("stale")
+    busy = first.service("busy")
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        handle = spawn(
+            ["sleep", "30"],
+            env=dict(os.environ),
+            cwd="/",
+            stdout=null,
+            stderr=null,
+            cgroup=busy,
+            service="busy",
+        )
+    finally:
+        os.close(null)
+    try:
+        deadline = time.monotonic() + 10  # the shell step joins after the spawn returned
+        while cg.members(busy) != [handle.pid]:
+            assert time.monotonic() < deadline, "the service never joined its cgroup"
+            time.sleep(0.005)
+        second, why = cg.CgroupTree.create(tmp_path)
+        assert second is not None, why
+        assert not stale.exists()
+        assert busy.exists() and cg.members(busy) == [handle.pid]
+    finally:
+        asyncio.run(stop_process(handle, stop_timeout=5))
+        for path in (stale, busy):
+            cg.kill(path)
+            asyncio.run(cg.wait_empty(path, time.monotonic() + 10))
+            cg.remove(path)
+        first.close()
+    assert not first.path.exists()
