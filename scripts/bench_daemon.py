@@ -3,7 +3,9 @@
 Each contender runs the same programs from the same Runyard tree, one contender at a time.
 pm2 joins the cold-start and fleet phases when npm can install it; the cold-start phase, the
 fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
-bench_daemon_start.py:
+bench_daemon_start.py, with the ``startstop`` phase (only start/stop 50, the contenders
+alternated, never run by default) and ``--baseline DIR`` (another checkout's Runyard, for A/B in
+one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
 
 * fleet phase: 50 services (``#!/bin/sh`` + ``exec sleep 3600``), none started at boot.
   ``--runs`` rounds (2 with --quick) of: start all, poll status until all 50 report running;
