@@ -162,13 +162,26 @@ class CgroupTree:
         except OSError as exc:
             return None, f"cannot create a cgroup under {path.parent}: {exc.strerror or exc}"
         enable_controllers(path)
+        # Empty ones a killed daemon left (their removal comes just after a stop); a populated
+        # one (a service to adopt) refuses the rmdir.
+        with contextlib.suppress(OSError):
+            for child in path.iterdir():
+                if child.is_dir():
+                    remove(child)
         return cls(path), ""
 
     def service(self, name: str) -> Path:
         """The service's cgroup, created if missing (a left-over one is reused once empty)."""
+        return self.make_service(name)[0]
+
+    def make_service(self, name: str) -> tuple[Path, bool]:
+        """The service's cgroup and whether it was made now (then it holds no process)."""
         path = self.path / name
-        path.mkdir(exist_ok=True)
-        return path
+        try:
+            path.mkdir()
+        except FileExistsError:
+            return path, False
+        return path, True
 
     def close(self) -> None:
         """Remove the tree's directory if no service cgroup is left in it."""

@@ -65,7 +65,10 @@ def _value(name: str, limits: Limits) -> str:
 
 def apply_cgroup_limits(cgroup_dir: Path, limits: Limits) -> CgroupLimits:
     """Write memory.max, pids.max and cpu.max for the limits set whose controller is enabled in
-    ``cgroup_dir``; the others come back in ``not_applied`` with the reason."""
+    ``cgroup_dir``; the others come back in ``not_applied`` with the reason. With none set it
+    reads nothing (most services: no file read on their start)."""
+    if all(getattr(limits, name) is None for name in _FILES):
+        return CgroupLimits()
     enabled = enabled_controllers(cgroup_dir)
     applied: set[str] = set()
     missing: dict[str, str] = {}

@@ -3,7 +3,9 @@
 Each contender runs the same programs from the same Runyard tree, one contender at a time.
 pm2 joins the cold-start and fleet phases when npm can install it; the cold-start phase, the
 fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
-bench_daemon_start.py:
+bench_daemon_start.py, with the ``startstop`` phase (only start/stop 50, the contenders
+alternated, never run by default) and ``--baseline DIR`` (another checkout's Runyard, for A/B in
+one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
 
 * fleet phase: 50 services (``#!/bin/sh`` + ``exec sleep 3600``), none started at boot.
   ``--runs`` rounds (2 with --quick) of: start all, poll status until all 50 report running;
@@ -93,13 +95,13 @@ class Settings:
     flood_cap: int
     floods: int  # quiet floods; the median is shown
     settle_secs: float = 2.0
-    phases: tuple[str, ...] = ("fleet", "flood")  # --only-phase
+    phases: tuple[str, ...] = ("fleet", "flood", "scale")  # --only-phase
     sessions: int = 3  # fleet phases (a daemon each), shown as median (min-max)
     launches: int = 3  # cold starts
 
 
 def settings_for(opts: Any) -> Settings:
-    phases = tuple(getattr(opts, "only_phase", None) or ("fleet", "flood"))
+    phases = tuple(getattr(opts, "only_phase", None) or ("fleet", "flood", "scale"))
     if opts.quick:
         return Settings(
             min(opts.runs, 2),
@@ -234,6 +236,7 @@ class CircusAPI:
 
 APIS: dict[str, Callable[[str], Any]] = {
     "runyard": RunyardAPI,
+    "runyard@base": RunyardAPI,  # --baseline: its own checkout's client
     "supervisord": SupervisordAPI,
     "circus": CircusAPI,
 }
@@ -343,6 +346,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "flood": op_flood,
     "stop": op_stop,
     "shutdown": op_shutdown,
+    "status_window": lambda api, **kw: __import__("bench_daemon_scale").op_status_window(api, **kw),
 }
 
 
@@ -504,6 +508,7 @@ class Program:
     name: str
     path: Path
     autostart: bool
+    rotate: tuple[int, int] | None = None  # (max bytes, backups); None: no rotation
 
 
 @dataclass(frozen=True)
@@ -547,9 +552,10 @@ class Runyard(Contender):
         project = self.workdir(phase) / "runyard.toml"
         sections = [f'root = "{phase.tree_root.name}"\n']
         for p in phase.programs:
+            size, backups = p.rotate or (8 << 30, 5)
             sections.append(
                 f"[services.{p.name}]\nautostart = {str(p.autostart).lower()}\nstart_secs = 0\n"
-                f"log_max_bytes = {8 << 30}\n"
+                f"log_max_bytes = {size}\nlog_backups = {backups}\n"
             )
         project.write_text("\n".join(sections))
         root = str(phase.tree_root)
@@ -585,11 +591,14 @@ class Supervisord(Contender):
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
         ]
         for p in phase.programs:
+            size, backups = p.rotate or (0, 0)
             conf.append(
                 f"[program:{p.name}]\ncommand={p.path}\nautostart={str(p.autostart).lower()}\n"
                 "startsecs=0\nautorestart=false\n"
-                f"stdout_logfile={wd}/logs/{p.name}.out\nstdout_logfile_maxbytes=0\n"
-                f"stderr_logfile={wd}/logs/{p.name}.err\nstderr_logfile_maxbytes=0\n"
+                f"stdout_logfile={wd}/logs/{p.name}.out\nstdout_logfile_maxbytes={size}\n"
+                f"stdout_logfile_backups={backups}\n"
+                f"stderr_logfile={wd}/logs/{p.name}.err\nstderr_logfile_maxbytes={size}\n"
+                f"stderr_logfile_backups={backups}\n"
             )
         (wd / "supervisord.conf").write_text("\n".join(conf))
         return [str(Path(self.python).parent / "supervisord"), "-c", str(wd / "supervisord.conf")]
@@ -610,9 +619,10 @@ class Circus(Contender):
             f"statsd = False\nloglevel = info\nlogoutput = {wd}/circusd.log\n"
         ]
         for p in phase.programs:
+            size, backups = p.rotate or (0, 0)
             streams = "".join(
                 f"{s}_stream.class = FileStream\n{s}_stream.filename = {wd}/logs/{p.name}.{ext}\n"
-                f"{s}_stream.max_bytes = 0\n"
+                f"{s}_stream.max_bytes = {size}\n{s}_stream.backup_count = {backups}\n"
                 for s, ext in (("stdout", "out"), ("stderr", "err"))
             )
             conf.append(
@@ -1073,6 +1083,14 @@ METRICS = (
     Metric("flood_status_p99", "status p99 while flooding", "ms", at_most(10, "ms")),
     Metric("idle_rss", "idle RSS, 50 services", "MiB", at_most(30, "MiB")),
     Metric("idle_cpu", "idle CPU over 10 s, 50 services", "%", at_most(0.1, "%")),
+    Metric("scale_status_p50", "status p50, 500 services + 100 MB/s flood", "ms", at_most(5, "ms")),
+    Metric("scale_status_p99", "status p99, 500 services + 100 MB/s flood", "ms", at_most(5, "ms")),
+    Metric(
+        "scale_flood_mbps",
+        "flood captured meanwhile (of 100)",
+        "MB/s",
+        Target(">= 90 MB/s", lambda v: v["runyard"] >= 90),
+    ),
 )
 PHASE_KEYS = {
     "fleet": ("status_p50", "status_p99", "start_ms", "stop_ms", "idle_rss", "idle_cpu"),
@@ -1083,6 +1101,7 @@ PHASE_KEYS = {
         "flood_block_cpu_gb",
         "flood_status_p99",
     ),
+    "scale": ("scale_status_p50", "scale_status_p99", "scale_flood_mbps"),
 }
 
 
@@ -1148,7 +1167,11 @@ def render(results: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
 
 
 def measure(
-    contender: Contender, phases: tuple[Phase, Phase], settings: Settings, cold: Any
+    contender: Contender,
+    phases: tuple[Phase, Phase],
+    settings: Settings,
+    cold: Any,
+    scale: Phase | None = None,
 ) -> dict[str, Any]:
     """Every figure of one contender; a phase that fails leaves ``n/a (why)`` for its figures."""
     import bench_daemon_start
@@ -1182,6 +1205,14 @@ def measure(
         finally:
             for p in phase.programs:  # the flood logs are big
                 contender.log_path(phase, p.name).unlink(missing_ok=True)
+    if scale is None:  # --only-phase without scale
+        out.update({key: "skipped" for key in PHASE_KEYS["scale"]})
+    else:
+        import bench_daemon_scale
+
+        got = bench_daemon_scale.measure_scale(contender, scale, settings)
+        out.setdefault("loads", {}).update(got.pop("loads", {}))
+        out.update(got)
     return out
 
 
@@ -1213,9 +1244,14 @@ def run(opts: Any) -> bool:
     try:
         with reaping():
             phases = make_phases(base, settings)
-            cold = bench_daemon_start.cold_phases(base)
+            cold = bench_daemon_start.cold_phases(base) if "fleet" in settings.phases else None
+            scale = None
+            if "scale" in settings.phases:
+                import bench_daemon_scale
+
+                scale = bench_daemon_scale.scale_phase(base)
             refs = []
-            for name in ("flood", "blockflood"):
+            for name in ("flood", "blockflood") if "flood" in settings.phases else ():
                 try:
                     refs.append(
                         f"{name} {pipe_reference(phases[1], base, settings, name):.0f} MB/s"
@@ -1223,6 +1259,21 @@ def run(opts: Any) -> bool:
                 except BenchError as exc:
                     refs.append(f"{name} n/a ({exc})")
             reference = ", ".join(refs)
+            baseline = getattr(opts, "baseline", None)
+            if "startstop" in settings.phases:
+                picked: list[Contender] = [Runyard(base, sys.executable)]
+                if baseline is not None:
+                    python = bench_daemon_start.baseline_python(Path(baseline).resolve())
+                    picked.append(bench_daemon_start.RunyardBase(base, python))
+                picked += [
+                    cls(base, anchor_python)
+                    for cls in CONTENDERS[1:]
+                    if not (only and cls.name not in only)
+                    and not versions[
+                        {"supervisord": "supervisor"}.get(cls.name, cls.name)
+                    ].startswith("n/a")
+                ]
+                alternated = bench_daemon_start.alternate_start_stop(picked, phases[0], settings)
             for cls in (*CONTENDERS, bench_daemon_start.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
@@ -1233,7 +1284,14 @@ def run(opts: Any) -> bool:
                     results[cls.name] = {m.key: versions[package] for m in METRICS}
                 else:
                     python = {"pm2": node, None: sys.executable}.get(package, anchor_python)
-                    results[cls.name] = measure(cls(base, python), phases, settings, cold)
+                    results[cls.name] = measure(cls(base, python), phases, settings, cold, scale)
+                if cls.name == "runyard" and baseline is not None:
+                    results["runyard@base"] = {m.key: "skipped" for m in METRICS}
+            if "startstop" in settings.phases:
+                for name, got in alternated.items():
+                    loads = got.pop("loads")
+                    results[name].update(got)
+                    results[name].setdefault("loads", {}).update(loads)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         shutil.rmtree(base, ignore_errors=True)

@@ -258,3 +258,59 @@ def precompile(repo: Path) -> None:
 
     for package in ("daemon", "protocol", "runtime", "schemas"):
         compileall.compile_dir(str(repo / package), quiet=1)
+
+
+# --------------------------------------------------------------------------- startstop, A/B
+
+
+class RunyardBase(bd.Runyard):
+    """``--baseline DIR``: the Runyard of another checkout, run by that checkout's own venv
+    (made by its scripts/bootstrap), on the same trees as this one."""
+
+    name = "runyard@base"
+
+
+def baseline_python(checkout: Path) -> str:
+    python = checkout / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise bd.BenchError(f"--baseline {checkout}: no .venv (run its scripts/bootstrap)")
+    return str(python)
+
+
+def alternate_start_stop(
+    contenders: list[bd.Contender], fleet: bd.Phase, settings: bd.Settings
+) -> dict[str, dict[str, Any]]:
+    """The startstop phase: ``max(3, settings.sessions)`` rounds; in each, every contender in a
+    rotated order gets a fresh daemon and ``settings.rounds`` start-all/stop-all pairs (the
+    first kept out as a warm-up). start_ms/stop_ms per contender: one median per session."""
+    out: dict[str, dict[str, Any]] = {
+        c.name: {"start_ms": [], "stop_ms": [], "loads": {"startstop": []}} for c in contenders
+    }
+    sessions = max(3, settings.sessions)
+    for n in range(sessions):
+        shift = n % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            print(f"  {contender.name}: startstop {n + 1}/{sessions} ...", end="", flush=True)
+            res = out[contender.name]
+            try:
+                load, starts, stops = BoxLoad(), [], []
+                with bd.serving(contender, fleet) as session:
+                    for r in range(settings.rounds + 1):
+                        s = session.driver.call("start_all", expect=bd.SERVICES, within=60.0)
+                        time.sleep(0.2)
+                        t = session.driver.call("stop_all", expect=bd.SERVICES, within=60.0)
+                        time.sleep(0.2)
+                        if r:
+                            starts.append(s * 1e3)
+                            stops.append(t * 1e3)
+                res["start_ms"].append(statistics.median(starts))
+                res["stop_ms"].append(statistics.median(stops))
+                res["loads"]["startstop"].append(load.end())
+                print(f" start {res['start_ms'][-1]:.0f} ms, stop {res['stop_ms'][-1]:.0f} ms")
+            except Exception as exc:
+                print(f" FAILED: {exc}")
+                res["start_ms"] = res["stop_ms"] = f"n/a ({type(exc).__name__})"
+                contenders = [c for c in contenders if c is not contender]
+                if not contenders:
+                    return out
+    return out
