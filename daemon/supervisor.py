@@ -55,6 +55,7 @@ from .spec import (
     start_order,
     with_dependencies,
 )
+from .start_batch import StartBatch
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 from .stats import SampleRings, StatsSampler
 
@@ -231,14 +232,15 @@ class Supervisor:
             asyncio.get_running_loop().call_soon(self._schedule)
 
     def _schedule(self) -> None:
-        """Start every service that is wanted up and whose dependencies are satisfied, but
-        only while state.json can record what is spawned."""
+        """Start what is wanted up with its dependencies met, while state.json can record it."""
         self._schedule_pending = False
-        started: list[ServiceRunner] = []
+        batch = StartBatch()  # one thread hop for the pass's spawns
         for name in [] if self._stopping_all else self.order:
             runner = self.runners[name]
             if not runner.pending_start or runner.blocked or runner.state not in STARTABLE:
                 continue
+            if batch.waits_for(runner):
+                batch.flush()  # its dependency spawned in this pass: judged once started
             unmet = [
                 f"{dep} ({cond})"
                 for dep, cond in sorted(runner.spec.depends_on.items())
@@ -254,19 +256,17 @@ class Supervisor:
                 runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
                 self._retry_held()
                 continue
-            try:
-                if not started and self.recorder.error is None:
-                    self.recorder.write()  # the disk must take a write before anything is spawned
-                if self.recorder.error is not None:
-                    self._unrecorded.add(name)
-                    runner.block(f"blocked: cannot record state: {self.recorder.error}")
-                    continue
-                runner.start_now()
-            finally:
+            if not batch.started and self.recorder.error is None:
+                self.recorder.write()  # the disk must take a write before anything is spawned
+            if self.recorder.error is not None:
                 hold.release()
-            started.append(runner)
-        if started and self.recorder.write() is not None:
-            for runner in started:
+                self._unrecorded.add(name)
+                runner.block(f"blocked: cannot record state: {self.recorder.error}")
+                continue
+            batch.add(runner, hold.release)  # held until its spawn is done
+        batch.flush()
+        if batch.started and self.recorder.write() is not None:
+            for runner in batch.started:
                 if runner.handle is not None:
                     self._unrecorded.add(runner.name)
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
