@@ -1,0 +1,81 @@
+"""A scheduling pass's starts go to the no_new_privs spawner thread in one call (issue 16: start
+50 went 97 -> 120-140 ms once each start made its own hop to that thread and back). Counted,
+never timed; real services, real cgroups when the box has them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonkit import build_tree
+
+from runyard.daemon import spawning
+from runyard.daemon.events import EventBus
+from runyard.daemon.fsm import ServiceState
+from runyard.daemon.supervisor import Supervisor
+
+pytestmark = pytest.mark.timeout(120)
+
+IDLE = "import time\nwhile True:\n    time.sleep(1000)\n"
+LOG = logging.getLogger("test_start_batch")
+
+
+class CountedThread:
+    """The real spawner thread, with each call to it counted (how many spawns it carried)."""
+
+    def __init__(self) -> None:
+        self.real = spawning._nnp_thread()
+        self.hops: list[int] = []
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.hops.append(len(args[0]) if args and isinstance(args[0], list) else 1)
+        return self.real.submit(fn, *args, **kwargs)
+
+
+def no_new_privs(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NoNewPrivs:"):
+            return line.split()[1] == "1"
+    raise AssertionError(f"no NoNewPrivs line for {pid}")
+
+
+def test_a_pass_of_starts_makes_one_hop_to_the_spawner_thread_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: each start submitted its own Popen to the spawner thread and waited for it
+    (7 starts: 7 hops). Now a pass's starts go in one call; a service whose dependency is in
+    the pass waits for that call (b needs a0 started), so 7 starts are 2 hops: [6, 1]."""
+    names = [f"a{i}" for i in range(6)]
+    project = "".join(f"[services.{n}]\nautostart = false\nstart_secs = 0\n" for n in names)
+    project += '[services.b]\nautostart = false\nstart_secs = 0\ndepends_on = { a0 = "started" }\n'
+    tree = build_tree(tmp_path / "root", dict.fromkeys([*names, "b"], IDLE), project)
+    counted = CountedThread()
+    monkeypatch.setattr(spawning, "_nnp_thread", lambda: counted)
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        await sup.boot()
+        try:
+            statuses = await sup.start([*names, "b"])
+            assert counted.hops == [6, 1], counted.hops
+            assert {s.name: s.state for s in statuses} == dict.fromkeys(
+                [*names, "b"], ServiceState.RUNNING.value
+            )
+            for runner in sup.runners.values():
+                assert runner.handle is not None
+                pid = runner.handle.pid
+                assert no_new_privs(pid), runner.name  # set for every service that needs it
+                if runner.handle.cgroup is not None:  # joined before exec: the leader is in it
+                    assert (
+                        Path(f"/proc/{pid}/cgroup").read_text().strip().endswith("/" + runner.name)
+                    )
+        finally:
+            await sup.stop([*names, "b"])
+            await sup.close()
+        assert all(r.handle is None for r in sup.runners.values())
+
+    asyncio.run(run())
