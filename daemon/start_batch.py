@@ -46,6 +46,7 @@ class StartBatch:
             prepared = runner.prepare_start()
         except BaseException:
             release()
+            self.flush()  # what was prepared before is spawned, as when starts went one by one
             raise
         if prepared is None:
             release()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import build_tree
+from daemonkit import build_tree, wait_for
 
 from runyard.daemon import spawning
 from runyard.daemon.events import EventBus
@@ -69,13 +69,44 @@ def test_a_pass_of_starts_makes_one_hop_to_the_spawner_thread_per_batch(
                 assert runner.handle is not None
                 pid = runner.handle.pid
                 assert no_new_privs(pid), runner.name  # set for every service that needs it
-                if runner.handle.cgroup is not None:  # joined before exec: the leader is in it
-                    assert (
-                        Path(f"/proc/{pid}/cgroup").read_text().strip().endswith("/" + runner.name)
-                    )
+                if runner.handle.cgroup is not None:  # the shell step joins, then execs
+                    joined = Path(runner.handle.cgroup) / "cgroup.procs"
+                    wait_for(lambda j=joined, p=pid: str(p) in j.read_text().split(), what="join")
         finally:
             await sup.stop([*names, "b"])
             await sup.close()
+        assert all(r.handle is None for r in sup.runners.values())
+
+    asyncio.run(run())
+
+
+def test_a_start_that_fails_before_its_spawn_still_spawns_the_batch_before_it(
+    tmp_path: Path,
+) -> None:
+    """Regression (of the batch): an unexpected error while preparing one start (its working
+    directory cannot be made) left the starts prepared before it in the pass unspawned, with
+    their pipes open; one by one they had been started. They are spawned before it raises."""
+    project = "[services.a0]\nautostart = false\nstart_secs = 0\n"
+    project += '[services.z9]\nautostart = false\nstart_secs = 0\ncwd = "blocker/sub"\n'
+    tree = build_tree(tmp_path / "root", {"a0": IDLE, "z9": IDLE}, project)
+    (tree.root / "blocker").write_text("a file, not a directory")
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        await sup.boot()
+        try:
+            with pytest.raises(OSError):
+                await sup.start(["a0", "z9"])
+            a0 = sup.runners["a0"]
+            assert a0.handle is not None and a0.state is ServiceState.RUNNING, a0.state
+        finally:
+            await sup.stop(["a0", "z9"])
+            await sup.close()
+            cgroups = sup.containment.tree
+            if cgroups is not None:  # before the fix a0's cgroup was made and never used
+                for leftover in [p for p in cgroups.path.glob("*") if p.is_dir()]:
+                    leftover.rmdir()
+                cgroups.close()
         assert all(r.handle is None for r in sup.runners.values())
 
     asyncio.run(run())
