@@ -2,24 +2,22 @@
 
 ``prepare_spawn`` does on the daemon's thread what needs no child: it opens the service's
 ``cgroup.procs``, takes the credentials and picks how the child joins its cgroup (the shell step
-of ``cgroup_join``, or ``_in_child``). A ``SpawnFeed`` then carries the Popen calls of a whole
-scheduling pass: those that need ``no_new_privs`` go to the one spawner thread that set it on
-itself (the flag is per thread and the child inherits it) in one call, fed as they are prepared
-so the thread spawns one while the daemon prepares the next; the others run on the calling
-thread. One hop there and back cost ~0.3 ms: 50 starts paid it 50 times (issue 16). ``process``
-turns each result into a handle (``spawn_prepared``) or a one-line SpawnError.
+of ``cgroup_join``, or ``_in_child``). ``popen_all`` then runs the Popen calls of a whole
+scheduling pass: those that need ``no_new_privs`` in one call to the one spawner thread that set
+it on itself (the flag is per thread and the child inherits it), the others on the calling
+thread. One hop there and back cost ~0.3 ms: 50 starts paid it 50 times (issue 16).
+``process`` turns each result into a handle (``spawn_prepared``) or a one-line SpawnError.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import queue
 import resource
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor as BrokenThreadPool
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,7 @@ from runyard.runtime.core.errors import SpawnError
 from .cgroup_join import check_program, join_argv, shell_keeps, shell_usable
 from .credentials import child_credentials, set_no_new_privs
 
-__all__ = ["PreparedSpawn", "SpawnFeed", "prepare_spawn", "spawn_error"]
-
-#: How long the spawner thread waits for the next spawn of a feed (a pass prepares each in ms).
-_FEED_WAIT = 30.0
+__all__ = ["PreparedSpawn", "popen_all", "prepare_spawn", "spawn_error"]
 
 
 @functools.cache
@@ -189,58 +184,23 @@ def prepare_spawn(
     return prep
 
 
-class SpawnFeed:
-    """Prepared spawns handed to the spawner thread as they come: one call to it (one submit,
-    one wait in ``finish``) however many they are, and it spawns one while the daemon's thread
-    prepares the next. Spawns without no_new_privs run on the calling thread in ``finish``.
-    ``finish`` must follow (the thread waits for it, at most ``_FEED_WAIT`` between two)."""
-
-    def __init__(self) -> None:
-        self.preps: list[PreparedSpawn] = []
-        self._queue: queue.SimpleQueue[PreparedSpawn | None] = queue.SimpleQueue()
-        self._job: Future[None] | None = None
-        self._broken: Exception | None = None
-
-    def put(self, prep: PreparedSpawn) -> None:
-        self.preps.append(prep)
-        if not prep.nnp or self._broken is not None:
-            return
-        if self._job is None:
-            try:
-                self._job = _nnp_thread().submit(_drain, self._queue)
-            except (BrokenThreadPool, RuntimeError) as exc:
-                self._broken = exc
-                return
-        self._queue.put(prep)
-
-    def finish(self) -> list[PreparedSpawn]:
-        """Wait for every spawn; close what their preparation opened; the spawns, in order."""
-        try:
-            if self._job is not None:
-                self._queue.put(None)
-                try:
-                    self._job.result()
-                except BrokenThreadPool as exc:
-                    self._broken = exc
-            for prep in self.preps:
-                if not prep.nnp:
-                    prep.run()
-                elif prep.popen is None and prep.error is None:
-                    why = self._broken or "the spawner thread stopped waiting"
-                    prep.error = OSError(f"cannot set no_new_privileges ({why})")
-        finally:
-            for prep in self.preps:
-                prep.close()
-        return self.preps
-
-
-def _drain(feed: queue.SimpleQueue[PreparedSpawn | None]) -> None:
-    """The spawner thread's side of a feed: spawn each as it comes, until ``finish``."""
-    while True:
-        try:
-            prep = feed.get(timeout=_FEED_WAIT)
-        except queue.Empty:
-            return  # a feed never finished must not hold the thread for good
-        if prep is None:
-            return
+def _run_all(preps: Sequence[PreparedSpawn]) -> None:
+    for prep in preps:
         prep.run()
+
+
+def popen_all(preps: Sequence[PreparedSpawn]) -> None:
+    """Popen every prepared spawn: those that need no_new_privs in ONE call to the spawner
+    thread, the others on this thread; then close what their preparation opened."""
+    nnp = [p for p in preps if p.nnp]
+    try:
+        if nnp:
+            try:
+                _nnp_thread().submit(_run_all, nnp).result()
+            except BrokenThreadPool as exc:
+                for prep in nnp:
+                    prep.error = OSError(f"cannot set no_new_privileges ({exc})")
+        _run_all([p for p in preps if not p.nnp])
+    finally:
+        for prep in preps:
+            prep.close()
