@@ -14,6 +14,7 @@ import pytest
 from daemonkit import build_tree, wait_for
 
 from runyard.daemon import spawning
+from runyard.daemon import state as state_mod
 from runyard.daemon.events import EventBus
 from runyard.daemon.fsm import ServiceState
 from runyard.daemon.supervisor import Supervisor
@@ -107,6 +108,42 @@ def test_a_start_that_fails_before_its_spawn_still_spawns_the_batch_before_it(
                 for leftover in [p for p in cgroups.path.glob("*") if p.is_dir()]:
                     leftover.rmdir()
                 cgroups.close()
+        assert all(r.handle is None for r in sup.runners.values())
+
+    asyncio.run(run())
+
+
+def test_a_start_writes_state_json_before_and_after_its_pass_and_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a start pass wrote state.json before spawning and after (both needed), and
+    the commits of the pass had also asked for a write on the next loop turn, made even though
+    the write after the pass had taken them: three writes with fsync for one start of 5."""
+    names = [f"a{i}" for i in range(5)]
+    project = "".join(f"[services.{n}]\nautostart = false\nstart_secs = 0\n" for n in names)
+    tree = build_tree(tmp_path / "root", dict.fromkeys(names, IDLE), project)
+    writes: list[int] = []
+    real = state_mod.save_state
+
+    def counted(tree: Any, state: Any) -> None:
+        writes.append(sum(r.pid is not None for r in state.services.values()))
+        real(tree, state)
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        await sup.boot()
+        try:
+            for _ in range(10):  # what boot asked for is written first
+                await asyncio.sleep(0)
+            monkeypatch.setattr(state_mod, "save_state", counted)
+            await sup.start(names)
+            for _ in range(10):  # the loop turns a requested write would take
+                await asyncio.sleep(0)
+            assert writes == [0, 5], writes  # before the spawns (none recorded), after (all)
+        finally:
+            monkeypatch.setattr(state_mod, "save_state", real)
+            await sup.stop(names)
+            await sup.close()
         assert all(r.handle is None for r in sup.runners.values())
 
     asyncio.run(run())
