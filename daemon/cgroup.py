@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 from pathlib import Path
+
+from runyard.runtime.core.digest import sha256
 
 __all__ = [
     "CgroupTree",
@@ -87,7 +88,7 @@ class CgroupTree:
         own = cgroup_of()
         if mount is None or own is None:
             return None
-        digest = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
+        digest = sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
         return mount / own.lstrip("/") / f"runyard-{digest}"
 
     @classmethod

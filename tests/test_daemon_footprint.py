@@ -41,6 +41,18 @@ ONLY_ON_REQUEST = (
     "tarfile",
 )
 
+#: What a started daemon must not hold (issue 16, idle RSS): OpenSSL (ssl through asyncio,
+#: hashlib: ~4.5 MiB together, docs/ARCHITECTURE.md "Idle footprint"; seen in its maps: the
+#: import log also shows asyncio's attempts at ssl while lazy_ssl hides it), the http client
+#: stack the startup checksum check pulled in through acquisition.fetch.
+NOT_MAPPED = ("libssl", "libcrypto", "/_ssl.", "/_hashlib.")
+NOT_IN_A_STARTED_DAEMON = (
+    "urllib.request",
+    "http.client",
+    "email",
+    "runyard.runtime.acquisition.fetch",
+)
+
 
 def _syscr(pid: int) -> int:
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
@@ -150,3 +162,30 @@ def test_a_young_process_gets_no_lifetime_cpu_its_start_up_would_dominate() -> N
     assert lifetime_percent(me, born + LIFETIME_MIN / 2) is None
     old = me._replace(cpu_ticks=tick)  # one CPU second over 100 s of life
     assert lifetime_percent(old, born + 100) == 1.0
+
+
+def _imported(importtime_log: str) -> set[str]:
+    """The modules named in ``python -X importtime`` output."""
+    return {
+        line.split("|")[2].strip()
+        for line in importtime_log.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+def test_a_started_daemon_holds_no_openssl_and_no_http_client(root, daemons, monkeypatch) -> None:
+    """A daemon with running services imported ssl (asyncio's own import), hashlib (sha256 of
+    audit lines, endpoint names, spec digests) and urllib.request (the startup checksum check
+    took hash_file from acquisition.fetch): 36 MiB idle with 50 sleepers, 31 without them."""
+    tree = build_tree(root, {"a": SLEEPER, "b": SLEEPER})
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # the daemon logs every import it makes
+    d = daemons(tree).start()
+    with d.client() as c:
+        c.start(all=True)
+        wait_for(lambda: {s.state for s in c.status().services} == {"running"}, 20, "running")
+        c.stats()  # a one-shot sample of CPU and RSS, as `runyard top` asks
+    maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+    assert [lib for lib in NOT_MAPPED if lib in maps] == []
+    imported = _imported((root.parent / "daemon.stderr").read_text())
+    assert "runyard.daemon.main" in imported  # the log is the daemon's
+    assert sorted(imported & set(NOT_IN_A_STARTED_DAEMON)) == []

@@ -1,0 +1,93 @@
+"""What keeps OpenSSL out of an idle daemon still works when it is needed (issue 16, idle RSS):
+asyncio's TLS after ``lazy_ssl.import_asyncio``, sha256 from the builtin and from OpenSSL.
+
+Each case runs in a fresh interpreter: what a process has imported is the thing under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from runyard.runtime.core.digest import file_sha256, hash_file, sha256
+
+
+def _run(code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+LAZY_SSL = """
+import socket, sys
+from runyard.daemon.lazy_ssl import import_asyncio
+import_asyncio()
+import asyncio
+assert "ssl" not in sys.modules and "_ssl" not in sys.modules, "asyncio imported ssl"
+
+async def garbage(reader, writer):
+    writer.write(b"not a TLS server\\r\\n" * 20)
+    await writer.drain()
+    writer.close()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    await loop.sock_sendall(a, b"x")  # asyncio asks ssl.SSLSocket of each socket it is given
+    assert await loop.sock_recv(b, 1) == b"x"
+    print("ssl after sockets:", "ssl" in sys.modules)
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await asyncio.open_connection("127.0.0.1", port, ssl=True)
+    except OSError as exc:
+        print("tls:", type(exc).__module__, type(exc).__name__)
+    server.close()
+    await server.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+def test_asyncio_imported_without_ssl_loads_it_for_the_first_tls_connection() -> None:
+    out = _run(LAZY_SSL)
+    assert "ssl after sockets: False" in out, out
+    # The handshake ran through the real ssl (an SSLError from the garbage, not asyncio's
+    # "ssl module not available" RuntimeError or a NameError on sslproto.SSLAgainErrors).
+    assert "tls: ssl SSLError" in out, out
+
+
+def test_the_builtin_sha256_and_openssl_agree(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+    h = sha256()
+    h.update(data[:1000])
+    h.update(data[1000:])
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert hash_file(path) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_small_files_hash_without_openssl_and_bulk_takes_it(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 100)
+    out = _run(
+        "import sys\n"
+        "from runyard.runtime.core import digest\n"
+        f"a = digest.hash_file({str(small)!r})\n"
+        "digest.sha256(b'audit line').hexdigest()\n"
+        "print('openssl after small:', '_hashlib' in sys.modules)\n"
+        "digest._budget[0] = 10  # the process has hashed its BUILTIN_BULK with the builtin\n"
+        f"b = digest.hash_file({str(small)!r})\n"
+        "print('openssl after bulk:', '_hashlib' in sys.modules, a == b)\n"
+    )
+    assert "openssl after small: False" in out, out
+    assert "openssl after bulk: True True" in out, out
