@@ -19,11 +19,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
 from . import cgroup as cg
 from .handle import ProcessHandle
-from .proctable import TABLE_MAX_AGE, Proc, create_time_of, proc_table, read_stat, subtree
+from .proctable import (
+    TABLE_MAX_AGE,
+    Proc,
+    boot_time,
+    create_time_of,
+    proc_table,
+    read_stat,
+    subtree,
+)
 from .subreaper import orphans_of
 
 __all__ = ["FIRST_POLL", "MAX_POLL", "SAME_START", "Sweep", "empty_cgroup", "signal_exact"]
@@ -58,9 +64,7 @@ class Sweep:
             self.leader_start: int | None = None
         elif unreaped:
             self.leader_start = leader.start  # our unreaped child: the pid cannot be recycled
-        elif (
-            abs(create_time_of(leader.start, psutil.boot_time()) - handle.create_time) < SAME_START
-        ):
+        elif abs(create_time_of(leader.start, boot_time()) - handle.create_time) < SAME_START:
             self.leader_start = leader.start
         else:  # the pid was recycled: never follow a stranger's children
             self.leader_start = None

@@ -44,13 +44,15 @@ ONLY_ON_REQUEST = (
 #: What a started daemon must not hold (issue 16, idle RSS): OpenSSL (ssl through asyncio,
 #: hashlib: ~4.5 MiB together, docs/ARCHITECTURE.md "Idle footprint"; seen in its maps: the
 #: import log also shows asyncio's attempts at ssl while lazy_ssl hides it), the http client
-#: stack the startup checksum check pulled in through acquisition.fetch.
-NOT_MAPPED = ("libssl", "libcrypto", "/_ssl.", "/_hashlib.")
+#: stack the startup checksum check pulled in through acquisition.fetch, psutil (0.9 MiB for
+#: what /proc/PID/stat and /proc/stat give: daemon/proctable.py).
+NOT_MAPPED = ("libssl", "libcrypto", "/_ssl.", "/_hashlib.", "/_psutil_linux.")
 NOT_IN_A_STARTED_DAEMON = (
     "urllib.request",
     "http.client",
     "email",
     "runyard.runtime.acquisition.fetch",
+    "psutil",
 )
 
 

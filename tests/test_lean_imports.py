@@ -91,3 +91,24 @@ def test_small_files_hash_without_openssl_and_bulk_takes_it(tmp_path: Path) -> N
     )
     assert "openssl after small: False" in out, out
     assert "openssl after bulk: True True" in out, out
+
+
+def test_proctable_reads_what_psutil_gave_the_daemon() -> None:
+    """The daemon reads start times from /proc itself (no psutil import): a create_time recorded
+    in state.json by a daemon that used psutil must still name the same process."""
+    import os
+
+    import psutil
+
+    from runyard.daemon import proctable
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert proctable.boot_time() == psutil.boot_time()
+        for pid in (os.getpid(), child.pid):
+            assert proctable.create_time(pid) == psutil.Process(pid).create_time()
+        assert {os.getpid(), child.pid} <= set(proctable.pids())
+    finally:
+        child.kill()
+        child.wait()
+    assert proctable.create_time(child.pid) is None  # reaped: gone
