@@ -27,12 +27,11 @@ import logging
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 from runyard.protocol import messages as m
 from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
@@ -41,7 +40,10 @@ from runyard.runtime.ops.audit_action import request_scope
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
-from .tcp_control import NamingAuthenticator, TcpListener, tcp_listener
+from .tcp_control import TcpListener, tcp_listener
+
+if TYPE_CHECKING:
+    from .tcp_auth import NamingAuthenticator
 
 __all__ = ["ControlServer", "TcpListener", "error_reply", "peer_of", "tcp_listener"]
 
@@ -126,7 +128,7 @@ class ControlServer:
         self.pub: zmq.asyncio.Socket | None = None
         self.tcp_router: zmq.asyncio.Socket | None = None
         self.tcp_pub: zmq.asyncio.Socket | None = None
-        self.auth: AsyncioAuthenticator | None = None
+        self.auth: NamingAuthenticator | None = None
         self._subscriptions: Counter[bytes] = Counter()
         #: Told each new subscription's prefix (main starts the disk watch on the first
         #: one that covers topic ``du``).
@@ -194,6 +196,8 @@ class ControlServer:
 
         Only sockets with a security mechanism ask ZAP: the ipc sockets (NULL, no domain) never do.
         """
+        from .tcp_auth import NamingAuthenticator  # zmq.auth: only with [daemon] tcp
+
         self.auth = NamingAuthenticator(self.zctx, tcp.key_names, self.log.getChild("zap"))
         self.auth.start()
         assert self.auth.zap_socket is not None

@@ -54,6 +54,9 @@ NOT_IN_A_STARTED_DAEMON = (
     "email",
     "runyard.runtime.acquisition.fetch",
     "psutil",
+    "zmq.auth",  # the ZAP authenticator: only with [daemon] tcp
+    "logging.handlers",  # (with pickle) for one rotating file handler
+    "calendar",  # a log tail from the files
 )
 
 
