@@ -17,6 +17,17 @@ Why it is built this way:
   it double-forked, and a stop ends with ``cgroup.kill`` (SIGKILL to all, atomically, new forks
   included) then waits for ``cgroup.events`` to say ``populated 0``.
 - **Nothing is left behind**: an empty cgroup is removed (rmdir) after each stop or exit.
+- **A delegated unit's leaf is used, never made.** cgroup v2 lets a cgroup enable controllers for
+  its children only while it holds no process, and a systemd unit puts the daemon in the unit's
+  cgroup. With ``DelegateSubgroup=supervisor`` (systemd 254+) systemd starts the daemon in the
+  leaf ``<unit>/supervisor`` instead; the daemon then takes the unit's cgroup as its base
+  (``own_base``): the tree's directory is the leaf's sibling, and the controllers are enabled on
+  the base. Only when the base is ours: marked delegated by systemd (the ``user.delegate`` or
+  ``trusted.delegate`` xattr, systemd 251+), holding no process, writable; else the tree's
+  directory stays under the daemon's own cgroup and the log says why. The daemon never moves
+  itself there: with ``KillMode=process`` its services outlive it, so the unit's cgroup would keep
+  its controllers enabled, and systemd could not put the next daemon in it (EBUSY), while with
+  ``DelegateSubgroup=`` every daemon it starts goes to the leaf.
 
 Where no cgroup can be made (no cgroup2 mount, not writable, or ``containment = "subreaper"``)
 the daemon is a child subreaper instead (``subreaper``).
@@ -40,8 +51,10 @@ __all__ = [
     "join",
     "kill",
     "members",
+    "own_base",
     "populated",
     "remove",
+    "subtree_controllers",
     "wait_empty",
 ]
 
@@ -75,6 +88,51 @@ def cgroup_of(pid: int | str = "self") -> str | None:
     return None
 
 
+#: The leaf a unit with ``DelegateSubgroup=supervisor`` starts the daemon in.
+SUPERVISOR_LEAF = "supervisor"
+#: The xattrs systemd sets on a cgroup it delegates (``trusted.`` as root, ``user.`` for all).
+_DELEGATE_MARKS = ("user.delegate", "trusted.delegate")
+
+
+def own_base(mount: Path | None = None, own: str | None = None) -> tuple[Path | None, str]:
+    """The cgroup the tree's directory goes under: the daemon's own, or the delegated cgroup
+    whose ``supervisor`` leaf the daemon runs in. Returns it (None without cgroup v2) and, when
+    a leaf was found but its parent is not ours, why the daemon's own is used."""
+    mount = mount or cgroup2_mount()
+    own = own if own is not None else cgroup_of()
+    if mount is None or own is None:
+        return None, ""
+    here = mount / own.lstrip("/")
+    if here.name != SUPERVISOR_LEAF or here == mount:
+        return here, ""
+    why = _not_ours(here.parent)
+    if why:
+        return here, f"{here.parent} is not a cgroup delegated to this daemon ({why})"
+    return here.parent, ""
+
+
+def _not_ours(base: Path) -> str:
+    """Why ``base`` may not hold the tree's directory beside the daemon's leaf ("" if it may)."""
+    marks = []
+    for name in _DELEGATE_MARKS:
+        with contextlib.suppress(OSError):
+            marks.append(os.getxattr(base, name))
+    if b"1" not in marks:
+        return "no user.delegate or trusted.delegate mark: systemd's Delegate=yes sets one"
+    inside = members(base)
+    if inside:
+        return f"it holds processes: {', '.join(map(str, inside[:5]))}"
+    if not all(os.access(p, os.W_OK) for p in (base, base / "cgroup.subtree_control")):
+        return "not writable by this daemon"
+    return ""
+
+
+def _dir_name(root: Path) -> str:
+    """``runyard-<hash>``: the tree's directory, named after the tree (one per tree per box)."""
+    digest = sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
+    return f"runyard-{digest}"
+
+
 class CgroupTree:
     """The daemon's cgroup directory for one runtime tree; a service's cgroup is a child."""
 
@@ -84,19 +142,19 @@ class CgroupTree:
     @staticmethod
     def path_for(root: Path) -> Path | None:
         """Where the tree's cgroup directory is (made or not); None without cgroup v2."""
-        mount = cgroup2_mount()
-        own = cgroup_of()
-        if mount is None or own is None:
-            return None
-        digest = sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
-        return mount / own.lstrip("/") / f"runyard-{digest}"
+        base, _ = own_base()
+        return None if base is None else base / _dir_name(root)
 
     @classmethod
     def create(cls, root: Path) -> tuple[CgroupTree | None, str]:
         """The tree's cgroup directory, made now; or None and why cgroups cannot be used."""
-        path = cls.path_for(root)
-        if path is None:
+        mount, own = cgroup2_mount(), cgroup_of()
+        base, _ = own_base(mount, own)
+        if mount is None or own is None or base is None:
             return None, "no cgroup v2 mount"
+        if base != mount / own.lstrip("/"):
+            enable_controllers(base)  # delegated to us, the daemon in its leaf: no process
+        path = base / _dir_name(root)
         try:
             path.mkdir(exist_ok=True)
             probe = path / ".probe"
@@ -136,6 +194,11 @@ def enable_controllers(path: Path) -> set[str]:
         # (a real-time thread in the subtree) without costing memory and pids.
         with contextlib.suppress(OSError):
             (path / "cgroup.subtree_control").write_text(f"+{controller}")
+    return subtree_controllers(path)
+
+
+def subtree_controllers(path: Path) -> set[str]:
+    """The controllers ``path`` enables for its children (none when it cannot be read)."""
     try:
         return set((path / "cgroup.subtree_control").read_text().split())
     except OSError:

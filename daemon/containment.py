@@ -37,8 +37,22 @@ class Containment:
         self.tree, self.why_not = cg.CgroupTree.create(root)
         if self.tree is None:
             log.info("no cgroup containment (%s): services run under the subreaper", self.why_not)
+        self._say_base(log)
         self._reaper = OrphanReaper(spawned_pids)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _say_base(self, log: logging.Logger) -> None:
+        """One line when the daemon runs in a ``supervisor`` leaf: used, or why not."""
+        base, refused = cg.own_base()
+        if refused:
+            log.warning("%s: services' cgroups go under the daemon's own", refused)
+        elif self.tree is not None and (cg.cgroup_of() or "").endswith("/" + cg.SUPERVISOR_LEAF):
+            log.info(
+                "cgroups under %s, beside the daemon's leaf %s; controllers for them: %s",
+                base,
+                cg.SUPERVISOR_LEAF,
+                " ".join(sorted(cg.subtree_controllers(self.tree.path))) or "none offered",
+            )
 
     def planned(self, setting: str) -> str:
         """``cgroup`` or ``subreaper``: what a service with this setting gets (a forced

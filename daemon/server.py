@@ -5,11 +5,14 @@ and tcp://HOST:PORT+1 (events), CurveZMQ only: the sockets are Curve servers wit
 key pair, and a ZAP authenticator lets in only the client public keys found (at start) in
 ``curve_authorized_dir``. The same handlers serve both routers; events go out on both XPUBs.
 
-Every frame is checked before it is trusted: wrong frame count, oversized, undecodable or of an
-unknown op gets an ErrorReply (or is dropped when it cannot even be addressed), and the loop
-goes on. Slow operations (stop with wait, restart, reload, ensure, du) run as their own tasks so
-a status request is never stuck behind them. The XPUB tells us which topics have subscribers,
-so log events are built only when someone follows that log.
+The sockets are plain zmq sockets read by the event loop itself (``LoopSocket``, loop_socket.py
+says why not zmq.asyncio): the callback that reads a status request (or hello, stats, a logs
+tail, a signal: ``handlers.INLINE``) answers it at once, with no task. Slow operations (stop
+with wait, restart, reload, ensure, du) run as their own tasks, so a status request is never
+stuck behind them. Every frame is checked before it is trusted: wrong frame count, oversized,
+undecodable or of an unknown op gets an ErrorReply (or is dropped when it cannot even be
+addressed), and reading goes on. The XPUB tells us which topics have subscribers, so log
+events are built only when someone follows that log.
 
 Every request that changes something is recorded in the audit trail once: by the action itself
 when it records itself (an ensure, a run, a replay: runtime/ops/audit_action.py), else here, in
@@ -40,6 +43,7 @@ from runyard.runtime.ops.audit_action import request_scope
 
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
+from .loop_socket import LoopSocket
 from .tcp_control import TcpListener, tcp_listener
 
 if TYPE_CHECKING:
@@ -123,33 +127,36 @@ class ControlServer:
         self.ctx = ctx
         self.log = log
         self.tcp = tcp
+        # An asyncio context for the ZAP authenticator; our own sockets on it are plain ones.
         self.zctx = zmq.asyncio.Context()
-        self.router: zmq.asyncio.Socket | None = None
-        self.pub: zmq.asyncio.Socket | None = None
-        self.tcp_router: zmq.asyncio.Socket | None = None
-        self.tcp_pub: zmq.asyncio.Socket | None = None
+        self.router: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        self.tcp_router: zmq.Socket[Any] | None = None
+        self.tcp_pub: zmq.Socket[Any] | None = None
         self.auth: NamingAuthenticator | None = None
+        #: The routers, then the XPUBs, each read by the loop (made in bind, read from start).
+        self.links: list[LoopSocket] = []
+        self.publishers: list[LoopSocket] = []
         self._subscriptions: Counter[bytes] = Counter()
         #: Told each new subscription's prefix (main starts the disk watch on the first
         #: one that covers topic ``du``).
         self.on_subscribe: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._serve_tasks: list[asyncio.Task[None]] = []
         #: Replies a peer could not take (gone, or not reading): counted, never waited for.
         self.replies_dropped = 0
         #: (router, identity) -> the client name it sent in hello.
         self._clients: OrderedDict[tuple[int, bytes], str] = OrderedDict()
 
     @property
-    def routers(self) -> list[zmq.asyncio.Socket]:
+    def routers(self) -> list[zmq.Socket[Any]]:
         return [s for s in (self.router, self.tcp_router) if s is not None]
 
     @property
-    def pubs(self) -> list[zmq.asyncio.Socket]:
+    def pubs(self) -> list[zmq.Socket[Any]]:
         return [s for s in (self.pub, self.tcp_pub) if s is not None]
 
-    def _make_router(self) -> zmq.asyncio.Socket:
-        sock = self.zctx.socket(zmq.ROUTER)
+    def _make_router(self) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = zmq.Socket(self.zctx, zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # A frame over the limit is refused by libzmq from its header, before a byte of its
         # body is buffered: the peer is disconnected (it sees no reply, only a timeout).
@@ -164,8 +171,8 @@ class ControlServer:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         return sock
 
-    def _make_pub(self) -> zmq.asyncio.Socket:
-        sock = self.zctx.socket(zmq.XPUB)
+    def _make_pub(self) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = zmq.Socket(self.zctx, zmq.XPUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)
@@ -189,6 +196,11 @@ class ControlServer:
             except BaseException:
                 self._close_sockets()
                 raise
+        self.publishers = [
+            LoopSocket(s, self._on_subscription, self._died, self.log) for s in self.pubs
+        ]
+        self.links = [LoopSocket(s, self._on_request, self._died, self.log) for s in self.routers]
+        self.links += self.publishers
         self.ctx.supervisor.bus.attach(self._send_event, self._wants)
 
     def _bind_tcp(self, tcp: TcpListener) -> None:
@@ -228,19 +240,15 @@ class ControlServer:
         )
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._serve_tasks = [loop.create_task(self._serve(router)) for router in self.routers]
-        self._serve_tasks += [loop.create_task(self._track_subscriptions(pub)) for pub in self.pubs]
-        for task in self._serve_tasks:
-            task.add_done_callback(self._loop_ended)
+        for link in self.links:
+            link.start()
 
-    def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        """A receive loop must never end on its own: a daemon that no longer answers is worse
-        than one that exits. Exit without stopping the services; the next daemon adopts them."""
-        if task.cancelled() or task.exception() is None:
-            return
+    def _died(self, exc: BaseException) -> None:
+        """What reads a socket must never stop on its own: a daemon that no longer answers is
+        worse than one that exits. Exit without stopping the services; the next daemon adopts
+        them."""
         self.log.critical(
-            "control loop died: %r; exiting so a new daemon takes over", task.exception()
+            "control loop died: %r; exiting so a new daemon takes over", exc, exc_info=exc
         )
         self.ctx.shutdown_requested.set()
 
@@ -253,119 +261,125 @@ class ControlServer:
         return any(n > 0 and key.startswith(prefix) for prefix, n in self._subscriptions.items())
 
     def _send_event(self, topic: str, event: m.Event) -> None:
-        assert self.pub is not None
         # XPUB never blocks: at the high-water mark it drops, and that subscriber's seq check
-        # sees the gap and backfills. The returned future is already done.
+        # sees the gap and backfills. An error is a socket closed under us (shutting down).
         frames = [topic.encode(), _encoder.encode(event)]
-        for pub in self.pubs:
-            pub.send_multipart(frames)
+        for link in self.publishers:
+            with contextlib.suppress(zmq.ZMQError):
+                link.send(frames)
 
-    async def _track_subscriptions(self, pub: zmq.asyncio.Socket) -> None:
+    def _on_subscription(self, link: LoopSocket, parts: list[zmq.Frame]) -> None:
         # One count per (socket, subscriber): both XPUBs add to the same counter.
-        while True:
-            frame = await pub.recv()
-            if not frame:
-                continue
-            if frame[0] == 1:
-                self._subscriptions[frame[1:]] += 1
-                if self.on_subscribe is not None:
-                    self.on_subscribe(frame[1:])
-            elif frame[0] == 0:
-                self._subscriptions[frame[1:]] -= 1
-                if self._subscriptions[frame[1:]] <= 0:
-                    del self._subscriptions[frame[1:]]
+        frame = parts[0].bytes
+        if not frame:
+            return
+        if frame[0] == 1:
+            self._subscriptions[frame[1:]] += 1
+            if self.on_subscribe is not None:
+                self.on_subscribe(frame[1:])
+        elif frame[0] == 0:
+            self._subscriptions[frame[1:]] -= 1
+            if self._subscriptions[frame[1:]] <= 0:
+                del self._subscriptions[frame[1:]]
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _serve(self, router: zmq.asyncio.Socket) -> None:
-        curve = router is self.tcp_router
-        while True:
-            peer: dict[str, Any] = {}
-            try:
-                # Frames, not bytes: the peer's credentials (ipc) or address and ZAP User-Id
-                # (tcp) travel as properties of the message.
-                parts = await router.recv_multipart(copy=False)
-                peer = peer_of(parts[-1], "tcp" if curve else "ipc")
-                if curve:
-                    with contextlib.suppress(zmq.ZMQError, UnicodeDecodeError):
-                        if key := parts[-1].get("User-Id"):
-                            peer["key"] = key
-                frames = [p.bytes for p in parts]
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.ETERM:
-                    return
-                self.log.warning("control socket: %s", exc)
-                continue
-            if len(frames) != 2:
-                # Not what a DEALER sends: answer on the identity if there is one.
-                if len(frames) >= 1:
-                    await self._reply(
-                        router,
-                        frames[0],
-                        m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message="expected one frame"),
-                    )
-                continue
-            identity, payload = frames
-            if len(payload) > m.MAX_MESSAGE_BYTES:
-                await self._reply(
-                    router,
-                    identity,
-                    m.ErrorReply(code=m.ErrorCode.TOO_LARGE, message="message too large"),
+    def _on_request(self, link: LoopSocket, parts: list[zmq.Frame]) -> None:
+        """One message read from a router: answered here (INLINE), or by a task of its own."""
+        if len(parts) != 2:
+            # Not what a DEALER sends: answer on the identity if there is one.
+            if parts:
+                self._send(
+                    link, parts[0].bytes, _error(m.ErrorCode.BAD_REQUEST, "expected one frame")
                 )
-                continue
-            try:
-                req = m.decode_request(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                reply = m.ErrorReply(code=m.ErrorCode.BAD_REQUEST, message=str(exc)[:300])
-                reply.id = _readable_id(payload)
-                await self._reply(router, identity, reply)
-                continue
-            if type(req) in INLINE:
-                await self._dispatch(router, identity, req, peer)
-            else:
-                task = asyncio.get_running_loop().create_task(
-                    self._dispatch(router, identity, req, peer)
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            return
+        identity, payload = parts[0].bytes, parts[1].buffer
+        if len(payload) > m.MAX_MESSAGE_BYTES:
+            self._send(link, identity, _error(m.ErrorCode.TOO_LARGE, "message too large"))
+            return
+        try:
+            req = m.decode_request(payload)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reply = _error(m.ErrorCode.BAD_REQUEST, str(exc)[:300])
+            reply.id = _readable_id(payload)
+            self._send(link, identity, reply)
+            return
+        # Who asked matters for the audit trail only: read it only for what is recorded.
+        actor = self._actor(link, identity, parts[-1]) if type(req) in AUDITED else None
+        inline = INLINE.get(type(req))
+        if inline is not None and actor is None:  # nothing to record, no scope to record in
+            self._answer(link, identity, req, self._refused_or(inline, req), None, False)
+            return
+        if inline is not None:
+            with request_scope(actor) as scope:
+                reply = self._refused_or(inline, req)
+            self._answer(link, identity, req, reply, actor, scope.recorded)
+            return
+        task = asyncio.get_running_loop().create_task(self._dispatch(link, identity, req, actor))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _actor(
-        self, router: zmq.asyncio.Socket, identity: bytes, peer: dict[str, Any]
-    ) -> dict[str, Any]:
-        # uid and pid (ipc, from SO_PEERCRED) or address and key (tcp): see peer_of.
-        actor: dict[str, Any] = {k: v for k, v in peer.items() if k != "key"}
-        client = self._clients.get((id(router), identity))
+    def _actor(self, link: LoopSocket, identity: bytes, frame: zmq.Frame) -> dict[str, Any]:
+        """uid and pid (ipc, from SO_PEERCRED) or address and key (tcp): see peer_of."""
+        curve = link.sock is self.tcp_router
+        actor = peer_of(frame, "tcp" if curve else "ipc")
+        client = self._clients.get((id(link), identity))
         if client:
             actor["client"] = client
-        actor["via"] = "tcp" if router is self.tcp_router else "ipc"
-        if peer.get("key"):
-            actor["key"] = peer["key"]
+        actor["via"] = "tcp" if curve else "ipc"
+        if curve:
+            with contextlib.suppress(zmq.ZMQError, UnicodeDecodeError):
+                if key := frame.get("User-Id"):
+                    actor["key"] = key
         return actor
 
-    def _remember_client(self, router: zmq.asyncio.Socket, identity: bytes, name: str) -> None:
-        key = (id(router), identity)
+    def _remember_client(self, link: LoopSocket, identity: bytes, name: str) -> None:
+        key = (id(link), identity)
         self._clients[key] = name[:100]
         self._clients.move_to_end(key)
         while len(self._clients) > MAX_KNOWN_CLIENTS:
             self._clients.popitem(last=False)
 
     async def _dispatch(
-        self,
-        router: zmq.asyncio.Socket,
-        identity: bytes,
-        req: m.Request,
-        peer: dict[str, Any] | None = None,
+        self, link: LoopSocket, identity: bytes, req: m.Request, actor: dict[str, Any] | None
     ) -> None:
-        handler = HANDLERS[type(req)]
-        audited = type(req) in AUDITED
-        actor = self._actor(router, identity, peer or {}) if audited else None
         # Read by an action that records itself in this request's context (an ensure, a seal in
         # a worker thread): it names this actor, and tells the scope it wrote the entry.
         with request_scope(actor) as scope:
-            reply = await self._handle(handler, req)
+            try:
+                reply = await HANDLERS[type(req)](self.ctx, req)
+            except Exception as exc:
+                reply = self._refusal(req, exc)
+        self._answer(link, identity, req, reply, actor, scope.recorded)
+
+    def _refused_or(
+        self, handler: Callable[[Context, m.Request], m.Reply], req: m.Request
+    ) -> m.Reply:
+        try:
+            return handler(self.ctx, req)
+        except Exception as exc:
+            return self._refusal(req, exc)
+
+    def _refusal(self, req: m.Request, exc: Exception) -> m.Reply:
+        """The typed error reply of what a handler raised (error_reply); a bug is logged."""
+        reply = error_reply(exc)
+        if reply.code == m.ErrorCode.INTERNAL:
+            self.log.error("internal error handling %s", type(req).__name__, exc_info=exc)
+        return reply
+
+    def _answer(
+        self,
+        link: LoopSocket,
+        identity: bytes,
+        req: m.Request,
+        reply: m.Reply,
+        actor: dict[str, Any] | None,
+        recorded: bool,
+    ) -> None:
+        """After the handler: remember a hello's client name, audit, reply."""
         if isinstance(req, m.Hello) and not isinstance(reply, m.ErrorReply) and req.client:
-            self._remember_client(router, identity, req.client)
-        if audited and self.ctx.audit is not None and not scope.recorded:
+            self._remember_client(link, identity, req.client)
+        if actor is not None and self.ctx.audit is not None and not recorded:
             entry = describe(req, reply)
             if entry is not None:
                 action, target, result, detail = entry
@@ -373,23 +387,13 @@ class ControlServer:
                     action, target=target, result=result, detail=detail, actor=actor
                 )
         reply.id = req.id
-        await self._reply(router, identity, reply)
+        self._send(link, identity, reply)
 
-    async def _handle(self, handler: Any, req: m.Request) -> m.Reply:
-        """The handler's reply, or the typed error reply of what it raised (error_reply)."""
-        try:
-            return await handler(self.ctx, req)
-        except Exception as exc:
-            reply = error_reply(exc)
-            if reply.code == m.ErrorCode.INTERNAL:
-                self.log.exception("internal error handling %s", type(req).__name__)
-            return reply
-
-    async def _reply(self, router: zmq.asyncio.Socket, identity: bytes, reply: m.Reply) -> None:
+    def _send(self, link: LoopSocket, identity: bytes, reply: m.Reply) -> None:
         try:
             # Never waits: a peer whose reply queue is full (it sends and does not read) or
             # that is gone loses this reply, and the daemon's memory stays bounded.
-            await router.send_multipart([identity, _encoder.encode(reply)], zmq.NOBLOCK)
+            link.send([identity, _encoder.encode(reply)])
         except zmq.ZMQError as exc:
             self.replies_dropped += 1
             if self.replies_dropped % 10_000 == 1:
@@ -400,7 +404,9 @@ class ControlServer:
                 )
 
     async def close(self) -> None:
-        for task in (*self._serve_tasks, *self._tasks):
+        for link in self.links:
+            link.stop()
+        for task in self._tasks:
             task.cancel()
         self._close_sockets()
         # No socket file outlives the daemon: a client then knows at once that nobody listens.
@@ -415,3 +421,7 @@ class ControlServer:
             self.auth.stop()
             self.auth = None
         self.zctx.term()
+
+
+def _error(code: m.ErrorCode, message: str) -> m.ErrorReply:
+    return m.ErrorReply(code=code, message=message)

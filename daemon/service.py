@@ -38,6 +38,7 @@ from .service_limits import ServiceLimits
 from .service_view import build_status
 from .spec import ServiceSpec
 from .state import ServiceRecord
+from .status_wire import ShownStatus
 
 __all__ = ["STARTABLE", "ServiceRunner"]
 
@@ -89,7 +90,7 @@ class ServiceRunner:
         self._watch: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
-        self._status: ServiceStatus | None = None
+        self._status: ShownStatus | None = None
         #: Changed but not announced yet (a start request, announced with the start itself).
         self._unannounced = False
         #: Why the daemon is ending the current process (``fail``); "" when it is not.
@@ -156,17 +157,21 @@ class ServiceRunner:
         return self.state is S.RUNNING
 
     def status(self) -> ServiceStatus:
-        """What clients see. Cached between changes (a status of 50 services is the hottest
-        request), except in backoff, where the countdown moves."""
+        return self.shown().status
+
+    def shown(self) -> ShownStatus:
+        """What clients see, and its JSON. Cached between changes (a status of 50 services is
+        the hottest request), except in backoff, where the countdown moves."""
         if self._status is not None and self.state is not S.BACKOFF:
             return self._status
-        self._status = build_status(self)
+        self._status = ShownStatus(build_status(self))
         return self._status
 
     def observe(self, cpu_percent: float | None, rss: int | None) -> None:
         """A CPU/RSS sample: shown in status, not a transition (no event)."""
-        self.cpu_percent, self.rss = cpu_percent, rss
-        self._status = None
+        if (cpu_percent, rss) != (self.cpu_percent, self.rss):  # a sleeper's stay the same
+            self.cpu_percent, self.rss = cpu_percent, rss
+            self._status = None
 
     def _shown(self) -> None:
         """A liveness result: shown in status, not a transition (no event)."""

@@ -1,4 +1,5 @@
-"""A service as clients see it: the ``ServiceStatus`` of a runner, built when it changed.
+"""A service as clients see it: the ``ServiceStatus`` of a runner, built when it changed (the
+runner keeps it, with its JSON, in a ``status_wire.ShownStatus``).
 
 Apart from daemon/service.py so that the runner reads as its transitions; this module only
 reads a runner's attributes (no import of it back)."""

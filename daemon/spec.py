@@ -99,6 +99,9 @@ class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: upgrade through ``DIR/current`` that changes a program but not the service's version
     #: keeps ``argv`` as it was, and only this tells reload that the service must restart.
     files: Mapping[str, str] = {}
+    #: The entry's os-arch (``linux-amd64``): with name and version, the install lock the
+    #: daemon holds shared while it spawns (runtime/core/locking.py). Empty: made by hand.
+    platform: str = ""
 
     @property
     def notify_ready(self) -> bool:
@@ -264,6 +267,7 @@ def _build(
         notify=settings["notify"],
         watchdog_sec=settings["watchdog_sec"],
         files=dict(entry.files),
+        platform=entry.platform,
     )
     return with_digest(spec)
 

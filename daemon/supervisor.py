@@ -36,6 +36,7 @@ from typing import TypeVar
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
+from runyard.runtime.core.locking import install_hold
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus
 
@@ -63,6 +64,8 @@ S = ServiceState
 T = TypeVar("T")
 #: Lines per log event at most; a client that needs more backfills with logs.tail.
 MAX_LINES_PER_EVENT = 500
+#: How soon a start held back by an install or a removal of its version is tried again.
+INSTALL_RETRY_SECS = 0.05
 
 
 class Supervisor:
@@ -95,6 +98,7 @@ class Supervisor:
         self._stopping_all = False
         self.started_at = time.time()
         self._schedule_pending = False
+        self._held_retry: asyncio.TimerHandle | None = None  # one for all held-back starts
         #: CPU/RSS of each service, sampled while status requests come (see stats.py).
         self.stats = StatsSampler(lambda: self.runners.values(), self.samples)
         #: Where each service's processes are kept (a cgroup, or the subreaper).
@@ -243,13 +247,23 @@ class Supervisor:
             if unmet:
                 runner.hold("waiting for " + ", ".join(unmet))
                 continue
-            if not started and self.recorder.error is None:
-                self.recorder.write()  # the disk must take a write before anything is spawned
-            if self.recorder.error is not None:
-                self._unrecorded.add(name)
-                runner.block(f"blocked: cannot record state: {self.recorder.error}")
+            # Never between runtime remove's check and its removal, nor into a half install;
+            # tried before the state write below, which a retry every 50 ms must not repeat.
+            hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
+            if hold is None:
+                runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
+                self._retry_held()
                 continue
-            runner.start_now()
+            try:
+                if not started and self.recorder.error is None:
+                    self.recorder.write()  # the disk must take a write before anything is spawned
+                if self.recorder.error is not None:
+                    self._unrecorded.add(name)
+                    runner.block(f"blocked: cannot record state: {self.recorder.error}")
+                    continue
+                runner.start_now()
+            finally:
+                hold.release()
             started.append(runner)
         if started and self.recorder.write() is not None:
             for runner in started:
@@ -258,6 +272,13 @@ class Supervisor:
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
         for runner in self.runners.values():
             runner.flush()
+
+    def _retry_held(self) -> None:
+        """One timer for the starts an install lock holds back: one per pass that met them
+        would each go on making the next, a retry loop more for every pass during the hold."""
+        loop = asyncio.get_running_loop()
+        if self._held_retry is None or self._held_retry.when() <= loop.time():
+            self._held_retry = loop.call_later(INSTALL_RETRY_SECS, self.request_schedule)
 
     def _recorded_again(self) -> None:
         """state.json can be written again: what was blocked for it may start."""

@@ -75,6 +75,8 @@ from .transport import (
 
 __all__ = ["Client", "EventStream"]
 
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
 
 class Client:
     """A synchronous client of one daemon. Not thread-safe: use one per thread."""
@@ -103,6 +105,8 @@ class Client:
             self._ctx.setsockopt(option, value)
         self._dealer: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
+        #: Waits on both for every request of this DEALER (made with it, not per request).
+        self._poller = zmq.Poller()
         self._link = LinkWatch()
         self._ids = RequestIds()
         self._streams: set[EventStream] = set()
@@ -151,6 +155,9 @@ class Client:
             self._link = LinkWatch()
             sock.connect(self.endpoint)
             self._dealer = sock
+            self._poller = zmq.Poller()
+            self._poller.register(sock, zmq.POLLIN)
+            self._poller.register(self._monitor, zmq.POLLIN)
         return self._dealer
 
     def _drop_control(self) -> None:
@@ -165,7 +172,9 @@ class Client:
     def _link_failure(self) -> LinkFailure | None:
         """What the monitor reported since the last look (drains it); the worst of it."""
         worst = None
-        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+        # ZMQ_EVENTS, not poll(0): the same answer without a syscall (once per request); ints,
+        # not zmq's enum.Flag members, whose ``&`` is a Python call.
+        while self._monitor is not None and self._monitor.getsockopt(_EVENTS) & _POLLIN:
             event = parse_monitor_message(self._monitor.recv_multipart())
             failure = self._link.feed(event["event"], event["value"])
             if failure is LinkFailure.REFUSED or worst is None:
@@ -187,14 +196,10 @@ class Client:
         except zmq.Again:
             self._drop_control()
             raise no_reply(self.endpoint, waited) from None
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        if self._monitor is not None:
-            poller.register(self._monitor, zmq.POLLIN)
         failure: LinkFailure | None = None
         while True:
             ms = remaining_ms(deadline)
-            ready = dict(poller.poll(ms)) if ms else {}
+            ready = dict(self._poller.poll(ms)) if ms else {}
             if sock in ready:
                 # One request at a time per socket (a timeout replaces the socket): an id-less
                 # error can only be this request's.

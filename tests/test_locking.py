@@ -151,3 +151,60 @@ def test_no_module_but_runtime_locking_calls_flock_or_lockf() -> None:
                 ):
                     callers.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert {c.split(":")[0] for c in callers} == {"runtime/core/locking.py"}, callers
+
+
+def test_an_exclusive_lock_of_ours_is_taken_through_a_descriptor_open_for_writing(
+    tmp_path: Path,
+) -> None:
+    """Finding (review): lock files were opened read-only (so a 0644 lock root made could be
+    taken by the tree's owner), but NFS emulates flock with fcntl locks, and an exclusive one
+    needs a descriptor open for writing (flock(2), "NFS details"): on a tree on NFS every
+    ensure, removal and manifest write failed with EBADF. A file we may write is opened
+    read-write again; only one we may not falls back to read-only."""
+    import fcntl
+    import os
+
+    lock = FileLock(tmp_path / "x.lock").acquire()
+    try:
+        assert lock.fd is not None
+        assert fcntl.fcntl(lock.fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+    finally:
+        lock.release()
+
+
+#: As another user: takes the exclusive lock on a file only root may write.
+AS_NOBODY = """
+import os, sys
+from runyard.runtime.core.locking import FileLock
+os.setgid(65534); os.setuid(65534)
+FileLock(sys.argv[1]).acquire()
+print("held", flush=True)
+"""
+
+
+def test_a_lock_file_only_another_user_may_write_is_still_taken(tmp_path: Path) -> None:
+    """What read-only opening was for, kept: `sudo runyard ...` made the 0644 lock file, and
+    the tree's owner (here nobody) still takes it, exclusively."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make a file another user cannot write")
+    where = Path(tempfile.mkdtemp(prefix="ry-lock-"))
+    try:
+        where.chmod(0o755)
+        path = where / "x.lock"
+        path.write_bytes(b"")
+        path.chmod(0o644)
+        out = subprocess.run(
+            [sys.executable, "-c", AS_NOBODY, str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.stdout == "held\n", out.stderr
+    finally:
+        path.unlink(missing_ok=True)
+        where.rmdir()

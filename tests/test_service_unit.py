@@ -28,8 +28,14 @@ from runyard.daemon.cli import main
 from runyard.runtime.core.errors import SystemdError, UsageError
 from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
-from runyard.runtime.ops.systemd_install import install_unit, require_systemd, systemd_booted
+from runyard.runtime.ops.systemd_install import (
+    install_unit,
+    require_systemd,
+    systemd_booted,
+    systemd_version,
+)
 from runyard.runtime.ops.systemd_unit import (
+    DELEGATE_SUBGROUP_SINCE,
     UNIT_HEADER,
     daemon_argv,
     render_unit,
@@ -109,6 +115,19 @@ def test_unit_passes_systemd_analyze_verify(
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
 
 
+def test_the_subgroup_unit_passes_verify_where_systemd_knows_it(
+    tmp_path: Path, far_python: str
+) -> None:
+    exe = require_tool("systemd-analyze")
+    first = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    m = re.match(r"systemd (\d+)", first)
+    if not m or int(m.group(1)) < DELEGATE_SUBGROUP_SINCE:
+        pytest.skip(f"systemd-analyze here predates DelegateSubgroup= ({first.split(chr(10))[0]})")
+    text = render_unit(FAR_ROOT, daemon_argv(far_python, FAR_ROOT), delegate_subgroup=True)
+    out = _analyze(text, unit_name(FAR_ROOT), tmp_path, "verify", "--man=no")
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+
+
 def test_verify_does_see_a_broken_unit(tmp_path: Path) -> None:
     """The verify test above would pass on anything if verify said nothing: it does not."""
     text = render_unit(FAR_ROOT, ["/nonexistent/python3", "-m", "runyard.daemon"])
@@ -161,9 +180,32 @@ def test_print_writes_the_unit_to_stdout(tmp_path: Path, capsys, monkeypatch) ->
     root = _tree(tmp_path).root
     code, out, err = _cli(capsys, "service", "install", "--root", str(root), "--print")
     assert (code, err) == (0, "")
-    assert out == render_unit(root, daemon_argv(sys.executable, root))
+    subgroup = (systemd_version() or 0) >= DELEGATE_SUBGROUP_SINCE
+    assert out == render_unit(root, daemon_argv(sys.executable, root), delegate_subgroup=subgroup)
     code, out, _ = _cli(capsys, "service", "install", "--root", str(root), "--print", "--user")
     assert code == 0 and "WantedBy=default.target" in out
+
+
+@pytest.mark.parametrize(("version", "written"), [(253, False), (254, True), (None, False)])
+def test_delegate_subgroup_only_for_a_systemd_that_knows_it(
+    tmp_path: Path, capsys, monkeypatch, version: int | None, written: bool
+) -> None:
+    """Containment: the daemon can give its services the memory/pids/cpu controllers only from
+    a leaf of the unit's cgroup (daemon/cgroup.py, own_base), which DelegateSubgroup= (systemd
+    254+) makes; an older systemd would warn of the unknown key at every load."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    said = f"systemd {version} ({version}.1-1)" if version else "not systemd at all"
+    (fake / "systemctl").write_text(f"#!/bin/sh\necho '{said}'\necho +PAM +AUDIT\n")
+    (fake / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.chdir(tmp_path)
+    assert systemd_version() == version
+    root = _tree(tmp_path).root
+    code, out, err = _cli(capsys, "service", "install", "--root", str(root), "--print")
+    assert (code, err) == (0, "")
+    assert ("DelegateSubgroup=supervisor" in out.splitlines()) == written
+    assert "Delegate=yes" in out.splitlines()
 
 
 @pytest.mark.skipif(systemd_booted(), reason="systemd is PID 1 here: the refusal cannot happen")
@@ -352,7 +394,7 @@ def test_the_unit_in_operations_md_is_what_render_unit_writes() -> None:
     shown = section.split("```ini\n", 1)[1].split("```", 1)[0]
     root = Path("/srv/runtime")
     argv = daemon_argv("/opt/runyard/venv/bin/python", root)
-    assert shown == render_unit(root, argv, run_as="runyard")
+    assert shown == render_unit(root, argv, run_as="runyard", delegate_subgroup=True)
 
 
 #: Writes into its data dir (the tree, writable) and tries /var/tmp (outside it), then idles.

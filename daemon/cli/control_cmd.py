@@ -22,6 +22,7 @@ from runyard.runtime.core.sizes import format_bytes
 from . import daemon_cmd
 from .common import UsageError, missing_file, open_tree
 from .daemon_cmd import license_option
+from .log_text import Render, for_terminal, json_for_terminal
 from .output import print_json, print_table, stdout_closed
 
 __all__ = ["register"]
@@ -67,7 +68,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every service")
     p.add_argument("-n", type=int, default=50, help="lines per service (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.set_defaults(handler=cmd_logs)
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--color",
+        dest="render",
+        action="store_const",
+        const=Render.COLOR,
+        help="keep the services' colour codes (SGR); other control characters stay escaped",
+    )
+    shown.add_argument(
+        "--raw",
+        dest="render",
+        action="store_const",
+        const=Render.RAW,
+        help="print lines as the services wrote them, escape sequences included (by default "
+        "control characters but tab are printed escaped, as \\x1b, and colour codes dropped, "
+        "so a service cannot drive your terminal; --json is always exact)",
+    )
+    p.set_defaults(handler=cmd_logs, render=Render.SAFE)
     p = sub.add_parser(
         "health", parents=[common], help="exit 0 when every autostart service is ready"
     )
@@ -186,7 +204,8 @@ def _ready(s: ServiceStatus) -> str:
 def _info(s: ServiceStatus) -> str:
     """Why the service is as it is, then what it says of itself (sd_notify STATUS=)."""
     why = s.reason or (f"not answering: {s.live_detail}" if s.live is False else "")
-    return "; ".join(text for text in (why, s.notify_status) if text)
+    # Both may carry a service's own words (STATUS=, a probe's answer): never raw to a terminal.
+    return for_terminal("; ".join(text for text in (why, s.notify_status) if text))
 
 
 def print_statuses(services: list[ServiceStatus]) -> None:
@@ -265,9 +284,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_line(line: LogLine, tag: str = "") -> str:
+def _fmt_line(line: LogLine, tag: str = "", render: Render = Render.SAFE) -> str:
     ts = datetime.fromtimestamp(line.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-    return f"{ts}Z {tag}{line.stream} {line.line}"
+    return f"{ts}Z {tag}{line.stream} {for_terminal(line.line, render)}"
 
 
 class _LogPrinter:
@@ -275,6 +294,7 @@ class _LogPrinter:
 
     def __init__(self, args: argparse.Namespace, names: list[str]) -> None:
         self.json = args.json
+        self.render: Render = args.render
         self.tagged = args.all or len(names) > 1
         self.width = max((len(n) for n in names), default=0)
         self.last: dict[str, int] = {}
@@ -287,7 +307,7 @@ class _LogPrinter:
             text = json_line(line) if not self.tagged else json_tagged(service, line)
         else:
             tag = f"{service.ljust(self.width)} | " if self.tagged else ""
-            text = _fmt_line(line, tag)
+            text = _fmt_line(line, tag, self.render)
         print(text, flush=True)
 
 
@@ -337,11 +357,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def json_tagged(service: str, line: LogLine) -> str:
     """One line of several services' logs as a JSON object naming its service."""
     fields = {"service": service, **msgspec.structs.asdict(line)}
-    return msgspec.json.encode(fields).decode()
+    return json_for_terminal(msgspec.json.encode(fields).decode())
 
 
 def json_line(line: LogLine) -> str:
-    return msgspec.json.encode(line).decode()
+    return json_for_terminal(msgspec.json.encode(line).decode())
 
 
 def cmd_health(args: argparse.Namespace) -> int:

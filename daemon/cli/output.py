@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from .log_text import json_for_terminal
+
 __all__ = [
     "parse_bytes",
     "print_json",
@@ -22,7 +24,8 @@ _encoder = msgspec.json.Encoder(order="sorted")
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.format(_encoder.encode(value)).decode() + "\n")
+    text = msgspec.json.format(_encoder.encode(value)).decode()
+    sys.stdout.write(json_for_terminal(text) + "\n")
 
 
 def print_table(

@@ -15,7 +15,7 @@ from runyard.runtime.config.env import resolve_service_env, select_entry
 from runyard.runtime.config.project import Project
 from runyard.runtime.core.du import disk_usage
 from runyard.runtime.core.errors import InUse, ResolveError, TreeError
-from runyard.runtime.core.manifest import RuntimeManifest, init_tree, load_manifest
+from runyard.runtime.core.manifest import RuntimeManifest, ServiceEntry, init_tree, load_manifest
 from runyard.runtime.core.sizes import format_bytes
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.core.versions import Version, VersionSpec
@@ -180,21 +180,26 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     project = open_project_leniently(args)
     tree = open_tree(args, project).require()
-    removing = installed_versions(tree, args.name, args.version)  # not installed: say so first
-    running = _in_use(tree, args.name, args.version)
-    if running is not None:
-        raise InUse(
-            f"{args.name} {args.version} is in use ({running}); "
-            f"runyard stop {args.name}, or ensure and run another version, then remove it",
-        )
-    left = {e.version for e in load_manifest(tree).find(args.name)} - {e.version for e in removing}
-    if not left and args.name in project.services:
-        raise InUse(
-            f"{args.name} {args.version} is the last version of [services.{args.name}] in the "
-            "project file, and a daemon refuses to start a section with nothing installed: "
-            "remove the section first, or ensure another version"
-        )
-    gone = remove_installed(tree, args.name, args.version)
+    installed_versions(tree, args.name, args.version)  # not installed: say so first
+
+    def unused(removing: list[ServiceEntry]) -> None:
+        # Runs with the version's install locks held, which the daemon needs to spawn from it:
+        # what this finds unused stays unused until it is removed.
+        running = _in_use(tree, args.name, args.version)
+        if running is not None:
+            raise InUse(
+                f"{args.name} {args.version} is in use ({running}); "
+                f"runyard stop {args.name}, or ensure and run another version, then remove it",
+            )
+        versions = {e.version for e in load_manifest(tree).find(args.name)}
+        if not versions - {e.version for e in removing} and args.name in project.services:
+            raise InUse(
+                f"{args.name} {args.version} is the last version of [services.{args.name}] in "
+                "the project file, and a daemon refuses to start a section with nothing "
+                "installed: remove the section first, or ensure another version"
+            )
+
+    gone = remove_installed(tree, args.name, args.version, check=unused)
     if args.json:
         print_json(gone)
     else:

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from runyard.runtime.ops import systemd_install as sd
-from runyard.runtime.ops.systemd_unit import daemon_argv, render_unit, unit_dir, unit_name
+from runyard.runtime.ops.systemd_unit import (
+    DELEGATE_SUBGROUP_SINCE,
+    daemon_argv,
+    render_unit,
+    unit_dir,
+    unit_name,
+)
 
 from .common import UsageError, open_project, open_tree
 from .output import print_json
@@ -77,7 +83,10 @@ def _unit(args: argparse.Namespace, *, require: bool = False) -> tuple[Path, str
     if args.run_as and args.user:
         raise UsageError("--run-as: a user unit runs as its user; it is for a system unit")
     run_as = args.run_as if args.run_as else _tree_owner(tree.temp_dir)
-    return tree.root, name, render_unit(tree.root, argv, user=args.user, run_as=run_as)
+    # Written only for a systemd that knows it: an older one warns of the key at every load.
+    subgroup = (sd.systemd_version() or 0) >= DELEGATE_SUBGROUP_SINCE
+    text = render_unit(tree.root, argv, user=args.user, run_as=run_as, delegate_subgroup=subgroup)
+    return tree.root, name, text
 
 
 def _tree_owner(temp_dir: Path) -> str | None:

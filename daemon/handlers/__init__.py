@@ -1,6 +1,10 @@
-"""One handler per command; `HANDLERS` maps each request type to its handler.
+"""One handler per command; `INLINE` and `HANDLERS` map each request type to its handler.
 
-A handler takes the daemon context and the decoded request and returns a Reply. It raises
+A handler takes the daemon context and the decoded request and returns a Reply. The ones that
+never wait (status, hello, stats, logs tail, signal) are plain functions in `INLINE`: the server
+answers them inside the callback that read the request, with no task. The others are
+coroutines in `HANDLERS`, each run as a task of its own, so a slow one (a stop that waits) never
+holds up a status. A request type is in exactly one of the two. A handler raises
 `HandlerError` (or UnknownService) for an expected failure; the server turns that into a typed
 ErrorReply in one place, and anything else into ``internal`` after logging the traceback.
 
@@ -23,6 +27,7 @@ from .context import Context, HandlerError
 __all__ = ["HANDLERS", "INLINE", "Context", "HandlerError"]
 
 Handler = Callable[[Context, m.Request], Awaitable[m.Reply]]
+InlineHandler = Callable[[Context, m.Request], m.Reply]
 
 
 def _on_first_use(module: str) -> Handler:
@@ -36,15 +41,21 @@ def _on_first_use(module: str) -> Handler:
     return handle
 
 
-HANDLERS: dict[type[m.Request], Handler] = {
+#: Answered inside the receive callback (fast, never wait).
+INLINE: dict[type[m.Request], InlineHandler] = {
     m.Hello: hello.handle,
     m.Status: status.handle,
+    m.Signal: signal.handle,
+    m.LogsTail: logs_tail.handle,
+    m.Stats: stats.handle,
+}
+
+#: Each run as its own task (start too: it waits its turn in the supervisor's one order).
+HANDLERS: dict[type[m.Request], Handler] = {
     m.Start: start.handle,
     m.Stop: stop.handle,
     m.Restart: restart.handle,
-    m.Signal: signal.handle,
     m.Reload: reload.handle,
-    m.LogsTail: logs_tail.handle,
     m.Du: _on_first_use("du"),
     m.Ensure: _on_first_use("ensure"),
     m.Shutdown: shutdown.handle,
@@ -53,9 +64,4 @@ HANDLERS: dict[type[m.Request], Handler] = {
     m.RunsShow: _on_first_use("runs_show"),
     m.VerifyRun: _on_first_use("verify"),
     m.ReplayRun: _on_first_use("replay"),
-    m.Stats: stats.handle,
 }
-
-#: Answered inside the receive loop (fast, never wait); the rest run as their own tasks
-#: (start too: it waits its turn in the supervisor's one order).
-INLINE: frozenset[type[m.Request]] = frozenset({m.Hello, m.Status, m.LogsTail, m.Signal, m.Stats})

@@ -9,7 +9,7 @@ from runyard.protocol import messages as m
 from .context import Context, HandlerError
 
 
-async def handle(ctx: Context, req: m.Hello) -> m.Reply:
+def handle(ctx: Context, req: m.Hello) -> m.Reply:
     if req.protocol != m.PROTOCOL_VERSION:
         raise HandlerError(
             m.ErrorCode.UNSUPPORTED_VERSION,

@@ -9,7 +9,7 @@ from runyard.protocol import messages as m
 from .context import Context, HandlerError
 
 
-async def handle(ctx: Context, req: m.LogsTail) -> m.Reply:
+def handle(ctx: Context, req: m.LogsTail) -> m.Reply:
     sup = ctx.supervisor
     (name,) = sup.resolve([req.service], all_=False)
     if req.n < 0:

@@ -8,7 +8,7 @@ from runyard.runtime.config.supervision import SupervisionError, parse_signal
 from .context import Context, HandlerError
 
 
-async def handle(ctx: Context, req: m.Signal) -> m.Reply:
+def handle(ctx: Context, req: m.Signal) -> m.Reply:
     sup = ctx.supervisor
     (name,) = sup.resolve([req.service], all_=False)
     try:

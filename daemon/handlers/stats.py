@@ -9,7 +9,7 @@ from runyard.protocol.payloads import StatSample
 from .context import Context
 
 
-async def handle(ctx: Context, req: m.Stats) -> m.Reply:
+def handle(ctx: Context, req: m.Stats) -> m.Reply:
     sup = ctx.supervisor
     names = sup.resolve(req.services, all_=not req.services)
     sup.stats.want()  # whoever draws sparklines keeps the sampler going (stats.py)

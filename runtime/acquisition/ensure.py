@@ -45,7 +45,7 @@ from runyard.runtime.acquisition.extract import extract_archive
 from runyard.runtime.acquisition.fetch import Progress, fetch_into_cache, tty_progress
 from runyard.runtime.acquisition.urls import redact_url, split_credentials
 from runyard.runtime.core.errors import CatalogError, CatalogUnreachable, ResolveError, RunyardError
-from runyard.runtime.core.locking import tree_lock
+from runyard.runtime.core.locking import install_lock, tree_lock
 from runyard.runtime.core.manifest import (
     RuntimeManifest,
     ServiceEntry,
@@ -219,7 +219,7 @@ def _ensure(
     arch = arch or current_arch()
     have = _installed_exact(tree, name, version_spec, os_name, arch)
     if have is not None:
-        with tree_lock(tree, f"install-{name}-{have.version}-{have.platform}"):
+        with tree_lock(tree, install_lock(name, have.version, have.platform)):
             have = _installed_exact(tree, name, have.version, os_name, arch)
             if have is not None:
                 entry = _update_entry(tree, have)
@@ -261,7 +261,7 @@ def _acquire(
     file_name = archive_file_name(name, archive.version, archive.platform, archive.sha256, shown)
     what = f"{name} {archive.version}"
 
-    with tree_lock(tree, f"install-{name}-{archive.version}-{archive.platform}"):
+    with tree_lock(tree, install_lock(name, archive.version, archive.platform)):
         existing = load_manifest(tree).get(name, archive.version, archive.os, archive.arch)
         if (
             existing is not None

@@ -5,6 +5,10 @@ other module calls ``fcntl.flock`` or ``lockf``):
 
 - ``tree_lock(tree, name)``: ``temp/locks/<name>.lock`` of a tree, blocking; serialises an
   install, a fetch, the manifest, the cache index, a bundle prefix;
+- an installed version's ``install_lock``: exclusive while ``ensure`` installs it and while
+  ``runtime remove`` checks that nothing uses it and removes it; shared, tried once, while the
+  daemon spawns from it (``install_hold``), so no start slips between that check and the
+  removal, and none reads a half-installed or half-removed directory;
 - the daemon's ``temp/daemon.lock``: non-blocking, with the holder's pid written in it, so a
   second daemon says which one runs (s6: a second supervisor on the same directory exits);
 - a staging dir's ``.lock`` (runs/layout.py): non-blocking, held while its builder lives, so a
@@ -23,8 +27,10 @@ one line naming the file and, when the holder wrote it, its pid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +41,7 @@ from runyard.runtime.core.errors import LockBusy
 if TYPE_CHECKING:
     from runyard.runtime.core.tree import RuntimeTree
 
-__all__ = ["FileLock", "LockBusy", "lock_fd", "tree_lock"]
+__all__ = ["FileLock", "LockBusy", "install_hold", "install_lock", "lock_fd", "tree_lock"]
 
 #: Longest pause between two tries of a lock waited for with a timeout.
 _POLL_MAX = 0.05
@@ -61,6 +67,15 @@ def lock_fd(fd: int, *, shared: bool = False, timeout: float | None = None) -> b
             pause = min(pause * 2, _POLL_MAX)
 
 
+def _set_mode(fd: int, mode: int) -> None:
+    """Give a lock file of ours ``mode``: open(2) takes the umask off it, so root with umask
+    077 would make a 0600 lock the daemon (run as the tree's owner) cannot open."""
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+        with contextlib.suppress(OSError):  # a file system that keeps no modes
+            os.fchmod(fd, mode)
+
+
 class FileLock:
     """A flock on ``path`` (created when missing), held from ``acquire`` until ``release``."""
 
@@ -83,8 +98,16 @@ class FileLock:
 
     def acquire(self) -> FileLock:
         """Hold the lock, or raise LockBusy (OSError when the file cannot be opened)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        flags = os.O_CREAT | os.O_CLOEXEC
+        try:  # NFS emulates flock with fcntl locks: an exclusive one needs a write descriptor
+            fd = os.open(self.path, os.O_RDWR | flags, self.mode)
+        except OSError as exc:
+            # flock needs no write access here: a file another user made (0644) can be locked.
+            if self.record_holder or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = os.open(self.path, os.O_RDONLY | flags, self.mode)
         try:
+            _set_mode(fd, self.mode)
             held = lock_fd(fd, shared=self.shared, timeout=self.timeout)
             if not held:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or None
@@ -123,8 +146,34 @@ class FileLock:
 
 @contextlib.contextmanager
 def tree_lock(tree: RuntimeTree, name: str, *, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block."""
+    """Hold the exclusive lock ``name`` of ``tree`` (``temp/locks/<name>.lock``) in the block.
+
+    The file is 0644 (temp/ is 0700: nobody else reaches it): a command run as root makes
+    a lock the daemon, run as the tree's owner, can still open and take."""
     locks = tree.temp_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(locks / f"{name}.lock", timeout=timeout):
+    with FileLock(locks / f"{name}.lock", timeout=timeout, mode=0o644):
         yield
+
+
+def install_lock(name: str, version: str, platform: str) -> str:
+    """The ``tree_lock`` name of one installed version (``bin/NAME/VERSION/PLATFORM/``)."""
+    return f"install-{name}-{version}-{platform}"
+
+
+def install_hold(tree: RuntimeTree, name: str, version: str, platform: str) -> FileLock | None:
+    """The install lock of ``name`` ``version``, held shared, or None when an install or a
+    removal holds it now. Tried once: the daemon's loop never waits on a flock. A lock file
+    this process cannot open (made 0600 by a command run as another user) does not stop a
+    start: the lock comes back unheld, as before there was one (tree_lock makes them 0644,
+    so only a file older than that is one). No ``platform`` (a service not from the
+    manifest): nothing to hold, the lock comes back unheld."""
+    path = tree.temp_dir / "locks" / f"{install_lock(name, version, platform)}.lock"
+    lock = FileLock(path, shared=True, mode=0o644)
+    if not platform:
+        return lock
+    try:
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
+        return lock if lock.try_acquire() else None
+    except OSError:
+        return lock

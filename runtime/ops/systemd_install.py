@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "refuse_foreign",
     "require_systemd",
     "systemd_booted",
+    "systemd_version",
     "uninstall_unit",
     "unit_file_differs",
     "unit_properties",
@@ -76,6 +78,16 @@ def require_systemd(root: Path, run_dir: Path = SYSTEMD_RUN_DIR) -> None:
         f"start `runyard daemon --root {root}` from this box's init instead, or take the unit "
         f"from `runyard service install --root {root} --print` to a box that runs systemd"
     )
+
+
+def systemd_version() -> int | None:
+    """The major version of the box's systemd (``systemctl --version``), None when unknown."""
+    try:
+        first = _systemctl(["--version"], user=False).partition("\n")[0]
+    except SystemdError:
+        return None
+    m = re.match(r"systemd (\d+)\b", first)
+    return int(m.group(1)) if m else None
 
 
 def _systemctl(args: Sequence[str], *, user: bool) -> str:

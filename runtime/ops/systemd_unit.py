@@ -11,7 +11,12 @@ Why the unit says what it says (docs/OPERATIONS.md, "Starting at boot", has the 
   brings it back and it re-adopts them from temp/state.json. The default (``control-group``)
   would kill them all with it.
 - ``Delegate=yes``: the daemon makes one cgroup per service under its own (daemon/cgroup.py);
-  systemd must leave that subtree to it.
+  systemd must leave that subtree to it. ``DelegateSubgroup=supervisor`` (written when the
+  box's systemd is 254 or newer; older ones would warn of an unknown key at every load) starts
+  each daemon in the leaf ``<unit>/supervisor``, so the unit's cgroup holds no process and may
+  enable the memory, pids and cpu controllers for the services' cgroups beside the leaf; the
+  daemon never moves itself there, since with KillMode=process its services outlive it and the
+  next daemon must still be placeable (daemon/cgroup.py, ``own_base``).
 - Hardening: every setting is inherited by the supervised services, so only what no sane
   service of a tree needs is taken away (the table in docs/OPERATIONS.md says what was left
   out and why). A user unit gets no mount-namespace settings: a user manager can only apply
@@ -33,6 +38,7 @@ from pathlib import Path
 from runyard.runtime.core.errors import UsageError
 
 __all__ = [
+    "DELEGATE_SUBGROUP_SINCE",
     "TOP_LEVEL_LINKS",
     "UNIT_HEADER",
     "daemon_argv",
@@ -47,6 +53,8 @@ __all__ = [
 UNIT_HEADER = '# Written by `runyard service install` (docs/OPERATIONS.md, "Starting at boot");'
 #: Top-level entries of a tree that may be links out of it (an install prefix's shared dirs).
 TOP_LEVEL_LINKS = ("data", "logs", "cache", "temp", "config/runyard")
+#: The first systemd that knows ``DelegateSubgroup=``.
+DELEGATE_SUBGROUP_SINCE = 254
 #: Characters systemd allows in a unit name (unit_name_is_valid), the ``@`` of templates aside.
 _UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.\\-]+")
 #: Longest unit name systemd accepts (UNIT_NAME_MAX).
@@ -141,10 +149,16 @@ def _under_tmp(paths: Sequence[Path]) -> bool:
 
 
 def render_unit(
-    root: Path, argv: Sequence[str], *, user: bool = False, run_as: str | None = None
+    root: Path,
+    argv: Sequence[str],
+    *,
+    user: bool = False,
+    run_as: str | None = None,
+    delegate_subgroup: bool = False,
 ) -> str:
     """The unit's text for the daemon of the tree at ``root`` started by ``argv``; a system
-    unit runs it as ``run_as`` (a user name or uid) when given, else as root."""
+    unit runs it as ``run_as`` (a user name or uid) when given, else as root.
+    ``delegate_subgroup``: the systemd that loads it knows ``DelegateSubgroup=`` (254+)."""
     if run_as is not None and not _USER_NAME.fullmatch(run_as):
         raise UsageError(f"--run-as: {run_as!r} is not a user name or uid")
     writable = writable_paths(root)  # each path checked by unit_word below, root included
@@ -184,12 +198,23 @@ def render_unit(
         "TimeoutStopSec=180",
         "# The daemon puts each service in a cgroup of its own, under the unit's.",
         "Delegate=yes",
+        *_subgroup(delegate_subgroup),
         *_hardening(writable, argv, user),
         "",
         "[Install]",
         f"WantedBy={'default.target' if user else 'multi-user.target'}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _subgroup(known: bool) -> list[str]:
+    if not known:
+        return []
+    return [
+        "# The daemon starts in <unit>/supervisor: the unit's cgroup holds no process and can",
+        "# enable the memory, pids and cpu controllers for the services' cgroups beside it.",
+        "DelegateSubgroup=supervisor",
+    ]
 
 
 def _identity(run_as: str | None, user: bool) -> list[str]:
