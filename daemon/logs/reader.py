@@ -96,6 +96,7 @@ class LogReader:
         if behind:  # more is waiting: read it after whatever else is ready now
             self._batches[stream] = self._loop.call_soon(self._read_batch, stream)
         else:
+            self.log.drained(stream)
             self._loop.add_reader(fd, self._readable, stream)
 
     def _read_once(self, stream: str) -> bool:

@@ -70,10 +70,12 @@ class Spool:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         self._fds: dict[str, int] = {}
         self._journal = -1
+        self._paths = [*(spool_dir / f"{service}.{s}.spool" for s in STREAMS)]
+        self._paths.append(_journal_path(spool_dir, service))
         try:
-            for stream in STREAMS:
-                self._fds[stream] = os.open(spool_dir / f"{service}.{stream}.spool", flags, 0o600)
-            self._journal = os.open(spool_dir / f"{service}.journal", flags, 0o600)
+            for stream, path in zip(STREAMS, self._paths, strict=False):
+                self._fds[stream] = os.open(path, flags, 0o600)
+            self._journal = os.open(self._paths[-1], flags, 0o600)
         except BaseException:
             self.close()
             raise
@@ -83,6 +85,16 @@ class Spool:
         self.intent: Intent | None = None
         self._gen = 0
         self._load()
+
+    @staticmethod
+    def exists(spool_dir: Path, service: str) -> bool:
+        """Whether a daemon left a spool of ``service`` in ``spool_dir``."""
+        return os.path.lexists(_journal_path(Path(spool_dir), service))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing is waiting in either spool and no write is in flight."""
+        return self.intent is None and all(self.end[s] == self.committed[s] for s in STREAMS)
 
     # --- the journal ---------------------------------------------------------------------------
 
@@ -198,6 +210,19 @@ class Spool:
         os.ftruncate(fd, rest)
         self._record()
 
+    def adopt(self, other: Spool) -> None:
+        """Take over what ``other`` (the same service's spool in another directory, its intent
+        resolved) has not processed, appended to ours; ``other`` is then removed. A kill in
+        between leaves the bytes in both: at worst a line written twice, once."""
+        for stream in STREAMS:
+            data = memoryview(other.unprocessed(stream))
+            while data:
+                moved = os.pwrite(self._fds[stream], data, self.end[stream])
+                self.end[stream] += moved
+                data = data[moved:]
+        other.abandon()
+        other.close(remove=True)
+
     def abandon(self) -> None:
         """Give the spool up (it cannot be written): empty it, and the journal says so."""
         self.intent = None
@@ -208,10 +233,20 @@ class Spool:
         with contextlib.suppress(OSError):
             self._record()
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
+        """Close the files; with ``remove``, also unlink them when nothing waits in them."""
+        remove = remove and self.empty
         fds = [*self._fds.values(), self._journal]
         self._fds, self._journal = {}, -1
         for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if remove:
+            for path in self._paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _journal_path(spool_dir: Path, service: str) -> Path:
+    return spool_dir / f"{service}.journal"
