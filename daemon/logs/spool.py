@@ -3,10 +3,10 @@
 Why: a line the daemon has read from a pipe lives only in its memory until it is written, and a
 ``kill -9`` in between lost it (40 lines in one of 40 kills under a flood), as it lost the
 unterminated line held back for its end. So the daemon never ``read``s a FIFO: ``splice(2)``
-moves the bytes from the FIFO into a spool file, ``temp/fifo/{svc}.out.spool`` (``.err.spool``),
-inside the kernel, so a byte is always in the pipe or in the spool, never only in the daemon.
-The daemon reads the copy, and a journal, ``temp/fifo/{svc}.journal``, says how far each spool
-has reached the log file:
+moves the bytes from the FIFO into a spool file, ``{svc}.out.spool`` (``.err.spool``) in the
+tree's spool directory, inside the kernel, so a byte is always in the pipe or in the spool,
+never only in the daemon. The daemon reads the copy, and a journal, ``{svc}.journal`` beside
+it, says how far each spool has reached the log file:
 
 - before each write to the log file the journal records the intent: "stream S up to spool
   offset T, into log file (dev, ino) from size A to size B";
@@ -15,12 +15,23 @@ has reached the log file:
   less, it did not happen; then it replays each spool from its committed offset. No line is
   lost and none is written twice; the unterminated last line waits in the spool.
 
+Where: the spool directory is a private one on tmpfs, ``/dev/shm/runyard-{uid}-{digest of the
+tree}``, found again by the next daemon (spool_home.py), and ``temp/fifo`` when no tmpfs is
+usable. On the tree's disk the spool was a second page-cache copy of every log byte that the
+kernel also wrote back to the disk; on tmpfs it is RAM, held only until the log write. The
+file's size is the spool's end (``splice`` grows it with the bytes it moves, atomically as far
+as a kill is concerned), which is why the bytes are not read into a mapping of the file
+instead: a ``readv`` into it would leave no trace of how far it got if the daemon died
+right after.
+
 The journal is two fixed slots written alternately, each with a generation and a CRC, so a
 record torn by the kill leaves the previous one. Nothing here is fsynced: this guards against the
 daemon's death, not the machine's (log files are not fsynced per write either). Spools are
-compacted once their processed part passes ``COMPACT_AT``: the unfinished line (less than
-``MAX_LINE``) is copied to offset 0, the journal says "committed 0, truncate to its length",
-the file is truncated, and the journal says so again before anything is spliced in.
+compacted once their processed part passes ``COMPACT_AT``, and whenever the service's pipe is
+drained (``ServiceLog.drained``: an idle service's spool holds only its unfinished line): the
+unfinished line (less than ``MAX_LINE``) is copied to offset 0, the journal says "committed 0,
+truncate to its length", the file is truncated, and the journal says so again before anything
+is spliced in. Empty spools are unlinked at a clean close.
 """
 
 from __future__ import annotations
