@@ -47,7 +47,8 @@ class LogFile:
     """An append-only log file rotated by size: ``x.log`` → ``x.log.1`` → … → ``x.log.{backups}``.
 
     Each write is one ``writev`` straight to the kernel (no userspace buffer, so a daemon crash
-    loses nothing already written). fsync only on rotate and close: on rotate the old file is
+    loses nothing already written). Every 8 MiB written, what is written is dropped from the
+    page cache (``_drop_behind``). fsync only on rotate and close: on rotate the old file is
     fsynced and closed by a background thread, because on an SD card that can take a second and
     the event loop must not stall for it. A file never grows past ``max_bytes`` unless a single
     line is longer than that.
