@@ -187,7 +187,9 @@ def test_kill9_then_a_new_daemon_finds_the_tmpfs_spool_and_loses_no_line(
     d = daemons(tree).start()
     wait_for(lambda: b"out last" in lines_of(tree.logs_dir, "halves"), what="the last line")
     assert lines_of(tree.logs_dir, "halves") == [b"out first", b"out half", b"out last"]
-    d.stop()
+    with d.client() as c:
+        c.shutdown()
+    d.proc.wait(timeout=30)
     assert not shm.exists()  # a clean shutdown with nothing left to keep frees the RAM
 
 

@@ -68,7 +68,8 @@ class LogReader:
             loop.add_reader(fd, self._readable, stream)
             # One read now: a FIFO reopened after its writers are gone reports no POLLHUP to a
             # new reader, so without this probe a reattach to a dead child would never see EOF.
-            loop.call_soon(self._read_once, stream)
+            # A batch, so that what the probe drains is compacted in the spool like any read.
+            loop.call_soon(self._read_batch, stream)
         return self
 
     def _readable(self, stream: str) -> None:
