@@ -79,6 +79,7 @@ class ServiceRunner:
             spec,
             sup.tree.logs_dir,
             sup.fifo_dir,
+            spool_dir=sup.spool_dir,
             on_lines=lambda lines: sup.on_log(self, lines),
             on_ready=self._commit,
             on_live=self._shown,

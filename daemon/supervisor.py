@@ -45,6 +45,7 @@ from .events import EventBus
 from .fsm import ALIVE, ServiceState, Wanted
 from .license_cap import LicenseCap
 from .limit_watch import watch_limits
+from .logs.spool_home import remove_if_empty, spool_home, sweep_orphans
 from .order import OperationOrder
 from .process import adopt, stop_process
 from .service import STARTABLE, ServiceRunner
@@ -85,6 +86,8 @@ class Supervisor:
         #: The license's max_services: ``cap.blocked`` are the services it leaves out.
         self.cap = LicenseCap(license, license_loader, log)
         self.fifo_dir = tree.temp_dir / "fifo"
+        #: The log spools: on tmpfs when it is usable (set at boot), else in fifo_dir.
+        self.spool_dir = self.fifo_dir
         self.runners: dict[str, ServiceRunner] = {}
         #: The last minutes of CPU/RSS samples per service (the ``stats`` request).
         self.samples = SampleRings()
@@ -144,6 +147,10 @@ class Supervisor:
         """Load the services, take back live processes from state.json, start what is wanted."""
         self.fifo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.fifo_dir, 0o700)
+        sweep_orphans()
+        self.spool_dir, why = spool_home(self.tree.root, self.fifo_dir)
+        if why:
+            self.log.warning("log spools kept on disk in %s: %s", self.fifo_dir, why)
         specs = self._load_specs()
         self.order = start_order(specs)
         self.runners = {name: ServiceRunner(specs[name], self) for name in self.order}
@@ -447,4 +454,5 @@ class Supervisor:
         self.recorder.close()
         for runner in self.runners.values():
             await runner.close()
+        remove_if_empty(self.spool_dir, self.fifo_dir)
         await self.containment.close()
