@@ -24,11 +24,12 @@ out holds at most about 2 MiB per stream (the 1 MiB compaction threshold plus on
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
 from pathlib import Path
+
+from runyard.runtime.core.digest import sha256
 
 __all__ = [
     "TMPFS",
@@ -46,7 +47,7 @@ _TREE_FILE = "tree"
 
 def tmpfs_spool_dir(tree_root: Path, tmpfs: Path = TMPFS) -> Path:
     """The tmpfs spool directory of the tree at ``tree_root`` (fixed by uid and real path)."""
-    digest = hashlib.sha256(os.fsencode(os.path.realpath(tree_root))).hexdigest()[:20]
+    digest = sha256(os.fsencode(os.path.realpath(tree_root))).hexdigest()[:20]
     return tmpfs / f"runyard-{os.geteuid()}-{digest}"
 
 
