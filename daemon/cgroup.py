@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 from pathlib import Path
+
+from runyard.runtime.core.digest import sha256
 
 __all__ = [
     "CgroupTree",
@@ -128,7 +129,7 @@ def _not_ours(base: Path) -> str:
 
 def _dir_name(root: Path) -> str:
     """``runyard-<hash>``: the tree's directory, named after the tree (one per tree per box)."""
-    digest = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
+    digest = sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
     return f"runyard-{digest}"
 
 

@@ -25,7 +25,8 @@ R_contra = TypeVar("R_contra", contravariant=True)
 
 class RunnerHost(Protocol[R_contra]):
     tree: RuntimeTree  # the service's logs live in tree.logs_dir
-    fifo_dir: Path  # its FIFOs and log spools
+    fifo_dir: Path  # its FIFOs (and log spools when spool_dir is not on tmpfs)
+    spool_dir: Path  # its log spools (logs/spool_home.py)
     log: logging.Logger  # the daemon's log
     containment: Containment  # where its processes are kept (a cgroup, or the subreaper)
 

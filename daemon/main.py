@@ -45,6 +45,7 @@ from .handlers import Context
 from .handlers.audited import AuditWriter
 from .health import HealthServer
 from .logs import daemon_logger
+from .logs.heap import keep_read_buffers
 from .server import ControlServer, tcp_listener
 from .state import load_state
 from .supervisor import Supervisor
@@ -345,6 +346,7 @@ def run_daemon(
     lock = _take_lock(tree)
     log = daemon_logger(tree.logs_dir)
     _log_checks(report, log, time.monotonic() - began)
+    keep_read_buffers()
     try:
         asyncio.run(_serve(tree, project_file, log, report.license, license_file))
     except Exception as exc:

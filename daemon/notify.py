@@ -35,7 +35,6 @@ import array
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import socket
@@ -43,6 +42,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from runyard.runtime.core.digest import sha256
 
 from .cgroup import cgroup2_mount, cgroup_of
 from .process import ProcessHandle
@@ -117,7 +118,7 @@ def notify_address(temp_dir: Path, name: str, *, other_user: bool = False) -> st
     path = str(temp_dir / "notify" / f"{name}.sock")
     if len(os.fsencode(path)) <= SUN_PATH_MAX and not other_user:
         return path
-    return "@runyard-notify-" + hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+    return "@runyard-notify-" + sha256(os.fsencode(path)).hexdigest()[:32]
 
 
 def _sockaddr(address: str) -> str:

@@ -50,14 +50,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
 
 from . import cgroup as cg
 from .handle import ProcessHandle
-from .proctable import create_time_of, proc_table, subtree
+from .proctable import boot_time, create_time_of, proc_table, read_stat, subtree
+from .proctable import create_time as proc_create_time
 from .spawning import PreparedSpawn, popen_all, prepare_spawn, spawn_error
 from .sweep import FIRST_POLL, SAME_START, Sweep, empty_cgroup
 
@@ -148,7 +147,7 @@ def _handle(prep: PreparedSpawn) -> ProcessHandle | SpawnError:
     handle = ProcessHandle(
         pid=popen.pid,
         pgid=popen.pid,
-        create_time=psutil.Process(popen.pid).create_time(),
+        create_time=_started_at(popen.pid),
         cgroup=None if prep.cgroup is None else str(prep.cgroup),
         service=prep.service,
     )
@@ -201,6 +200,14 @@ def spawn(
     return result
 
 
+def _started_at(pid: int) -> float:
+    """The create_time of our unreaped child ``pid`` (its /proc entry outlives its exit)."""
+    started = proc_create_time(pid)
+    if started is None:  # not ours to lose: /proc hidden (hidepid) or not mounted
+        raise OSError(f"/proc/{pid}/stat of a child not yet reaped is unreadable")
+    return started
+
+
 def adopt(
     pid: int, create_time: float, pgid: int, cgroup: str | None = None, service: str = ""
 ) -> ProcessHandle | None:
@@ -210,13 +217,10 @@ def adopt(
     different process group (a session leader cannot change group, so it is not ours). The
     recorded ``cgroup`` is kept when the process is still in it.
     """
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= SAME_START:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE or os.getpgid(pid) != pgid:
-            return None
-    except (psutil.Error, ProcessLookupError):
+    proc = read_stat(pid)
+    if proc is None or abs(create_time_of(proc.start, boot_time()) - create_time) >= SAME_START:
+        return None
+    if proc.zombie or proc.pgid != pgid:
         return None
     if cgroup is not None and pid not in cg.members(Path(cgroup)):
         cgroup = None
@@ -276,7 +280,7 @@ def descendants(pid: int) -> list[tuple[int, float]]:
     table = proc_table()
     if pid not in table:
         return []
-    boot = psutil.boot_time()
+    boot = boot_time()
     return [
         (d, create_time_of(table[d].start, boot))
         for d in subtree(table, [pid])
@@ -342,11 +346,8 @@ def _open_pidfd(pid: int, create_time: float) -> int | None:
     except ProcessLookupError:
         return None
     # The pidfd pins the process: checked after opening, the start time cannot change under us.
-    try:
-        same = abs(psutil.Process(pid).create_time() - create_time) < SAME_START
-    except psutil.Error:
-        same = False
-    if not same:
+    started = proc_create_time(pid)
+    if started is None or abs(started - create_time) >= SAME_START:
         os.close(pidfd)
         return None
     return pidfd

@@ -4,7 +4,10 @@ One read of a process's stat line gives its parent, group, state and start time 
 (psutil exposes no process group), at a quarter of the cost of ``psutil.process_iter``. A stop
 polls the table every few milliseconds while it waits, so a scan that recent is shared (see
 ``TABLE_MAX_AGE``). A process is named for good by its pid and its start in clock ticks:
-``create_time_of`` turns those ticks into psutil's ``create_time``, so both compare.
+``create_time_of`` turns those ticks into psutil's ``create_time`` (with ``boot_time``, read
+from ``/proc/stat`` as psutil does), so values recorded by a daemon that used psutil compare.
+psutil itself is not imported: these reads are all the daemon needed of it, and its import
+cost 0.9 MiB of an idle daemon's memory (docs/ARCHITECTURE.md, "Idle footprint").
 
 Pure reading: nothing here signals or waits; ``process`` does that.
 """
@@ -16,9 +19,17 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
-import psutil
-
-__all__ = ["TABLE_MAX_AGE", "Proc", "create_time_of", "proc_table", "read_stat", "subtree"]
+__all__ = [
+    "TABLE_MAX_AGE",
+    "Proc",
+    "boot_time",
+    "create_time",
+    "create_time_of",
+    "pids",
+    "proc_table",
+    "read_stat",
+    "subtree",
+]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -67,7 +78,7 @@ def proc_table(max_age: float = 0.0) -> dict[int, Proc]:
     if max_age and now - taken < max_age:
         return cached
     table = {}
-    for pid in psutil.pids():
+    for pid in pids():
         p = read_stat(pid)
         if p is not None:
             table[pid] = p
@@ -93,5 +104,26 @@ def subtree(table: dict[int, Proc], roots: Iterable[int]) -> list[int]:
     return order
 
 
+def pids() -> list[int]:
+    """Every pid in /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def boot_time() -> float:
+    """The boot time in seconds since the epoch (``btime`` of /proc/stat, as psutil reads it;
+    not cached: it moves when the wall clock is set)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime line in /proc/stat")
+
+
 def create_time_of(start_ticks: int, boot: float) -> float:
     return float(start_ticks) / _CLK_TCK + boot  # psutil's own formula, so values compare
+
+
+def create_time(pid: int) -> float | None:
+    """psutil's ``Process(pid).create_time()``, or None when there is no such process."""
+    p = read_stat(pid)
+    return None if p is None else create_time_of(p.start, boot_time())

@@ -30,12 +30,11 @@ import logging
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 from runyard.protocol import messages as m
 from runyard.protocol.endpoints import Endpoints, prepare_socket_dir
@@ -45,7 +44,10 @@ from runyard.runtime.ops.audit_action import request_scope
 from .handlers import HANDLERS, INLINE, Context, HandlerError
 from .handlers.audited import AUDITED, describe
 from .loop_socket import LoopSocket
-from .tcp_control import NamingAuthenticator, TcpListener, tcp_listener
+from .tcp_control import TcpListener, tcp_listener
+
+if TYPE_CHECKING:
+    from .tcp_auth import NamingAuthenticator
 
 __all__ = ["ControlServer", "TcpListener", "error_reply", "peer_of", "tcp_listener"]
 
@@ -131,7 +133,7 @@ class ControlServer:
         self.pub: zmq.Socket[Any] | None = None
         self.tcp_router: zmq.Socket[Any] | None = None
         self.tcp_pub: zmq.Socket[Any] | None = None
-        self.auth: AsyncioAuthenticator | None = None
+        self.auth: NamingAuthenticator | None = None
         #: The routers, then the XPUBs, each read by the loop (made in bind, read from start).
         self.links: list[LoopSocket] = []
         self.publishers: list[LoopSocket] = []
@@ -206,6 +208,8 @@ class ControlServer:
 
         Only sockets with a security mechanism ask ZAP: the ipc sockets (NULL, no domain) never do.
         """
+        from .tcp_auth import NamingAuthenticator  # zmq.auth: only with [daemon] tcp
+
         self.auth = NamingAuthenticator(self.zctx, tcp.key_names, self.log.getChild("zap"))
         self.auth.start()
         assert self.auth.zap_socket is not None

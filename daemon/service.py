@@ -61,8 +61,7 @@ class ServiceRunner:
         self.restarts = 0
         # --- the rest ---
         self.sup = sup
-        #: Wanted up and not spawned yet: the supervisor's scheduler spawns it (prepare_start) once
-        #: the state allows and nothing holds it (a dependency, a block).
+        #: Wanted up, not spawned yet: the scheduler spawns it once nothing holds it.
         self.pending_start = False
         #: Why this service may not start now (over the license limit, state.json cannot be
         #: written); "" when nothing blocks it. Set by block(), cleared by unblock().
@@ -80,6 +79,7 @@ class ServiceRunner:
             spec,
             sup.tree.logs_dir,
             sup.fifo_dir,
+            spool_dir=sup.spool_dir,
             on_lines=lambda lines: sup.on_log(self, lines),
             on_ready=self._commit,
             on_live=self._shown,

@@ -56,6 +56,7 @@ class ServiceIO:
         on_dead: Callable[[str], None] = lambda reason: None,
         *,
         notify_address: str = "",
+        spool_dir: Path | None = None,
     ) -> None:
         self.pipes = LogPipes(fifo_dir, spec.name)
         self.log = ServiceLog(
@@ -64,8 +65,9 @@ class ServiceIO:
             max_bytes=spec.log_max_bytes,
             backups=spec.log_backups,
             mode=spec.log_mode,
-            spool_dir=fifo_dir,
+            spool_dir=spool_dir or fifo_dir,
             owner=_owner(spec),
+            old_spool_dir=fifo_dir,
         )
         self.ready: bool | None = None
         self.ready_detail = ""

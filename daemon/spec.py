@@ -17,7 +17,6 @@ the services already admitted keep their place).
 
 from __future__ import annotations
 
-import hashlib
 import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from runyard.runtime.config.supervision import (
     parse_signal,
     parse_umask,
 )
+from runyard.runtime.core.digest import sha256
 from runyard.runtime.core.errors import ConfigError, ProjectError, ResolveError
 from runyard.runtime.core.manifest import PortDef, RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
@@ -129,7 +129,7 @@ def spec_digest(spec: msgspec.Struct) -> str:
     """
     fields = msgspec.to_builtins(spec, order="sorted")
     fields.pop("digest", None)
-    return hashlib.sha256(_digest_encoder.encode(fields)).hexdigest()
+    return sha256(_digest_encoder.encode(fields)).hexdigest()
 
 
 def with_digest(spec: ServiceSpec) -> ServiceSpec:

@@ -42,11 +42,12 @@ from runyard.runtime.ops.license import LicenseStatus
 
 from .containment import Containment
 from .events import EventBus
-from .fsm import ALIVE, ServiceState, Wanted
+from .fsm import ALIVE, ServiceState
 from .license_cap import LicenseCap
 from .limit_watch import watch_limits
+from .logs.spool_home import remove_if_empty, spool_home, sweep_orphans
 from .order import OperationOrder
-from .process import adopt, stop_process
+from .restore import restore_recorded
 from .service import STARTABLE, ServiceRunner
 from .spec import (
     ServiceSpec,
@@ -86,6 +87,8 @@ class Supervisor:
         #: The license's max_services: ``cap.blocked`` are the services it leaves out.
         self.cap = LicenseCap(license, license_loader, log)
         self.fifo_dir = tree.temp_dir / "fifo"
+        #: The log spools: on tmpfs when it is usable (set at boot), else in fifo_dir.
+        self.spool_dir = self.fifo_dir
         self.runners: dict[str, ServiceRunner] = {}
         #: The last minutes of CPU/RSS samples per service (the ``stats`` request).
         self.samples = SampleRings()
@@ -145,6 +148,10 @@ class Supervisor:
         """Load the services, take back live processes from state.json, start what is wanted."""
         self.fifo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.fifo_dir, 0o700)
+        sweep_orphans()
+        self.spool_dir, why = spool_home(self.tree.root, self.fifo_dir)
+        if why:
+            self.log.warning("log spools kept on disk in %s: %s", self.fifo_dir, why)
         specs = self._load_specs()
         self.order = start_order(specs)
         self.runners = {name: ServiceRunner(specs[name], self) for name in self.order}
@@ -152,35 +159,7 @@ class Supervisor:
         recorded, warning = load_state(self.tree)
         if warning:
             self.log.warning("%s", warning)
-        for name, record in recorded.services.items():
-            handle = None
-            if record.pid and record.create_time is not None:
-                handle = adopt(
-                    record.pid,
-                    record.create_time,
-                    record.pgid or record.pid,
-                    cgroup=record.cgroup,
-                    service="" if record.cgroup else name,
-                )
-            runner = self.runners.get(name)
-            if handle is not None and (runner is None or name in self.cap.blocked):
-                # Alive but no longer configured (or over the limit): never leave an unmanaged
-                # child behind.
-                why = "no longer configured" if runner is None else "over the service limit"
-                self.log.warning("%s: recorded pid %d is %s; stopping it", name, handle.pid, why)
-                await stop_process(handle, stop_timeout=10.0)
-                self.containment.release(handle)
-                continue
-            if runner is None or name in self.cap.blocked:
-                continue
-            runner.restore(record)  # wanted, restarts, fatal: what the operator left
-            if handle is not None:
-                self.log.info("%s: adopted pid %d", name, handle.pid)
-                runner.adopt(handle)
-            elif record.wanted is Wanted.UP and not record.fatal:
-                runner.want_up()
-            if handle is None and record.cgroup:  # the leader died with the daemon: no leftovers
-                self.containment.clear(record.cgroup)
+        await restore_recorded(recorded, self.runners, self.cap.blocked, self.containment, self.log)
         for name in self.order:
             runner = self.runners[name]
             if (
@@ -446,4 +425,5 @@ class Supervisor:
         self.recorder.close()
         for runner in self.runners.values():
             await runner.close()
+        remove_if_empty(self.spool_dir, self.fifo_dir)
         await self.containment.close()

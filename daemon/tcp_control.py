@@ -1,5 +1,5 @@
-"""``[daemon] tcp``: where the CurveZMQ TCP control and event sockets listen, with which keys,
-and the ZAP authenticator that names each client by its authorized key file.
+"""``[daemon] tcp``: where the CurveZMQ TCP control and event sockets listen, with which keys
+(the ZAP authenticator that names each client is in ``tcp_auth``, imported when TCP is on).
 
 TCP is never plain: ``tcp_listener`` refuses tcp without both curve settings, a bad address,
 a secret key others can read, or a malformed authorized certificate, before anything binds.
@@ -7,17 +7,13 @@ a secret key others can read, or a malformed authorized certificate, before anyt
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 from runyard.runtime.config.project import DaemonSettings
 from runyard.runtime.core.errors import ProjectError
 
-__all__ = ["NamingAuthenticator", "TcpListener", "tcp_listener"]
+__all__ = ["TcpListener", "tcp_listener"]
 
 
 @dataclass(frozen=True)
@@ -103,17 +99,3 @@ def tcp_listener(settings: DaemonSettings, project_file: Path | None) -> TcpList
         raise ProjectError(f"{source}: daemon.curve_authorized_dir: {exc}") from None
     names = {key: path.name for path, key in authorized.items()}
     return TcpListener(host, port, public, secret, authorized_dir, len(authorized), names)
-
-
-class NamingAuthenticator(AsyncioAuthenticator):
-    """Tells each Curve connection's User-Id as the authorized key file's name."""
-
-    def __init__(
-        self, context: zmq.asyncio.Context, key_names: dict[bytes, str], log: logging.Logger
-    ) -> None:
-        super().__init__(context, log=log)
-        self.key_names = key_names
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        z85_key = super().curve_user_id(client_public_key)
-        return self.key_names.get(z85_key.encode("ascii"), z85_key)

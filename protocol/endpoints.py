@@ -8,13 +8,13 @@ and both sides refuse when it is not owned by this user or not private.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runyard.runtime.core.digest import sha256
 from runyard.runtime.core.errors import SocketDirError
 
 __all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
@@ -38,7 +38,7 @@ def endpoints_for(root: str | os.PathLike[str]) -> Endpoints:
     if temp.is_symlink():
         temp = Path(os.path.realpath(temp))
     if len(str(temp / "control.sock")) > _MAX_SUN_PATH:
-        digest = hashlib.sha256(str(temp).encode()).hexdigest()[:16]
+        digest = sha256(str(temp).encode()).hexdigest()[:16]
         temp = Path(tempfile.gettempdir()) / f"runyard-{os.getuid()}" / digest
     return Endpoints(temp, f"ipc://{temp}/control.sock", f"ipc://{temp}/events.sock")
 

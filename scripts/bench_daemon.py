@@ -34,7 +34,8 @@ starts no ``autostart = false`` watcher on a `start` of all (nor on a glob) and 
 start while one runs, so its "start all" is one waiting ``start NAME`` per watcher. stdout
 and stderr are captured to files for every program (Runyard: one file with a timestamp and
 stream tag per line; supervisord ``stdout_logfile``/``stderr_logfile``; Circus
-``FileStream``s); no rotation during the flood (Runyard ``log_max_bytes`` = 8 GiB,
+``FileStream``s); no rotation during the flood (Runyard ``log_max_bytes`` = 1 TiB, its
+maximum: three block floods at 500 MB/s passed 8 GiB and rotated under the DONE poll;
 ``*_logfile_maxbytes=0``, Circus ``max_bytes=0``). supervisord answers XML-RPC on a unix
 socket, Circus and Runyard on ipc:// sockets. `status` means: Runyard ``Client.status()``
 (a full record per service), supervisord ``getAllProcessInfo`` (a dict per process), Circus
@@ -552,7 +553,7 @@ class Runyard(Contender):
         project = self.workdir(phase) / "runyard.toml"
         sections = [f'root = "{phase.tree_root.name}"\n']
         for p in phase.programs:
-            size, backups = p.rotate or (8 << 30, 5)
+            size, backups = p.rotate or (1 << 40, 5)
             sections.append(
                 f"[services.{p.name}]\nautostart = {str(p.autostart).lower()}\nstart_secs = 0\n"
                 f"log_max_bytes = {size}\nlog_backups = {backups}\n"

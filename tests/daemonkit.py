@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,15 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
         remove_tree_cgroups(self.tree.root)
+        remove_tree_spools(self.tree.root)
+
+
+def remove_tree_spools(root: Path) -> None:
+    """The tmpfs log spools a daemon of ``root`` left (a test killed it with -9): RAM that
+    would otherwise stay taken until the next daemon start sweeps it."""
+    from runyard.daemon.logs.spool_home import tmpfs_spool_dir
+
+    shutil.rmtree(tmpfs_spool_dir(root), ignore_errors=True)
 
 
 def remove_tree_cgroups(root: Path, deadline: float = 10.0) -> None:

@@ -34,6 +34,9 @@ def license_option(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from ..lazy_ssl import import_asyncio
+
+    import_asyncio()  # before anything imports asyncio: ssl stays out until TLS is asked for
     from ..main import run_daemon
 
     tree = open_tree(args)

@@ -1,7 +1,7 @@
 """Log capture for supervised services, built so that output written while the daemon is down
 is kept, and fast enough that logging never becomes what limits a chatty service.
 
-    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──splice──► spool ──► LogReader (asyncio, 1 MiB)
+    child stdout/stderr ──► FIFO temp/fifo/{svc}.out|.err ──splice──► spool (tmpfs) ──► LogReader (asyncio, 1 MiB)
                                                                 │
                           ServiceLog.take(stream, fd) ◄─────────┘
                             ├─ LineSplitter   the read's whole lines as one block, partial tail kept
@@ -11,6 +11,7 @@ is kept, and fast enough that logging never becomes what limits a chatty service
 One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``), ``splitter``
 (``LineSplitter``), ``ring`` (``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),
 ``spool`` (``Spool``, the spool files and journal that keep a read line across a daemon kill),
+``spool_home`` (where the spools live: a private tmpfs directory, or ``temp/fifo``),
 ``service_log`` (``ServiceLog``, the four above for one service), ``reader`` (``LogReader``,
 the asyncio side) and ``daemon_log`` (``daemon_logger``, the daemon's own
 ``logs/runyard/daemon.log``). This package only re-exports them.

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import calendar
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["MAX_HISTORY_BYTES", "read_history"]
@@ -14,7 +14,7 @@ MAX_HISTORY_BYTES = 4 * 1024 * 1024
 _STAMP = len(b"2026-11-21T23:53:11.123456Z")
 
 
-def _parse(raw: bytes) -> tuple[float, str, str] | None:
+def _parse(raw: bytes, timegm: Callable[[tuple[int, ...]], int]) -> tuple[float, str, str] | None:
     """``2026-11-21T23:53:11.123456Z out text`` -> (ts, "out", "text"); None when malformed."""
     if len(raw) < _STAMP + 5 or raw[_STAMP : _STAMP + 1] != b" ":
         return None
@@ -23,7 +23,7 @@ def _parse(raw: bytes) -> tuple[float, str, str] | None:
         return None
     s = raw[:_STAMP].decode("ascii", "replace")
     try:
-        secs = calendar.timegm(
+        secs = timegm(
             (int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]), int(s[17:19]))
         )
         ts = secs + int(s[20:26]) / 1_000_000
@@ -58,4 +58,6 @@ def read_history(path: Path, backups: int, n: int) -> list[tuple[float, str, str
         if count >= n or budget <= 0:
             break
     lines = b"".join(reversed(chunks)).splitlines()[-n:] if n > 0 else []
-    return [p for p in map(_parse, lines) if p is not None]
+    from calendar import timegm  # a tail that reads the files: not an idle daemon's import
+
+    return [p for p in (_parse(line, timegm) for line in lines) if p is not None]

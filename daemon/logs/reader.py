@@ -68,7 +68,8 @@ class LogReader:
             loop.add_reader(fd, self._readable, stream)
             # One read now: a FIFO reopened after its writers are gone reports no POLLHUP to a
             # new reader, so without this probe a reattach to a dead child would never see EOF.
-            loop.call_soon(self._read_once, stream)
+            # A batch, so that what the probe drains is compacted in the spool like any read.
+            loop.call_soon(self._read_batch, stream)
         return self
 
     def _readable(self, stream: str) -> None:
@@ -96,6 +97,7 @@ class LogReader:
         if behind:  # more is waiting: read it after whatever else is ready now
             self._batches[stream] = self._loop.call_soon(self._read_batch, stream)
         else:
+            self.log.drained(stream)
             self._loop.add_reader(fd, self._readable, stream)
 
     def _read_once(self, stream: str) -> bool:

@@ -28,10 +28,12 @@ _log = logging.getLogger("runyard.logs")
 class ServiceLog:
     """The captured output of one service: splitters per stream, the rotated file, the ring.
 
-    With ``spool_dir`` (the daemon's ``temp/fifo``) every byte taken from a FIFO goes through
-    the service's ``Spool`` first, so no line is lost if the daemon dies (spool.py); creating
-    the ServiceLog then recovers what a killed daemon left: the log file is made to match the
-    journal and the spool is replayed. Without it (tests, tools) ``take`` is a plain read.
+    With ``spool_dir`` (the daemon's spool directory, spool_home.py) every byte taken from a
+    FIFO goes through the service's ``Spool`` first, so no line is lost if the daemon dies
+    (spool.py); creating the ServiceLog then recovers what a killed daemon left: the log file
+    is made to match the journal and the spool is replayed. A spool an earlier daemon left in
+    ``old_spool_dir`` (``temp/fifo`` before spools moved to tmpfs) is recovered and moved into
+    ours first. Without ``spool_dir`` (tests, tools) ``take`` is a plain read.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ServiceLog:
         mode: int = DEFAULT_MODE,
         spool_dir: Path | None = None,
         owner: tuple[int, int] | None = None,
+        old_spool_dir: Path | None = None,
     ) -> None:
         problem = check_name(service)
         if problem:
@@ -61,6 +64,8 @@ class ServiceLog:
         self.spool = Spool(spool_dir, service) if spool_dir is not None else None
         if self.spool is not None:
             self._resolve_intent(self.spool, backups)
+            if old_spool_dir is not None and Path(old_spool_dir) != Path(spool_dir or ""):
+                self._adopt_old_spool(self.spool, Path(old_spool_dir), backups)
         self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode, owner=owner)
         if self.spool is not None:
             self.file.before_rotate = self.spool.settle
@@ -79,6 +84,17 @@ class ServiceLog:
                     if size > intent.before:
                         os.truncate(found, intent.before)
         spool.resolve(written)
+
+    def _adopt_old_spool(self, spool: Spool, old_dir: Path, backups: int) -> None:
+        if not Spool.exists(old_dir, self.service):
+            return
+        try:
+            old = Spool(old_dir, self.service)
+        except OSError as exc:
+            _log.error("%s: cannot read the log spool in %s: %s", self.service, old_dir, exc)
+            return
+        self._resolve_intent(old, backups)
+        spool.adopt(old)
 
     def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
         """The rotation limits (and mode) of a reloaded definition, in force from now."""
@@ -106,6 +122,15 @@ class ServiceLog:
         if not data:
             return None
         return self._process(stream, data, time.time())
+
+    def drained(self, stream: str) -> None:
+        """The pipe of ``stream`` is empty for now: compact its spool, so an idle service
+        holds only its unfinished line (spools may be RAM, spool_home.py)."""
+        if self.spool is not None:
+            try:
+                self.spool.compact(stream, force=True)
+            except OSError as exc:
+                self._give_up_spool(exc)
 
     def _give_up_spool(self, exc: OSError) -> None:
         """The spool cannot be written (a full disk, a file system without splice): read the
@@ -239,5 +264,5 @@ class ServiceLog:
                 self.eof(stream)
         else:
             self.spool.settle()
-            self.spool.close()
+            self.spool.close(remove=True)
         self.file.close()

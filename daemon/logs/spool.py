@@ -3,10 +3,10 @@
 Why: a line the daemon has read from a pipe lives only in its memory until it is written, and a
 ``kill -9`` in between lost it (40 lines in one of 40 kills under a flood), as it lost the
 unterminated line held back for its end. So the daemon never ``read``s a FIFO: ``splice(2)``
-moves the bytes from the FIFO into a spool file, ``temp/fifo/{svc}.out.spool`` (``.err.spool``),
-inside the kernel, so a byte is always in the pipe or in the spool, never only in the daemon.
-The daemon reads the copy, and a journal, ``temp/fifo/{svc}.journal``, says how far each spool
-has reached the log file:
+moves the bytes from the FIFO into a spool file, ``{svc}.out.spool`` (``.err.spool``) in the
+tree's spool directory, inside the kernel, so a byte is always in the pipe or in the spool,
+never only in the daemon. The daemon reads the copy, and a journal, ``{svc}.journal`` beside
+it, says how far each spool has reached the log file:
 
 - before each write to the log file the journal records the intent: "stream S up to spool
   offset T, into log file (dev, ino) from size A to size B";
@@ -15,12 +15,23 @@ has reached the log file:
   less, it did not happen; then it replays each spool from its committed offset. No line is
   lost and none is written twice; the unterminated last line waits in the spool.
 
+Where: the spool directory is a private one on tmpfs, ``/dev/shm/runyard-{uid}-{digest of the
+tree}``, found again by the next daemon (spool_home.py), and ``temp/fifo`` when no tmpfs is
+usable. On the tree's disk the spool was a second page-cache copy of every log byte that the
+kernel also wrote back to the disk; on tmpfs it is RAM, held only until the log write. The
+file's size is the spool's end (``splice`` grows it with the bytes it moves, atomically as far
+as a kill is concerned), which is why the bytes are not read into a mapping of the file
+instead: a ``readv`` into it would leave no trace of how far it got if the daemon died
+right after.
+
 The journal is two fixed slots written alternately, each with a generation and a CRC, so a
 record torn by the kill leaves the previous one. Nothing here is fsynced: this guards against the
 daemon's death, not the machine's (log files are not fsynced per write either). Spools are
-compacted once their processed part passes ``COMPACT_AT``: the unfinished line (less than
-``MAX_LINE``) is copied to offset 0, the journal says "committed 0, truncate to its length",
-the file is truncated, and the journal says so again before anything is spliced in.
+compacted once their processed part passes ``COMPACT_AT``, and whenever the service's pipe is
+drained (``ServiceLog.drained``: an idle service's spool holds only its unfinished line): the
+unfinished line (less than ``MAX_LINE``) is copied to offset 0, the journal says "committed 0,
+truncate to its length", the file is truncated, and the journal says so again before anything
+is spliced in. Empty spools are unlinked at a clean close.
 """
 
 from __future__ import annotations
@@ -70,10 +81,12 @@ class Spool:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         self._fds: dict[str, int] = {}
         self._journal = -1
+        self._paths = [*(spool_dir / f"{service}.{s}.spool" for s in STREAMS)]
+        self._paths.append(_journal_path(spool_dir, service))
         try:
-            for stream in STREAMS:
-                self._fds[stream] = os.open(spool_dir / f"{service}.{stream}.spool", flags, 0o600)
-            self._journal = os.open(spool_dir / f"{service}.journal", flags, 0o600)
+            for stream, path in zip(STREAMS, self._paths, strict=False):
+                self._fds[stream] = os.open(path, flags, 0o600)
+            self._journal = os.open(self._paths[-1], flags, 0o600)
         except BaseException:
             self.close()
             raise
@@ -83,6 +96,16 @@ class Spool:
         self.intent: Intent | None = None
         self._gen = 0
         self._load()
+
+    @staticmethod
+    def exists(spool_dir: Path, service: str) -> bool:
+        """Whether a daemon left a spool of ``service`` in ``spool_dir``."""
+        return os.path.lexists(_journal_path(Path(spool_dir), service))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing is waiting in either spool and no write is in flight."""
+        return self.intent is None and all(self.end[s] == self.committed[s] for s in STREAMS)
 
     # --- the journal ---------------------------------------------------------------------------
 
@@ -198,6 +221,19 @@ class Spool:
         os.ftruncate(fd, rest)
         self._record()
 
+    def adopt(self, other: Spool) -> None:
+        """Take over what ``other`` (the same service's spool in another directory, its intent
+        resolved) has not processed, appended to ours; ``other`` is then removed. A kill in
+        between leaves the bytes in both: at worst a line written twice, once."""
+        for stream in STREAMS:
+            data = memoryview(other.unprocessed(stream))
+            while data:
+                moved = os.pwrite(self._fds[stream], data, self.end[stream])
+                self.end[stream] += moved
+                data = data[moved:]
+        other.abandon()
+        other.close(remove=True)
+
     def abandon(self) -> None:
         """Give the spool up (it cannot be written): empty it, and the journal says so."""
         self.intent = None
@@ -208,10 +244,20 @@ class Spool:
         with contextlib.suppress(OSError):
             self._record()
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
+        """Close the files; with ``remove``, also unlink them when nothing waits in them."""
+        remove = remove and self.empty
         fds = [*self._fds.values(), self._journal]
         self._fds, self._journal = {}, -1
         for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if remove:
+            for path in self._paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _journal_path(spool_dir: Path, service: str) -> Path:
+    return spool_dir / f"{service}.journal"

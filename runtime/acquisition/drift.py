@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from runyard.runtime.acquisition.fetch import hash_file
+from runyard.runtime.core.digest import hash_file
 from runyard.runtime.core.manifest import load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 

@@ -23,6 +23,7 @@ from typing import BinaryIO, Protocol
 
 from runyard.runtime.acquisition.urls import Credentials, open_url, redact_url
 from runyard.runtime.core.atomic import atomic_output
+from runyard.runtime.core.digest import hash_file
 from runyard.runtime.core.errors import AcquisitionError, ChecksumMismatch
 from runyard.runtime.core.locking import tree_lock
 from runyard.runtime.core.space import no_space_as_error, on_disk, require_space
@@ -36,17 +37,6 @@ TIMEOUT_SECS = 60
 
 class Progress(Protocol):
     def __call__(self, done: int, total: int) -> None: ...
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 hex and size of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def open_source(url: str, credentials: Credentials | None = None) -> BinaryIO:

@@ -8,12 +8,13 @@ what the log holds and guarantees.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from runyard.runtime.core.digest import sha256
 
 __all__ = [
     "AUDIT_RELPATH",
@@ -71,7 +72,7 @@ def loads(raw: bytes) -> Any:
 
 def line_hash(line: bytes) -> str:
     """The ``prev`` the entry after ``line`` carries (``line`` without its newline)."""
-    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+    return sha256(line.rstrip(b"\n")).hexdigest()
 
 
 def last_lines(fd: int, size: int) -> Iterator[bytes]:

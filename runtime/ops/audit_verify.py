@@ -10,7 +10,6 @@ sorted by line, each on one line naming the entry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
+from runyard.runtime.core.digest import sha256
 from runyard.runtime.core.errors import FileRefused
 from runyard.runtime.ops.audit_chain import FIELDS, GENESIS, head_path, line_hash, loads
 
@@ -79,7 +79,7 @@ def _read_lines(fh: BinaryIO) -> Iterator[_Line]:
         if len(raw) <= SMALL_FILE or raw.endswith(b"\n"):
             yield _read_line(no, raw)
             continue
-        digest = hashlib.sha256(raw)
+        digest = sha256(raw)
         while (more := fh.readline(SMALL_FILE)) and not more.endswith(b"\n"):
             digest.update(more)
         digest.update(more.rstrip(b"\n"))

@@ -150,7 +150,7 @@ def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
     """
     from msgspec import UNSET
 
-    from runyard.runtime.acquisition.fetch import hash_file
+    from runyard.runtime.core.digest import hash_file
 
     files = manifest.bundle.files
     if files is UNSET or not files:

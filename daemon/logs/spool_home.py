@@ -1,0 +1,140 @@
+"""Where a tree's log spools live: a private directory on tmpfs, or the tree's ``temp/fifo``.
+
+Why tmpfs: every byte a service writes passes through its spool (spool.py) before its log
+file. On the tree's disk file system that is one more page-cache copy that the kernel also
+writes back to the disk (every log byte hit the disk twice, and an ``os.sync()`` between two
+floods cost a third of the throughput); on tmpfs it is RAM that is compacted away as soon as
+it is written to the log. The spool only has to outlive the daemon, not the machine: a reboot
+ends the services whose output it holds, so RAM is enough.
+
+The directory is ``/dev/shm/runyard-{uid}-{digest}``, the digest being sha256 of the tree's
+real path: a daemon started after a ``kill -9`` finds the very spools its predecessor left.
+``/dev/shm`` is writable by everyone, so the directory is trusted only if it is a real
+directory (not a symlink), owned by the daemon's uid and closed to everyone else (0700);
+otherwise the daemon says why in one line and keeps its spools in ``temp/fifo`` (on disk, as
+before). It also falls back when ``/dev/shm`` is not a tmpfs. A file ``tree`` inside names the
+tree, so a daemon starting removes the directories of trees that no longer exist
+(``sweep_orphans``): spools of a deleted tree would otherwise hold RAM until the next reboot.
+
+RAM bound: a spool is compacted once the service's pipe is drained (spool.py), so an idle
+service holds only its unfinished last line (less than 16 KiB per stream); one writing flat
+out holds at most about 2 MiB per stream (the 1 MiB compaction threshold plus one read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from runyard.runtime.core.digest import sha256
+
+__all__ = [
+    "TMPFS",
+    "check_private_dir",
+    "remove_if_empty",
+    "spool_home",
+    "sweep_orphans",
+    "tmpfs_spool_dir",
+]
+
+#: The tmpfs the spools go to when it is usable.
+TMPFS = Path("/dev/shm")
+_TREE_FILE = "tree"
+
+
+def tmpfs_spool_dir(tree_root: Path, tmpfs: Path = TMPFS) -> Path:
+    """The tmpfs spool directory of the tree at ``tree_root`` (fixed by uid and real path)."""
+    digest = sha256(os.fsencode(os.path.realpath(tree_root))).hexdigest()[:20]
+    return tmpfs / f"runyard-{os.geteuid()}-{digest}"
+
+
+def is_tmpfs(path: Path) -> bool:
+    """Whether ``path`` is the mount point of a tmpfs (read from /proc/self/mounts)."""
+    target = os.path.realpath(path)
+    fstype = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == target:
+                fstype = fields[2]  # the last mount on a point is the one in effect
+    return fstype == "tmpfs"
+
+
+def check_private_dir(path: Path) -> str:
+    """'' when ``path`` is a directory we own that nobody else may enter, else why not."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symlink, not a directory"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"{path} is owned by uid {st.st_uid}, not by us (uid {os.geteuid()})"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"{path} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700"
+    return ""
+
+
+def spool_home(tree_root: Path, fallback: Path, tmpfs: Path = TMPFS) -> tuple[Path, str]:
+    """The spool directory of the tree at ``tree_root`` and, when it is ``fallback``, why the
+    tmpfs one could not be used ('' when it is the tmpfs one)."""
+    if not is_tmpfs(tmpfs):
+        return fallback, f"{tmpfs} is not a tmpfs"
+    path = tmpfs_spool_dir(tree_root, tmpfs)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return fallback, f"cannot create {path}: {exc.strerror or exc}"
+    problem = check_private_dir(path)
+    if problem:
+        return fallback, problem
+    tree_file = path / _TREE_FILE
+    try:
+        fd = os.open(tree_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "r+b") as f:
+            want = os.fsencode(os.path.realpath(tree_root))
+            if f.read() != want:
+                f.seek(0)
+                f.truncate()
+                f.write(want)
+    except OSError as exc:
+        return fallback, f"cannot write {tree_file}: {exc.strerror or exc}"
+    return path, ""
+
+
+def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
+    """Remove our spool directories whose tree is gone; returns what was removed."""
+    prefix = f"runyard-{os.geteuid()}-"
+    removed: list[Path] = []
+    try:
+        names = [n for n in os.listdir(tmpfs) if n.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        path = tmpfs / name
+        if check_private_dir(path):
+            continue  # not ours to judge, nor to remove
+        try:
+            tree = os.fsdecode((path / _TREE_FILE).read_bytes())
+        except OSError:
+            continue  # being made right now, or not one of ours
+        if tree and not os.path.lexists(tree):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def remove_if_empty(path: Path, fallback: Path) -> None:
+    """At a clean shutdown: drop the tmpfs directory once no spool is left in it."""
+    if path == fallback:
+        return
+    with contextlib.suppress(OSError):
+        if set(os.listdir(path)) <= {_TREE_FILE}:
+            shutil.rmtree(path)

@@ -1,0 +1,224 @@
+"""Log spools on tmpfs (issue 16): every log byte went through a spool file on the tree's disk,
+one more page-cache copy that was also written back to the disk. Now the spools live in a
+private directory on /dev/shm named from the tree, which a daemon after ``kill -9`` finds; a
+hostile directory there is refused in one line and the spools stay in temp/fifo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemonkit import build_tree, wait_for
+
+from runyard.daemon.logs import ServiceLog, Spool
+from runyard.daemon.logs.spool_home import (
+    TMPFS,
+    is_tmpfs,
+    remove_if_empty,
+    spool_home,
+    sweep_orphans,
+    tmpfs_spool_dir,
+)
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not is_tmpfs(TMPFS), reason=f"{TMPFS} is not a tmpfs here"),
+]
+
+
+@pytest.fixture
+def shm_dir(tmp_path: Path) -> Iterator[Path]:
+    """The tmpfs spool directory of a tree at ``tmp_path / "rt"``, removed afterwards."""
+    path = tmpfs_spool_dir(tmp_path / "rt")
+    yield path
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def lines_of(log_dir: Path, name: str) -> list[bytes]:
+    """The lines of a service's log, without their timestamps."""
+    return [raw[28:] for raw in (log_dir / name / f"{name}.log").read_bytes().splitlines()]
+
+
+# --------------------------------------------------------------------------- where spools live
+
+
+def test_spool_home_is_a_private_tmpfs_dir_named_from_the_tree(
+    tmp_path: Path, shm_dir: Path
+) -> None:
+    path, why = spool_home(tmp_path / "rt", tmp_path / "fifo")
+    assert (path, why) == (shm_dir, "")
+    st = os.lstat(path)
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == os.geteuid()
+    assert spool_home(tmp_path / "rt", tmp_path / "fifo") == (path, "")  # the same, again
+
+
+@pytest.mark.parametrize("hostile", ["symlink", "mode", "owner", "file"])
+def test_a_hostile_spool_dir_is_refused_in_one_line(
+    tmp_path: Path, shm_dir: Path, hostile: str
+) -> None:
+    """Anyone may create names in /dev/shm: a directory planted under our name (a symlink to
+    elsewhere, one others may enter, one owned by someone else) must never get our spools."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if hostile == "symlink":
+        shm_dir.symlink_to(elsewhere)
+    elif hostile == "file":
+        shm_dir.write_bytes(b"")
+    else:
+        shm_dir.mkdir(mode=0o700)
+        if hostile == "mode":
+            shm_dir.chmod(0o755)
+        elif os.geteuid() == 0:
+            os.chown(shm_dir, 65534, 65534)
+        else:
+            pytest.skip("only root can give a directory away")
+    fallback = tmp_path / "fifo"
+    path, why = spool_home(tmp_path / "rt", fallback)
+    assert path == fallback
+    assert str(shm_dir) in why and "\n" not in why
+    assert {"symlink": "symlink", "file": "not a directory", "mode": "0755", "owner": "uid"}[
+        hostile
+    ] in why
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None:
+    gone, kept = tmp_path / "gone" / "rt", tmp_path / "kept" / "rt"
+    kept.mkdir(parents=True)
+    made = [spool_home(t, tmp_path / "fifo")[0] for t in (gone, kept)]
+    try:
+        assert all(p.parent == TMPFS for p in made)
+        removed = sweep_orphans()  # `gone` was never made: its tree does not exist
+        assert made[0] in removed and made[1] not in removed
+        assert not made[0].exists() and made[1].is_dir()
+    finally:
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the spool itself
+
+
+def test_a_drained_pipe_leaves_only_the_unfinished_line_in_the_spool(tmp_path: Path) -> None:
+    """On tmpfs a spool is RAM: once the pipe is drained the processed part is dropped, so an
+    idle service holds at most its unfinished line (it held up to 1 MiB per stream before)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    log = ServiceLog("svc", tmp_path / "logs", spool_dir=tmp_path / "spool")
+    try:
+        os.write(w, b"one\ntwo\nthr")
+        assert [x.line for x in log.take("out", r, 1 << 20) or []] == ["one", "two"]
+        assert (tmp_path / "spool" / "svc.out.spool").stat().st_size == 11
+        log.drained("out")
+        assert (tmp_path / "spool" / "svc.out.spool").read_bytes() == b"thr"
+        os.write(w, b"ee\n")
+        assert [x.line for x in log.take("out", r, 1 << 20) or []] == ["three"]
+    finally:
+        log.close()
+        os.close(r)
+        os.close(w)
+    assert lines_of(tmp_path / "logs", "svc") == [b"out one", b"out two", b"out three"]
+    assert sorted(os.listdir(tmp_path / "spool")) == []  # a clean close of empty spools
+
+
+def test_a_spool_left_in_temp_fifo_by_an_older_daemon_is_moved_and_continued(
+    tmp_path: Path,
+) -> None:
+    """A daemon upgraded while its services run finds their spools in temp/fifo, where the
+    previous version kept them: their unfinished lines go on in the tmpfs spool, none lost."""
+    fifo, shm = tmp_path / "fifo", tmp_path / "shm"
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        old = ServiceLog("svc", tmp_path / "logs", spool_dir=fifo)
+        os.write(w, b"a\nhal")
+        old.take("out", r, 1 << 20)
+        old.close()  # an unfinished line waits in temp/fifo for the next daemon
+        assert Spool.exists(fifo, "svc")
+        new = ServiceLog("svc", tmp_path / "logs", spool_dir=shm, old_spool_dir=fifo)
+        assert not Spool.exists(fifo, "svc") and list(fifo.iterdir()) == []
+        os.write(w, b"f\nb\n")
+        new.take("out", r, 1 << 20)
+        new.close()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert lines_of(tmp_path / "logs", "svc") == [b"out a", b"out half", b"out b"]
+
+
+# --------------------------------------------------------------------------- with a daemon
+
+#: A line, then half a line; the other half (and a last line) once the file `go` exists.
+HALVES = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+go = sys.argv[1]
+sys.stdout.write("first\\nhal"); sys.stdout.flush()
+while not os.path.exists(go):
+    time.sleep(0.02)
+sys.stdout.write("f\\nlast\\n"); sys.stdout.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_kill9_then_a_new_daemon_finds_the_tmpfs_spool_and_loses_no_line(
+    root: Path, daemons
+) -> None:
+    go = root.parent / "go"
+    tree = build_tree(root, {"halves": HALVES}, f'[services.halves]\nargs = ["{go}"]\n')
+    shm = tmpfs_spool_dir(tree.root)
+    d = daemons(tree).start()
+    log_dir = tree.logs_dir / "halves"
+    wait_for(lambda: (log_dir / "halves.log").exists() and lines_of(tree.logs_dir, "halves"))
+    spool = shm / "halves.out.spool"
+    # The drained pipe left only the unfinished half line in the spool, on tmpfs, not on disk.
+    wait_for(lambda: spool.read_bytes() == b"hal", what="the spool compacted to b'hal'")
+    assert not (tree.temp_dir / "fifo" / "halves.out.spool").exists()
+    d.kill9()
+    go.touch()
+    d = daemons(tree).start()
+    wait_for(lambda: b"out last" in lines_of(tree.logs_dir, "halves"), what="the last line")
+    assert lines_of(tree.logs_dir, "halves") == [b"out first", b"out half", b"out last"]
+    with d.client() as c:
+        c.shutdown()
+    d.proc.wait(timeout=30)
+    assert not shm.exists()  # a clean shutdown with nothing left to keep frees the RAM
+
+
+def test_a_daemon_facing_a_planted_symlink_keeps_its_spools_on_disk(root: Path, daemons) -> None:
+    tree = build_tree(root, {"halves": HALVES}, f'[services.halves]\nargs = ["{root}/go"]\n')
+    shm = tmpfs_spool_dir(tree.root)
+    target = root.parent / "planted"
+    target.mkdir()
+    shm.symlink_to(target)
+    try:
+        d = daemons(tree).start()
+        wait_for(lambda: (tree.temp_dir / "fifo" / "halves.out.spool").exists())
+        daemon_log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+        assert f"log spools kept on disk in {tree.temp_dir / 'fifo'}: {shm} is a symlink" in (
+            daemon_log
+        )
+        assert list(target.iterdir()) == []
+        d.stop()
+    finally:
+        shm.unlink()
+
+
+def test_remove_if_empty_keeps_a_dir_that_still_holds_a_spool(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "tree").write_text("x")
+    (d / "svc.out.spool").write_text("hal")
+    remove_if_empty(d, tmp_path / "fifo")
+    assert d.is_dir()
+    (d / "svc.out.spool").unlink()
+    remove_if_empty(d, tmp_path / "fifo")
+    assert not d.exists()
