@@ -11,7 +11,7 @@ Why it is built this way:
   Nothing is passed when the service runs as the daemon itself: no call that could fail.
 - **no_new_privs is the one thing Popen lacks,** and it needs no code in the child: the flag
   belongs to a thread and is inherited by what it forks, so ``set_no_new_privs`` runs once on
-  the daemon's spawner thread (``process._nnp_thread``) and every service spawned from there
+  the daemon's spawner thread (``spawning._nnp_thread``) and every service spawned from there
   has it, and everything it execs: no setuid binary or file capability gives the service back
   what it lost. No ``preexec_fn`` means CPython may vfork (a spawn copies none of the daemon's
   page tables); a change of user still forks, in C.

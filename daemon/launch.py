@@ -1,4 +1,5 @@
-"""A service's spawn, from its spec: what daemon/process.py ``spawn`` is given for one service.
+"""A service's spawn, from its spec: what daemon/process.py ``prepare_spawn`` is given for one
+service (the supervisor spawns a scheduling pass's together: ``StartBatch``).
 
 Everything the child gets is read from the frozen ``ServiceSpec`` here, in one call: the command,
 its merged env (plus ``RUNYARD_SERVICE``, which marks its orphans for the subreaper and which
@@ -7,32 +8,34 @@ probes do not carry), the FIFOs' ends, its cgroup, its rlimits and who it runs a
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from .process import ProcessHandle, spawn
-from .service_limits import rlimits_of
+from .credentials import own_data_dir
+from .process import PreparedSpawn, prepare_spawn
+from .service_io import ServiceIO
+from .service_limits import ServiceLimits, rlimits_of
 from .spec import ServiceSpec
 from .subreaper import SERVICE_ENV
 
-__all__ = ["launch"]
+__all__ = ["prepare_launch"]
 
 
-def launch(
-    spec: ServiceSpec,
-    fds: Any,
-    *,
-    cgroup: Path | None,
-    orphans: str,
-    argv: list[str] | None = None,
-    env: dict[str, str] | None = None,
-) -> ProcessHandle:
-    """Spawn ``spec``'s program; ``fds`` are its prepared log pipes (stdout, stderr, keep).
-    ``argv``/``env`` replace the spec's when given (sd_notify adds to them: ServiceIO.launch).
-    Raises SpawnError as ``spawn`` does."""
-    return spawn(
-        list(spec.argv) if argv is None else argv,
-        env={**(spec.env if env is None else env), SERVICE_ENV: spec.name},
+def prepare_launch(
+    spec: ServiceSpec, io: ServiceIO, limit_state: ServiceLimits, host: Any
+) -> PreparedSpawn:
+    """``spec``'s next spawn, ready for ``process.spawn_prepared``: its working directory
+    made, its log pipes opened (``io``), its cgroup made (``host.containment``) with what its
+    controllers apply of the limits, NOTIFY_SOCKET and WATCHDOG_* added (``io.launch``).
+    Raises SpawnError as ``prepare_spawn`` does, or when no cgroup or notify socket can be
+    had (the caller closes the pipes' child ends then)."""
+    own_data_dir(spec.cwd, host.tree.data_dir, spec.run_as)
+    fds = io.pipes.prepare()
+    cgroup, orphans = host.containment.place(spec.name, spec.containment)
+    limit_state.place(cgroup, spec.limits)  # controllers apply what they can
+    argv, env = io.launch(spec)  # NOTIFY_SOCKET, WATCHDOG_* (daemon/notify.py)
+    return prepare_spawn(
+        argv,
+        env={**env, SERVICE_ENV: spec.name},
         cwd=spec.cwd,
         stdout=fds.stdout,
         stderr=fds.stderr,

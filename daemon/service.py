@@ -5,7 +5,7 @@ The runner is the one owner of its service. ``_commit`` is the only place that c
 and ``spec``, and the only place that tells the supervisor, which publishes one state event and
 records temp/state.json: one commit per transition, made once the facts of that transition are
 in place (a start is announced once, ``starting`` with its pid). The supervisor never assigns a
-runner's attributes: it asks (``want_up``, ``stop``, ``start_now``, ``hold``, ``block``,
+runner's attributes: it asks (``want_up``, ``stop``, ``prepare_start``, ``hold``, ``block``,
 ``reconfigure``, ``restore``, ``adopt``, ``abandon``, ``observe``, ``fail``).
 
 s6's rules: *wanted* (`Wanted`) is kept apart from *actual*; a process that goes down while
@@ -26,16 +26,17 @@ import time
 from runyard.protocol.messages import ServiceStatus
 from runyard.runtime.config.limits import Limits
 
-from .credentials import own_data_dir, runs_as_other
+from .credentials import runs_as_other
 from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
-from .launch import launch
+from .launch import prepare_launch
 from .notify import notify_address
 from .policy import decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
 from .service_limits import ServiceLimits
 from .service_view import build_status
+from .spawning import PreparedSpawn
 from .spec import ServiceSpec
 from .state import ServiceRecord
 from .status_wire import ShownStatus
@@ -46,7 +47,7 @@ S, T = ServiceState, Trigger
 
 #: Exit code recorded when the program could not even be spawned (as a shell would say).
 SPAWN_FAILED = 127
-#: States from which the scheduler may spawn (``start_now``).
+#: States from which the scheduler may spawn (``prepare_start``).
 STARTABLE = frozenset({S.STOPPED, S.EXITED, S.FATAL, S.BACKOFF})
 
 
@@ -180,7 +181,7 @@ class ServiceRunner:
     # --- what the supervisor asks ------------------------------------------------------------
 
     def want_up(self) -> None:
-        """Wanted up. The supervisor spawns once the dependencies allow (``start_now``); a stop
+        """Wanted up. The supervisor spawns once the dependencies allow (``prepare_start``); a stop
         under way finishes first and then the start is honoured (``_stop``)."""
         if self.state in (S.STARTING, S.RUNNING):
             if self.wanted is not Wanted.UP:
@@ -233,33 +234,32 @@ class ServiceRunner:
 
     # --- starting ----------------------------------------------------------------------------
 
-    def start_now(self) -> None:
-        """Spawn; called by the supervisor when this is wanted up, startable, and unheld."""
+    def prepare_start(self) -> PreparedSpawn | None:
+        """A spawn but its Popen (the supervisor's ``StartBatch`` runs a pass's, then
+        ``finish_start``); None when it failed already, handled as a spawn failure."""
         assert self.state in STARTABLE, self.state
         self.pending_start = False
         self.next_start_at = None
         self._cancel_timers()
-        spec = self.spec
-        own_data_dir(spec.cwd, self.sup.tree.data_dir, spec.run_as)
-        fds = self.io.pipes.prepare()
         try:
-            cgroup, orphans = self.sup.containment.place(spec.name, spec.containment)
-            self.limit_state.place(cgroup, spec.limits)  # controllers apply what they can
-            argv, env = self.io.launch(spec)  # NOTIFY_SOCKET, WATCHDOG_* (daemon/notify.py)
-            handle = launch(spec, fds, cgroup=cgroup, orphans=orphans, argv=argv, env=env)
+            return prepare_launch(self.spec, self.io, self.limit_state, self.sup)
         except SpawnError as exc:
-            self.io.pipes.close_child_fds()
-            self.sup.log.warning("%s: %s", self.name, exc)
-            self._commit(T.START, reason="")  # there never was a pid to show
-            self._after_exit(SPAWN_FAILED, str(exc))
-            return
+            self.finish_start(exc)
+            return None
+
+    def finish_start(self, spawned: ProcessHandle | SpawnError) -> None:
         self.io.pipes.close_child_fds()
-        self._attach(handle, started_at=time.time())
+        if isinstance(spawned, SpawnError):
+            self.sup.log.warning("%s: %s", self.name, spawned)
+            self._commit(T.START, reason="")  # there never was a pid to show
+            self._after_exit(SPAWN_FAILED, str(spawned))
+            return
+        self._attach(spawned, started_at=time.time())
         self._commit(T.START, reason="")
-        if spec.start_secs <= 0:
+        if self.spec.start_secs <= 0:
             self._commit(T.STARTED)
         else:
-            self._later(spec.start_secs, self._started, handle)
+            self._later(self.spec.start_secs, self._started, spawned)
 
     def adopt(self, handle: ProcessHandle) -> None:
         """Take over a process found alive after a daemon restart."""

@@ -124,10 +124,15 @@ class StateRecorder:
         self._pending = False
 
     def request(self) -> None:
-        """Write soon (once per loop turn, however many changes were committed in it)."""
+        """Write soon (once per loop turn, however many changes were committed in it; not at
+        all when a ``write()`` meanwhile took them, as the scheduler's after a pass does)."""
         if not self._pending:
             self._pending = True
-            asyncio.get_running_loop().call_soon(self.write)
+            asyncio.get_running_loop().call_soon(self._requested)
+
+    def _requested(self) -> None:
+        if self._pending:
+            self.write()
 
     def write(self) -> str | None:
         self._pending = False

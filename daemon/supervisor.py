@@ -56,6 +56,7 @@ from .spec import (
     start_order,
     with_dependencies,
 )
+from .start_batch import StartBatch
 from .state import DaemonState, ServiceRecord, StateRecorder, load_state
 from .stats import SampleRings, StatsSampler
 
@@ -210,42 +211,40 @@ class Supervisor:
             asyncio.get_running_loop().call_soon(self._schedule)
 
     def _schedule(self) -> None:
-        """Start every service that is wanted up and whose dependencies are satisfied, but
-        only while state.json can record what is spawned."""
+        """Start what is wanted up with its dependencies met, while state.json can record it."""
         self._schedule_pending = False
-        started: list[ServiceRunner] = []
-        for name in [] if self._stopping_all else self.order:
-            runner = self.runners[name]
-            if not runner.pending_start or runner.blocked or runner.state not in STARTABLE:
-                continue
-            unmet = [
-                f"{dep} ({cond})"
-                for dep, cond in sorted(runner.spec.depends_on.items())
-                if not self.runners[dep].satisfies(cond)
-            ]
-            if unmet:
-                runner.hold("waiting for " + ", ".join(unmet))
-                continue
-            # Never between runtime remove's check and its removal, nor into a half install;
-            # tried before the state write below, which a retry every 50 ms must not repeat.
-            hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
-            if hold is None:
-                runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
-                self._retry_held()
-                continue
-            try:
-                if not started and self.recorder.error is None:
+        with StartBatch() as batch:  # one thread hop for the pass's spawns
+            for name in [] if self._stopping_all else self.order:
+                runner = self.runners[name]
+                if not runner.pending_start or runner.blocked or runner.state not in STARTABLE:
+                    continue
+                if batch.waits_for(runner):
+                    batch.flush()  # its dependency spawned in this pass: judged once started
+                unmet = [
+                    f"{dep} ({cond})"
+                    for dep, cond in sorted(runner.spec.depends_on.items())
+                    if not self.runners[dep].satisfies(cond)
+                ]
+                if unmet:
+                    runner.hold("waiting for " + ", ".join(unmet))
+                    continue
+                # Never between runtime remove's check and its removal, nor into a half install;
+                # tried before the state write below, which a retry every 50 ms must not repeat.
+                hold = install_hold(self.tree, name, runner.spec.version, runner.spec.platform)
+                if hold is None:
+                    runner.hold(f"waiting: {runner.spec.version} is being installed or removed")
+                    self._retry_held()
+                    continue
+                if not batch.started and self.recorder.error is None:
                     self.recorder.write()  # the disk must take a write before anything is spawned
                 if self.recorder.error is not None:
+                    hold.release()
                     self._unrecorded.add(name)
                     runner.block(f"blocked: cannot record state: {self.recorder.error}")
                     continue
-                runner.start_now()
-            finally:
-                hold.release()
-            started.append(runner)
-        if started and self.recorder.write() is not None:
-            for runner in started:
+                batch.add(runner, hold.release)  # held until its spawn is done
+        if batch.started and self.recorder.write() is not None:
+            for runner in batch.started:
                 if runner.handle is not None:
                     self._unrecorded.add(runner.name)
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
