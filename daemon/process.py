@@ -41,6 +41,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -144,10 +145,17 @@ def _handle(prep: PreparedSpawn) -> ProcessHandle | SpawnError:
     popen = prep.popen
     # Popen returns after exec succeeded, so setsid() has run: the child leads its group. It is
     # not reaped yet, so its /proc entry exists even if it already exited.
+    try:
+        started = _started_at(popen.pid)
+    except OSError as exc:  # never an unrecorded child, nor one error losing a batch's others
+        with contextlib.suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        return spawn_error(exc, prep.argv[0], prep.cwd, prep.cgroup)
     handle = ProcessHandle(
         pid=popen.pid,
         pgid=popen.pid,
-        create_time=_started_at(popen.pid),
+        create_time=started,
         cgroup=None if prep.cgroup is None else str(prep.cgroup),
         service=prep.service,
     )

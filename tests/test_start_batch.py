@@ -147,3 +147,41 @@ def test_a_start_writes_state_json_before_and_after_its_pass_and_no_more(
         assert all(r.handle is None for r in sup.runners.values())
 
     asyncio.run(run())
+
+
+def test_a_child_whose_start_time_cannot_be_read_is_killed_and_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc hidden for one child (hidepid): that child is killed and its start is a SpawnError;
+    the others of the same batch are still handed back (a review found them left unrecorded)."""
+    from runyard.daemon import process
+
+    preps = [
+        process.prepare_spawn(
+            ["/bin/sleep", "1000"], env={}, cwd=tmp_path, stdout=1, stderr=2, service=f"s{i}"
+        )
+        for i in range(3)
+    ]
+    real = process.proc_create_time
+    hidden: list[int] = []
+
+    def create_time(pid: int) -> float | None:
+        if not hidden:
+            hidden.append(pid)
+            return None
+        return real(pid)
+
+    monkeypatch.setattr(process, "proc_create_time", create_time)
+    try:
+        results = process.spawn_prepared(preps)
+        assert isinstance(results[0], process.SpawnError)
+        assert "unreadable" in str(results[0])
+        assert not Path(f"/proc/{hidden[0]}").exists()  # killed and reaped
+        handles = [r for r in results[1:] if isinstance(r, process.ProcessHandle)]
+        assert len(handles) == 2
+        assert all(Path(f"/proc/{h.pid}").exists() for h in handles)
+    finally:
+        for prep in preps:
+            if prep.popen is not None and prep.popen.poll() is None:
+                prep.popen.kill()
+                prep.popen.wait()
