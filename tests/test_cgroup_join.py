@@ -100,7 +100,8 @@ def test_a_script_and_a_relative_program_still_run_joined(service_cgroup, tmp_pa
     marker = tmp_path / "ran"
     script = tmp_path / "bin" / "job"
     script.parent.mkdir()
-    script.write_text(f'#!/bin/sh\necho "$0 $*" > {marker}\n')
+    # written beside, then renamed: the marker appears only with its whole content
+    script.write_text(f'#!/bin/sh\necho "$0 $*" > {marker}.part\nmv {marker}.part {marker}\n')
     script.chmod(0o755)
     handle = _spawn(["./bin/job", "a b", "c"], service_cgroup, cwd=tmp_path)
     try:
