@@ -34,6 +34,8 @@ class ServiceLimits:
         self.cgroup = CgroupLimits()
         self._kill: tuple[str, asyncio.Task[object]] | None = None
         self._oom_kills: int | None = None
+        #: The OOM count taken by ``place``, before the spawn, for ``spawned`` to start from.
+        self._placed_oom: tuple[int | None] | None = None
 
     def sampled(self, limits: Limits) -> frozenset[str]:
         """The limits set that no controller applies: the daemon samples them."""
@@ -56,11 +58,15 @@ class ServiceLimits:
         """The service's new cgroup (None without one): its controllers apply what they can."""
         self.cgroup_dir = cgroup_dir
         self.cgroup = apply_cgroup_limits(cgroup_dir, limits) if cgroup_dir else CgroupLimits()
+        # Counted now, before the spawn: a pass finishes its starts once its whole batch is
+        # spawned (``StartBatch``), and an OOM kill meanwhile belongs to this process.
+        self._placed_oom = (oom_kills(cgroup_dir),)
 
     def spawned(self) -> None:
         """A new process: no kill under way, and the OOM count it starts from."""
         self._kill = None
-        self._oom_kills = oom_kills(self.cgroup_dir)
+        placed, self._placed_oom = self._placed_oom, None
+        self._oom_kills = placed[0] if placed is not None else oom_kills(self.cgroup_dir)
 
     def kill(self, handle: ProcessHandle, reason: str) -> None:
         """SIGKILL the whole tree (as the kernel's OOM killer would), ``reason`` kept for the exit."""

@@ -271,3 +271,24 @@ def test_sigkill_is_oom_killed_only_when_memory_events_counted_one(tmp_path: Pat
     no_cgroup = ServiceLimits()
     no_cgroup.spawned()
     assert asyncio.run(no_cgroup.exit_cause(-signal.SIGKILL)) is None
+
+
+def test_an_oom_kill_between_the_spawn_and_its_finish_is_oom_killed(tmp_path: Path) -> None:
+    """Regression (of the start batch, issue 16): the cgroup's OOM count was read after the
+    spawn (``spawned``, from ``finish_start``), and a pass now finishes its starts only once the
+    whole batch is spawned (up to 32 Popens later): a program killed by the OOM killer at once
+    had its kill counted in that baseline and its exit read ``exit -9``, not ``oom-killed``.
+    The count is taken when the cgroup is placed, before the spawn."""
+    import asyncio
+    import signal
+
+    from runyard.daemon.service_limits import ServiceLimits
+
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    state = ServiceLimits()
+    state.place(tmp_path, Limits())  # prepare_start: the cgroup made, nothing spawned yet
+    # spawned, and killed by the kernel while the rest of the batch is spawned
+    events.write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 0\n")
+    state.spawned()  # finish_start
+    assert asyncio.run(state.exit_cause(-signal.SIGKILL)) == "oom-killed"
