@@ -8,7 +8,10 @@ probes do not carry), the FIFOs' ends, its cgroup, its rlimits and who it runs a
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from runyard.runtime.core.errors import SpawnError
 
 from .credentials import own_data_dir
 from .process import PreparedSpawn, prepare_spawn
@@ -27,7 +30,20 @@ def prepare_launch(
     made, its log pipes opened (``io``), its cgroup made (``host.containment``) with what its
     controllers apply of the limits, NOTIFY_SOCKET and WATCHDOG_* added (``io.launch``).
     Raises SpawnError as ``prepare_spawn`` does, or when no cgroup or notify socket can be
-    had (the caller closes the pipes' child ends then)."""
+    had, or the working directory or the pipes cannot be made (an OSError: the service's start
+    failed, with its cause, never the whole pass or the daemon's boot); the caller closes the
+    pipes' child ends then."""
+    try:
+        return _prepare(spec, io, limit_state, host)
+    except OSError as exc:
+        where = f": {os.fsdecode(exc.filename)!r}" if exc.filename is not None else ""
+        error = SpawnError(f"cannot prepare the start: {exc.strerror or exc}{where}")
+        raise error from exc
+
+
+def _prepare(
+    spec: ServiceSpec, io: ServiceIO, limit_state: ServiceLimits, host: Any
+) -> PreparedSpawn:
     own_data_dir(spec.cwd, host.tree.data_dir, spec.run_as)
     fds = io.pipes.prepare()
     cgroup, orphans = host.containment.place(spec.name, spec.containment)

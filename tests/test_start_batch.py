@@ -96,10 +96,11 @@ def test_a_start_that_fails_before_its_spawn_still_spawns_the_batch_before_it(
         sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
         await sup.boot()
         try:
-            with pytest.raises(OSError):
-                await sup.start(["a0", "z9"])
+            await sup.start(["a0", "z9"])
             a0 = sup.runners["a0"]
             assert a0.handle is not None and a0.state is ServiceState.RUNNING, a0.state
+            # and z9's start failed with its cause, not the pass (see the boot test below)
+            assert sup.runners["z9"].handle is None
         finally:
             await sup.stop(["a0", "z9"])
             await sup.close()
@@ -185,3 +186,34 @@ def test_a_child_whose_start_time_cannot_be_read_is_killed_and_the_batch_goes_on
             if prep.popen is not None and prep.popen.poll() is None:
                 prep.popen.kill()
                 prep.popen.wait()
+
+
+def test_a_service_whose_directory_cannot_be_made_fails_alone_and_the_daemon_boots(
+    tmp_path: Path,
+) -> None:
+    """Regression: an autostart service whose working directory could not be made (a file in
+    its way) raised out of the scheduling pass, so the daemon's boot failed for every service.
+    Now that start fails with its cause in one line and the others run."""
+    project = "[services.a0]\nstart_secs = 0\n"
+    project += '[services.z9]\nstart_secs = 0\nmax_restarts = 0\ncwd = "blocker/sub"\n'
+    tree = build_tree(tmp_path / "root", {"a0": IDLE, "z9": IDLE}, project)
+    (tree.root / "blocker").write_text("a file, not a directory")
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        await sup.boot()
+        try:
+            for _ in range(500):  # 10 s at most
+                if sup.runners["a0"].state is ServiceState.RUNNING:
+                    break
+                await asyncio.sleep(0.02)
+            assert sup.runners["a0"].state is ServiceState.RUNNING
+            (z9,) = sup.status(["z9"])
+            assert z9.pid is None
+            assert "cannot prepare the start: Not a directory" in z9.reason, z9.reason
+            assert "blocker/sub" in z9.reason and "\n" not in z9.reason
+        finally:
+            await sup.stop(["a0", "z9"])
+            await sup.close()
+
+    asyncio.run(run())
