@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def test_a_hostile_spool_dir_is_refused_in_one_line(
 def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None:
     gone, kept = tmp_path / "gone" / "rt", tmp_path / "kept" / "rt"
     kept.mkdir(parents=True)
-    made = [spool_home(t, tmp_path / "fifo")[0] for t in (gone, kept)]
+    made = [_made_by_a_daemon_gone(t, tmp_path / "fifo") for t in (gone, kept)]
     try:
         assert all(p.parent == TMPFS for p in made)
         removed = sweep_orphans()  # `gone` was never made: its tree does not exist
@@ -101,6 +103,14 @@ def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None
     finally:
         for p in made:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _made_by_a_daemon_gone(tree: Path, fifo: Path) -> Path:
+    """The spool directory of ``tree`` as a daemon that has exited left it (none holds it)."""
+    code = "import sys; from runyard.daemon.logs.spool_home import spool_home as h; "
+    code += "p, why = h(*sys.argv[1:]); assert not why, why; print(p)"
+    out = subprocess.run([sys.executable, "-c", code, tree, fifo], capture_output=True, check=True)
+    return Path(out.stdout.decode().strip())
 
 
 # --------------------------------------------------------------------------- the spool itself
@@ -222,3 +232,26 @@ def test_remove_if_empty_keeps_a_dir_that_still_holds_a_spool(tmp_path: Path) ->
     (d / "svc.out.spool").unlink()
     remove_if_empty(d, tmp_path / "fifo")
     assert not d.exists()
+
+
+def test_sweep_keeps_the_spool_dir_of_a_live_daemon_whose_tree_it_cannot_see(
+    tmp_path: Path,
+) -> None:
+    """A daemon's tree may be invisible to another daemon of the same uid (another mount
+    namespace, a private /tmp, a tree moved while its daemon runs): the sweep judged by the path
+    alone and removed a live daemon's spools, whose unwritten lines a kill -9 then lost."""
+    tree = tmp_path / "ns" / "rt"
+    tree.mkdir(parents=True)
+    path, why = spool_home(tree, tmp_path / "fifo")  # held, as by the daemon running there
+    try:
+        assert why == ""
+        assert path not in sweep_orphans()  # its tree is there
+        (path / "svc.out.spool").write_bytes(b"not yet in the log\n")
+        (tmp_path / "ns").rename(tmp_path / "elsewhere")  # what another namespace sees
+        assert path not in sweep_orphans()
+        assert (path / "svc.out.spool").read_bytes() == b"not yet in the log\n"
+        remove_if_empty(path, tmp_path / "fifo")  # the daemon's clean exit lets it go
+        assert path.is_dir()  # it still holds a spool
+        assert path in sweep_orphans()  # no daemon holds it and its tree is gone
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -15,6 +15,9 @@ otherwise the daemon says why in one line and keeps its spools in ``temp/fifo`` 
 before). It also falls back when ``/dev/shm`` is not a tmpfs. A file ``tree`` inside names the
 tree, so a daemon starting removes the directories of trees that no longer exist
 (``sweep_orphans``): spools of a deleted tree would otherwise hold RAM until the next reboot.
+Never a directory a live daemon uses: it holds a shared ``flock`` on ``tree`` for its life,
+since its tree may be out of the sweeping daemon's sight (another mount namespace, a private
+``/tmp``, a tree moved while its daemon runs) and only the path was judged before.
 
 RAM bound: a spool is compacted once the service's pipe is drained (spool.py), so an idle
 service holds only its unfinished last line (less than 16 KiB per stream); one writing flat
@@ -24,6 +27,7 @@ out holds at most about 2 MiB per stream (the 1 MiB compaction threshold plus on
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import stat
@@ -43,6 +47,8 @@ __all__ = [
 #: The tmpfs the spools go to when it is usable.
 TMPFS = Path("/dev/shm")
 _TREE_FILE = "tree"
+#: The spool directories this process holds (their ``tree`` file, locked shared).
+_held: dict[Path, int] = {}
 
 
 def tmpfs_spool_dir(tree_root: Path, tmpfs: Path = TMPFS) -> Path:
@@ -96,17 +102,40 @@ def spool_home(tree_root: Path, fallback: Path, tmpfs: Path = TMPFS) -> tuple[Pa
     if problem:
         return fallback, problem
     tree_file = path / _TREE_FILE
+    want = os.fsencode(os.path.realpath(tree_root))
     try:
-        fd = os.open(tree_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "r+b") as f:
-            want = os.fsencode(os.path.realpath(tree_root))
-            if f.read() != want:
-                f.seek(0)
-                f.truncate()
-                f.write(want)
+        fd = _hold(tree_file)
+        if os.pread(fd, len(want) + 1, 0) != want:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, want, 0)
     except OSError as exc:
         return fallback, f"cannot write {tree_file}: {exc.strerror or exc}"
     return path, ""
+
+
+def _hold(tree_file: Path) -> int:
+    """Open ``tree_file`` and hold a shared lock on it for the rest of this daemon's life (or
+    until ``remove_if_empty``): the sweep of any daemon leaves a held directory alone."""
+    for _ in range(3):
+        fd = os.open(tree_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a sweep removes it
+            if os.fstat(fd).st_nlink:
+                old = _held.pop(tree_file.parent, None)
+                _held[tree_file.parent] = fd
+                if old is not None:
+                    os.close(old)
+                return fd
+            with contextlib.suppress(FileExistsError):  # swept meanwhile: made again
+                os.mkdir(tree_file.parent, 0o700)
+            problem = check_private_dir(tree_file.parent)
+            if problem:
+                raise OSError(problem)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise OSError(f"{tree_file} keeps being removed")
 
 
 def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
@@ -122,12 +151,21 @@ def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
         if check_private_dir(path):
             continue  # not ours to judge, nor to remove
         try:
-            tree = os.fsdecode((path / _TREE_FILE).read_bytes())
+            fd = os.open(path / _TREE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue  # being made right now, or not one of ours
-        if tree and not os.path.lexists(tree):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        try:
+            # Held by a live daemon: its tree may just be out of our sight (another mount
+            # namespace, a private /tmp, moved while it runs). Locked, no daemon takes it now.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tree = os.fsdecode(os.pread(fd, 1 << 16, 0))
+            if tree and not os.path.lexists(tree):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -135,6 +173,9 @@ def remove_if_empty(path: Path, fallback: Path) -> None:
     """At a clean shutdown: drop the tmpfs directory once no spool is left in it."""
     if path == fallback:
         return
+    held = _held.pop(path, None)
+    if held is not None:
+        os.close(held)
     with contextlib.suppress(OSError):
         if set(os.listdir(path)) <= {_TREE_FILE}:
             shutil.rmtree(path)
