@@ -255,3 +255,20 @@ def test_sweep_keeps_the_spool_dir_of_a_live_daemon_whose_tree_it_cannot_see(
         assert path in sweep_orphans()  # no daemon holds it and its tree is gone
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sweep_keeps_a_spool_dir_whose_tree_it_cannot_stat(tmp_path: Path) -> None:
+    """Only "no such file" means a tree is gone: a path that cannot be looked up now (a stale
+    FUSE or NFS mount, a directory we may not search, here a symlink loop) may hold a tree."""
+    loop = tmp_path / "loop"
+    (tmp_path / "target").mkdir()
+    loop.symlink_to(tmp_path / "target")
+    path = _made_by_a_daemon_gone(loop / "rt", tmp_path / "fifo")
+    try:
+        (path / "tree").write_bytes(os.fsencode(loop / "rt"))
+        loop.unlink()
+        loop.symlink_to(loop)  # ELOOP: whether the tree exists cannot be told
+        assert path not in sweep_orphans()
+        assert path.is_dir()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -159,7 +159,7 @@ def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
             # namespace, a private /tmp, moved while it runs). Locked, no daemon takes it now.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             tree = os.fsdecode(os.pread(fd, 1 << 16, 0))
-            if tree and not os.path.lexists(tree):
+            if tree and _gone(tree):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         except OSError:
@@ -167,6 +167,18 @@ def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def _gone(tree: str) -> bool:
+    """Only "no such file" says a tree is gone: a lookup that fails otherwise (a stale network
+    mount, a directory we may not search) says nothing about it."""
+    try:
+        os.lstat(tree)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def remove_if_empty(path: Path, fallback: Path) -> None:
