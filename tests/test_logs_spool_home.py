@@ -107,8 +107,8 @@ def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None
 
 def _made_by_a_daemon_gone(tree: Path, fifo: Path) -> Path:
     """The spool directory of ``tree`` as a daemon that has exited left it (none holds it)."""
-    code = "import sys; from runyard.daemon.logs.spool_home import spool_home as h; "
-    code += "p, why = h(*sys.argv[1:]); assert not why, why; print(p)"
+    code = "import sys, pathlib; from runyard.daemon.logs.spool_home import spool_home as h; "
+    code += "p, why = h(*map(pathlib.Path, sys.argv[1:])); assert not why, why; print(p)"
     out = subprocess.run([sys.executable, "-c", code, tree, fifo], capture_output=True, check=True)
     return Path(out.stdout.decode().strip())
 
@@ -272,3 +272,41 @@ def test_sweep_keeps_a_spool_dir_whose_tree_it_cannot_stat(tmp_path: Path) -> No
         assert path.is_dir()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_moved_tree_finds_the_spools_its_daemon_left_under_its_old_path(tmp_path: Path) -> None:
+    """The directory is named from the tree's path: after a ``kill -9``, a tree moved (or
+    renamed) while its services ran had its unwritten lines under the old name, which the
+    next daemon never looked at and its sweep then removed (the old path is gone)."""
+    old_tree, new_tree = tmp_path / "a" / "rt", tmp_path / "b" / "rt"
+    (old_tree / "temp" / "fifo").mkdir(parents=True)
+    old = _made_by_a_daemon_gone(old_tree, old_tree / "temp" / "fifo")
+    new = tmpfs_spool_dir(new_tree)
+    try:
+        (old / "svc.out.spool").write_bytes(b"unwritten hal")
+        (tmp_path / "a").rename(tmp_path / "b")
+        assert spool_home(new_tree, new_tree / "temp" / "fifo") == (new, "")
+        assert (new / "svc.out.spool").read_bytes() == b"unwritten hal"
+        assert (new / "tree").read_bytes() == os.fsencode(new_tree)
+        assert not old.exists()
+    finally:
+        remove_if_empty(new, new_tree / "temp" / "fifo")
+        for p in (old, new):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def test_a_copied_tree_leaves_the_original_its_spools(tmp_path: Path) -> None:
+    original, copy = tmp_path / "a" / "rt", tmp_path / "b" / "rt"
+    (original / "temp" / "fifo").mkdir(parents=True)
+    old = _made_by_a_daemon_gone(original, original / "temp" / "fifo")
+    new = tmpfs_spool_dir(copy)
+    try:
+        (old / "svc.out.spool").write_bytes(b"the original's")
+        shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)
+        assert spool_home(copy, copy / "temp" / "fifo") == (new, "")
+        assert not (new / "svc.out.spool").exists()
+        assert (old / "svc.out.spool").read_bytes() == b"the original's"
+    finally:
+        remove_if_empty(new, copy / "temp" / "fifo")
+        for p in (old, new):
+            shutil.rmtree(p, ignore_errors=True)

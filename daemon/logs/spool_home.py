@@ -17,7 +17,9 @@ tree, so a daemon starting removes the directories of trees that no longer exist
 (``sweep_orphans``): spools of a deleted tree would otherwise hold RAM until the next reboot.
 Never a directory a live daemon uses: it holds a shared ``flock`` on ``tree`` for its life,
 since its tree may be out of the sweeping daemon's sight (another mount namespace, a private
-``/tmp``, a tree moved while its daemon runs) and only the path was judged before.
+``/tmp``, a tree moved while its daemon runs) and only the path was judged before. A tree moved
+or renamed keeps its spools: ``spool-home`` in its ``temp/fifo`` names the directory its last
+daemon used, taken over when that directory's tree is gone (``_take_over_moved``).
 
 RAM bound: a spool is compacted once the service's pipe is drained (spool.py), so an idle
 service holds only its unfinished last line (less than 16 KiB per stream); one writing flat
@@ -47,6 +49,8 @@ __all__ = [
 #: The tmpfs the spools go to when it is usable.
 TMPFS = Path("/dev/shm")
 _TREE_FILE = "tree"
+#: In the fallback directory: the name of the tmpfs one its tree last used.
+_HOME_FILE = "spool-home"
 #: The spool directories this process holds (their ``tree`` file, locked shared).
 _held: dict[Path, int] = {}
 
@@ -92,6 +96,7 @@ def spool_home(tree_root: Path, fallback: Path, tmpfs: Path = TMPFS) -> tuple[Pa
     if not is_tmpfs(tmpfs):
         return fallback, f"{tmpfs} is not a tmpfs"
     path = tmpfs_spool_dir(tree_root, tmpfs)
+    _take_over_moved(path, fallback, tmpfs)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -110,7 +115,50 @@ def spool_home(tree_root: Path, fallback: Path, tmpfs: Path = TMPFS) -> tuple[Pa
             os.pwrite(fd, want, 0)
     except OSError as exc:
         return fallback, f"cannot write {tree_file}: {exc.strerror or exc}"
+    _record_home(path, fallback)
     return path, ""
+
+
+def _take_over_moved(path: Path, fallback: Path, tmpfs: Path) -> None:
+    """A tree moved or renamed keeps its spools: ``fallback`` (temp/fifo, which moved with it)
+    names the directory its last daemon used, and when that one's tree is gone (moved, not
+    copied) and no live daemon holds it, it is renamed to ours."""
+    try:
+        name = (fallback / _HOME_FILE).read_text().strip()
+    except (OSError, UnicodeError):
+        return
+    old = tmpfs / name
+    if "/" in name or not name.startswith(f"runyard-{os.geteuid()}-") or old == path:
+        return
+    if os.path.lexists(path) or check_private_dir(old):
+        return
+    try:
+        fd = os.open(old / _TREE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _gone(os.fsdecode(os.pread(fd, 1 << 16, 0))):
+            os.rename(old, path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _record_home(path: Path, fallback: Path) -> None:
+    """Name ``path`` in ``fallback`` for ``_take_over_moved`` (temp file, then rename)."""
+    home = fallback / _HOME_FILE
+    with contextlib.suppress(OSError):
+        if home.read_text() == path.name:
+            return
+    temp = fallback / f".{_HOME_FILE}.{os.getpid()}"
+    try:
+        temp.write_text(path.name)
+        os.replace(temp, home)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 def _hold(tree_file: Path) -> int:
