@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from runyard.daemon.logs import ServiceLog
+from runyard.daemon.logs.spool_home import spool_home
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,3 +106,33 @@ def test_a_tmpfs_filling_up_moves_the_spools_to_disk_with_their_unfinished_lines
         os.close(r)
         os.close(w)
     assert lines_of(tmp_path / "logs", "svc") == [b"out one", b"out two", b"out three"]
+
+
+@pytest.fixture
+def open_tmpfs() -> Iterator[Path]:
+    """A tmpfs anyone may write in, without the sticky bit (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = Path(tempfile.mkdtemp(prefix="runyard-open-tmpfs-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0777", "tmpfs", str(mnt)],
+        capture_output=True,
+    )
+    if done.returncode:
+        mnt.rmdir()
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+        mnt.rmdir()
+
+
+def test_a_tmpfs_without_the_sticky_bit_is_refused(tmp_path: Path, open_tmpfs: Path) -> None:
+    """The checks on the spool directory (ours, 0700, not a symlink) hold only while nobody
+    else can rename it: in a directory everyone may write without the sticky bit, another
+    user could swap it for a symlink to their own after the check, and get the logs."""
+    path, why = spool_home(tmp_path / "rt", tmp_path / "fifo", tmpfs=open_tmpfs)
+    assert path == tmp_path / "fifo"
+    assert why == f"{open_tmpfs} is writable by others without the sticky bit"
+    assert os.listdir(open_tmpfs) == []

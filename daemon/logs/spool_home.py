@@ -95,6 +95,12 @@ def spool_home(tree_root: Path, fallback: Path, tmpfs: Path = TMPFS) -> tuple[Pa
     tmpfs one could not be used ('' when it is the tmpfs one)."""
     if not is_tmpfs(tmpfs):
         return fallback, f"{tmpfs} is not a tmpfs"
+    try:
+        mode = os.stat(tmpfs).st_mode
+    except OSError as exc:
+        return fallback, f"{tmpfs}: {exc.strerror or exc}"
+    if mode & 0o022 and not mode & stat.S_ISVTX:  # the checks below hold only if sticky
+        return fallback, f"{tmpfs} is writable by others without the sticky bit"
     path = tmpfs_spool_dir(tree_root, tmpfs)
     _take_over_moved(path, fallback, tmpfs)
     try:
