@@ -38,7 +38,7 @@ def small_tmpfs() -> Iterator[Path]:
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # even if a fd is left
         mnt.rmdir()
 
 
@@ -124,7 +124,7 @@ def open_tmpfs() -> Iterator[Path]:
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # even if a fd is left
         mnt.rmdir()
 
 
