@@ -136,3 +136,30 @@ def test_a_tmpfs_without_the_sticky_bit_is_refused(tmp_path: Path, open_tmpfs: P
     assert path == tmp_path / "fifo"
     assert why == f"{open_tmpfs} is writable by others without the sticky bit"
     assert os.listdir(open_tmpfs) == []
+
+
+def test_a_tmpfs_filling_up_while_an_older_spool_is_moved_in_writes_no_line_twice(
+    tmp_path: Path, small_tmpfs: Path
+) -> None:
+    """A daemon upgraded from one that spooled in temp/fifo moves those spools to tmpfs; when
+    the tmpfs fills up half-way through that copy, the spools stay on disk, and what the copy
+    had put in the tmpfs spool must not be appended to them a second time."""
+    from runyard.daemon.logs import Spool
+
+    fifo = tmp_path / "fifo"
+    lines = [b"line %04d" % i + b"x" * 90 for i in range(120)]  # 12 KiB: three pages
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        older = Spool(fifo, "svc")
+        os.write(w, b"\n".join(lines) + b"\n")
+        assert older.take("out", r, 1 << 16)  # taken by the older daemon, never written
+        older.close()
+    finally:
+        os.close(r)
+        os.close(w)
+    fill(small_tmpfs)
+    os.truncate(small_tmpfs / "filler", (small_tmpfs / "filler").stat().st_size - 8192)
+    log = ServiceLog("svc", tmp_path / "logs", spool_dir=small_tmpfs / "spool", old_spool_dir=fifo)
+    log.close()
+    assert lines_of(tmp_path / "logs", "svc") == [b"out " + x for x in lines]

@@ -128,8 +128,11 @@ class ServiceLog:
         except OSError as exc:
             _log.error("%s: cannot read the log spool in %s: %s", self.service, old_dir, exc)
             return
-        self._resolve_intent(old, backups)
-        spool.adopt(old)
+        try:
+            self._resolve_intent(old, backups)
+            spool.adopt(old)
+        finally:
+            old.close()  # adopt closed it unless it failed: then it stays whole, on disk
 
     def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
         """The rotation limits (and mode) of a reloaded definition, in force from now."""
