@@ -148,10 +148,10 @@ class Supervisor:
         """Load the services, take back live processes from state.json, start what is wanted."""
         self.fifo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.fifo_dir, 0o700)
-        sweep_orphans()
         self.spool_dir, why = spool_home(self.tree.root, self.fifo_dir)
         if why:
             self.log.warning("log spools kept on disk in %s: %s", self.fifo_dir, why)
+        sweep_orphans()  # after: a moved tree's spools are ours by now, not an orphan's
         specs = self._load_specs()
         self.order = start_order(specs)
         self.runners = {name: ServiceRunner(specs[name], self) for name in self.order}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def test_a_hostile_spool_dir_is_refused_in_one_line(
 def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None:
     gone, kept = tmp_path / "gone" / "rt", tmp_path / "kept" / "rt"
     kept.mkdir(parents=True)
-    made = [spool_home(t, tmp_path / "fifo")[0] for t in (gone, kept)]
+    made = [_made_by_a_daemon_gone(t, tmp_path / "fifo") for t in (gone, kept)]
     try:
         assert all(p.parent == TMPFS for p in made)
         removed = sweep_orphans()  # `gone` was never made: its tree does not exist
@@ -101,6 +103,14 @@ def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None
     finally:
         for p in made:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _made_by_a_daemon_gone(tree: Path, fifo: Path) -> Path:
+    """The spool directory of ``tree`` as a daemon that has exited left it (none holds it)."""
+    code = "import sys, pathlib; from runyard.daemon.logs.spool_home import spool_home as h; "
+    code += "p, why = h(*map(pathlib.Path, sys.argv[1:])); assert not why, why; print(p)"
+    out = subprocess.run([sys.executable, "-c", code, tree, fifo], capture_output=True, check=True)
+    return Path(out.stdout.decode().strip())
 
 
 # --------------------------------------------------------------------------- the spool itself
@@ -222,3 +232,81 @@ def test_remove_if_empty_keeps_a_dir_that_still_holds_a_spool(tmp_path: Path) ->
     (d / "svc.out.spool").unlink()
     remove_if_empty(d, tmp_path / "fifo")
     assert not d.exists()
+
+
+def test_sweep_keeps_the_spool_dir_of_a_live_daemon_whose_tree_it_cannot_see(
+    tmp_path: Path,
+) -> None:
+    """A daemon's tree may be invisible to another daemon of the same uid (another mount
+    namespace, a private /tmp, a tree moved while its daemon runs): the sweep judged by the path
+    alone and removed a live daemon's spools, whose unwritten lines a kill -9 then lost."""
+    tree = tmp_path / "ns" / "rt"
+    tree.mkdir(parents=True)
+    path, why = spool_home(tree, tmp_path / "fifo")  # held, as by the daemon running there
+    try:
+        assert why == ""
+        assert path not in sweep_orphans()  # its tree is there
+        (path / "svc.out.spool").write_bytes(b"not yet in the log\n")
+        (tmp_path / "ns").rename(tmp_path / "elsewhere")  # what another namespace sees
+        assert path not in sweep_orphans()
+        assert (path / "svc.out.spool").read_bytes() == b"not yet in the log\n"
+        remove_if_empty(path, tmp_path / "fifo")  # the daemon's clean exit lets it go
+        assert path.is_dir()  # it still holds a spool
+        assert path in sweep_orphans()  # no daemon holds it and its tree is gone
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sweep_keeps_a_spool_dir_whose_tree_it_cannot_stat(tmp_path: Path) -> None:
+    """Only "no such file" means a tree is gone: a path that cannot be looked up now (a stale
+    FUSE or NFS mount, a directory we may not search, here a symlink loop) may hold a tree."""
+    loop = tmp_path / "loop"
+    (tmp_path / "target").mkdir()
+    loop.symlink_to(tmp_path / "target")
+    path = _made_by_a_daemon_gone(loop / "rt", tmp_path / "fifo")
+    try:
+        (path / "tree").write_bytes(os.fsencode(loop / "rt"))
+        loop.unlink()
+        loop.symlink_to(loop)  # ELOOP: whether the tree exists cannot be told
+        assert path not in sweep_orphans()
+        assert path.is_dir()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_moved_tree_finds_the_spools_its_daemon_left_under_its_old_path(tmp_path: Path) -> None:
+    """The directory is named from the tree's path: after a ``kill -9``, a tree moved (or
+    renamed) while its services ran had its unwritten lines under the old name, which the
+    next daemon never looked at and its sweep then removed (the old path is gone)."""
+    old_tree, new_tree = tmp_path / "a" / "rt", tmp_path / "b" / "rt"
+    (old_tree / "temp" / "fifo").mkdir(parents=True)
+    old = _made_by_a_daemon_gone(old_tree, old_tree / "temp" / "fifo")
+    new = tmpfs_spool_dir(new_tree)
+    try:
+        (old / "svc.out.spool").write_bytes(b"unwritten hal")
+        (tmp_path / "a").rename(tmp_path / "b")
+        assert spool_home(new_tree, new_tree / "temp" / "fifo") == (new, "")
+        assert (new / "svc.out.spool").read_bytes() == b"unwritten hal"
+        assert (new / "tree").read_bytes() == os.fsencode(new_tree)
+        assert not old.exists()
+    finally:
+        remove_if_empty(new, new_tree / "temp" / "fifo")
+        for p in (old, new):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def test_a_copied_tree_leaves_the_original_its_spools(tmp_path: Path) -> None:
+    original, copy = tmp_path / "a" / "rt", tmp_path / "b" / "rt"
+    (original / "temp" / "fifo").mkdir(parents=True)
+    old = _made_by_a_daemon_gone(original, original / "temp" / "fifo")
+    new = tmpfs_spool_dir(copy)
+    try:
+        (old / "svc.out.spool").write_bytes(b"the original's")
+        shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)
+        assert spool_home(copy, copy / "temp" / "fifo") == (new, "")
+        assert not (new / "svc.out.spool").exists()
+        assert (old / "svc.out.spool").read_bytes() == b"the original's"
+    finally:
+        remove_if_empty(new, copy / "temp" / "fifo")
+        for p in (old, new):
+            shutil.rmtree(p, ignore_errors=True)

@@ -3,6 +3,7 @@ its spool, when it has one) into its line splitters, its rotated file and its ri
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -61,11 +62,11 @@ class ServiceLog:
         self.write_errors = 0
         #: Bytes the last ``take`` got (the reader's sign that a writer is ahead of it).
         self.last_read = 0
-        self.spool = Spool(spool_dir, service) if spool_dir is not None else None
-        if self.spool is not None:
-            self._resolve_intent(self.spool, backups)
-            if old_spool_dir is not None and Path(old_spool_dir) != Path(spool_dir or ""):
-                self._adopt_old_spool(self.spool, Path(old_spool_dir), backups)
+        #: Where the spools go when ``spool_dir`` cannot take them (a full tmpfs).
+        self._fallback = None if old_spool_dir is None else Path(old_spool_dir)
+        self._spool_dir = None if spool_dir is None else Path(spool_dir)
+        self._backups = backups
+        self.spool = None if spool_dir is None else self._open_spool()
         self.file = LogFile(self.path, max_bytes=max_bytes, backups=backups, mode=mode, owner=owner)
         if self.spool is not None:
             self.file.before_rotate = self.spool.settle
@@ -85,6 +86,40 @@ class ServiceLog:
                         os.truncate(found, intent.before)
         spool.resolve(written)
 
+    def _open_spool(self) -> Spool:
+        assert self._spool_dir is not None
+        spool = None
+        try:
+            spool = Spool(self._spool_dir, self.service)
+            self._resolve_intent(spool, self._backups)
+            if self._fallback is not None and self._fallback != self._spool_dir:
+                self._adopt_old_spool(spool, self._fallback, self._backups)
+        except OSError as exc:
+            if not self._can_move():
+                if spool is not None:
+                    spool.close()
+                raise
+            return self._move_spool(spool, exc)
+        return spool
+
+    def _can_move(self) -> bool:
+        return self._fallback is not None and self._fallback != self._spool_dir
+
+    def _move_spool(self, spool: Spool | None, exc: OSError) -> Spool:
+        """``spool``'s directory cannot take more (a full tmpfs): the spools go to the
+        fallback directory, with what ``spool`` holds and the log does not (its unfinished
+        lines). A kill during the move can write a line twice, never lose one."""
+        assert self._fallback is not None
+        _log.error("%s: log spools kept in %s: %s", self.service, self._fallback, exc)
+        self._spool_dir = self._fallback
+        moved = Spool(self._fallback, self.service)
+        self._resolve_intent(moved, self._backups)  # one an older daemon left there
+        if spool is not None:
+            with contextlib.suppress(OSError):  # settled in memory even if not recorded
+                spool.settle()
+            moved.adopt(spool)
+        return moved
+
     def _adopt_old_spool(self, spool: Spool, old_dir: Path, backups: int) -> None:
         if not Spool.exists(old_dir, self.service):
             return
@@ -93,8 +128,11 @@ class ServiceLog:
         except OSError as exc:
             _log.error("%s: cannot read the log spool in %s: %s", self.service, old_dir, exc)
             return
-        self._resolve_intent(old, backups)
-        spool.adopt(old)
+        try:
+            self._resolve_intent(old, backups)
+            spool.adopt(old)
+        finally:
+            old.close()  # adopt closed it unless it failed: then it stays whole, on disk
 
     def set_limits(self, *, max_bytes: int, backups: int, mode: int | None = None) -> None:
         """The rotation limits (and mode) of a reloaded definition, in force from now."""
@@ -116,12 +154,27 @@ class ServiceLog:
             except (BlockingIOError, InterruptedError):
                 raise
             except OSError as exc:
-                self._give_up_spool(exc)
-                data = os.read(fd, size)
+                data = self._take_elsewhere(stream, fd, size, exc)
         self.last_read = len(data)
         if not data:
             return None
         return self._process(stream, data, time.time())
+
+    def _take_elsewhere(self, stream: str, fd: int, size: int, exc: OSError) -> bytes:
+        """The spool could not take the bytes: a spool in the fallback directory does, or
+        (that failing too) none, and the pipe is read directly."""
+        assert self.spool is not None
+        if self._can_move():
+            try:
+                self.spool = self._move_spool(self.spool, exc)
+                self.file.before_rotate = self.spool.settle
+                return self.spool.take(stream, fd, size)
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError as again:
+                exc = again
+        self._give_up_spool(exc)
+        return os.read(fd, size)
 
     def drained(self, stream: str) -> None:
         """The pipe of ``stream`` is empty for now: compact its spool, so an idle service

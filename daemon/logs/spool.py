@@ -224,13 +224,23 @@ class Spool:
     def adopt(self, other: Spool) -> None:
         """Take over what ``other`` (the same service's spool in another directory, its intent
         resolved) has not processed, appended to ours; ``other`` is then removed. A kill in
-        between leaves the bytes in both: at worst a line written twice, once."""
-        for stream in STREAMS:
-            data = memoryview(other.unprocessed(stream))
-            while data:
-                moved = os.pwrite(self._fds[stream], data, self.end[stream])
-                self.end[stream] += moved
-                data = data[moved:]
+        between leaves the bytes in both: at worst a line written twice, once. When ours cannot
+        take them all (a full tmpfs), what was copied is taken back and ``other`` is left as it
+        was: OSError."""
+        ends = dict(self.end)
+        try:
+            for stream in STREAMS:
+                data = memoryview(other.unprocessed(stream))
+                while data:
+                    moved = os.pwrite(self._fds[stream], data, self.end[stream])
+                    self.end[stream] += moved
+                    data = data[moved:]
+        except OSError:
+            for stream, end in ends.items():
+                with contextlib.suppress(OSError):  # shrinking a file takes no room
+                    os.ftruncate(self._fds[stream], end)
+                self.end[stream] = end
+            raise
         other.abandon()
         other.close(remove=True)
 
