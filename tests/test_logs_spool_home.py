@@ -98,7 +98,8 @@ def test_sweep_removes_spool_dirs_of_trees_that_are_gone(tmp_path: Path) -> None
     try:
         assert all(p.parent == TMPFS for p in made)
         removed = sweep_orphans()  # `gone` was never made: its tree does not exist
-        assert made[0] in removed and made[1] not in removed
+        # (another daemon's boot on this box may sweep `gone` first: judge by what is left)
+        assert made[1] not in removed
         assert not made[0].exists() and made[1].is_dir()
     finally:
         for p in made:
