@@ -121,6 +121,9 @@ def daemon_log(root: Path) -> str:
 def service_cgroup(root: Path, name: str) -> str:
     with Client(root, timeout=10) as c:
         pid = wait_for(lambda: c.status([name]).services[0].pid, what=f"{name} running")
+    # the pid is shown from the spawn on, while the shell step (cgroup_join.py) may not have
+    # moved itself into the service's cgroup yet: the program runs only once it has
+    wait_for(lambda: (cg.cgroup_of(pid) or "").endswith(f"/{name}"), what=f"{name} in its cgroup")
     return cg.cgroup_of(pid) or ""
 
 
