@@ -51,3 +51,46 @@ def test_a_sample_of_a_gone_pid_is_none_and_the_percent_follows_the_ticks() -> N
     assert read_sample(2**22 + 1) is None  # above pid_max: never a process
     later = me._replace(cpu_ticks=me.cpu_ticks + os.sysconf("SC_CLK_TCK"), at=me.at + 2.0)
     assert cpu_percent(me, later) == 50.0
+
+
+def test_a_background_round_over_many_services_yields_to_the_loop_between_slices() -> None:
+    """500 services' /proc reads were one 10-17 ms callback every 2 s under the scale bench: a
+    status request waited for all of them. A background round now gives the loop back every
+    SLICE services (counted in loop turns, not timed)."""
+    import asyncio
+    import os
+    import types
+
+    from runyard.daemon.stats import SLICE, StatsSampler
+
+    order: list[str] = []
+
+    class Runner:  # what the sampler reads of a ServiceRunner; the pid is a real process
+        def __init__(self, i: int) -> None:
+            self.name, self.handle = f"s{i}", types.SimpleNamespace(pid=os.getpid())
+            self.cpu_percent = self.rss = None
+
+        def observe(self, cpu: float | None, rss: int | None) -> None:
+            order.append("o")
+            self.cpu_percent, self.rss = cpu, rss
+
+    runners = [Runner(i) for i in range(SLICE * 3 + 1)]
+    sampler = StatsSampler(lambda: runners)
+
+    async def main() -> None:
+        async def ticker() -> None:
+            for _ in range(10 * len(runners)):  # bounded: one mark per loop turn
+                order.append("t")
+                await asyncio.sleep(0)
+
+        tick = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.sleep(0)
+        await sampler.sample_sliced()
+        tick.cancel()
+
+    asyncio.run(main())
+    observed = "".join(order)
+    first, last = observed.index("o"), observed.rindex("o")
+    runs = [len(run) for run in observed[first : last + 1].split("t") if run]
+    assert len(runs) >= 4 and max(runs) <= SLICE, runs
+    assert all(r.rss for r in runners)
