@@ -28,15 +28,13 @@ from typing import NamedTuple
 
 from .service import ServiceRunner
 
-__all__ = ["HISTORY", "LINGER", "SLICE", "STATS_INTERVAL", "SampleRings", "StatsSampler"]
+__all__ = ["HISTORY", "LINGER", "STATS_INTERVAL", "SampleRings", "StatsSampler"]
 
 STATS_INTERVAL = 2.0
 #: Samples kept per service: three minutes at STATS_INTERVAL.
 HISTORY = 90
 #: Seconds of sampling a status request buys.
 LINGER = 5.0
-#: Services sampled per event-loop turn by the background rounds (``sample_sliced``).
-SLICE = 50
 #: A lifetime CPU% is shown for processes at least this old (seconds).
 LIFETIME_MIN = 5.0
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -136,59 +134,37 @@ class StatsSampler:
         try:
             while time.monotonic() < self._wanted_until:
                 await asyncio.sleep(STATS_INTERVAL)
-                await self.sample_sliced()
+                self.sample()
         finally:
             self._task = None
 
     def sample(self, fresh: bool = False) -> None:
-        """One round, at once. ``fresh``: the last round is too old to take a difference from,
-        so a CPU% is the process's lifetime average."""
-        runners = self._begin()
+        """One round. ``fresh``: the last round is too old to take a difference from, so a CPU%
+        is the process's lifetime average."""
+        self.rounds += 1
         uptime = _uptime() if fresh else 0.0
         seen: dict[int, _Sample] = {}
-        for runner in runners:
-            self._observe(runner, seen, fresh, uptime)
-        self._last = seen
-
-    async def sample_sliced(self) -> None:
-        """One round, ``SLICE`` services per loop turn. Why: 500 reads of /proc took 10-17 ms
-        in one callback every STATS_INTERVAL, and a status request that came meanwhile waited
-        for all of them (``scripts/bench daemon --only-phase scale``, asyncio's slow-callback
-        log)."""
-        runners = self._begin()
-        seen: dict[int, _Sample] = {}
-        for i, runner in enumerate(runners):
-            if i and i % SLICE == 0:
-                await asyncio.sleep(0)
-            self._observe(runner, seen, False, 0.0)
-        self._last = seen
-
-    def _begin(self) -> list[ServiceRunner]:
-        self.rounds += 1
         runners = list(self._runners())
         self.rings.keep({runner.name for runner in runners})
-        return runners
-
-    def _observe(
-        self, runner: ServiceRunner, seen: dict[int, _Sample], fresh: bool, uptime: float
-    ) -> None:
-        handle = runner.handle
-        now = read_sample(handle.pid) if handle is not None else None
-        if now is None:
-            if runner.cpu_percent is not None or runner.rss is not None:
-                runner.observe(None, None)
-            return
-        assert handle is not None
-        seen[handle.pid] = now
-        before = None if fresh else self._last.get(handle.pid)
-        if before is not None and before.start == now.start:
-            cpu = cpu_percent(before, now)
-            runner.observe(cpu, now.rss)
-            self.rings.add(runner.name, cpu, now.rss)
-        elif fresh:
-            runner.observe(lifetime_percent(now, uptime), now.rss)
-        else:  # a process new since the last round: its counter is only primed
-            runner.observe(None, now.rss)
+        for runner in runners:
+            handle = runner.handle
+            now = read_sample(handle.pid) if handle is not None else None
+            if now is None:
+                if runner.cpu_percent is not None or runner.rss is not None:
+                    runner.observe(None, None)
+                continue
+            assert handle is not None
+            seen[handle.pid] = now
+            before = None if fresh else self._last.get(handle.pid)
+            if before is not None and before.start == now.start:
+                cpu = cpu_percent(before, now)
+                runner.observe(cpu, now.rss)
+                self.rings.add(runner.name, cpu, now.rss)
+            elif fresh:
+                runner.observe(lifetime_percent(now, uptime), now.rss)
+            else:  # a process new since the last round: its counter is only primed
+                runner.observe(None, now.rss)
+        self._last = seen
 
     def close(self) -> None:
         if self._task is not None:
