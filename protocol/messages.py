@@ -236,7 +236,7 @@ RequestUnion = (
 )
 
 
-class ServiceStatus(msgspec.Struct, kw_only=True):
+class ServiceStatus(msgspec.Struct, kw_only=True, gc=False):
     name: str
     version: str = ""
     kind: str = "service"
