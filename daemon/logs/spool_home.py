@@ -29,13 +29,13 @@ out holds at most about 2 MiB per stream (the 1 MiB compaction threshold plus on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import stat
 from pathlib import Path
 
 from runyard.runtime.core.digest import sha256
+from runyard.runtime.core.locking import lock_fd
 
 __all__ = [
     "TMPFS",
@@ -143,8 +143,7 @@ def _take_over_moved(path: Path, fallback: Path, tmpfs: Path) -> None:
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if _gone(os.fsdecode(os.pread(fd, 1 << 16, 0))):
+        if lock_fd(fd, timeout=0) and _gone(os.fsdecode(os.pread(fd, 1 << 16, 0))):
             os.rename(old, path)
     except OSError:
         pass
@@ -173,7 +172,7 @@ def _hold(tree_file: Path) -> int:
     for _ in range(3):
         fd = os.open(tree_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a sweep removes it
+            lock_fd(fd, shared=True)  # waits only while a sweep removes it
             if os.fstat(fd).st_nlink:
                 old = _held.pop(tree_file.parent, None)
                 _held[tree_file.parent] = fd
@@ -211,7 +210,8 @@ def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
         try:
             # Held by a live daemon: its tree may just be out of our sight (another mount
             # namespace, a private /tmp, moved while it runs). Locked, no daemon takes it now.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not lock_fd(fd, timeout=0):
+                continue
             tree = os.fsdecode(os.pread(fd, 1 << 16, 0))
             if tree and _gone(tree):
                 shutil.rmtree(path, ignore_errors=True)
