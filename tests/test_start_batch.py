@@ -201,8 +201,8 @@ def test_a_service_whose_directory_cannot_be_made_fails_alone_and_the_daemon_boo
 
     async def run() -> None:
         sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
-        await sup.boot()
-        try:
+        try:  # boot inside: before the fix it raised with a0 spawned, which must be stopped
+            await sup.boot()
             for _ in range(500):  # 10 s at most
                 if sup.runners["a0"].state is ServiceState.RUNNING:
                     break
