@@ -5,7 +5,8 @@ pm2 joins the cold-start and fleet phases when npm can install it; the cold-star
 fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
 bench_daemon_start.py, with the ``startstop`` phase (only start/stop 50, the contenders
 alternated, never run by default) and ``--baseline DIR`` (another checkout's Runyard, for A/B in
-one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
+one run; with it the flood phase alternates the contenders too, bench_daemon_ab.py); the scale
+phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
 
 * fleet phase: 50 services (``#!/bin/sh`` + ``exec sleep 3600``), none started at boot.
   ``--runs`` rounds (2 with --quick) of: start all, poll status until all 50 report running;
@@ -54,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import re
@@ -1261,20 +1263,31 @@ def run(opts: Any) -> bool:
                     refs.append(f"{name} n/a ({exc})")
             reference = ", ".join(refs)
             baseline = getattr(opts, "baseline", None)
+            picked: list[Contender] = [Runyard(base, sys.executable)]
+            if baseline is not None:
+                python = bench_daemon_start.baseline_python(Path(baseline).resolve())
+                picked.append(bench_daemon_start.RunyardBase(base, python))
+            picked += [
+                cls(base, anchor_python)
+                for cls in CONTENDERS[1:]
+                if not (only and cls.name not in only)
+                and not versions[{"supervisord": "supervisor"}.get(cls.name, cls.name)].startswith(
+                    "n/a"
+                )
+            ]
+            alternated: dict[str, dict[str, Any]] = {}
             if "startstop" in settings.phases:
-                picked: list[Contender] = [Runyard(base, sys.executable)]
-                if baseline is not None:
-                    python = bench_daemon_start.baseline_python(Path(baseline).resolve())
-                    picked.append(bench_daemon_start.RunyardBase(base, python))
-                picked += [
-                    cls(base, anchor_python)
-                    for cls in CONTENDERS[1:]
-                    if not (only and cls.name not in only)
-                    and not versions[
-                        {"supervisord": "supervisor"}.get(cls.name, cls.name)
-                    ].startswith("n/a")
-                ]
                 alternated = bench_daemon_start.alternate_start_stop(picked, phases[0], settings)
+            if baseline is not None and "flood" in settings.phases:
+                import bench_daemon_ab
+
+                floods = bench_daemon_ab.alternate_floods(picked, phases[1], settings)
+                for name, got in floods.items():
+                    loads = got.pop("loads")
+                    alternated.setdefault(name, {"loads": {}}).update(got)
+                    alternated[name].setdefault("loads", {}).update(loads)
+                kept = tuple(p for p in settings.phases if p != "flood")
+                settings = dataclasses.replace(settings, phases=kept)
             for cls in (*CONTENDERS, bench_daemon_start.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
@@ -1288,11 +1301,10 @@ def run(opts: Any) -> bool:
                     results[cls.name] = measure(cls(base, python), phases, settings, cold, scale)
                 if cls.name == "runyard" and baseline is not None:
                     results["runyard@base"] = {m.key: "skipped" for m in METRICS}
-            if "startstop" in settings.phases:
-                for name, got in alternated.items():
-                    loads = got.pop("loads")
-                    results[name].update(got)
-                    results[name].setdefault("loads", {}).update(loads)
+            for name, got in alternated.items():
+                loads = got.pop("loads")
+                results[name].update(got)
+                results[name].setdefault("loads", {}).update(loads)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         shutil.rmtree(base, ignore_errors=True)

@@ -24,7 +24,7 @@ from runyard.protocol.messages import LogLine
 from .daemon_log import daemon_logger
 from .fifo import ChildFds, LogPipes
 from .logfile import LogFile, format_stamp
-from .reader import LogReader, ReaderState
+from .reader import LogReader, ReaderState, StreamMode
 from .ring import LogRing
 from .service_log import ServiceLog
 from .splitter import LineSplitter
@@ -41,6 +41,7 @@ __all__ = [
     "ReaderState",
     "ServiceLog",
     "Spool",
+    "StreamMode",
     "daemon_logger",
     "format_stamp",
 ]

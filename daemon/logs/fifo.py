@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from runyard.runtime.core.tree import check_name
 
-__all__ = ["PIPE_SIZE", "STREAMS", "ChildFds", "LogPipes"]
+__all__ = ["PIPE_SIZE", "STREAMS", "ChildFds", "LogPipes", "enlarge_pipe", "pipe_size"]
 
 STREAMS = ("out", "err")
 PIPE_SIZE = 1024 * 1024
@@ -40,8 +40,12 @@ class ChildFds(NamedTuple):
     keep: tuple[int, ...]
 
 
-def _set_pipe_size(fd: int) -> int:
-    """Raise the pipe buffer to 1 MiB, or to what the kernel allows; return the size in effect."""
+def enlarge_pipe(fd: int) -> int:
+    """Raise the pipe buffer to 1 MiB, or to what the kernel allows; return the size in effect.
+
+    Never an error: a refusal (EPERM over pipe-max-size or the per-user quota,
+    pipe-user-pages-soft, for an unprivileged daemon) leaves the pipe as it was.
+    """
     if sys.platform.startswith("linux"):
         for size in (PIPE_SIZE, _pipe_max_size()):
             if size <= 0:
@@ -50,6 +54,12 @@ def _set_pipe_size(fd: int) -> int:
                 return fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
             except OSError:  # EPERM above pipe-max-size or the per-user quota; EBUSY
                 continue
+    return pipe_size(fd)
+
+
+def pipe_size(fd: int) -> int:
+    """The buffer size of the pipe ``fd`` is an end of (0 where that cannot be asked)."""
+    if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             return fcntl.fcntl(fd, _F_GETPIPE_SZ)
     return 0
@@ -128,7 +138,7 @@ class LogPipes:
                 os.set_blocking(write, True)
                 keeper = _open_fifo(path, os.O_RDONLY | os.O_NONBLOCK)
                 self._child.append(keeper)
-                self.pipe_size = _set_pipe_size(write)
+                self.pipe_size = enlarge_pipe(write)
                 ends[stream] = (write, keeper)
         except BaseException:
             self.close_child_fds()
