@@ -1,8 +1,9 @@
 """Benchmark `daemon`: Runyard's daemon beside supervisord and Circus, measured in one run.
 
 Each contender runs the same programs from the same Runyard tree, one contender at a time.
-pm2 joins the cold-start and fleet phases when npm can install it; the cold-start phase, the
-fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
+pm2 joins the cold-start, fleet, flood and scale phases when npm can install it (how it is
+configured and measured: bench_daemon_pm2.py); the cold-start phase, the fleet phase's
+repetition (3 daemons, median (min-max), the box's load in each) are in
 bench_daemon_start.py, with the ``startstop`` phase (only start/stop 50, the contenders
 alternated, never run by default) and ``--baseline DIR`` (another checkout's Runyard, for A/B in
 one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
@@ -16,8 +17,8 @@ one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_
   ``write`` per line, as a line-buffered program does) flat out for 5 s (1.5 s), then a
   ``DONE n`` line, then sleeps; the log is polled every 10 ms. Throughput is payload bytes
   (n x 100) over the time from the first byte in the log file to the DONE line; CPU is the
-  daemon process's user+system seconds (psutil, every thread) over that flood, per GB of
-  payload; both are medians of 3 floods (1 with --quick), each flood's MB/s is printed too.
+  daemon process's user+system seconds (psutil, every thread; for pm2 its reaped helper
+  children too) over that flood, per GB of payload; both are medians of 3 floods (1 with --quick), each flood's MB/s is printed too.
   The same again with a block-writing child (``blockflood``: the same lines, 64 KiB per
   ``write``, as a program writing through a full stdio buffer does; capped at 3 GB).
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
@@ -34,12 +35,13 @@ starts no ``autostart = false`` watcher on a `start` of all (nor on a glob) and 
 start while one runs, so its "start all" is one waiting ``start NAME`` per watcher. stdout
 and stderr are captured to files for every program (Runyard: one file with a timestamp and
 stream tag per line; supervisord ``stdout_logfile``/``stderr_logfile``; Circus
-``FileStream``s); no rotation during the flood (Runyard ``log_max_bytes`` = 1 TiB, its
+``FileStream``s; pm2 ``out_file``/``error_file``, no prefix, its default); no rotation during the flood (Runyard ``log_max_bytes`` = 1 TiB, its
 maximum: three block floods at 500 MB/s passed 8 GiB and rotated under the DONE poll;
 ``*_logfile_maxbytes=0``, Circus ``max_bytes=0``). supervisord answers XML-RPC on a unix
 socket, Circus and Runyard on ipc:// sockets. `status` means: Runyard ``Client.status()``
 (a full record per service), supervisord ``getAllProcessInfo`` (a dict per process), Circus
-``status`` (one state string per watcher).
+``status`` (one state string per watcher), pm2 ``pm2.list()`` (`pm2 jlist`'s RPC: every
+app's env and pidusage).
 
 Every client call runs in a driver process started with the contender's own interpreter
 (this file, ``--driver KIND ADDRESS``): Runyard's with the project venv, the anchors' with
@@ -523,6 +525,8 @@ class Contender:
     """How one supervisor is configured and launched; every client call goes through a Driver."""
 
     name = ""
+    cpu_of_children = False  # the daemon's CPU includes its reaped children's (pm2's helpers)
+    keeper_note = ""  # what log_keeper does, for the notes under the table
 
     def __init__(self, base: Path, python: str) -> None:
         self.base = base
@@ -541,6 +545,11 @@ class Contender:
     def log_path(self, phase: Phase, program: str) -> Path:
         """Where the stdout of ``program`` lands."""
         return self.workdir(phase) / "logs" / f"{program}.out"
+
+    def log_keeper(self, phase: Phase) -> contextlib.AbstractContextManager[None]:
+        """What bounds the logs of ``phase`` from outside while it runs, for a supervisor that
+        cannot rotate them (pm2); nothing for the others."""
+        return contextlib.nullcontext()
 
 
 class Runyard(Contender):
@@ -647,9 +656,12 @@ class Session:
     daemon: subprocess.Popen[bytes]
     driver: Driver
     process: Any  # psutil.Process
+    children: bool = False  # count the daemon's reaped children too
 
     def cpu_secs(self) -> float:
         t = self.process.cpu_times()
+        if self.children:
+            return t.user + t.system + t.children_user + t.children_system
         return t.user + t.system
 
 
@@ -677,7 +689,7 @@ def serving(contender: Contender, phase: Phase) -> Iterator[Session]:
             contender.python, contender.name, contender.address(phase), wd / "driver.err"
         )
         driver.recv(timeout=40.0)  # connected
-        yield Session(daemon, driver, psutil.Process(daemon.pid))
+        yield Session(daemon, driver, psutil.Process(daemon.pid), contender.cpu_of_children)
         driver.call("shutdown", timeout=60.0)
         daemon.wait(timeout=30)
     finally:
@@ -1186,10 +1198,6 @@ def measure(
             for key in PHASE_KEYS[phase.name]:
                 out[key] = "skipped"
             continue
-        if contender.name == "pm2":  # its driver has no flood ops (yet): say so, waste no time
-            for key in PHASE_KEYS[phase.name]:
-                out[key] = "n/a (not run)"
-            continue
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
@@ -1220,13 +1228,14 @@ def measure(
 def run(opts: Any) -> bool:
     import platform
 
+    import bench_daemon_pm2
     import bench_daemon_start
 
     settings = settings_for(opts)
     only = getattr(opts, "only", None)
     print("  anchors venv: checking ...", flush=True)
     anchor_python, versions = ensure_anchors(Path(opts.repo))
-    node, versions["pm2"] = bench_daemon_start.ensure_pm2(Path(opts.repo))
+    node, versions["pm2"] = bench_daemon_pm2.ensure_pm2(Path(opts.repo))
     bench_daemon_start.precompile(Path(opts.repo))
     cores = len(os.sched_getaffinity(0))
     print(
@@ -1275,7 +1284,7 @@ def run(opts: Any) -> bool:
                     ].startswith("n/a")
                 ]
                 alternated = bench_daemon_start.alternate_start_stop(picked, phases[0], settings)
-            for cls in (*CONTENDERS, bench_daemon_start.PM2):
+            for cls in (*CONTENDERS, bench_daemon_pm2.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
                 )
@@ -1331,6 +1340,7 @@ def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
         f"each quiet flood: {'; '.join(runs) or '-'};",
         f"the flood children | cat > file, for reference: {reference};",
         f"status calls within the busy flood: {', '.join(calls) or '-'}.",
+        *(f"{name}: {note}." for name, res in results.items() for note in res.get("notes", ())),
     ]
 
 
