@@ -18,27 +18,31 @@ one run); the scale phase (500 services under a 100 MB/s flood) is bench_daemon_
   ``DONE n`` line, then sleeps; the log is polled every 10 ms. Throughput is payload bytes
   (n x 100) over the time from the first byte in the log file to the DONE line; CPU is the
   daemon process's user+system seconds (psutil, every thread; for pm2 its reaped helper
-  children too) over that flood, per GB of payload; both are medians of 3 floods (1 with --quick), each flood's MB/s is printed too.
+  children too) over that flood, per GB of payload; both are medians of 3 floods (1 with
+  --quick), each flood's MB/s is printed too.
   The same again with a block-writing child (``blockflood``: the same lines, 64 KiB per
   ``write``, as a program writing through a full stdio buffer does; capped at 3 GB).
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
   within it. Each flood starts after an ``os.sync()``: several GB of earlier floods still
   being written back would otherwise throttle whichever flood comes later (for every
   contender, the one writing more bytes more). ``--only-phase flood`` measures only this
-  phase. For reference, each child ``| cat > file`` (a plain 64 KiB pipe) is timed the same
-  way. The child is slower per line when its reader wakes for every few writes, so MB/s
-  depends on how the reader batches as much as on its speed, and it is noisy on a small VM.
+  phase; the box's load over it is noted under the table. For reference, each child
+  ``| cat > file`` (a plain 64 KiB pipe) is timed the same way. The child is slower per line
+  when its reader wakes for every few writes, so MB/s depends on how the reader batches as
+  much as on its speed, and it is noisy on a small VM.
 
-Settings that differ from the defaults, the same for all three: nothing autostarts in the
-fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus has no such wait). Circus
-starts no ``autostart = false`` watcher on a `start` of all (nor on a glob) and refuses a
-start while one runs, so its "start all" is one waiting ``start NAME`` per watcher. stdout
-and stderr are captured to files for every program (Runyard: one file with a timestamp and
-stream tag per line; supervisord ``stdout_logfile``/``stderr_logfile``; Circus
-``FileStream``s; pm2 ``out_file``/``error_file``, no prefix, its default); no rotation during the flood (Runyard ``log_max_bytes`` = 1 TiB, its
-maximum: three block floods at 500 MB/s passed 8 GiB and rotated under the DONE poll;
-``*_logfile_maxbytes=0``, Circus ``max_bytes=0``). supervisord answers XML-RPC on a unix
-socket, Circus and Runyard on ipc:// sockets. `status` means: Runyard ``Client.status()``
+Settings that differ from the defaults, the same for all (pm2's: bench_daemon_pm2.py):
+nothing autostarts in the fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus
+has no such wait). Circus starts no ``autostart = false`` watcher on a `start` of all (nor
+on a glob) and refuses a start while one runs, so its "start all" is one waiting ``start
+NAME`` per watcher. stdout and stderr are captured to files for every program (Runyard: one
+file with a timestamp and stream tag per line; supervisord
+``stdout_logfile``/``stderr_logfile``; Circus ``FileStream``s; pm2 ``out_file``/
+``error_file`` with no prefix, its default); no rotation during the flood (Runyard
+``log_max_bytes`` = 1 TiB, its maximum: three block floods at 500 MB/s passed 8 GiB and
+rotated under the DONE poll; ``*_logfile_maxbytes=0``, Circus ``max_bytes=0``, pm2 has
+none). supervisord answers XML-RPC on a unix socket, Circus and Runyard on ipc:// sockets,
+pm2 on its axon RPC unix socket. `status` means: Runyard ``Client.status()``
 (a full record per service), supervisord ``getAllProcessInfo`` (a dict per process), Circus
 ``status`` (one state string per watcher), pm2 ``pm2.list()`` (`pm2 jlist`'s RPC: every
 app's env and pidusage).
@@ -46,7 +50,7 @@ app's env and pidusage).
 Every client call runs in a driver process started with the contender's own interpreter
 (this file, ``--driver KIND ADDRESS``): Runyard's with the project venv, the anchors' with
 ``.bench/anchors-venv`` (made on first use: ``python -m venv`` + ``pip install supervisor
-circus``). So the module level imports only the standard library. The bench process makes
+circus``), pm2's in node (bench_pm2.js). So the module level imports only the standard library. The bench process makes
 itself a child subreaper, so whatever it started and whatever got orphaned is killed at the
 end, on errors too.
 """
@@ -1198,7 +1202,7 @@ def measure(
             for key in PHASE_KEYS[phase.name]:
                 out[key] = "skipped"
             continue
-        started = time.monotonic()
+        started, load = time.monotonic(), bench_daemon_start.BoxLoad()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
             with serving(contender, phase) as session:
@@ -1206,6 +1210,7 @@ def measure(
                     sleepers = [p.name for p in phase.programs if p.autostart]
                     session.driver.call("wait_running", names=sleepers, within=60.0)
                 out.update(figures(session))
+            out.setdefault("loads", {})[phase.name] = [load.end()]
             print(f" {time.monotonic() - started:.1f}s")
         except Exception as exc:
             print(f" FAILED: {exc}")
