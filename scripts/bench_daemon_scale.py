@@ -141,7 +141,7 @@ def measure_scale(
     out: dict[str, Any] = {key: [] for key in SCALE_KEYS}
     loads = []
     try:
-        with bd.serving(contender, phase) as session, contender.log_keeper(phase):
+        with contender.log_keeper(phase), bd.serving(contender, phase) as session:
             names = [p.name for p in phase.programs]
             try:
                 session.driver.call("wait_running", names=names, within=240.0, timeout=300.0)
