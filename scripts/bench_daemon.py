@@ -1,4 +1,4 @@
-"""Benchmark `daemon`: Runyard's daemon beside supervisord and Circus, measured in one run.
+"""Benchmark `daemon`: Runyard's daemon beside supervisord, Circus and pm2, in one run.
 
 Each contender runs the same programs from the same Runyard tree, one contender at a time.
 pm2 joins the cold-start, fleet, flood and scale phases when npm can install it (how it is
@@ -50,9 +50,9 @@ app's env and pidusage).
 Every client call runs in a driver process started with the contender's own interpreter
 (this file, ``--driver KIND ADDRESS``): Runyard's with the project venv, the anchors' with
 ``.bench/anchors-venv`` (made on first use: ``python -m venv`` + ``pip install supervisor
-circus``), pm2's in node (bench_pm2.js). So the module level imports only the standard library. The bench process makes
-itself a child subreaper, so whatever it started and whatever got orphaned is killed at the
-end, on errors too.
+circus``), pm2's in node (bench_pm2.js). So the module level imports only the standard
+library. The bench process makes itself a child subreaper, so whatever it started and
+whatever got orphaned is killed at the end, on errors, Ctrl-C and SIGTERM too.
 """
 
 from __future__ import annotations
