@@ -36,7 +36,8 @@ JSON lines as the Python drivers.
   the bench truncates each log from outside once it passes that size (every 0.25 s, the
   bench's thread, not pm2's CPU; pm2 appends with O_APPEND so its writes land at the new
   end), until the daemon is gone: pm2 stops 500 apps one by one and the writers write on (a
-  writer's log reached 380 MB when the truncation stopped with the timed windows). pm2 thus pays nothing for rotation there, which the notes under the table say.
+  writer's log reached 380 MB when the truncation stopped with the timed windows). pm2 thus
+  pays nothing for rotation there, which the notes under the table say.
 * Cleanup: pm2 spawns its apps ``detached`` (a session each); ``bd.kill_tree`` kills every
   process group under the daemon and the bench's subreaper reaps whatever pm2 left.
 """
