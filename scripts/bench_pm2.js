@@ -18,6 +18,7 @@
 "use strict";
 
 const fs = require("fs");
+const net = require("net");
 const path = require("path");
 const readline = require("readline");
 const { spawn } = require("child_process");
@@ -52,13 +53,30 @@ if (mode === "daemon") {
   });
 }
 
+// pm2's client pings the daemon first and, when the ping is refused, launches a daemon of its
+// own (detached, a second God on the same HOME). The socket file appears at bind, a moment
+// before listen: a driver that pinged in between left a stray God behind. So wait until the
+// socket accepts, and make a failed ping an error rather than a second daemon.
+function accepts() {
+  return new Promise((resolve) => {
+    const sock = net.createConnection(RPC);
+    sock.once("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("error", () => resolve(false));
+  });
+}
+
 async function connect(within) {
   const deadline = Date.now() + within * 1000;
-  while (!fs.existsSync(RPC)) {
-    if (Date.now() > deadline) throw new Error(`no ${RPC} within ${within}s`);
+  while (!(await accepts())) {
+    if (Date.now() > deadline) throw new Error(`${RPC} accepted nothing within ${within}s`);
     await sleep(2);
   }
   const pm2 = new PM2.custom({ pm2_home: home });
+  pm2.Client.launchDaemon = (_opts, cb) =>
+    (cb || _opts)(new Error("pm2's ping of the daemon failed; no second daemon launched"));
   await call(pm2.connect.bind(pm2));
   return pm2;
 }
