@@ -1,4 +1,4 @@
-// pm2 for `scripts/bench daemon` (see bench_daemon.py and bench_daemon_start.py).
+// pm2 for `scripts/bench daemon` (see bench_daemon.py and bench_daemon_pm2.py).
 //
 //   node bench_pm2.js daemon HOME [--boot] pm2's God daemon in the foreground (no-daemon mode);
 //                                          --boot: it starts the apps of HOME/boot.json at once,
