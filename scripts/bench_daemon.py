@@ -1,8 +1,9 @@
-"""Benchmark `daemon`: Runyard's daemon beside supervisord and Circus, measured in one run.
+"""Benchmark `daemon`: Runyard's daemon beside supervisord, Circus and pm2, in one run.
 
 Each contender runs the same programs from the same Runyard tree, one contender at a time.
-pm2 joins the cold-start and fleet phases when npm can install it; the cold-start phase, the
-fleet phase's repetition (3 daemons, median (min-max), the box's load in each) and pm2 are in
+pm2 joins the cold-start, fleet, flood and scale phases when npm can install it (how it is
+configured and measured: bench_daemon_pm2.py); the cold-start phase, the fleet phase's
+repetition (3 daemons, median (min-max), the box's load in each) are in
 bench_daemon_start.py, with the ``startstop`` phase (only start/stop 50, the contenders
 alternated, never run by default) and ``--baseline DIR`` (another checkout's Runyard, for A/B in
 one run; with it the flood phase alternates the contenders too, bench_daemon_ab.py); the scale
@@ -17,37 +18,42 @@ phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
   ``write`` per line, as a line-buffered program does) flat out for 5 s (1.5 s), then a
   ``DONE n`` line, then sleeps; the log is polled every 10 ms. Throughput is payload bytes
   (n x 100) over the time from the first byte in the log file to the DONE line; CPU is the
-  daemon process's user+system seconds (psutil, every thread) over that flood, per GB of
-  payload; both are medians of 3 floods (1 with --quick), each flood's MB/s is printed too.
+  daemon process's user+system seconds (psutil, every thread; for pm2 its reaped helper
+  children too) over that flood, per GB of payload; both are medians of 3 floods (1 with
+  --quick), each flood's MB/s is printed too.
   The same again with a block-writing child (``blockflood``: the same lines, 64 KiB per
   ``write``, as a program writing through a full stdio buffer does; capped at 3 GB).
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
   within it. Each flood starts after an ``os.sync()``: several GB of earlier floods still
   being written back would otherwise throttle whichever flood comes later (for every
   contender, the one writing more bytes more). ``--only-phase flood`` measures only this
-  phase. For reference, each child ``| cat > file`` (a plain 64 KiB pipe) is timed the same
-  way. The child is slower per line when its reader wakes for every few writes, so MB/s
-  depends on how the reader batches as much as on its speed, and it is noisy on a small VM.
+  phase; the box's load over it is noted under the table. For reference, each child
+  ``| cat > file`` (a plain 64 KiB pipe) is timed the same way. The child is slower per line
+  when its reader wakes for every few writes, so MB/s depends on how the reader batches as
+  much as on its speed, and it is noisy on a small VM.
 
-Settings that differ from the defaults, the same for all three: nothing autostarts in the
-fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus has no such wait). Circus
-starts no ``autostart = false`` watcher on a `start` of all (nor on a glob) and refuses a
-start while one runs, so its "start all" is one waiting ``start NAME`` per watcher. stdout
-and stderr are captured to files for every program (Runyard: one file with a timestamp and
-stream tag per line; supervisord ``stdout_logfile``/``stderr_logfile``; Circus
-``FileStream``s); no rotation during the flood (Runyard ``log_max_bytes`` = 1 TiB, its
-maximum: three block floods at 500 MB/s passed 8 GiB and rotated under the DONE poll;
-``*_logfile_maxbytes=0``, Circus ``max_bytes=0``). supervisord answers XML-RPC on a unix
-socket, Circus and Runyard on ipc:// sockets. `status` means: Runyard ``Client.status()``
+Settings that differ from the defaults, the same for all (pm2's: bench_daemon_pm2.py):
+nothing autostarts in the fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus
+has no such wait). Circus starts no ``autostart = false`` watcher on a `start` of all (nor
+on a glob) and refuses a start while one runs, so its "start all" is one waiting ``start
+NAME`` per watcher. stdout and stderr are captured to files for every program (Runyard: one
+file with a timestamp and stream tag per line; supervisord
+``stdout_logfile``/``stderr_logfile``; Circus ``FileStream``s; pm2 ``out_file``/
+``error_file`` with no prefix, its default); no rotation during the flood (Runyard
+``log_max_bytes`` = 1 TiB, its maximum: three block floods at 500 MB/s passed 8 GiB and
+rotated under the DONE poll; ``*_logfile_maxbytes=0``, Circus ``max_bytes=0``, pm2 has
+none). supervisord answers XML-RPC on a unix socket, Circus and Runyard on ipc:// sockets,
+pm2 on its axon RPC unix socket. `status` means: Runyard ``Client.status()``
 (a full record per service), supervisord ``getAllProcessInfo`` (a dict per process), Circus
-``status`` (one state string per watcher).
+``status`` (one state string per watcher), pm2 ``pm2.list()`` (`pm2 jlist`'s RPC: every
+app's env and pidusage).
 
 Every client call runs in a driver process started with the contender's own interpreter
 (this file, ``--driver KIND ADDRESS``): Runyard's with the project venv, the anchors' with
 ``.bench/anchors-venv`` (made on first use: ``python -m venv`` + ``pip install supervisor
-circus``). So the module level imports only the standard library. The bench process makes
-itself a child subreaper, so whatever it started and whatever got orphaned is killed at the
-end, on errors too.
+circus``), pm2's in node (bench_pm2.js). So the module level imports only the standard
+library. The bench process makes itself a child subreaper, so whatever it started and
+whatever got orphaned is killed at the end, on errors, Ctrl-C and SIGTERM too.
 """
 
 from __future__ import annotations
@@ -525,6 +531,8 @@ class Contender:
     """How one supervisor is configured and launched; every client call goes through a Driver."""
 
     name = ""
+    cpu_of_children = False  # the daemon's CPU includes its reaped children's (pm2's helpers)
+    keeper_note = ""  # what log_keeper does, for the notes under the table
 
     def __init__(self, base: Path, python: str) -> None:
         self.base = base
@@ -543,6 +551,11 @@ class Contender:
     def log_path(self, phase: Phase, program: str) -> Path:
         """Where the stdout of ``program`` lands."""
         return self.workdir(phase) / "logs" / f"{program}.out"
+
+    def log_keeper(self, phase: Phase) -> contextlib.AbstractContextManager[None]:
+        """What bounds the logs of ``phase`` from outside while it runs, for a supervisor that
+        cannot rotate them (pm2); nothing for the others."""
+        return contextlib.nullcontext()
 
 
 class Runyard(Contender):
@@ -649,9 +662,12 @@ class Session:
     daemon: subprocess.Popen[bytes]
     driver: Driver
     process: Any  # psutil.Process
+    children: bool = False  # count the daemon's reaped children too
 
     def cpu_secs(self) -> float:
         t = self.process.cpu_times()
+        if self.children:
+            return t.user + t.system + t.children_user + t.children_system
         return t.user + t.system
 
 
@@ -679,7 +695,7 @@ def serving(contender: Contender, phase: Phase) -> Iterator[Session]:
             contender.python, contender.name, contender.address(phase), wd / "driver.err"
         )
         driver.recv(timeout=40.0)  # connected
-        yield Session(daemon, driver, psutil.Process(daemon.pid))
+        yield Session(daemon, driver, psutil.Process(daemon.pid), contender.cpu_of_children)
         driver.call("shutdown", timeout=60.0)
         daemon.wait(timeout=30)
     finally:
@@ -1188,11 +1204,7 @@ def measure(
             for key in PHASE_KEYS[phase.name]:
                 out[key] = "skipped"
             continue
-        if contender.name == "pm2":  # its driver has no flood ops (yet): say so, waste no time
-            for key in PHASE_KEYS[phase.name]:
-                out[key] = "n/a (not run)"
-            continue
-        started = time.monotonic()
+        started, load = time.monotonic(), bench_daemon_start.BoxLoad()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
             with serving(contender, phase) as session:
@@ -1200,6 +1212,7 @@ def measure(
                     sleepers = [p.name for p in phase.programs if p.autostart]
                     session.driver.call("wait_running", names=sleepers, within=60.0)
                 out.update(figures(session))
+            out.setdefault("loads", {})[phase.name] = [load.end()]
             print(f" {time.monotonic() - started:.1f}s")
         except Exception as exc:
             print(f" FAILED: {exc}")
@@ -1222,13 +1235,14 @@ def measure(
 def run(opts: Any) -> bool:
     import platform
 
+    import bench_daemon_pm2
     import bench_daemon_start
 
     settings = settings_for(opts)
     only = getattr(opts, "only", None)
     print("  anchors venv: checking ...", flush=True)
     anchor_python, versions = ensure_anchors(Path(opts.repo))
-    node, versions["pm2"] = bench_daemon_start.ensure_pm2(Path(opts.repo))
+    node, versions["pm2"] = bench_daemon_pm2.ensure_pm2(Path(opts.repo))
     bench_daemon_start.precompile(Path(opts.repo))
     cores = len(os.sched_getaffinity(0))
     print(
@@ -1288,7 +1302,7 @@ def run(opts: Any) -> bool:
                     alternated[name].setdefault("loads", {}).update(loads)
                 kept = tuple(p for p in settings.phases if p != "flood")
                 settings = dataclasses.replace(settings, phases=kept)
-            for cls in (*CONTENDERS, bench_daemon_start.PM2):
+            for cls in (*CONTENDERS, bench_daemon_pm2.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
                 )
@@ -1343,6 +1357,7 @@ def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
         f"each quiet flood: {'; '.join(runs) or '-'};",
         f"the flood children | cat > file, for reference: {reference};",
         f"status calls within the busy flood: {', '.join(calls) or '-'}.",
+        *(f"{name}: {note}." for name, res in results.items() for note in res.get("notes", ())),
     ]
 
 

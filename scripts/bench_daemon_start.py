@@ -5,6 +5,7 @@
   then polls `status` 5 ms apart until every service runs: the seconds from the spawn. Then a
   shutdown. 3 launches (2 with --quick). Runyard is launched once more with 500 sleepers (the
   goal: all running within 2 s).
+* pm2 (installed from npm, driven by bench_pm2.js) is in bench_daemon_pm2.py.
 * Every figure that comes from several runs is shown as median (min-max), and each run notes
   the load of the box while it ran: the 1-minute load average at its end and how busy the
   CPUs were (``/proc/stat``, every process, ours included) over it.
@@ -167,87 +168,6 @@ def measure_start(
         out[key] = [r[key] for r in runs]
     out["loads"]["fleet"] = loads
     return out
-
-
-# --------------------------------------------------------------------------- pm2
-
-PM2_VERSION = "7.0.4"
-
-
-def ensure_pm2(repo: Path) -> tuple[str | None, str]:
-    """node and pm2's version, installing ``pm2@PM2_VERSION`` from the npm registry into
-    .bench/pm2 on first use; (None, ``n/a (why)``) when node, npm or the registry is missing."""
-    import json
-    import shutil
-    import subprocess
-
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        return None, "n/a (no node or npm on PATH)"
-    prefix = repo / ".bench" / "pm2"
-    package = prefix / "node_modules" / "pm2" / "package.json"
-    if not package.is_file():
-        print(f"  npm install pm2@{PM2_VERSION} into {prefix} ...", flush=True)
-        prefix.mkdir(parents=True, exist_ok=True)
-        try:
-            done = subprocess.run(
-                [
-                    npm,
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--prefix",
-                    str(prefix),
-                    f"pm2@{PM2_VERSION}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-        except subprocess.TimeoutExpired:
-            return None, "n/a (npm install timed out)"
-        if done.returncode != 0 or not package.is_file():
-            why = (done.stderr.strip().splitlines() or ["?"])[-1][:120]
-            return None, f"n/a (npm install pm2@{PM2_VERSION} failed: {why})"
-    os.environ["BENCH_PM2_MODULE"] = str(package.parent)  # the drivers' and daemon's require()
-    return node, json.loads(package.read_text())["version"]
-
-
-class PM2(bd.Contender):
-    """pm2's God daemon in the foreground (``pm2.connect(noDaemon=true)`` in bench_pm2.js),
-    the apps in HOME/ecosystem.json: the sleeper run as is (``interpreter: none``), no
-    autorestart, stdout and stderr to files, no log timestamps."""
-
-    name = "pm2"
-
-    def home(self, phase: bd.Phase) -> Path:
-        return self.workdir(phase) / "home"
-
-    def configure(self, phase: bd.Phase) -> list[str]:
-        import json
-
-        wd, home = self.workdir(phase), self.home(phase)
-        (wd / "logs").mkdir(parents=True, exist_ok=True)
-        home.mkdir(parents=True, exist_ok=True)
-        for sock in ("rpc.sock", "pub.sock"):  # a stale one would make a client spawn a daemon
-            (home / sock).unlink(missing_ok=True)
-        apps = [
-            {
-                "name": p.name,
-                "script": str(p.path),
-                "interpreter": "none",
-                "autorestart": False,
-                "out_file": str(wd / "logs" / f"{p.name}.out"),
-                "error_file": str(wd / "logs" / f"{p.name}.err"),
-                "time": False,
-            }
-            for p in phase.programs
-        ]
-        (home / "ecosystem.json").write_text(json.dumps({"apps": apps}))
-        return [self.python, str(bd.HERE / "bench_pm2.js"), "daemon", str(home)]
-
-    def address(self, phase: bd.Phase) -> str:
-        return str(self.home(phase))
 
 
 def precompile(repo: Path) -> None:

@@ -1,16 +1,24 @@
-// pm2 for `scripts/bench daemon` (see bench_daemon.py and bench_daemon_start.py).
+// pm2 for `scripts/bench daemon` (see bench_daemon.py and bench_daemon_pm2.py).
 //
-//   node bench_pm2.js daemon HOME          pm2's God daemon in the foreground (no-daemon mode)
+//   node bench_pm2.js daemon HOME [--boot] pm2's God daemon in the foreground (no-daemon mode);
+//                                          --boot: it starts the apps of HOME/boot.json at once,
+//                                          as the others start their autostart programs at boot
 //   node bench_pm2.js driver HOME [--cold] the bench's driver: one JSON request per stdin line,
 //                                          one JSON reply per stdout line (the same ops as the
 //                                          Python drivers); --cold: launch the daemon itself
 //
 // HOME is the PM2_HOME of this run; HOME/ecosystem.json lists the apps. The pm2 module comes from
-// BENCH_PM2_MODULE (the .bench/pm2 install). pm2 has no "defined but not started" app, so
+// BENCH_PM2_MODULE (the .bench/pm2 install). The fleet phase loads nothing at boot, so its
 // `start all` is `pm2 start ecosystem.json` (it restarts the stopped ones on later rounds).
+// `status` is `pm2.list()`: the `getMonitorData` RPC that `pm2 jlist` makes. pm2 7.0.4 never
+// launches an app registered with `autostart: false` (God.executeApp re-reads the flag, so
+// `pm2 start NAME` leaves it stopped): the flood children are not in boot.json, and the flood
+// op starts one with `pm2 start ecosystem.json --only NAME` (registered on the first flood,
+// restarted by name on later ones).
 "use strict";
 
 const fs = require("fs");
+const net = require("net");
 const path = require("path");
 const readline = require("readline");
 const { spawn } = require("child_process");
@@ -20,6 +28,7 @@ process.env.PM2_HOME = home;
 process.env.PM2_DISCRETE_MODE = "true";
 const PM2 = require(process.env.BENCH_PM2_MODULE);
 const ECOSYSTEM = path.join(home, "ecosystem.json");
+const BOOT = path.join(home, "boot.json");
 const RPC = path.join(home, "rpc.sock");
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -33,6 +42,9 @@ if (mode === "daemon") {
       console.error(err);
       process.exit(1);
     }
+    if (rest.includes("--boot")) {
+      pm2.start(BOOT, (err) => err && console.error("boot: pm2 start boot.json:", err));
+    }
   });
 } else {
   driver(rest.includes("--cold")).catch((err) => {
@@ -41,13 +53,30 @@ if (mode === "daemon") {
   });
 }
 
+// pm2's client pings the daemon first and, when the ping is refused, launches a daemon of its
+// own (detached, a second God on the same HOME). The socket file appears at bind, a moment
+// before listen: a driver that pinged in between left a stray God behind. So wait until the
+// socket accepts, and make a failed ping an error rather than a second daemon.
+function accepts() {
+  return new Promise((resolve) => {
+    const sock = net.createConnection(RPC);
+    sock.once("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("error", () => resolve(false));
+  });
+}
+
 async function connect(within) {
   const deadline = Date.now() + within * 1000;
-  while (!fs.existsSync(RPC)) {
-    if (Date.now() > deadline) throw new Error(`no ${RPC} within ${within}s`);
+  while (!(await accepts())) {
+    if (Date.now() > deadline) throw new Error(`${RPC} accepted nothing within ${within}s`);
     await sleep(2);
   }
   const pm2 = new PM2.custom({ pm2_home: home });
+  pm2.Client.launchDaemon = (_opts, cb) =>
+    (cb || _opts)(new Error("pm2's ping of the daemon failed; no second daemon launched"));
   await call(pm2.connect.bind(pm2));
   return pm2;
 }
@@ -65,6 +94,15 @@ async function until(pm2, done, within, what) {
     if (done(s)) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${within}s waiting for ${what}`);
     await sleep(5);
+  }
+}
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code !== "ESRCH";
   }
 }
 
@@ -106,6 +144,47 @@ async function driver(cold) {
       await call(pm2.stop.bind(pm2), "all");
       await until(pm2, every("stopped", expect), within, "every app stopped");
       return Number(process.hrtime.bigint() - started) / 1e9;
+    },
+    async stop({ name }) {
+      // pm2 answers once the app is gone; wait for the stopped state and the pid reaped too,
+      // so no later CPU reading of the God daemon takes in a child's times.
+      const pid = (await call(pm2.list.bind(pm2))).find((p) => p.name === name)?.pid;
+      await call(pm2.stop.bind(pm2), name);
+      await until(pm2, (s) => s[name] === "stopped", 60, `${name} stopped`);
+      for (const deadline = Date.now() + 60_000; pid && alive(pid); await sleep(5)) {
+        if (Date.now() > deadline) throw new Error(`${name} (pid ${pid}) still there after 60s`);
+      }
+      return null;
+    },
+    async flood({ name, query_secs, warmup }) {
+      // As bench_daemon.op_flood: start `name`, then `status` flat out for query_secs, each
+      // call as [monotonic seconds before it, ns]; hrtime is CLOCK_MONOTONIC, the bench's clock.
+      const list = pm2.list.bind(pm2);
+      for (let i = 0; i < (query_secs ? warmup : 0); i++) await call(list);
+      await call(pm2.start.bind(pm2), ECOSYSTEM, { only: name });
+      const out = [];
+      const end = process.hrtime.bigint() + BigInt(Math.round(query_secs * 1e9));
+      for (let now; (now = process.hrtime.bigint()) < end; ) {
+        await call(list);
+        out.push([Number(now) / 1e9, Number(process.hrtime.bigint() - now)]);
+      }
+      return out;
+    },
+    async status_window({ calls, warmup, max_secs }) {
+      // As bench_daemon_scale.op_status_window; V8's collector cannot be switched off (its
+      // young-generation scavenges are part of decoding each reply, as in any pm2 client).
+      const list = pm2.list.bind(pm2);
+      for (let i = 0; i < warmup; i++) await call(list);
+      const out = [];
+      const end = process.hrtime.bigint() + BigInt(Math.round(max_secs * 1e9));
+      while (out.length < calls) {
+        const t0 = process.hrtime.bigint();
+        await call(list);
+        const t1 = process.hrtime.bigint();
+        out.push(Number(t1 - t0));
+        if (t1 > end) break;
+      }
+      return out;
     },
     async status_latency({ calls, warmup }) {
       const list = pm2.list.bind(pm2);
