@@ -133,6 +133,38 @@ def test_an_idle_daemon_reads_nothing_and_a_one_shot_status_still_shows_cpu_and_
     assert all(s.cpu_percent is not None and s.rss for s in rows), rows
 
 
+def _wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far: each wake-up of a sleeping thread
+    (a timer, a poll, a zmq heartbeat) is one, whether or not it then reads anything."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                    total += int(line.split()[1])
+    return total
+
+
+def test_an_idle_daemon_nobody_is_connected_to_wakes_none_of_its_threads(root, daemons) -> None:
+    """Issue 16's idle CPU: the read count (above) misses a timer or a thread that wakes and
+    reads nothing. Once the sampler's LINGER is over and the stable_secs timers have fired,
+    none of the daemon's threads (the loop, zmq's I/O and reaper threads, the spawner) runs."""
+    project = "".join(f"[services.{n}]\nstable_secs = 0.5\n" for n in ("a", "b"))
+    tree = build_tree(root, {"a": SLEEPER, "b": SLEEPER}, project)
+    d = daemons(tree).start()
+    pid = d.proc.pid
+    with d.client() as c:  # closed below: a connected client's heartbeats wake zmq's I/O thread
+        wait_for(lambda: {s.state for s in c.status().services} == {"running"}, 20, "running")
+
+    def quiet_for_an_interval() -> bool:
+        before = _wakeups(pid)
+        time.sleep(STATS_INTERVAL + 0.5)
+        return _wakeups(pid) == before
+
+    wait_for(quiet_for_an_interval, LINGER + 4 * STATS_INTERVAL, "the daemon to fall quiet")
+    assert quiet_for_an_interval(), "an idle daemon's thread woke up"
+
+
 def test_the_disk_watch_starts_with_its_first_subscriber(root, daemons) -> None:
     tree = build_tree(root, {"a": SLEEPER})
     d = daemons(tree).start()

@@ -51,3 +51,30 @@ def test_a_sample_of_a_gone_pid_is_none_and_the_percent_follows_the_ticks() -> N
     assert read_sample(2**22 + 1) is None  # above pid_max: never a process
     later = me._replace(cpu_ticks=me.cpu_ticks + os.sysconf("SC_CLK_TCK"), at=me.at + 2.0)
     assert cpu_percent(me, later) == 50.0
+
+
+def _syscr() -> int:
+    """Read-family syscalls of this process so far (/proc/self/io)."""
+    import os
+
+    fd = os.open("/proc/self/io", os.O_RDONLY)
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return int(data.split(b"syscr:")[1].split()[0])
+
+
+def test_a_sample_costs_one_read_syscall_a_stats_round_of_50_read_each_stat_twice() -> None:
+    """``open(...).read()`` read each /proc/PID/stat twice (the second read to see EOF) and
+    added an fstat, an ioctl and two lseeks: nine syscalls a service in every stats round."""
+    import os
+
+    pid = os.getpid()
+    _syscr(), _syscr()  # warm: the probe itself is one read
+    probe = -(_syscr() - _syscr())
+    before = _syscr()
+    for _ in range(100):
+        assert read_sample(pid) is not None
+    reads = _syscr() - before - probe
+    assert reads == 100, reads
