@@ -95,11 +95,29 @@ print(json.dumps({"sizes": sizes, "plain": plain}))
 BOOKKEEPING = (
     PRELUDE
     + r"""
+import asyncio, time
+from runyard.daemon.logs import LogReader, ReaderState, ServiceLog
 from runyard.daemon.logs.fifo import pipe_budget
+
+async def hot_stream(pipes):
+    # A read of 48,000 bytes makes the stream hot (LogReader raises a hot stream's pipe).
+    child = pipes.prepare()
+    os.write(child.stdout, (b"x" * 99 + b"\n") * 480)  # fits a 64 KiB pipe
+    pipes.close_child_fds()  # no writer left: EOF after the data
+    log = ServiceLog(pipes.service, top / "logs")
+    reader = LogReader().attach(asyncio.get_running_loop(), pipes, log, lambda lines: None)
+    deadline = time.monotonic() + 20
+    while reader.state is not ReaderState.EOF and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    reader.detach()
+    log.close()
+    return reader.heated, size(pipes.read_fds[0])
+
 budget = pipe_budget()
 seen = {"pages": budget.pages, "full": budget.used}
 last = services[-1]
-seen["hot_refused"] = last.enlarge("out")
+seen["heated"], seen["hot_refused"] = asyncio.run(hot_stream(last))
+seen["after_hot_refused"] = budget.used
 services[0].close()
 seen["closed"] = budget.used
 seen["hot_raised"] = last.enlarge("out")
@@ -191,7 +209,9 @@ def test_the_budget_is_given_back_by_a_closed_service_and_counted_at_a_reattach(
     pair = 2 * RAISED // PAGE  # a raised service's two FIFOs
     assert seen["pages"] == BUDGET
     assert BUDGET - PIPE_SIZE // PAGE < seen["full"] <= BUDGET
+    assert seen["heated"] == 1
     assert seen["hot_refused"] == DEFAULT_PIPE_SIZE  # a hot stream obeys the same budget
+    assert seen["after_hot_refused"] == seen["full"]
     assert seen["closed"] == seen["full"] - pair
     assert seen["hot_raised"] == RAISED
     assert seen["hot"] == seen["closed"] + RAISED // PAGE
