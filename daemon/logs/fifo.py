@@ -18,8 +18,9 @@ user over ``/proc/sys/fs/pipe-user-pages-soft`` (16384 pages, 64 MiB) may raise 
 gets 2-page (8 KiB) pipes instead of 64 KiB ones, every process of that user, the services'
 own pipes included; over ``pipe-user-pages-hard`` (0, no limit, by default) it may make no
 pipe at all (``pipe`` fails ENFILE, opening a FIFO ENOMEM). So an unprivileged daemon raises
-its pipes only within a budget of half the lower of the two limits: in start order, the first
-16 services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB, a hot stream
+its pipes only within a budget of half the lower of the two limits: by default, in start
+order, the first 16 services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB
+(1 MiB of backpressure while the daemon is down becomes 64 KiB for them), a hot stream
 (``LogReader``) is raised if the budget still allows, and closing a service's read ends gives
 its share back. A FIFO still counts 16 pages (64 KiB) unraised: with the budget full, about
 256 more services put the user at its soft limit by their FIFOs alone. A privileged daemon
