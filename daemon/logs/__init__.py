@@ -8,8 +8,9 @@ is kept, and fast enough that logging never becomes what limits a chatty service
                             ├─ LogFile        logs/{svc}/{svc}.log, prefix by one replace, one write
                             └─ LogRing        last N lines as chunks; LogLines made when asked
 
-One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``), ``splitter``
-(``LineSplitter``), ``ring`` (``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),
+One module per piece: ``fifo`` (the FIFOs and keeper fds, ``LogPipes``, and the pipe budget
+of an unprivileged daemon, ``PipeBudget``), ``splitter`` (``LineSplitter``), ``ring``
+(``LogRing``), ``logfile`` (``LogFile``, ``format_stamp``),
 ``spool`` (``Spool``, the spool files and journal that keep a read line across a daemon kill),
 ``spool_home`` (where the spools live: a private tmpfs directory, or ``temp/fifo``),
 ``service_log`` (``ServiceLog``, the four above for one service), ``reader`` (``LogReader``,

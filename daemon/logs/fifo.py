@@ -10,24 +10,55 @@ Limits: a pipe lives only while some process holds it open, so a child that exit
 daemon is down takes what it left in the buffer with it (s6 solves this with an fd-holder
 process). A child that closes every fd above 2 at startup drops its keepers and is back to
 SIGPIPE on a daemon crash.
+
+The pipe quota (``PipeBudget``): the kernel counts every pipe's pages against the user that
+made it (the daemon, for these FIFOs), and for a process without CAP_SYS_RESOURCE or
+CAP_SYS_ADMIN (in the initial user namespace: ``pipe_is_unprivileged_user`` in fs/pipe.c) a
+user over ``/proc/sys/fs/pipe-user-pages-soft`` (16384 pages, 64 MiB) may raise no pipe and
+gets 2-page (8 KiB) pipes instead of 64 KiB ones, every process of that user, the services'
+own pipes included; over ``pipe-user-pages-hard`` (0, no limit, by default) it may make no
+pipe at all (``pipe`` fails ENFILE, opening a FIFO ENOMEM). So an unprivileged daemon raises
+its pipes only within a budget of half the lower of the two limits: by default, in start
+order, the first 16 services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB
+(1 MiB of backpressure while the daemon is down becomes 64 KiB for them), a hot stream
+(``LogReader``) is raised if the budget still allows, and closing a service's read ends gives
+its share back. A FIFO still counts 16 pages (64 KiB) unraised: with the budget full, about
+256 more services put the user at its soft limit by their FIFOs alone. A privileged daemon
+(root with its capabilities) is exempt and raises every FIFO.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import stat
 import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
 from runyard.runtime.core.tree import check_name
 
-__all__ = ["PIPE_SIZE", "STREAMS", "ChildFds", "LogPipes", "enlarge_pipe", "pipe_size"]
+__all__ = [
+    "DEFAULT_PIPE_SIZE",
+    "PIPE_SIZE",
+    "STREAMS",
+    "ChildFds",
+    "LogPipes",
+    "PipeBudget",
+    "enlarge_pipe",
+    "pipe_budget",
+    "pipe_size",
+]
 
 STREAMS = ("out", "err")
 PIPE_SIZE = 1024 * 1024
+_PAGE = os.sysconf("SC_PAGESIZE")
+#: A new pipe's size (the kernel's PIPE_DEF_BUFFERS pages): a bigger pipe was raised.
+DEFAULT_PIPE_SIZE = 16 * _PAGE
+_CAP_SYS_ADMIN, _CAP_SYS_RESOURCE = 21, 24
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
@@ -72,11 +103,78 @@ def _pipe_max_size() -> int:
         return 0
 
 
+class PipeBudget:
+    """The pages that the raised pipes of this process may hold together (``pages``; None: no
+    limit), and what they hold (``used``). A raise takes its pages first (``try_take``), so
+    the budget is never overrun; a pipe's actual size is booked with ``adjust``."""
+
+    def __init__(self, pages: int | None) -> None:
+        self.pages = pages
+        self.used = 0
+        self._lock = threading.Lock()  # the daemon's thread today; cheap insurance
+
+    @classmethod
+    def of_this_process(cls) -> PipeBudget:
+        """No limit for a process the kernel exempts, or with no quota set; else half of the
+        lower of pipe-user-pages-soft and -hard (0 there: that limit is off)."""
+        if _exempt_from_pipe_quota():
+            return cls(None)
+        limits = [n for n in map(_read_sysctl, ("soft", "hard")) if n > 0]
+        return cls(min(limits) // 2 if limits else None)
+
+    def try_take(self, pages: int) -> bool:
+        with self._lock:
+            if self.pages is not None and self.used + pages > self.pages:
+                return False
+            self.used += pages
+            return True
+
+    def adjust(self, pages: int) -> None:
+        """Book ``pages`` more (fewer when negative), whatever the budget says: they are held."""
+        with self._lock:
+            self.used += pages
+
+
+@functools.cache
+def pipe_budget() -> PipeBudget:
+    """This process's budget (the kernel's quota is per user; the daemon is one process)."""
+    return PipeBudget.of_this_process()
+
+
+def _exempt_from_pipe_quota() -> bool:
+    """CAP_SYS_RESOURCE or CAP_SYS_ADMIN effective, counted only in the initial user namespace
+    (the kernel asks ``capable()``, which a namespace's own root does not pass)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        uid_map = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        return False
+    caps = 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            caps = int(line.split()[1], 16)
+    wanted = 1 << _CAP_SYS_RESOURCE | 1 << _CAP_SYS_ADMIN
+    return uid_map == ["0", "0", "4294967295"] and bool(caps & wanted)
+
+
+def _read_sysctl(which: str) -> int:
+    try:
+        return int(Path(f"/proc/sys/fs/pipe-user-pages-{which}").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _charge(size: int) -> int:
+    """The pages a pipe of ``size`` bytes holds of the budget: a raised pipe's whole size."""
+    return size // _PAGE if size > DEFAULT_PIPE_SIZE else 0
+
+
 class LogPipes:
     """The two FIFOs of one service and the fds opened on them.
 
     The daemon keeps the non-blocking read ends; ``prepare`` also opens, for one spawn, the
-    write ends (the child's stdout/stderr) and the keeper read ends the child inherits.
+    write ends (the child's stdout/stderr) and the keeper read ends the child inherits. Each
+    open read end's pipe holds its share of ``pipe_budget()`` until the read end is closed.
     """
 
     def __init__(self, fifo_dir: Path, service: str) -> None:
@@ -87,6 +185,7 @@ class LogPipes:
         self.service = service
         self._read: dict[str, int] = {}
         self._child: list[int] = []
+        self._charged: dict[str, int] = {}  # pages of pipe_budget() held, by stream
         self.pipe_size = 0
 
     def __repr__(self) -> str:
@@ -127,8 +226,7 @@ class LogPipes:
                 kept = self._read.get(stream)
                 if kept is not None and not _same_file(kept, path):
                     # The FIFO was replaced under us: a read end on the old one reads nothing.
-                    del self._read[stream]
-                    os.close(kept)
+                    self._close_read(stream)
                 if stream not in self._read:
                     # A read end first: opening a FIFO O_WRONLY|O_NONBLOCK fails (ENXIO) without one.
                     self._read[stream] = _open_fifo(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -138,12 +236,37 @@ class LogPipes:
                 os.set_blocking(write, True)
                 keeper = _open_fifo(path, os.O_RDONLY | os.O_NONBLOCK)
                 self._child.append(keeper)
-                self.pipe_size = enlarge_pipe(write)
+                self.pipe_size = self.enlarge(stream)
                 ends[stream] = (write, keeper)
         except BaseException:
             self.close_child_fds()
             raise
         return ChildFds(ends["out"][0], ends["err"][0], (ends["out"][1], ends["err"][1]))
+
+    def enlarge(self, stream: str) -> int:
+        """Raise ``stream``'s pipe to 1 MiB if ``pipe_budget()`` allows; the size in effect."""
+        fd = self._read[stream]
+        size = pipe_size(fd)
+        self._book(stream, size)  # what it holds already (a pipe an earlier daemon raised)
+        wanted = _charge(PIPE_SIZE) - self._charged.get(stream, 0)
+        if size < PIPE_SIZE and pipe_budget().try_take(wanted):
+            self._charged[stream] = _charge(PIPE_SIZE)
+            size = enlarge_pipe(fd)
+            self._book(stream, size)  # a refusal (or pipe-max-size) gives back the rest
+        return size
+
+    def _book(self, stream: str, size: int) -> None:
+        """``stream``'s pipe is now ``size`` bytes (0: its read end is closed)."""
+        pages = _charge(size)
+        pipe_budget().adjust(pages - self._charged.pop(stream, 0))
+        if pages:
+            self._charged[stream] = pages
+
+    def _close_read(self, stream: str) -> None:
+        fd = self._read.pop(stream)
+        self._book(stream, 0)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def close_child_fds(self) -> None:
         """Close the daemon's copies of the write and keeper ends (call right after spawn)."""
@@ -166,14 +289,14 @@ class LogPipes:
                 os.close(fd)
                 raise ValueError(f"{path} is not a FIFO")
             self._read[stream] = fd
+            # A pipe the previous daemon raised is held whatever our budget says: counted.
+            self._book(stream, pipe_size(fd))
 
     def close(self) -> None:
         """Close every fd this object holds. Detach any LogReader first."""
         self.close_child_fds()
-        fds, self._read = list(self._read.values()), {}
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for stream in list(self._read):
+            self._close_read(stream)
 
     def remove(self) -> None:
         """Unlink the FIFOs (a child still holding them keeps its pipe until it exits)."""

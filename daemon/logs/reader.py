@@ -10,8 +10,9 @@ pays the epoll callback, and wakes the daemon's core when it sleeps; with no wai
 pipe a write is nearly free. A child writing one 100-byte line per ``write`` into a 1 MiB pipe
 read with plain reads: 317 MB/s read as before, 381 MB/s on a 1 ms timer (a probe; the bench's
 figures are in docs/ARCHITECTURE.md). A hot
-stream's pipe is raised to 1 MiB (``enlarge_pipe``) if it is smaller (a daemon over its
-per-user pipe quota), so a timer period never fills it; a quiet one is left as it is.
+stream's pipe is raised to 1 MiB (``LogPipes.enlarge``) if it is smaller and the daemon's pipe
+budget allows (an unprivileged daemon with many services, see ``fifo``), so a timer period
+does not fill it; a quiet one is left as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from runyard.protocol.messages import LogLine
 
-from .fifo import PIPE_SIZE, STREAMS, LogPipes, enlarge_pipe, pipe_size
+from .fifo import PIPE_SIZE, STREAMS, LogPipes, pipe_size
 from .service_log import ServiceLog
 
 __all__ = [
@@ -153,11 +154,12 @@ class LogReader:
 
     def _heat(self, stream: str, fd: int) -> bool:
         """``stream`` goes hot (out of epoll: it is read on a timer, nothing waits on the pipe);
-        its pipe is raised to 1 MiB first if it is smaller, so a period does not fill it."""
+        its pipe is raised to 1 MiB first if it is smaller (within the daemon's pipe budget),
+        so a period does not fill it."""
         self.modes[stream] = StreamMode.HOT
         self.heated += 1
         if pipe_size(fd) < PIPE_SIZE:
-            self._full[stream] = _full_read(enlarge_pipe(fd))
+            self._full[stream] = _full_read(self.pipes.enlarge(stream))
         return True
 
     def _read_once(self, stream: str) -> bool:

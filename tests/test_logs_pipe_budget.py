@@ -1,0 +1,246 @@
+"""The daemon's pipe budget (``fifo.PipeBudget``), on the real kernel.
+
+The kernel counts every pipe's pages against its user; a user without CAP_SYS_RESOURCE and
+CAP_SYS_ADMIN over pipe-user-pages-soft gets 8 KiB pipes instead of 64 KiB, in every process.
+An unprivileged daemon that raised each FIFO to 1 MiB got there after 32 services and degraded
+its services' own pipes. The unprivileged cases run in a child that drops to a uid no process
+uses (so nothing else counts against it), as the test runs as root; the privileged case runs
+here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runyard.daemon.logs import LogPipes
+from runyard.daemon.logs.fifo import PIPE_SIZE, pipe_size
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pipe quotas"),
+]
+
+PAGE = os.sysconf("SC_PAGESIZE")
+DEFAULT_PIPE_SIZE = 16 * PAGE  # the kernel's PIPE_DEF_BUFFERS: a new pipe's size
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def sysctl(name: str) -> int:
+    return int(Path(f"/proc/sys/fs/{name}").read_text())
+
+
+#: What an unprivileged daemon may raise, in pages: half the lower quota that is set.
+QUOTA = min(
+    (n for n in map(sysctl, ("pipe-user-pages-soft", "pipe-user-pages-hard")) if n), default=0
+)
+BUDGET = QUOTA // 2
+#: What a raise gives without CAP_SYS_RESOURCE (never above pipe-max-size).
+RAISED = min(PIPE_SIZE, sysctl("pipe-max-size"))
+#: Services enough that raising every FIFO to 1 MiB (the code before) goes over the soft quota.
+SERVICES = QUOTA * PAGE // (2 * PIPE_SIZE) + 8
+
+#: Run as an unused uid: imports first, then the drop (setuid clears the effective caps).
+PRELUDE = r"""
+import fcntl, json, os, sys
+from pathlib import Path
+from runyard.daemon.logs import LogPipes
+uid, top, n = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+os.setgroups([])
+os.setgid(uid)
+os.setuid(uid)
+
+def size(fd):
+    return fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+
+def plain_pipe():
+    r, w = os.pipe()
+    try:
+        return size(r)
+    finally:
+        os.close(r)
+        os.close(w)
+
+services = [LogPipes(top / "fifo", f"svc{i}") for i in range(n)]
+for pipes in services:
+    pipes.prepare()
+    pipes.close_child_fds()
+"""
+
+#: The regression: only what the code before had (LogPipes.prepare), so it fails there.
+MANY_SERVICES = (
+    PRELUDE
+    + r"""
+sizes = [size(fd) for pipes in services for fd in pipes.read_fds]
+plain = plain_pipe()
+for pipes in services:
+    pipes.close()
+    pipes.remove()
+print(json.dumps({"sizes": sizes, "plain": plain}))
+"""
+)
+
+#: The budget's bookkeeping: a hot stream refused then raised once a service is closed, a
+#: reattach that counts what a pipe already has.
+BOOKKEEPING = (
+    PRELUDE
+    + r"""
+import asyncio, time
+from runyard.daemon.logs import LogReader, ReaderState, ServiceLog
+from runyard.daemon.logs.fifo import pipe_budget
+
+async def hot_stream(pipes):
+    # A read of 48,000 bytes makes the stream hot (LogReader raises a hot stream's pipe).
+    child = pipes.prepare()
+    os.write(child.stdout, (b"x" * 99 + b"\n") * 480)  # fits a 64 KiB pipe
+    pipes.close_child_fds()  # no writer left: EOF after the data
+    log = ServiceLog(pipes.service, top / "logs")
+    reader = LogReader().attach(asyncio.get_running_loop(), pipes, log, lambda lines: None)
+    deadline = time.monotonic() + 20
+    while reader.state is not ReaderState.EOF and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    reader.detach()
+    log.close()
+    return reader.heated, size(pipes.read_fds[0])
+
+budget = pipe_budget()
+seen = {"pages": budget.pages, "full": budget.used}
+last = services[-1]
+seen["heated"], seen["hot_refused"] = asyncio.run(hot_stream(last))
+seen["after_hot_refused"] = budget.used
+services[0].close()
+seen["closed"] = budget.used
+seen["hot_raised"] = last.enlarge("out")
+seen["hot"] = budget.used
+# A daemon restart: the child (its fds, dup'ed here) keeps the pipes while the daemon is gone.
+child = services[1].prepare()
+held = [os.dup(fd) for fd in (child.stdout, child.stderr, *child.keep)]
+services[1].close()
+seen["daemon_gone"] = budget.used
+again = LogPipes(top / "fifo", "svc1")
+again.reattach()
+seen["reattached"] = budget.used
+seen["reattached_sizes"] = [size(fd) for fd in again.read_fds]
+for fd in held:
+    os.close(fd)
+again.close()
+seen["plain"] = plain_pipe()
+for pipes in services:
+    pipes.close()
+    pipes.remove()
+seen["end"] = budget.used
+print(json.dumps(seen))
+"""
+)
+
+
+def unused_uid() -> int:
+    """A uid no process runs as (real uid: what the kernel counts pipes by)."""
+    used = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("Uid:"):
+                    used.add(int(line.split()[1]))
+    for uid in range(61000, 61100):
+        if uid not in used:
+            return uid
+    pytest.fail("no unused uid in 61000-61099")
+
+
+@pytest.fixture
+def as_other_uid() -> Iterator[tuple[int, Path]]:
+    """An unused uid and a temp dir it owns (in /tmp: pytest's tmp_path is root's 0700)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("dropping to another uid needs root; CI runs as root")
+        pytest.skip("dropping to another uid needs root")
+    if not QUOTA or SERVICES > 200:
+        pytest.skip(f"pipe quota {QUOTA} pages: nothing to show with a few services")
+    uid = unused_uid()
+    top = Path(tempfile.mkdtemp(prefix="runyard-pipe-budget-"))
+    try:
+        os.chown(top, uid, uid)
+        yield uid, top
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def run_as(uid: int, top: Path, script: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(uid), str(top), str(SERVICES)],
+        capture_output=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+def test_an_unprivileged_daemon_with_many_services_leaves_its_users_pipes_at_64k(
+    as_other_uid: tuple[int, Path],
+) -> None:
+    """The regression: before, every FIFO was raised, the user went over pipe-user-pages-soft
+    after 64 of them, and every later pipe of that user (FIFOs and a service's own) was 8 KiB."""
+    seen = run_as(*as_other_uid, MANY_SERVICES)
+    sizes = seen["sizes"]
+    assert seen["plain"] == DEFAULT_PIPE_SIZE
+    assert len(sizes) == 2 * SERVICES
+    assert set(sizes) <= {RAISED, DEFAULT_PIPE_SIZE}, "a FIFO below 64 KiB: over the quota"
+    assert sizes == sorted(sizes, reverse=True), "the first services' FIFOs are the raised ones"
+    raised = sum(size // PAGE for size in sizes if size > DEFAULT_PIPE_SIZE)
+    assert BUDGET - PIPE_SIZE // PAGE < raised <= BUDGET
+
+
+def test_the_budget_is_given_back_by_a_closed_service_and_counted_at_a_reattach(
+    as_other_uid: tuple[int, Path],
+) -> None:
+    seen = run_as(*as_other_uid, BOOKKEEPING)
+    pair = 2 * RAISED // PAGE  # a raised service's two FIFOs
+    assert seen["pages"] == BUDGET
+    assert BUDGET - PIPE_SIZE // PAGE < seen["full"] <= BUDGET
+    assert seen["heated"] == 1
+    assert seen["hot_refused"] == DEFAULT_PIPE_SIZE  # a hot stream obeys the same budget
+    assert seen["after_hot_refused"] == seen["full"]
+    assert seen["closed"] == seen["full"] - pair
+    assert seen["hot_raised"] == RAISED
+    assert seen["hot"] == seen["closed"] + RAISED // PAGE
+    assert seen["daemon_gone"] == seen["hot"] - pair
+    assert seen["reattached_sizes"] == [RAISED, RAISED]
+    assert seen["reattached"] == seen["hot"]
+    assert seen["plain"] == DEFAULT_PIPE_SIZE
+    assert seen["end"] == 0
+
+
+def test_a_privileged_daemon_raises_every_fifo(tmp_path: Path) -> None:
+    """Root with CAP_SYS_ADMIN or CAP_SYS_RESOURCE is exempt from the quota: no budget, every
+    FIFO raised as before; closing the services gives back what they booked."""
+    from runyard.daemon.logs.fifo import pipe_budget  # imported here: main had none (a test)
+
+    budget = pipe_budget()
+    if budget.pages is not None:
+        pytest.skip("this process is not exempt from the pipe quota (no CAP_SYS_*)")
+    before = budget.used
+    services = [LogPipes(tmp_path / "fifo", f"svc{i}") for i in range(SERVICES)]
+    try:
+        for pipes in services:
+            pipes.prepare()
+            pipes.close_child_fds()
+        sizes = [pipe_size(fd) for pipes in services for fd in pipes.read_fds]
+        assert min(sizes) >= RAISED
+        assert budget.used - before == sum(size // PAGE for size in sizes)
+    finally:
+        for pipes in services:
+            pipes.close()
+            pipes.remove()
+    assert budget.used == before
