@@ -23,8 +23,10 @@ order, the first 16 services' FIFOs (32 pipes of 1 MiB) are raised, later ones s
 (1 MiB of backpressure while the daemon is down becomes 64 KiB for them), a hot stream
 (``LogReader``) is raised if the budget still allows, and closing a service's read ends gives
 its share back. A FIFO still counts 16 pages (64 KiB) unraised: with the budget full, about
-256 more services put the user at its soft limit by their FIFOs alone. A privileged daemon
-(root with its capabilities) is exempt and raises every FIFO.
+256 more services put the user at its soft limit by their FIFOs alone. The budget is per
+process: two unprivileged daemons of one user (two trees) take a half each, and together put
+that user at its soft limit. A privileged daemon (root with its capabilities) is exempt and
+raises every FIFO.
 """
 
 from __future__ import annotations
