@@ -143,12 +143,14 @@ class ServiceIO:
 
     async def detach(self, spec: ServiceSpec) -> None:
         """The process exited: keep what it wrote, stop probing it."""
-        if self._reader is not None:
+        reader = self._reader
+        if reader is not None:
             # The last lines a process wrote are kept: drain before reporting the exit.
-            await self._reader.drain(timeout=DRAIN_TIMEOUT)
-            self._reader.detach()
-            self._reader = None
-            self.log.flush()
+            await reader.drain(timeout=DRAIN_TIMEOUT)
+            reader.detach()
+            if self._reader is reader:  # else close() (daemon exit) ran in the drain's await
+                self._reader = None
+                self.log.flush()
         if self._monitor is not None:
             await self._monitor.stop()
             self._monitor = None
