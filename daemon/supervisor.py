@@ -168,8 +168,10 @@ class Supervisor:
                 and name not in self.cap.blocked
             ):
                 runner.want_up()
-        self._schedule()
-        self.recorder.write()
+        if not self._schedule() or self.recorder.pending:
+            # What restore changed, unless the pass's write after its spawns took it all (one
+            # fsync less on the way to the first status answer).
+            self.recorder.write()
         self._limits_task = asyncio.get_running_loop().create_task(
             watch_limits(lambda: self.runners.values(), self._limits_wake)
         )
@@ -210,8 +212,9 @@ class Supervisor:
             self._schedule_pending = True
             asyncio.get_running_loop().call_soon(self._schedule)
 
-    def _schedule(self) -> None:
-        """Start what is wanted up with its dependencies met, while state.json can record it."""
+    def _schedule(self) -> bool:
+        """Start what is wanted up with its dependencies met, while state.json can record it;
+        True when state.json was written after the pass (it started something)."""
         self._schedule_pending = False
         with StartBatch() as batch:  # one thread hop for the pass's spawns
             for name in [] if self._stopping_all else self.order:
@@ -250,6 +253,7 @@ class Supervisor:
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
         for runner in self.runners.values():
             runner.flush()
+        return bool(batch.started)
 
     def _retry_held(self) -> None:
         """One timer for the starts an install lock holds back: one per pass that met them
