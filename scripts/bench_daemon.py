@@ -1245,7 +1245,11 @@ def run(opts: Any) -> bool:
     try:
         with reaping():
             phases = make_phases(base, settings)
-            cold = bench_daemon_start.cold_phases(base) if "fleet" in settings.phases else None
+            cold = (
+                bench_daemon_start.cold_phases(base)
+                if {"fleet", "cold"} & set(settings.phases)
+                else None
+            )
             scale = None
             if "scale" in settings.phases:
                 import bench_daemon_scale
@@ -1275,6 +1279,20 @@ def run(opts: Any) -> bool:
                     ].startswith("n/a")
                 ]
                 alternated = bench_daemon_start.alternate_start_stop(picked, phases[0], settings)
+            if "cold" in settings.phases:
+                picked = [Runyard(base, sys.executable)]
+                if baseline is not None:
+                    python = bench_daemon_start.baseline_python(Path(baseline).resolve())
+                    picked.append(bench_daemon_start.RunyardBase(base, python))
+                picked += [
+                    cls(base, anchor_python)
+                    for cls in CONTENDERS[1:]
+                    if not (only and cls.name not in only)
+                    and not versions[
+                        {"supervisord": "supervisor"}.get(cls.name, cls.name)
+                    ].startswith("n/a")
+                ]
+                alternated = bench_daemon_start.alternate_cold(picked, cold, settings)
             for cls in (*CONTENDERS, bench_daemon_start.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name
@@ -1288,7 +1306,7 @@ def run(opts: Any) -> bool:
                     results[cls.name] = measure(cls(base, python), phases, settings, cold, scale)
                 if cls.name == "runyard" and baseline is not None:
                     results["runyard@base"] = {m.key: "skipped" for m in METRICS}
-            if "startstop" in settings.phases:
+            if {"startstop", "cold"} & set(settings.phases):
                 for name, got in alternated.items():
                     loads = got.pop("loads")
                     results[name].update(got)

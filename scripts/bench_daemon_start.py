@@ -23,7 +23,14 @@ from typing import Any
 
 import bench_daemon as bd
 
-__all__ = ["BoxLoad", "cold_phases", "fig_cold", "median_range", "ready_path"]
+__all__ = [
+    "BoxLoad",
+    "alternate_cold",
+    "cold_phases",
+    "fig_cold",
+    "median_range",
+    "ready_path",
+]
 
 COLD_MANY = 500
 
@@ -41,7 +48,7 @@ def cold_phases(base: Path) -> tuple[bd.Phase, bd.Phase]:
 
 def ready_path(contender: bd.Contender, phase: bd.Phase) -> str:
     """The file whose appearance says the daemon's control socket is bound."""
-    if contender.name == "runyard":
+    if isinstance(contender, bd.Runyard):  # runyard@base too
         from runyard.protocol.endpoints import endpoints_for
 
         return endpoints_for(phase.tree_root).control.removeprefix("ipc://")
@@ -313,4 +320,37 @@ def alternate_start_stop(
                 contenders = [c for c in contenders if c is not contender]
                 if not contenders:
                     return out
+    return out
+
+
+def alternate_cold(
+    contenders: list[bd.Contender], cold: tuple[bd.Phase, bd.Phase], settings: bd.Settings
+) -> dict[str, dict[str, Any]]:
+    """The cold phase alone (``--only-phase cold``): ``max(3, settings.sessions) *
+    settings.launches`` rounds; in each, every contender in a rotated order gets one launch to
+    50 running (Runyard and runyard@base also one to COLD_MANY), so a load that comes and goes
+    falls on all of them alike. cold_s / cold500_s: the seconds of each launch."""
+    out: dict[str, dict[str, Any]] = {
+        c.name: {"cold_s": [], "loads": {"cold_s": []}} for c in contenders
+    }
+    rounds = max(3, settings.sessions) * settings.launches
+    for n in range(rounds):
+        shift = n % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            phases = [(cold[0], "cold_s")]
+            if contender.name.startswith("runyard"):
+                phases.append((cold[1], "cold500_s"))
+            res = out[contender.name]
+            for phase, key in phases:
+                print(f"  {contender.name}: {phase.name} {n + 1}/{rounds} ...", end="", flush=True)
+                try:
+                    secs, loads = fig_cold(contender, phase, 1)
+                except Exception as exc:
+                    print(f" FAILED: {exc}")
+                    res[key] = f"n/a ({type(exc).__name__})"
+                    continue
+                if isinstance(res.setdefault(key, []), list):
+                    res[key] += secs
+                    res["loads"].setdefault(key, []).extend(loads)
+                print(f" {secs[0]:.3f} s ({loads[0]})")
     return out
