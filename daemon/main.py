@@ -35,7 +35,7 @@ from runyard.protocol.messages import DaemonEvent
 from runyard.runtime.config.project import load_project
 from runyard.runtime.core.errors import DaemonRunning, InvariantBroken, RunyardError
 from runyard.runtime.core.locking import FileLock, LockBusy
-from runyard.runtime.core.manifest import init_tree
+from runyard.runtime.core.manifest import RuntimeManifest, init_tree
 from runyard.runtime.core.own_version import runyard_version
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_checks
@@ -283,6 +283,7 @@ async def _serve(
     log: logging.Logger,
     license: LicenseStatus | None = None,
     license_file: Path | None = None,
+    manifest: RuntimeManifest | None = None,
 ) -> None:
     project = load_project(project_file)
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
@@ -290,12 +291,7 @@ async def _serve(
     endpoints = endpoints_for(tree.root)
     bus = EventBus()
     sup = Supervisor(
-        tree,
-        project_file,
-        bus,
-        log,
-        license=license,
-        license_loader=lambda: tree_license(tree, license_file),
+        tree, project_file, bus, log, license, lambda: tree_license(tree, license_file)
     )
     audit = AuditWriter(tree.logs_dir, log)
     ctx = Context(
@@ -314,7 +310,7 @@ async def _serve(
     health = HealthServer(sup, project.daemon.health_port) if project.daemon.health_port else None
     stop = _StopRequest()
     try:
-        await sup.boot()
+        await sup.boot(project, manifest)  # the manifest the startup checks validated
         gc_after_boot()
         _audit_start(audit, ctx, license)
         if health is not None:
@@ -363,7 +359,7 @@ def run_daemon(
     _log_checks(report, log, time.monotonic() - began)
     keep_read_buffers()
     try:
-        asyncio.run(_serve(tree, project_file, log, report.license, license_file))
+        asyncio.run(_serve(tree, project_file, log, report.license, license_file, report.manifest))
     except Exception as exc:
         if isinstance(exc, RunyardError) and not isinstance(exc, InvariantBroken):
             log.error("%s", exc)

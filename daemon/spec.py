@@ -272,14 +272,17 @@ def _build(
     return with_digest(spec)
 
 
-def load_specs(tree: RuntimeTree, project: Project) -> tuple[dict[str, ServiceSpec], list[str]]:
+def load_specs(
+    tree: RuntimeTree, project: Project, manifest: RuntimeManifest | None = None
+) -> tuple[dict[str, ServiceSpec], list[str]]:
     """Every runnable service, and warnings (none today).
 
     A ``[services.NAME]`` section for a name that is neither an installed service nor an engine
     is a ConfigError naming the section: a typo (``[services.wbe]``) would otherwise drop that
     service's settings without a word, and it would run with the defaults.
     """
-    manifest = load_manifest(tree)
+    if manifest is None:  # else the caller's, loaded and validated already (boot: the checks')
+        manifest = load_manifest(tree)
     names = sorted({s.name for s in manifest.services if s.kind == "service"})
     engines = {s.name for s in manifest.services if s.kind == "engine"}
     warnings: list[str] = []

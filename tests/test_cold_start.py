@@ -3,13 +3,22 @@ launch -> 50 running). Counted or observed, never timed; each case in a fresh in
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+from daemonkit import build_tree
+
+from runyard.daemon.events import EventBus
+from runyard.daemon.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(60)
+LOG = logging.getLogger("test_cold_start")
 
 
 def _run(code: str, *argv: str) -> str:
@@ -46,3 +55,44 @@ def test_after_the_boot_the_gc_is_on_and_what_the_boot_made_is_frozen() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+IDLE = "import time\nwhile True:\n    time.sleep(1000)\n"
+
+
+def test_a_daemon_start_validates_the_manifest_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a daemon's start read and validated the manifest three times (the manifest
+    check, the checksum check's own load, the boot's), each validation resolving every
+    service's binPath (~11 lstat each): O(services) three times over before the first spawn.
+    Now the checks load it once and the first boot runs what they validated."""
+    from runyard.daemon.main import startup_checks
+    from runyard.runtime.config.project import load_project
+    from runyard.runtime.core import manifest as manifest_mod
+
+    names = [f"a{i}" for i in range(3)]
+    project = "".join(f"[services.{n}]\nautostart = false\n" for n in names)
+    tree = build_tree(tmp_path / "root", dict.fromkeys(names, IDLE), project)
+    project_file = tree.root.parent / "runyard.toml"
+    validated: list[int] = []
+    real = manifest_mod.validate_manifest
+
+    def counted(manifest: Any, tree: Any = None) -> None:
+        validated.append(len(manifest.services))
+        real(manifest, tree)
+
+    monkeypatch.setattr(manifest_mod, "validate_manifest", counted)
+    report = startup_checks(tree, None, project_file)
+    assert validated == [3] and report.manifest is not None, validated
+
+    async def run() -> None:
+        sup = Supervisor(tree, project_file, EventBus(), LOG)
+        try:
+            await sup.boot(load_project(project_file), report.manifest)
+            assert sorted(sup.runners) == names
+        finally:
+            await sup.close()
+
+    asyncio.run(run())
+    assert validated == [3], validated  # the boot validated nothing again

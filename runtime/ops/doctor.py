@@ -95,6 +95,9 @@ class DoctorReport:
     root: Path
     checks: list[StartupCheck] = field(default_factory=list)
     license: LicenseStatus | None = None
+    #: The manifest the checks loaded and validated (None when invalid): a daemon's first boot
+    #: runs what was checked, without a load of its own.
+    manifest: Any = None
 
     @property
     def ok(self) -> bool:
@@ -203,11 +206,11 @@ def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
     from runyard.runtime.acquisition.drift import verify_installed
 
     try:
-        report = verify_installed(tree)
         if manifest is None:
             from runyard.runtime.core.manifest import load_manifest
 
             manifest = load_manifest(tree)
+        report = verify_installed(tree, manifest)  # not a load (and validation) of its own
         bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
     except (RunyardError, OSError) as exc:
         return StartupCheck("checksums", "fail", f"cannot check: {exc}", fatal=True)
@@ -415,6 +418,7 @@ def run_checks(
     report = DoctorReport(tree.root)
     checks = report.checks
     manifest_check, manifest = check_manifest(tree)
+    report.manifest = manifest
     checks.append(manifest_check)
     if manifest is None:
         checks.append(StartupCheck("checksums", "skip", "the manifest is invalid"))
