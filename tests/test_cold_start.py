@@ -96,3 +96,42 @@ def test_a_daemon_start_validates_the_manifest_once(
 
     asyncio.run(run())
     assert validated == [3], validated  # the boot validated nothing again
+
+
+class _CountedEnviron(dict):  # type: ignore[type-arg]
+    """os.environ's contents, each full read of it counted."""
+
+    reads = 0
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        type(self).reads += 1
+        return super().items()
+
+    def keys(self):  # type: ignore[no-untyped-def,override]
+        type(self).reads += 1
+        return super().keys()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        type(self).reads += 1
+        return super().__iter__()
+
+
+def test_loading_the_services_reads_the_environment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: each service's env started from its own read of os.environ (every name and
+    value decoded again: 500 services, 13-39 ms of a start). Now one snapshot per load."""
+    import os
+
+    from runyard.daemon.spec import load_specs
+    from runyard.runtime.config.project import load_project
+
+    names = [f"a{i}" for i in range(3)]
+    project = "".join(f"[services.{n}]\nautostart = false\n" for n in names)
+    tree = build_tree(tmp_path / "root", dict.fromkeys(names, IDLE), project)
+    loaded = load_project(tree.root.parent / "runyard.toml")
+    monkeypatch.setattr(os, "environ", _CountedEnviron(os.environ))
+    specs, _ = load_specs(tree, loaded)
+    assert sorted(specs) == names
+    assert _CountedEnviron.reads == 1, _CountedEnviron.reads
+    assert specs["a0"].env["PATH"]  # still from the environment
