@@ -1228,6 +1228,8 @@ def run(opts: Any) -> bool:
     anchor_python, versions = ensure_anchors(Path(opts.repo))
     node, versions["pm2"] = bench_daemon_start.ensure_pm2(Path(opts.repo))
     bench_daemon_start.precompile(Path(opts.repo))
+    if getattr(opts, "baseline", None) is not None:  # else runyard@base compiles at each launch
+        bench_daemon_start.precompile(Path(opts.baseline).resolve())
     cores = len(os.sched_getaffinity(0))
     print(
         f"  python {platform.python_version()}, {cores} cores, load "
