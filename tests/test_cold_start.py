@@ -135,3 +135,24 @@ def test_loading_the_services_reads_the_environment_once(
     assert sorted(specs) == names
     assert _CountedEnviron.reads == 1, _CountedEnviron.reads
     assert specs["a0"].env["PATH"]  # still from the environment
+
+
+def test_a_start_reads_pipe_max_size_only_when_1_mib_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: each FIFO's resize read /proc/sys/fs/pipe-max-size before trying 1 MiB
+    (two reads per start, ~11 us each); it is the fallback only."""
+    from runyard.daemon.logs import fifo
+
+    reads: list[int] = []
+    real = fifo._pipe_max_size
+    monkeypatch.setattr(fifo, "_pipe_max_size", lambda: reads.append(1) or real())
+    pipes = fifo.LogPipes(tmp_path, "svc")
+    try:
+        pipes.prepare()
+        if pipes.pipe_size == fifo.PIPE_SIZE:  # 1 MiB taken (root, or under the user quota)
+            assert reads == [], reads
+        else:  # refused: the fallback asked, once per stream
+            assert len(reads) == 2, reads
+    finally:
+        pipes.close()
