@@ -93,11 +93,13 @@ def cold_driver(contender: bd.Contender, phase: bd.Phase) -> Iterator[bd.Driver]
 
 def fig_cold(
     contender: bd.Contender, phase: bd.Phase, launches: int
-) -> tuple[list[float], list[str]]:
-    """Seconds from spawn to every service running, per launch, and the box's load in each."""
+) -> tuple[list[float], list[str], list[float]]:
+    """Seconds from spawn to every service running, per launch, the box's load in each, and the
+    CPU seconds the daemon had spent by then (on a shared box, the figure the load sways
+    least; also shown with the load)."""
     argv = contender.configure(phase)
     wd = contender.workdir(phase)
-    secs, loads = [], []
+    secs, loads, cpus = [], [], []
     for _ in range(launches):
         with cold_driver(contender, phase) as driver:
             load = BoxLoad()
@@ -110,11 +112,12 @@ def fig_cold(
                 ready=ready_path(contender, phase),
                 expect=len(phase.programs),
             )
-            loads.append(load.end())
+            cpus.append(reply.get("cpu", float("nan")))
+            loads.append(f"{load.end()}, daemon CPU {cpus[-1]:.3f} s")
             secs.append(reply["secs"])
             driver.call("cold_stop", timeout=180.0)
         time.sleep(0.5)  # let the stopped children go before the next launch
-    return secs, loads
+    return secs, loads, cpus
 
 
 def median_range(values: list[float]) -> tuple[float, float, float]:
@@ -147,7 +150,7 @@ def measure_start(
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
-            out[key], out["loads"][key] = fig_cold(contender, phase, settings.launches)
+            out[key], out["loads"][key], _ = fig_cold(contender, phase, settings.launches)
             print(f" {time.monotonic() - started:.1f}s")
         except Exception as exc:
             print(f" FAILED: {exc}")
@@ -334,6 +337,7 @@ def alternate_cold(
         c.name: {"cold_s": [], "loads": {"cold_s": []}} for c in contenders
     }
     rounds = max(3, settings.sessions) * settings.launches
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
     for n in range(rounds):
         shift = n % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
@@ -344,7 +348,7 @@ def alternate_cold(
             for phase, key in phases:
                 print(f"  {contender.name}: {phase.name} {n + 1}/{rounds} ...", end="", flush=True)
                 try:
-                    secs, loads = fig_cold(contender, phase, 1)
+                    secs, loads, cpus = fig_cold(contender, phase, 1)
                 except Exception as exc:
                     print(f" FAILED: {exc}")
                     res[key] = f"n/a ({type(exc).__name__})"
@@ -352,5 +356,12 @@ def alternate_cold(
                 if isinstance(res.setdefault(key, []), list):
                     res[key] += secs
                     res["loads"].setdefault(key, []).extend(loads)
+                if key == "cold_s":
+                    cpu[contender.name] += cpus
                 print(f" {secs[0]:.3f} s ({loads[0]})")
+    for name, values in cpu.items():
+        out[name]["cold_cpu_s"] = values  # in the results file, not in the table
+        if values:
+            shown = fmt_runs(values, lambda v: f"{v:.3f}")
+            print(f"  {name}: daemon CPU to 50 running, s: {shown}")
     return out
