@@ -162,3 +162,25 @@ def test_a_start_reads_pipe_max_size_only_when_1_mib_is_refused(
             assert len(reads) == 2, reads
     finally:
         pipes.close()
+
+
+def test_the_bin_check_names_only_what_it_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the startup check of bin/ made a relative path (two abspaths) for every
+    entry of every service, writable by others or not (~1.5 ms of a start of 50)."""
+    import os
+
+    from runyard.runtime.ops.doctor import check_bin
+
+    tree = build_tree(tmp_path / "root", {"a0": IDLE, "a1": IDLE})
+    named: list[str] = []
+    real = os.path.relpath
+    monkeypatch.setattr(os.path, "relpath", lambda p, *a: named.append(p) or real(p, *a))
+    assert check_bin(tree).status == "pass"
+    assert named == []
+    loose = next(p for p in tree.bin_dir.rglob("a1") if p.is_file())
+    loose.chmod(0o775)
+    result = check_bin(tree)
+    assert result.status == "warn" and os.path.relpath(loose, tree.root) in result.detail
+    assert len(named) == 2  # the one group-writable file (and the assertion's own)

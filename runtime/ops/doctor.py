@@ -236,12 +236,12 @@ def check_bin(tree: RuntimeTree) -> StartupCheck:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                continue
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
+                continue  # the path named only when shown (relpath: 2 abspaths per entry)
             rel = os.path.relpath(path, tree.root)
             if st.st_mode & stat.S_IWOTH:
                 world.append(f"{rel} ({stat.S_IMODE(st.st_mode):04o})")
-            elif st.st_mode & stat.S_IWGRP:
+            else:
                 group.append(rel)
     if world:
         return StartupCheck("bin", "fail", f"world-writable: {_named(world)}")
