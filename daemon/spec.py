@@ -17,6 +17,7 @@ the services already admitted keep their place).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -219,7 +220,11 @@ def _check_identity(settings: Mapping[str, Any], where: str) -> tuple[RunAs, int
 
 
 def _build(
-    tree: RuntimeTree, manifest: RuntimeManifest, name: str, project: Project
+    tree: RuntimeTree,
+    manifest: RuntimeManifest,
+    name: str,
+    project: Project,
+    base: Mapping[str, str] | None = None,
 ) -> ServiceSpec:
     entry = select_entry(manifest, name, project)
     template_path = tree.config_dir / name / "service.toml"
@@ -229,7 +234,7 @@ def _build(
     # A readiness table replaces the template's whole: name the file it came from.
     from_template = project.service(name).supervise.readiness is None
     probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
-    resolved = resolve_service_env(tree, name, project=project, manifest=manifest)
+    resolved = resolve_service_env(tree, name, project=project, manifest=manifest, base=base)
     ports = tuple(entry.default_ports)
     checked = _check_settings(tree, name, settings, ports, where, probe_where)
     live_own = project.service(name).supervise.liveness is not None
@@ -272,15 +277,20 @@ def _build(
     return with_digest(spec)
 
 
-def load_specs(tree: RuntimeTree, project: Project) -> tuple[dict[str, ServiceSpec], list[str]]:
+def load_specs(
+    tree: RuntimeTree, project: Project, manifest: RuntimeManifest | None = None
+) -> tuple[dict[str, ServiceSpec], list[str]]:
     """Every runnable service, and warnings (none today).
 
     A ``[services.NAME]`` section for a name that is neither an installed service nor an engine
     is a ConfigError naming the section: a typo (``[services.wbe]``) would otherwise drop that
     service's settings without a word, and it would run with the defaults.
     """
-    manifest = load_manifest(tree)
+    if manifest is None:  # else the caller's, loaded and validated already (boot: the checks')
+        manifest = load_manifest(tree)
     names = sorted({s.name for s in manifest.services if s.kind == "service"})
+    # os.environ read once, not once per service (each read decodes every name and value)
+    base = dict(os.environ)
     engines = {s.name for s in manifest.services if s.kind == "engine"}
     warnings: list[str] = []
     unknown = [n for n in sorted(project.services) if n not in names and n not in engines]
@@ -294,7 +304,7 @@ def load_specs(tree: RuntimeTree, project: Project) -> tuple[dict[str, ServiceSp
     specs: dict[str, ServiceSpec] = {}
     for name in names:
         try:
-            specs[name] = _build(tree, manifest, name, project)
+            specs[name] = _build(tree, manifest, name, project, base)
         except (ProjectError, ResolveError) as exc:
             raise ConfigError(str(exc)) from None
     for name, spec in specs.items():

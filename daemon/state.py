@@ -134,6 +134,11 @@ class StateRecorder:
         if self._pending:
             self.write()
 
+    @property
+    def pending(self) -> bool:
+        """A write was requested and none took it since."""
+        return self._pending
+
     def write(self) -> str | None:
         self._pending = False
         try:

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from runyard.protocol.messages import LogEvent, LogLine, ServiceStatus, StateEvent
-from runyard.runtime.config.project import load_project
+from runyard.runtime.config.project import Project, load_project
 from runyard.runtime.core.errors import OverLimit, UnknownService
 from runyard.runtime.core.locking import install_hold
+from runyard.runtime.core.manifest import RuntimeManifest
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus
 
@@ -117,9 +118,13 @@ class Supervisor:
 
     # --- loading and booting -----------------------------------------------------------------
 
-    def _load_specs(self) -> dict[str, ServiceSpec]:
-        project = load_project(self.project_file)
-        specs, warnings = load_specs(self.tree, project)
+    def _load_specs(
+        self, project: Project | None = None, manifest: RuntimeManifest | None = None
+    ) -> dict[str, ServiceSpec]:
+        """The services of runyard.toml and the manifest, each read now unless given."""
+        if project is None:
+            project = load_project(self.project_file)
+        specs, warnings = load_specs(self.tree, project, manifest)
         for w in warnings:
             self.log.warning("%s", w)
         return specs
@@ -144,15 +149,19 @@ class Supervisor:
         beyond the limit."""
         self.cap.refuse(self._with_dependencies(names))
 
-    async def boot(self) -> None:
-        """Load the services, take back live processes from state.json, start what is wanted."""
+    async def boot(
+        self, project: Project | None = None, manifest: RuntimeManifest | None = None
+    ) -> None:
+        """Load the services, take back live processes from state.json, start what is wanted.
+        ``project`` and ``manifest``: as the daemon loaded and checked them moments before (one
+        read and validation each per boot, not three: issue 16, cold start)."""
         self.fifo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.fifo_dir, 0o700)
         self.spool_dir, why = spool_home(self.tree.root, self.fifo_dir)
         if why:
             self.log.warning("log spools kept on disk in %s: %s", self.fifo_dir, why)
         sweep_orphans()  # after: a moved tree's spools are ours by now, not an orphan's
-        specs = self._load_specs()
+        specs = self._load_specs(project, manifest)
         self.order = start_order(specs)
         self.runners = {name: ServiceRunner(specs[name], self) for name in self.order}
         self._admit()
@@ -168,8 +177,10 @@ class Supervisor:
                 and name not in self.cap.blocked
             ):
                 runner.want_up()
-        self._schedule()
-        self.recorder.write()
+        if not self._schedule() or self.recorder.pending:
+            # What restore changed, unless the pass's write after its spawns took it all (one
+            # fsync less on the way to the first status answer).
+            self.recorder.write()
         self._limits_task = asyncio.get_running_loop().create_task(
             watch_limits(lambda: self.runners.values(), self._limits_wake)
         )
@@ -210,8 +221,9 @@ class Supervisor:
             self._schedule_pending = True
             asyncio.get_running_loop().call_soon(self._schedule)
 
-    def _schedule(self) -> None:
-        """Start what is wanted up with its dependencies met, while state.json can record it."""
+    def _schedule(self) -> bool:
+        """Start what is wanted up with its dependencies met, while state.json can record it;
+        True when state.json was written after the pass (it started something)."""
         self._schedule_pending = False
         with StartBatch() as batch:  # one thread hop for the pass's spawns
             for name in [] if self._stopping_all else self.order:
@@ -250,6 +262,7 @@ class Supervisor:
                     runner.abandon(f"blocked: cannot record state: {self.recorder.error}")
         for runner in self.runners.values():
             runner.flush()
+        return bool(batch.started)
 
     def _retry_held(self) -> None:
         """One timer for the starts an install lock holds back: one per pass that met them

@@ -428,7 +428,8 @@ class ColdStart:
                 return len(states) == expect and all(v == running for v in states.values())
 
             _until(api, all_running, 120.0, f"{expect} services to run")
-            return {"secs": time.perf_counter() - started, "pid": self.daemon.pid}
+            secs = time.perf_counter() - started
+            return {"secs": secs, "pid": self.daemon.pid, "cpu": cpu_seconds(self.daemon.pid)}
         finally:
             api.close()
 
@@ -440,6 +441,20 @@ class ColdStart:
             api.shutdown()
         api.close()
         self.daemon.wait(timeout=120)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time of ``pid``'s threads so far (their schedstat, in ns: /proc/PID/stat counts
+    in 10 ms ticks), or NaN when it cannot be read. Less swayed by the box's load than wall
+    time: on a shared box it tells what the daemon itself spent."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total / 1e9
 
 
 def driver_main(kind: str, address: str, cold: bool = False) -> int:
@@ -1293,6 +1308,8 @@ def run(opts: Any) -> bool:
     anchor_python, versions = ensure_anchors(Path(opts.repo))
     node, versions["pm2"] = bench_daemon_pm2.ensure_pm2(Path(opts.repo))
     bench_daemon_start.precompile(Path(opts.repo))
+    if getattr(opts, "baseline", None) is not None:  # else runyard@base compiles at each launch
+        bench_daemon_start.precompile(Path(opts.baseline).resolve())
     cores = len(os.sched_getaffinity(0))
     print(
         f"  python {platform.python_version()}, {cores} cores, load "
@@ -1315,7 +1332,11 @@ def run(opts: Any) -> bool:
     try:
         with reaping():
             phases = make_phases(base, settings)
-            cold = bench_daemon_start.cold_phases(base) if "fleet" in settings.phases else None
+            cold = (
+                bench_daemon_start.cold_phases(base)
+                if {"fleet", "cold"} & set(settings.phases)
+                else None
+            )
             scale = None
             if "scale" in settings.phases:
                 import bench_daemon_scale
@@ -1356,6 +1377,12 @@ def run(opts: Any) -> bool:
                     alternated[name].setdefault("loads", {}).update(loads)
                 kept = tuple(p for p in settings.phases if p != "flood")
                 settings = dataclasses.replace(settings, phases=kept)
+            if "cold" in settings.phases:
+                colds = bench_daemon_start.alternate_cold(picked, cold, settings)
+                for name, got in colds.items():
+                    loads = got.pop("loads")
+                    alternated.setdefault(name, {"loads": {}}).update(got)
+                    alternated[name].setdefault("loads", {}).update(loads)
             for cls in (*CONTENDERS, bench_daemon_pm2.PM2):
                 package = {"supervisord": "supervisor", "circus": "circus", "pm2": "pm2"}.get(
                     cls.name

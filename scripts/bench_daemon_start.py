@@ -24,7 +24,14 @@ from typing import Any
 
 import bench_daemon as bd
 
-__all__ = ["BoxLoad", "cold_phases", "fig_cold", "median_range", "ready_path"]
+__all__ = [
+    "BoxLoad",
+    "alternate_cold",
+    "cold_phases",
+    "fig_cold",
+    "median_range",
+    "ready_path",
+]
 
 COLD_MANY = 500
 
@@ -42,7 +49,7 @@ def cold_phases(base: Path) -> tuple[bd.Phase, bd.Phase]:
 
 def ready_path(contender: bd.Contender, phase: bd.Phase) -> str:
     """The file whose appearance says the daemon's control socket is bound."""
-    if contender.name == "runyard":
+    if isinstance(contender, bd.Runyard):  # runyard@base too
         from runyard.protocol.endpoints import endpoints_for
 
         return endpoints_for(phase.tree_root).control.removeprefix("ipc://")
@@ -87,11 +94,13 @@ def cold_driver(contender: bd.Contender, phase: bd.Phase) -> Iterator[bd.Driver]
 
 def fig_cold(
     contender: bd.Contender, phase: bd.Phase, launches: int
-) -> tuple[list[float], list[str]]:
-    """Seconds from spawn to every service running, per launch, and the box's load in each."""
+) -> tuple[list[float], list[str], list[float]]:
+    """Seconds from spawn to every service running, per launch, the box's load in each, and the
+    CPU seconds the daemon had spent by then (on a shared box, the figure the load sways
+    least; also shown with the load)."""
     argv = contender.configure(phase)
     wd = contender.workdir(phase)
-    secs, loads = [], []
+    secs, loads, cpus = [], [], []
     for _ in range(launches):
         with cold_driver(contender, phase) as driver:
             load = BoxLoad()
@@ -104,11 +113,12 @@ def fig_cold(
                 ready=ready_path(contender, phase),
                 expect=len(phase.programs),
             )
-            loads.append(load.end())
+            cpus.append(reply.get("cpu", float("nan")))
+            loads.append(f"{load.end()}, daemon CPU {cpus[-1]:.3f} s")
             secs.append(reply["secs"])
             driver.call("cold_stop", timeout=180.0)
         time.sleep(0.5)  # let the stopped children go before the next launch
-    return secs, loads
+    return secs, loads, cpus
 
 
 def median_range(values: list[float]) -> tuple[float, float, float]:
@@ -141,7 +151,7 @@ def measure_start(
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
         try:
-            out[key], out["loads"][key] = fig_cold(contender, phase, settings.launches)
+            out[key], out["loads"][key], _ = fig_cold(contender, phase, settings.launches)
             print(f" {time.monotonic() - started:.1f}s")
         except Exception as exc:
             print(f" FAILED: {exc}")
@@ -233,4 +243,45 @@ def alternate_start_stop(
                 contenders = [c for c in contenders if c is not contender]
                 if not contenders:
                     return out
+    return out
+
+
+def alternate_cold(
+    contenders: list[bd.Contender], cold: tuple[bd.Phase, bd.Phase], settings: bd.Settings
+) -> dict[str, dict[str, Any]]:
+    """The cold phase alone (``--only-phase cold``): ``max(3, settings.sessions) *
+    settings.launches`` rounds; in each, every contender in a rotated order gets one launch to
+    50 running (Runyard and runyard@base also one to COLD_MANY), so a load that comes and goes
+    falls on all of them alike. cold_s / cold500_s: the seconds of each launch."""
+    out: dict[str, dict[str, Any]] = {
+        c.name: {"cold_s": [], "loads": {"cold_s": []}} for c in contenders
+    }
+    rounds = max(3, settings.sessions) * settings.launches
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for n in range(rounds):
+        shift = n % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            phases = [(cold[0], "cold_s")]
+            if contender.name.startswith("runyard"):
+                phases.append((cold[1], "cold500_s"))
+            res = out[contender.name]
+            for phase, key in phases:
+                print(f"  {contender.name}: {phase.name} {n + 1}/{rounds} ...", end="", flush=True)
+                try:
+                    secs, loads, cpus = fig_cold(contender, phase, 1)
+                except Exception as exc:
+                    print(f" FAILED: {exc}")
+                    res[key] = f"n/a ({type(exc).__name__})"
+                    continue
+                if isinstance(res.setdefault(key, []), list):
+                    res[key] += secs
+                    res["loads"].setdefault(key, []).extend(loads)
+                if key == "cold_s":
+                    cpu[contender.name] += cpus
+                print(f" {secs[0]:.3f} s ({loads[0]})")
+    for name, values in cpu.items():
+        out[name]["cold_cpu_s"] = values  # in the results file, not in the table
+        if values:
+            shown = fmt_runs(values, lambda v: f"{v:.3f}")
+            print(f"  {name}: daemon CPU to 50 running, s: {shown}")
     return out

@@ -57,6 +57,8 @@ NOT_IN_A_STARTED_DAEMON = (
     "zmq.auth",  # the ZAP authenticator: only with [daemon] tcp
     "logging.handlers",  # (with pickle) for one rotating file handler
     "calendar",  # a log tail from the files
+    "ctypes.util",  # find_library, never called (logs/heap.py imported it; issue 16 cold start)
+    "runyard.runtime.ops.audit_verify",  # `runyard audit verify`: the daemon only writes
 )
 
 

@@ -150,6 +150,67 @@ def test_a_start_writes_state_json_before_and_after_its_pass_and_no_more(
     asyncio.run(run())
 
 
+def test_a_boot_that_starts_services_writes_state_json_twice_not_three_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 16, cold start): boot's pass wrote state.json before its spawns and
+    after them, then boot wrote it once more with nothing new: a third fsync on the way to the
+    first status answer. A boot that starts nothing still writes it once (see the next test)."""
+    names = [f"a{i}" for i in range(5)]
+    project = "".join(f"[services.{n}]\nautostart = true\nstart_secs = 0\n" for n in names)
+    tree = build_tree(tmp_path / "root", dict.fromkeys(names, IDLE), project)
+    writes: list[int] = []
+    real = state_mod.save_state
+
+    def counted(tree: Any, state: Any) -> None:
+        writes.append(sum(r.pid is not None for r in state.services.values()))
+        real(tree, state)
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        monkeypatch.setattr(state_mod, "save_state", counted)
+        try:
+            await sup.boot()
+            for _ in range(10):  # the loop turns a requested write would take
+                await asyncio.sleep(0)
+            assert writes == [0, 5], writes  # before the spawns (none recorded), after (all)
+        finally:
+            monkeypatch.setattr(state_mod, "save_state", real)
+            await sup.stop(names)
+            await sup.close()
+        assert all(r.handle is None for r in sup.runners.values())
+
+    asyncio.run(run())
+
+
+def test_a_boot_that_starts_nothing_still_writes_state_json_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the test above: with nothing to start, boot's own write stays (the
+    daemon's pid and what restore took back are recorded at once)."""
+    tree = build_tree(tmp_path / "root", {"a0": IDLE}, "[services.a0]\nautostart = false\n")
+    writes: list[int] = []
+    real = state_mod.save_state
+
+    def counted(tree: Any, state: Any) -> None:
+        writes.append(state.daemon_pid)
+        real(tree, state)
+
+    async def run() -> None:
+        sup = Supervisor(tree, tree.root.parent / "runyard.toml", EventBus(), LOG)
+        monkeypatch.setattr(state_mod, "save_state", counted)
+        try:
+            await sup.boot()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert len(writes) == 1 and writes[0], writes
+        finally:
+            monkeypatch.setattr(state_mod, "save_state", real)
+            await sup.close()
+
+    asyncio.run(run())
+
+
 def test_a_child_whose_start_time_cannot_be_read_is_killed_and_the_batch_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

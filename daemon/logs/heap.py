@@ -15,7 +15,6 @@ flood). A no-op where the C library is not glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_read_buffers"]

@@ -10,7 +10,7 @@ from typing import Literal
 import msgspec
 
 from runyard.runtime.core.digest import hash_file
-from runyard.runtime.core.manifest import load_manifest
+from runyard.runtime.core.manifest import RuntimeManifest, load_manifest
 from runyard.runtime.core.tree import RuntimeTree
 
 __all__ = ["Drift", "verify_installed"]
@@ -46,9 +46,11 @@ def _walk(root: Path) -> dict[str, Path]:
     return found
 
 
-def verify_installed(tree: RuntimeTree) -> DriftReport:
-    """Every file that changed, vanished or appeared since install, per installed entry."""
-    manifest = load_manifest(tree)
+def verify_installed(tree: RuntimeTree, manifest: RuntimeManifest | None = None) -> DriftReport:
+    """Every file that changed, vanished or appeared since install, per installed entry;
+    ``manifest``: the tree's, loaded (and validated) by the caller already."""
+    if manifest is None:
+        manifest = load_manifest(tree)
     drift: list[Drift] = []
     checked = 0
     for entry in manifest.services:

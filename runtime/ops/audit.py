@@ -46,7 +46,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runyard.runtime.core.atomic import atomic_write_bytes
 from runyard.runtime.core.locking import lock_fd
@@ -62,7 +62,9 @@ from runyard.runtime.ops.audit_chain import (
     line_hash,
     loads,
 )
-from runyard.runtime.ops.audit_verify import AuditProblem, AuditReport, verify_chain
+
+if TYPE_CHECKING:
+    from runyard.runtime.ops.audit_verify import AuditProblem, AuditReport, verify_chain
 
 __all__ = [
     "AUDIT_RELPATH",
@@ -79,6 +81,20 @@ __all__ = [
     "tail",
     "verify_chain",
 ]
+
+#: Re-exported from audit_verify.py, imported on first use (``__getattr__``).
+_VERIFY = frozenset({"AuditProblem", "AuditReport", "verify_chain"})
+
+
+def __getattr__(name: str) -> Any:
+    """The chain's verification, imported when first asked for: a daemon writes the trail and
+    never verifies it, and its dataclasses cost ~1.5 ms of every launch (issue 16, cold start)."""
+    if name in _VERIFY:
+        from runyard.runtime.ops import audit_verify
+
+        return getattr(audit_verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SECRET_NAME = re.compile(
     r"(?i)(secret|token|passw|passwd|passphrase|credential|apikey|api_key|private|auth|cookie"

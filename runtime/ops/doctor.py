@@ -95,6 +95,9 @@ class DoctorReport:
     root: Path
     checks: list[StartupCheck] = field(default_factory=list)
     license: LicenseStatus | None = None
+    #: The manifest the checks loaded and validated (None when invalid): a daemon's first boot
+    #: runs what was checked, without a load of its own.
+    manifest: Any = None
 
     @property
     def ok(self) -> bool:
@@ -203,11 +206,11 @@ def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
     from runyard.runtime.acquisition.drift import verify_installed
 
     try:
-        report = verify_installed(tree)
         if manifest is None:
             from runyard.runtime.core.manifest import load_manifest
 
             manifest = load_manifest(tree)
+        report = verify_installed(tree, manifest)  # not a load (and validation) of its own
         bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
     except (RunyardError, OSError) as exc:
         return StartupCheck("checksums", "fail", f"cannot check: {exc}", fatal=True)
@@ -233,12 +236,12 @@ def check_bin(tree: RuntimeTree) -> StartupCheck:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                continue
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
+                continue  # the path named only when shown (relpath: 2 abspaths per entry)
             rel = os.path.relpath(path, tree.root)
             if st.st_mode & stat.S_IWOTH:
                 world.append(f"{rel} ({stat.S_IMODE(st.st_mode):04o})")
-            elif st.st_mode & stat.S_IWGRP:
+            else:
                 group.append(rel)
     if world:
         return StartupCheck("bin", "fail", f"world-writable: {_named(world)}")
@@ -415,6 +418,7 @@ def run_checks(
     report = DoctorReport(tree.root)
     checks = report.checks
     manifest_check, manifest = check_manifest(tree)
+    report.manifest = manifest
     checks.append(manifest_check)
     if manifest is None:
         checks.append(StartupCheck("checksums", "skip", "the manifest is invalid"))
