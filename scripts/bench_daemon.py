@@ -37,7 +37,9 @@ phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
   phase; the box's load over it is noted under the table. For reference, each child
   ``| cat > file`` (a plain 64 KiB pipe) is timed the same way. The child is slower per line
   when its reader wakes for every few writes, so MB/s depends on how the reader batches as
-  much as on its speed, and it is noisy on a small VM.
+  much as on its speed, and it is noisy on a small VM. The line child's ceiling through a
+  pipe is printed too (``pipe_ceiling``: a 1 MiB pipe drained every 2 ms and discarded, no
+  reader waiting, nothing written; 3 runs): no supervisor captures it much faster than that.
 
 Settings that differ from the defaults, the same for all (pm2's: bench_daemon_pm2.py):
 nothing autostarts in the fleet phase; start_secs = 0 (supervisord ``startsecs=0``; Circus
@@ -69,6 +71,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -1090,6 +1093,48 @@ def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
     return during
 
 
+#: The laziest reader that never lets the flood child's pipe fill: 1 MiB, read every 2 ms.
+CEILING_PIPE, CEILING_NAP = 1 << 20, 0.002
+
+
+def pipe_ceiling(phase: Phase, settings: Settings) -> float:
+    """MB/s of the line flood child into a 1 MiB pipe that this process drains every 2 ms and
+    discards: no reader is ever waiting on the pipe (a waiting one costs the child a wake-up
+    per write), it never fills, and nothing is written anywhere, so what is measured is the
+    child's own ceiling through a pipe on this box. A reader that reads as soon as data comes
+    makes the child slower (probes: spinning 134 MB/s, every 0.5 ms 304, every 2 ms 326; into
+    /dev/null, no pipe, ~505), so no supervisor can capture this child much faster than this."""
+    flood = next(p for p in phase.programs if p.name == "flood")
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CEILING_PIPE)
+        proc = subprocess.Popen([str(flood.path)], stdout=w, start_new_session=True)
+    finally:
+        os.close(w)
+    os.set_blocking(r, False)
+    start = done = None
+    tail = b""
+    deadline = time.monotonic() + settings.flood_secs + 60
+    try:
+        while done is None and time.monotonic() < deadline:
+            time.sleep(CEILING_NAP)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(r, 1 << 20):
+                    start = start or time.monotonic()
+                    tail = (tail + chunk)[-64:]
+            done = re.search(rb"DONE (\d+)\n", tail)
+        if done is None or start is None:
+            raise BenchError(
+                f"no DONE line from the flood child within {settings.flood_secs + 60:g}s"
+            )
+        return int(done.group(1)) * len(LINE) / (time.monotonic() - start) / 1e6
+    finally:
+        os.close(r)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def pipe_reference(phase: Phase, workdir: Path, settings: Settings, name: str) -> float:
     """MB/s of a flood child straight into ``cat > file`` (a 64 KiB pipe), for reference."""
     flood = next(p for p in phase.programs if p.name == name)
@@ -1350,6 +1395,16 @@ def run(opts: Any) -> bool:
                     )
                 except BenchError as exc:
                     refs.append(f"{name} n/a ({exc})")
+            if "flood" in settings.phases:
+                try:
+                    ceilings = [pipe_ceiling(phases[1], settings) for _ in range(3)]
+                    refs.append(
+                        f"the line child into a 1 MiB pipe read every 2 ms and discarded (its "
+                        f"ceiling through a pipe here; 3 runs) "
+                        f"{bench_daemon_start.fmt_runs(ceilings, num)} MB/s"
+                    )
+                except BenchError as exc:
+                    refs.append(f"the line child's pipe ceiling n/a ({exc})")
             reference = ", ".join(refs)
             baseline = getattr(opts, "baseline", None)
             picked: list[Contender] = [Runyard(base, sys.executable)]
@@ -1436,7 +1491,7 @@ def notes(results: dict[str, dict[str, Any]], reference: str) -> list[str]:
     return [
         "the box during each run (median (min-max) figures): " + (" | ".join(loads) or "-") + ";",
         f"each quiet flood: {'; '.join(runs) or '-'};",
-        f"the flood children | cat > file, for reference: {reference};",
+        f"for reference, the flood children | cat > file: {reference};",
         f"status calls within the busy flood: {', '.join(calls) or '-'}.",
         *(f"{name}: {note}." for name, res in results.items() for note in res.get("notes", ())),
     ]
