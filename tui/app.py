@@ -20,6 +20,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from runyard.protocol.client import ClientError
+from runyard.protocol.messages import ServiceStatus
 from runyard.protocol.payloads import DiskReport
 
 from .banner import MIN_SIZE
@@ -33,6 +34,10 @@ from .service_detail import DetailScreen, ServiceDetail
 from .services_screen import ServicesScreen
 
 __all__ = ["RunyardApp"]
+
+#: At most this many batches of changes wait for the services table (the first, whole one
+#: is kept); the next whole status (every REFRESH) puts right what was dropped.
+HELD_MAX = 1000
 
 
 class RunyardApp(App[None]):
@@ -72,6 +77,10 @@ class RunyardApp(App[None]):
         self.disk_report: DiskReport | None = None
         self.bridge = bridge(self.root, self)
         self.services_screen = ServicesScreen()
+        #: What the daemon said before the services table was composed: (whole, services)
+        #: batches, applied by services_shown. After that the table takes them as they come.
+        self._held: list[tuple[bool, list[ServiceStatus]]] = []
+        self._table_shown = False
 
     def on_mount(self) -> None:
         self.install_screen(HelpDialog(), "help")
@@ -110,7 +119,8 @@ class RunyardApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Runyard's own commands first (ctrl+p), then Textual's (theme, screenshot, quit)."""
-        services = self.services_screen.table.services if screen is self.services_screen else ()
+        table = self.services_screen.shown_table() if screen is self.services_screen else None
+        services = table.services if table is not None else ()
         yield from runyard_commands(self, screen, services)
         yield from super().get_system_commands(screen)
 
@@ -138,7 +148,9 @@ class RunyardApp(App[None]):
 
     def show_details(self) -> None:
         """Give every details pane on the stack the services as they are now."""
-        table = self.services_screen.table
+        table = self.services_screen.shown_table()
+        if table is None:
+            return  # not composed yet, or being torn down
         for screen in self.screen_stack:
             for pane in screen.query(ServiceDetail):
                 name = screen.service if isinstance(screen, DetailScreen) else table.selected
@@ -165,9 +177,7 @@ class RunyardApp(App[None]):
         except ClientError as exc:
             self.notify(f"{action} {what} failed: {exc}", severity="error", timeout=6)
             return
-        for status in reply.services:
-            self.services_screen.table.update_service(status)
-        self.show_details()
+        self._services_in(list(reply.services), whole=False)
         self.notify(f"{action} {what}: done" + (f" ({reply.message})" if reply.message else ""))
 
     def request_ensure(self, name: str, version_spec: str, catalog: str | None = None) -> None:
@@ -200,11 +210,36 @@ class RunyardApp(App[None]):
 
     # --- what the bridge says -----------------------------------------------------------------
 
+    def _services_in(self, services: list[ServiceStatus], *, whole: bool) -> None:
+        """Give the table what the daemon said: every service (``whole``), or those that
+        changed. Before the services screen is composed it waits (services_shown gives it);
+        once the screen has been torn down (the app is ending) nobody shows it."""
+        table = self.services_screen.shown_table()
+        if table is None or not self._table_shown:
+            if not self._table_shown:
+                if whole:
+                    self._held = [(True, services)]
+                else:
+                    self._held.append((False, services))
+                    del self._held[1:-HELD_MAX]  # a whole one comes every REFRESH: it corrects
+            return
+        if whole and {s.name for s in services} != set(table.services):
+            table.replace_all(services)
+        else:
+            for status in services:
+                table.update_service(status)
+        self.show_details()
+
+    def services_shown(self) -> None:
+        self._table_shown = True
+        held, self._held = self._held, []
+        for whole, services in held:
+            self._services_in(services, whole=whole)
+
     @on(Bridge.Connected)
     def _connected(self, message: Bridge.Connected) -> None:
         self.unreachable = ""
-        self.services_screen.table.replace_all(list(message.snapshot.services))
-        self.show_details()
+        self._services_in(list(message.snapshot.services), whole=True)
 
     @on(Bridge.Disconnected)
     def _disconnected(self, message: Bridge.Disconnected) -> None:
@@ -212,18 +247,11 @@ class RunyardApp(App[None]):
 
     @on(Bridge.ServiceChanged)
     def _service_changed(self, message: Bridge.ServiceChanged) -> None:
-        self.services_screen.table.update_service(message.service)
-        self.show_details()
+        self._services_in([message.service], whole=False)
 
     @on(Bridge.StatusRefreshed)
     def _refreshed(self, message: Bridge.StatusRefreshed) -> None:
-        table = self.services_screen.table
-        if {s.name for s in message.services} != set(table.services):
-            table.replace_all(message.services)
-        else:
-            for status in message.services:
-                table.update_service(status)
-        self.show_details()
+        self._services_in(message.services, whole=True)
 
     @on(Bridge.LogLines)
     def _log_lines(self, message: Bridge.LogLines) -> None:

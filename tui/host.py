@@ -41,6 +41,9 @@ class ScreenHost(Protocol):
     def show_details(self) -> None:
         """Refresh every details pane from the services as the app knows them."""
 
+    def services_shown(self) -> None:
+        """The services table is there: give it what the daemon said before it was."""
+
     def request_ensure(self, name: str, version_spec: str, catalog: str | None = None) -> None:
         """Install ``name`` at ``version_spec`` (from ``catalog``; None: the last one used) in
         the background, answered by a notification."""

@@ -176,6 +176,13 @@ class ServicesScreen(Screen[None]):
     def table(self) -> ServicesTable:
         return self.query_one(ServicesTable)
 
+    def shown_table(self) -> ServicesTable | None:
+        """The table, or None before the screen is composed and while it is torn down."""
+        try:
+            return self.query_one(ServicesTable)
+        except NoMatches:
+            return None
+
     @property
     def runyard(self) -> ScreenHost:
         return cast("ScreenHost", self.app)
@@ -184,6 +191,7 @@ class ServicesScreen(Screen[None]):
         self.query_one("#filter", Input).display = False
         self.table.focus()
         self.watch(self.app, "unreachable", self._reachability)
+        self.runyard.services_shown()
 
     def _reachability(self, reason: str) -> None:
         self.set_class(bool(reason), "-stale")

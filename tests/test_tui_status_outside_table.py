@@ -1,0 +1,87 @@
+"""Found by CI (stop 22): ``test_details_show_cpu_rss_sparklines_and_disk_shows_free_space``
+failed once with ``NoMatches: No nodes match 'ServicesTable'``. The bridge's periodic
+StatusRefreshed reached the app while ``run_test`` was ending and the services screen's widgets
+were already gone, and the app raised. The same hole was open at the other end: a status that
+came before the services screen was composed raised too, and was lost.
+
+Now what the daemon says before the table is there waits for it, and what comes after the
+screen is torn down is dropped. Pilot drives the real app on the scripted bridge (fixed data)."""
+
+from __future__ import annotations
+
+import functools
+
+import msgspec
+import pytest
+from tuikit import FIXED_ROOT, NOW, SNAPSHOT, ScriptedBridge, states, until
+
+from runyard.protocol.messages import ServiceStatus
+from runyard.tui.app import HELD_MAX, RunyardApp
+from runyard.tui.bridge import Bridge
+from runyard.tui.services_table import ServicesTable
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class SilentBridge(ScriptedBridge):
+    """Posts nothing on its own: the test says what the daemon said, and when."""
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await self._retopic.wait()
+            self._retopic.clear()
+
+
+def silent_app() -> RunyardApp:
+    return RunyardApp(FIXED_ROOT, bridge=functools.partial(SilentBridge), clock=lambda: NOW)
+
+
+def changed(status: ServiceStatus, state: str) -> ServiceStatus:
+    return msgspec.structs.replace(status, state=state)
+
+
+async def test_status_refreshed_after_the_services_screen_is_torn_down_is_dropped() -> None:
+    app = silent_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.post_message(Bridge.Connected(SNAPSHOT))
+        want = {s.name: s.state for s in SNAPSHOT.services}
+        await until(pilot, lambda: states(app) == want, "the snapshot in the table")
+        # What run_test's exit does to the screen before the app's queue is empty.
+        await app.services_screen.query_one(ServicesTable).remove()
+        first = SNAPSHOT.services[0]
+        app.post_message(Bridge.StatusRefreshed(list(SNAPSHOT.services)))
+        app.post_message(Bridge.ServiceChanged(changed(first, "stopped")))
+        app.post_message(Bridge.Connected(SNAPSHOT))
+        await pilot.pause()
+        await pilot.pause()
+        assert app.services_screen.shown_table() is None
+    # run_test re-raises what a handler raised: reaching here means nothing did.
+    assert app.return_code in (0, None)
+
+
+async def test_status_before_the_services_screen_is_composed_waits_for_it() -> None:
+    app = silent_app()
+    first, second = SNAPSHOT.services[0], SNAPSHOT.services[1]
+    # The daemon answers before the screen exists (a fast daemon, a slow terminal).
+    app._connected(Bridge.Connected(SNAPSHOT))
+    app._service_changed(Bridge.ServiceChanged(changed(first, "stopped")))
+    app._service_changed(Bridge.ServiceChanged(changed(second, "fatal")))
+    async with app.run_test(size=(100, 30)) as pilot:
+        want = {s.name: s.state for s in SNAPSHOT.services}
+        want |= {first.name: "stopped", second.name: "fatal"}
+        await until(pilot, lambda: states(app) == want, "what came before the table, in order")
+
+
+def test_changes_held_before_the_table_are_bounded() -> None:
+    app = silent_app()
+    first = SNAPSHOT.services[0]
+    app._connected(Bridge.Connected(SNAPSHOT))
+    for n in range(HELD_MAX * 3):
+        app._service_changed(Bridge.ServiceChanged(changed(first, f"s{n}")))
+    held = app._held
+    assert len(held) == HELD_MAX + 1
+    assert held[0] == (True, list(SNAPSHOT.services))  # the whole one is kept
+    assert held[-1][1][0].state == f"s{HELD_MAX * 3 - 1}"  # and the newest changes
+    # A whole status replaces everything held.
+    app._refreshed(Bridge.StatusRefreshed(list(SNAPSHOT.services)))
+    assert app._held == [(True, list(SNAPSHOT.services))]
