@@ -2,7 +2,8 @@
 failed once with ``NoMatches: No nodes match 'ServicesTable'``. The bridge's periodic
 StatusRefreshed reached the app while ``run_test`` was ending and the services screen's widgets
 were already gone, and the app raised. The same hole was open at the other end: a status that
-came before the services screen was composed raised too, and was lost.
+came before the services screen was composed raised too, and was lost; so did a disk report
+that reached the disk panel before its columns were added, or after its table was gone.
 
 Now what the daemon says before the table is there waits for it, and what comes after the
 screen is torn down is dropped. Pilot drives the real app on the scripted bridge (fixed data)."""
@@ -13,11 +14,13 @@ import functools
 
 import msgspec
 import pytest
-from tuikit import FIXED_ROOT, NOW, SNAPSHOT, ScriptedBridge, states, until
+from tuikit import DISK_REPORT, FIXED_ROOT, NOW, SNAPSHOT, ScriptedBridge, states, until
 
 from runyard.protocol.messages import ServiceStatus
+from runyard.protocol.payloads import DiskReport
 from runyard.tui.app import HELD_MAX, RunyardApp
 from runyard.tui.bridge import Bridge
+from runyard.tui.disk_screen import DiskScreen
 from runyard.tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,3 +88,21 @@ def test_changes_held_before_the_table_are_bounded() -> None:
     # A whole status replaces everything held.
     app._refreshed(Bridge.StatusRefreshed(list(SNAPSHOT.services)))
     assert app._held == [(True, list(SNAPSHOT.services))]
+
+
+async def test_disk_report_before_the_panel_is_mounted_or_after_it_is_torn_down() -> None:
+    """Before the fix a report that came between the panel's push and its on_mount raised
+    "More values provided than there are columns"; one after its table went, NoMatches."""
+    app = silent_app()
+    report = msgspec.convert(DISK_REPORT, DiskReport)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_disk()
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, DiskScreen) and app.screen, "the disk panel"
+        )
+        app.post_message(Bridge.DiskUpdated(report))
+        await until(pilot, lambda: screen.shown, "the report in the panel")
+        await screen.table.remove()
+        app.post_message(Bridge.DiskUpdated(report))
+        await pilot.pause()
+        await pilot.pause()

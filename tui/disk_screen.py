@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
@@ -95,7 +96,14 @@ class DiskScreen(Screen[None]):
         return self.shown.get(name, {}).get("logs", 0) > self.logs_warn
 
     def show_report(self, report: DiskReport) -> None:
-        """Replace what is shown with ``report``."""
+        """Replace what is shown with ``report``. Before on_mount (which shows the app's newest
+        report) or while being torn down there is nothing to show it in."""
+        try:
+            table = self.table
+        except NoMatches:
+            return
+        if not table.columns:
+            return
         rows = {
             svc.name: {p: getattr(svc, p).bytes for p in (*PARTS, "total")}
             for svc in report.services
@@ -105,7 +113,6 @@ class DiskScreen(Screen[None]):
         self.total = report.total.bytes
         largest = max((r["total"] for r in rows.values()), default=0)
 
-        table = self.table
         cursor = table.cursor_row
         table.clear()
         for name in sorted(rows):
