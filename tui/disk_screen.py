@@ -116,16 +116,7 @@ class DiskScreen(Screen[None]):
         cursor = table.cursor_row
         table.clear()
         for name in sorted(rows):
-            r = rows[name]
-            warn = self.warned(name)
-            style = WARN_STYLE if warn else ""
-            cells: list[Any] = [Text(("!" if warn else " ") + name, style=style)]
-            for part in PARTS:
-                text = format_bytes(r[part], ByteStyle.COMPACT)
-                cells.append(Text(text, style=WARN_STYLE if part == "logs" and warn else ""))
-            cells.append(Text(format_bytes(r["total"], ByteStyle.COMPACT), style="bold"))
-            cells.append(Text(bar(r["total"], largest), style="red" if warn else "cyan"))
-            table.add_row(*cells, key=name)
+            table.add_row(*self._cells(name, rows[name], largest), key=name)
         table.add_row(
             Text(" (other)", style="dim"),
             *[""] * 5,
@@ -158,6 +149,17 @@ class DiskScreen(Screen[None]):
                 + ", ".join(flagged)
             )
         self.query_one("#disk-status", Static).update(status)
+
+    def _cells(self, name: str, r: dict[str, int], largest: int) -> list[Any]:
+        warn = self.warned(name)
+        style = WARN_STYLE if warn else ""
+        cells: list[Any] = [Text(("!" if warn else " ") + name, style=style)]
+        for part in PARTS:
+            text = format_bytes(r[part], ByteStyle.COMPACT)
+            cells.append(Text(text, style=WARN_STYLE if part == "logs" and warn else ""))
+        cells.append(Text(format_bytes(r["total"], ByteStyle.COMPACT), style="bold"))
+        cells.append(Text(bar(r["total"], largest), style="red" if warn else "cyan"))
+        return cells
 
     def action_back(self) -> None:
         self.dismiss(None)
