@@ -23,11 +23,15 @@ phase (500 services under a 100 MB/s flood) is bench_daemon_scale.py:
   as the goal (the tick figure is used when a thread ended within the window).
 * flood phase: the same 50 sleepers running, plus one child that writes 100-byte lines (one
   ``write`` per line, as a line-buffered program does) flat out for 5 s (1.5 s), then a
-  ``DONE n`` line, then sleeps; the log is polled every 10 ms. Throughput is payload bytes
-  (n x 100) over the time from the first byte in the log file to the DONE line; CPU is the
-  daemon process's user+system seconds (psutil, every thread; for pm2 its reaped helper
-  children too) over that flood, per GB of payload; both are medians of 3 floods (1 with
-  --quick), each flood's MB/s is printed too.
+  ``DONE n t0 t1`` line (its CLOCK_MONOTONIC at its first and after its last write), then
+  sleeps; the log is polled every 10 ms, reading back only below the size just polled.
+  Throughput is payload bytes (n x 100) over the time from the child's first write to the
+  first poll that finds the DONE line (``Flood``: up to one poll late, never shorter than the
+  child's own writing; a window under 20 polls, out of order or from an earlier flood is
+  shown as ``n/a (why)``, and left out of the median); CPU is the daemon process's
+  user+system seconds (psutil, every thread; for pm2 its reaped helper children too) over
+  that flood, per GB of payload; both are medians of 3 floods (1 with --quick), each flood's
+  MB/s is printed too.
   The same again with a block-writing child (``blockflood``: the same lines, 64 KiB per
   ``write``, as a program writing through a full stdio buffer does; capped at 3 GB).
   Then one more flood with a client calling `status` flat out: the p99 of the calls made
@@ -827,7 +831,9 @@ def build_tree(root: Path, programs: dict[str, bytes]) -> dict[str, Path]:
 
 
 def flood_program(secs: float, cap: int, block: int = 0) -> bytes:
-    """The flood child: ``LINE`` per ``write``, or with ``block`` whole lines per ``write``."""
+    """The flood child: ``LINE`` per ``write``, or with ``block`` whole lines per ``write``;
+    then ``DONE lines t0 t1``: its CLOCK_MONOTONIC (ns) just before its first write and after
+    its last (see ``Flood``), then it sleeps."""
     if block:
         return block_flood_program(secs, cap, block)
     return (
@@ -837,12 +843,13 @@ def flood_program(secs: float, cap: int, block: int = 0) -> bytes:
         import os, time
         os.set_blocking(1, True)
         line, write, n = {LINE!r}, os.write, 0
-        deadline = time.monotonic() + {secs!r}
+        t0 = time.monotonic_ns()
+        deadline = t0 / 1e9 + {secs!r}
         while n * len(line) < {cap} and time.monotonic() < deadline:
             for _ in range(1000):
                 write(1, line)
             n += 1000
-        write(1, b"DONE %d\\n" % n)
+        write(1, b"DONE %d %d %d\\n" % (n, t0, time.monotonic_ns()))
         time.sleep(3600)
         """
         ).encode()
@@ -858,12 +865,13 @@ def block_flood_program(secs: float, cap: int, block: int) -> bytes:
         import os, time
         os.set_blocking(1, True)
         chunk, write, n = {LINE!r} * {per}, os.write, 0
-        deadline = time.monotonic() + {secs!r}
+        t0 = time.monotonic_ns()
+        deadline = t0 / 1e9 + {secs!r}
         while n * {len(LINE)} < {cap} and time.monotonic() < deadline:
             for _ in range(100):
                 write(1, chunk)
             n += {100 * per}
-        write(1, b"DONE %d\\n" % n)
+        write(1, b"DONE %d %d %d\\n" % (n, t0, time.monotonic_ns()))
         time.sleep(3600)
         """
         ).encode()
@@ -994,48 +1002,101 @@ def fig_status(s: Session, settings: Settings) -> dict[str, float]:
     return {"status_p50": percentile(ns, 50) / 1e3, "status_p99": percentile(ns, 99) / 1e3}
 
 
-@dataclass
+#: The flood children's last line: lines written, then the child's CLOCK_MONOTONIC in ns just
+#: before its first write and just after its last (``flood_program``).
+DONE = re.compile(rb"DONE (\d+) (\d+) (\d+)\n")
+#: Bytes read back from below a polled size to find the DONE line (Runyard's prefix included).
+TAIL = 128
+#: How often a log is polled for its DONE line.
+POLL = 0.01
+#: A window shorter than this many polls is no figure: the DONE poll is up to one poll late.
+MIN_POLLS = 20
+
+
+@dataclass(frozen=True)
 class Flood:
-    """One flood as the log file shows it, between the first poll that saw it grow and the
-    first poll that saw its DONE line."""
+    """One flood, timed from the child's first write (the child's own clock, from its DONE
+    line: CLOCK_MONOTONIC is one clock for every process, the bench's ``time.monotonic``) to
+    the first poll that found the DONE line in the log, read after that poll's size.
+
+    Why not from the log alone: the bench used to time from the first poll that saw the file
+    grow to the one that saw the DONE line, scaled by the bytes that came between the two;
+    its tail read (``seek(size - 64); read()``) read to the end of a file still growing, and
+    under a flood that can take until the flood is over (one read returned 1.5 GB, 1.3 s), so
+    the DONE line was found with the time and size of a poll made early in the flood: 23246
+    MB/s for a 3 GB block flood (the whole payload over ~0.13 s), and "over before two polls
+    saw it" for the ``| cat`` reference, whose first poll was that one. Now the tail read stops
+    at the polled size, and the window cannot be shorter than the child's own writing (its DONE
+    is in the file only after it wrote it): no figure above what the child could write."""
 
     lines: int  # as the child counted them
-    start: float  # monotonic
-    end: float
-    seen: int  # file bytes that arrived between those two polls
-    total: int  # file bytes of the whole flood
+    start: float  # the child's first write, monotonic seconds
+    wrote: float  # the child's last write returned
+    end: float  # the first poll whose tail held the DONE line
+    asked: float  # just before the flood was asked for
 
     @property
     def payload(self) -> int:
         return self.lines * len(LINE)
 
     @property
+    def invalid(self) -> str | None:
+        """Why this flood's window gives no figure, or None."""
+        if self.start < self.asked:
+            return "its DONE line is from a flood that began before this one was asked for"
+        if not self.start <= self.wrote <= self.end:
+            return (
+                f"its window is out of order (first write {self.start:.3f}, last "
+                f"{self.wrote:.3f}, DONE seen {self.end:.3f})"
+            )
+        if self.end - self.start < MIN_POLLS * POLL:
+            return f"its window, {self.end - self.start:.3f} s, is under {MIN_POLLS} polls"
+        return None
+
+    @property
     def rate(self) -> float:
         """Payload bytes per second (the file holds more with Runyard's timestamps)."""
-        return self.payload * self.seen / self.total / (self.end - self.start)
+        if (why := self.invalid) is not None:
+            raise BenchError(f"the flood gives no figure: {why}")
+        return self.payload / (self.end - self.start)
 
 
-def watch_flood(log: Path, size0: int, timeout: float, driver: Driver | None = None) -> Flood:
-    """Poll ``log`` every 10 ms from offset ``size0`` until its DONE line appears."""
-    start = first_size = None
+def read_done(log: Path, size0: int, size: int) -> re.Match[bytes] | None:
+    """The DONE line in the last ``TAIL`` bytes below ``size`` and above ``size0``, or None.
+    Only up to ``size``: the file grows on after it was polled (see ``Flood``)."""
+    n = min(TAIL, size - size0)
+    if n <= 0:
+        return None
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        tail = os.pread(fd, n, size - n)
+    finally:
+        os.close(fd)
+    return DONE.search(tail)
+
+
+def watch_flood(
+    log: Path, size0: int, timeout: float, driver: Driver | None = None, asked: float = 0.0
+) -> Flood:
+    """Poll ``log`` every ``POLL`` from offset ``size0`` until its DONE line appears; ``asked``:
+    the monotonic time before the flood was asked for (a DONE line from before it is refused)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if driver is not None:
             driver.check()
-        now = time.monotonic()
         size = log.stat().st_size if log.exists() else 0
-        if start is None and size > size0:
-            start, first_size = now, size
-        if start is not None and size > size0 + 64:
-            with open(log, "rb") as f:
-                f.seek(size - 64)
-                done = re.search(rb"DONE (\d+)\n", f.read())
-            if done:
-                if now == start:
-                    raise BenchError(f"{log}: the flood was over before two polls saw it")
-                return Flood(int(done.group(1)), start, now, size - first_size, size - size0)
-        time.sleep(0.01)
+        now = time.monotonic()  # after the size: the DONE line below it was there by now
+        if (done := read_done(log, size0, size)) is not None:
+            lines, t0, t1 = (int(g) for g in done.groups())
+            return Flood(lines, t0 / 1e9, t1 / 1e9, now, asked)
+        time.sleep(POLL)
     raise BenchError(f"no DONE line in {log} within {timeout:g}s")
+
+
+def median_rate(rates: list[float | str]) -> float | str:
+    """The median of the floods that gave a figure; ``n/a (why)`` when none did."""
+    valid = [r for r in rates if not isinstance(r, str)]
+    return statistics.median(valid) if valid else str(rates[0])
 
 
 def count_lines(path: Path, offset: int) -> int:
@@ -1053,29 +1114,33 @@ def fig_flood(s: Session, logs: Callable[[str], Path], settings: Settings) -> di
     out: dict[str, Any] = {}
     for name, key in (("flood", "flood"), ("blockflood", "flood_block")):
         quiet = [quiet_flood(s, logs(name), settings, name) for _ in range(settings.floods)]
-        out[f"{key}_mbps"] = statistics.median(rate for rate, _ in quiet) / 1e6
+        out[f"{key}_mbps"] = median_rate([mbps for mbps, _ in quiet])
         out[f"{key}_cpu_gb"] = statistics.median(cpu for _, cpu in quiet)
-        out[f"{key}_runs"] = [(rate / 1e6, cpu) for rate, cpu in quiet]
+        out[f"{key}_runs"] = quiet
     during = busy_flood(s, logs("flood"), settings)
     out["flood_status_p99"] = percentile(during, 99) / 1e6
     out["flood_status_calls"] = len(during)
     return out
 
 
-def quiet_flood(s: Session, log: Path, settings: Settings, name: str) -> tuple[float, float]:
-    """One flood with no client calling: (payload bytes/s, daemon CPU seconds per GB)."""
+def quiet_flood(s: Session, log: Path, settings: Settings, name: str) -> tuple[float | str, float]:
+    """One flood with no client calling: (payload MB/s, or ``n/a (why)`` when its window gives
+    no figure, see ``Flood``; daemon CPU seconds per GB)."""
     size0 = log.stat().st_size if log.exists() else 0
     os.sync()  # the previous floods' dirty pages are written back before, not during, this one
     cpu0 = s.cpu_secs()
+    asked = time.monotonic()
     s.driver.send("flood", name=name, query_secs=0.0, warmup=0)
-    run = watch_flood(log, size0, settings.flood_secs + 60, s.driver)
+    run = watch_flood(log, size0, settings.flood_secs + 60, s.driver, asked)
     cpu = s.cpu_secs() - cpu0
     s.driver.recv(timeout=60.0)
     s.driver.call("stop", name=name)
     got = count_lines(log, size0)
     if got != run.lines + 1:
         raise BenchError(f"{log}: {got} lines after the flood, the child wrote {run.lines + 1}")
-    return run.rate, cpu / (run.payload / 1e9)
+    why = run.invalid
+    mbps = run.rate / 1e6 if why is None else f"n/a ({why})"
+    return mbps, cpu / (run.payload / 1e9)
 
 
 def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
@@ -1083,8 +1148,11 @@ def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
     timeout = settings.flood_secs + 60
     size0 = log.stat().st_size if log.exists() else 0
     os.sync()
+    asked = time.monotonic()
     s.driver.send("flood", name="flood", query_secs=settings.flood_secs, warmup=settings.warmup)
-    run = watch_flood(log, size0, timeout, s.driver)
+    run = watch_flood(log, size0, timeout, s.driver, asked)
+    if (why := run.invalid) is not None:
+        raise BenchError(f"{log}: the busy flood {why}")
     samples = s.driver.recv(timeout=timeout)
     s.driver.call("stop", name="flood")
     during = [ns for t, ns in samples if run.start <= t <= run.end]
@@ -1106,13 +1174,14 @@ def pipe_ceiling(phase: Phase, settings: Settings) -> float:
     /dev/null, no pipe, ~505), so no supervisor can capture this child much faster than this."""
     flood = next(p for p in phase.programs if p.name == "flood")
     r, w = os.pipe()
+    asked = time.monotonic()
     try:
         fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CEILING_PIPE)
         proc = subprocess.Popen([str(flood.path)], stdout=w, start_new_session=True)
     finally:
         os.close(w)
     os.set_blocking(r, False)
-    start = done = None
+    done = None
     tail = b""
     deadline = time.monotonic() + settings.flood_secs + 60
     try:
@@ -1120,14 +1189,14 @@ def pipe_ceiling(phase: Phase, settings: Settings) -> float:
             time.sleep(CEILING_NAP)
             with contextlib.suppress(BlockingIOError):
                 while chunk := os.read(r, 1 << 20):
-                    start = start or time.monotonic()
-                    tail = (tail + chunk)[-64:]
-            done = re.search(rb"DONE (\d+)\n", tail)
-        if done is None or start is None:
+                    tail = (tail + chunk)[-TAIL:]
+            done = DONE.search(tail)
+        if done is None:
             raise BenchError(
                 f"no DONE line from the flood child within {settings.flood_secs + 60:g}s"
             )
-        return int(done.group(1)) * len(LINE) / (time.monotonic() - start) / 1e6
+        lines, t0, t1 = (int(g) for g in done.groups())
+        return Flood(lines, t0 / 1e9, t1 / 1e9, time.monotonic(), asked).rate / 1e6
     finally:
         os.close(r)
         with contextlib.suppress(ProcessLookupError):
@@ -1139,11 +1208,12 @@ def pipe_reference(phase: Phase, workdir: Path, settings: Settings, name: str) -
     """MB/s of a flood child straight into ``cat > file`` (a 64 KiB pipe), for reference."""
     flood = next(p for p in phase.programs if p.name == name)
     log = workdir / "reference.log"
+    asked = time.monotonic()
     proc = subprocess.Popen(
         ["/bin/sh", "-c", f"exec '{flood.path}' | cat > '{log}'"], start_new_session=True
     )
     try:
-        run = watch_flood(log, 0, settings.flood_secs + 60)
+        run = watch_flood(log, 0, settings.flood_secs + 60, asked=asked)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -45,10 +45,19 @@ def alternate_floods(
                     res[key] = f"n/a ({type(exc).__name__})"
                 contenders = [c for c in contenders if c is not contender]
                 if not contenders:
-                    return out
+                    return no_empty_rates(out)
             finally:
                 for p in phase.programs:  # the flood logs are big
                     contender.log_path(phase, p.name).unlink(missing_ok=True)
+    return no_empty_rates(out)
+
+
+def no_empty_rates(out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A rate no round gave a figure for (every window n/a, see bd.Flood) says so."""
+    for res in out.values():
+        for key in ("flood_mbps", "flood_block_mbps"):
+            if res[key] == []:
+                res[key] = "n/a (no flood's window gave a figure)"
     return out
 
 
@@ -60,14 +69,16 @@ def one_round(
         sleepers = [p.name for p in phase.programs if p.autostart]
         s.driver.call("wait_running", names=sleepers, within=60.0)
         for name, key in (("flood", "flood"), ("blockflood", "flood_block")):
-            rate, cpu = bd.quiet_flood(s, contender.log_path(phase, name), settings, name)
-            res[f"{key}_mbps"].append(rate / 1e6)
+            mbps, cpu = bd.quiet_flood(s, contender.log_path(phase, name), settings, name)
+            if not isinstance(mbps, str):  # n/a (why): shown among the runs, not in the median
+                res[f"{key}_mbps"].append(mbps)
             res[f"{key}_cpu_gb"].append(cpu)
-            res[f"{key}_runs"].append((rate / 1e6, cpu))
+            res[f"{key}_runs"].append((mbps, cpu))
         during = bd.busy_flood(s, contender.log_path(phase, "flood"), settings)
         res["flood_status_p99"].append(bd.percentile(during, 99) / 1e6)
     res["loads"]["flood"].append(load.end())
     print(
-        f" line {res['flood_mbps'][-1]:.0f} MB/s, block {res['flood_block_mbps'][-1]:.0f} MB/s,"
+        f" line {bd.num(res['flood_runs'][-1][0])} MB/s,"
+        f" block {bd.num(res['flood_block_runs'][-1][0])} MB/s,"
         f" status p99 {res['flood_status_p99'][-1]:.1f} ms ({res['loads']['flood'][-1]})"
     )
