@@ -176,9 +176,9 @@ def as_other_uid() -> Iterator[tuple[int, Path]]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def run_as(uid: int, top: Path, script: str) -> dict:
+def run_as(uid: int, top: Path, script: str, services: int = SERVICES) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", script, str(uid), str(top), str(SERVICES)],
+        [sys.executable, "-c", script, str(uid), str(top), str(services)],
         capture_output=True,
         timeout=50,
         check=False,
@@ -337,4 +337,22 @@ def test_a_daemon_leaves_room_for_the_pipes_its_users_other_processes_hold(
         assert seen["given_back"] > 0
         assert seen["squeezed"] is True
     assert seen["released"] is False
+    assert seen["end"] == 0
+
+
+#: Services enough that a full budget plus the others' unraised FIFOs pass the soft limit.
+CROWD = (QUOTA - BUDGET) * PAGE // (2 * DEFAULT_PIPE_SIZE) + BUDGET * PAGE // (2 * PIPE_SIZE) + 8
+
+
+def test_a_lone_daemon_with_hundreds_of_services_gives_its_raised_pipes_back(
+    as_other_uid: tuple[int, Path],
+) -> None:
+    """The regression: with its budget full, a daemon's later FIFOs (16 pages each, unraised)
+    took the user to its soft limit past about 270 services, and its last FIFOs and every new
+    pipe of the user were 8 KiB. Now its raised pipes yield to the new FIFOs."""
+    uid, top = as_other_uid
+    seen = run_as(uid, top, AFTER_HOG, CROWD)
+    assert min(seen["sizes"]) == DEFAULT_PIPE_SIZE, "a FIFO below 64 KiB: over the quota"
+    assert seen["plain"] == [DEFAULT_PIPE_SIZE] * 15
+    assert seen["given_back"] > 0
     assert seen["end"] == 0
