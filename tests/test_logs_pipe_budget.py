@@ -176,9 +176,9 @@ def as_other_uid() -> Iterator[tuple[int, Path]]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def run_as(uid: int, top: Path, script: str) -> dict:
+def run_as(uid: int, top: Path, script: str, services: int = SERVICES) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", script, str(uid), str(top), str(SERVICES)],
+        [sys.executable, "-c", script, str(uid), str(top), str(services)],
         capture_output=True,
         timeout=50,
         check=False,
@@ -230,7 +230,7 @@ def test_a_privileged_daemon_raises_every_fifo(tmp_path: Path) -> None:
     budget = pipe_budget()
     if budget.pages is not None:
         pytest.skip("this process is not exempt from the pipe quota (no CAP_SYS_*)")
-    before = budget.used
+    before, trials = budget.used, budget.trials
     services = [LogPipes(tmp_path / "fifo", f"svc{i}") for i in range(SERVICES)]
     try:
         for pipes in services:
@@ -239,8 +239,120 @@ def test_a_privileged_daemon_raises_every_fifo(tmp_path: Path) -> None:
         sizes = [pipe_size(fd) for pipes in services for fd in pipes.read_fds]
         assert min(sizes) >= RAISED
         assert budget.used - before == sum(size // PAGE for size in sizes)
+        assert budget.trials == trials, "no trial raise where the kernel sets no limit on us"
     finally:
         for pipes in services:
             pipes.close()
             pipes.remove()
     assert budget.used == before
+
+
+#: The user's other process: pipes raised to 1 MiB until what is left is the FIFOs of
+#: SERVICES services and 4 MiB ("pipes"), or another daemon's 40 services ("daemon"). It says
+#: "ready" and holds them until its stdin closes.
+HOG = r"""
+import fcntl, os, sys
+from pathlib import Path
+uid, top, n, kind, left = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+from runyard.daemon.logs import LogPipes
+os.setgroups([])
+os.setgid(uid)
+os.setuid(uid)
+held = []
+if kind == "pipes":
+    soft = int(Path("/proc/sys/fs/pipe-user-pages-soft").read_text())
+    raised = int(sys.argv[6])
+    for _ in range((soft - left) // raised):
+        r, w = os.pipe()
+        fcntl.fcntl(r, 1031, raised * os.sysconf("SC_PAGESIZE"))
+        held += [r, w]
+else:
+    held = [LogPipes(top / "hog", f"hog{i}") for i in range(n)]
+    for pipes in held:
+        pipes.prepare()
+        pipes.close_child_fds()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+#: The daemon, after the hog: SERVICES services' FIFOs, then what a new pipe of the user gets.
+AFTER_HOG = (
+    PRELUDE
+    + r"""
+from runyard.daemon.logs.fifo import pipe_budget
+budget = pipe_budget()
+seen = {"sizes": [size(fd) for pipes in services for fd in pipes.read_fds]}
+seen["plain"] = [plain_pipe()]
+more = [os.pipe() for _ in range(14)]  # the room kept: 255 pages, 15 new pipes of 64 KiB
+seen["plain"] += [size(r) for r, w in more]
+for fd in (fd for pair in more for fd in pair):
+    os.close(fd)
+seen["trials"] = getattr(budget, "trials", None)
+seen["given_back"] = getattr(budget, "given_back", None)
+seen["squeezed"] = getattr(budget, "squeezed", None)
+services[0].close()  # a service's pipes given back: a raise may be tried again
+seen["released"] = getattr(budget, "squeezed", None)
+for pipes in services:
+    pipes.close()
+    pipes.remove()
+seen["end"] = budget.used
+print(json.dumps(seen))
+"""
+)
+
+
+@pytest.mark.parametrize("hog", ["pipes", "daemon"])
+def test_a_daemon_leaves_room_for_the_pipes_its_users_other_processes_hold(
+    as_other_uid: tuple[int, Path], hog: str
+) -> None:
+    """The regression: the budget was per daemon, blind to the user's other pipes. With
+    another process of the user holding pipes raised to 1 MiB ("pipes": all but the FIFOs
+    and 4 MiB; "daemon": a second daemon's 40 services), a daemon raised its FIFOs until the
+    kernel refused, the user was at pipe-user-pages-soft, and its later FIFOs and every new
+    pipe of the user were 8 KiB. Now a raise is kept only while the user could still raise one
+    more (the kernel's own figure, from a trial raise), and new FIFOs make our raised ones
+    yield."""
+    uid, top = as_other_uid
+    left = 2 * SERVICES * DEFAULT_PIPE_SIZE // PAGE + 4 * PIPE_SIZE // PAGE
+    argv = [str(uid), str(top), str(SERVICES), hog, str(left), str(RAISED // PAGE)]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOG, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        assert line == b"ready\n", holder.stderr.read().decode() if holder.stderr else line
+        seen = run_as(uid, top, AFTER_HOG)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=20)
+    assert seen["plain"] == [DEFAULT_PIPE_SIZE] * 15, "the user's new pipes are 8 KiB"
+    assert min(seen["sizes"]) == DEFAULT_PIPE_SIZE, "a FIFO below 64 KiB: over the quota"
+    assert seen["trials"] > 0
+    if hog == "pipes":  # what the hog left beyond the reserve was taken, then given back
+        assert max(seen["sizes"]) == RAISED
+        assert seen["given_back"] > 0
+        assert seen["squeezed"] is True
+    assert seen["released"] is False
+    assert seen["end"] == 0
+
+
+#: Services enough that a full budget plus the others' unraised FIFOs pass the soft limit.
+CROWD = (QUOTA - BUDGET) * PAGE // (2 * DEFAULT_PIPE_SIZE) + BUDGET * PAGE // (2 * PIPE_SIZE) + 8
+
+
+def test_a_lone_daemon_with_hundreds_of_services_gives_its_raised_pipes_back(
+    as_other_uid: tuple[int, Path],
+) -> None:
+    """The regression: with its budget full, a daemon's later FIFOs (16 pages each, unraised)
+    took the user to its soft limit past about 270 services, and its last FIFOs and every new
+    pipe of the user were 8 KiB. Now its raised pipes yield to the new FIFOs."""
+    uid, top = as_other_uid
+    seen = run_as(uid, top, AFTER_HOG, CROWD)
+    assert min(seen["sizes"]) == DEFAULT_PIPE_SIZE, "a FIFO below 64 KiB: over the quota"
+    assert seen["plain"] == [DEFAULT_PIPE_SIZE] * 15
+    assert seen["given_back"] > 0
+    assert seen["end"] == 0

@@ -14,18 +14,39 @@ SIGPIPE on a daemon crash.
 The pipe quota (``PipeBudget``): the kernel counts every pipe's pages against the user that
 made it (the daemon, for these FIFOs), and for a process without CAP_SYS_RESOURCE or
 CAP_SYS_ADMIN (in the initial user namespace: ``pipe_is_unprivileged_user`` in fs/pipe.c) a
-user over ``/proc/sys/fs/pipe-user-pages-soft`` (16384 pages, 64 MiB) may raise no pipe and
-gets 2-page (8 KiB) pipes instead of 64 KiB ones, every process of that user, the services'
-own pipes included; over ``pipe-user-pages-hard`` (0, no limit, by default) it may make no
-pipe at all (``pipe`` fails ENFILE, opening a FIFO ENOMEM). So an unprivileged daemon raises
-its pipes only within a budget of half the lower of the two limits: by default, in start
-order, the first 16 services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB
-(1 MiB of backpressure while the daemon is down becomes 64 KiB for them), a hot stream
-(``LogReader``) is raised if the budget still allows, and closing a service's read ends gives
-its share back. A FIFO still counts 16 pages (64 KiB) unraised: with the budget full, about
-256 more services put the user at its soft limit by their FIFOs alone. The budget is per
-process: two unprivileged daemons of one user (two trees) take a half each, and together put
-that user at its soft limit. A privileged daemon (root with its capabilities) is exempt and
+new pipe gets 16 pages only while the user's pages plus 16 stay within
+``/proc/sys/fs/pipe-user-pages-soft`` (16384 pages, 64 MiB), else 2 (8 KiB), in every process
+of that user, the services' own pipes included; a raise is refused when it would take the user
+over that limit or ``pipe-user-pages-hard`` (0, no limit, by default), and over the hard limit
+no pipe is made at all (``pipe`` fails ENFILE, opening a FIFO ENOMEM). Shrinking a pipe gives
+its pages back (EBUSY while it holds more than the new size). So an unprivileged daemon raises
+its pipes only within two bounds:
+
+- its own budget, half the lower of the two limits: by default, in start order, the first 16
+  services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB (1 MiB of
+  backpressure while the daemon is down becomes 64 KiB for them), a hot stream (``LogReader``)
+  is raised if the budget still allows, and closing a service's read ends gives its share back;
+- the user's pages, all its processes' (another daemon of the same user, a shell's pipes), as
+  the kernel counts them: there is no file for that figure, but a trial raise shows it. The
+  budget holds a 1-page "gauge" pipe; ``leaves_room(size)`` raises it to ``size`` and back
+  (two fcntls, ~2 us), which the kernel allows only while the user has ``size`` pages to spare
+  under both limits. A raise is kept only if the user could still raise one more pipe like it
+  (1 MiB: room for 15 new 64 KiB pipes), else it goes back to 64 KiB. And a ``prepare`` that
+  made new FIFOs (they took 32 of the user's pages) asks ``make_room``: while the user has no
+  such room, our raised pipes go back to 64 KiB, newest first. A trial that failed leaves the
+  budget ``squeezed``: no raise is tried, and none is paid for, not the hot-stream raise either,
+  until one of our services closes its read ends. Trials cost nothing where the kernel does not
+  limit us (exempt, or no limit set): ``leaves_room`` answers without a system call.
+
+Why a gauge pipe and not a fresh probe pipe per raise (``pipe``, F_GETPIPE_SZ, close: ~3 us):
+a fresh pipe shows only whether 16 pages are left; the gauge shows 255 with no pipe made.
+Limits: the user's pages are looked at only when we raise or make FIFOs, so a process of the
+user that grows later takes the room until our next service start, and a daemon squeezed
+stays so while the others free theirs until one of its services closes; for the two fcntls of
+a trial the gauge holds ``size`` pages, so a pipe made in those microseconds by a process of
+the user with just that room left gets 8 KiB; a raised pipe holding more than 64 KiB is not
+given back. A FIFO still counts 16 pages unraised: past about 500 services a daemon's FIFOs
+alone reach the soft limit. A privileged daemon (root with its capabilities) is exempt and
 raises every FIFO.
 """
 
@@ -112,11 +133,23 @@ def _pipe_max_size() -> int:
 class PipeBudget:
     """The pages that the raised pipes of this process may hold together (``pages``; None: no
     limit), and what they hold (``used``). A raise takes its pages first (``try_take``), so
-    the budget is never overrun; a pipe's actual size is booked with ``adjust``."""
+    the budget is never overrun; a pipe's actual size is booked with ``adjust``.
+
+    The kernel's own figure, for the user's other processes: ``leaves_room`` asks the kernel
+    whether the user could still raise one more pipe like ours (a trial raise of a 1-page
+    "gauge" pipe, and back), a raise is kept only if so, and ``make_room`` shrinks our raised
+    pipes (``hold`` lists them, newest last) until it could. A failed trial ``squeezed`` the
+    budget: no raise is tried (nor trial paid) until one of our services gives its pipes back.
+    """
 
     def __init__(self, pages: int | None) -> None:
         self.pages = pages
         self.used = 0
+        self.squeezed = False
+        self.trials = 0  # gauge raises tried (the tests count them)
+        self.given_back = 0  # raised pipes shrunk to make room for the user
+        self._raised: dict[tuple[LogPipes, str], int] = {}  # size by pipe, in raise order
+        self._gauge: int | None = None
         self._lock = threading.Lock()  # the daemon's thread today; cheap insurance
 
     @classmethod
@@ -139,6 +172,51 @@ class PipeBudget:
         """Book ``pages`` more (fewer when negative), whatever the budget says: they are held."""
         with self._lock:
             self.used += pages
+
+    def hold(self, pipes: LogPipes, stream: str, size: int) -> None:
+        """``pipes``' ``stream`` is a pipe of ``size`` bytes (0: closed); a raised one can be
+        given back by ``make_room``."""
+        if size > DEFAULT_PIPE_SIZE:
+            self._raised.setdefault((pipes, stream), size)
+        else:
+            self._raised.pop((pipes, stream), None)
+
+    def leaves_room(self, size: int) -> bool:
+        """Whether the user (all its processes) could still raise a pipe to ``size`` bytes:
+        the kernel takes the 1-page gauge to ``size`` only while the user's pages, less the
+        gauge's page, plus ``size``'s stay within pipe-user-pages-soft and -hard. True, with
+        no system call, where there is no limit."""
+        if self.pages is None:
+            return True
+        self.trials += 1
+        try:
+            if self._gauge is None:
+                self._gauge = _new_gauge()
+            fcntl.fcntl(self._gauge, _F_SETPIPE_SZ, size)
+        except OSError:  # EPERM: no room; a gauge not made (the hard limit): none either
+            return False
+        with contextlib.suppress(OSError):  # an empty pipe always shrinks
+            fcntl.fcntl(self._gauge, _F_SETPIPE_SZ, _PAGE)
+        return True
+
+    def make_room(self) -> None:
+        """Shrink our raised pipes to 64 KiB, newest first, until the user could raise one
+        more like them (a pipe holding more than 64 KiB stays: EBUSY)."""
+        for (pipes, stream), size in reversed(list(self._raised.items())):
+            if self.leaves_room(size):
+                return
+            self.squeezed = True
+            if pipes.shrink(stream) <= DEFAULT_PIPE_SIZE:
+                self.given_back += 1
+
+
+def _new_gauge() -> int:
+    """A pipe's read end (its write end closed at once), shrunk to the 1-page minimum."""
+    read, write = os.pipe()
+    os.close(write)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(read, _F_SETPIPE_SZ, _PAGE)
+    return read
 
 
 @functools.cache
@@ -225,6 +303,7 @@ class LogPipes:
         self.fifo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.fifo_dir, 0o700)
         ends: dict[str, tuple[int, int]] = {}
+        fresh = False
         try:
             for stream in STREAMS:
                 path = self._path(stream)
@@ -236,6 +315,7 @@ class LogPipes:
                 if stream not in self._read:
                     # A read end first: opening a FIFO O_WRONLY|O_NONBLOCK fails (ENXIO) without one.
                     self._read[stream] = _open_fifo(path, os.O_RDONLY | os.O_NONBLOCK)
+                    fresh = True
                 write = _open_fifo(path, os.O_WRONLY | os.O_NONBLOCK)
                 self._child.append(write)
                 # Children expect a blocking stdout; a full pipe then blocks them, never EAGAIN.
@@ -247,6 +327,8 @@ class LogPipes:
         except BaseException:
             self.close_child_fds()
             raise
+        if fresh:  # new pipes took the user's pages: ours yield if it is short now
+            pipe_budget().make_room()
         return ChildFds(ends["out"][0], ends["err"][0], (ends["out"][1], ends["err"][1]))
 
     def enlarge(self, stream: str) -> int:
@@ -254,23 +336,40 @@ class LogPipes:
         fd = self._read[stream]
         size = pipe_size(fd)
         self._book(stream, size)  # what it holds already (a pipe an earlier daemon raised)
+        budget = pipe_budget()
         wanted = _charge(PIPE_SIZE) - self._charged.get(stream, 0)
-        if size < PIPE_SIZE and pipe_budget().try_take(wanted):
+        if size < PIPE_SIZE and not budget.squeezed and budget.try_take(wanted):
             self._charged[stream] = _charge(PIPE_SIZE)
             size = enlarge_pipe(fd)
             self._book(stream, size)  # a refusal (or pipe-max-size) gives back the rest
+            if not _charge(size) or not budget.leaves_room(size):
+                budget.squeezed = True  # the user is short of pages: ours yield
+                size = self.shrink(stream)
+        return size
+
+    def shrink(self, stream: str) -> int:
+        """Take ``stream``'s pipe back to 64 KiB (not when it holds more); the size in effect."""
+        fd = self._read[stream]
+        if pipe_size(fd) > DEFAULT_PIPE_SIZE:
+            with contextlib.suppress(OSError):  # EBUSY: more than 64 KiB waits in it
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, DEFAULT_PIPE_SIZE)
+        size = pipe_size(fd)
+        self._book(stream, size)
         return size
 
     def _book(self, stream: str, size: int) -> None:
         """``stream``'s pipe is now ``size`` bytes (0: its read end is closed)."""
         pages = _charge(size)
-        pipe_budget().adjust(pages - self._charged.pop(stream, 0))
+        budget = pipe_budget()
+        budget.adjust(pages - self._charged.pop(stream, 0))
+        budget.hold(self, stream, size)
         if pages:
             self._charged[stream] = pages
 
     def _close_read(self, stream: str) -> None:
         fd = self._read.pop(stream)
         self._book(stream, 0)
+        pipe_budget().squeezed = False  # pages given back: a raise may be tried again
         with contextlib.suppress(OSError):
             os.close(fd)
 
