@@ -59,8 +59,9 @@ def unified_cgroup(pid: int | None) -> str:
 
 
 def containment_of(services: list[Any]) -> dict[str, list[str]]:
-    """Driver side: per service, [the containment its status says, its process's cgroup]."""
-    return {s.name: [s.containment, unified_cgroup(s.pid)] for s in services}
+    """Driver side: per service, [the containment its status says, its process's cgroup]; ""
+    from a daemon whose status has no containment (a --baseline before issue 12)."""
+    return {s.name: [getattr(s, "containment", ""), unified_cgroup(s.pid)] for s in services}
 
 
 def check_contained(contender: bd.Contender, reply: dict[str, Any], expect: int) -> str:
