@@ -4,7 +4,9 @@
   library spawns the daemon (foreground, its own session), waits for the control socket file,
   then polls `status` 5 ms apart until every service runs: the seconds from the spawn. Then a
   shutdown. 3 launches (2 with --quick). Runyard is launched once more with 500 sleepers (the
-  goal: all running within 2 s).
+  goal: all running within 2 s). With ``--only-phase cold`` the contenders are alternated launch
+  by launch, and Runyard with every service under the subreaper (no cgroup) joins them as
+  informational rows (bench_daemon_nocg.py).
 * pm2 (installed from npm, driven by bench_pm2.js) is in bench_daemon_pm2.py.
 * Every figure that comes from several runs is shown as median (min-max), and each run notes
   the load of the box while it ran: the 1-minute load average at its end and how busy the
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_daemon as bd
+import bench_daemon_nocg as nocg
 
 __all__ = [
     "BoxLoad",
@@ -114,9 +117,12 @@ def fig_cold(
                 expect=len(phase.programs),
             )
             cpus.append(reply.get("cpu", float("nan")))
-            loads.append(f"{load.end()}, daemon CPU {cpus[-1]:.3f} s")
-            secs.append(reply["secs"])
+            loaded = f"{load.end()}, daemon CPU {cpus[-1]:.3f} s"
             driver.call("cold_stop", timeout=180.0)
+        # after the stop, so a launch that fails it leaves no daemon on the tree
+        contained = nocg.check_contained(contender, reply, len(phase.programs))
+        loads.append(f"{loaded}, {contained}" if contained else loaded)
+        secs.append(reply["secs"])
         time.sleep(0.5)  # let the stopped children go before the next launch
     return secs, loads, cpus
 
@@ -142,8 +148,10 @@ def measure_start(
     """The cold starts, then ``settings.sessions`` fleet phases: every figure as a list of runs
     (``n/a (why)`` when a phase failed), and the load of each run under ``loads``."""
     if "fleet" not in settings.phases:  # --only-phase flood
-        return {key: "skipped" for key in ("cold_s", "cold500_s", *bd.PHASE_KEYS["fleet"])}
+        keys = ("cold_s", "cold500_s", *nocg.NOCG_KEYS.values(), *bd.PHASE_KEYS["fleet"])
+        return {key: "skipped" for key in keys}
     out: dict[str, Any] = {"loads": {}}
+    out.update({key: "skipped (--only-phase cold)" for key in nocg.NOCG_KEYS.values()})
     phases = [(cold[0], "cold_s")]
     if contender.name == "runyard":
         phases.append((cold[1], "cold500_s"))
@@ -252,7 +260,8 @@ def alternate_cold(
     """The cold phase alone (``--only-phase cold``): ``max(3, settings.sessions) *
     settings.launches`` rounds; in each, every contender in a rotated order gets one launch to
     50 running (Runyard and runyard@base also one to COLD_MANY), so a load that comes and goes
-    falls on all of them alike. cold_s / cold500_s: the seconds of each launch."""
+    falls on all of them alike (runyard@subreaper too: bench_daemon_nocg). cold_s / cold500_s:
+    the seconds of each launch."""
     out: dict[str, dict[str, Any]] = {
         c.name: {"cold_s": [], "loads": {"cold_s": []}} for c in contenders
     }
