@@ -356,3 +356,23 @@ def test_a_lone_daemon_with_hundreds_of_services_gives_its_raised_pipes_back(
     assert seen["plain"] == [DEFAULT_PIPE_SIZE] * 15
     assert seen["given_back"] > 0
     assert seen["end"] == 0
+
+
+def test_an_exempt_budget_lists_no_raised_pipes(tmp_path: Path) -> None:
+    """The regression: where the kernel sets no limit on us (a privileged daemon) the budget
+    still listed every raised pipe, two per service, and make_room copied that list at each
+    start only to ask a trial that answers True at once: 23 us a start at 500 services, and
+    growing with them (quadratic over a cold start). Now nothing is listed there."""
+    from runyard.daemon.logs.fifo import PipeBudget
+
+    budget = PipeBudget(None)
+    services = [LogPipes(tmp_path / "fifo", f"svc{i}") for i in range(3)]
+    for pipes in services:
+        for stream in ("out", "err"):
+            budget.hold(pipes, stream, PIPE_SIZE)
+    assert budget._raised == {}
+    budget.make_room()
+    assert budget.trials == 0
+    limited = PipeBudget(BUDGET or 8192)
+    limited.hold(services[0], "out", PIPE_SIZE)
+    assert list(limited._raised) == [(services[0], "out")]  # where pipes can be given back

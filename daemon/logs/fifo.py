@@ -175,7 +175,10 @@ class PipeBudget:
 
     def hold(self, pipes: LogPipes, stream: str, size: int) -> None:
         """``pipes``' ``stream`` is a pipe of ``size`` bytes (0: closed); a raised one can be
-        given back by ``make_room``."""
+        given back by ``make_room``. None kept where the kernel sets no limit on us: nothing is
+        ever given back there, and a list of every raised pipe cost each start a copy of it."""
+        if self.pages is None:
+            return
         if size > DEFAULT_PIPE_SIZE:
             self._raised.setdefault((pipes, stream), size)
         else:
@@ -202,6 +205,8 @@ class PipeBudget:
     def make_room(self) -> None:
         """Shrink our raised pipes to 64 KiB, newest first, until the user could raise one
         more like them (a pipe holding more than 64 KiB stays: EBUSY)."""
+        if self.pages is None:
+            return
         for (pipes, stream), size in reversed(list(self._raised.items())):
             if self.leaves_room(size):
                 return
