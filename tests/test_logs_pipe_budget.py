@@ -376,3 +376,101 @@ def test_an_exempt_budget_lists_no_raised_pipes(tmp_path: Path) -> None:
     limited = PipeBudget(BUDGET or 8192)
     limited.hold(services[0], "out", PIPE_SIZE)
     assert list(limited._raised) == [(services[0], "out")]  # where pipes can be given back
+
+
+#: A daemon squeezed by the hog; once the hog is gone (stdin says so) and the squeeze is over,
+#: 4 more services: their FIFOs are raised again.
+SQUEEZE_ENDS = (
+    r"""
+import runyard.daemon.logs.fifo as fifo
+fifo.SQUEEZE_SECS = 0.3
+"""
+    + PRELUDE
+    + r"""
+import time
+budget = fifo.pipe_budget()
+print(json.dumps({"squeezed": budget.squeezed}), flush=True)
+sys.stdin.readline()  # the hog is gone
+deadline = time.monotonic() + 10
+while budget.squeezed and time.monotonic() < deadline:
+    time.sleep(0.05)
+later = [LogPipes(top / "fifo", f"later{i}") for i in range(4)]
+for pipes in later:
+    pipes.prepare()
+    pipes.close_child_fds()
+seen = {"squeezed": budget.squeezed, "sizes": [size(fd) for p in later for fd in p.read_fds]}
+for pipes in services + later:
+    pipes.close()
+    pipes.remove()
+seen["end"] = budget.used
+print(json.dumps(seen), flush=True)
+"""
+)
+
+
+def test_a_squeeze_ends_once_the_users_other_pipes_are_gone(
+    as_other_uid: tuple[int, Path],
+) -> None:
+    """Found by review: ``squeezed`` was cleared only when one of our services closed its
+    read ends (a reload removing it), not by a stop or restart; so one brief shortage of the
+    user's pages kept every later FIFO and hot stream at 64 KiB for the daemon's life, the
+    user's pages long free again. Now a squeeze lasts SQUEEZE_SECS, then a raise tries again."""
+    uid, top = as_other_uid
+    left = 2 * SERVICES * DEFAULT_PIPE_SIZE // PAGE + 4 * PIPE_SIZE // PAGE
+    argv = [str(uid), str(top), str(SERVICES), "pipes", str(left), str(RAISED // PAGE)]
+    hog = subprocess.Popen(
+        [sys.executable, "-c", HOG, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    daemon = None
+    try:
+        assert hog.stdout is not None and hog.stdout.readline() == b"ready\n"
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", SQUEEZE_ENDS, str(uid), str(top), str(SERVICES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert daemon.stdout is not None and daemon.stdin is not None
+        first = daemon.stdout.readline()
+        assert json.loads(first or b"null") == {"squeezed": True}, daemon.stderr
+        hog.kill()
+        hog.communicate(timeout=20)
+        out, err = daemon.communicate(b"gone\n", timeout=40)
+        assert daemon.returncode == 0, err.decode()
+        seen = json.loads(out)
+    finally:
+        for proc in (hog, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=20)
+    assert seen["squeezed"] is False
+    assert seen["sizes"] == [RAISED] * 8, "the later FIFOs were not raised again"
+    assert seen["end"] == 0
+
+
+#: A budget whose trial cannot make its gauge for want of descriptors (EMFILE): says nothing
+#: about the user's pages.
+OUT_OF_FDS = r"""
+import os, resource
+from runyard.daemon.logs.fifo import PipeBudget
+budget = PipeBudget(1000)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+print(budget.leaves_room(1 << 20))
+"""
+
+
+def test_a_trial_out_of_descriptors_is_not_read_as_no_room() -> None:
+    """Found by review: any error of a trial read as "no room", so a daemon out of file
+    descriptors when it first made its gauge pipe gave back every raised pipe and stayed
+    squeezed. Only EPERM (and ENFILE/ENOMEM: no pipe for the user) means no room."""
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_FDS], capture_output=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.strip() == b"True"

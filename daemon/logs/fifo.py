@@ -12,53 +12,48 @@ process). A child that closes every fd above 2 at startup drops its keepers and 
 SIGPIPE on a daemon crash.
 
 The pipe quota (``PipeBudget``): the kernel counts every pipe's pages against the user that
-made it (the daemon, for these FIFOs), and for a process without CAP_SYS_RESOURCE or
-CAP_SYS_ADMIN (in the initial user namespace: ``pipe_is_unprivileged_user`` in fs/pipe.c) a
-new pipe gets 16 pages only while the user's pages plus 16 stay within
-``/proc/sys/fs/pipe-user-pages-soft`` (16384 pages, 64 MiB), else 2 (8 KiB), in every process
-of that user, the services' own pipes included; a raise is refused when it would take the user
-over that limit or ``pipe-user-pages-hard`` (0, no limit, by default), and over the hard limit
-no pipe is made at all (``pipe`` fails ENFILE, opening a FIFO ENOMEM). Shrinking a pipe gives
-its pages back (EBUSY while it holds more than the new size). So an unprivileged daemon raises
-its pipes only within two bounds:
+made it, and for a process without CAP_SYS_RESOURCE or CAP_SYS_ADMIN (``pipe_is_unprivileged_user``
+in fs/pipe.c) a new pipe gets 16 pages only while the user's pages plus 16 stay within
+``pipe-user-pages-soft`` (16384 pages), else 2 (8 KiB), in every process of that user, the
+services' own pipes included; a raise is refused past that limit or ``pipe-user-pages-hard``
+(0, none, by default), past which no pipe is made at all (ENFILE; a FIFO's open ENOMEM).
+Shrinking a pipe gives its pages back (EBUSY while it holds more). So an unprivileged daemon
+raises its pipes only within two bounds:
 
-- its own budget, half the lower of the two limits: by default, in start order, the first 16
-  services' FIFOs (32 pipes of 1 MiB) are raised, later ones stay at 64 KiB (1 MiB of
-  backpressure while the daemon is down becomes 64 KiB for them), a hot stream (``LogReader``)
+- its own budget, half the lower of the two limits: by default the first 16 services' FIFOs
+  (32 pipes of 1 MiB), in start order; later ones stay at 64 KiB, a hot stream (``LogReader``)
   is raised if the budget still allows, and closing a service's read ends gives its share back;
-- the user's pages, all its processes' (another daemon of the same user, a shell's pipes), as
-  the kernel counts them: there is no file for that figure, but a trial raise shows it. The
-  budget holds a 1-page "gauge" pipe; ``leaves_room(size)`` raises it to ``size`` and back
-  (two fcntls, ~2 us), which the kernel allows only while the user has ``size`` pages to spare
-  under both limits. A raise is kept only if the user could still raise one more pipe like it
-  (1 MiB: room for 15 new 64 KiB pipes), else it goes back to 64 KiB. And a ``prepare`` that
-  made new FIFOs (they took 32 of the user's pages) asks ``make_room``: while the user has no
-  such room, our raised pipes go back to 64 KiB, newest first. A trial that failed leaves the
-  budget ``squeezed``: no raise is tried, and none is paid for, not the hot-stream raise either,
-  until one of our services closes its read ends. Trials cost nothing where the kernel does not
-  limit us (exempt, or no limit set): ``leaves_room`` answers without a system call.
+- the user's pages, all its processes' (another daemon of the user, a shell's pipes), as the
+  kernel counts them: no file says it, a trial raise shows it. ``leaves_room(size)`` raises a
+  1-page "gauge" pipe to ``size`` and back (two fcntls, ~2 us), which the kernel allows only
+  while the user has ``size`` pages to spare. A raise is kept only if the user could still
+  raise one more like it (1 MiB: room for 15 new 64 KiB pipes), and a ``prepare`` that made new
+  FIFOs asks ``make_room``: while the user has no such room, our raised pipes go back to 64
+  KiB, newest first. A failed trial leaves the budget ``squeezed``: no raise tried (nor paid,
+  the hot stream's neither) for ``SQUEEZE_SECS``, or until one of our services closes its read
+  ends; then the next raise tries again (a trial decides: at most one raise and shrink every
+  10 s at the edge). No trial where the kernel does not limit us (exempt, or no limit set).
 
-Why a gauge pipe and not a fresh probe pipe per raise (``pipe``, F_GETPIPE_SZ, close: ~3 us):
-a fresh pipe shows only whether 16 pages are left; the gauge shows 255 with no pipe made.
-Limits: the user's pages are looked at only when we raise or make FIFOs, so a process of the
-user that grows later takes the room until our next service start, and a daemon squeezed
-stays so while the others free theirs until one of its services closes; for the two fcntls of
-a trial the gauge holds ``size`` pages, so a pipe made in those microseconds by a process of
-the user with just that room left gets 8 KiB; a raised pipe holding more than 64 KiB is not
-given back. A FIFO still counts 16 pages unraised: past about 500 services a daemon's FIFOs
-alone reach the soft limit. A privileged daemon (root with its capabilities) is exempt and
-raises every FIFO.
+A gauge, not a fresh probe pipe (~3 us): a fresh pipe shows only whether 16 pages are left.
+Limits: the user's pages are looked at only when we raise or make FIFOs (a process of the
+user that grows later takes the room until then); for a trial's two fcntls the gauge holds
+``size`` pages (a pipe made in those microseconds with just that room left gets 8 KiB); a
+raised pipe holding more than 64 KiB is not given back; past about 500 services a daemon's
+FIFOs alone (16 pages each, unraised) reach the soft limit. A privileged daemon (root with its
+capabilities) is exempt and raises every FIFO.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,6 +78,10 @@ _PAGE = os.sysconf("SC_PAGESIZE")
 DEFAULT_PIPE_SIZE = 16 * _PAGE
 _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE = 21, 24
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: A trial's errors that mean the user has no pages to spare.
+_NO_ROOM = frozenset({errno.EPERM, errno.ENFILE, errno.ENOMEM})
+#: How long a budget stays ``squeezed`` (no raise tried) after the user was short of pages.
+SQUEEZE_SECS = 10.0
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
@@ -133,24 +132,29 @@ def _pipe_max_size() -> int:
 class PipeBudget:
     """The pages that the raised pipes of this process may hold together (``pages``; None: no
     limit), and what they hold (``used``). A raise takes its pages first (``try_take``), so
-    the budget is never overrun; a pipe's actual size is booked with ``adjust``.
-
-    The kernel's own figure, for the user's other processes: ``leaves_room`` asks the kernel
-    whether the user could still raise one more pipe like ours (a trial raise of a 1-page
-    "gauge" pipe, and back), a raise is kept only if so, and ``make_room`` shrinks our raised
-    pipes (``hold`` lists them, newest last) until it could. A failed trial ``squeezed`` the
-    budget: no raise is tried (nor trial paid) until one of our services gives its pipes back.
-    """
+    the budget is never overrun; a pipe's actual size is booked with ``adjust``. The user's
+    other pages: ``leaves_room``, ``make_room``, ``squeezed`` (the module's docstring)."""
 
     def __init__(self, pages: int | None) -> None:
         self.pages = pages
         self.used = 0
-        self.squeezed = False
+        self._squeezed_until = 0.0  # monotonic; see ``squeezed``
         self.trials = 0  # gauge raises tried (the tests count them)
         self.given_back = 0  # raised pipes shrunk to make room for the user
         self._raised: dict[tuple[LogPipes, str], int] = {}  # size by pipe, in raise order
         self._gauge: int | None = None
         self._lock = threading.Lock()  # the daemon's thread today; cheap insurance
+
+    @property
+    def squeezed(self) -> bool:
+        """The user was short of pages: no raise is tried, and no trial paid, for
+        ``SQUEEZE_SECS`` (then one raise tries again: a trial decides) or until one of our
+        services gives its pipes back (set False)."""
+        return self._squeezed_until > time.monotonic()
+
+    @squeezed.setter
+    def squeezed(self, value: bool) -> None:
+        self._squeezed_until = time.monotonic() + SQUEEZE_SECS if value else 0.0
 
     @classmethod
     def of_this_process(cls) -> PipeBudget:
@@ -179,10 +183,12 @@ class PipeBudget:
         ever given back there, and a list of every raised pipe cost each start a copy of it."""
         if self.pages is None:
             return
-        if size > DEFAULT_PIPE_SIZE:
-            self._raised.setdefault((pipes, stream), size)
-        else:
-            self._raised.pop((pipes, stream), None)
+        key = (pipes, stream)
+        if size <= DEFAULT_PIPE_SIZE:
+            self._raised.pop(key, None)
+        elif self._raised.get(key) != size:
+            self._raised.pop(key, None)
+            self._raised[key] = size  # raised now, or to another size: the newest
 
     def leaves_room(self, size: int) -> bool:
         """Whether the user (all its processes) could still raise a pipe to ``size`` bytes:
@@ -196,8 +202,11 @@ class PipeBudget:
             if self._gauge is None:
                 self._gauge = _new_gauge()
             fcntl.fcntl(self._gauge, _F_SETPIPE_SZ, size)
-        except OSError:  # EPERM: no room; a gauge not made (the hard limit): none either
-            return False
+        except OSError as exc:
+            # EPERM: no room; a gauge not made over the hard limit (ENFILE) or for want of
+            # memory: none either. Anything else (EMFILE: the daemon out of descriptors) says
+            # nothing about the user's pages: no cause to give our pipes back.
+            return exc.errno not in _NO_ROOM
         with contextlib.suppress(OSError):  # an empty pipe always shrinks
             fcntl.fcntl(self._gauge, _F_SETPIPE_SZ, _PAGE)
         return True
