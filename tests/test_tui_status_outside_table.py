@@ -104,6 +104,11 @@ async def test_disk_report_before_the_panel_is_mounted_or_after_it_is_torn_down(
         )
         app.post_message(Bridge.DiskUpdated(report))
         await until(pilot, lambda: screen.shown, "the report in the panel")
+        # The panel's widgets go one by one: its status line first, then its table.
+        await screen.query_one("#disk-status").remove()
+        app.post_message(Bridge.DiskUpdated(report))
+        await pilot.pause()
+        await pilot.pause()
         await screen.table.remove()
         app.post_message(Bridge.DiskUpdated(report))
         await pilot.pause()
