@@ -28,23 +28,31 @@ from runyard.daemon import cgroup as cg
 pytestmark = pytest.mark.timeout(120)
 
 #: A service that daemonizes ``N`` grandchildren after ``DELAY`` seconds (each writes its pid
-#: to ``PIDS`` and sleeps), then idles; it exits 0 on SIGTERM, leaving them behind.
+#: to ``PIDS``, ``LATE`` seconds after it was forked, and sleeps), then idles; it exits 0 on
+#: SIGTERM, leaving them behind. It goes on only once each grandchild has written its pid (a
+#: byte through a pipe says so): a main process that exits right after (the exited-main test)
+#: has its cgroup killed by the daemon, and on a loaded box that came before the grandchild was
+#: scheduled to write its pid, so the test waited 20 s for a pid that was never written.
 ESCAPER = """
 import os, signal, sys, time
-N, DELAY, PIDS = {n}, {delay}, {pids!r}
+N, DELAY, PIDS, LATE = {n}, {delay}, {pids!r}, {late}
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 time.sleep(DELAY)
+written, say_written = os.pipe()
 for _ in range(N):
     middle = os.fork()
     if middle == 0:
         os.setsid()
         if os.fork() == 0:
+            time.sleep(LATE)
             with open(PIDS, "a") as f:
                 f.write(f"{{os.getpid()}}\\n")
+            os.write(say_written, b"w")
             while True:
                 time.sleep(1000)
         os._exit(0)
     os.waitpid(middle, 0)
+    os.read(written, 1)
 print("escaped", flush=True)
 while True:
     time.sleep(0.05)
@@ -112,7 +120,8 @@ def escaper_tree(root: Path, mode: str, n: int, delay: float) -> tuple[object, P
     project = "[services.esc]\nstop_timeout = 5\n"
     if mode == "subreaper":
         project += 'containment = "subreaper"\n'
-    tree = build_tree(root, {"esc": ESCAPER.format(n=n, delay=delay, pids=str(pids))}, project)
+    source = ESCAPER.format(n=n, delay=delay, pids=str(pids), late=0)
+    tree = build_tree(root, {"esc": source}, project)
     return tree, pids
 
 
@@ -235,7 +244,8 @@ def test_cgroup2_mount_is_read_from_mountinfo(tmp_path: Path) -> None:
 def test_what_an_exited_main_process_left_in_its_cgroup_is_killed(contained_root, daemons) -> None:
     require_cgroup2()
     pids_file = contained_root.parent / "escaped.pids"
-    source = ESCAPER.format(n=1, delay=0, pids=str(pids_file)).replace(
+    # The grandchild writes its pid late, as on a loaded box: the main process waits for it.
+    source = ESCAPER.format(n=1, delay=0, pids=str(pids_file), late=0.5).replace(
         'print("escaped", flush=True)', "sys.exit(0)"
     )
     tree = build_tree(contained_root, {"esc": source}, '[services.esc]\nrestart = "never"\n')
@@ -254,7 +264,7 @@ def test_forced_cgroup_service_runs_in_its_cgroup(contained_root, daemons) -> No
     require_cgroup2()
     project = '[services.esc]\ncontainment = "cgroup"\n'
     tree = build_tree(
-        contained_root, {"esc": ESCAPER.format(n=0, delay=0, pids="/dev/null")}, project
+        contained_root, {"esc": ESCAPER.format(n=0, delay=0, pids="/dev/null", late=0)}, project
     )
     d = daemons(tree).start()
     with d.client() as c:

@@ -3,7 +3,8 @@ failed once with ``NoMatches: No nodes match 'ServicesTable'``. The bridge's per
 StatusRefreshed reached the app while ``run_test`` was ending and the services screen's widgets
 were already gone, and the app raised. The same hole was open at the other end: a status that
 came before the services screen was composed raised too, and was lost; so did a disk report
-that reached the disk panel before its columns were added, or after its table was gone.
+that reached the disk panel before its columns were added, or after its table was gone, and
+a status that reached a details pane before its text was composed, or after it was gone.
 
 Now what the daemon says before the table is there waits for it, and what comes after the
 screen is torn down is dropped. Pilot drives the real app on the scripted bridge (fixed data)."""
@@ -21,6 +22,7 @@ from runyard.protocol.payloads import DiskReport
 from runyard.tui.app import HELD_MAX, RunyardApp
 from runyard.tui.bridge import Bridge
 from runyard.tui.disk_screen import DiskScreen
+from runyard.tui.service_detail import DetailScreen, ServiceDetail
 from runyard.tui.services_table import ServicesTable
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +104,42 @@ async def test_disk_report_before_the_panel_is_mounted_or_after_it_is_torn_down(
         )
         app.post_message(Bridge.DiskUpdated(report))
         await until(pilot, lambda: screen.shown, "the report in the panel")
+        # The panel's widgets go one by one: its status line first, then its table.
+        await screen.query_one("#disk-status").remove()
+        app.post_message(Bridge.DiskUpdated(report))
+        await pilot.pause()
+        await pilot.pause()
         await screen.table.remove()
         app.post_message(Bridge.DiskUpdated(report))
+        await pilot.pause()
+        await pilot.pause()
+
+
+async def test_status_reaching_a_details_pane_before_its_text_or_after_it_is_gone() -> None:
+    """The app gives every status to each details pane on the stack. A pane is in its screen
+    (screen.query finds it) before its own text is composed, and stays in it a moment after
+    that text is torn down (children go first); either way a status raised NoMatches in the
+    app's handler. Now the pane keeps what it was given and draws it when its text is there."""
+    app = silent_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.post_message(Bridge.Connected(SNAPSHOT))
+        want = {s.name: s.state for s in SNAPSHOT.services}
+        await until(pilot, lambda: states(app) == want, "the snapshot in the table")
+        app.open_detail("api")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen, "the details"
+        )
+        await until(pilot, lambda: any("api" in p.text for p in screen.query(ServiceDetail)), "api")
+        # Mounted, not yet composed: the pane is found, its text is not there yet.
+        late = ServiceDetail(id="late")
+        mounting = screen.mount(late)
+        app.post_message(Bridge.StatusRefreshed(list(SNAPSHOT.services)))
+        app.show_details()  # at once, before the pane's compose has run
+        await mounting
+        await until(pilot, lambda: late.text.startswith("api"), "what came before, drawn")
+        # What run_test's exit does to the pane before the pane itself goes.
+        await screen.detail.query_one("#detail-text").remove()
+        app.post_message(Bridge.StatusRefreshed(list(SNAPSHOT.services)))
+        app.post_message(Bridge.ServiceChanged(changed(SNAPSHOT.services[0], "stopped")))
         await pilot.pause()
         await pilot.pause()

@@ -99,8 +99,8 @@ class DiskScreen(Screen[None]):
         """Replace what is shown with ``report``. Before on_mount (which shows the app's newest
         report) or while being torn down there is nothing to show it in."""
         try:
-            table = self.table
-        except NoMatches:
+            table, status = self.table, self.query_one("#disk-status", Static)
+        except NoMatches:  # each widget goes on its own when the screen is torn down
             return
         if not table.columns:
             return
@@ -133,6 +133,11 @@ class DiskScreen(Screen[None]):
         )
         if cursor < table.row_count:
             table.move_cursor(row=cursor)
+        status.update(self._status(report))
+
+    def _status(self, report: DiskReport) -> str:
+        """The line under the table: services, total, the disk's free space, who is flagged."""
+        rows = self.shown
         flagged = [n for n in sorted(rows) if self.warned(n)]
         status = f"{len(rows)} services · total {format_bytes(self.total, ByteStyle.COMPACT)}"
         if report.disk_free is not None and report.disk_size:
@@ -148,7 +153,7 @@ class DiskScreen(Screen[None]):
                 + ": "
                 + ", ".join(flagged)
             )
-        self.query_one("#disk-status", Static).update(status)
+        return status
 
     def _cells(self, name: str, r: dict[str, int], largest: int) -> list[Any]:
         warn = self.warned(name)

@@ -18,6 +18,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -168,6 +169,7 @@ class ServiceDetail(VerticalScroll):
 
     def on_mount(self) -> None:
         self.set_interval(STDERR_EVERY, self._read_stderr)
+        self._redraw()  # what the app gave before the text was composed
 
     def show(
         self,
@@ -185,6 +187,13 @@ class ServiceDetail(VerticalScroll):
         self._redraw()
 
     def _redraw(self) -> None:
+        """Draw what ``show`` was given. The app gives it to every pane on the stack, which
+        can be before the pane's text is composed (on_mount draws it then) or after it is
+        torn down (the app is ending: nobody reads it)."""
+        try:
+            shown = self.query_one("#detail-text", Static)
+        except NoMatches:
+            return
         s = self._services.get(self.service or "")
         if s is None:
             markup = "no service selected"
@@ -194,7 +203,7 @@ class ServiceDetail(VerticalScroll):
             age = now - self._received.get(s.name, now)
             markup = "\n".join(detail_lines(s, self._services, self.stderr, now, age, self.samples))
         self.text = Text.from_markup(markup).plain
-        self.query_one("#detail-text", Static).update(markup)
+        shown.update(markup)
 
     def _read_stderr(self) -> None:
         if self.service is None or not self.display or not self.screen.is_current:
