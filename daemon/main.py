@@ -32,7 +32,7 @@ import setproctitle
 
 from runyard.protocol.endpoints import endpoints_for
 from runyard.protocol.messages import DaemonEvent
-from runyard.runtime.config.project import load_project
+from runyard.runtime.config.project import Project, load_project
 from runyard.runtime.core.errors import DaemonRunning, InvariantBroken, RunyardError
 from runyard.runtime.core.locking import FileLock, LockBusy
 from runyard.runtime.core.manifest import RuntimeManifest, init_tree
@@ -42,6 +42,7 @@ from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_che
 from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 from .events import EventBus
+from .fd_room import make_room
 from .handlers import Context
 from .handlers.audited import AuditWriter
 from .health import HealthServer
@@ -279,6 +280,14 @@ def _announce_ready(bus: EventBus, log: logging.Logger, tree: RuntimeTree, endpo
     _sd_notify("READY=1")
 
 
+def _service_count(project: Project, manifest: RuntimeManifest | None) -> int:
+    """How many services the boot may run: those of runyard.toml and the manifest."""
+    names = set(project.services)
+    if manifest is not None:
+        names.update(entry.name for entry in manifest.services)
+    return len(names)
+
+
 async def _serve(
     tree: RuntimeTree,
     project_file: Path | None,
@@ -288,6 +297,8 @@ async def _serve(
     manifest: RuntimeManifest | None = None,
 ) -> None:
     project = load_project(project_file)
+    # Before the bind starts ZeroMQ's threads: the table grows once, with no RCU wait (fd_room).
+    make_room(_service_count(project, manifest))
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
     tcp = tcp_listener(project.daemon, project.path)
     endpoints = endpoints_for(tree.root)

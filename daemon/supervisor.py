@@ -43,6 +43,7 @@ from runyard.runtime.ops.license import LicenseStatus
 
 from .containment import Containment
 from .events import EventBus
+from .fd_room import make_room
 from .fsm import ALIVE, ServiceState
 from .license_cap import LicenseCap
 from .limit_watch import watch_limits
@@ -364,6 +365,7 @@ class Supervisor:
 
     async def _reload(self) -> str:
         specs = self._load_specs()
+        make_room(len(specs))  # services added: the table grows once (one RCU wait), not by halves
         order = start_order(specs)
         self.cap.reload()
         admitted_before = [n for n in self.order if n not in self.cap.blocked]

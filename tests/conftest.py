@@ -210,8 +210,8 @@ def daemons() -> Iterator[Callable[..., object]]:
 
     started: list[Daemon] = []
 
-    def make(tree: RuntimeTree) -> Daemon:
-        d = Daemon(tree)
+    def make(tree: RuntimeTree, launcher: list[str] | None = None) -> Daemon:
+        d = Daemon(tree, launcher)
         started.append(d)
         return d
 

@@ -112,17 +112,17 @@ def daemon_refuses(root: Path, project_file: Path | None = None) -> str:
 class Daemon:
     """A real `runyard daemon` process on a tree; stop() also kills anything it left behind."""
 
-    def __init__(self, tree: RuntimeTree) -> None:
+    def __init__(self, tree: RuntimeTree, launcher: list[str] | None = None) -> None:
         self.tree = tree
+        #: What runs the ``runyard`` command: ``python -m runyard.daemon`` unless a test wraps it.
+        self.launcher = launcher or [sys.executable, "-m", "runyard.daemon"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
         env = runyard_env()
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "runyard.daemon",
+                *self.launcher,
                 "daemon",
                 "--root",
                 str(self.tree.root),

@@ -1,0 +1,152 @@
+"""The daemon's descriptor table grows once, before ZeroMQ's threads start (daemon/fd_room.py).
+
+Finding (issue 16, cold start): a cold start of 50 services grew the table three times after
+the control socket's bind (64 -> 512 slots), and with threads sharing the table every growth
+waited for an RCU grace period: one FIFO open took 13 ms, ~20 ms of a ~260 ms cold start.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from daemonkit import build_tree, wait_for
+
+from runyard.daemon.fd_room import FDS_PER_SERVICE, MOST
+
+pytestmark = pytest.mark.timeout(120)
+
+IDLE = "import time\nwhile True:\n    time.sleep(1000)\n"
+
+#: Runs the daemon with ControlServer.bind wrapped: what the table holds, and how many threads
+#: the process has, when the bind is about to start ZeroMQ's I/O threads.
+AT_BIND = """
+import os, sys
+from pathlib import Path
+from runyard.daemon import server
+from runyard.daemon.cli import main
+
+real = server.ControlServer.bind
+
+def bind(self):
+    with open("/proc/self/status") as f:
+        slots = next(line.split()[1] for line in f if line.startswith("FDSize:"))
+    threads = len(os.listdir("/proc/self/task"))
+    Path(os.environ["AT_BIND"]).write_text(f"{slots} {threads}")
+    return real(self)
+
+server.ControlServer.bind = bind
+sys.argv = ["runyard", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def _slots(pid: int | str) -> int:
+    """``FDSize`` of /proc/PID/status: the slots of its descriptor table."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+
+def _room(services: int) -> int:
+    return 64 + FDS_PER_SERVICE * services
+
+
+def _idle_services(count: int, first: int = 0) -> tuple[dict[str, str], str]:
+    names = [f"s{i:03d}" for i in range(first, first + count)]
+    return {n: IDLE for n in names}, "".join(f"[services.{n}]\nautostart = false\n" for n in names)
+
+
+def test_a_cold_start_grows_the_descriptor_table_before_zeromq_starts_its_threads(
+    root, daemons, monkeypatch
+) -> None:
+    services, project = _idle_services(60)
+    tree = build_tree(root, services, project)
+    script = root.parent / "at_bind.py"
+    script.write_text(AT_BIND)
+    monkeypatch.setenv("AT_BIND", str(root.parent / "at_bind.txt"))
+    d = daemons(tree, [sys.executable, str(script)]).start()
+    slots, threads = map(int, (root.parent / "at_bind.txt").read_text().split())
+    assert threads == 1  # nothing shares the table yet: growing it waits for no grace period
+    # before: the size inherited from the launcher (64-256 here), grown by the boot under threads
+    assert slots >= _room(60), slots
+    assert d.proc is not None and _slots(d.proc.pid) == slots  # the boot needed no growth
+
+
+def test_a_reload_that_adds_services_grows_the_table_for_them_at_once(root, daemons) -> None:
+    services, project = _idle_services(2)
+    tree = build_tree(root, services, project)
+    d = daemons(tree).start()
+    assert d.proc is not None
+    assert _slots(d.proc.pid) < _room(72)
+    more, more_project = _idle_services(70, first=2)
+    tree = build_tree(root, {**services, **more}, project + more_project)
+    with d.client(timeout=60) as c:
+        c.reload()
+        wait_for(lambda: len(c.status().services) == 72, 30, "72 services after the reload")
+    assert _slots(d.proc.pid) >= _room(72)
+
+
+def _in_child(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (its own descriptor table and limits); its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_the_room_stays_under_the_soft_descriptor_limit_and_replaces_nothing_open() -> None:
+    out = _in_child(
+        """
+        import os, resource
+        from runyard.daemon.fd_room import make_room
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        r, w = os.pipe()
+        os.dup2(w, 199)  # the top the limit allows is open already: it must stay ours
+        before = os.fstat(199).st_ino
+        top = make_room(1000)
+        print(top, os.fstat(199).st_ino == before, len(os.listdir("/proc/self/fd")))
+        """
+    )
+    top, kept, open_fds = out.split()
+    assert int(top) == 0  # no free descriptor at or above 199: nothing asked, nothing replaced
+    assert kept == "True"
+    assert int(open_fds) < 10
+
+
+def test_the_room_asked_for_is_what_the_services_need_capped() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    most = MOST if soft == resource.RLIM_INFINITY else min(MOST, soft - 1)
+    assert most > _room(50), soft  # the box allows the room of 50 services
+    out = _in_child(
+        """
+        import os
+        from runyard.daemon.fd_room import make_room
+        def slots():
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("FDSize:"))
+        small = make_room(50), slots()
+        huge = make_room(10**6), slots()
+        print(*small, *huge, len(os.listdir("/proc/self/fd")))
+        """
+    )
+    top50, slots50, top_huge, slots_huge, open_fds = map(int, out.split())
+    assert top50 == _room(50) and slots50 >= top50 + 1
+    assert top_huge == most and slots_huge >= most + 1  # under MOST and the soft limit
+    assert open_fds < 10  # the probes were given back
+
+
+def test_no_room_is_asked_for_a_limit_below_the_daemon_own_needs() -> None:
+    code = """
+        import resource
+        from runyard.daemon.fd_room import make_room
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        print(make_room(50))
+    """
+    assert _in_child(code) == "0"
