@@ -55,19 +55,28 @@ def shell_keeps(env: Mapping[str, str]) -> bool:
     return all(_SHELL_NAME.fullmatch(name) for name in env) and not _SHELL_SETS & env.keys()
 
 
-def join_argv(argv: list[str], env: Mapping[str, str]) -> list[str]:
+def join_argv(
+    argv: list[str], env: Mapping[str, str], *, join: bool = True, nofile: int | None = None
+) -> list[str]:
     """``argv`` run after the shell step wrote ``0`` (itself) to its stdin, which the caller
     makes the ``cgroup.procs`` descriptor (fd 0: dash takes no two-digit fd in a redirection);
     the program gets /dev/null as stdin, as every service does, and the environment it was
     given (``shell_keeps``): dash exports a PWD of its own (the cwd's, even over a PWD the env
-    had), so the env's PWD is put back, or PWD taken out when ``env`` had none."""
+    had), so the env's PWD is put back, or PWD taken out when ``env`` had none. ``join=False``:
+    no cgroup (stdin is /dev/null already). ``nofile``: the soft RLIMIT_NOFILE the program gets
+    (the daemon's before it raised its own, fd_room)."""
     step = (
-        "echo 0 >&0 2>/dev/null || "
-        f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
+        (
+            "echo 0 >&0 2>/dev/null || "
+            f"{{ echo 'runyard: cannot join the cgroup' >&2; exit {JOIN_FAILED}; }}; "
+            if join
+            else ""
+        )
+        + (f"ulimit -S -n {int(nofile)}; " if nofile is not None else "")
         + (f"PWD={shlex.quote(env['PWD'])}; export PWD; " if "PWD" in env else "unset PWD; ")
         # no PATH in env: dash would search its own default, not Popen's os.defpath (unexported)
         + ("" if "PATH" in env else f"PATH={shlex.quote(os.defpath)}; ")
-        + 'exec "$0" "$@" </dev/null'
+        + ('exec "$0" "$@" </dev/null' if join else 'exec "$0" "$@"')
     )
     return [SHELL, "-c", step, *argv]
 

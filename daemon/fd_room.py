@@ -12,17 +12,35 @@ no wait; a reload that adds services asks again, one growth and one wait instead
 
 The room is taken with ``F_DUPFD_CLOEXEC`` (the lowest free descriptor at or above the top, so
 nothing open is ever replaced) and given back at once; the table keeps its size. A table of
-4,096 slots is 32 KiB of kernel memory. Never more than the soft RLIMIT_NOFILE allows, nor
-``MOST``.
+4,096 slots is 32 KiB of kernel memory; never more than ``MOST``.
+
+**RLIMIT_NOFILE.** When the room is above the soft limit (1,024 in a login shell and in a systemd
+unit; 500 services hold ~3,100 descriptors), the daemon raises its soft limit to the hard one,
+as systemd asks of a program that needs more (before, a daemon of 500 services under 1,024
+crashed at its 251st service: EMFILE). Its services get the soft limit it had back
+(``children_nofile``, set in the child's step: ``select()`` and programs that size tables by
+the limit expect the system's), unless they set their own ``nofile``. When the hard limit is
+too low as well, ``shortfall`` says so in one line.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import resource
 
-__all__ = ["FDS_PER_SERVICE", "MOST", "make_room"]
+from runyard.runtime.core.errors import ConfigError
+
+__all__ = [
+    "FDS_PER_SERVICE",
+    "MOST",
+    "children_nofile",
+    "make_room",
+    "out_of_files",
+    "shortfall",
+]
 
 #: Descriptors one service holds at its busiest: the read end, write end and keeper of its two
 #: FIFOs and its cgroup.procs while its spawn is prepared, two spools, Popen's error pipe.
@@ -32,15 +50,37 @@ FDS_PER_SERVICE = 8
 _BASE = 64
 #: The most slots asked for (256 KiB of table), whatever the service count.
 MOST = 1 << 15
+#: fs.nr_open's default: no soft limit above it is taken, whatever the hard one says.
+_NR_OPEN = 1 << 20
+_INFINITY = resource.RLIM_INFINITY
+#: The soft limit before the daemon raised it (what services get back); None: never raised.
+_children_soft: int | None = None
 
 
-def make_room(services: int) -> int:
-    """Grow the table to hold what ``services`` services need; the top descriptor the table
-    now holds room for, or 0 when nothing was asked (the limit allows no more than it has)."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    top = min(_BASE + FDS_PER_SERVICE * max(services, 0), MOST)
-    if soft != resource.RLIM_INFINITY:
-        top = min(top, soft - 1)
+def _room(services: int) -> int:
+    return min(_BASE + FDS_PER_SERVICE * max(services, 0), MOST)
+
+
+def make_room(services: int, log: logging.Logger | None = None) -> int:
+    """Grow the table to hold what ``services`` services need, raising the soft limit first
+    when it is lower (a line in ``log`` says so, or what is short); the top descriptor the table
+    now holds room for, or 0 when nothing was asked (the limit allows no more than the
+    daemon's own)."""
+    want = _room(services)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != _INFINITY and want >= soft:
+        before, soft = soft, _raise_soft(want, soft, hard)
+        if log is not None and soft > before:
+            log.info(
+                "RLIMIT_NOFILE raised from %d to %d for %d services (their programs get %d)",
+                before,
+                soft,
+                services,
+                _children_soft,
+            )
+        if log is not None and (short := shortfall(services)) is not None:
+            log.warning("%s", short)
+    top = want if soft == _INFINITY else min(want, soft - 1)
     if top < _BASE:
         return 0
     probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -52,3 +92,51 @@ def make_room(services: int) -> int:
         os.close(probe)
     os.close(taken)
     return top
+
+
+def _raise_soft(want: int, soft: int, hard: int) -> int:
+    """The soft limit up to the hard one (or to the room, when the kernel takes no more); the
+    soft limit in effect."""
+    global _children_soft
+    ceiling = _NR_OPEN if hard == _INFINITY else min(hard, _NR_OPEN)
+    for new in (ceiling, min(want + 1, ceiling)):
+        if new <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):  # above fs.nr_open
+            continue
+        if _children_soft is None:
+            _children_soft = soft
+        return new
+    return soft
+
+
+def children_nofile() -> int | None:
+    """The soft RLIMIT_NOFILE a service's program gets (the daemon's own before it raised
+    it), or None when the daemon never raised it (then the child inherits it as it is)."""
+    return _children_soft
+
+
+def shortfall(services: int) -> str | None:
+    """One line when the limit leaves ``services`` services less than their room, else None."""
+    want = _room(services)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == _INFINITY or want < soft:
+        return None
+    return (
+        f"{services} services may hold up to {want} open files and RLIMIT_NOFILE allows {soft}:"
+        " raise its hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn in a shell)"
+    )
+
+
+def out_of_files(exc: OSError) -> ConfigError | None:
+    """One line for the daemon out of descriptors (EMFILE), naming the limit; None otherwise."""
+    if exc.errno != errno.EMFILE:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    where = f" at {exc.filename}" if exc.filename else ""
+    return ConfigError(
+        f"out of open files{where}: RLIMIT_NOFILE is {soft} (hard {hard}); raise its hard limit"
+        " (LimitNOFILE= in the systemd unit, ulimit -Hn in a shell)"
+    )

@@ -42,7 +42,7 @@ from runyard.runtime.ops.doctor import DoctorReport, StartupCheckFailed, run_che
 from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 from .events import EventBus
-from .fd_room import make_room
+from .fd_room import make_room, out_of_files
 from .handlers import Context
 from .handlers.audited import AuditWriter
 from .health import HealthServer
@@ -298,7 +298,7 @@ async def _serve(
 ) -> None:
     project = load_project(project_file)
     # Before the bind starts ZeroMQ's threads: the table grows once, with no RCU wait (fd_room).
-    make_room(_service_count(project, manifest))
+    make_room(_service_count(project, manifest), log)
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
     tcp = tcp_listener(project.daemon, project.path)
     endpoints = endpoints_for(tree.root)
@@ -374,6 +374,10 @@ def run_daemon(
     try:
         asyncio.run(_serve(tree, project_file, log, report.license, license_file, report.manifest))
     except Exception as exc:
+        short = out_of_files(exc) if isinstance(exc, OSError) else None
+        if short is not None:  # the limit, named in one line: not a crash
+            log.error("%s", short)
+            raise short from exc
         if isinstance(exc, RunyardError) and not isinstance(exc, InvariantBroken):
             log.error("%s", exc)
         else:

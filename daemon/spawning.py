@@ -26,6 +26,7 @@ from runyard.runtime.core.errors import SpawnError
 
 from .cgroup_join import check_program, join_argv, shell_keeps, shell_usable
 from .credentials import child_credentials, set_no_new_privs
+from .fd_room import children_nofile
 
 __all__ = ["PreparedSpawn", "popen_all", "prepare_spawn", "spawn_error"]
 
@@ -36,20 +37,26 @@ def _nnp_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="spawn-nnp", initializer=set_no_new_privs)
 
 
-def _in_child(procs: int | None, rlimits: Sequence[tuple[int, int]]) -> Callable[[], None] | None:
+def _in_child(
+    procs: int | None, rlimits: Sequence[tuple[int, int]], nofile: int | None = None
+) -> Callable[[], None] | None:
     """The child's own steps between fork and exec, after Popen took the user and group, or None
     (then CPython may vfork). One write(2) of ``0`` to ``procs``, the ``cgroup.procs`` the daemon
     opened (the kernel checks the opener's credentials): the child is in its cgroup before the
     program runs, so nothing it forks is ever outside (a move after exec leaves what it forked
     first behind: ``sh -c 'a & exec b'`` did, nearly every time). Then setrlimit, soft = hard:
     prlimit from the daemon would need CAP_SYS_RESOURCE for another user's process, which
-    containers drop."""
-    if procs is None and not rlimits:
+    containers drop. ``nofile``: the soft RLIMIT_NOFILE the daemon had before it raised its own
+    (fd_room), given back."""
+    if procs is None and not rlimits and nofile is None:
         return None
 
     def in_child() -> None:
         if procs is not None:
             os.write(procs, b"0")
+        if nofile is not None:
+            _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
 
@@ -63,15 +70,20 @@ def _joining(
     procs: int | None,
     rlimits: Sequence[tuple[int, int]],
     credentials: dict[str, Any],
-) -> tuple[list[str], int, int | None]:
-    """(command, stdin, the procs fd for the child step): a service that needs no other child
-    step joins its cgroup through the shell step of ``cgroup_join`` (so CPython may vfork);
-    raises the OSError execve would give for a program it could not run."""
+) -> tuple[list[str], int, Callable[[], None] | None]:
+    """(command, stdin, the child's step or None): a service that needs no other child step
+    joins its cgroup, and gets the daemon's old soft RLIMIT_NOFILE back, through the shell step
+    of ``cgroup_join`` (so CPython may vfork); raises the OSError execve would give for a
+    program it could not run."""
+    own = any(res == resource.RLIMIT_NOFILE for res, _value in rlimits)
+    nofile = None if own else children_nofile()
     shell = shell_usable() and shell_keeps(env)
-    if procs is not None and not rlimits and "user" not in credentials and shell:
+    stepped = procs is not None or nofile is not None
+    if stepped and shell and not rlimits and "user" not in credentials:
         check_program(argv[0], env, cwd)
-        return join_argv(argv, env), procs, None
-    return argv, subprocess.DEVNULL, procs
+        stdin = subprocess.DEVNULL if procs is None else procs
+        return join_argv(argv, env, join=procs is not None, nofile=nofile), stdin, None
+    return argv, subprocess.DEVNULL, _in_child(procs, rlimits, nofile)
 
 
 def _open_procs(cgroup: Path, program: str) -> int:
@@ -159,9 +171,7 @@ def prepare_spawn(
     prep.procs = None if cgroup is None else _open_procs(cgroup, argv[0])
     try:
         credentials = child_credentials(run_as, umask=umask)
-        prep.command, stdin, procs_in_child = _joining(
-            argv, env, cwd, prep.procs, rlimits, credentials
-        )
+        prep.command, stdin, in_child = _joining(argv, env, cwd, prep.procs, rlimits, credentials)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         prep.close()
         raise spawn_error(exc, argv[0], cwd, cgroup) from exc
@@ -178,7 +188,7 @@ def prepare_spawn(
         pass_fds=tuple(keep_fds),
         start_new_session=True,
         close_fds=True,
-        preexec_fn=_in_child(procs_in_child, rlimits),
+        preexec_fn=in_child,
         **credentials,
     )
     return prep

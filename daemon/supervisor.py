@@ -365,7 +365,8 @@ class Supervisor:
 
     async def _reload(self) -> str:
         specs = self._load_specs()
-        make_room(len(specs))  # services added: the table grows once (one RCU wait), not by halves
+        # Services added: the table grows once (one RCU wait), not by halves (fd_room).
+        make_room(len(specs), self.log)
         order = start_order(specs)
         self.cap.reload()
         admitted_before = [n for n in self.order if n not in self.cap.blocked]

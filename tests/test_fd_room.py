@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from daemonkit import build_tree, wait_for
+from daemonkit import build_tree, runyard_env, wait_for
 
 from runyard.daemon.fd_room import FDS_PER_SERVICE, MOST
 
@@ -101,12 +101,12 @@ def _in_child(code: str) -> str:
     return out.stdout.strip()
 
 
-def test_the_room_stays_under_the_soft_descriptor_limit_and_replaces_nothing_open() -> None:
+def test_the_room_stays_under_the_hard_descriptor_limit_and_replaces_nothing_open() -> None:
     out = _in_child(
         """
         import os, resource
         from runyard.daemon.fd_room import make_room
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
         r, w = os.pipe()
         os.dup2(w, 199)  # the top the limit allows is open already: it must stay ours
         before = os.fstat(199).st_ino
@@ -146,7 +146,81 @@ def test_no_room_is_asked_for_a_limit_below_the_daemon_own_needs() -> None:
     code = """
         import resource
         from runyard.daemon.fd_room import make_room
-        resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
         print(make_room(50))
     """
     assert _in_child(code) == "0"
+
+
+#: Runs ``python -m runyard.daemon`` under a soft RLIMIT_NOFILE of 128 (the hard one as it is).
+LOW_SOFT = ["/bin/sh", "-c", 'ulimit -S -n 128 && exec "$0" "$@"', sys.executable, "-m"]
+LOW_SOFT.append("runyard.daemon")
+
+
+def _open_files(pid: int) -> tuple[str, str]:
+    """(soft, hard) of "Max open files" in /proc/PID/limits."""
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(line for line in f if line.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return soft, hard
+
+
+def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_them_all(
+    root, daemons
+) -> None:
+    """Finding: 500 services under a soft limit of 1,024 (a login shell's, a systemd unit's)
+    crashed the daemon at its 251st service (EMFILE opening a log spool). Scaled down: 24
+    services under 128. The daemon raises its own soft limit; each program gets 128 back,
+    whichever way it is started (the cgroup's shell step, the subreaper's, a child step for
+    rlimits), unless it sets its own ``nofile``."""
+    services, project = {}, ""
+    for i in range(21):
+        services[f"s{i:02d}"] = IDLE
+        project += f"[services.s{i:02d}]\n"
+    services.update(sub=IDLE, core=IDLE, own=IDLE)
+    project += '[services.sub]\ncontainment = "subreaper"\n[services.core]\ncore = 0\n'
+    project += "[services.own]\nnofile = 4096\n"
+    tree = build_tree(root, services, project)
+    d = daemons(tree, LOW_SOFT).start()
+    assert d.proc is not None
+    daemon_soft, hard = _open_files(d.proc.pid)
+    assert int(daemon_soft) > 128
+    with d.client(timeout=30) as c:
+        rows = wait_for(
+            lambda: (
+                (rows := c.status().services)
+                and all(s.state == "running" and s.pid for s in rows)
+                and rows
+            ),
+            60,
+            "every service running",
+        )
+    got = {s.name: _open_files(s.pid) for s in rows}
+    assert got.pop("own") == ("4096", "4096")
+    assert set(got.values()) == {("128", hard)}, got
+    log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+    assert f"RLIMIT_NOFILE raised from 128 to {daemon_soft} for 24 services" in log
+
+
+def test_a_hard_descriptor_limit_too_low_for_the_services_is_one_line_not_a_crash(root) -> None:
+    services, project = _idle_services(60)
+    tree = build_tree(root, services, project)
+    argv = ["/bin/sh", "-c", 'ulimit -n 100 && exec "$0" "$@"', sys.executable, "-m"]
+    argv += ["runyard.daemon", "daemon", "--root", str(tree.root)]
+    out = subprocess.run(
+        [*argv, "--project", str(root.parent / "runyard.toml")],
+        cwd=root.parent,
+        env=runyard_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "out of open files at " in lines[0], lines
+    assert "RLIMIT_NOFILE is 100 (hard 100); raise its hard limit" in lines[0], lines
+    log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
+    assert "60 services may hold up to 544 open files and RLIMIT_NOFILE allows 100" in log
+    assert "daemon crashed" not in log
