@@ -64,7 +64,7 @@ def join_argv(
     given (``shell_keeps``): dash exports a PWD of its own (the cwd's, even over a PWD the env
     had), so the env's PWD is put back, or PWD taken out when ``env`` had none. ``join=False``:
     no cgroup (stdin is /dev/null already). ``nofile``: the soft RLIMIT_NOFILE the program gets
-    (the daemon's before it raised its own, fd_room)."""
+    (the daemon's before it raised its own, runtime/core/nofile.py)."""
     step = (
         (
             "echo 0 >&0 2>/dev/null || "

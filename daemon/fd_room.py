@@ -6,9 +6,9 @@ descriptor above its size is opened, and while the table is shared by more than 
 RCU grace period (``expand_fdtable``: ``synchronize_rcu``). On this 2-core VM one wait was 5-13
 ms: a cold start of 50 services grew the table three times after the bind (64, the size a
 launcher with few descriptors open passes on, to 512: ~20 ms of ~260; one FIFO open alone took
-13 ms), one of 500 six times. ``make_room`` asks once for what
-the services will hold at their busiest (``FDS_PER_SERVICE`` each), before the bind: one growth,
-no wait; a reload that adds services asks again, one growth and one wait instead of several.
+13 ms), one of 500 six times. ``make_room`` asks once for what the services will hold at
+their busiest (``FDS_PER_SERVICE`` each), before the bind: one growth, no wait; a reload that
+adds services asks again, one growth and one wait instead of several.
 
 The room is taken with ``F_DUPFD_CLOEXEC`` (the lowest free descriptor at or above the top, so
 nothing open is ever replaced) and given back at once; the table keeps its size. A table of
@@ -18,8 +18,8 @@ nothing open is ever replaced) and given back at once; the table keeps its size.
 unit; 500 services hold ~3,100 descriptors), the daemon raises its soft limit to the hard one,
 as systemd asks of a program that needs more (before, a daemon of 500 services under 1,024
 crashed at its 251st service: EMFILE). Its services get the soft limit it had back
-(``children_nofile``, set in the child's step: ``select()`` and programs that size tables by
-the limit expect the system's), unless they set their own ``nofile``. When the hard limit is
+(``runtime/core/nofile.py``, set in the child's step: ``select()`` and programs that size
+tables by the limit expect the system's), unless they set their own ``nofile``. When the hard limit is
 too low as well, ``shortfall`` says so in one line.
 """
 
@@ -32,15 +32,9 @@ import os
 import resource
 
 from runyard.runtime.core.errors import ConfigError
+from runyard.runtime.core.nofile import children_nofile, raise_soft
 
-__all__ = [
-    "FDS_PER_SERVICE",
-    "MOST",
-    "children_nofile",
-    "make_room",
-    "out_of_files",
-    "shortfall",
-]
+__all__ = ["FDS_PER_SERVICE", "MOST", "make_room", "out_of_files", "shortfall"]
 
 #: Descriptors one service holds at its busiest: the read end, write end and keeper of its two
 #: FIFOs and its cgroup.procs while its spawn is prepared, two spools, Popen's error pipe.
@@ -50,11 +44,6 @@ FDS_PER_SERVICE = 8
 _BASE = 64
 #: The most slots asked for (256 KiB of table), whatever the service count.
 MOST = 1 << 15
-#: fs.nr_open's default: no soft limit above it is taken, whatever the hard one says.
-_NR_OPEN = 1 << 20
-_INFINITY = resource.RLIM_INFINITY
-#: The soft limit before the daemon raised it (what services get back); None: never raised.
-_children_soft: int | None = None
 
 
 def _room(services: int) -> int:
@@ -67,20 +56,19 @@ def make_room(services: int, log: logging.Logger | None = None) -> int:
     now holds room for, or 0 when nothing was asked (the limit allows no more than the
     daemon's own)."""
     want = _room(services)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != _INFINITY and want >= soft:
-        before, soft = soft, _raise_soft(want, soft, hard)
-        if log is not None and soft > before:
-            log.info(
-                "RLIMIT_NOFILE raised from %d to %d for %d services (their programs get %d)",
-                before,
-                soft,
-                services,
-                _children_soft,
-            )
-        if log is not None and (short := shortfall(services)) is not None:
-            log.warning("%s", short)
-    top = want if soft == _INFINITY else min(want, soft - 1)
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft = raise_soft(want)
+    if log is not None and soft != before:
+        log.info(
+            "RLIMIT_NOFILE raised from %d to %d for %d services (their programs get %s)",
+            before,
+            soft,
+            services,
+            children_nofile(),
+        )
+    if log is not None and (short := shortfall(services)) is not None:
+        log.warning("%s", short)
+    top = want if soft == resource.RLIM_INFINITY else min(want, soft - 1)
     if top < _BASE:
         return 0
     probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -94,35 +82,11 @@ def make_room(services: int, log: logging.Logger | None = None) -> int:
     return top
 
 
-def _raise_soft(want: int, soft: int, hard: int) -> int:
-    """The soft limit up to the hard one (or to the room, when the kernel takes no more); the
-    soft limit in effect."""
-    global _children_soft
-    ceiling = _NR_OPEN if hard == _INFINITY else min(hard, _NR_OPEN)
-    for new in (ceiling, min(want + 1, ceiling)):
-        if new <= soft:
-            continue
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        except (ValueError, OSError):  # above fs.nr_open
-            continue
-        if _children_soft is None:
-            _children_soft = soft
-        return new
-    return soft
-
-
-def children_nofile() -> int | None:
-    """The soft RLIMIT_NOFILE a service's program gets (the daemon's own before it raised
-    it), or None when the daemon never raised it (then the child inherits it as it is)."""
-    return _children_soft
-
-
 def shortfall(services: int) -> str | None:
     """One line when the limit leaves ``services`` services less than their room, else None."""
     want = _room(services)
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == _INFINITY or want < soft:
+    if soft == resource.RLIM_INFINITY or want < soft:
         return None
     return (
         f"{services} services may hold up to {want} open files and RLIMIT_NOFILE allows {soft}:"

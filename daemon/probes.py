@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
+from runyard.runtime.core.nofile import restore_in_child
+
 __all__ = [
     "ProbeTarget",
     "check_target",
@@ -200,6 +202,7 @@ async def probe_exec(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=restore_in_child(),  # the soft RLIMIT_NOFILE the daemon raised, given back
         )
     except OSError as exc:
         return False, f"{where}: cannot start: {exc}"

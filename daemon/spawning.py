@@ -23,10 +23,10 @@ from typing import Any
 
 from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
+from runyard.runtime.core.nofile import children_nofile
 
 from .cgroup_join import check_program, join_argv, shell_keeps, shell_usable
 from .credentials import child_credentials, set_no_new_privs
-from .fd_room import children_nofile
 
 __all__ = ["PreparedSpawn", "popen_all", "prepare_spawn", "spawn_error"]
 
@@ -47,7 +47,7 @@ def _in_child(
     first behind: ``sh -c 'a & exec b'`` did, nearly every time). Then setrlimit, soft = hard:
     prlimit from the daemon would need CAP_SYS_RESOURCE for another user's process, which
     containers drop. ``nofile``: the soft RLIMIT_NOFILE the daemon had before it raised its own
-    (fd_room), given back."""
+    (runtime/core/nofile.py), given back."""
     if procs is None and not rlimits and nofile is None:
         return None
 
@@ -56,7 +56,7 @@ def _in_child(
             os.write(procs, b"0")
         if nofile is not None:
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
 

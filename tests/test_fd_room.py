@@ -180,6 +180,12 @@ def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_the
     services.update(sub=IDLE, core=IDLE, own=IDLE)
     project += '[services.sub]\ncontainment = "subreaper"\n[services.core]\ncore = 0\n'
     project += "[services.own]\nnofile = 4096\n"
+    probed = root.parent / "probe_limits.txt"  # what the exec readiness probe of s00 got
+    probe = f"grep 'Max open files' /proc/self/limits > {probed}"
+    project = project.replace(
+        "[services.s00]\n",
+        f'[services.s00]\nreadiness = {{ kind = "exec", command = ["/bin/sh", "-c", "{probe}"] }}\n',
+    )
     tree = build_tree(root, services, project)
     d = daemons(tree, LOW_SOFT).start()
     assert d.proc is not None
@@ -198,6 +204,7 @@ def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_the
     got = {s.name: _open_files(s.pid) for s in rows}
     assert got.pop("own") == ("4096", "4096")
     assert set(got.values()) == {("128", hard)}, got
+    assert probed.read_text().split()[3:5] == ["128", hard]  # s00 runs: its probe passed
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     assert f"RLIMIT_NOFILE raised from 128 to {daemon_soft} for 24 services" in log
 
@@ -224,3 +231,34 @@ def test_a_hard_descriptor_limit_too_low_for_the_services_is_one_line_not_a_cras
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     assert "60 services may hold up to 544 open files and RLIMIT_NOFILE allows 100" in log
     assert "daemon crashed" not in log
+
+
+def test_an_engine_gets_the_soft_descriptor_limit_its_daemon_had_not_the_raised_one(
+    tmp_path,
+) -> None:
+    """Engines (sealed runs) are started by runtime/runs/process.py, not through a service's
+    spawn step: they too get the soft limit back."""
+    out = _in_child(
+        f"""
+        import resource
+        from pathlib import Path
+        from runyard.runtime.core.nofile import raise_soft
+        from runyard.runtime.runs.process import EngineCall, run_engine
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        raised = raise_soft(1000)
+        call = EngineCall(
+            argv=["/bin/sh", "-c", "grep 'Max open files' /proc/self/limits"],
+            env={{"PATH": "/usr/bin:/bin"}},
+            cwd=Path("{tmp_path}"),
+            stdin=b"",
+            stdout_path=Path("{tmp_path}/out"),
+            stderr_path=Path("{tmp_path}/err"),
+            timeout=30,
+        )
+        done = run_engine(call)
+        print(raised, done.returncode, Path("{tmp_path}/out").read_text().split()[3])
+        """
+    )
+    raised, code, engine_soft = out.split()
+    assert int(raised) > 1000 and code == "0"
+    assert engine_soft == "128"

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runyard.runtime.core.nofile import restore_in_child
+
 __all__ = ["EngineCall", "EngineExit", "exit_description", "run_engine"]
 
 _SLICE = 0.1
@@ -112,6 +114,7 @@ def run_engine(call: EngineCall) -> EngineExit:
             env=call.env,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=restore_in_child(),  # the soft RLIMIT_NOFILE a daemon raised, given back
         )
     pidfd: int | None = None
     with contextlib.suppress(AttributeError, OSError):
