@@ -41,7 +41,8 @@ _MACHINES = {
 #: (``a.b``, ``1X``, ``A-B``) and sets these on start-up (PWD is put back by the step itself).
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_SETS = frozenset({"PPID", "OPTIND", "IFS"})
-#: Exit code of the step when the cgroup refused the write (the reason is on the service's stderr).
+#: Exit code of the step when the cgroup refused the write, or the open files limit could not be
+#: set (the reason is on the service's stderr).
 JOIN_FAILED = 125
 
 
@@ -72,7 +73,12 @@ def join_argv(
             if join
             else ""
         )
-        + (f"ulimit -S -n {int(nofile)}; " if nofile is not None else "")
+        + (
+            f"ulimit -S -n {int(nofile)} || "
+            f"{{ echo 'runyard: cannot set the open files limit' >&2; exit {JOIN_FAILED}; }}; "
+            if nofile is not None
+            else ""
+        )
         + (f"PWD={shlex.quote(env['PWD'])}; export PWD; " if "PWD" in env else "unset PWD; ")
         # no PATH in env: dash would search its own default, not Popen's os.defpath (unexported)
         + ("" if "PATH" in env else f"PATH={shlex.quote(os.defpath)}; ")

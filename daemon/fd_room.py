@@ -71,7 +71,10 @@ def make_room(services: int, log: logging.Logger | None = None) -> int:
     top = want if soft == resource.RLIM_INFINITY else min(want, soft - 1)
     if top < _BASE:
         return 0
-    probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # EMFILE already: nothing to make room with (the spawns will say why)
+        return 0
     try:
         taken = fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, top)
     except OSError:  # EMFILE: every descriptor from top up is open, or the limit moved

@@ -77,6 +77,8 @@ def _joining(
     program it could not run."""
     own = any(res == resource.RLIMIT_NOFILE for res, _value in rlimits)
     nofile = None if own else children_nofile()
+    if nofile is not None:  # never above the hard limit (lowered from outside since the raise)
+        nofile = min(nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     shell = shell_usable() and shell_keeps(env)
     stepped = procs is not None or nofile is not None
     if stepped and shell and not rlimits and "user" not in credentials:

@@ -121,9 +121,10 @@ def test_the_room_stays_under_the_hard_descriptor_limit_and_replaces_nothing_ope
 
 
 def test_the_room_asked_for_is_what_the_services_need_capped() -> None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    most = MOST if soft == resource.RLIM_INFINITY else min(MOST, soft - 1)
-    assert most > _room(50), soft  # the box allows the room of 50 services
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the child raises its soft to it
+    ceiling = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+    most = min(MOST, ceiling - 1)
+    assert most > _room(50), hard  # the box allows the room of 50 services
     out = _in_child(
         """
         import os
@@ -179,7 +180,7 @@ def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_the
         project += f"[services.s{i:02d}]\n"
     services.update(sub=IDLE, core=IDLE, own=IDLE)
     project += '[services.sub]\ncontainment = "subreaper"\n[services.core]\ncore = 0\n'
-    project += "[services.own]\nnofile = 4096\n"
+    project += "[services.own]\nnofile = 100\n"
     probed = root.parent / "probe_limits.txt"  # what the exec readiness probe of s00 got
     probe = f"grep 'Max open files' /proc/self/limits > {probed}"
     project = project.replace(
@@ -202,7 +203,7 @@ def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_the
             "every service running",
         )
     got = {s.name: _open_files(s.pid) for s in rows}
-    assert got.pop("own") == ("4096", "4096")
+    assert got.pop("own") == ("100", "100")
     assert set(got.values()) == {("128", hard)}, got
     assert probed.read_text().split()[3:5] == ["128", hard]  # s00 runs: its probe passed
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
@@ -262,3 +263,34 @@ def test_an_engine_gets_the_soft_descriptor_limit_its_daemon_had_not_the_raised_
     raised, code, engine_soft = out.split()
     assert int(raised) > 1000 and code == "0"
     assert engine_soft == "128"
+
+
+def test_an_engine_is_waited_for_when_its_pidfd_is_past_1024(tmp_path) -> None:
+    """Finding (review): a daemon of many services holds descriptors past FD_SETSIZE, and the
+    engine's pidfd then landed at 1105: select() raised "filedescriptor out of range" and the
+    sealed run failed. The wait polls instead."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) holds no 1,100 descriptors")
+    out = _in_child(
+        f"""
+        import os, resource
+        from pathlib import Path
+        from runyard.runtime.core.nofile import raise_soft
+        from runyard.runtime.runs.process import EngineCall, run_engine
+        raise_soft(2000)
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        call = EngineCall(
+            argv=["/bin/sh", "-c", "exit 7"],
+            env={{"PATH": "/usr/bin:/bin"}},
+            cwd=Path("{tmp_path}"),
+            stdin=b"",
+            stdout_path=Path("{tmp_path}/out"),
+            stderr_path=Path("{tmp_path}/err"),
+            timeout=30,
+        )
+        print(max(held), run_engine(call).returncode)
+        """
+    )
+    highest, code = map(int, out.split())
+    assert highest > 1024 and code == 7

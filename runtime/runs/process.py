@@ -13,6 +13,7 @@ Nothing here uses signal handlers or touches os.environ: it is safe in a worker 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import signal
@@ -92,8 +93,10 @@ def _kill_group(pgid: int) -> None:
 def _wait_exit(proc: subprocess.Popen[bytes], pidfd: int | None, seconds: float) -> bool:
     """True when the engine has exited (still unreaped when a pidfd is used)."""
     if pidfd is not None:
-        ready, _, _ = select.select([pidfd], [], [], seconds)
-        return bool(ready)
+        # poll, not select: in a daemon of many services the pidfd is past FD_SETSIZE (1,024)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(math.ceil(max(seconds, 0.0) * 1000)))
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
