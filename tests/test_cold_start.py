@@ -53,7 +53,9 @@ def test_after_the_boot_the_gc_is_on_with_the_boot_objects_old_and_nothing_froze
     gc.disable()
     try:
         made = [[i] for i in range(5000)]  # young, tracked
-        assert gc.get_count()[0] >= 5000
+        # young: the count is allocations less deallocations of tracked objects, and other
+        # threads of this process free some meanwhile (CI once saw 4987)
+        assert gc.get_count()[0] >= 4000
         gc_after_boot()
         assert gc.isenabled()
         assert gc.get_count()[0] < 100  # gen 0 emptied
