@@ -86,13 +86,17 @@ def runyard_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
 
 
-def daemon_refuses(root: Path, project_file: Path | None = None) -> str:
+def daemon_refuses(
+    root: Path, project_file: Path | None = None, launcher: list[str] | None = None
+) -> str:
     """Run the daemon in the foreground; it must exit 1 at once with one line and no traceback.
 
-    ``project_file`` defaults to ``runyard.toml`` beside the tree. Returns that line.
+    ``project_file`` defaults to ``runyard.toml`` beside the tree; ``launcher`` (what runs the
+    ``runyard`` command) to ``python -m runyard.daemon``. Returns that line.
     """
     project_file = project_file or root.parent / "runyard.toml"
-    argv = [sys.executable, "-m", "runyard.daemon", "daemon", "--root", str(root)]
+    launcher = launcher or [sys.executable, "-m", "runyard.daemon"]
+    argv = [*launcher, "daemon", "--root", str(root)]
     out = subprocess.run(
         [*argv, "--project", str(project_file)],
         cwd=root.parent,

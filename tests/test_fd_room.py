@@ -11,9 +11,10 @@ import resource
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from daemonkit import build_tree, runyard_env, wait_for
+from daemonkit import build_tree, daemon_refuses, wait_for
 
 from runyard.daemon.fd_room import FDS_PER_SERVICE, MOST
 
@@ -213,22 +214,10 @@ def test_a_daemon_of_more_services_than_its_soft_descriptor_limit_holds_runs_the
 def test_a_hard_descriptor_limit_too_low_for_the_services_is_one_line_not_a_crash(root) -> None:
     services, project = _idle_services(60)
     tree = build_tree(root, services, project)
-    argv = ["/bin/sh", "-c", 'ulimit -n 100 && exec "$0" "$@"', sys.executable, "-m"]
-    argv += ["runyard.daemon", "daemon", "--root", str(tree.root)]
-    out = subprocess.run(
-        [*argv, "--project", str(root.parent / "runyard.toml")],
-        cwd=root.parent,
-        env=runyard_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 1, out
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "out of open files at " in lines[0], lines
-    assert "RLIMIT_NOFILE is 100 (hard 100); raise its hard limit" in lines[0], lines
+    launcher = ["/bin/sh", "-c", 'ulimit -n 100 && exec "$0" "$@"', sys.executable, "-m"]
+    line = daemon_refuses(tree.root, launcher=[*launcher, "runyard.daemon"])
+    assert "out of open files at " in line, line
+    assert "RLIMIT_NOFILE is 100 (hard 100); raise its hard limit" in line, line
     log = (tree.logs_dir / "runyard" / "daemon.log").read_text()
     assert "60 services may hold up to 544 open files and RLIMIT_NOFILE allows 100" in log
     assert "daemon crashed" not in log
@@ -239,26 +228,12 @@ def test_an_engine_gets_the_soft_descriptor_limit_its_daemon_had_not_the_raised_
 ) -> None:
     """Engines (sealed runs) are started by runtime/runs/process.py, not through a service's
     spawn step: they too get the soft limit back."""
-    out = _in_child(
-        f"""
-        import resource
-        from pathlib import Path
-        from runyard.runtime.core.nofile import raise_soft
-        from runyard.runtime.runs.process import EngineCall, run_engine
-        resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        raised = raise_soft(1000)
-        call = EngineCall(
-            argv=["/bin/sh", "-c", "grep 'Max open files' /proc/self/limits"],
-            env={{"PATH": "/usr/bin:/bin"}},
-            cwd=Path("{tmp_path}"),
-            stdin=b"",
-            stdout_path=Path("{tmp_path}/out"),
-            stderr_path=Path("{tmp_path}/err"),
-            timeout=30,
-        )
-        done = run_engine(call)
-        print(raised, done.returncode, Path("{tmp_path}/out").read_text().split()[3])
-        """
+    before = "resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))"
+    out = _engine_in_child(
+        tmp_path,
+        before + "\nraised = raise_soft(1000)",
+        "grep 'Max open files' /proc/self/limits",
+        'print(raised, done.returncode, (tmp / "out").read_text().split()[3])',
     )
     raised, code, engine_soft = out.split()
     assert int(raised) > 1000 and code == "0"
@@ -272,25 +247,33 @@ def test_an_engine_is_waited_for_when_its_pidfd_is_past_1024(tmp_path) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 2048:
         pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) holds no 1,100 descriptors")
-    out = _in_child(
-        f"""
-        import os, resource
-        from pathlib import Path
-        from runyard.runtime.core.nofile import raise_soft
-        from runyard.runtime.runs.process import EngineCall, run_engine
-        raise_soft(2000)
-        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
-        call = EngineCall(
-            argv=["/bin/sh", "-c", "exit 7"],
-            env={{"PATH": "/usr/bin:/bin"}},
-            cwd=Path("{tmp_path}"),
-            stdin=b"",
-            stdout_path=Path("{tmp_path}/out"),
-            stderr_path=Path("{tmp_path}/err"),
-            timeout=30,
-        )
-        print(max(held), run_engine(call).returncode)
-        """
+    out = _engine_in_child(
+        tmp_path,
+        "raise_soft(2000)\nheld = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]",
+        "exit 7",
+        "print(max(held), done.returncode)",
     )
     highest, code = map(int, out.split())
     assert highest > 1024 and code == 7
+
+
+def _engine_in_child(tmp: Path, before: str, script: str, after: str) -> str:
+    """In a fresh interpreter: ``before``, then an engine ``sh -c script`` through run_engine
+    (its exit in ``done``), then ``after``; its stdout."""
+    code = "\n".join(
+        [
+            "import os, resource",
+            "from pathlib import Path",
+            "from runyard.runtime.core.nofile import raise_soft",
+            "from runyard.runtime.runs.process import EngineCall, run_engine",
+            f"tmp = Path({str(tmp)!r})",
+            before,
+            "call = EngineCall(",
+            f"    argv=['/bin/sh', '-c', {script!r}], env={{'PATH': '/usr/bin:/bin'}}, cwd=tmp,",
+            "    stdin=b'', stdout_path=tmp / 'out', stderr_path=tmp / 'err', timeout=30,",
+            ")",
+            "done = run_engine(call)",
+            after,
+        ]
+    )
+    return _in_child(code)
