@@ -1128,8 +1128,11 @@ def fig_flood(s: Session, logs: Callable[[str], Path], settings: Settings) -> di
         out[f"{key}_cpu_gb"] = statistics.median(cpu for _, cpu in quiet)
         out[f"{key}_runs"] = quiet
     during = busy_flood(s, logs("flood"), settings)
-    out["flood_status_p99"] = percentile(during, 99) / 1e6
-    out["flood_status_calls"] = len(during)
+    if isinstance(during, str):  # n/a (why): the quiet floods' figures stand
+        out["flood_status_p99"] = during
+    else:
+        out["flood_status_p99"] = percentile(during, 99) / 1e6
+        out["flood_status_calls"] = len(during)
     return out
 
 
@@ -1153,21 +1156,28 @@ def quiet_flood(s: Session, log: Path, settings: Settings, name: str) -> tuple[f
     return mbps, cpu / (run.payload / 1e9)
 
 
-def busy_flood(s: Session, log: Path, settings: Settings) -> list[int]:
-    """One flood while the driver calls `status` flat out: ns per call within the flood."""
+def busy_flood(s: Session, log: Path, settings: Settings) -> list[int] | str:
+    """One flood while the driver calls `status` flat out: ns per call within the flood, or
+    ``n/a (why)`` when the flood's window gives none (``calls_within``)."""
     timeout = settings.flood_secs + 60
     size0 = log.stat().st_size if log.exists() else 0
     os.sync()
     asked = time.monotonic()
     s.driver.send("flood", name="flood", query_secs=settings.flood_secs, warmup=settings.warmup)
     run = watch_flood(log, size0, timeout, s.driver, asked)
-    if (why := run.invalid) is not None:
-        raise BenchError(f"{log}: the busy flood {why}")
     samples = s.driver.recv(timeout=timeout)
     s.driver.call("stop", name="flood")
+    return calls_within(run, samples)
+
+
+def calls_within(run: Flood, samples: list[tuple[float, int]]) -> list[int] | str:
+    """The ns of the status calls made within ``run``'s window, or ``n/a (why)``: a window that
+    cannot be timed, or too few calls in it (the run's other figures are kept)."""
+    if (why := run.invalid) is not None:
+        return f"n/a (the busy flood: {why})"
     during = [ns for t, ns in samples if run.start <= t <= run.end]
     if len(during) < 20:
-        raise BenchError(f"only {len(during)} status calls during the flood")
+        return f"n/a (only {len(during)} status calls during the busy flood)"
     return during
 
 

@@ -53,9 +53,9 @@ def alternate_floods(
 
 
 def no_empty_rates(out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A rate no round gave a figure for (every window n/a, see bd.Flood) says so."""
+    """A figure no round gave (every window n/a, see bd.Flood) says so."""
     for res in out.values():
-        for key in ("flood_mbps", "flood_block_mbps"):
+        for key in ("flood_mbps", "flood_block_mbps", "flood_status_p99"):
             if res[key] == []:
                 res[key] = "n/a (no flood's window gave a figure)"
     return out
@@ -75,10 +75,14 @@ def one_round(
             res[f"{key}_cpu_gb"].append(cpu)
             res[f"{key}_runs"].append((mbps, cpu))
         during = bd.busy_flood(s, contender.log_path(phase, "flood"), settings)
-        res["flood_status_p99"].append(bd.percentile(during, 99) / 1e6)
+        if isinstance(during, str):  # n/a (why): this round's quiet floods still count
+            p99 = during
+        else:
+            res["flood_status_p99"].append(bd.percentile(during, 99) / 1e6)
+            p99 = f"{res['flood_status_p99'][-1]:.1f} ms"
     res["loads"]["flood"].append(load.end())
     print(
         f" line {bd.num(res['flood_runs'][-1][0])} MB/s,"
         f" block {bd.num(res['flood_block_runs'][-1][0])} MB/s,"
-        f" status p99 {res['flood_status_p99'][-1]:.1f} ms ({res['loads']['flood'][-1]})"
+        f" status p99 {p99} ({res['loads']['flood'][-1]})"
     )

@@ -107,3 +107,18 @@ def test_the_block_child_through_cat_gives_a_figure_within_its_own_rate(tmp_path
     assert not log.exists()
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not left, left  # killed and reaped
+
+
+def test_an_untimed_busy_flood_is_n_a_and_leaves_the_quiet_figures_standing() -> None:
+    """Finding (review of stop 23's bench fix): a busy flood whose window could not be timed
+    raised, and the phase's quiet floods' figures went with it. Now its status p99 alone is
+    ``n/a (why)``."""
+    early = bd.Flood(lines=10, start=1.0, wrote=2.0, end=3.0, asked=5.0)  # began before asked
+    assert early.invalid is not None
+    got = bd.calls_within(early, [(2.0, 1000)] * 50)
+    assert got.startswith("n/a (the busy flood: its DONE line is from a flood that began")
+    timed = bd.Flood(lines=10, start=10.0, wrote=11.0, end=12.0, asked=9.0)
+    assert timed.invalid is None
+    samples = [(9.5, 1)] + [(10.0 + i / 100, 1000 + i) for i in range(30)] + [(12.5, 2)]
+    assert bd.calls_within(timed, samples) == [1000 + i for i in range(30)]
+    assert bd.calls_within(timed, samples[:5]).startswith("n/a (only 4 status calls")
