@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .fsm import Trigger
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart"]
 
@@ -37,7 +40,11 @@ def backoff_delay(policy: BackoffPolicy, attempt: int, rng: random.Random | None
     )
     base = min(policy.max, base)
     if policy.jitter:
-        spread = (rng or random).uniform(-policy.jitter, policy.jitter)
+        if rng is None:
+            import random  # at the first jittered restart, not in every daemon launch's imports
+
+            rng = random.Random()  # seeded from os.urandom
+        spread = rng.uniform(-policy.jitter, policy.jitter)
         base *= 1.0 + spread
     return max(0.0, base)
 
