@@ -18,8 +18,9 @@ be an operator's ``kill -9``, and dmesg or /proc/pressure cannot name the victim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from runyard.runtime.config.limits import Limits
 
@@ -40,13 +41,12 @@ _FILES = {
 _CPU_PERIOD = 100_000
 
 
-@dataclass(frozen=True)
-class CgroupLimits:
+class CgroupLimits(msgspec.Struct, frozen=True):
     """What one `apply_cgroup_limits` did."""
 
     applied: frozenset[str] = frozenset()
     #: limit -> why not (``cpu controller not enabled in /sys/fs/cgroup/unified/x``)
-    not_applied: dict[str, str] = field(default_factory=dict)
+    not_applied: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def enabled_controllers(cgroup_dir: Path) -> set[str]:

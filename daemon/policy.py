@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from .fsm import Trigger
 
@@ -13,16 +14,14 @@ if TYPE_CHECKING:
 __all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart"]
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
+class BackoffPolicy(msgspec.Struct, frozen=True):
     initial: float = 0.5
     max: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.1
 
 
-@dataclass(frozen=True)
-class RestartDecision:
+class RestartDecision(msgspec.Struct, frozen=True):
     trigger: Trigger
     #: Seconds to wait before the next start (EXIT_RETRY only).
     delay: float = 0.0

@@ -427,10 +427,19 @@ class RunEvent(Event, tag="run"):
 
 EventUnion = StateEvent | LogEvent | DuEvent | DaemonEvent | RunEvent
 
-_request_decoder = msgspec.json.Decoder(RequestUnion)
-_reply_decoder = msgspec.json.Decoder(ReplyUnion)
-_event_decoder = msgspec.json.Decoder(EventUnion)
 _encoder = msgspec.json.Encoder()
+#: Each union's decoder, made at its first use: a decoder resolves the types of every struct of
+#: its union (~1-2 ms each on a small box); the daemon decodes only requests, a client only
+#: replies and events (issue 16, cold start).
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+_UNIONS: dict[str, Any] = {"request": RequestUnion, "reply": ReplyUnion, "event": EventUnion}
+
+
+def _decoder(kind: str) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(kind)
+    if decoder is None:  # two threads may both make it: the same decoder either way
+        decoder = _decoders[kind] = msgspec.json.Decoder(_UNIONS[kind])
+    return decoder
 
 
 def encode(message: Request | Reply | Event) -> bytes:
@@ -439,12 +448,12 @@ def encode(message: Request | Reply | Event) -> bytes:
 
 def decode_request(data: bytes) -> Request:
     """Raises msgspec.DecodeError (malformed, wrong type, unknown op)."""
-    return _request_decoder.decode(data)
+    return _decoder("request").decode(data)
 
 
 def decode_reply(data: bytes) -> Reply:
-    return _reply_decoder.decode(data)
+    return _decoder("reply").decode(data)
 
 
 def decode_event(data: bytes) -> Event:
-    return _event_decoder.decode(data)
+    return _decoder("event").decode(data)
