@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import random
 
 import msgspec
 
 from .fsm import Trigger
-
-if TYPE_CHECKING:
-    import random
 
 __all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart"]
 
@@ -39,11 +36,7 @@ def backoff_delay(policy: BackoffPolicy, attempt: int, rng: random.Random | None
     )
     base = min(policy.max, base)
     if policy.jitter:
-        if rng is None:
-            import random  # at the first jittered restart, not in every daemon launch's imports
-
-            rng = random.Random()  # seeded from os.urandom
-        spread = rng.uniform(-policy.jitter, policy.jitter)
+        spread = (rng or random).uniform(-policy.jitter, policy.jitter)
         base *= 1.0 + spread
     return max(0.0, base)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -37,8 +38,6 @@ def endpoints_for(root: str | os.PathLike[str]) -> Endpoints:
     if temp.is_symlink():
         temp = Path(os.path.realpath(temp))
     if len(str(temp / "control.sock")) > _MAX_SUN_PATH:
-        import tempfile  # here: its import costs a daemon launch ~3 ms (runtime/core/atomic.py)
-
         digest = sha256(str(temp).encode()).hexdigest()[:16]
         temp = Path(tempfile.gettempdir()) / f"runyard-{os.getuid()}" / digest
     return Endpoints(temp, f"ipc://{temp}/control.sock", f"ipc://{temp}/events.sock")

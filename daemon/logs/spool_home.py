@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -213,8 +214,6 @@ def sweep_orphans(tmpfs: Path = TMPFS) -> list[Path]:
                 continue
             tree = os.fsdecode(os.pread(fd, 1 << 16, 0))
             if tree and _gone(tree):
-                import shutil  # only to remove: its import costs every launch ~2 ms (issue 16)
-
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         except OSError:
@@ -245,6 +244,4 @@ def remove_if_empty(path: Path, fallback: Path) -> None:
         os.close(held)
     with contextlib.suppress(OSError):
         if set(os.listdir(path)) <= {_TREE_FILE}:
-            import shutil  # at shutdown, not in the launch's imports
-
             shutil.rmtree(path)

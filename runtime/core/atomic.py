@@ -1,18 +1,13 @@
 """Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory.
 
 A reader sees the old file or the new one, never a torn one, even across a power cut.
-
-The temp file is made here (``_temp_beside``: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, a random
-name, as ``tempfile.mkstemp`` does) rather than by ``tempfile``: importing tempfile imports shutil,
-which loads zlib, bz2 and lzma, ~3 ms of every daemon launch on a small box (issue 16, cold
-start), for one ``open`` call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,23 +24,6 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-#: Names tried before giving up (each a fresh random name; a clash is astronomically unlikely).
-_TRIES = 100
-
-
-def _temp_beside(target: Path, suffix: str) -> tuple[int, str]:
-    """A new file ``.NAME.XXXXXXXXXXXX{suffix}`` beside ``target``, opened read-write, mode 0600,
-    never an existing file or a symlink; (its descriptor, its path)."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _ in range(_TRIES):
-        tmp = os.path.join(target.parent, f".{target.name}.{os.urandom(6).hex()}{suffix}")
-        try:
-            return os.open(tmp, flags, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(target.parent))
-
-
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike[str], mode: int = 0o644, suffix: str = ".tmp"
@@ -57,7 +35,7 @@ def atomic_output(
     and ``path`` is untouched.
     """
     target = Path(path)
-    fd, tmp = _temp_beside(target, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     try:
         with os.fdopen(fd, "w+b") as fh:
             yield fh

@@ -42,9 +42,10 @@ import socket
 import stat
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from runyard.runtime.core.errors import RunyardError, StartupCheckFailed
 from runyard.runtime.core.tree import RuntimeTree
@@ -71,8 +72,7 @@ DISK_FAIL_BYTES = 64 * 1024 * 1024
 MAX_NAMED = 5
 
 
-@dataclass(frozen=True)
-class StartupCheck:
+class StartupCheck(msgspec.Struct, frozen=True):
     """One startup check's result (not a verification ``runtime.core.checks.Check``: those are ok or not)."""
 
     name: str
@@ -91,10 +91,9 @@ class StartupCheck:
         }
 
 
-@dataclass
-class DoctorReport:
+class DoctorReport(msgspec.Struct):
     root: Path
-    checks: list[StartupCheck] = field(default_factory=list)
+    checks: list[StartupCheck] = msgspec.field(default_factory=list)
     license: LicenseStatus | None = None
     #: The manifest the checks loaded and validated (None when invalid): a daemon's first boot
     #: runs what was checked, without a load of its own.
