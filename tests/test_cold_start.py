@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import build_tree, wait_for
+from daemonkit import build_tree, daemon_refuses, wait_for
 
 from runyard.daemon.events import EventBus
 from runyard.daemon.supervisor import Supervisor
@@ -142,6 +142,16 @@ def test_a_daemon_launch_reads_runyard_toml_once(root, daemons, monkeypatch) -> 
         wait_for(lambda: all(s.state == "running" for s in c.status().services), 30, "3 running")
         assert sorted(s.name for s in c.status().services) == names  # the one parse was used
     assert reads.read_text() == "1"
+
+
+def test_a_project_named_through_dotdot_is_named_normalised(root) -> None:
+    """Review finding (the one parse of this issue): --project conf/../runyard.toml was named
+    with its ``..`` in the boot's messages; the daemon has always named it normalised."""
+    tree = build_tree(root, {"web": IDLE}, '[services.web]\ncwd = "/etc"\n')
+    (root.parent / "conf").mkdir()
+    line = daemon_refuses(tree.root, root.parent / "conf" / ".." / "runyard.toml")
+    assert f"{root.parent / 'runyard.toml'}: services.web" in line, line
+    assert ".." not in line, line
 
 
 class _CountedEnviron(dict):  # type: ignore[type-arg]

@@ -9,6 +9,7 @@ library, acquisition, bundles, the ssh relay stay out of its start and its memor
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .common import missing_file, open_project, open_tree
@@ -40,6 +41,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     # runyard.toml (--project, else the working directory's) read once for the whole launch: the
     # tree's root, the startup checks and the boot all take this parse (issue 16, cold start).
+    if args.project:  # absolute and normalised (no ..), as the daemon has always named it
+        args.project = os.path.abspath(args.project)
     project = open_project(args)
     tree = open_tree(args, project)
     license_file = Path(args.license).absolute() if args.license else None

@@ -152,7 +152,9 @@ class EnvShared:
         self.prefix = self.prefix_of(tree)
         self.env, self.sources = base_env(base)
         try:  # one listing, not two failing stats per service without a config/{name}/
-            self._configured: frozenset[str] | None = frozenset(os.listdir(f"{self.prefix}config"))
+            listed = os.listdir(f"{self.prefix}config")
+            # casefolded: on a case-insensitive file system config/Web/ is web's, as a stat says
+            self._configured: frozenset[str] | None = frozenset(n.casefold() for n in listed)
         except OSError:
             self._configured = None
         self._user_config = user_config
@@ -174,7 +176,7 @@ class EnvShared:
 
     def configured(self, name: str) -> bool:
         """Whether ``config/{name}`` may hold files (False: it was not there at the start)."""
-        return self._configured is None or name in self._configured
+        return self._configured is None or name.casefold() in self._configured
 
 
 def expand(value: str, lookup: Callable[[str], str | None], source: str, key: str) -> str:
