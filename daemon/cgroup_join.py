@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shlex
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -96,13 +97,14 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None
         if found is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         path = found
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+    try:  # one stat for os.path.exists and os.path.isfile
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program) from None
+    if not stat.S_ISREG(mode) or not os.access(path, os.X_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
     try:
-        with open(path, "rb") as f:
-            head = f.read(256)  # the kernel reads a #! line up to 256 bytes
+        head = _head(path)  # the kernel reads a #! line up to 256 bytes
     except OSError as exc:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program) from exc
     if head.startswith(b"#!"):
@@ -111,6 +113,21 @@ def check_program(program: str, env: Mapping[str, str], cwd: str | Path) -> None
     if head.startswith(b"\x7fELF") and len(head) >= 20 and _runs_here(head):
         return
     raise OSError(errno.ENOEXEC, "Exec format error (not a program for this machine)", program)
+
+
+def _head(path: str) -> bytes:
+    """The first 256 bytes of ``path`` (fewer in a shorter file), without a file object."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = b""
+        while len(head) < 256:
+            chunk = os.read(fd, 256 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        return head
+    finally:
+        os.close(fd)
 
 
 def _check_interpreter(head: bytes, program: str, cwd: str | Path) -> None:

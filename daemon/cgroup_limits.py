@@ -18,8 +18,10 @@ be an operator's ``kill -9``, and dmesg or /proc/pressure cannot name the victim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
+
+import msgspec
 
 from runyard.runtime.config.limits import Limits
 
@@ -40,13 +42,12 @@ _FILES = {
 _CPU_PERIOD = 100_000
 
 
-@dataclass(frozen=True)
-class CgroupLimits:
+class CgroupLimits(msgspec.Struct, frozen=True):
     """What one `apply_cgroup_limits` did."""
 
     applied: frozenset[str] = frozenset()
     #: limit -> why not (``cpu controller not enabled in /sys/fs/cgroup/unified/x``)
-    not_applied: dict[str, str] = field(default_factory=dict)
+    not_applied: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def enabled_controllers(cgroup_dir: Path) -> set[str]:
@@ -91,12 +92,18 @@ def oom_kills(cgroup_dir: Path | None) -> int | None:
     """The ``oom_kill`` count of ``memory.events``; None without the file (no memory controller)."""
     if cgroup_dir is None:
         return None
-    try:
-        text = (cgroup_dir / "memory.events").read_text()
+    try:  # plain reads, not a text file object: every start reads it
+        fd = os.open(os.path.join(cgroup_dir, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = [os.read(fd, 4096)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 4096))
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill":
+    for line in b"".join(chunks).splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill":
             return int(value)
     return None

@@ -5,13 +5,12 @@ A module of its own so both can import it without importing each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 __all__ = ["ProcessHandle"]
 
 
-@dataclass(frozen=True)
-class ProcessHandle:
+class ProcessHandle(msgspec.Struct, frozen=True, weakref=True):  # _children: weak keys
     """One started (or re-adopted) process and the group it leads."""
 
     pid: int

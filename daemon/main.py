@@ -127,19 +127,21 @@ def _sd_notify(message: str) -> None:
 
 
 def startup_checks(
-    tree: RuntimeTree, license_file: Path | None = None, project_file: Path | None = None
+    tree: RuntimeTree,
+    license_file: Path | None = None,
+    project_file: Path | None = None,
+    project: Project | None = None,
 ) -> DoctorReport:
     """The doctor's checks, before the tree is touched; StartupCheckFailed on a fatal one.
+    ``project``: ``project_file`` as the caller parsed it (else it is read here).
 
     The default ports of services recorded with a pid in temp/state.json are not checked:
     after a crash their processes still hold them, and this daemon adopts them.
     """
     recorded, _ = load_state(tree)
     adopted = [name for name, r in recorded.services.items() if r.pid]
-    try:
-        project = load_project(project_file)
-    except RunyardError:
-        project = None  # refused on its own line when the daemon loads it
+    if project is None:
+        project = _project_or_none(project_file)
     report = run_checks(tree, license_file=license_file, skip_ports_of=adopted, project=project)
     fatal = report.fatal
     if fatal:
@@ -149,6 +151,15 @@ def startup_checks(
             f"run `runyard doctor --root {tree.root}`"
         )
     return report
+
+
+def _project_or_none(project_file: Path | None) -> Project | None:
+    """The project file parsed, or None when it does not parse: refused on its own line when
+    ``_serve`` reads it again."""
+    try:
+        return load_project(project_file)
+    except RunyardError:
+        return None
 
 
 def _log_checks(report: DoctorReport, log: logging.Logger, seconds: float) -> None:
@@ -295,8 +306,10 @@ async def _serve(
     license: LicenseStatus | None = None,
     license_file: Path | None = None,
     manifest: RuntimeManifest | None = None,
+    project: Project | None = None,
 ) -> None:
-    project = load_project(project_file)
+    if project is None:  # else as run_daemon's caller or the startup checks parsed it
+        project = load_project(project_file)
     # Before the bind starts ZeroMQ's threads: the table grows once, with no RCU wait (fd_room).
     make_room(_service_count(project, manifest), log)
     # Before anything binds: a bad [daemon] tcp / curve setting stops the daemon here.
@@ -349,11 +362,16 @@ async def _serve(
 
 
 def run_daemon(
-    root: Path, project_file: Path | None = None, license_file: Path | None = None
+    root: Path,
+    project_file: Path | None = None,
+    license_file: Path | None = None,
+    *,
+    project: Project | None = None,
 ) -> int:
     """Run the daemon for the tree at ``root`` in the foreground until it is told to stop.
 
-    ``license_file`` replaces the tree's config/runyard/license.json.
+    ``license_file`` replaces the tree's config/runyard/license.json. ``project``:
+    ``project_file`` as the caller parsed it (the command line's one read), else read here.
     """
     gc.disable()  # until the boot is done (``gc_after_boot``), also when not run by __main__
     _claim_notify_socket()
@@ -361,8 +379,10 @@ def run_daemon(
     # ps and top show what this is, not "python3 -m runyard.daemon daemon --root ...".
     setproctitle.setproctitle(f"runyard daemon {tree.root}")
     began = time.monotonic()
+    if project is None:
+        project = _project_or_none(project_file)
     try:
-        report = startup_checks(tree, license_file, project_file)
+        report = startup_checks(tree, license_file, project_file, project)
     except StartupCheckFailed as exc:
         _log_refusal(tree, exc)
         raise
@@ -372,7 +392,9 @@ def run_daemon(
     _log_checks(report, log, time.monotonic() - began)
     keep_read_buffers()
     try:
-        asyncio.run(_serve(tree, project_file, log, report.license, license_file, report.manifest))
+        asyncio.run(
+            _serve(tree, project_file, log, report.license, license_file, report.manifest, project)
+        )
     except Exception as exc:
         short = out_of_files(exc) if isinstance(exc, OSError) else None
         if short is not None:  # the limit, named in one line: not a crash

@@ -115,7 +115,7 @@ def notify_address(temp_dir: Path, name: str, *, other_user: bool = False) -> st
     """The NOTIFY_SOCKET value for service ``name``: a path, or ``@...`` (abstract) when the
     path would not fit in sun_path or the service runs as another user (who cannot pass the
     daemon's 0700 temp/ to reach a path)."""
-    path = str(temp_dir / "notify" / f"{name}.sock")
+    path = os.path.join(temp_dir, "notify", f"{name}.sock")  # name: a checked service name
     if len(os.fsencode(path)) <= SUN_PATH_MAX and not other_user:
         return path
     return "@runyard-notify-" + sha256(os.fsencode(path)).hexdigest()[:32]

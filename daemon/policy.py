@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+
+import msgspec
 
 from .fsm import Trigger
 
 __all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart"]
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
+class BackoffPolicy(msgspec.Struct, frozen=True):
     initial: float = 0.5
     max: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.1
 
 
-@dataclass(frozen=True)
-class RestartDecision:
+class RestartDecision(msgspec.Struct, frozen=True):
     trigger: Trigger
     #: Seconds to wait before the next start (EXIT_RETRY only).
     delay: float = 0.0

@@ -48,8 +48,9 @@ import subprocess
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from runyard.runtime.config.identity import RunAs
 from runyard.runtime.core.errors import SpawnError
@@ -79,8 +80,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class StopResult:
+class StopResult(msgspec.Struct, frozen=True):
     """How a stop went."""
 
     exit_code: int | None  # like Popen.returncode; None when unknown (adopted, or never exited)

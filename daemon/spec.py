@@ -25,11 +25,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from runyard.runtime.config.env import resolve_service_env, select_entry
-from runyard.runtime.config.identity import RunAs, resolve_run_as
+from runyard.runtime.config.env import EnvShared, resolve_service_env, select_entry
+from runyard.runtime.config.identity import RunAs, daemon_identity, resolve_run_as
 from runyard.runtime.config.limits import Limits, parse_limits
 from runyard.runtime.config.project import Project, load_service_template
 from runyard.runtime.config.supervision import (
+    Supervision,
     SupervisionError,
     merge,
     parse_log_mode,
@@ -143,13 +144,46 @@ class _Checked(NamedTuple):
     readiness: Readiness | None
     stop_signal: signal.Signals
     log_mode: int
-    cwd: Path
+    cwd: str
     limits: Limits
     liveness: Liveness | None = None
 
 
+class _Load:
+    """What every service of one ``load_specs`` call shares, made once for the call (a reload
+    makes a new one): the env's base layers and user config, the real paths of the root and
+    of data/, the daemon's identity (issue 16: per service, they cost the cold start)."""
+
+    def __init__(self, tree: RuntimeTree, base: Mapping[str, str] | None) -> None:
+        self.tree = tree
+        self.env = EnvShared(tree, base)
+        self.root = self.env.root
+        self.data_dir = f"{self.env.prefix}data"
+        self.real_root = os.path.realpath(self.root)
+        self.real_data = os.path.realpath(self.data_dir)
+        self._own: RunAs | None = None
+
+    def default_cwd(self, name: str) -> tuple[str, str]:
+        """``data/{name}`` and its real path, with one lstat when data/ is resolved already."""
+        cwd = f"{self.data_dir}/{name}"
+        real = os.path.join(self.real_data, name)
+        return cwd, os.path.realpath(cwd) if os.path.islink(real) else real
+
+    def template(self, name: str) -> tuple[Supervision, str]:
+        """``config/{name}/service.toml`` loaded (missing: the defaults), and its path."""
+        path = f"{self.env.prefix}config/{name}/service.toml"
+        if not self.env.configured(name):
+            return Supervision(), path
+        return load_service_template(Path(path)), path
+
+    def own(self) -> RunAs:
+        if self._own is None:
+            self._own = daemon_identity()
+        return self._own
+
+
 def _check_settings(
-    tree: RuntimeTree,
+    load: _Load,
     name: str,
     settings: Mapping[str, Any],
     ports: Sequence[PortDef],
@@ -175,8 +209,12 @@ def _check_settings(
     except SupervisionError as exc:
         raise ConfigError(f"{where}.log_mode: {exc}") from None
     cwd = settings["cwd"]
-    cwd_path = tree.root / cwd if cwd else tree.data_dir / name
-    if not tree.contains(cwd_path):
+    if cwd:
+        cwd_path = str(load.tree.root / cwd)
+        real = os.path.realpath(cwd_path)
+    else:
+        cwd_path, real = load.default_cwd(name)
+    if not load.tree.contains(real, real_root=load.real_root, resolved=True):
         raise ConfigError(f"{where}.cwd: {cwd!r} leaves the runtime tree")
     for key in ("stop_timeout", "start_secs"):
         if settings[key] < 0:
@@ -203,11 +241,13 @@ def _check_liveness(
         raise ConfigError(str(exc)) from None
 
 
-def _check_identity(settings: Mapping[str, Any], where: str) -> tuple[RunAs, int | None]:
+def _check_identity(
+    settings: Mapping[str, Any], where: str, own: RunAs | None = None
+) -> tuple[RunAs, int | None]:
     """The user and group as numbers (refused when unknown, or when only root could take
     them), and the umask; a bad value is one ConfigError naming the service's setting."""
     try:
-        run_as = resolve_run_as(settings["user"], settings["group"])
+        run_as = resolve_run_as(settings["user"], settings["group"], own=own)
     except SupervisionError as exc:  # its text starts with "user: " or "group: "
         raise ConfigError(f"{where}.{exc}") from None
     umask = None
@@ -225,22 +265,25 @@ def _build(
     name: str,
     project: Project,
     base: Mapping[str, str] | None = None,
+    load: _Load | None = None,
 ) -> ServiceSpec:
+    load = _Load(tree, base) if load is None else load
     entry = select_entry(manifest, name, project)
-    template_path = tree.config_dir / name / "service.toml"
-    template = load_service_template(template_path)
+    template, template_path = load.template(name)
     settings = merge(template, project.service(name).supervise)
     where = f"{project.path or 'runyard.toml'}: services.{name}"
     # A readiness table replaces the template's whole: name the file it came from.
     from_template = project.service(name).supervise.readiness is None
     probe_where = f"{template_path}: readiness" if from_template else f"{where}.readiness"
-    resolved = resolve_service_env(tree, name, project=project, manifest=manifest, base=base)
+    resolved = resolve_service_env(
+        tree, name, project=project, manifest=manifest, shared=load.env, entry=entry
+    )
     ports = tuple(entry.default_ports)
-    checked = _check_settings(tree, name, settings, ports, where, probe_where)
+    checked = _check_settings(load, name, settings, ports, where, probe_where)
     live_own = project.service(name).supervise.liveness is not None
     live_where = f"{where}.liveness" if live_own else f"{template_path}: liveness"
     checked = checked._replace(liveness=_check_liveness(settings, ports, live_where))
-    run_as, umask = _check_identity(settings, where)
+    run_as, umask = _check_identity(settings, where, load.own())
     args = settings["args"] if settings["args"] is not None else entry.args
     b = settings["backoff"]
     spec = ServiceSpec(
@@ -248,7 +291,7 @@ def _build(
         version=entry.version,
         argv=(str(tree.root / entry.bin_path), *args),
         env=resolved.env,
-        cwd=str(checked.cwd),
+        cwd=checked.cwd,
         ports=ports,
         autostart=settings["autostart"],
         restart=settings["restart"],
@@ -302,9 +345,10 @@ def load_specs(
             "runyard runtime ensure it, or fix the name)"
         )
     specs: dict[str, ServiceSpec] = {}
+    load = _Load(tree, base)  # for this call only: a reload reads the user config again
     for name in names:
         try:
-            specs[name] = _build(tree, manifest, name, project, base)
+            specs[name] = _build(tree, manifest, name, project, load=load)
         except (ProjectError, ResolveError) as exc:
             raise ConfigError(str(exc)) from None
     for name, spec in specs.items():

@@ -7,8 +7,9 @@ a secret key others can read, or a malformed authorized certificate, before anyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from runyard.runtime.config.project import DaemonSettings
 from runyard.runtime.core.errors import ProjectError
@@ -16,8 +17,7 @@ from runyard.runtime.core.errors import ProjectError
 __all__ = ["TcpListener", "tcp_listener"]
 
 
-@dataclass(frozen=True)
-class TcpListener:
+class TcpListener(msgspec.Struct, frozen=True):
     """Where and with which keys the CurveZMQ TCP sockets listen (``[daemon] tcp``)."""
 
     host: str
@@ -27,7 +27,7 @@ class TcpListener:
     authorized_dir: Path
     authorized_keys: int
     #: Z85 public key -> the authorized certificate's file name (the audit trail's ``key``).
-    key_names: dict[bytes, str] = field(default_factory=dict)
+    key_names: dict[bytes, str] = msgspec.field(default_factory=dict)
 
     def _url(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

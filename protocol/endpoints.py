@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from runyard.runtime.core.digest import sha256
 from runyard.runtime.core.errors import SocketDirError
@@ -23,8 +24,7 @@ __all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
 _MAX_SUN_PATH = 100
 
 
-@dataclass(frozen=True)
-class Endpoints:
+class Endpoints(msgspec.Struct, frozen=True):
     directory: Path
     control: str
     events: str

@@ -10,6 +10,7 @@ adds is read as it is, and shown as it is.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,6 +21,7 @@ __all__ = [
     "Binary",
     "Check",
     "DiskReport",
+    "ErrorCode",
     "FileDifference",
     "Port",
     "ReplayReport",
@@ -37,6 +39,19 @@ __all__ = [
     "from_runtime",
     "run_dir_field",
 ]
+
+
+class ErrorCode(enum.StrEnum):
+    """The code of an ErrorReply. The daemon only sends these; a client reads ``code`` as a plain
+    str, so a code a newer daemon adds is still read (as a plain ``RemoteError``)."""
+
+    BAD_REQUEST = "bad_request"  # malformed frame, wrong types, unknown op, a bad name
+    UNSUPPORTED_VERSION = "unsupported_version"  # hello with a protocol we do not speak
+    NOT_FOUND = "not_found"  # no such service (or sealed run)
+    CONFLICT = "conflict"  # the request contradicts the current state (start while shutting down)
+    TOO_LARGE = "too_large"  # message over MAX_MESSAGE_BYTES
+    FAILED = "failed"  # the operation ran and failed (ensure: checksum mismatch, ...)
+    INTERNAL = "internal"  # a bug in the daemon; it is logged with its traceback
 
 
 class WireStruct(msgspec.Struct, kw_only=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import build_tree
+from daemonkit import build_tree, daemon_refuses, wait_for
 
 from runyard.daemon.events import EventBus
 from runyard.daemon.supervisor import Supervisor
@@ -104,6 +104,54 @@ def test_a_daemon_start_validates_the_manifest_once(
 
     asyncio.run(run())
     assert validated == [3], validated  # the boot validated nothing again
+
+
+#: Runs the daemon with every read of a project file counted (the count, after each read, in
+#: the file $READS): runyard.toml is read by path in runtime.config.project._read_toml.
+COUNT_READS = """
+import os, sys
+from pathlib import Path
+from runyard.runtime.config import project
+
+real, reads = project._read_toml, []
+
+def counted(path):
+    reads.append(str(path))
+    Path(os.environ["READS"]).write_text(str(len(reads)))
+    return real(path)
+
+project._read_toml = counted
+from runyard.daemon.cli import main
+sys.argv = ["runyard", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def test_a_daemon_launch_reads_runyard_toml_once(root, daemons, monkeypatch) -> None:
+    """Regression (issue 16, cold start): a launch parsed runyard.toml three times, for the
+    tree's root (the command line), for the startup checks and for the boot."""
+    names = [f"a{i}" for i in range(3)]
+    project = "".join(f"[services.{n}]\nautostart = true\n" for n in names)
+    tree = build_tree(root, dict.fromkeys(names, IDLE), project)
+    script = root.parent / "count_reads.py"
+    script.write_text(COUNT_READS)
+    reads = root.parent / "reads.txt"
+    monkeypatch.setenv("READS", str(reads))
+    d = daemons(tree, [sys.executable, str(script)]).start()
+    with d.client() as c:
+        wait_for(lambda: all(s.state == "running" for s in c.status().services), 30, "3 running")
+        assert sorted(s.name for s in c.status().services) == names  # the one parse was used
+    assert reads.read_text() == "1"
+
+
+def test_a_project_named_through_dotdot_is_named_normalised(root) -> None:
+    """Review finding (the one parse of this issue): --project conf/../runyard.toml was named
+    with its ``..`` in the boot's messages; the daemon has always named it normalised."""
+    tree = build_tree(root, {"web": IDLE}, '[services.web]\ncwd = "/etc"\n')
+    (root.parent / "conf").mkdir()
+    line = daemon_refuses(tree.root, root.parent / "conf" / ".." / "runyard.toml")
+    assert f"{root.parent / 'runyard.toml'}: services.web" in line, line
+    assert ".." not in line, line
 
 
 class _CountedEnviron(dict):  # type: ignore[type-arg]

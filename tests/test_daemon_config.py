@@ -130,3 +130,26 @@ def test_daemon_idle_rss_regression_no_crypto_or_jsonschema_at_start() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_each_load_reads_the_user_config_and_templates_again(root, monkeypatch) -> None:
+    """What the services of one load share is made per load_specs call (issue 16), never kept:
+    a reload sees a changed user env.toml and a config/{name}/ made since the last load."""
+    tree = build_tree(root, {"a": SLEEPER, "b": SLEEPER})
+    project = load_project(root.parent / "runyard.toml")
+    user = root.parent / "xdg" / "runyard" / "env.toml"
+    user.parent.mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(root.parent / "xdg"))
+    user.write_text('[env]\nWHO = "first"\n')
+    specs, _ = load_specs(tree, project)
+    assert [s.env["WHO"] for s in specs.values()] == ["first", "first"]
+    assert specs["b"].stop_timeout != 7
+    user.write_text('[env]\nWHO = "second"\n[services.a.env]\nWHO = "${data_dir}"\n')
+    (tree.config_dir / "b").mkdir()
+    (tree.config_dir / "b" / "service.toml").write_text("stop_timeout = 7\n")
+    (tree.config_dir / "b" / "env.toml").write_text('FROM = "${config_dir}"\n')
+    specs, _ = load_specs(tree, project)
+    assert specs["a"].env["WHO"] == str(tree.data_dir / "a")
+    assert specs["b"].env["WHO"] == "second"
+    assert specs["b"].stop_timeout == 7
+    assert specs["b"].env["FROM"] == str(tree.config_dir / "b")

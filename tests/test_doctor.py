@@ -324,3 +324,81 @@ def test_checksums_cover_the_whole_installed_bundle(tmp_path: Path) -> None:
     assert "config/runyard" not in got["detail"]
     out = doctor(tree.root)
     assert out.returncode == 1 and "appeared: schemas/planted.json" in out.stdout
+
+
+def plant_symlinks_and_subdirs(tree: RuntimeTree) -> tuple[Path, dict[str, str]]:
+    """In web's install dir: listed symlinks (to a file, a dir, nowhere), a subdir with a
+    changed and an unlisted file, unlisted symlinks (to a file, a dir); worker's install dir
+    moved behind a symlinked bin/worker. Returns web's install dir and its listed files."""
+    import msgspec
+
+    from runyard.runtime.core.digest import hash_file
+    from runyard.runtime.core.manifest import save_manifest
+
+    manifest = load_manifest(tree)
+    web = manifest.find("web")[0]
+    inst = tree.root / web.install_rel
+    os.chmod(inst, 0o755)
+    os.chmod(inst / "bin", 0o755)
+    (inst / "sub" / "deep").mkdir(parents=True)
+    (inst / "sub" / "ok").write_text("ok\n")
+    (inst / "sub" / "deep" / "file").write_text("was\n")
+    was = hash_file(inst / "sub" / "deep" / "file")[0]
+    (inst / "sub" / "deep" / "file").write_text("now\n")
+    (inst / "sub" / "deep" / "planted").write_text("x\n")
+    links = [("bin/linked", "web"), ("bin/dirlink", "../sub"), ("bin/dangling", "nowhere")]
+    for name, target in [*links, ("sub/symlink", "ok"), ("sub/dl", "deep")]:
+        os.symlink(target, inst / name)
+    files = {**web.files, "sub/ok": hash_file(inst / "sub" / "ok")[0], "sub/deep/file": was}
+    files |= {name: web.files["bin/web"] for name, _ in links}
+    manifest.services[manifest.services.index(web)] = msgspec.structs.replace(web, files=files)
+    save_manifest(tree, manifest)
+    (tree.root / "moved").mkdir()
+    os.rename(tree.root / "bin" / "worker", tree.root / "moved" / "worker")
+    os.symlink("../moved/worker", tree.root / "bin" / "worker")
+    return inst, files
+
+
+def test_one_walk_of_bin_reports_symlinks_subdirs_and_modes_as_two_walks_did(root: Path) -> None:
+    """Issue 16: the checksums and bin checks share one walk of bin/ (``drift.scan_dir``). What
+    each reports is what their own os.walk found: a listed symlink is not a regular file (one to
+    a dir: vanished), an unlisted symlink never appeared, nothing under a symlinked dir counts,
+    an install dir behind a symlinked bin/NAME is still hashed, and the bin check names dirs
+    before files, depth first, and no symlink (each is 0777)."""
+    from runyard.runtime.ops.doctor import run_checks
+
+    tree = build_tree(root, {"web": SLEEPER, "worker": SLEEPER})
+    inst, _ = plant_symlinks_and_subdirs(tree)
+    at = inst.relative_to(tree.root).as_posix()
+
+    def got(name: str) -> tuple[str, str]:
+        check = next(c for c in run_checks(tree).checks if c.name == name)
+        return check.status, check.detail
+
+    assert got("checksums") == (
+        "fail",
+        f"not a regular file: {at}/bin/dangling, vanished: {at}/bin/dirlink, "
+        f"not a regular file: {at}/bin/linked, changed: {at}/sub/deep/file, "
+        f"appeared: {at}/sub/deep/planted",
+    )
+    (inst / "sub" / "deep" / "file").write_text("was\n")
+    os.unlink(inst / "sub" / "deep" / "planted")
+    assert got("checksums")[1] == (
+        f"not a regular file: {at}/bin/dangling, vanished: {at}/bin/dirlink, "
+        f"not a regular file: {at}/bin/linked"
+    )
+    for name in ("linked", "dirlink", "dangling"):
+        os.unlink(inst / "bin" / name)
+        (inst / "bin" / name).write_bytes((inst / "bin" / "web").read_bytes())
+    assert got("checksums") == ("pass", "7 file(s) match the manifest")  # worker's one too
+    assert got("bin")[0] == "pass"
+    os.chmod(inst / "sub", 0o775)
+    os.chmod(inst / "sub" / "deep" / "file", 0o757)
+    assert got("bin") == ("fail", f"world-writable: {at}/sub/deep/file (0757)")
+    os.chmod(inst / "sub" / "deep" / "file", 0o664)
+    os.chmod(inst / "bin", 0o775)
+    os.chmod(inst / "sub" / "deep", 0o770)
+    assert got("bin") == (
+        "warn",
+        f"group-writable: {at}/bin, {at}/sub, {at}/sub/deep, {at}/sub/deep/file",
+    )

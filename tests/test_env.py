@@ -613,3 +613,15 @@ def test_a_real_child_sees_the_merged_env_and_scoped_path(
     assert child_path[:2] == [bin_dir(tree, "web", "1.0.0"), bin_dir(tree, "redis", "7.2.0")]
     assert dict(os.environ) == before
     assert bin_dir(tree, "web", "1.0.0") not in os.environ.get("PATH", "")
+
+
+def test_a_config_dir_named_in_another_case_is_looked_at(tree: RuntimeTree) -> None:
+    """Review finding (issue 16, one listing of config/ per spec load): on a case-insensitive
+    file system config/Web/ holds web's files, as a stat of config/web/service.toml finds; the
+    listing must not rule it out, only a name absent in every case."""
+    from runyard.runtime.config.env import EnvShared
+
+    (tree.config_dir / "Web").mkdir(parents=True)
+    shared = EnvShared(tree, {})
+    assert shared.configured("web") and shared.configured("WEB")  # the stat decides
+    assert not shared.configured("db")  # absent in every case: no stat needed

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import missing_file, open_tree
+from .common import missing_file, open_project, open_tree
 
 __all__ = ["cmd_daemon", "license_option", "register"]
 
@@ -39,11 +39,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     import_asyncio()  # before anything imports asyncio: ssl stays out until TLS is asked for
     from ..main import run_daemon
 
-    tree = open_tree(args)
-    project = os.path.abspath(args.project) if args.project else None
-    if project is None and os.path.isfile("runyard.toml"):
-        project = os.path.abspath("runyard.toml")
+    # runyard.toml (--project, else the working directory's) read once for the whole launch: the
+    # tree's root, the startup checks and the boot all take this parse (issue 16, cold start).
+    if args.project:  # absolute and normalised (no ..), as the daemon has always named it
+        args.project = os.path.abspath(args.project)
+    project = open_project(args)
+    tree = open_tree(args, project)
     license_file = Path(args.license).absolute() if args.license else None
     if license_file is not None and not license_file.is_file():
         raise missing_file("--license", license_file)
-    return run_daemon(tree.root, Path(project) if project else None, license_file)
+    return run_daemon(tree.root, project.path, license_file, project=project)

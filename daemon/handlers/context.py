@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from runyard.runtime.core.errors import HandlerError
 from runyard.runtime.core.tree import RuntimeTree
@@ -17,14 +18,13 @@ if TYPE_CHECKING:
 __all__ = ["Context", "HandlerError"]
 
 
-@dataclass
-class Context:
+class Context(msgspec.Struct):
     tree: RuntimeTree
     supervisor: Supervisor
     events_endpoint: str
     version: str
     started_at: float
     #: Set by the shutdown handler; the daemon's main loop waits on it.
-    shutdown_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    shutdown_requested: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     #: Where audited actions are appended (None: not recorded, e.g. in unit tests).
     audit: AuditWriter | None = None

@@ -314,7 +314,8 @@ class LogPipes:
         Read ends already open (a respawn) are kept, so nothing still buffered is dropped.
         """
         self.close_child_fds()
-        self.fifo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.isdir(self.fifo_dir):  # one stat, not a failing mkdir and a stat
+            self.fifo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.fifo_dir, 0o700)
         ends: dict[str, tuple[int, int]] = {}
         fresh = False

@@ -72,30 +72,34 @@ class LogFile:
         self.owner = owner if os.geteuid() == 0 else None
         #: Called before each rotation (the spool's journal settles what was written).
         self.before_rotate: Callable[[], None] | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isdir(os.path.dirname(self.path)):  # a stat, not a failing mkdir and a stat
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._chown_dir()
         self._syncing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._open()
 
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
-        except FileExistsError:
+        try:  # found: every start but the first, one open (not a failing O_EXCL one first)
             fd = os.open(self.path, flags)
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                # The directory may be the service user's: a hard link planted there must not
-                # make the daemon chmod/chown (or append to) a file elsewhere. Start afresh.
-                os.close(fd)
-                os.unlink(self.path)
+        except FileNotFoundError:
+            try:
                 fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
+            except FileExistsError:  # made meanwhile
+                fd = os.open(self.path, flags)
+        st = os.fstat(fd)  # a file made here passes the check
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            # The directory may be the service user's: a hard link planted there must not
+            # make the daemon chmod/chown (or append to) a file elsewhere. Start afresh.
+            os.close(fd)
+            os.unlink(self.path)
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode & 0o600)
+            st = os.fstat(fd)
         # Exactly the configured mode, whatever the umask, and also for a file an older daemon
         # left readable by everyone.
         os.fchmod(fd, self.mode)
         self._fd = fd
-        self._chown_file()
-        st = os.fstat(fd)
+        self._chown_file()  # neither this nor fchmod changes the size, device or inode
         self.size = st.st_size
         #: The last two drop-behind advices began here (see _drop_behind).
         self._advised = self._advised_from = self.size

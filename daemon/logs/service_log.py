@@ -55,7 +55,7 @@ class ServiceLog:
         if problem:
             raise ValueError(problem)
         self.service = service
-        self.path = Path(logs_dir) / service / f"{service}.log"
+        self.path = Path(os.path.join(logs_dir, service, f"{service}.log"))  # one parse, not 3
         self.ring = LogRing(ring_lines)
         self._splitters = {s: LineSplitter(max_line) for s in STREAMS}
         self._tags = {s: b" " + s.encode() + b" " for s in STREAMS}

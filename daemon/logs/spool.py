@@ -76,12 +76,13 @@ class Spool:
         problem = check_name(service)
         if problem:
             raise ValueError(problem)
-        spool_dir = Path(spool_dir)
-        spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.isdir(spool_dir):  # one stat, not a failing mkdir and a stat, per service
+            Path(spool_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         self._fds: dict[str, int] = {}
         self._journal = -1
-        self._paths = [*(spool_dir / f"{service}.{s}.spool" for s in STREAMS)]
+        # joined as text: ``service`` is a checked name (no pathlib parse per file)
+        self._paths = [os.path.join(spool_dir, f"{service}.{s}.spool") for s in STREAMS]
         self._paths.append(_journal_path(spool_dir, service))
         try:
             for stream, path in zip(STREAMS, self._paths, strict=False):
@@ -100,7 +101,7 @@ class Spool:
     @staticmethod
     def exists(spool_dir: Path, service: str) -> bool:
         """Whether a daemon left a spool of ``service`` in ``spool_dir``."""
-        return os.path.lexists(_journal_path(Path(spool_dir), service))
+        return os.path.lexists(_journal_path(spool_dir, service))
 
     @property
     def empty(self) -> bool:
@@ -269,5 +270,5 @@ class Spool:
                     os.unlink(path)
 
 
-def _journal_path(spool_dir: Path, service: str) -> Path:
-    return spool_dir / f"{service}.journal"
+def _journal_path(spool_dir: str | os.PathLike[str], service: str) -> str:
+    return os.path.join(spool_dir, f"{service}.journal")

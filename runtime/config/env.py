@@ -58,6 +58,7 @@ from runyard.runtime.core.versions import VersionSpec, pick_highest
 
 __all__ = [
     "RESERVED_PREFIX",
+    "EnvShared",
     "ResolvedEnv",
     "base_env",
     "expand",
@@ -129,6 +130,55 @@ def base_env(base: Mapping[str, str] | None = None) -> tuple[dict[str, str], dic
     return env, sources
 
 
+class EnvShared:
+    """What resolving many services at once shares, made once (issue 16, cold start): the base
+    and default layers (``base_env``), the tree root as text, the names in ``config/``, and
+    the user's env.toml.
+
+    It lives for one call (the daemon's ``load_specs``): a reload makes a new one, so it reads
+    a changed user config file. The user config is read at the first service's resolution, as
+    each resolution used to read it, so the errors come in the order they did. Paths below the
+    root are joined as text (``prefix``): service names, versions and platforms of a validated
+    manifest are plain path components.
+    """
+
+    def __init__(
+        self,
+        tree: RuntimeTree,
+        base: Mapping[str, str] | None = None,
+        user_config: Path | None = None,
+    ) -> None:
+        self.root = str(tree.root)
+        self.prefix = self.prefix_of(tree)
+        self.env, self.sources = base_env(base)
+        try:  # one listing, not two failing stats per service without a config/{name}/
+            listed = os.listdir(f"{self.prefix}config")
+            # casefolded: on a case-insensitive file system config/Web/ is web's, as a stat says
+            self._configured: frozenset[str] | None = frozenset(n.casefold() for n in listed)
+        except OSError:
+            self._configured = None
+        self._user_config = user_config
+        self._user: UserConfig | None = None
+
+    def user(self) -> UserConfig:
+        if self._user is None:
+            if self._user_config is None:
+                self._user = load_user_config(user_config_path())
+            else:
+                self._user = load_user_config(Path(self._user_config), missing_ok=False)
+        return self._user
+
+    @staticmethod
+    def prefix_of(tree: RuntimeTree) -> str:
+        """The root as text, ending with one separator (``/`` is its own)."""
+        root = str(tree.root)
+        return root if root.endswith(os.sep) else root + os.sep
+
+    def configured(self, name: str) -> bool:
+        """Whether ``config/{name}`` may hold files (False: it was not there at the start)."""
+        return self._configured is None or name.casefold() in self._configured
+
+
 def expand(value: str, lookup: Callable[[str], str | None], source: str, key: str) -> str:
     """Expand ``${NAME}`` and ``$$`` in ``value``; ``lookup`` returns None for unknown names."""
 
@@ -193,27 +243,32 @@ def _all_here(manifest: RuntimeManifest) -> list[ServiceEntry]:
     return [e for e in manifest.services if e.os == os_name and e.arch == arch]
 
 
-def service_bin_dirs(tree: RuntimeTree, entry: ServiceEntry) -> list[str]:
-    """The dir holding the entry's binary, then ``{install_dir}/bin`` when it exists and differs."""
-    install = tree.root / entry.install_rel
-    first = os.path.dirname(os.path.normpath(tree.root / entry.bin_path))
+def service_bin_dirs(
+    tree: RuntimeTree, entry: ServiceEntry, prefix: str | None = None
+) -> list[str]:
+    """The dir holding the entry's binary, then ``{install_dir}/bin`` when it exists and differs.
+
+    ``prefix``: `EnvShared.prefix`, made once by a caller that resolves many services.
+    """
+    prefix = EnvShared.prefix_of(tree) if prefix is None else prefix
+    first = os.path.dirname(os.path.normpath(prefix + entry.bin_path))
     dirs = [first]
-    extra = install / "bin"
-    if extra.is_dir() and os.path.normpath(extra) != first:
+    extra = f"{prefix}{entry.install_rel}/bin"
+    if os.path.isdir(extra) and os.path.normpath(extra) != first:
         dirs.append(os.path.normpath(extra))
     return dirs
 
 
-def _builtins(tree: RuntimeTree, entry: ServiceEntry) -> dict[str, str]:
-    dirs = tree.service_dirs(entry.name)
+def _builtins(shared: EnvShared, entry: ServiceEntry) -> dict[str, str]:
+    name, prefix = entry.name, shared.prefix  # the dirs are tree.service_dirs', as text
     out = {
-        "root": str(tree.root),
-        "service": entry.name,
+        "root": shared.root,
+        "service": name,
         "version": entry.version,
-        "bin_dir": str(tree.root / entry.install_rel),
-        "data_dir": str(dirs["data"]),
-        "logs_dir": str(dirs["logs"]),
-        "config_dir": str(dirs["config"]),
+        "bin_dir": prefix + entry.install_rel,
+        "data_dir": f"{prefix}data/{name}",
+        "logs_dir": f"{prefix}logs/{name}",
+        "config_dir": f"{prefix}config/{name}",
     }
     for port in entry.default_ports:
         out[f"port.{port.name}"] = str(port.port)
@@ -238,6 +293,8 @@ def resolve_service_env(
     user_config: Path | None = None,
     base: Mapping[str, str] | None = None,
     manifest: RuntimeManifest | None = None,
+    shared: EnvShared | None = None,
+    entry: ServiceEntry | None = None,
 ) -> ResolvedEnv:
     """Merge every layer for service ``name`` of ``tree``.
 
@@ -245,20 +302,20 @@ def resolve_service_env(
     `user_config_path` (absent = no user overrides); an explicit path must exist. ``base``
     defaults to os.environ, which is only read. ``manifest``: the tree's, already loaded (the
     daemon resolves every service against one load: loading it per service made a start of N
-    services cost N x N path checks).
+    services cost N x N path checks). ``shared``: the base layers and user config made once for
+    many services of ``tree`` (then ``base`` and ``user_config`` are its, not these arguments).
+    ``entry``: ``select_entry(manifest, name, project)``, when the caller has it already.
     """
     manifest = manifest if manifest is not None else load_manifest(tree)
     project = project if project is not None else Project()
-    entry = select_entry(manifest, name, project)
-    if user_config is None:
-        user = load_user_config(user_config_path())
-    else:
-        user = load_user_config(Path(user_config), missing_ok=False)
-    env, sources = base_env(base)
-    builtins = _builtins(tree, entry)
-    for layer in _layers(tree, entry, project, user):
+    entry = select_entry(manifest, name, project) if entry is None else entry
+    shared = shared if shared is not None else EnvShared(tree, base, user_config)
+    user = shared.user()
+    env, sources = dict(shared.env), dict(shared.sources)
+    builtins = _builtins(shared, entry)
+    for layer in _layers(shared, entry, project, user):
         env = _apply_layer(env, sources, builtins, *layer)
-    path_dirs = _scoped_path(tree, manifest, entry, project)
+    path_dirs = _scoped_path(tree, manifest, entry, project, shared.prefix)
     env["PATH"] = _join_path(path_dirs, env.get("PATH", ""))
     sources.setdefault("PATH", "default")
     return ResolvedEnv(
@@ -271,17 +328,18 @@ _Layer = tuple[str, str, str, Mapping[str, str]]
 
 
 def _layers(
-    tree: RuntimeTree, entry: ServiceEntry, project: Project, user: UserConfig
+    shared: EnvShared, entry: ServiceEntry, project: Project, user: UserConfig
 ) -> list[_Layer]:
     """The env layers of ``entry``, lowest precedence first."""
     name = entry.name
     project_src = str(project.path) if project.path is not None else "runyard.toml"
-    config_file = tree.config_dir / name / "env.toml"
+    config_file = f"{shared.prefix}config/{name}/env.toml"
+    table = load_env_table(Path(config_file)) if shared.configured(name) else {}
     user_src = str(user.path)
     user_svc = user.services.get(name)
     return [
         ("manifest", f"manifest env ({name} {entry.version})", "", entry.env),
-        (f"config/{name}/env.toml", str(config_file), "", load_env_table(config_file)),
+        (f"config/{name}/env.toml", config_file, "", table),
         ("runyard.toml", project_src, "env.", project.env),
         ("runyard.toml", project_src, f"services.{name}.env.", project.service(name).env),
         ("user", user_src, "env.", user.env),
@@ -316,17 +374,17 @@ def _apply_layer(
 
 
 def _scoped_path(
-    tree: RuntimeTree, manifest: RuntimeManifest, entry: ServiceEntry, project: Project
+    tree: RuntimeTree, manifest: RuntimeManifest, entry: ServiceEntry, project: Project, prefix: str
 ) -> list[str]:
     """The bin dirs PATH starts with: the service's own, then those of what it needs."""
     name = entry.name
-    path_dirs = service_bin_dirs(tree, entry)
+    path_dirs = service_bin_dirs(tree, entry, prefix)
     for need in project.service(name).needs:
         try:
             needed = select_entry(manifest, need, project)
         except ResolveError as exc:
             raise ResolveError(f"{name} needs {need}: {exc}") from None
-        path_dirs.extend(d for d in service_bin_dirs(tree, needed) if d not in path_dirs)
+        path_dirs.extend(d for d in service_bin_dirs(tree, needed, prefix) if d not in path_dirs)
     return path_dirs
 
 

@@ -47,15 +47,18 @@ def daemon_identity() -> RunAs:
     )
 
 
-def resolve_run_as(user: str | int | None, group: str | int | None) -> RunAs:
+def resolve_run_as(
+    user: str | int | None, group: str | int | None, own: RunAs | None = None
+) -> RunAs:
     """``user`` and ``group`` (names or numbers, None = unset) as numbers.
 
     No ``user``: the daemon's own identity (with ``group`` as its group, if set). A ``user``
     without ``group``: that user's primary group. Raises SupervisionError, one line, for an
     unknown name, a bad number, or a change of identity a daemon that is not root cannot make;
     its text starts with the setting it is about (``user: no user named 'x' on this system``).
+    ``own``: ``daemon_identity()``, taken once by a caller that resolves many services.
     """
-    own = daemon_identity()
+    own = daemon_identity() if own is None else own
     if user is None:
         run_as = own
     else:

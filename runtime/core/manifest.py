@@ -191,6 +191,7 @@ def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None
     seen: set[tuple[str, str, str, str]] = set()
     # Resolved once: a daemon start validates the manifest of every service it has.
     real_root = os.path.realpath(tree.root) if tree is not None else None
+    root = str(tree.root) if tree is not None else ""  # str paths: no pathlib per service
     for i, s in enumerate(manifest.services):
         at = f"services[{i}]"
         problem = check_name(s.name)
@@ -215,7 +216,8 @@ def validate_manifest(manifest: RuntimeManifest, tree: RuntimeTree | None = None
             raise ManifestError(
                 f"{at}.binPath: must lie under {s.install_rel}/, got {s.bin_path!r}"
             )
-        if tree is not None and not tree.contains(tree.root / s.bin_path, real_root=real_root):
+        inside = tree is None or tree.contains(os.path.join(root, s.bin_path), real_root=real_root)
+        if not inside:
             raise ManifestError(f"{at}.binPath: {s.bin_path!r} leaves the tree through a symlink")
         for j, port in enumerate(s.default_ports):
             if not 0 < port.port < 65536:

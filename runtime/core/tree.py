@@ -12,8 +12,10 @@ runtime/
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from pathlib import Path
 
 from runyard.runtime.core.errors import TreeError
@@ -42,7 +44,11 @@ def check_name(name: str, what: str = "service name") -> str | None:
 
 
 class RuntimeTree:
-    """Paths of one runtime tree. Creating the object touches nothing on disk."""
+    """Paths of one runtime tree. Creating the object touches nothing on disk.
+
+    ``root`` is fixed at creation, so its top-level dirs are made once, on first use (a start of
+    N services asked for each of them N times, a pathlib join each).
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
@@ -50,31 +56,31 @@ class RuntimeTree:
     def __repr__(self) -> str:
         return f"RuntimeTree({str(self.root)!r})"
 
-    @property
+    @functools.cached_property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
-    @property
+    @functools.cached_property
     def bin_dir(self) -> Path:
         return self.root / "bin"
 
-    @property
+    @functools.cached_property
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    @property
+    @functools.cached_property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    @property
+    @functools.cached_property
     def config_dir(self) -> Path:
         return self.root / "config"
 
-    @property
+    @functools.cached_property
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
-    @property
+    @functools.cached_property
     def temp_dir(self) -> Path:
         return self.root / "temp"
 
@@ -117,17 +123,22 @@ class RuntimeTree:
             )
         return self
 
-    def contains(self, path: str | os.PathLike[str], *, real_root: str | None = None) -> bool:
+    def contains(
+        self, path: str | os.PathLike[str], *, real_root: str | None = None, resolved: bool = False
+    ) -> bool:
         """True when ``path``, symlinks resolved, stays inside the tree.
 
         A top-level dir of the tree (``data``, ``logs``...) may itself be a symlink: an
         installed runtime bundle shares them across versions (``versions/1.2.0/data ->
         ../../data``). What resolves inside such a dir counts as inside, unless the link points
         at the tree itself or above it (that would let everything in). ``real_root``: the
-        root's real path, resolved once by a caller that checks many paths in one go.
+        root's real path, resolved once by a caller that checks many paths in one go;
+        ``resolved``: ``path`` is a real path already (the caller resolved it).
         """
         real_root = os.path.realpath(self.root) if real_root is None else real_root
-        real = os.path.realpath(path)
+        if not resolved and _plain_below(os.fspath(path), str(self.root), real_root):
+            return True
+        real = os.fspath(path) if resolved else os.path.realpath(path)
         if _inside(real, real_root):
             return True
         for name in TOP_DIRS:
@@ -140,6 +151,28 @@ class RuntimeTree:
             if _inside(real, real_top):
                 return True
         return False
+
+
+def _plain_below(path: str, root: str, real_root: str) -> bool:
+    """``path`` lies below ``root`` and no part of it below the root is a symlink, ``..`` or
+    missing (one lstat each, from ``real_root``): its realpath is then ``real_root``/the rest,
+    what ``os.path.realpath`` would find at about a third of its cost (it resolves every
+    component from /). False says nothing: the caller resolves it in full."""
+    if not path.startswith(root + "/") or real_root == "/" or root == "/":
+        return False
+    real = real_root
+    for part in path[len(root) + 1 :].split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return False
+        real = f"{real}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(real).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _inside(path: str, directory: str) -> bool:

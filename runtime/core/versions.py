@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import total_ordering
+
+import msgspec
 
 __all__ = ["Version", "VersionSpec", "pick_highest"]
 
@@ -26,9 +26,7 @@ def _pre_key(pre: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
 
 
-@total_ordering
-@dataclass(frozen=True)
-class Version:
+class Version(msgspec.Struct, frozen=True):
     text: str
     numbers: tuple[int, ...]
     prerelease: str = ""
@@ -73,18 +71,36 @@ class Version:
     def __hash__(self) -> int:
         return hash(self.sort_key())
 
-    def __lt__(self, other: Version) -> bool:
+    def _cmp_key(self, other: Version) -> tuple[tuple[object, ...], tuple[object, ...]]:
         width = max(len(self.numbers), len(other.numbers))
-        a = (self._padded(width), self.sort_key()[1])
-        b = (other._padded(width), other.sort_key()[1])
+        return (self._padded(width), self.sort_key()[1]), (
+            other._padded(width),
+            other.sort_key()[1],
+        )
+
+    # All four spelled out: a Struct's own comparisons would answer the ones a
+    # functools.total_ordering fills in (it sees them defined), and refuse them.
+    def __lt__(self, other: Version) -> bool:
+        a, b = self._cmp_key(other)
         return a < b
+
+    def __le__(self, other: Version) -> bool:
+        a, b = self._cmp_key(other)
+        return a <= b
+
+    def __gt__(self, other: Version) -> bool:
+        a, b = self._cmp_key(other)
+        return a > b
+
+    def __ge__(self, other: Version) -> bool:
+        a, b = self._cmp_key(other)
+        return a >= b
 
     def __str__(self) -> str:
         return self.text
 
 
-@dataclass(frozen=True)
-class VersionSpec:
+class VersionSpec(msgspec.Struct, frozen=True):
     text: str
     kind: str  # "latest" | "exact" | "wildcard"
     prefix: tuple[int, ...] = ()

@@ -32,9 +32,10 @@ import contextvars
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from runyard.runtime.core.errors import AuditUnwritten, RunyardError
 from runyard.runtime.ops.audit import audit_path, record
@@ -53,8 +54,7 @@ _log = logging.getLogger("runyard.audit")
 ERROR_CHARS = 300
 
 
-@dataclass
-class AuditScope:
+class AuditScope(msgspec.Struct):
     """A request or an action in progress: who acts, and whether its entry is written."""
 
     actor: dict[str, Any] | None = None
@@ -125,21 +125,20 @@ def result_of(exc: BaseException) -> str:
     return "interrupted"  # KeyboardInterrupt, a cancelled task
 
 
-@dataclass
-class AuditedAction:
+class AuditedAction(msgspec.Struct):
     """The entry an ``audited`` block writes when it ends; the block fills it in as it learns."""
 
     logs_dir: Path
     action: str
     target: str = ""
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
     #: ``ok`` unless the block says otherwise (``rejected``); an exception sets the error code.
     result: str = "ok"
     #: False: nothing changed (an install of what is already current): no entry.
     changed: bool = True
     strict: bool = False
     #: This block's scope: an entry written inside it (or by ``commit``) marks it recorded.
-    scope: AuditScope = field(default_factory=AuditScope)
+    scope: AuditScope = msgspec.field(default_factory=AuditScope)
 
     def commit(self) -> None:
         """Write the entry now (under a lock the block holds, so entries keep the order of

@@ -42,15 +42,17 @@ import socket
 import stat
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from runyard.runtime.core.errors import RunyardError, StartupCheckFailed
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.ops.license import LicenseStatus, tree_license
 
 if TYPE_CHECKING:
+    from runyard.runtime.acquisition.drift import Listing
     from runyard.runtime.config.project import Project
 
 __all__ = [
@@ -70,8 +72,7 @@ DISK_FAIL_BYTES = 64 * 1024 * 1024
 MAX_NAMED = 5
 
 
-@dataclass(frozen=True)
-class StartupCheck:
+class StartupCheck(msgspec.Struct, frozen=True):
     """One startup check's result (not a verification ``runtime.core.checks.Check``: those are ok or not)."""
 
     name: str
@@ -90,10 +91,9 @@ class StartupCheck:
         }
 
 
-@dataclass
-class DoctorReport:
+class DoctorReport(msgspec.Struct):
     root: Path
-    checks: list[StartupCheck] = field(default_factory=list)
+    checks: list[StartupCheck] = msgspec.field(default_factory=list)
     license: LicenseStatus | None = None
     #: The manifest the checks loaded and validated (None when invalid): a daemon's first boot
     #: runs what was checked, without a load of its own.
@@ -136,82 +136,20 @@ def check_manifest(tree: RuntimeTree) -> tuple[StartupCheck, Any]:
     return StartupCheck("manifest", "pass", detail), manifest
 
 
-#: Top-level dirs an installed bundle owns: every file under them is listed in
-#: ``bundle.files`` (but for ``config/runyard``, Runyard's own shared config, never packed).
-BUNDLE_TOPS = ("bin", "config", "schemas", "wheels")
-BUNDLE_TOP_FILES = ("install.sh",)
-_OWN_CONFIG = "config/runyard"
-
-
-def _bundle_drift(tree: RuntimeTree, manifest: Any) -> tuple[int, list[str]]:
-    """(files checked, problems) of the bundle members outside the services' install dirs.
-
-    ``bundle.files`` of an installed bundle lists every file it brought (config/, schemas/,
-    wheels/, install.sh, and bin/); the files under each service's install dir are already
-    checked against ``services[].files``, so they are skipped here. Files under the owned
-    top-level dirs that the bundle did not bring (outside the install dirs) have appeared.
-    """
-    from msgspec import UNSET
-
-    from runyard.runtime.core.digest import hash_file
-
-    files = manifest.bundle.files
-    if files is UNSET or not files:
-        return 0, []
-    installs = tuple(f"{e.install_rel.rstrip('/')}/" for e in manifest.services)
-
-    def ours(rel: str) -> bool:
-        return not rel.startswith(installs) and not (
-            rel == _OWN_CONFIG or rel.startswith(_OWN_CONFIG + "/")
-        )
-
-    expected = {rel: digest for rel, digest in files.items() if ours(rel)}
-    on_disk: dict[str, Path] = {}
-    for top in BUNDLE_TOPS:
-        base = tree.root / top
-        if not base.is_dir():
-            continue
-        for dirpath, dirs, names in os.walk(base):
-            rel_dir = Path(dirpath).relative_to(tree.root).as_posix()
-            # Not into the install dirs (checked above) nor config/runyard (not the bundle's).
-            dirs[:] = sorted(d for d in dirs if ours(f"{rel_dir}/{d}/"))
-            for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
-                rel = f"{rel_dir}/{name}"
-                if ours(rel):
-                    on_disk[rel] = Path(dirpath, name)
-    for name in BUNDLE_TOP_FILES:
-        path = tree.root / name
-        if path.exists() or path.is_symlink():
-            on_disk[name] = path
-    problems: list[str] = []
-    checked = 0
-    for rel, digest in sorted(expected.items()):
-        path = on_disk.pop(rel, None)
-        if path is None:
-            problems.append(f"vanished: {rel}")
-            continue
-        checked += 1
-        if path.is_symlink() or not path.is_file():
-            problems.append(f"not a regular file: {rel}")
-        elif hash_file(path)[0] != digest:
-            problems.append(f"changed: {rel}")
-    links = manifest.bundle.links if manifest.bundle.links is not UNSET else {}
-    for rel, path in sorted(on_disk.items()):
-        if not (path.is_symlink() and rel in links):
-            problems.append(f"appeared: {rel}")
-    return checked, problems
-
-
-def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
-    from runyard.runtime.acquisition.drift import verify_installed
+def check_checksums(
+    tree: RuntimeTree, manifest: Any = None, listed: Listing | None = None
+) -> StartupCheck:
+    """``listed``: bin/ as ``scan_dir`` lists it, when the caller walked it already."""
+    from runyard.runtime.acquisition.drift import bundle_drift, verify_installed
 
     try:
         if manifest is None:
             from runyard.runtime.core.manifest import load_manifest
 
             manifest = load_manifest(tree)
-        report = verify_installed(tree, manifest)  # not a load (and validation) of its own
-        bundle_checked, bundle_problems = _bundle_drift(tree, manifest)
+        # Not a load (and validation) of its own, nor a walk of bin/ when given one.
+        report = verify_installed(tree, manifest, listed)
+        bundle_checked, bundle_problems = bundle_drift(tree, manifest)
     except (RunyardError, OSError) as exc:
         return StartupCheck("checksums", "fail", f"cannot check: {exc}", fatal=True)
     problems = [
@@ -223,24 +161,24 @@ def check_checksums(tree: RuntimeTree, manifest: Any = None) -> StartupCheck:
     return StartupCheck("checksums", "fail", _named(problems), fatal=True)
 
 
-def check_bin(tree: RuntimeTree) -> StartupCheck:
+def check_bin(tree: RuntimeTree, listed: Listing | None = None) -> StartupCheck:
+    """``listed``: bin/ as ``scan_dir`` lists it (os.walk's order, lstat done), when walked already."""
     if not tree.bin_dir.is_dir():
         return StartupCheck("bin", "warn", f"{tree.bin_dir}: missing")
+    if listed is None:
+        from runyard.runtime.acquisition.drift import scan_dir
+
+        listed = scan_dir(str(tree.root), "bin")
+    root = str(tree.root).rstrip("/")
     world: list[str] = []
     group: list[str] = []
-    for dirpath, dirs, files in os.walk(tree.bin_dir):
-        dirs.sort()
-        for name in [*dirs, *sorted(files)]:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
+    for rel_dir, rows in listed.items():
+        for _, name, mode in rows:  # its dirs, then its other entries, each sorted
+            if mode is None or stat.S_ISLNK(mode) or not mode & (stat.S_IWOTH | stat.S_IWGRP):
                 continue  # the path named only when shown (relpath: 2 abspaths per entry)
-            rel = os.path.relpath(path, tree.root)
-            if st.st_mode & stat.S_IWOTH:
-                world.append(f"{rel} ({stat.S_IMODE(st.st_mode):04o})")
+            rel = os.path.relpath(f"{root}/{rel_dir}/{name}", tree.root)
+            if mode & stat.S_IWOTH:
+                world.append(f"{rel} ({stat.S_IMODE(mode):04o})")
             else:
                 group.append(rel)
     if world:
@@ -388,14 +326,26 @@ def check_users(tree: RuntimeTree, manifest: Any, project: Project | None = None
     project = project if project is not None else Project()
     root: list[str] = []
     problems: list[str] = []
+    config = str(tree.config_dir)
+    uids: dict[tuple[Any, Any], int | str] = {}  # (user, group) -> uid or problem: one lookup
     for name in sorted({e.name for e in manifest.services if e.kind == "service"}):
         try:
-            template = load_service_template(tree.config_dir / name / "service.toml")
+            template = load_service_template(Path(f"{config}/{name}/service.toml"))
             settings = merge(template, project.service(name).supervise)
-            if resolve_run_as(settings["user"], settings["group"]).uid == 0:
-                root.append(name)
         except RunyardError as exc:
             problems.append(f"{name}: {exc}")
+            continue
+        key = (settings["user"], settings["group"])
+        if key not in uids:
+            try:
+                uids[key] = resolve_run_as(*key).uid
+            except RunyardError as exc:
+                uids[key] = str(exc)
+        uid = uids[key]
+        if isinstance(uid, str):
+            problems.append(f"{name}: {uid}")
+        elif uid == 0:
+            root.append(name)
     if problems:
         return StartupCheck("users", "warn", _named(problems))
     if root:
@@ -415,17 +365,20 @@ def run_checks(
 ) -> DoctorReport:
     """Every check of the tree, in the order of the module doc; ``project`` (the parsed
     runyard.toml) tells the users check who each service runs as."""
+    from runyard.runtime.acquisition.drift import scan_dir
+
     report = DoctorReport(tree.root)
     checks = report.checks
+    listed = scan_dir(str(tree.root), "bin")  # one walk of bin/ for the checksums and bin checks
     manifest_check, manifest = check_manifest(tree)
     report.manifest = manifest
     checks.append(manifest_check)
     if manifest is None:
         checks.append(StartupCheck("checksums", "skip", "the manifest is invalid"))
     else:
-        checks.append(check_checksums(tree, manifest))
+        checks.append(check_checksums(tree, manifest, listed))
     checks += [
-        check_bin(tree),
+        check_bin(tree, listed),
         check_temp(tree),
         check_data(tree),
         check_logs(tree),

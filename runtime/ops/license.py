@@ -37,9 +37,10 @@ import datetime
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from runyard.runtime.core.capped import SMALL_FILE, read_capped
 from runyard.runtime.core.errors import FileRefused, LicenseError, LicenseNotHonoured
@@ -91,8 +92,7 @@ def issuer_dir(tree: RuntimeTree) -> Path:
     return tree.config_dir / "runyard" / "license-issuers"
 
 
-@dataclass(frozen=True)
-class LicenseStatus:
+class LicenseStatus(msgspec.Struct, frozen=True):
     #: valid | missing | expired | forged | unverified | malformed
     status: str
     #: The tier in force: the license's when valid, else ``community``.
@@ -107,7 +107,7 @@ class LicenseStatus:
     licensee: str | None = None
     issued: str | None = None
     expires: str | None = None
-    claimed_limits: Mapping[str, Any] = field(default_factory=dict)
+    claimed_limits: Mapping[str, Any] = msgspec.field(default_factory=dict)
     #: The issuer key file that verified the signature.
     issuer: str | None = None
 
