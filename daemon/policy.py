@@ -8,7 +8,7 @@ import msgspec
 
 from .fsm import Trigger
 
-__all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart"]
+__all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart", "ran_stable"]
 
 
 class BackoffPolicy(msgspec.Struct, frozen=True):
@@ -39,6 +39,16 @@ def backoff_delay(policy: BackoffPolicy, attempt: int, rng: random.Random | None
         spread = (rng or random).uniform(-policy.jitter, policy.jitter)
         base *= 1.0 + spread
     return max(0.0, base)
+
+
+def ran_stable(running_since: float | None, stable_at: float | None, now: float) -> bool:
+    """Whether a run that ends ``now`` stayed up long enough to reset the failure count: it was
+    running (since ``running_since``) at ``stable_at``, its start + ``stable_secs`` (all
+    monotonic). Judged when the run ends rather than by a timer at ``stable_at``, so a start
+    leaves no wake-up behind (issue 16: 50 starts woke an idle daemon 10 s later)."""
+    if running_since is None or stable_at is None:
+        return False
+    return running_since <= stable_at <= now
 
 
 def decide_restart(

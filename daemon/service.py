@@ -31,7 +31,7 @@ from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .launch import prepare_launch
 from .notify import notify_address
-from .policy import decide_restart
+from .policy import decide_restart, ran_stable
 from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
 from .service_limits import ServiceLimits
@@ -69,6 +69,9 @@ class ServiceRunner:
         self.handle: ProcessHandle | None = None
         self.started_at: float | None = None
         self.failures = 0
+        #: Monotonic: since when it is running, and when the current run counts as stable.
+        self._running_since: float | None = None
+        self._stable_at: float | None = None
         self.last_exit: int | None = None
         self.last_exit_at: float | None = None
         self.next_start_at: float | None = None
@@ -123,6 +126,8 @@ class ServiceRunner:
         """
         if trigger is not None:
             self.state = next_state(self.state, trigger)
+            running = self.state is S.RUNNING
+            self._running_since = (self._running_since or time.monotonic()) if running else None
         if reason is not None:
             self.reason = reason
         if wanted is not None:
@@ -146,9 +151,7 @@ class ServiceRunner:
     # --- facts -----------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        if self.state is not S.RUNNING:
-            return False
-        return True if not self.spec.has_readiness else bool(self.io.ready)
+        return self.state is S.RUNNING and (not self.spec.has_readiness or bool(self.io.ready))
 
     def satisfies(self, condition: str) -> bool:
         if condition == "completed":
@@ -279,16 +282,12 @@ class ServiceRunner:
         self.started_at = started_at
         self.limit_state.spawned()
         self.io.attach(self.spec, age=max(0.0, time.time() - started_at), handle=handle)
-        self._later(self.spec.stable_secs, self._stable, handle)
+        self._stable_at = time.monotonic() + self.spec.stable_secs  # judged at its exit
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
     def _started(self, handle: ProcessHandle) -> None:
         if self.handle is handle and self.state is S.STARTING:
             self._commit(T.STARTED)
-
-    def _stable(self, handle: ProcessHandle) -> None:
-        if self.handle is handle and self.state is S.RUNNING:
-            self.failures = 0
 
     def fail(self, reason: str) -> None:
         """The process is alive but failed a check of the daemon's (liveness): end it, its group
@@ -327,7 +326,8 @@ class ServiceRunner:
         self.last_exit = code
         self.last_exit_at = time.time()
         self.started_at = None
-        self.failures += 1
+        stable = ran_stable(self._running_since, self._stable_at, time.monotonic())
+        self.failures, self._stable_at = (0 if stable else self.failures) + 1, None
         cause, self._failing = self._failing or cause, ""
         decision = decide_restart(
             restart=self.spec.restart,

@@ -118,7 +118,7 @@ class Settings:
     flood_cap: int
     floods: int  # quiet floods; the median is shown
     settle_secs: float = 2.0
-    phases: tuple[str, ...] = ("fleet", "flood", "scale")  # --only-phase
+    phases: tuple[str, ...] = ("cold", "fleet", "flood", "scale")  # --only-phase
     sessions: int = 3  # fleet phases (a daemon each), shown as median (min-max)
     launches: int = 3  # cold starts
     idle_settle: float = 8.0  # no request for this long before the idle window (see above)
@@ -133,7 +133,7 @@ def idle_settle() -> float:
 
 
 def settings_for(opts: Any) -> Settings:
-    phases = tuple(getattr(opts, "only_phase", None) or ("fleet", "flood", "scale"))
+    phases = tuple(getattr(opts, "only_phase", None) or ("cold", "fleet", "flood", "scale"))
     idle = getattr(opts, "idle_secs", None)
     if opts.quick:
         return Settings(
@@ -1542,8 +1542,11 @@ def run(opts: Any) -> bool:
                 import bench_daemon_nocg as nocg
 
                 variant = nocg.RunyardSubreaper(base, sys.executable)
+                pm2 = []
+                if not (only and "pm2" not in only) and not versions["pm2"].startswith("n/a"):
+                    pm2.append(bench_daemon_pm2.PM2(base, node))
                 colds = nocg.fold_subreaper(
-                    bench_daemon_start.alternate_cold([*picked, variant], cold, settings)
+                    bench_daemon_start.alternate_cold([*picked, *pm2, variant], cold, settings)
                 )
                 for name, got in colds.items():
                     loads = got.pop("loads")

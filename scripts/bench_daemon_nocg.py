@@ -5,8 +5,8 @@ Runyard puts each service in its own cgroup before the program runs (daemon/cgro
 ``/bin/sh`` step writes itself into ``cgroup.procs``, then execs the program), which supervisord,
 Circus and pm2 do not do at all. ``RunyardSubreaper`` is the same Runyard with ``containment =
 "subreaper"`` for every service (daemon/containment.py): no cgroup, no shell step, the
-containment class of the anchors. It runs only in the cold phase (``--only-phase cold``),
-alternated launch by launch with the other contenders (bench_daemon_start.alternate_cold), and
+containment class of the anchors. It runs in the cold phase (part of the full run, or
+``--only-phase cold`` alone), alternated launch by launch with the other contenders (bench_daemon_start.alternate_cold), and
 its figures become Runyard's ``cold_nocg_s`` / ``cold500_nocg_s`` rows; the default rows stay the
 goal's figures.
 

@@ -3,10 +3,13 @@
 * cold phase: the same 50 sleepers, all autostarted. A driver that already imported its client
   library spawns the daemon (foreground, its own session), waits for the control socket file,
   then polls `status` 5 ms apart until every service runs: the seconds from the spawn. Then a
-  shutdown. 3 launches (2 with --quick). Runyard is launched once more with 500 sleepers (the
-  goal: all running within 2 s). With ``--only-phase cold`` the contenders are alternated launch
-  by launch, and Runyard with every service under the subreaper (no cgroup) joins them as
-  informational rows (bench_daemon_nocg.py).
+  shutdown. Runyard is launched once more with 500 sleepers (the goal: all running within
+  2 s). The contenders take turns launch by launch, max(3, sessions) x launches rounds (9; 6
+  with --quick), in the full run and with ``--only-phase cold`` alone: launches in a block per
+  contender, minutes apart, met a box whose speed had drifted between the blocks (one day, the
+  same code: 0.97x supervisord alternated, 1.07x in blocks). Runyard with every service under
+  the subreaper (no cgroup) joins them as informational rows (bench_daemon_nocg.py).
+  ``--only-phase fleet`` without ``cold`` still takes 3 launches per contender in its block.
 * pm2 (installed from npm, driven by bench_pm2.js) is in bench_daemon_pm2.py.
 * Every figure that comes from several runs is shown as median (min-max), and each run notes
   the load of the box while it ran: the 1-minute load average at its end and how busy the
@@ -155,6 +158,8 @@ def measure_start(
     phases = [(cold[0], "cold_s")]
     if contender.name == "runyard":
         phases.append((cold[1], "cold500_s"))
+    if "cold" in settings.phases:  # alternated with the others instead (alternate_cold)
+        phases = []
     for phase, key in phases:
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)
@@ -257,7 +262,7 @@ def alternate_start_stop(
 def alternate_cold(
     contenders: list[bd.Contender], cold: tuple[bd.Phase, bd.Phase], settings: bd.Settings
 ) -> dict[str, dict[str, Any]]:
-    """The cold phase alone (``--only-phase cold``): ``max(3, settings.sessions) *
+    """The cold phase (the full run's, or ``--only-phase cold`` alone): ``max(3, settings.sessions) *
     settings.launches`` rounds; in each, every contender in a rotated order gets one launch to
     50 running (Runyard and runyard@base also one to COLD_MANY), so a load that comes and goes
     falls on all of them alike (runyard@subreaper too: bench_daemon_nocg). cold_s / cold500_s:

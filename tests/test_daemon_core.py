@@ -249,6 +249,37 @@ def test_fatal_and_operator_stop_survive_a_new_daemon(root, daemons) -> None:
         wait_for(lambda: one(c, "crash").restarts > 1, what="crash retried after a start")
 
 
+#: Up for 0.6 s, then exits 1.
+SHORT_LIVED = "import sys, time\ntime.sleep(0.6)\nsys.exit(1)\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_run_that_stays_up_stable_secs_resets_the_failure_count(root, daemons) -> None:
+    """``stable_secs`` is judged when a run ends (no timer per start, issue 16): each run of
+    ``steady`` lasts 0.6 s, past its 0.2 s, so its failures never add up; ``flaky`` runs the
+    same program with 5 s and is fatal after ``max_restarts``. A ``start_secs`` longer than
+    ``stable_secs`` (``late``) counts as it did with the timer: not running at the mark."""
+    common = (
+        'restart = "always"\nmax_restarts = 1\n'
+        "backoff = { initial = 0.05, multiplier = 1.0, max = 0.05, jitter = 0.0 }\n"
+    )
+    project = (
+        f"[services.steady]\n{common}start_secs = 0\nstable_secs = 0.2\n"
+        f"[services.flaky]\n{common}start_secs = 0\nstable_secs = 5\n"
+        f"[services.late]\n{common}start_secs = 0.4\nstable_secs = 0.2\n"
+    )
+    programs = dict.fromkeys(("steady", "flaky", "late"), SHORT_LIVED)
+    tree = build_tree(root, programs, project)
+    d = daemons(tree).start()
+    with d.client() as c:
+        wait_for(lambda: one(c, "flaky").state == "fatal", 30, "flaky fatal")
+        wait_for(lambda: one(c, "late").state == "fatal", 30, "late fatal")
+        wait_for(lambda: one(c, "steady").restarts >= 4, 30, "steady restarted 4 times")
+        steady = one(c, "steady")
+        assert steady.state != "fatal", steady
+        assert (one(c, "flaky").restarts, one(c, "late").restarts) == (1, 1)
+
+
 def test_state_file_of_an_older_daemon_still_decodes(tree) -> None:
     from runyard.daemon.fsm import Wanted
     from runyard.daemon.state import load_state, state_path

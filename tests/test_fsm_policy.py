@@ -7,7 +7,7 @@ import random
 import pytest
 
 from runyard.daemon.fsm import TRANSITIONS, IllegalTransition, ServiceState, Trigger, next_state
-from runyard.daemon.policy import BackoffPolicy, backoff_delay, decide_restart
+from runyard.daemon.policy import BackoffPolicy, backoff_delay, decide_restart, ran_stable
 
 S, T = ServiceState, Trigger
 
@@ -85,3 +85,18 @@ def test_restart_decision(restart, code, failures, trigger) -> None:
         assert "gave up after 3 restarts" in decision.reason
     if trigger is T.EXIT_RETRY:
         assert decision.delay == 0.5 * 2 ** (failures - 1)
+
+
+@pytest.mark.parametrize(
+    ("running_since", "stable_at", "now", "stable"),
+    [
+        (None, 10.0, 20.0, False),  # never running (exited while starting, or a spawn failed)
+        (1.0, None, 20.0, False),  # no run attached
+        (1.0, 10.0, 9.9, False),  # ended before its mark
+        (1.0, 10.0, 10.0, True),  # running at its mark
+        (1.0, 10.0, 30.0, True),
+        (11.0, 10.0, 30.0, False),  # still starting at its mark (start_secs > stable_secs)
+    ],
+)
+def test_a_run_is_stable_when_it_was_running_at_its_mark(running_since, stable_at, now, stable):
+    assert ran_stable(running_since, stable_at, now) is stable
