@@ -154,12 +154,13 @@ def measure_start(
         keys = ("cold_s", "cold500_s", *nocg.NOCG_KEYS.values(), *bd.PHASE_KEYS["fleet"])
         return {key: "skipped" for key in keys}
     out: dict[str, Any] = {"loads": {}}
-    out.update({key: "skipped (--only-phase cold)" for key in nocg.NOCG_KEYS.values()})
     phases = [(cold[0], "cold_s")]
     if contender.name == "runyard":
         phases.append((cold[1], "cold500_s"))
     if "cold" in settings.phases:  # alternated with the others instead (alternate_cold)
         phases = []
+    else:
+        out.update({key: "skipped (no cold phase)" for key in nocg.NOCG_KEYS.values()})
     for phase, key in phases:
         started = time.monotonic()
         print(f"  {contender.name}: {phase.name} phase ...", end="", flush=True)

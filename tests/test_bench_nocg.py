@@ -119,7 +119,7 @@ def test_the_info_rows_show_a_ratio_are_never_judged_but_fail_when_the_variant_f
     runyard["cold_nocg_s"] = "n/a (BenchError)"
     rows, ok = rendered(runyard, anchor)
     assert rows[label][-1] == "FAIL (no figure)" and not ok
-    runyard["cold_nocg_s"] = runyard["cold500_nocg_s"] = "skipped (--only-phase cold)"
+    runyard["cold_nocg_s"] = runyard["cold500_nocg_s"] = "skipped (no cold phase)"
     _, ok = rendered(runyard, anchor)
     assert ok
     assert nocg.subreaper_note({"runyard": runyard}) == []
