@@ -62,6 +62,7 @@ from .transport import (
     curve_options,
     daemon_died,
     expect,
+    heartbeats_for,
     interpret,
     key_refused,
     loose,
@@ -145,10 +146,11 @@ class AsyncClient:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            # As in Client: heartbeats and a monitor, so that a waiting request ends within
-            # 2 s of the daemon's death (link.py), not at its timeout.
-            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            # As in Client: a monitor (and heartbeats over tcp), so that a waiting request ends
+            # within 2 s of the daemon's death (link.py), not at its timeout.
+            if heartbeats_for(self.endpoint):
+                sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
             monitor = sock.get_monitor_socket(MONITORED_EVENTS)
             sock.connect(self.endpoint)
             self._dealer, self._link = sock, LinkWatch()

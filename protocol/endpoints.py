@@ -18,7 +18,11 @@ import msgspec
 from runyard.runtime.core.digest import sha256
 from runyard.runtime.core.errors import SocketDirError
 
-__all__ = ["Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
+__all__ = ["RELAY_MARK", "Endpoints", "SocketDirError", "endpoints_for", "prepare_socket_dir"]
+
+#: A file in a socket directory served by ``runyard --host``'s relay (protocol/ssh_relay.py),
+#: not by a daemon: its clients keep heartbeats, which run end to end to the box's daemon.
+RELAY_MARK = "relayed"
 
 #: Room left under the platform limit for the longest socket name we use.
 _MAX_SUN_PATH = 100

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from runyard.runtime.core.errors import DaemonUnreachable, ProtocolError, UsageError
 
-from .endpoints import Endpoints, endpoints_for, prepare_socket_dir
+from .endpoints import RELAY_MARK, Endpoints, endpoints_for, prepare_socket_dir
 from .relay_frames import (
     BRIDGE_VERSION,
     CHANNEL_CONTROL,
@@ -124,6 +124,7 @@ class SshRelay:
         self.root = Path(tempfile.mkdtemp(prefix="runyard-ssh-"))  # 0700: only we connect
         self.endpoints: Endpoints = endpoints_for(self.root)
         prepare_socket_dir(self.endpoints)
+        (self.endpoints.directory / RELAY_MARK).touch(mode=0o600)  # transport.heartbeats_for
         #: What the box's bridge said in its HELLO.
         self.remote: dict[str, object] = {}
         self.sessions = 0

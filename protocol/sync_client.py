@@ -62,6 +62,7 @@ from .transport import (
     curve_options,
     daemon_died,
     expect,
+    heartbeats_for,
     interpret,
     key_refused,
     no_connection,
@@ -147,10 +148,12 @@ class Client:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             # A daemon that dies closes the connection (ipc, tcp); one whose host vanishes
-            # stops answering heartbeats. Either way the monitor reports a disconnect, so a
-            # request stops waiting within 2 s of the death, not at its timeout (link.py).
-            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            # stops answering heartbeats (tcp only: heartbeats_for). Either way the monitor
+            # reports a disconnect, so a request stops waiting within 2 s of the death, not at
+            # its timeout (link.py).
+            if heartbeats_for(self.endpoint):
+                sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
             self._monitor = sock.get_monitor_socket(MONITORED_EVENTS)
             self._link = LinkWatch()
             sock.connect(self.endpoint)

@@ -81,6 +81,25 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+#: The name of libzmq's I/O thread (it answers heartbeats without the daemon's loop).
+ZMQ_IO = "ZMQbg/IO"
+
+
+def thread_wakeups(pid: int, thread: str = "") -> int:
+    """Context switches of every thread of ``pid`` so far (or of those whose name starts with
+    ``thread``): each wake-up of a sleeping thread (a timer, a poll, a zmq heartbeat) is one,
+    whether or not it then reads anything."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if not (task / "comm").read_text().startswith(thread):
+                continue
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                    total += int(line.split()[1])
+    return total
+
+
 def runyard_env() -> dict[str, str]:
     """This process's environment without Runyard's own control variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}

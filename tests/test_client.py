@@ -39,7 +39,7 @@ from runyard.protocol.client import (
     UnsupportedVersion,
     Verdict,
 )
-from runyard.protocol.endpoints import endpoints_for, prepare_socket_dir
+from runyard.protocol.endpoints import RELAY_MARK, endpoints_for, prepare_socket_dir
 from runyard.protocol.messages import (
     DuReply,
     ErrorReply,
@@ -58,6 +58,7 @@ from runyard.protocol.messages import (
     decode_request,
     encode,
 )
+from runyard.protocol.transport import heartbeats_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -782,3 +783,16 @@ async def test_a_reply_sent_just_before_the_daemon_dies_is_read_not_called_a_dea
             ) as ac:
                 assert (await ac.hello()).pid == 1
         peer.join(5)
+
+
+def test_heartbeats_go_where_a_peer_can_vanish_with_its_connection_open(tmp_path: Path) -> None:
+    """tcp (a host can vanish) and a --host relay's sockets (heartbeats run end to end to the
+    box's daemon) heartbeat; a daemon's own ipc socket does not: a dead daemon's end closes by
+    itself, and each PING woke the idle daemon's zmq I/O thread (issue 16)."""
+    eps = endpoints_for(tmp_path / "tree")
+    prepare_socket_dir(eps)
+    assert heartbeats_for("tcp://127.0.0.1:5555")
+    assert not heartbeats_for(eps.control) and not heartbeats_for(eps.events)
+    (eps.directory / RELAY_MARK).touch()
+    assert heartbeats_for(eps.control)
+    assert not heartbeats_for("inproc://control")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemonkit import SLEEPER, Daemon, build_tree, wait_for
+from daemonkit import SLEEPER, ZMQ_IO, Daemon, build_tree, thread_wakeups, wait_for
 
 from runyard.protocol import messages as m
 from runyard.protocol.client import AsyncClient, Client, ClientError, DaemonUnreachable
+from runyard.protocol.transport import HEARTBEAT_MS
 from runyard.runtime.core.manifest import init_tree
 from runyard.runtime.core.tree import RuntimeTree
 from runyard.runtime.signing.keys import CurveKeyFiles, generate_curve_key
@@ -131,6 +132,18 @@ REFUSED = (
     r"^the daemon at tcp://127\.0\.0\.1:\d+ refused this client's CurveZMQ key "
     r"\(is its public key in the daemon's curve_authorized_dir\?\)$"
 )
+
+
+def test_an_idle_client_over_tcp_still_sends_heartbeats(curve_daemon) -> None:
+    """Heartbeats stay where a daemon's host can vanish with the connection left open: an
+    idle client over tcp PINGs every HEARTBEAT_MS, and the daemon's zmq I/O thread wakes to
+    answer (over ipc nothing wakes it: test_daemon_footprint)."""
+    d, keys, port = curve_daemon
+    with tcp_client(port, keys.server, keys.client, timeout=10) as c:
+        c.hello()
+        before = thread_wakeups(d.proc.pid, ZMQ_IO)
+        time.sleep(5 * HEARTBEAT_MS / 1000)
+        assert thread_wakeups(d.proc.pid, ZMQ_IO) - before >= 4
 
 
 def test_unauthorized_key_is_told_it_was_refused_not_that_the_daemon_went_away(

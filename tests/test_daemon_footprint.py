@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from daemonkit import build_tree, wait_for
+from daemonkit import build_tree, thread_wakeups, wait_for
 
 from runyard.daemon.stats import LINGER, STATS_INTERVAL
+from runyard.protocol.transport import HEARTBEAT_MS
 from runyard.runtime.config import env as env_module
 from runyard.runtime.core.tree import RuntimeTree
 
@@ -135,18 +136,6 @@ def test_an_idle_daemon_reads_nothing_and_a_one_shot_status_still_shows_cpu_and_
     assert all(s.cpu_percent is not None and s.rss for s in rows), rows
 
 
-def _wakeups(pid: int) -> int:
-    """Context switches of every thread of ``pid`` so far: each wake-up of a sleeping thread
-    (a timer, a poll, a zmq heartbeat) is one, whether or not it then reads anything."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for line in (task / "status").read_text().splitlines():
-                if "ctxt_switches:" in line:  # voluntary and nonvoluntary
-                    total += int(line.split()[1])
-    return total
-
-
 def test_an_idle_daemon_nobody_is_connected_to_wakes_none_of_its_threads(root, daemons) -> None:
     """Issue 16's idle CPU: the read count (above) misses a timer or a thread that wakes and
     reads nothing. Once the sampler's LINGER is over, none of the daemon's threads (the loop,
@@ -158,12 +147,29 @@ def test_an_idle_daemon_nobody_is_connected_to_wakes_none_of_its_threads(root, d
         wait_for(lambda: {s.state for s in c.status().services} == {"running"}, 20, "running")
 
     def quiet_for_an_interval() -> bool:
-        before = _wakeups(pid)
+        before = thread_wakeups(pid)
         time.sleep(STATS_INTERVAL + 0.5)
-        return _wakeups(pid) == before
+        return thread_wakeups(pid) == before
 
     wait_for(quiet_for_an_interval, LINGER + 4 * STATS_INTERVAL, "the daemon to fall quiet")
     assert quiet_for_an_interval(), "an idle daemon's thread woke up"
+
+
+def test_an_idle_client_over_ipc_wakes_no_daemon_thread(root, daemons) -> None:
+    """Found once the stable_secs timers were gone: what was left of the bench's idle CPU
+    (0.05-0.07 % over 10 s) was zmq's I/O thread answering the connected client's heartbeat
+    PING every 500 ms. Over ipc a dead daemon's end closes by itself, so a client sends
+    heartbeats over tcp only: a client left open and idle (a TUI, a script) wakes none of the
+    daemon's threads."""
+    tree = build_tree(root, {"a": SLEEPER}, "[services.a]\nstart_secs = 0\n")
+    d = daemons(tree).start()
+    pid = d.proc.pid
+    with d.client() as c:
+        c.hello()  # the control connection is up; hello buys no CPU/RSS sampling
+        time.sleep(0.5)  # the reply and the boot's last state.json write are behind us
+        before = thread_wakeups(pid)
+        time.sleep(5 * HEARTBEAT_MS / 1000)
+        assert thread_wakeups(pid) == before, "an idle ipc client's connection woke the daemon"
 
 
 def _children(pid: int) -> list[int]:
@@ -194,9 +200,9 @@ def test_a_start_leaves_no_wakeup_for_its_stable_secs(root, daemons) -> None:
     wait_for(lambda: len(_children(pid)) == 2, 20, "both services spawned")
     spawned = time.monotonic()  # each run's stable mark is at most `stable` from now
     time.sleep(1.0)  # the boot's last state.json write and the hello's disconnect
-    before = _wakeups(pid)
+    before = thread_wakeups(pid)
     time.sleep(max(0.0, spawned + stable + 1.0 - time.monotonic()))
-    assert _wakeups(pid) == before, "the idle daemon woke up around its services' stable_secs"
+    assert thread_wakeups(pid) == before, "the idle daemon woke up around its services' stable_secs"
 
 
 def test_the_disk_watch_starts_with_its_first_subscriber(root, daemons) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
-from daemonkit import SLEEPER, Daemon, build_tree, runyard_env, wait_for
+from daemonkit import SLEEPER, ZMQ_IO, Daemon, build_tree, runyard_env, thread_wakeups, wait_for
 from sshbox import SshBox, sshbox  # noqa: F401  (sshbox: the fixture)
 from test_tui_tmux import Tmux, service_row, until
 
@@ -229,6 +229,27 @@ def test_protocol_version_handshake_over_the_relay(
             with pytest.raises(UnsupportedVersion):
                 client.request(Hello(protocol=PROTOCOL_VERSION + 1, client="future"))
     assert not relay.root.exists()  # the relay's private directory is gone with it
+
+
+@pytest.mark.timeout(60)
+def test_a_client_through_the_relay_keeps_its_heartbeats_end_to_end(
+    boxed: tuple[Daemon, dict[str, str]],
+    sshbox: SshBox,  # noqa: F811
+) -> None:
+    """A client of a daemon's own ipc socket sends no heartbeats (issue 16, idle CPU); one of a
+    ``--host`` relay's does, so a box gone quiet is noticed in 1.5 s: an idle client through
+    the relay wakes the box's daemon every HEARTBEAT_MS."""
+    from runyard.protocol.client import Client
+    from runyard.protocol.ssh_relay import SshRelay
+    from runyard.protocol.transport import HEARTBEAT_MS
+
+    daemon, _env = boxed
+    target = SshTarget(sshbox.alias, str(daemon.tree.root))
+    with SshRelay(target, sshbox.ssh_command) as relay, Client(relay.root, timeout=10) as client:
+        client.hello()
+        before = thread_wakeups(daemon.proc.pid, ZMQ_IO)
+        time.sleep(5 * HEARTBEAT_MS / 1000)
+        assert thread_wakeups(daemon.proc.pid, ZMQ_IO) - before >= 4
 
 
 @pytest.mark.timeout(60)
