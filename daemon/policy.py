@@ -8,7 +8,7 @@ import msgspec
 
 from .fsm import Trigger
 
-__all__ = ["BackoffPolicy", "RestartDecision", "backoff_delay", "decide_restart", "ran_stable"]
+__all__ = ["BackoffPolicy", "RestartDecision", "RunClock", "backoff_delay", "decide_restart"]
 
 
 class BackoffPolicy(msgspec.Struct, frozen=True):
@@ -41,14 +41,36 @@ def backoff_delay(policy: BackoffPolicy, attempt: int, rng: random.Random | None
     return max(0.0, base)
 
 
-def ran_stable(running_since: float | None, stable_at: float | None, now: float) -> bool:
-    """Whether a run that ends ``now`` stayed up long enough to reset the failure count: it was
-    running (since ``running_since``) at ``stable_at``, its start + ``stable_secs`` (all
-    monotonic). Judged when the run ends rather than by a timer at ``stable_at``, so a start
-    leaves no wake-up behind (issue 16: 50 starts woke an idle daemon 10 s later)."""
-    if running_since is None or stable_at is None:
-        return False
-    return running_since <= stable_at <= now
+class RunClock:
+    """Whether a run stayed up ``stable_secs`` (its failure count then resets): it was running
+    at its start + ``stable_secs``, the mark. Judged when the run leaves ``running`` (it
+    exits, or is stopped) rather than by a timer at the mark, so a start leaves no wake-up
+    behind (issue 16: the 50 timers of one pass woke an idle daemon 10 s later). The answers
+    are the timer's: a run running from its start (``start_secs`` 0, or adopted) counts from
+    its start, even with ``stable_secs`` 0; one still starting at its mark never counts.
+    Monotonic seconds; one answer per run."""
+
+    __slots__ = ("mark", "running_since", "started")
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.mark: float | None = None
+        self.running_since: float | None = None
+
+    def start(self, stable_secs: float, now: float) -> None:
+        self.started, self.mark, self.running_since = now, now + stable_secs, None
+
+    def running(self, now: float, *, from_start: bool) -> None:
+        if self.running_since is None:
+            self.running_since = self.started if from_start else now
+
+    def left(self, now: float) -> bool:
+        """The run is no longer running (or never was): whether it was stable."""
+        since, self.running_since = self.running_since, None
+        if since is None:
+            return False
+        mark, self.mark = self.mark, None
+        return mark is not None and since <= mark <= now
 
 
 def decide_restart(

@@ -31,7 +31,7 @@ from .fsm import ALIVE, ServiceState, Trigger, Wanted, next_state
 from .host import RunnerHost
 from .launch import prepare_launch
 from .notify import notify_address
-from .policy import decide_restart, ran_stable
+from .policy import RunClock, decide_restart
 from .process import ProcessHandle, SpawnError, signal_group, stop_process, wait_exit
 from .service_io import ServiceIO
 from .service_limits import ServiceLimits
@@ -69,9 +69,7 @@ class ServiceRunner:
         self.handle: ProcessHandle | None = None
         self.started_at: float | None = None
         self.failures = 0
-        #: Monotonic: since when it is running, and when the current run counts as stable.
-        self._running_since: float | None = None
-        self._stable_at: float | None = None
+        self._clock = RunClock()  # whether a run stayed up stable_secs, judged as it ends
         self.last_exit: int | None = None
         self.last_exit_at: float | None = None
         self.next_start_at: float | None = None
@@ -126,8 +124,11 @@ class ServiceRunner:
         """
         if trigger is not None:
             self.state = next_state(self.state, trigger)
-            running = self.state is S.RUNNING
-            self._running_since = (self._running_since or time.monotonic()) if running else None
+            if self.state is S.RUNNING:  # at once when started with start_secs 0, or adopted
+                from_start = trigger is T.ADOPT or self.spec.start_secs <= 0
+                self._clock.running(time.monotonic(), from_start=from_start)
+            elif self._clock.left(time.monotonic()):  # stopped after a stable run
+                self.failures = 0
         if reason is not None:
             self.reason = reason
         if wanted is not None:
@@ -282,7 +283,7 @@ class ServiceRunner:
         self.started_at = started_at
         self.limit_state.spawned()
         self.io.attach(self.spec, age=max(0.0, time.time() - started_at), handle=handle)
-        self._stable_at = time.monotonic() + self.spec.stable_secs  # judged at its exit
+        self._clock.start(self.spec.stable_secs, time.monotonic())
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(handle))
 
     def _started(self, handle: ProcessHandle) -> None:
@@ -326,8 +327,7 @@ class ServiceRunner:
         self.last_exit = code
         self.last_exit_at = time.time()
         self.started_at = None
-        stable = ran_stable(self._running_since, self._stable_at, time.monotonic())
-        self.failures, self._stable_at = (0 if stable else self.failures) + 1, None
+        self.failures = (0 if self._clock.left(time.monotonic()) else self.failures) + 1
         cause, self._failing = self._failing or cause, ""
         decision = decide_restart(
             restart=self.spec.restart,

@@ -1,7 +1,7 @@
 """What the control socket's monitor says about the daemon at the other end, free of I/O.
 
-Both clients watch their DEALER with a zmq socket monitor (and heartbeats, so that a host that
-vanishes is noticed too). Its events tell apart three things a bare timeout would blur:
+Both clients watch their DEALER with a zmq socket monitor (and heartbeats over tcp and a
+``--host`` relay, so that a host that vanishes is noticed too: transport.heartbeats_for). Its events tell apart three things a bare timeout would blur:
 
     HANDSHAKE_SUCCEEDED  the link is up: a daemon answered the ZMTP (and Curve) handshake
     DISCONNECTED         after the link was up: the daemon died (closed, or missed heartbeats);

@@ -70,8 +70,8 @@ def heartbeats_for(endpoint: str) -> bool:
     10 s on this VM, issue 16)."""
     if endpoint.startswith("tcp://"):
         return True
-    path = endpoint.removeprefix("ipc://")
-    return path != endpoint and os.path.exists(os.path.join(os.path.dirname(path), RELAY_MARK))
+    directory = os.path.dirname(endpoint.removeprefix("ipc://")) if "ipc://" in endpoint else ""
+    return bool(directory) and os.path.exists(os.path.join(directory, RELAY_MARK))
 
 
 #: Stopping waits for the service's stop timeout; a 5 s default would give up too early.

@@ -266,7 +266,8 @@ def alternate_cold(
     """The cold phase (the full run's, or ``--only-phase cold`` alone): ``max(3, settings.sessions) *
     settings.launches`` rounds; in each, every contender in a rotated order gets one launch to
     50 running (Runyard and runyard@base also one to COLD_MANY), so a load that comes and goes
-    falls on all of them alike (runyard@subreaper too: bench_daemon_nocg). cold_s / cold500_s:
+    falls on all of them alike (runyard@subreaper too: bench_daemon_nocg); one whose launch
+    failed gets ``n/a`` and no further launches of that phase. cold_s / cold500_s:
     the seconds of each launch."""
     out: dict[str, dict[str, Any]] = {
         c.name: {"cold_s": [], "loads": {"cold_s": []}} for c in contenders
@@ -281,6 +282,8 @@ def alternate_cold(
                 phases.append((cold[1], "cold500_s"))
             res = out[contender.name]
             for phase, key in phases:
+                if not isinstance(res.setdefault(key, []), list):
+                    continue  # it failed in an earlier round: no more launches of it here
                 print(f"  {contender.name}: {phase.name} {n + 1}/{rounds} ...", end="", flush=True)
                 try:
                     secs, loads, cpus = fig_cold(contender, phase, 1)
@@ -288,9 +291,8 @@ def alternate_cold(
                     print(f" FAILED: {exc}")
                     res[key] = f"n/a ({type(exc).__name__})"
                     continue
-                if isinstance(res.setdefault(key, []), list):
-                    res[key] += secs
-                    res["loads"].setdefault(key, []).extend(loads)
+                res[key] += secs
+                res["loads"].setdefault(key, []).extend(loads)
                 if key == "cold_s":
                     cpu[contender.name] += cpus
                 print(f" {secs[0]:.3f} s ({loads[0]})")

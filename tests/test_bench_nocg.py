@@ -164,3 +164,27 @@ def test_cold_launches_report_their_containment_and_the_variant_runs_without_cgr
     # the failed launch was still shut down: the next one on the same tree runs
     secs, _, _ = bs.fig_cold(nocg.RunyardSubreaper(bench_base, sys.executable), ph, 1)
     assert len(secs) == 1
+
+
+def test_a_contender_whose_cold_launch_failed_is_launched_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: after one failed launch a contender stayed in the rotation (each later
+    launch could wait 180 s), and its later figures were thrown away anyway."""
+    calls: list[str] = []
+
+    def fig_cold(contender: bd.Contender, phase: bd.Phase, launches: int):
+        calls.append(contender.name)
+        if contender.name == "supervisord":
+            raise bd.BenchError("no socket")
+        return [0.25], ["load 0.1"], [0.18]
+
+    monkeypatch.setattr(bs, "fig_cold", fig_cold)
+    settings = bd.Settings(3, 10, 1, 1.0, 1.0, 1, 1, sessions=3, launches=3)
+    ph = bd.Phase("cold", tmp_path / "rt", ())
+    contenders = [bd.Runyard(tmp_path, sys.executable), bd.Supervisord(tmp_path, sys.executable)]
+    out = bs.alternate_cold(contenders, (ph, ph), settings)
+    assert calls.count("supervisord") == 1
+    assert calls.count("runyard") == 18  # 9 rounds of 50 and 500
+    assert out["supervisord"]["cold_s"] == "n/a (BenchError)"
+    assert out["runyard"]["cold_s"] == [0.25] * 9

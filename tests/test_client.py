@@ -796,3 +796,5 @@ def test_heartbeats_go_where_a_peer_can_vanish_with_its_connection_open(tmp_path
     (eps.directory / RELAY_MARK).touch()
     assert heartbeats_for(eps.control)
     assert not heartbeats_for("inproc://control")
+    # no directory to hold a mark (the current one is not looked at)
+    assert not heartbeats_for("ipc://control.sock") and not heartbeats_for("ipc://@abstract")

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -258,7 +259,8 @@ def test_a_run_that_stays_up_stable_secs_resets_the_failure_count(root, daemons)
     """``stable_secs`` is judged when a run ends (no timer per start, issue 16): each run of
     ``steady`` lasts 0.6 s, past its 0.2 s, so its failures never add up; ``flaky`` runs the
     same program with 5 s and is fatal after ``max_restarts``. A ``start_secs`` longer than
-    ``stable_secs`` (``late``) counts as it did with the timer: not running at the mark."""
+    ``stable_secs`` (``late``) counts as it did with the timer: not running at the mark; a
+    ``stable_secs`` of 0 (``always``) counts every run, as the timer did on its next turn."""
     common = (
         'restart = "always"\nmax_restarts = 1\n'
         "backoff = { initial = 0.05, multiplier = 1.0, max = 0.05, jitter = 0.0 }\n"
@@ -267,17 +269,59 @@ def test_a_run_that_stays_up_stable_secs_resets_the_failure_count(root, daemons)
         f"[services.steady]\n{common}start_secs = 0\nstable_secs = 0.2\n"
         f"[services.flaky]\n{common}start_secs = 0\nstable_secs = 5\n"
         f"[services.late]\n{common}start_secs = 0.4\nstable_secs = 0.2\n"
+        f"[services.always]\n{common}start_secs = 0\nstable_secs = 0\n"
     )
-    programs = dict.fromkeys(("steady", "flaky", "late"), SHORT_LIVED)
+    programs = dict.fromkeys(("steady", "flaky", "late", "always"), SHORT_LIVED)
     tree = build_tree(root, programs, project)
     d = daemons(tree).start()
     with d.client() as c:
         wait_for(lambda: one(c, "flaky").state == "fatal", 30, "flaky fatal")
         wait_for(lambda: one(c, "late").state == "fatal", 30, "late fatal")
         wait_for(lambda: one(c, "steady").restarts >= 4, 30, "steady restarted 4 times")
-        steady = one(c, "steady")
-        assert steady.state != "fatal", steady
+        wait_for(lambda: one(c, "always").restarts >= 4, 30, "always restarted 4 times")
+        for name in ("steady", "always"):
+            assert one(c, name).state != "fatal", one(c, name)
         assert (one(c, "flaky").restarts, one(c, "late").restarts) == (1, 1)
+
+
+#: Its 1st and 3rd runs crash at once; the others stay up (a count kept in its working dir).
+CRASHES_ON_RUNS_1_AND_3 = """
+import pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+runs = pathlib.Path("runs")
+n = int(runs.read_text() or 0) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+if n in (1, 3):
+    sys.exit(1)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_stable_run_ended_by_a_restart_still_resets_the_failure_count(root, daemons) -> None:
+    """Found in review of the timer-less stable_secs: a run judged only at its exit lost its
+    judgement when a stop ended it, so after `restart` the old crash still counted. Run 1
+    crashes (1 failure), run 2 stays up past its 0.2 s and is restarted, run 3 crashes: with
+    max_restarts = 1 that is a retry (the count started again), not fatal."""
+    project = (
+        '[services.svc]\nrestart = "always"\nmax_restarts = 1\nstart_secs = 0\n'
+        "stable_secs = 0.2\n"
+        "backoff = { initial = 0.05, multiplier = 1.0, max = 0.05, jitter = 0.0 }\n"
+    )
+    tree = build_tree(root, {"svc": CRASHES_ON_RUNS_1_AND_3}, project)
+    d = daemons(tree).start()
+    runs = tree.data_dir / "svc" / "runs"
+    with d.client() as c:
+        wait_for(lambda: runs.exists() and runs.read_text() == "2", 30, "the second run")
+        wait_for(lambda: one(c, "svc").state == "running", 30, "the second run running")
+        started = one(c, "svc").started_at
+        assert started is not None
+        wait_for(lambda: time.time() - started > 0.6, 5, "the second run past its mark")
+        c.restart(["svc"])
+        wait_for(lambda: runs.read_text() == "4", 30, "the fourth run (the third retried)")
+        svc = one(c, "svc")
+        assert svc.state != "fatal", svc
 
 
 def test_state_file_of_an_older_daemon_still_decodes(tree) -> None:

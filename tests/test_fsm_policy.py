@@ -7,7 +7,7 @@ import random
 import pytest
 
 from runyard.daemon.fsm import TRANSITIONS, IllegalTransition, ServiceState, Trigger, next_state
-from runyard.daemon.policy import BackoffPolicy, backoff_delay, decide_restart, ran_stable
+from runyard.daemon.policy import BackoffPolicy, RunClock, backoff_delay, decide_restart
 
 S, T = ServiceState, Trigger
 
@@ -87,16 +87,24 @@ def test_restart_decision(restart, code, failures, trigger) -> None:
         assert decision.delay == 0.5 * 2 ** (failures - 1)
 
 
-@pytest.mark.parametrize(
-    ("running_since", "stable_at", "now", "stable"),
-    [
-        (None, 10.0, 20.0, False),  # never running (exited while starting, or a spawn failed)
-        (1.0, None, 20.0, False),  # no run attached
-        (1.0, 10.0, 9.9, False),  # ended before its mark
-        (1.0, 10.0, 10.0, True),  # running at its mark
-        (1.0, 10.0, 30.0, True),
-        (11.0, 10.0, 30.0, False),  # still starting at its mark (start_secs > stable_secs)
-    ],
-)
-def test_a_run_is_stable_when_it_was_running_at_its_mark(running_since, stable_at, now, stable):
-    assert ran_stable(running_since, stable_at, now) is stable
+def test_a_run_is_stable_when_it_was_running_at_its_mark() -> None:
+    """RunClock gives the answers the per-start stable_secs timer gave (issue 16)."""
+    clock = RunClock()
+    assert not clock.left(5.0)  # never started, never running
+    clock.start(10.0, now=0.0)
+    assert not clock.left(0.1)  # left while starting (an exit, a spawn failure): no answer yet
+    clock.running(1.0, from_start=False)
+    assert not clock.left(9.9)  # ended before its mark
+    clock.start(10.0, now=0.0)
+    clock.running(1.0, from_start=False)
+    assert clock.left(10.0) and not clock.left(30.0)  # running at its mark; one answer per run
+    clock.start(10.0, now=0.0)
+    clock.running(11.0, from_start=False)  # still starting at its mark (start_secs 11)
+    assert not clock.left(30.0)
+    clock.start(0.0, now=0.0)  # stable_secs 0 and running from the start: always stable
+    clock.running(0.001, from_start=True)
+    assert clock.left(0.002)
+    clock.start(10.0, now=0.0)  # stopped after its mark: stable too
+    clock.running(0.0, from_start=True)
+    clock.running(4.0, from_start=False)  # a second commit while running changes nothing
+    assert clock.left(15.0)
